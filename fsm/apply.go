@@ -1,0 +1,448 @@
+package fsm
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// applyEntry decodes and applies one command entry. A command that cannot
+// be decoded changes nothing, on every replica alike.
+func (t *tx) applyEntry(data []byte) *Result {
+	c, err := DecodeCommand(data)
+	if err != nil {
+		t.f.logger.Warn("skipping undecodable log entry", "index", t.applied.Index, "error", err)
+		return &Result{Err: err}
+	}
+	res := t.apply(&c)
+	res.Op = c.Op
+	if t.err != nil {
+		res.Err = fmt.Errorf("%w: %v", ErrStorage, t.err)
+	}
+	return res
+}
+
+func (t *tx) apply(c *Command) *Result {
+	switch c.Op {
+	case OpJoin:
+		return t.join(c)
+	case OpLeave:
+		return t.leave(c)
+	case OpPublish:
+		return t.publish(c)
+	case OpRoomConfig:
+		return t.roomConfig(c)
+	case OpRoomDelete:
+		return t.roomDelete(c)
+	case OpExpireNode:
+		return t.expireNode(c)
+	case OpTick:
+		return t.tick(c)
+	case OpGroupDefaults:
+		return t.groupDefaults(c)
+	}
+	return &Result{Err: fmt.Errorf("%w: unknown op %d", ErrBadCommand, uint8(c.Op))}
+}
+
+func invalid(format string, args ...any) *Result {
+	return &Result{Err: fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...)}
+}
+
+// checkName validates a room or member name: non-empty UTF-8 without
+// control characters, so it prints and keys safely everywhere.
+func checkName(what, s string) error {
+	if s == "" {
+		return fmt.Errorf("%w: %s name is empty", ErrInvalid, what)
+	}
+	if !utf8.ValidString(s) {
+		return fmt.Errorf("%w: %s name is not valid UTF-8", ErrInvalid, what)
+	}
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return fmt.Errorf("%w: %s name %q contains a control character", ErrInvalid, what, s)
+		}
+	}
+	return nil
+}
+
+func checkNames(room, member string) *Result {
+	if err := checkName("room", room); err != nil {
+		return &Result{Room: room, Err: err}
+	}
+	if err := checkName("member", member); err != nil {
+		return &Result{Room: room, Err: err}
+	}
+	return nil
+}
+
+func (t *tx) join(c *Command) *Result {
+	if res := checkNames(c.Room, c.Member); res != nil {
+		return res
+	}
+	if c.Ephemeral && c.NodeID == "" {
+		return invalid("ephemeral member %q needs a node id", c.Member)
+	}
+	tr := t.touch(c.Room)
+	if !tr.exists {
+		tr = t.create(c.Room)
+	}
+	r := &tr.rec
+	seq := t.appendEvent(c.Room, r, EventJoin, c.Member, c.Meta)
+	if t.member(c.Room, r.Epoch, c.Member) == nil {
+		r.MemberCount++
+	}
+	m := &Member{Name: c.Member, Meta: c.Meta, Ephemeral: c.Ephemeral, JoinedSeq: seq}
+	if c.Ephemeral {
+		m.NodeID, m.NodeEpoch = c.NodeID, c.NodeEpoch
+	}
+	t.putMember(c.Room, r.Epoch, m)
+	return &Result{Room: c.Room, Epoch: r.Epoch, Seq: seq, LastSeq: r.LastSeq}
+}
+
+func (t *tx) leave(c *Command) *Result {
+	if res := checkNames(c.Room, c.Member); res != nil {
+		return res
+	}
+	rec, ok := t.lookup(c.Room)
+	if !ok || t.member(c.Room, rec.Epoch, c.Member) == nil {
+		return &Result{Room: c.Room, Epoch: rec.Epoch, LastSeq: rec.LastSeq,
+			Err: fmt.Errorf("%w: %q is not in room %q", ErrNotMember, c.Member, c.Room)}
+	}
+	r := &t.touch(c.Room).rec
+	seq := t.appendEvent(c.Room, r, EventLeave, c.Member, nil)
+	t.removeMember(c.Room, r.Epoch, c.Member)
+	r.MemberCount--
+	return &Result{Room: c.Room, Epoch: r.Epoch, Seq: seq, LastSeq: r.LastSeq}
+}
+
+func (t *tx) publish(c *Command) *Result {
+	if res := checkNames(c.Room, c.Member); res != nil {
+		return res
+	}
+	rec, exists := t.lookup(c.Room)
+	config := rec.Config
+	if !exists {
+		config = t.currentDefaults()
+	}
+	// A repeated key answers first: a retry of a conditional publish that
+	// succeeded must see its own success, not a conflict with itself.
+	if exists && c.Key != "" {
+		if kr, ok := t.liveKey(c.Room, &rec, c.Key); ok {
+			return &Result{Room: c.Room, Epoch: rec.Epoch, Seq: kr.Seq, Duplicate: true, LastSeq: rec.LastSeq}
+		}
+	}
+	if config.MembersOnly && (!exists || t.member(c.Room, rec.Epoch, c.Member) == nil) {
+		return &Result{Room: c.Room, Epoch: rec.Epoch, LastSeq: rec.LastSeq,
+			Err: fmt.Errorf("%w: room %q takes messages from members only and %q has not joined", ErrNotMember, c.Room, c.Member)}
+	}
+	if c.HasExpectSeq && rec.LastSeq != c.ExpectSeq {
+		return &Result{Room: c.Room, Epoch: rec.Epoch, LastSeq: rec.LastSeq,
+			Err: fmt.Errorf("%w: room %q is at seq %d, expected %d", ErrConflict, c.Room, rec.LastSeq, c.ExpectSeq)}
+	}
+	tr := t.touch(c.Room)
+	if !tr.exists {
+		tr = t.create(c.Room)
+	}
+	r := &tr.rec
+	seq := t.appendEvent(c.Room, r, EventMessage, c.Member, c.Data)
+	if c.Key != "" {
+		t.rememberKey(c.Room, r, c.Key, seq)
+	}
+	return &Result{Room: c.Room, Epoch: r.Epoch, Seq: seq, LastSeq: r.LastSeq}
+}
+
+// appendEvent gives the room its next seq, stores the event and trims the
+// history to its count limit.
+func (t *tx) appendEvent(name string, r *roomRecord, typ EventType, member string, data []byte) uint64 {
+	r.LastSeq++
+	seq := r.LastSeq
+	if r.FirstSeq == seq { // the history was empty
+		r.FirstTime = t.now
+	}
+	ev := Event{Room: name, Epoch: r.Epoch, Seq: seq, Type: typ, Member: member, Data: data, Time: time.Unix(0, t.now).UTC()}
+	t.set(t.f.keys.event(name, r.Epoch, seq), encodeEvent(&ev, t.now))
+	t.events = append(t.events, ev)
+	t.trimCount(name, r)
+	return seq
+}
+
+// trimCount enforces HistoryMaxCount and KeyWindowCount. Trimming moves
+// the windows only; sweep deletes what falls out of them. FirstTime and
+// KeyFirstTime stay valid lower bounds because times grow with seq.
+func (t *tx) trimCount(name string, r *roomRecord) {
+	if max := r.Config.HistoryMaxCount; max > 0 && r.LastSeq-r.FirstSeq+1 > max {
+		r.FirstSeq = r.LastSeq - max + 1
+		t.f.dirty[name] = struct{}{}
+	}
+	if max := r.Config.KeyWindowCount; max > 0 && r.KeyNext-r.KeyFirst > max {
+		r.KeyFirst = r.KeyNext - max
+		t.f.dirty[name] = struct{}{}
+	}
+}
+
+// liveKey finds a key inside the room's window (by count and by age).
+func (t *tx) liveKey(name string, r *roomRecord, key string) (keyRecord, bool) {
+	v := t.get(t.f.keys.idemKey(name, r.Epoch, key))
+	if v == nil {
+		return keyRecord{}, false
+	}
+	kr, err := decodeKeyRecord(v)
+	if err != nil {
+		t.fail(corrupt("key", t.f.keys.idemKey(name, r.Epoch, key), err))
+		return keyRecord{}, false
+	}
+	if kr.Ordinal < r.KeyFirst || kr.Ordinal >= r.KeyNext {
+		return keyRecord{}, false
+	}
+	if age := r.Config.KeyWindowAge; age > 0 && kr.Time < t.now-int64(age) {
+		return keyRecord{}, false
+	}
+	return kr, true
+}
+
+func (t *tx) rememberKey(name string, r *roomRecord, key string, seq uint64) {
+	ord := r.KeyNext
+	r.KeyNext++
+	if r.KeyFirst == ord {
+		r.KeyFirstTime = t.now
+	}
+	t.set(t.f.keys.idemKey(name, r.Epoch, key), keyRecord{Seq: seq, Ordinal: ord, Time: t.now}.encode())
+	t.set(t.f.keys.order(name, r.Epoch, ord), encodeOrder(key, t.now))
+	t.trimCount(name, r)
+}
+
+func (t *tx) roomConfig(c *Command) *Result {
+	if err := checkName("room", c.Room); err != nil {
+		return &Result{Room: c.Room, Err: err}
+	}
+	rec, exists := t.lookup(c.Room)
+	base := rec.Config
+	if !exists {
+		base = t.currentDefaults()
+	}
+	next := base.merge(c.Config, c.ConfigMask)
+	if err := next.Validate(); err != nil {
+		return &Result{Room: c.Room, Epoch: rec.Epoch, LastSeq: rec.LastSeq, Err: fmt.Errorf("%w: %v", ErrInvalid, err)}
+	}
+	tr := t.touch(c.Room)
+	if !tr.exists {
+		tr = t.create(c.Room)
+	}
+	tr.rec.Config = next
+	t.trimCount(c.Room, &tr.rec)
+	return &Result{Room: c.Room, Epoch: tr.rec.Epoch, LastSeq: tr.rec.LastSeq}
+}
+
+func (t *tx) groupDefaults(c *Command) *Result {
+	next := t.currentDefaults().merge(c.Config, c.ConfigMask)
+	if err := next.Validate(); err != nil {
+		return &Result{Err: fmt.Errorf("%w: %v", ErrInvalid, err)}
+	}
+	t.defaults = &next
+	return &Result{}
+}
+
+// roomDelete ends the room's incarnation at once; its stored keys become a
+// grave that sweep removes over the next commits.
+func (t *tx) roomDelete(c *Command) *Result {
+	if err := checkName("room", c.Room); err != nil {
+		return &Result{Room: c.Room, Err: err}
+	}
+	tr := t.touch(c.Room)
+	if !tr.exists {
+		return &Result{Room: c.Room, Err: fmt.Errorf("%w: %q", ErrRoomNotFound, c.Room)}
+	}
+	old := tr.rec
+	tr.exists = false
+	tr.rec = roomRecord{}
+	// Keys this tx wrote for the incarnation are not in badger yet, where
+	// the grave sweep looks; turn them into deletes here.
+	for _, kind := range incarnationKinds {
+		prefix := string(t.f.keys.incarnation(kind, c.Room, old.Epoch))
+		for k, v := range t.writes {
+			if v != nil && strings.HasPrefix(k, prefix) {
+				t.writes[k] = nil
+			}
+		}
+	}
+	g := t.f.keys.grave(c.Room, old.Epoch)
+	t.set(g, []byte{recordVersion})
+	t.f.graves[string(g)] = graveRef{room: c.Room, epoch: old.Epoch}
+	delete(t.f.dirty, c.Room)
+	t.events = append(t.events, Event{Room: c.Room, Epoch: old.Epoch, Seq: old.LastSeq, Type: EventRoomDeleted,
+		Time: time.Unix(0, t.now).UTC()})
+	return &Result{Room: c.Room, Epoch: old.Epoch, LastSeq: old.LastSeq}
+}
+
+// expireNode removes, in (room, member) order, up to Limit ephemeral
+// members held by sessions of NodeID older than NodeEpoch.
+func (t *tx) expireNode(c *Command) *Result {
+	if c.NodeID == "" {
+		return invalid("expire_node needs a node id")
+	}
+	limit := int(c.Limit)
+	if limit == 0 || limit > MaxExpireLimit {
+		limit = MaxExpireLimit
+	}
+	candidates := make(map[memberRef]struct{})
+	for ref := range t.f.nodes[c.NodeID] {
+		candidates[ref] = struct{}{}
+	}
+	for key, m := range t.members {
+		if m != nil && m.Ephemeral && m.NodeID == c.NodeID {
+			candidates[memberRef{room: key.room, member: key.member}] = struct{}{}
+		}
+	}
+	var victims []memberRef
+	for ref := range candidates {
+		rec, ok := t.lookup(ref.room)
+		if !ok {
+			continue
+		}
+		m := t.member(ref.room, rec.Epoch, ref.member)
+		if m != nil && m.Ephemeral && m.NodeID == c.NodeID && m.NodeEpoch < c.NodeEpoch {
+			victims = append(victims, ref)
+		}
+	}
+	sort.Slice(victims, func(i, j int) bool {
+		if victims[i].room != victims[j].room {
+			return victims[i].room < victims[j].room
+		}
+		return victims[i].member < victims[j].member
+	})
+	res := &Result{}
+	if len(victims) > limit {
+		victims, res.More = victims[:limit], true
+	}
+	for _, v := range victims {
+		r := &t.touch(v.room).rec
+		t.appendEvent(v.room, r, EventLeave, v.member, nil)
+		t.removeMember(v.room, r.Epoch, v.member)
+		r.MemberCount--
+	}
+	res.Removed = len(victims)
+	return res
+}
+
+// tick enforces the age limits of history and key windows at the tx's
+// clock, in room name order, for up to Limit rooms.
+func (t *tx) tick(c *Command) *Result {
+	limit := int(c.Limit)
+	if limit == 0 || limit > MaxTickRooms {
+		limit = MaxTickRooms
+	}
+	var due []string
+	consider := func(name string, r *roomRecord) {
+		if t.ageDue(r) {
+			due = append(due, name)
+		}
+	}
+	for name, r := range t.f.rooms {
+		if _, ok := t.rooms[name]; !ok {
+			consider(name, &r.roomRecord)
+		}
+	}
+	for name, tr := range t.rooms {
+		if tr.exists {
+			consider(name, &tr.rec)
+		}
+	}
+	sort.Strings(due)
+	res := &Result{}
+	if len(due) > limit {
+		due, res.More = due[:limit], true
+	}
+	for _, name := range due {
+		t.trimAge(name, &t.touch(name).rec)
+	}
+	res.Removed = len(due)
+	return res
+}
+
+// ageDue reports whether a window's lower time bound says its front may
+// have expired; only then does tick read stored times.
+func (t *tx) ageDue(r *roomRecord) bool {
+	if age := r.Config.HistoryMaxAge; age > 0 && r.FirstSeq <= r.LastSeq && r.FirstTime < t.now-int64(age) {
+		return true
+	}
+	if age := r.Config.KeyWindowAge; age > 0 && r.KeyFirst < r.KeyNext && r.KeyFirstTime < t.now-int64(age) {
+		return true
+	}
+	return false
+}
+
+// trimAge advances the room's windows past every entry older than its age
+// limits. Times grow with seq, so a binary search finds the new front in a
+// logarithmic number of reads, and the lower bounds become exact.
+func (t *tx) trimAge(name string, r *roomRecord) {
+	if age := r.Config.HistoryMaxAge; age > 0 && r.FirstSeq <= r.LastSeq {
+		cutoff := t.now - int64(age)
+		first, firstTime := t.searchTime(r.FirstSeq, r.LastSeq+1, cutoff, func(seq uint64) int64 {
+			return t.eventTime(name, r.Epoch, seq)
+		})
+		r.FirstSeq = first
+		if first <= r.LastSeq {
+			r.FirstTime = firstTime
+		}
+	}
+	if age := r.Config.KeyWindowAge; age > 0 && r.KeyFirst < r.KeyNext {
+		cutoff := t.now - int64(age)
+		first, firstTime := t.searchTime(r.KeyFirst, r.KeyNext, cutoff, func(ord uint64) int64 {
+			return t.orderTime(name, r.Epoch, ord)
+		})
+		r.KeyFirst = first
+		if first < r.KeyNext {
+			r.KeyFirstTime = firstTime
+		}
+	}
+	if r.PhysFirstSeq < r.FirstSeq || r.PhysKeyFirst < r.KeyFirst {
+		t.f.dirty[name] = struct{}{}
+	}
+}
+
+// searchTime returns the first position in [lo, hi) whose time is at least
+// cutoff (hi if none) and that time.
+func (t *tx) searchTime(lo, hi uint64, cutoff int64, timeAt func(uint64) int64) (uint64, int64) {
+	found := int64(0)
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		if ts := timeAt(mid); ts < cutoff {
+			lo = mid + 1
+		} else {
+			hi, found = mid, ts
+		}
+	}
+	return lo, found
+}
+
+func (t *tx) eventTime(name string, epoch, seq uint64) int64 {
+	key := t.f.keys.event(name, epoch, seq)
+	v := t.get(key)
+	if v == nil {
+		t.fail(corrupt("event", key, errors.New("missing inside the room's window")))
+		return 0
+	}
+	var ev Event
+	ts, err := decodeEvent(v, &ev)
+	if err != nil {
+		t.fail(corrupt("event", key, err))
+	}
+	return ts
+}
+
+func (t *tx) orderTime(name string, epoch, ord uint64) int64 {
+	key := t.f.keys.order(name, epoch, ord)
+	v := t.get(key)
+	if v == nil {
+		t.fail(corrupt("key order", key, errors.New("missing inside the room's key window")))
+		return 0
+	}
+	_, ts, err := decodeOrder(v)
+	if err != nil {
+		t.fail(corrupt("key order", key, err))
+	}
+	return ts
+}

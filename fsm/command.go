@@ -1,0 +1,296 @@
+package fsm
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Op names a state machine command.
+type Op uint8
+
+// Command kinds. The numbers are part of the log format: never reuse one.
+const (
+	OpJoin          Op = 1 // add or update a member; emits a join event
+	OpLeave         Op = 2 // remove a member; emits a leave event
+	OpPublish       Op = 3 // append a message event
+	OpRoomConfig    Op = 4 // change a room's retention and rules
+	OpRoomDelete    Op = 5 // delete a room; the next use creates a new epoch
+	OpExpireNode    Op = 6 // drop the ephemeral members of a node's old sessions
+	OpTick          Op = 7 // advance the clock and enforce age limits
+	OpGroupDefaults Op = 8 // set the config given to rooms created from now on
+)
+
+var opNames = map[Op]string{
+	OpJoin: "join", OpLeave: "leave", OpPublish: "publish", OpRoomConfig: "room_config",
+	OpRoomDelete: "room_delete", OpExpireNode: "expire_node", OpTick: "tick",
+	OpGroupDefaults: "group_defaults",
+}
+
+func (o Op) String() string {
+	if s, ok := opNames[o]; ok {
+		return s
+	}
+	return fmt.Sprintf("op(%d)", uint8(o))
+}
+
+// Size limits checked when a command is decoded or applied. They are part of
+// the replicated behaviour, so they are constants rather than configuration:
+// two replicas with different limits would diverge. The front end enforces
+// its own, lower, configurable limits before proposing.
+const (
+	MaxRoomBytes    = 1024
+	MaxMemberBytes  = 256
+	MaxKeyBytes     = 256
+	MaxNodeIDBytes  = 256
+	MaxMetaBytes    = 64 << 10
+	MaxPayloadBytes = 1 << 20
+	// MaxExpireLimit bounds the members one expire_node command removes, so
+	// one log entry never turns into an unbounded write.
+	MaxExpireLimit = 1000
+	// MaxTickRooms bounds the rooms one tick command trims.
+	MaxTickRooms = 1000
+)
+
+// commandVersion is the first byte of every encoded command. A decoder keeps
+// accepting every version it ever wrote, so an old log still applies.
+const commandVersion = 1
+
+// ConfigField is a bit set naming the RoomConfig fields a room_config or
+// group_defaults command changes; the others keep their value.
+type ConfigField uint8
+
+// Room config fields.
+const (
+	FieldHistoryMaxCount ConfigField = 1 << iota
+	FieldHistoryMaxAge
+	FieldKeyWindowCount
+	FieldKeyWindowAge
+	FieldMembersOnly
+	allConfigFields = FieldHistoryMaxCount | FieldHistoryMaxAge | FieldKeyWindowCount |
+		FieldKeyWindowAge | FieldMembersOnly
+)
+
+// RoomConfig is the per-room behaviour that is part of the replicated state.
+type RoomConfig struct {
+	// HistoryMaxCount is how many events the room keeps; 0 means no count limit.
+	HistoryMaxCount uint64
+	// HistoryMaxAge is how long an event is kept, measured in log time; 0
+	// means no age limit. Age limits are enforced by tick commands, so an
+	// event may outlive it by up to one tick interval.
+	HistoryMaxAge time.Duration
+	// KeyWindowCount is how many idempotency keys the room remembers; 0 means
+	// no count limit (then KeyWindowAge must be set).
+	KeyWindowCount uint64
+	// KeyWindowAge is how long, in log time, a key is remembered; 0 means no
+	// age limit (then KeyWindowCount must be set).
+	KeyWindowAge time.Duration
+	// MembersOnly makes publish fail with ErrNotMember for a member that has
+	// not joined the room.
+	MembersOnly bool
+}
+
+// DefaultRoomConfig is what a room gets when nothing else was configured: a
+// chat-sized history, a key window long enough for a client that reconnects
+// and retries, and publishing open to everyone the front end authorized.
+var DefaultRoomConfig = RoomConfig{
+	HistoryMaxCount: 10_000,
+	HistoryMaxAge:   7 * 24 * time.Hour,
+	KeyWindowCount:  10_000,
+	KeyWindowAge:    10 * time.Minute,
+	MembersOnly:     false,
+}
+
+// Validate reports a config that would make the room misbehave.
+func (c RoomConfig) Validate() error {
+	if c.HistoryMaxAge < 0 || c.KeyWindowAge < 0 {
+		return errors.New("room config: ages must not be negative")
+	}
+	if c.KeyWindowCount == 0 && c.KeyWindowAge == 0 {
+		return errors.New("room config: the key window needs a count or an age limit, or it grows without bound")
+	}
+	return nil
+}
+
+// merge returns c with the fields named by mask taken from patch.
+func (c RoomConfig) merge(patch RoomConfig, mask ConfigField) RoomConfig {
+	if mask&FieldHistoryMaxCount != 0 {
+		c.HistoryMaxCount = patch.HistoryMaxCount
+	}
+	if mask&FieldHistoryMaxAge != 0 {
+		c.HistoryMaxAge = patch.HistoryMaxAge
+	}
+	if mask&FieldKeyWindowCount != 0 {
+		c.KeyWindowCount = patch.KeyWindowCount
+	}
+	if mask&FieldKeyWindowAge != 0 {
+		c.KeyWindowAge = patch.KeyWindowAge
+	}
+	if mask&FieldMembersOnly != 0 {
+		c.MembersOnly = patch.MembersOnly
+	}
+	return c
+}
+
+// Command is one state machine operation. Which fields matter depends on Op:
+//
+//	join:           Room, Member, Meta, Ephemeral, NodeID, NodeEpoch
+//	leave:          Room, Member
+//	publish:        Room, Member, Data, Key (optional), ExpectSeq if HasExpectSeq
+//	room_config:    Room, Config, ConfigMask
+//	room_delete:    Room
+//	expire_node:    NodeID, NodeEpoch (members of epochs below it expire), Limit
+//	tick:           Limit (rooms trimmed at most; 0 means MaxTickRooms)
+//	group_defaults: Config, ConfigMask
+type Command struct {
+	Op           Op
+	Room         string
+	Member       string
+	Meta         []byte
+	Ephemeral    bool
+	NodeID       string
+	NodeEpoch    uint64
+	Data         []byte
+	Key          string
+	HasExpectSeq bool
+	ExpectSeq    uint64
+	Config       RoomConfig
+	ConfigMask   ConfigField
+	Limit        uint32
+}
+
+// Encode returns the command's versioned binary form, the bytes to propose
+// to raft.
+func (c *Command) Encode() []byte {
+	e := encoder{buf: make([]byte, 0, 32+len(c.Room)+len(c.Member)+len(c.Meta)+len(c.Data)+len(c.Key))}
+	e.byte(commandVersion)
+	e.byte(byte(c.Op))
+	switch c.Op {
+	case OpJoin:
+		e.string(c.Room)
+		e.string(c.Member)
+		e.bytes(c.Meta)
+		e.bool(c.Ephemeral)
+		e.string(c.NodeID)
+		e.uvarint(c.NodeEpoch)
+	case OpLeave:
+		e.string(c.Room)
+		e.string(c.Member)
+	case OpPublish:
+		e.string(c.Room)
+		e.string(c.Member)
+		e.bytes(c.Data)
+		e.string(c.Key)
+		e.bool(c.HasExpectSeq)
+		if c.HasExpectSeq {
+			e.uvarint(c.ExpectSeq)
+		}
+	case OpRoomConfig:
+		e.string(c.Room)
+		encodeConfig(&e, c.Config, c.ConfigMask)
+	case OpRoomDelete:
+		e.string(c.Room)
+	case OpExpireNode:
+		e.string(c.NodeID)
+		e.uvarint(c.NodeEpoch)
+		e.uvarint(uint64(c.Limit))
+	case OpTick:
+		e.uvarint(uint64(c.Limit))
+	case OpGroupDefaults:
+		encodeConfig(&e, c.Config, c.ConfigMask)
+	}
+	return e.buf
+}
+
+func encodeConfig(e *encoder, c RoomConfig, mask ConfigField) {
+	e.byte(byte(mask))
+	e.uvarint(c.HistoryMaxCount)
+	e.uvarint(uint64(c.HistoryMaxAge))
+	e.uvarint(c.KeyWindowCount)
+	e.uvarint(uint64(c.KeyWindowAge))
+	e.bool(c.MembersOnly)
+}
+
+func decodeConfig(d *decoder) (RoomConfig, ConfigField) {
+	mask := ConfigField(d.byte())
+	if mask&^allConfigFields != 0 {
+		d.fail("unknown room config fields %#x", uint8(mask&^allConfigFields))
+	}
+	c := RoomConfig{
+		HistoryMaxCount: d.uvarint(),
+		HistoryMaxAge:   time.Duration(d.duration()),
+		KeyWindowCount:  d.uvarint(),
+		KeyWindowAge:    time.Duration(d.duration()),
+		MembersOnly:     d.bool(),
+	}
+	return c, mask
+}
+
+// DecodeCommand parses an encoded command. It returns an error wrapping
+// ErrBadCommand for any input it cannot fully understand, and never panics.
+// The returned command does not alias b.
+func DecodeCommand(b []byte) (Command, error) {
+	d := decoder{buf: b}
+	var c Command
+	if v := d.byte(); d.err == nil && v != commandVersion {
+		return c, fmt.Errorf("%w: unknown command version %d (this build reads version %d)", ErrBadCommand, v, commandVersion)
+	}
+	c.Op = Op(d.byte())
+	switch c.Op {
+	case OpJoin:
+		c.Room = d.string(MaxRoomBytes)
+		c.Member = d.string(MaxMemberBytes)
+		c.Meta = cloneBytes(d.bytes(MaxMetaBytes))
+		c.Ephemeral = d.bool()
+		c.NodeID = d.string(MaxNodeIDBytes)
+		c.NodeEpoch = d.uvarint()
+	case OpLeave:
+		c.Room = d.string(MaxRoomBytes)
+		c.Member = d.string(MaxMemberBytes)
+	case OpPublish:
+		c.Room = d.string(MaxRoomBytes)
+		c.Member = d.string(MaxMemberBytes)
+		c.Data = cloneBytes(d.bytes(MaxPayloadBytes))
+		c.Key = d.string(MaxKeyBytes)
+		c.HasExpectSeq = d.bool()
+		if c.HasExpectSeq {
+			c.ExpectSeq = d.uvarint()
+		}
+	case OpRoomConfig:
+		c.Room = d.string(MaxRoomBytes)
+		c.Config, c.ConfigMask = decodeConfig(&d)
+	case OpRoomDelete:
+		c.Room = d.string(MaxRoomBytes)
+	case OpExpireNode:
+		c.NodeID = d.string(MaxNodeIDBytes)
+		c.NodeEpoch = d.uvarint()
+		c.Limit = decodeLimit(&d)
+	case OpTick:
+		c.Limit = decodeLimit(&d)
+	case OpGroupDefaults:
+		c.Config, c.ConfigMask = decodeConfig(&d)
+	default:
+		if d.err == nil {
+			return Command{}, fmt.Errorf("%w: unknown op %d", ErrBadCommand, uint8(c.Op))
+		}
+	}
+	if err := d.done(); err != nil {
+		return Command{}, fmt.Errorf("%w: %s: %v", ErrBadCommand, c.Op, err)
+	}
+	return c, nil
+}
+
+func decodeLimit(d *decoder) uint32 {
+	v := d.uvarint()
+	if v > 1<<32-1 {
+		d.fail("limit %d overflows 32 bits", v)
+	}
+	return uint32(v)
+}
+
+func cloneBytes(b []byte) []byte {
+	if b == nil {
+		return nil
+	}
+	return append([]byte(nil), b...)
+}

@@ -1,0 +1,417 @@
+package fsm
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/hashicorp/raft"
+)
+
+// Config configures the state machine of one group.
+type Config struct {
+	// Group is the raft group whose rooms this state machine holds. Groups
+	// sharing a Store must have distinct ids.
+	Group uint64
+	// SweepBudget is how many leftover keys (trimmed history, evicted
+	// idempotency keys, deleted rooms) one commit deletes at most, beyond
+	// the writes of its commands. 0 means 1024.
+	SweepBudget int
+	// Logger receives the state machine's warnings; nil discards them.
+	Logger *slog.Logger
+}
+
+func (c Config) sweepBudget() int {
+	if c.SweepBudget <= 0 {
+		return 1024
+	}
+	return c.SweepBudget
+}
+
+// Validate reports an unusable config.
+func (c Config) Validate() error {
+	if c.SweepBudget < 0 {
+		return errors.New("fsm: SweepBudget must not be negative")
+	}
+	return nil
+}
+
+// FSM is the state machine of one raft group: every room whose name hashes
+// to the group. It implements raft.BatchingFSM. Apply, ApplyBatch, Snapshot
+// and Restore must be called from one goroutine at a time (raft's FSM
+// goroutine); the read methods (History, Members, Room, Rooms, Subscribe)
+// are safe for concurrent use with them and with each other.
+type FSM struct {
+	db     *badger.DB
+	keys   keyspace
+	group  uint64
+	cfg    Config
+	logger *slog.Logger
+
+	// applyMu serializes the apply-side methods. The fields below it are
+	// owned by whoever holds it.
+	applyMu  sync.Mutex
+	applied  appliedState
+	defaults RoomConfig
+	// dirty names rooms with swept-but-not-yet-deleted keys below their
+	// windows; graves lists deleted incarnations whose keys remain.
+	dirty  map[string]struct{}
+	graves map[string]graveRef
+	// failed is the storage error that stopped the FSM, if any.
+	failed error
+
+	// needsRestore is set while the state is incomplete (see ErrNeedsRestore).
+	needsRestore atomic.Bool
+	appliedIndex atomic.Uint64
+	closed       atomic.Bool
+
+	// mu guards rooms (and every room's fields and members), nodes and subs.
+	// The apply goroutine is the only writer; it takes mu only to install a
+	// committed batch, and reads without it.
+	mu    sync.RWMutex
+	rooms map[string]*room
+	// nodes indexes ephemeral members by the node holding them.
+	nodes map[string]map[memberRef]struct{}
+	subs  subscribers
+}
+
+// room is a room's committed state in memory.
+type room struct {
+	roomRecord
+	members map[string]*Member
+}
+
+type memberRef struct {
+	room   string
+	member string
+}
+
+type graveRef struct {
+	room  string
+	epoch uint64
+}
+
+var (
+	_ raft.BatchingFSM = (*FSM)(nil)
+	_ raft.FSMSnapshot = (*snapshot)(nil)
+)
+
+// New opens the state machine of cfg.Group on store, loading what is
+// already applied, so a restarted node does not apply entries twice.
+func New(store *Store, cfg Config) (*FSM, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	f := &FSM{
+		db:     store.db,
+		keys:   keyspace{prefix: groupPrefix(cfg.Group)},
+		group:  cfg.Group,
+		cfg:    cfg,
+		logger: logger.With("group", cfg.Group),
+	}
+	f.subs.init()
+	if err := f.load(); err != nil {
+		return nil, fmt.Errorf("fsm: load group %d: %w", cfg.Group, err)
+	}
+	return f, nil
+}
+
+// AppliedIndex is the index of the last log entry whose effects are stored.
+// It is 0 while the FSM needs a restore. A host that starts raft with
+// NoSnapshotRestoreOnStart must restore the latest snapshot when this is
+// below the snapshot's index.
+func (f *FSM) AppliedIndex() uint64 { return f.appliedIndex.Load() }
+
+// Err returns the storage error that stopped the FSM, or nil.
+func (f *FSM) Err() error {
+	f.applyMu.Lock()
+	defer f.applyMu.Unlock()
+	return f.failed
+}
+
+// Close ends every subscription with ErrClosed; later applies and reads
+// fail with ErrClosed. It does not close the Store, which other groups
+// share. Close is idempotent.
+func (f *FSM) Close() error {
+	if f.closed.Swap(true) {
+		return nil
+	}
+	f.mu.Lock()
+	f.subs.closeAll(ErrClosed)
+	f.mu.Unlock()
+	return nil
+}
+
+// Apply applies one committed entry; see ApplyBatch.
+func (f *FSM) Apply(l *raft.Log) any {
+	return f.ApplyBatch([]*raft.Log{l})[0]
+}
+
+// ApplyBatch applies committed entries in order and returns one *Result per
+// command entry (nil for raft's own entries and for entries applied before
+// a restart). Entries at or below AppliedIndex are skipped: raft replays
+// them after a restart and they are already stored.
+func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
+	results := make([]any, len(logs))
+	f.applyMu.Lock()
+	defer f.applyMu.Unlock()
+	if err := f.refuseApply(); err != nil {
+		for i, l := range logs {
+			if l.Type == raft.LogCommand {
+				results[i] = &Result{Err: err}
+			}
+		}
+		return results
+	}
+	t := f.newTx()
+	firstInTx := 0
+	for i, l := range logs {
+		if l.Index <= t.applied.Index {
+			continue
+		}
+		if t.full() {
+			if !f.commit(t, results[firstInTx:i], logs[firstInTx:i]) {
+				return f.failRest(results, logs, i)
+			}
+			t = f.newTx()
+			firstInTx = i
+		}
+		t.begin(l)
+		if l.Type == raft.LogCommand {
+			results[i] = t.applyEntry(l.Data)
+		}
+	}
+	if !f.commit(t, results[firstInTx:], logs[firstInTx:]) {
+		return f.failRest(results, logs, len(logs))
+	}
+	return results
+}
+
+func (f *FSM) refuseApply() error {
+	switch {
+	case f.closed.Load():
+		return ErrClosed
+	case f.failed != nil:
+		return fmt.Errorf("%w: %v", ErrStorage, f.failed)
+	case f.needsRestore.Load():
+		return ErrNeedsRestore
+	}
+	return nil
+}
+
+// failRest marks the commands from index i on as not applied after a
+// storage failure; commit already marked its own.
+func (f *FSM) failRest(results []any, logs []*raft.Log, i int) []any {
+	for ; i < len(logs); i++ {
+		if logs[i].Type == raft.LogCommand {
+			results[i] = &Result{Err: fmt.Errorf("%w: %v", ErrStorage, f.failed)}
+		}
+	}
+	return results
+}
+
+// commit writes t to badger in one transaction, then installs it in memory
+// and tells subscribers. On failure it marks the FSM failed, replaces the
+// results of t's commands with ErrStorage and returns false.
+func (f *FSM) commit(t *tx, results []any, logs []*raft.Log) bool {
+	defer t.read.Discard()
+	if t.applied.Index == f.applied.Index {
+		return true // nothing was applied
+	}
+	t.sweep(f.cfg.sweepBudget())
+	err := t.write()
+	if err != nil {
+		f.failed = err
+		f.logger.Error("state machine stopped: storage write failed; the group must be recovered from a snapshot",
+			"error", err, "index", t.applied.Index)
+		for i, l := range logs {
+			if l.Type == raft.LogCommand {
+				results[i] = &Result{Err: fmt.Errorf("%w: %v", ErrStorage, err)}
+			}
+		}
+		return false
+	}
+	f.install(t)
+	return true
+}
+
+// install makes a written tx visible to readers and delivers its events.
+func (f *FSM) install(t *tx) {
+	f.mu.Lock()
+	for name, tr := range t.rooms {
+		cur := f.rooms[name]
+		if cur != nil && (!tr.exists || cur.Epoch != tr.rec.Epoch) {
+			f.unindexRoomLocked(name, cur)
+			delete(f.rooms, name)
+			cur = nil
+		}
+		if !tr.exists {
+			continue
+		}
+		if cur == nil {
+			cur = &room{members: make(map[string]*Member)}
+			f.rooms[name] = cur
+		}
+		cur.roomRecord = tr.rec
+	}
+	for ref, m := range t.members {
+		r := f.rooms[ref.room]
+		if r == nil || r.Epoch != ref.epoch {
+			continue // the incarnation was deleted later in the same tx
+		}
+		if old := r.members[ref.member]; old != nil {
+			f.unindexMemberLocked(ref.room, old)
+		}
+		if m == nil {
+			delete(r.members, ref.member)
+			continue
+		}
+		r.members[ref.member] = m
+		f.indexMemberLocked(ref.room, m)
+	}
+	for _, ev := range t.events {
+		f.subs.deliverLocked(ev)
+	}
+	f.mu.Unlock()
+	if t.defaults != nil {
+		f.defaults = *t.defaults
+	}
+	f.applied = t.applied
+	f.appliedIndex.Store(t.applied.Index)
+}
+
+func (f *FSM) indexMemberLocked(roomName string, m *Member) {
+	if !m.Ephemeral {
+		return
+	}
+	set := f.nodes[m.NodeID]
+	if set == nil {
+		set = make(map[memberRef]struct{})
+		f.nodes[m.NodeID] = set
+	}
+	set[memberRef{room: roomName, member: m.Name}] = struct{}{}
+}
+
+func (f *FSM) unindexMemberLocked(roomName string, m *Member) {
+	if !m.Ephemeral {
+		return
+	}
+	set := f.nodes[m.NodeID]
+	delete(set, memberRef{room: roomName, member: m.Name})
+	if len(set) == 0 {
+		delete(f.nodes, m.NodeID)
+	}
+}
+
+func (f *FSM) unindexRoomLocked(name string, r *room) {
+	for _, m := range r.members {
+		f.unindexMemberLocked(name, m)
+	}
+}
+
+// load reads the group's state from badger into memory.
+func (f *FSM) load() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.rooms = make(map[string]*room)
+	f.nodes = make(map[string]map[memberRef]struct{})
+	f.dirty = make(map[string]struct{})
+	f.graves = make(map[string]graveRef)
+	f.applied = appliedState{}
+	f.defaults = DefaultRoomConfig
+	f.appliedIndex.Store(0)
+
+	txn := f.db.NewTransaction(false)
+	defer txn.Discard()
+	if _, err := txn.Get(restoreMarkKey(f.group)); err == nil {
+		f.needsRestore.Store(true)
+		f.logger.Warn("a snapshot restore did not finish; the group needs a new restore")
+		return nil
+	} else if !errors.Is(err, badger.ErrKeyNotFound) {
+		return err
+	}
+	f.needsRestore.Store(false)
+	if v, err := getValue(txn, f.keys.applied()); err != nil {
+		return err
+	} else if v != nil {
+		if f.applied, err = decodeApplied(v); err != nil {
+			return corrupt("applied state", f.keys.applied(), err)
+		}
+	}
+	if v, err := getValue(txn, f.keys.defaults()); err != nil {
+		return err
+	} else if v != nil {
+		if f.defaults, err = decodeRoomConfig(v); err != nil {
+			return corrupt("group defaults", f.keys.defaults(), err)
+		}
+	}
+	if err := f.loadRooms(txn); err != nil {
+		return err
+	}
+	if err := f.loadMembers(txn); err != nil {
+		return err
+	}
+	for name, r := range f.rooms {
+		if uint64(len(r.members)) != r.MemberCount {
+			return corrupt("room", f.keys.room(name), fmt.Errorf("member count %d, %d members stored", r.MemberCount, len(r.members)))
+		}
+		if r.PhysFirstSeq < r.FirstSeq || r.PhysKeyFirst < r.KeyFirst {
+			f.dirty[name] = struct{}{}
+		}
+	}
+	err := scanPrefix(txn, f.keys.kind(kindGrave), false, func(k, _ []byte) error {
+		name, rest, ok := f.keys.parseRoomKey(k, kindGrave)
+		if !ok || len(rest) != 8 {
+			return corrupt("grave", k, errors.New("bad key"))
+		}
+		f.graves[string(k)] = graveRef{room: name, epoch: beUint64(rest)}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	f.appliedIndex.Store(f.applied.Index)
+	return nil
+}
+
+func (f *FSM) loadRooms(txn *badger.Txn) error {
+	return scanPrefix(txn, f.keys.kind(kindRoom), true, func(k, v []byte) error {
+		name, rest, ok := f.keys.parseRoomKey(k, kindRoom)
+		if !ok || len(rest) != 0 {
+			return corrupt("room", k, errors.New("bad key"))
+		}
+		rec, err := decodeRoom(v)
+		if err != nil {
+			return corrupt("room", k, err)
+		}
+		f.rooms[name] = &room{roomRecord: rec, members: make(map[string]*Member)}
+		return nil
+	})
+}
+
+func (f *FSM) loadMembers(txn *badger.Txn) error {
+	return scanPrefix(txn, f.keys.kind(kindMember), true, func(k, v []byte) error {
+		name, rest, ok := f.keys.parseRoomKey(k, kindMember)
+		if !ok || len(rest) < 8 {
+			return corrupt("member", k, errors.New("bad key"))
+		}
+		r := f.rooms[name]
+		if r == nil || r.Epoch != beUint64(rest) {
+			return nil // left over from a deleted incarnation, not yet swept
+		}
+		m, err := decodeMember(string(rest[8:]), v)
+		if err != nil {
+			return corrupt("member", k, err)
+		}
+		r.members[m.Name] = &m
+		f.indexMemberLocked(name, &m)
+		return nil
+	})
+}

@@ -1,0 +1,185 @@
+package fsm
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// DefaultHistoryLimit is the page size of a History call with limit 0.
+const DefaultHistoryLimit = 100
+
+// RoomInfo describes a room's current state.
+type RoomInfo struct {
+	Room  string
+	Epoch uint64
+	// LastSeq is the seq of the room's latest event (0 if none yet).
+	LastSeq uint64
+	// FirstSeq is the first seq still in history; FirstSeq > LastSeq means
+	// the history is empty.
+	FirstSeq    uint64
+	MemberCount int
+	Config      RoomConfig
+}
+
+// History is one page of a room's events.
+type History struct {
+	Epoch    uint64
+	FirstSeq uint64 // first seq still in history
+	LastSeq  uint64 // the room's last seq
+	// Truncated is true when the caller asked for seqs below FirstSeq: they
+	// were trimmed and the page starts at FirstSeq instead.
+	Truncated bool
+	Events    []Event // in seq order, without gaps
+}
+
+// Members is a room's member list at one seq.
+type Members struct {
+	Epoch   uint64
+	Seq     uint64   // the room's last seq when the list was taken
+	Members []Member // sorted by name; Meta is read-only
+}
+
+func (f *FSM) checkReadable() error {
+	if f.closed.Load() {
+		return ErrClosed
+	}
+	if f.needsRestore.Load() {
+		return ErrNeedsRestore
+	}
+	return nil
+}
+
+// Room returns a room's state, or ErrRoomNotFound.
+func (f *FSM) Room(name string) (RoomInfo, error) {
+	if err := f.checkReadable(); err != nil {
+		return RoomInfo{}, err
+	}
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	r := f.rooms[name]
+	if r == nil {
+		return RoomInfo{}, fmt.Errorf("%w: %q", ErrRoomNotFound, name)
+	}
+	return r.info(name), nil
+}
+
+func (r *room) info(name string) RoomInfo {
+	return RoomInfo{Room: name, Epoch: r.Epoch, LastSeq: r.LastSeq, FirstSeq: r.FirstSeq,
+		MemberCount: len(r.members), Config: r.Config}
+}
+
+// Rooms returns the names of all rooms, sorted.
+func (f *FSM) Rooms() ([]string, error) {
+	if err := f.checkReadable(); err != nil {
+		return nil, err
+	}
+	f.mu.RLock()
+	names := make([]string, 0, len(f.rooms))
+	for name := range f.rooms {
+		names = append(names, name)
+	}
+	f.mu.RUnlock()
+	sort.Strings(names)
+	return names, nil
+}
+
+// Members returns a room's members, or ErrRoomNotFound.
+func (f *FSM) Members(name string) (Members, error) {
+	if err := f.checkReadable(); err != nil {
+		return Members{}, err
+	}
+	f.mu.RLock()
+	r := f.rooms[name]
+	if r == nil {
+		f.mu.RUnlock()
+		return Members{}, fmt.Errorf("%w: %q", ErrRoomNotFound, name)
+	}
+	out := Members{Epoch: r.Epoch, Seq: r.LastSeq, Members: make([]Member, 0, len(r.members))}
+	for _, m := range r.members {
+		out.Members = append(out.Members, *m)
+	}
+	f.mu.RUnlock()
+	sort.Slice(out.Members, func(i, j int) bool { return out.Members[i].Name < out.Members[j].Name })
+	return out, nil
+}
+
+// History returns up to limit events of a room starting at fromSeq (0: the
+// first available; limit 0: DefaultHistoryLimit). It reads one consistent
+// view of the store, so the page and its bounds agree.
+func (f *FSM) History(name string, fromSeq uint64, limit int) (History, error) {
+	if err := f.checkReadable(); err != nil {
+		return History{}, err
+	}
+	if limit < 0 {
+		return History{}, fmt.Errorf("%w: negative history limit %d", ErrInvalid, limit)
+	}
+	if limit == 0 {
+		limit = DefaultHistoryLimit
+	}
+	txn := f.db.NewTransaction(false)
+	defer txn.Discard()
+	v, err := getValue(txn, f.keys.room(name))
+	if err != nil {
+		return History{}, err
+	}
+	if v == nil {
+		return History{}, fmt.Errorf("%w: %q", ErrRoomNotFound, name)
+	}
+	rec, err := decodeRoom(v)
+	if err != nil {
+		return History{}, corrupt("room", f.keys.room(name), err)
+	}
+	h := History{Epoch: rec.Epoch, FirstSeq: rec.FirstSeq, LastSeq: rec.LastSeq}
+	start := fromSeq
+	if start < rec.FirstSeq {
+		h.Truncated = fromSeq != 0
+		start = rec.FirstSeq
+	}
+	if start > rec.LastSeq {
+		return h, nil
+	}
+	end := min(rec.LastSeq, start+uint64(limit)-1)
+	if h.Events, err = f.readEvents(txn, name, rec.Epoch, start, end); err != nil {
+		return History{}, err
+	}
+	return h, nil
+}
+
+// readEvents reads events [from, to] of an incarnation, which must all be
+// stored: a gap means the store is damaged.
+func (f *FSM) readEvents(txn *badger.Txn, name string, epoch, from, to uint64) ([]Event, error) {
+	events := make([]Event, 0, to-from+1)
+	prefix := f.keys.incarnation(kindEvent, name, epoch)
+	opts := badger.DefaultIteratorOptions
+	opts.Prefix = prefix
+	opts.PrefetchValues = false
+	it := txn.NewIterator(opts)
+	defer it.Close()
+	want := from
+	for it.Seek(f.keys.event(name, epoch, from)); it.ValidForPrefix(prefix) && want <= to; it.Next() {
+		item := it.Item()
+		key := item.Key()
+		if len(key) != len(prefix)+8 || beUint64(key[len(prefix):]) != want {
+			break
+		}
+		ev := Event{Room: name, Epoch: epoch, Seq: want}
+		err := item.Value(func(v []byte) error {
+			ts, err := decodeEvent(v, &ev)
+			ev.Time = time.Unix(0, ts).UTC()
+			return err
+		})
+		if err != nil {
+			return nil, corrupt("event", key, err)
+		}
+		events = append(events, ev)
+		want++
+	}
+	if want <= to {
+		return nil, corrupt("event", f.keys.event(name, epoch, want), errors.New("missing inside the room's window"))
+	}
+	return events, nil
+}

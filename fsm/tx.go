@@ -1,0 +1,210 @@
+package fsm
+
+import (
+	"fmt"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/hashicorp/raft"
+)
+
+// tx is the overlay one commit builds: the commands of a run of log entries
+// read through it (their own earlier writes first, then the committed
+// state) and write into it. Nothing reaches badger or readers until commit,
+// so a batch is atomic with the applied index written beside it.
+type tx struct {
+	f    *FSM
+	read *badger.Txn // the committed state as of the tx's start
+	// applied is the progress after the latest entry in the tx; now is its
+	// clock, the log time commands see.
+	applied appliedState
+	now     int64
+
+	writes     map[string][]byte // nil value: delete
+	writeBytes int
+	rooms      map[string]*txRoom
+	members    map[memberKey]*Member // nil: removed
+	events     []Event
+	defaults   *RoomConfig
+	// err is the first read failure; the tx is then not committed.
+	err error
+
+	maxWrites, maxBytes int
+}
+
+type txRoom struct {
+	rec    roomRecord
+	exists bool
+}
+
+type memberKey struct {
+	room   string
+	epoch  uint64
+	member string
+}
+
+func (f *FSM) newTx() *tx {
+	return &tx{
+		f:       f,
+		read:    f.db.NewTransaction(false),
+		applied: f.applied,
+		now:     f.applied.Clock,
+		writes:  make(map[string][]byte),
+		rooms:   make(map[string]*txRoom),
+		members: make(map[memberKey]*Member),
+		// Leave half of badger's transaction limits as headroom: a tx is
+		// cut before an entry once past this, and no one command (bounded
+		// by the Max* constants) writes more than the rest.
+		maxWrites: int(f.db.MaxBatchCount() / 2),
+		maxBytes:  int(f.db.MaxBatchSize() / 2),
+	}
+}
+
+// begin starts applying entry l: its index and the log clock.
+func (t *tx) begin(l *raft.Log) {
+	t.applied.Index, t.applied.Term = l.Index, l.Term
+	if !l.AppendedAt.IsZero() {
+		if ns := l.AppendedAt.UnixNano(); ns > t.applied.Clock {
+			t.applied.Clock = ns
+		}
+	}
+	t.now = t.applied.Clock
+}
+
+// full reports that the tx should be committed before another entry.
+func (t *tx) full() bool {
+	return len(t.writes)+len(t.rooms) >= t.maxWrites || t.writeBytes >= t.maxBytes
+}
+
+func (t *tx) fail(err error) {
+	if t.err == nil {
+		t.err = err
+	}
+}
+
+func (t *tx) get(key []byte) []byte {
+	if v, ok := t.writes[string(key)]; ok {
+		return v
+	}
+	v, err := getValue(t.read, key)
+	if err != nil {
+		t.fail(fmt.Errorf("read %q: %w", key, err))
+	}
+	return v
+}
+
+func (t *tx) set(key, value []byte) {
+	t.writes[string(key)] = value
+	t.writeBytes += len(key) + len(value)
+}
+
+func (t *tx) del(key []byte) {
+	t.writes[string(key)] = nil
+	t.writeBytes += len(key)
+}
+
+// lookup returns the room as the tx sees it, without registering a change.
+func (t *tx) lookup(name string) (roomRecord, bool) {
+	if tr, ok := t.rooms[name]; ok {
+		return tr.rec, tr.exists
+	}
+	if r := t.f.rooms[name]; r != nil {
+		return r.roomRecord, true
+	}
+	return roomRecord{}, false
+}
+
+// touch returns the tx's changeable copy of a room (exists is false if
+// there is no such room).
+func (t *tx) touch(name string) *txRoom {
+	if tr, ok := t.rooms[name]; ok {
+		return tr
+	}
+	tr := &txRoom{}
+	if r := t.f.rooms[name]; r != nil {
+		tr.rec, tr.exists = r.roomRecord, true
+	}
+	t.rooms[name] = tr
+	return tr
+}
+
+func (t *tx) currentDefaults() RoomConfig {
+	if t.defaults != nil {
+		return *t.defaults
+	}
+	return t.f.defaults
+}
+
+// create starts a new incarnation of a room; its epoch is the index of the
+// entry that created it, so no two incarnations share one.
+func (t *tx) create(name string) *txRoom {
+	tr := t.touch(name)
+	tr.exists = true
+	tr.rec = roomRecord{
+		Epoch:        t.applied.Index,
+		FirstSeq:     1,
+		KeyFirst:     1,
+		KeyNext:      1,
+		PhysFirstSeq: 1,
+		PhysKeyFirst: 1,
+		Config:       t.currentDefaults(),
+	}
+	return tr
+}
+
+// member returns a member of a room incarnation, or nil.
+func (t *tx) member(name string, epoch uint64, member string) *Member {
+	if m, ok := t.members[memberKey{name, epoch, member}]; ok {
+		return m
+	}
+	if r := t.f.rooms[name]; r != nil && r.Epoch == epoch {
+		return r.members[member]
+	}
+	return nil
+}
+
+func (t *tx) putMember(name string, epoch uint64, m *Member) {
+	t.members[memberKey{name, epoch, m.Name}] = m
+	t.set(t.f.keys.member(name, epoch, m.Name), m.encode())
+}
+
+func (t *tx) removeMember(name string, epoch uint64, member string) {
+	t.members[memberKey{name, epoch, member}] = nil
+	t.del(t.f.keys.member(name, epoch, member))
+}
+
+// write commits the tx to badger: every change, the touched rooms and the
+// applied state in one transaction.
+func (t *tx) write() error {
+	if t.err != nil {
+		return t.err
+	}
+	keys := t.f.keys
+	for name, tr := range t.rooms {
+		if tr.exists {
+			t.set(keys.room(name), tr.rec.encode())
+		} else {
+			t.del(keys.room(name))
+		}
+	}
+	if t.defaults != nil {
+		t.set(keys.defaults(), encodeRoomConfig(*t.defaults))
+	}
+	t.set(keys.applied(), t.applied.encode())
+	w := t.f.db.NewTransaction(true)
+	defer w.Discard()
+	for k, v := range t.writes {
+		var err error
+		if v == nil {
+			err = w.Delete([]byte(k))
+		} else {
+			err = w.Set([]byte(k), v)
+		}
+		if err != nil {
+			return fmt.Errorf("write batch of %d keys up to index %d: %w", len(t.writes), t.applied.Index, err)
+		}
+	}
+	if err := w.Commit(); err != nil {
+		return fmt.Errorf("commit batch up to index %d: %w", t.applied.Index, err)
+	}
+	return nil
+}
