@@ -62,7 +62,7 @@ func (f *FSM) Digest() ([32]byte, error) {
 		field([]byte(r.name))
 		field(logical.encode())
 		err := scanPrefix(txn, f.keys.incarnation(kindMember, r.name, r.rec.Epoch), true, func(k, v []byte) error {
-			field(k)
+			field(k[len(f.keys.prefix):]) // the digest must not depend on the group id
 			field(v)
 			return nil
 		})

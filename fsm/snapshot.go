@@ -66,24 +66,10 @@ func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 func (s *snapshot) Release() { s.txn.Discard() }
 
 func (s *snapshot) writeTo(w io.Writer) error {
-	crc := crc32.New(castagnoli)
-	bw := bufio.NewWriterSize(io.MultiWriter(w, crc), 64<<10)
-	var scratch []byte
-	put := func(b []byte) error {
-		scratch = binary.AppendUvarint(scratch[:0], uint64(len(b)))
-		if _, err := bw.Write(scratch); err != nil {
-			return err
-		}
-		_, err := bw.Write(b)
+	sw, err := newSnapshotWriter(w, s.group)
+	if err != nil {
 		return err
 	}
-	if _, err := bw.Write(snapshotMagic); err != nil {
-		return err
-	}
-	if _, err := bw.Write(binary.AppendUvarint(nil, s.group)); err != nil {
-		return err
-	}
-	var count uint64
 	prefix := s.keys.prefix
 	opts := badger.DefaultIteratorOptions
 	opts.Prefix = prefix
@@ -92,22 +78,54 @@ func (s *snapshot) writeTo(w io.Writer) error {
 	defer it.Close()
 	for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
 		item := it.Item()
-		if err := put(item.Key()[len(prefix):]); err != nil {
+		if err := sw.field(item.Key()[len(prefix):]); err != nil {
 			return err
 		}
-		if err := item.Value(put); err != nil {
+		if err := item.Value(sw.field); err != nil {
 			return err
 		}
-		count++
+		sw.count++
 	}
-	tail := binary.AppendUvarint([]byte{0}, count)
-	if _, err := bw.Write(tail); err != nil {
+	return sw.finish()
+}
+
+// snapshotWriter writes the snapshot format; call field twice per record
+// (key, value), count each record, then finish.
+type snapshotWriter struct {
+	w       io.Writer
+	bw      *bufio.Writer
+	crc     hash.Hash32
+	count   uint64
+	scratch []byte
+}
+
+func newSnapshotWriter(w io.Writer, group uint64) (*snapshotWriter, error) {
+	crc := crc32.New(castagnoli)
+	sw := &snapshotWriter{w: w, crc: crc, bw: bufio.NewWriterSize(io.MultiWriter(w, crc), 64<<10)}
+	if _, err := sw.bw.Write(snapshotMagic); err != nil {
+		return nil, err
+	}
+	_, err := sw.bw.Write(binary.AppendUvarint(nil, group))
+	return sw, err
+}
+
+func (sw *snapshotWriter) field(b []byte) error {
+	sw.scratch = binary.AppendUvarint(sw.scratch[:0], uint64(len(b)))
+	if _, err := sw.bw.Write(sw.scratch); err != nil {
 		return err
 	}
-	if err := bw.Flush(); err != nil {
+	_, err := sw.bw.Write(b)
+	return err
+}
+
+func (sw *snapshotWriter) finish() error {
+	if _, err := sw.bw.Write(binary.AppendUvarint([]byte{0}, sw.count)); err != nil {
 		return err
 	}
-	_, err := w.Write(binary.BigEndian.AppendUint32(nil, crc.Sum32()))
+	if err := sw.bw.Flush(); err != nil {
+		return err
+	}
+	_, err := sw.w.Write(binary.BigEndian.AppendUint32(nil, sw.crc.Sum32()))
 	return err
 }
 
