@@ -25,8 +25,6 @@ func (e *encoder) varint(v int64)   { e.buf = binary.AppendVarint(e.buf, v) }
 func (e *encoder) bytes(b []byte)   { e.uvarint(uint64(len(b))); e.buf = append(e.buf, b...) }
 func (e *encoder) string(s string)  { e.uvarint(uint64(len(s))); e.buf = append(e.buf, s...) }
 func (e *encoder) bool(b bool)      { e.byte(boolByte(b)) }
-func (e *encoder) fixed64(v uint64) { e.buf = binary.BigEndian.AppendUint64(e.buf, v) }
-func (e *encoder) raw(b []byte)     { e.buf = append(e.buf, b...) }
 func boolByte(b bool) byte {
 	if b {
 		return 1
@@ -124,19 +122,6 @@ func (d *decoder) bool() bool {
 		d.fail("boolean byte is %d, want 0 or 1", b)
 		return false
 	}
-}
-
-func (d *decoder) fixed64() uint64 {
-	if d.err != nil {
-		return 0
-	}
-	if len(d.buf) < 8 {
-		d.fail("%w", errTruncated)
-		return 0
-	}
-	v := binary.BigEndian.Uint64(d.buf)
-	d.buf = d.buf[8:]
-	return v
 }
 
 // duration reads a non-negative nanosecond count.
