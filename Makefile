@@ -43,8 +43,11 @@ vet:
 # Installs the pinned staticcheck on first use, so `make test` works on a
 # fresh machine with nothing but Go.
 staticcheck:
-	@command -v $(STATICCHECK) >/dev/null 2>&1 || $(MAKE) tools
-	$(if $(wildcard $(CURDIR)/.bin/staticcheck),$(CURDIR)/.bin/staticcheck,$(STATICCHECK)) ./...
+	@bin="$(STATICCHECK)"; \
+	if ! command -v "$$bin" >/dev/null 2>&1; then \
+		$(MAKE) tools && bin="$(CURDIR)/.bin/staticcheck"; \
+	fi; \
+	echo "$$bin ./..."; "$$bin" ./...
 
 unit:
 	$(GO) test -race -count=1 -timeout $(TESTTIMEOUT) ./...
