@@ -1,0 +1,217 @@
+package fsm
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// publishBatches prepares batches of size publishes of payload bytes each,
+// spread round-robin over rooms, with or without idempotency keys.
+func publishBatches(m *logMaker, batches, size, rooms, payload int, keyed bool) [][]*raft.Log {
+	data := make([]byte, payload)
+	for i := range data {
+		data[i] = 'a' + byte(i%26)
+	}
+	out := make([][]*raft.Log, batches)
+	n := 0
+	for i := range out {
+		out[i] = make([]*raft.Log, size)
+		for j := range out[i] {
+			c := Command{Op: OpPublish, Room: fmt.Sprintf("room-%04d", n%rooms), Member: "bench", Data: data}
+			if keyed {
+				c.Key = fmt.Sprintf("k-%d", n)
+			}
+			out[i][j] = m.entry(c)
+			n++
+		}
+	}
+	return out
+}
+
+// BenchmarkApplyBatch measures apply throughput: batches of 64 publishes of
+// 100-byte payloads into 1,000 rooms, the shape raft hands ApplyBatch under
+// load. Run with -cpu 1 for the one-core figure.
+func BenchmarkApplyBatch(b *testing.B) {
+	for _, keyed := range []bool{false, true} {
+		b.Run(fmt.Sprintf("keyed=%v", keyed), func(b *testing.B) {
+			r := newReplica(b, 1)
+			batches := publishBatches(newLogMaker(), b.N, 64, 1000, 100, keyed)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for _, batch := range batches {
+				r.f.ApplyBatch(batch)
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.N*64)/b.Elapsed().Seconds(), "events/s")
+		})
+	}
+}
+
+// BenchmarkHistoryRead100 reads pages of 100 events at random offsets of a
+// room with 10,000 events.
+func BenchmarkHistoryRead100(b *testing.B) {
+	r := newReplica(b, 1)
+	for _, batch := range publishBatches(newLogMaker(), 10_000/64+1, 64, 1, 100, false) {
+		r.f.ApplyBatch(batch)
+	}
+	rng := rand.New(rand.NewPCG(1, 1))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		h, err := r.f.History("room-0000", 1+uint64(rng.IntN(9_900)), 100)
+		if err != nil || len(h.Events) != 100 {
+			b.Fatalf("history: %d events, %v", len(h.Events), err)
+		}
+	}
+}
+
+// The snapshot benchmarks share one group of 1,000,000 events (1,000 rooms
+// of 1,000 100-byte messages), built once per test binary.
+var million struct {
+	once sync.Once
+	dir  string
+	err  error
+}
+
+func millionEvents(b *testing.B) *replica {
+	million.once.Do(func() {
+		million.dir, million.err = os.MkdirTemp("", "herald-fsm-bench-")
+		if million.err != nil {
+			return
+		}
+		store, err := OpenStore(DefaultStoreConfig(million.dir))
+		if err != nil {
+			million.err = err
+			return
+		}
+		f, err := New(store, Config{Group: 1})
+		if err != nil {
+			million.err = err
+			return
+		}
+		for _, batch := range publishBatches(newLogMaker(), 1_000_000/64+1, 64, 1000, 100, false) {
+			f.ApplyBatch(batch)
+		}
+		million.err = store.Close()
+	})
+	if million.err != nil {
+		b.Fatal(million.err)
+	}
+	r := &replica{t: b, dir: million.dir, group: 1}
+	r.open()
+	return r
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if million.dir != "" {
+		os.RemoveAll(million.dir)
+	}
+	os.Exit(code)
+}
+
+// peakHeap runs fn and returns the highest heap in use seen while it ran,
+// above what was in use before, sampled every 5 ms.
+func peakHeap(fn func()) uint64 {
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	base, peak := ms.HeapInuse, ms.HeapInuse
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				var s runtime.MemStats
+				runtime.ReadMemStats(&s)
+				peak = max(peak, s.HeapInuse)
+			}
+		}
+	}()
+	fn()
+	close(done)
+	wg.Wait()
+	return peak - base
+}
+
+// BenchmarkSnapshot1M persists a snapshot of 1,000,000 events to a file.
+func BenchmarkSnapshot1M(b *testing.B) {
+	r := millionEvents(b)
+	path := filepath.Join(b.TempDir(), "snap")
+	var size int64
+	var peak uint64
+	b.ResetTimer()
+	for b.Loop() {
+		peak = max(peak, peakHeap(func() { size = writeSnapshotFile(b, r.f, path) }))
+	}
+	b.ReportMetric(float64(size)/1e6, "MB")
+	b.ReportMetric(float64(peak)/1e6, "peak-heap-MB")
+}
+
+// BenchmarkRestore1M restores that snapshot into another group's FSM.
+func BenchmarkRestore1M(b *testing.B) {
+	src := millionEvents(b)
+	path := filepath.Join(b.TempDir(), "snap")
+	size := writeSnapshotFile(b, src.f, path)
+	dst := newReplica(b, 2)
+	var peak uint64
+	b.ResetTimer()
+	for b.Loop() {
+		peak = max(peak, peakHeap(func() {
+			file, err := os.Open(path)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := dst.f.Restore(file); err != nil {
+				b.Fatal(err)
+			}
+		}))
+	}
+	b.StopTimer()
+	if info, err := dst.f.Room("room-0999"); err != nil || info.LastSeq != 1000 {
+		b.Fatalf("restored room: %+v %v", info, err)
+	}
+	b.ReportMetric(float64(size)/1e6, "MB")
+	b.ReportMetric(float64(peak)/1e6, "peak-heap-MB")
+}
+
+func writeSnapshotFile(b *testing.B, f *FSM, path string) int64 {
+	snap, err := f.Snapshot()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer snap.Release()
+	file, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	w := bufio.NewWriter(file)
+	if err := snap.(*snapshot).writeTo(w); err != nil {
+		b.Fatal(err)
+	}
+	if err := w.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	size, _ := file.Seek(0, io.SeekCurrent)
+	if err := file.Close(); err != nil {
+		b.Fatal(err)
+	}
+	return size
+}
