@@ -12,7 +12,7 @@ import (
 // applyEntry decodes and applies one command entry. A command that cannot
 // be decoded changes nothing, on every replica alike.
 func (t *tx) applyEntry(data []byte) *Result {
-	c, err := DecodeCommand(data)
+	c, err := decodeCommand(data, true)
 	if err != nil {
 		t.f.logger.Warn("skipping undecodable log entry", "index", t.applied.Index, "error", err)
 		return &Result{Err: err}
@@ -262,9 +262,9 @@ func (t *tx) roomDelete(c *Command) *Result {
 	// the grave sweep looks; turn them into deletes here.
 	for _, kind := range incarnationKinds {
 		prefix := string(t.f.keys.incarnation(kind, c.Room, old.Epoch))
-		for k, v := range t.writes {
-			if v != nil && strings.HasPrefix(k, prefix) {
-				t.writes[k] = nil
+		for i := range t.writes {
+			if p := &t.writes[i]; p.value != nil && strings.HasPrefix(string(p.key), prefix) {
+				p.value = nil
 			}
 		}
 	}

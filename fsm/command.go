@@ -229,8 +229,22 @@ func decodeConfig(d *decoder) (RoomConfig, ConfigField) {
 // DecodeCommand parses an encoded command. It returns an error wrapping
 // ErrBadCommand for any input it cannot fully understand, and never panics.
 // The returned command does not alias b.
-func DecodeCommand(b []byte) (Command, error) {
+func DecodeCommand(b []byte) (Command, error) { return decodeCommand(b, false) }
+
+// decodeCommand can let Meta and Data alias b, for apply: raft does not
+// change an entry after handing it to the FSM, and apply copies what it
+// stores.
+func decodeCommand(b []byte, alias bool) (Command, error) {
 	d := decoder{buf: b}
+	clone := cloneBytes
+	if alias {
+		clone = func(b []byte) []byte {
+			if len(b) == 0 {
+				return nil // as cloneBytes does: empty is nil
+			}
+			return b
+		}
+	}
 	var c Command
 	if v := d.byte(); d.err == nil && v != commandVersion {
 		return c, fmt.Errorf("%w: unknown command version %d (this build reads version %d)", ErrBadCommand, v, commandVersion)
@@ -240,7 +254,7 @@ func DecodeCommand(b []byte) (Command, error) {
 	case OpJoin:
 		c.Room = d.string(MaxRoomBytes)
 		c.Member = d.string(MaxMemberBytes)
-		c.Meta = cloneBytes(d.bytes(MaxMetaBytes))
+		c.Meta = clone(d.bytes(MaxMetaBytes))
 		c.Ephemeral = d.bool()
 		c.NodeID = d.string(MaxNodeIDBytes)
 		c.NodeEpoch = d.uvarint()
@@ -250,7 +264,7 @@ func DecodeCommand(b []byte) (Command, error) {
 	case OpPublish:
 		c.Room = d.string(MaxRoomBytes)
 		c.Member = d.string(MaxMemberBytes)
-		c.Data = cloneBytes(d.bytes(MaxPayloadBytes))
+		c.Data = clone(d.bytes(MaxPayloadBytes))
 		c.Key = d.string(MaxKeyBytes)
 		c.HasExpectSeq = d.bool()
 		if c.HasExpectSeq {
@@ -289,7 +303,7 @@ func decodeLimit(d *decoder) uint32 {
 }
 
 func cloneBytes(b []byte) []byte {
-	if b == nil {
+	if len(b) == 0 {
 		return nil
 	}
 	return append([]byte(nil), b...)

@@ -19,7 +19,10 @@ type tx struct {
 	applied appliedState
 	now     int64
 
-	writes     map[string][]byte // nil value: delete
+	// writes are the pending changes in order, at most one per key;
+	// written indexes them by key.
+	writes     []pending
+	written    map[string]int
 	writeBytes int
 	rooms      map[string]*txRoom
 	members    map[memberKey]*Member // nil: removed
@@ -29,6 +32,11 @@ type tx struct {
 	err error
 
 	maxWrites, maxBytes int
+}
+
+// pending is one change of a tx: a set, or a delete when value is nil.
+type pending struct {
+	key, value []byte
 }
 
 type txRoom struct {
@@ -48,7 +56,8 @@ func (f *FSM) newTx() *tx {
 		read:    f.db.NewTransaction(false),
 		applied: f.applied,
 		now:     f.applied.Clock,
-		writes:  make(map[string][]byte),
+		writes:  make([]pending, 0, 256),
+		written: make(map[string]int, 256),
 		rooms:   make(map[string]*txRoom),
 		members: make(map[memberKey]*Member),
 		// Leave half of badger's transaction limits as headroom: a tx is
@@ -72,7 +81,7 @@ func (t *tx) begin(l *raft.Log) {
 
 // full reports that the tx should be committed before another entry.
 func (t *tx) full() bool {
-	return len(t.writes)+len(t.rooms) >= t.maxWrites || t.writeBytes >= t.maxBytes
+	return len(t.written)+len(t.rooms) >= t.maxWrites || t.writeBytes >= t.maxBytes
 }
 
 func (t *tx) fail(err error) {
@@ -82,8 +91,8 @@ func (t *tx) fail(err error) {
 }
 
 func (t *tx) get(key []byte) []byte {
-	if v, ok := t.writes[string(key)]; ok {
-		return v
+	if i, ok := t.written[string(key)]; ok {
+		return t.writes[i].value
 	}
 	v, err := getValue(t.read, key)
 	if err != nil {
@@ -92,15 +101,18 @@ func (t *tx) get(key []byte) []byte {
 	return v
 }
 
+// set records a change; the tx owns key and value from here on.
 func (t *tx) set(key, value []byte) {
-	t.writes[string(key)] = value
 	t.writeBytes += len(key) + len(value)
+	if i, ok := t.written[string(key)]; ok {
+		t.writes[i].value = value
+		return
+	}
+	t.written[string(key)] = len(t.writes)
+	t.writes = append(t.writes, pending{key: key, value: value})
 }
 
-func (t *tx) del(key []byte) {
-	t.writes[string(key)] = nil
-	t.writeBytes += len(key)
-}
+func (t *tx) del(key []byte) { t.set(key, nil) }
 
 // lookup returns the room as the tx sees it, without registering a change.
 func (t *tx) lookup(name string) (roomRecord, bool) {
@@ -192,12 +204,12 @@ func (t *tx) write() error {
 	t.set(keys.applied(), t.applied.encode())
 	w := t.f.db.NewTransaction(true)
 	defer w.Discard()
-	for k, v := range t.writes {
+	for _, p := range t.writes {
 		var err error
-		if v == nil {
-			err = w.Delete([]byte(k))
+		if p.value == nil {
+			err = w.Delete(p.key)
 		} else {
-			err = w.Set([]byte(k), v)
+			err = w.Set(p.key, p.value)
 		}
 		if err != nil {
 			return fmt.Errorf("write batch of %d keys up to index %d: %w", len(t.writes), t.applied.Index, err)
