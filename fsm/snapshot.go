@@ -179,9 +179,12 @@ func (f *FSM) restore(r io.Reader) error {
 	return f.load()
 }
 
-// resetMemory drops the in-memory state (the stored state is being replaced).
+// resetMemory drops the in-memory state (the stored state is being
+// replaced). Subscribers are ended with ErrLagged: the state jumps past
+// events they will never be sent, so they re-read history.
 func (f *FSM) resetMemory() {
 	f.mu.Lock()
+	f.subs.closeAll(ErrLagged)
 	f.rooms = make(map[string]*room)
 	f.nodes = make(map[string]map[memberRef]struct{})
 	f.mu.Unlock()

@@ -209,3 +209,20 @@ func TestGroupsShareAStore(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A restore jumps the state past events nobody was sent: subscribers are
+// told they lagged, so they re-read history instead of missing events.
+func TestRestoreEndsSubscriptions(t *testing.T) {
+	src := newReplica(t, 1)
+	m := newLogMaker()
+	src.applyBatch(m.batchOf(Command{Op: OpPublish, Room: "a", Member: "x"}, Command{Op: OpPublish, Room: "a", Member: "x"}))
+	dst := newReplica(t, 1)
+	sub, _, _ := dst.f.Subscribe("a", 0)
+	snapshotInto(t, src.f, dst.f)
+	if _, ok := <-sub.C; ok {
+		t.Fatal("subscription delivered an event across a restore")
+	}
+	if !errors.Is(sub.Err(), ErrLagged) {
+		t.Fatalf("Err = %v, want ErrLagged", sub.Err())
+	}
+}
