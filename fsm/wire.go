@@ -61,16 +61,28 @@ func (d *decoder) uvarint() uint64 {
 		return 0
 	}
 	v, n := binary.Uvarint(d.buf)
-	if n <= 0 {
-		if n == 0 {
-			d.fail("%w", errTruncated)
-		} else {
-			d.fail("varint overflows 64 bits")
-		}
+	if !d.checkVarint(n) {
 		return 0
 	}
 	d.buf = d.buf[n:]
 	return v
+}
+
+// checkVarint rejects a varint read of n bytes that ran short, overflowed,
+// or was padded with a zero last byte: every value has one encoding, so
+// equal commands are equal bytes.
+func (d *decoder) checkVarint(n int) bool {
+	switch {
+	case n == 0:
+		d.fail("%w", errTruncated)
+	case n < 0:
+		d.fail("varint overflows 64 bits")
+	case n > 1 && d.buf[n-1] == 0:
+		d.fail("varint is not minimally encoded")
+	default:
+		return true
+	}
+	return false
 }
 
 func (d *decoder) varint() int64 {
@@ -78,12 +90,7 @@ func (d *decoder) varint() int64 {
 		return 0
 	}
 	v, n := binary.Varint(d.buf)
-	if n <= 0 {
-		if n == 0 {
-			d.fail("%w", errTruncated)
-		} else {
-			d.fail("varint overflows 64 bits")
-		}
+	if !d.checkVarint(n) {
 		return 0
 	}
 	d.buf = d.buf[n:]
