@@ -149,6 +149,19 @@ func (f *FSM) Close() error {
 	return nil
 }
 
+// Drop closes the FSM and deletes the group's state from the store, for a
+// replica that has been moved off this node.
+func (f *FSM) Drop() error {
+	f.Close()
+	f.applyMu.Lock()
+	defer f.applyMu.Unlock()
+	if err := f.clearGroup(); err != nil {
+		return fmt.Errorf("fsm: drop group %d: %w", f.group, err)
+	}
+	mark := restoreMarkKey(f.group)
+	return f.db.Update(func(txn *badger.Txn) error { return txn.Delete(mark) })
+}
+
 // Apply applies one committed entry; see ApplyBatch.
 func (f *FSM) Apply(l *raft.Log) any {
 	return f.ApplyBatch([]*raft.Log{l})[0]

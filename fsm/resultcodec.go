@@ -1,0 +1,98 @@
+package fsm
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// resultVersion prefixes an encoded Result, so a node of a newer build can
+// still answer a proposer of an older one.
+const resultVersion = 1
+
+// resultErrors numbers the sentinel errors a Result can carry across nodes.
+// The numbers travel between nodes: never reuse one.
+var resultErrors = []error{nil, ErrBadCommand, ErrInvalid, ErrConflict, ErrNotMember,
+	ErrRoomNotFound, ErrStorage, ErrNeedsRestore, ErrLagged, ErrClosed}
+
+// EncodeResult encodes r so a proposer on another node gets the same Result
+// back from DecodeResult: the sentinel error in Err survives (errors.Is
+// still works), with its message.
+func EncodeResult(r *Result) []byte {
+	e := &encoder{}
+	e.byte(resultVersion)
+	e.byte(byte(r.Op))
+	e.string(r.Room)
+	e.uvarint(r.Epoch)
+	e.uvarint(r.Seq)
+	e.bool(r.Duplicate)
+	e.uvarint(r.LastSeq)
+	e.uvarint(uint64(r.Removed))
+	e.bool(r.More)
+	code := 0
+	msg := ""
+	if r.Err != nil {
+		code = len(resultErrors) // an error outside the known set
+		for i, s := range resultErrors[1:] {
+			if errors.Is(r.Err, s) {
+				code = i + 1
+				break
+			}
+		}
+		msg = r.Err.Error()
+	}
+	e.uvarint(uint64(code))
+	e.string(msg)
+	return e.buf
+}
+
+// DecodeResult reverses EncodeResult. Malformed input is an error, never a
+// panic.
+func DecodeResult(b []byte) (*Result, error) {
+	d := &decoder{buf: b}
+	if v := d.byte(); d.err == nil && v != resultVersion {
+		return nil, fmt.Errorf("fsm: result version %d is not known to this node", v)
+	}
+	r := &Result{}
+	r.Op = Op(d.byte())
+	r.Room = d.string(MaxRoomBytes)
+	r.Epoch = d.uvarint()
+	r.Seq = d.uvarint()
+	r.Duplicate = d.bool()
+	r.LastSeq = d.uvarint()
+	r.Removed = int(min(d.uvarint(), 1<<31))
+	r.More = d.bool()
+	code := d.uvarint()
+	msg := d.string(64 << 10)
+	if err := d.done(); err != nil {
+		return nil, fmt.Errorf("fsm: decode result: %w", err)
+	}
+	switch {
+	case code == 0:
+	case code < uint64(len(resultErrors)):
+		s := resultErrors[code]
+		r.Err = &remoteResultError{sentinel: s, msg: msg}
+	default:
+		r.Err = errors.New(msg)
+	}
+	return r, nil
+}
+
+// remoteResultError is a sentinel error with the message it had on the
+// node that applied the command.
+type remoteResultError struct {
+	sentinel error
+	msg      string
+}
+
+func (e *remoteResultError) Error() string {
+	switch {
+	case e.msg == "":
+		return e.sentinel.Error()
+	case strings.Contains(e.msg, e.sentinel.Error()):
+		return e.msg
+	}
+	return e.sentinel.Error() + ": " + e.msg
+}
+
+func (e *remoteResultError) Unwrap() error { return e.sentinel }
