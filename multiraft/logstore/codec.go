@@ -1,0 +1,153 @@
+package logstore
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// Stored raft.Log format, version 1:
+//
+//	byte    version (1)
+//	uvarint Index
+//	uvarint Term
+//	byte    Type
+//	uvarint len(Data)       Data
+//	uvarint len(Extensions) Extensions
+//	byte    1 if AppendedAt is set, else 0
+//	varint  AppendedAt seconds since the Unix epoch   (only if set)
+//	uvarint AppendedAt nanoseconds within the second  (only if set)
+//
+// A hand-written format rather than msgpack keeps encoding allocation-free
+// apart from the output buffer and makes corrupt input an error, never a
+// panic. The version byte lets the format change without a migration.
+const logFormatV1 byte = 1
+
+var errCorruptLog = errors.New("corrupt log entry")
+
+// encodeLog appends the encoding of l to dst.
+func encodeLog(dst []byte, l *raft.Log) []byte {
+	dst = append(dst, logFormatV1)
+	dst = binary.AppendUvarint(dst, l.Index)
+	dst = binary.AppendUvarint(dst, l.Term)
+	dst = append(dst, byte(l.Type))
+	dst = binary.AppendUvarint(dst, uint64(len(l.Data)))
+	dst = append(dst, l.Data...)
+	dst = binary.AppendUvarint(dst, uint64(len(l.Extensions)))
+	dst = append(dst, l.Extensions...)
+	if l.AppendedAt.IsZero() {
+		return append(dst, 0)
+	}
+	dst = append(dst, 1)
+	dst = binary.AppendVarint(dst, l.AppendedAt.Unix())
+	return binary.AppendUvarint(dst, uint64(l.AppendedAt.Nanosecond()))
+}
+
+// encodedLogSize is an upper bound of len(encodeLog(nil, l)).
+func encodedLogSize(l *raft.Log) int {
+	return 1 + 3*binary.MaxVarintLen64 + 1 + len(l.Data) + len(l.Extensions) + 2 + 2*binary.MaxVarintLen64
+}
+
+// decodeLog decodes b into out. Data and Extensions alias b, so b must not
+// be reused by the caller.
+func decodeLog(b []byte, out *raft.Log) error {
+	d := decoder{b: b}
+	if v := d.byte(); d.err == nil && v != logFormatV1 {
+		return fmt.Errorf("%w: unknown format version %d", errCorruptLog, v)
+	}
+	l := raft.Log{
+		Index: d.uvarint(),
+		Term:  d.uvarint(),
+		Type:  raft.LogType(d.byte()),
+	}
+	l.Data = d.bytes()
+	l.Extensions = d.bytes()
+	switch d.byte() {
+	case 0:
+	case 1:
+		sec := d.varint()
+		nsec := d.uvarint()
+		if d.err == nil && nsec >= 1e9 {
+			return fmt.Errorf("%w: nanoseconds %d out of range", errCorruptLog, nsec)
+		}
+		l.AppendedAt = time.Unix(sec, int64(nsec))
+	default:
+		if d.err == nil {
+			return fmt.Errorf("%w: bad time flag", errCorruptLog)
+		}
+	}
+	if d.err != nil {
+		return d.err
+	}
+	if len(d.b) != 0 {
+		return fmt.Errorf("%w: %d trailing bytes", errCorruptLog, len(d.b))
+	}
+	*out = l
+	return nil
+}
+
+// decoder reads fields from b and remembers the first error, so decodeLog
+// can read every field unconditionally and check once.
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) fail(what string) {
+	if d.err == nil {
+		d.err = fmt.Errorf("%w: truncated or invalid %s", errCorruptLog, what)
+	}
+	d.b = nil
+}
+
+func (d *decoder) byte() byte {
+	if len(d.b) < 1 {
+		d.fail("byte")
+		return 0
+	}
+	v := d.b[0]
+	d.b = d.b[1:]
+	return v
+}
+
+func (d *decoder) uvarint() uint64 {
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.fail("uvarint")
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) varint() int64 {
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.fail("varint")
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+// bytes reads a length-prefixed field. An empty field decodes as nil, the
+// way raft builds logs without data.
+func (d *decoder) bytes() []byte {
+	n := d.uvarint()
+	if d.err != nil {
+		return nil
+	}
+	if n > uint64(len(d.b)) {
+		d.fail("length")
+		return nil
+	}
+	if n == 0 {
+		return nil
+	}
+	v := d.b[:n:n]
+	d.b = d.b[n:]
+	return v
+}

@@ -1,0 +1,199 @@
+package transport
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func stringsReader(s string) io.Reader { return strings.NewReader(s) }
+
+func hello(kind byte, version byte, id string) []byte {
+	b := append([]byte{}, handshakeMagic[:]...)
+	b = append(b, version, kind, byte(len(id)))
+	return append(b, id...)
+}
+
+func rawFrame(typ byte, group, id uint64, payload []byte) []byte {
+	b, _ := finishFrame(append(newFrame(typ, group, id, len(payload)), payload...))
+	return b
+}
+
+// expectDisconnect writes input on a fresh raw connection and expects the
+// server to hang up within d, returning what it sent before that.
+func expectDisconnect(t *testing.T, addr string, input []byte, halfClose bool, d time.Duration) []byte {
+	t.Helper()
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = nc.Close() }()
+	if _, err := nc.Write(input); err != nil {
+		t.Fatal(err)
+	}
+	if halfClose {
+		_ = nc.(*net.TCPConn).CloseWrite()
+	}
+	_ = nc.SetReadDeadline(time.Now().Add(d))
+	got, err := io.ReadAll(nc)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("server kept the connection open for %v after %q...", d, input[:min(len(input), 16)])
+	}
+	return got
+}
+
+// syncBuffer collects log output from many goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestBadInput(t *testing.T) {
+	logs := &syncBuffer{}
+	a := newTestManager(t, "a", func(c *Config) {
+		c.RPCTimeout = 300 * time.Millisecond
+		c.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	})
+	b := newTestManager(t, "b")
+	a.Handle("ping", func(context.Context, string, uint64, []byte) ([]byte, error) { return []byte("pong"), nil })
+	addr := string(a.Addr())
+	ok := hello(kindMux, protocolVersion, "raw")
+	ack := func() int { return 7 + 1 } // magic, version, status, length byte, "a"
+
+	huge := binary.BigEndian.AppendUint32(bytes.Clone(ok), 0xfffffff0)
+	short := binary.BigEndian.AppendUint32(bytes.Clone(ok), 3)
+	truncated := append(bytes.Clone(ok), rawFrame(ftCall, 1, 1, []byte("\x04pingpayload"))[:12]...)
+	unknownType := append(bytes.Clone(ok), rawFrame(200, 1, 1, nil)...)
+	responseInbound := append(bytes.Clone(ok), rawFrame(ftCallResp, 1, 1, []byte{0})...)
+
+	_ = mustGroup(t, a, 5)
+	garbageSnapshot := append(hello(kindSnapshot, protocolVersion, "raw"), rawFrame(ftInstallSnapshot, 5, 0, []byte{1, 2, 3})...)
+
+	cases := []struct {
+		name      string
+		input     []byte
+		halfClose bool
+		check     func(t *testing.T, got []byte)
+	}{
+		{"http request", []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), false, nil},
+		{"bad magic", append([]byte("XXXX"), ok[4:]...), false, nil},
+		{"bad version", hello(kindMux, 99, "raw"), false, func(t *testing.T, got []byte) {
+			if !bytes.Contains(got, []byte("unsupported protocol version 99")) {
+				t.Errorf("no explanation for the version mismatch: %q", got)
+			}
+		}},
+		{"bad kind", hello(9, protocolVersion, "raw"), false, nil},
+		{"empty node id", hello(kindMux, protocolVersion, ""), false, nil},
+		{"huge length prefix", huge, false, nil},
+		{"length below header", short, false, nil},
+		{"truncated frame then EOF", truncated, true, nil},
+		{"unknown frame type", unknownType, false, nil},
+		{"response on inbound connection", responseInbound, false, nil},
+		{"garbage snapshot request", garbageSnapshot, false, func(t *testing.T, got []byte) {
+			if !bytes.Contains(got, []byte("decoding InstallSnapshotRequest")) {
+				t.Errorf("no error reply for an undecodable snapshot request: %q", got)
+			}
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			start := time.Now()
+			got := expectDisconnect(t, addr, c.input, c.halfClose, 3*time.Second)
+			// None of these needs a timeout to be detected.
+			if d := time.Since(start); d > 200*time.Millisecond {
+				t.Errorf("disconnect took %v", d)
+			}
+			if c.check != nil {
+				c.check(t, got)
+			}
+		})
+	}
+
+	// A frame that stalls halfway is cut off after the read timeout even
+	// though the peer keeps the connection open.
+	t.Run("stalled frame", func(t *testing.T) {
+		nc, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = nc.Close() }()
+		_, _ = nc.Write(truncated)
+		_ = nc.SetReadDeadline(time.Now().Add(3 * time.Second))
+		got, err := io.ReadAll(nc)
+		if err != nil {
+			t.Fatalf("stalled frame not cut off: %v", err)
+		}
+		if len(got) != ack() {
+			t.Fatalf("unexpected bytes before disconnect: %q", got)
+		}
+	})
+
+	// Undecodable raft payloads get an error reply and the connection stays.
+	t.Run("garbage raft payload", func(t *testing.T) {
+		nc, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = nc.Close() }()
+		in := append(bytes.Clone(ok), rawFrame(ftAppendEntries, 5, 77, []byte{0xff, 0xff})...)
+		in = append(in, rawFrame(ftCall, 0, 78, appendServiceReq(nil, "ping", nil))...)
+		_, _ = nc.Write(in)
+		_ = nc.SetReadDeadline(time.Now().Add(3 * time.Second))
+		buf := make([]byte, ack())
+		if _, err := io.ReadFull(nc, buf); err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []struct {
+			id  uint64
+			err bool
+		}{{77, true}, {78, false}} {
+			var hdr [4]byte
+			if _, err := io.ReadFull(nc, hdr[:]); err != nil {
+				t.Fatalf("reading reply %d: %v", want.id, err)
+			}
+			rest := make([]byte, binary.BigEndian.Uint32(hdr[:]))
+			if _, err := io.ReadFull(nc, rest); err != nil {
+				t.Fatal(err)
+			}
+			id := binary.BigEndian.Uint64(rest[9:17])
+			_, perr := parseStatus(rest[17:])
+			if id != want.id || (perr != nil) != want.err {
+				t.Fatalf("reply id %d err %v, want id %d err %v", id, perr, want.id, want.err)
+			}
+		}
+	})
+
+	// Rejections are logged as errors.
+	for _, want := range []string{"bad handshake magic", "unsupported protocol version 99", "exceeds the", "shorter than a frame header", "unexpected EOF", "i/o timeout"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("log lacks %q:\n%s", want, logs.String())
+		}
+	}
+
+	// The manager still serves proper peers.
+	got, err := b.Call(context.Background(), a.Addr(), "ping", 0, nil)
+	if err != nil || string(got) != "pong" {
+		t.Fatalf("after bad input: %q %v", got, err)
+	}
+}
