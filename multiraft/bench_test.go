@@ -1,0 +1,270 @@
+package multiraft_test
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"path/filepath"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+
+	"github.com/heraldhq/herald/multiraft"
+	"github.com/heraldhq/herald/multiraft/logstore"
+)
+
+// countApp is a state machine that only counts, so the benchmarks measure
+// the consensus layer (transport, log store, raft) and not the room state.
+type countApp struct{}
+
+type countFSM struct{ applied atomic.Uint64 }
+
+func (countApp) NewStateMachine(uint64) (multiraft.StateMachine, error) { return &countFSM{}, nil }
+func (countApp) EncodeResult(r any) ([]byte, error) {
+	return binary.AppendUvarint(nil, r.(uint64)), nil
+}
+func (countApp) DecodeResult(b []byte) (any, error) {
+	v, n := binary.Uvarint(b)
+	if n <= 0 {
+		return nil, fmt.Errorf("bad result %x", b)
+	}
+	return v, nil
+}
+func (countApp) ExpireNodeCommand(string, uint64) []byte { return []byte("expire") }
+func (countApp) MoreToDo(any) bool                       { return false }
+
+func (f *countFSM) Apply(l *raft.Log) any { f.applied.Store(l.Index); return l.Index }
+func (f *countFSM) ApplyBatch(logs []*raft.Log) []any {
+	out := make([]any, len(logs))
+	for i, l := range logs {
+		out[i] = f.Apply(l)
+	}
+	return out
+}
+func (f *countFSM) AppliedIndex() uint64 { return 0 } // nothing durable: restore snapshots on start
+func (f *countFSM) Close() error         { return nil }
+func (f *countFSM) Snapshot() (raft.FSMSnapshot, error) {
+	return countSnap(f.applied.Load()), nil
+}
+func (f *countFSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	var b [8]byte
+	if _, err := io.ReadFull(rc, b[:]); err != nil {
+		return err
+	}
+	f.applied.Store(binary.BigEndian.Uint64(b[:]))
+	return nil
+}
+
+type countSnap uint64
+
+func (s countSnap) Persist(sink raft.SnapshotSink) error {
+	if _, err := sink.Write(binary.BigEndian.AppendUint64(nil, uint64(s))); err != nil {
+		sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+func (countSnap) Release() {}
+
+// benchCluster starts three hosts in this process with the count app.
+func benchCluster(b *testing.B, groups uint64, kind logstore.Kind, timing multiraft.Timing) []*multiraft.Host {
+	b.Helper()
+	dir := b.TempDir()
+	var hosts []*multiraft.Host
+	var peers []multiraft.Peer
+	for i := 1; i <= 3; i++ {
+		id := fmt.Sprintf("n%d", i)
+		h, err := multiraft.Start(multiraft.Config{
+			NodeID: id, DataDir: filepath.Join(dir, id), PeerAddr: "127.0.0.1:0", LogStore: kind,
+			Timing: timing, App: countApp{}, LeaseTTL: 10 * time.Second,
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { h.Close() })
+		hosts = append(hosts, h)
+		peers = append(peers, multiraft.Peer{ID: id, Addr: h.PeerAddr()})
+	}
+	spec := multiraft.BootstrapSpec{ClusterID: "bench", Nodes: peers, Groups: groups, Replication: 3}
+	var wg sync.WaitGroup
+	for _, h := range hosts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			if err := h.Bootstrap(ctx, spec); err != nil {
+				b.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	return hosts
+}
+
+// leaderHost finds the host that leads group.
+func leaderHost(b *testing.B, hosts []*multiraft.Host, group uint64) *multiraft.Host {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, h := range hosts {
+			if st, err := h.Status(group); err == nil && st.State == raft.Leader.String() {
+				return h
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	b.Fatalf("group %d has no leader", group)
+	return nil
+}
+
+// latencies collects per-operation latencies from many goroutines.
+type latencies struct {
+	mu sync.Mutex
+	d  []time.Duration
+}
+
+func (l *latencies) add(d []time.Duration) {
+	l.mu.Lock()
+	l.d = append(l.d, d...)
+	l.mu.Unlock()
+}
+
+func (l *latencies) report(b *testing.B, elapsed time.Duration) {
+	sort.Slice(l.d, func(i, j int) bool { return l.d[i] < l.d[j] })
+	if len(l.d) == 0 {
+		return
+	}
+	q := func(p float64) float64 { return float64(l.d[int(p*float64(len(l.d)-1))].Microseconds()) / 1000 }
+	b.ReportMetric(float64(len(l.d))/elapsed.Seconds(), "commits/s")
+	b.ReportMetric(q(0.50), "p50-ms")
+	b.ReportMetric(q(0.99), "p99-ms")
+	b.ReportMetric(0, "ns/op")
+}
+
+const benchProposers = 64
+
+// runProposers runs benchProposers goroutines, each proposing 100-byte
+// commands through propose, b.N commands in all.
+func runProposers(b *testing.B, propose func(ctx context.Context, i int, cmd []byte) error) {
+	var lat latencies
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	b.ResetTimer()
+	start := time.Now()
+	for p := range benchProposers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cmd := make([]byte, 100)
+			var mine []time.Duration
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= b.N {
+					break
+				}
+				t0 := time.Now()
+				if err := propose(ctx, i+p, cmd); err != nil {
+					b.Error(err)
+					return
+				}
+				mine = append(mine, time.Since(t0))
+			}
+			lat.add(mine)
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	lat.report(b, elapsed)
+}
+
+// BenchmarkCommit measures 100-byte proposals committed by 3 replicas with
+// 64 concurrent proposers spread over 1, 16 or 64 groups, for both raft log
+// stores, each proposer calling Propose on the group leader's node.
+func BenchmarkCommit(b *testing.B) {
+	for _, kind := range []logstore.Kind{logstore.KindBadger, logstore.KindBolt} {
+		for _, groups := range []uint64{1, 16, 64} {
+			b.Run(fmt.Sprintf("store=%s/groups=%d", kind, groups), func(b *testing.B) {
+				hosts := benchCluster(b, groups, kind, multiraft.DefaultTiming())
+				leaders := make([]*multiraft.Host, groups+1)
+				for g := uint64(1); g <= groups; g++ {
+					leaders[g] = leaderHost(b, hosts, g)
+				}
+				runProposers(b, func(ctx context.Context, i int, cmd []byte) error {
+					g := 1 + uint64(i)%groups
+					_, err := leaders[g].Propose(ctx, g, cmd)
+					return err
+				})
+			})
+		}
+	}
+}
+
+// BenchmarkCommitPlainRaft is the baseline: one hashicorp/raft group of 3
+// replicas with NetworkTransport and raft-boltdb, as an application that
+// does not use multiraft would run it.
+func BenchmarkCommitPlainRaft(b *testing.B) {
+	dir := b.TempDir()
+	var rafts []*raft.Raft
+	var servers []raft.Server
+	var transports []*raft.NetworkTransport
+	for i := 1; i <= 3; i++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		tr, err := raft.NewTCPTransport(addr, nil, 3, 10*time.Second, io.Discard)
+		if err != nil {
+			b.Fatal(err)
+		}
+		transports = append(transports, tr)
+		servers = append(servers, raft.Server{ID: raft.ServerID(fmt.Sprint(i)), Address: tr.LocalAddr()})
+	}
+	for i, tr := range transports {
+		store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, fmt.Sprintf("raft-%d.db", i))})
+		if err != nil {
+			b.Fatal(err)
+		}
+		conf := raft.DefaultConfig()
+		conf.LocalID = servers[i].ID
+		conf.LogOutput = io.Discard
+		snaps := raft.NewInmemSnapshotStore()
+		if err := raft.BootstrapCluster(conf, store, store, snaps, tr, raft.Configuration{Servers: servers}); err != nil {
+			b.Fatal(err)
+		}
+		r, err := raft.NewRaft(conf, &countFSM{}, store, store, snaps, tr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() {
+			r.Shutdown().Error()
+			tr.Close()
+			store.Close()
+		})
+		rafts = append(rafts, r)
+	}
+	var leader *raft.Raft
+	for leader == nil {
+		for _, r := range rafts {
+			if r.State() == raft.Leader {
+				leader = r
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	runProposers(b, func(_ context.Context, _ int, cmd []byte) error {
+		return leader.Apply(cmd, 10*time.Second).Error()
+	})
+}

@@ -1,0 +1,378 @@
+package multiraft
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/heraldhq/herald/multiraft/transport"
+)
+
+func (h *Host) registerServices() {
+	h.handlers = map[string]transport.Handler{
+		svcPropose:    h.handlePropose,
+		svcReadIndex:  h.handleReadIndex,
+		svcMetaState:  h.handleMetaState,
+		svcRegister:   h.handleRegister,
+		svcLease:      h.handleLease,
+		svcGroupInfo:  h.handleGroupInfo,
+		svcGroupAdmin: h.handleGroupAdmin,
+	}
+	for name, fn := range h.handlers {
+		h.peers.Handle(name, fn)
+	}
+}
+
+func decodeClusterState(b []byte) (*ClusterState, error) {
+	st := emptyClusterState()
+	if err := json.Unmarshal(b, st); err != nil {
+		return nil, fmt.Errorf("multiraft: decode cluster state: %w", err)
+	}
+	if st.Nodes == nil {
+		st.Nodes = map[string]*NodeInfo{}
+	}
+	if st.Replicas == nil {
+		st.Replicas = map[uint64][]string{}
+	}
+	return st, nil
+}
+
+// handleMetaState returns the meta state of this node's meta replica. A
+// request byte of 1 asks for a linearizable read (leader only).
+func (h *Host) handleMetaState(ctx context.Context, _ string, _ uint64, req []byte) ([]byte, error) {
+	rep := h.replica(MetaGroup)
+	if rep == nil {
+		return errReply(fmt.Errorf("%w of the meta group on node %s", ErrNoReplica, h.cfg.NodeID)), nil
+	}
+	if len(req) == 1 && req[0] == 1 {
+		i, err := rep.readIndex(ctx)
+		if err == nil {
+			err = rep.waitApplied(ctx, i)
+		}
+		if err != nil {
+			return errReply(err), nil
+		}
+	}
+	st, _ := h.meta.State()
+	return jsonReply(st), nil
+}
+
+// watchCluster keeps h.cluster current: from the local meta replica when
+// there is one, else by polling a meta replica.
+func (h *Host) watchCluster() {
+	poll := max(h.cfg.LeaseTTL/4, 50*time.Millisecond)
+	for {
+		var st *ClusterState
+		var next <-chan struct{}
+		if h.replica(MetaGroup) != nil {
+			st, next = h.meta.State()
+		} else {
+			ctx, cancel := context.WithTimeout(h.ctx, poll)
+			b, err := h.route(ctx, MetaGroup, svcMetaState, nil, false)
+			cancel()
+			if err == nil {
+				st, err = decodeClusterState(b)
+			}
+			if err != nil {
+				h.log.Debug("cluster state not available", "err", err)
+			}
+		}
+		if st != nil && st.Index >= h.clusterIndex() {
+			h.mu.Lock()
+			h.cluster = st
+			close(h.changed)
+			h.changed = make(chan struct{})
+			h.mu.Unlock()
+		}
+		t := time.NewTimer(poll)
+		select {
+		case <-h.ctx.Done():
+			t.Stop()
+			return
+		case <-next:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+func (h *Host) clusterIndex() uint64 {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.cluster.Index
+}
+
+func (h *Host) clusterChanged() <-chan struct{} {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.changed
+}
+
+// reconcileLoop makes the node's data replicas match the meta group: it
+// starts (empty) replicas of groups it has been given and drops those it
+// has been moved off.
+func (h *Host) reconcileLoop() {
+	for {
+		changed := h.clusterChanged()
+		h.reconcile()
+		t := time.NewTimer(time.Second)
+		select {
+		case <-h.ctx.Done():
+			t.Stop()
+			return
+		case <-changed:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+func (h *Host) reconcile() {
+	st := h.Cluster()
+	if !st.Initialized() {
+		return
+	}
+	mine := st.GroupsOf(h.cfg.NodeID)
+	for _, g := range mine {
+		if h.replica(g) == nil {
+			if err := h.ensureReplica(g, nil); err != nil && !errors.Is(err, ErrClosed) {
+				h.log.Error("cannot start replica", "group", g, "err", err)
+			}
+		}
+	}
+	for _, g := range h.LocalGroups() {
+		if g == MetaGroup || slices.Contains(mine, g) {
+			continue
+		}
+		h.mu.Lock()
+		rep := h.replicas[g]
+		delete(h.replicas, g)
+		h.mu.Unlock()
+		if rep == nil {
+			continue
+		}
+		h.log.Info("dropping replica moved off this node", "group", g)
+		if err := h.dropReplica(rep); err != nil {
+			h.log.Error("dropping replica", "group", g, "err", err)
+		}
+	}
+}
+
+// Node leases. Every node renews its lease with the meta leader every
+// LeaseTTL/4. The meta leader keeps renewal times in memory only: a new
+// meta leader starts every node with a full TTL, so a leader change can
+// delay an expiry by one TTL but never cause a false one.
+
+type leaseTable struct {
+	mu      sync.Mutex
+	term    uint64 // meta term the table was built in
+	renewed map[string]time.Time
+}
+
+func (l *leaseTable) renew(term uint64, node string, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.resetLocked(term, now)
+	l.renewed[node] = now
+}
+
+func (l *leaseTable) resetLocked(term uint64, now time.Time) {
+	if l.term == term && l.renewed != nil {
+		return
+	}
+	l.term, l.renewed = term, map[string]time.Time{}
+	_ = now
+}
+
+// lastRenewal is when node last renewed in term; a node not seen in this
+// term counts from when the table was started.
+func (l *leaseTable) lastRenewal(term uint64, node string, now time.Time) time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.resetLocked(term, now)
+	t, ok := l.renewed[node]
+	if !ok {
+		l.renewed[node] = now
+		t = now
+	}
+	return t
+}
+
+type leaseRequest struct {
+	Node  string `json:"node"`
+	Epoch uint64 `json:"epoch"`
+}
+
+type leaseReply struct {
+	Expired bool `json:"expired"`
+}
+
+func (h *Host) handleRegister(ctx context.Context, _ string, _ uint64, req []byte) ([]byte, error) {
+	var n NodeInfo
+	if err := json.Unmarshal(req, &n); err != nil || n.ID == "" || n.PeerAddr == "" {
+		return errReply(fmt.Errorf("multiraft: malformed register request")), nil
+	}
+	res, err := h.proposeLocal(ctx, MetaGroup, encodeMeta(metaCommand{Op: metaOpRegister, Node: &n}))
+	if err != nil {
+		return errReply(err), nil
+	}
+	mr := res.(*MetaResult)
+	if err := mr.err(); err != nil {
+		return errReply(err), nil
+	}
+	if rep := h.replica(MetaGroup); rep != nil {
+		h.leases.renew(rep.raft.CurrentTerm(), n.ID, time.Now())
+	}
+	return jsonReply(mr), nil
+}
+
+func (h *Host) handleLease(_ context.Context, _ string, _ uint64, req []byte) ([]byte, error) {
+	var lr leaseRequest
+	if err := json.Unmarshal(req, &lr); err != nil {
+		return errReply(fmt.Errorf("multiraft: malformed lease request")), nil
+	}
+	rep := h.replica(MetaGroup)
+	if rep == nil {
+		return errReply(fmt.Errorf("%w of the meta group on node %s", ErrNoReplica, h.cfg.NodeID)), nil
+	}
+	if rep.raft.State() != raft.Leader {
+		return errReply(rep.notLeader()), nil
+	}
+	st, _ := h.meta.State()
+	n := st.Nodes[lr.Node]
+	if n == nil || n.Epoch < lr.Epoch {
+		// A new leader may not have applied the node's registration yet.
+		return errReply(fmt.Errorf("%w: meta state on %s does not know epoch %d of %s yet", ErrUnavailable, h.cfg.NodeID, lr.Epoch, lr.Node)), nil
+	}
+	if n.Epoch > lr.Epoch || n.LeaseExpired {
+		return jsonReply(leaseReply{Expired: true}), nil
+	}
+	h.leases.renew(rep.raft.CurrentTerm(), lr.Node, time.Now())
+	return jsonReply(leaseReply{}), nil
+}
+
+// leaseLoop registers the node (getting an epoch) and then keeps its lease.
+// A lease the meta group declared expired makes the node register again
+// under a new epoch.
+func (h *Host) leaseLoop() {
+	every := h.cfg.LeaseTTL / 4
+	for {
+		ctx, cancel := context.WithTimeout(h.ctx, max(every, time.Second))
+		epoch := h.epoch.Load()
+		var err error
+		if epoch == 0 {
+			err = h.register(ctx)
+		} else {
+			var b []byte
+			b, err = h.route(ctx, MetaGroup, svcLease, mustJSON(leaseRequest{Node: h.cfg.NodeID, Epoch: epoch}), false)
+			var lr leaseReply
+			if err == nil {
+				err = json.Unmarshal(b, &lr)
+			}
+			if err == nil && lr.Expired {
+				h.log.Warn("node lease expired; registering under a new epoch", "epoch", epoch)
+				err = h.register(ctx)
+			}
+		}
+		cancel()
+		if err != nil && h.ctx.Err() == nil {
+			h.log.Debug("lease renewal failed", "err", err)
+		}
+		if !sleepCtx(h.ctx, every) {
+			return
+		}
+	}
+}
+
+func (h *Host) register(ctx context.Context) error {
+	n := NodeInfo{ID: h.cfg.NodeID, PeerAddr: h.PeerAddr(), ClientAddr: h.cfg.ClientAddr}
+	b, err := h.route(ctx, MetaGroup, svcRegister, mustJSON(n), true)
+	if err != nil {
+		return err
+	}
+	var res MetaResult
+	if err := json.Unmarshal(b, &res); err != nil {
+		return fmt.Errorf("multiraft: decode register reply: %w", err)
+	}
+	if res.Epoch == 0 {
+		return errors.New("multiraft: meta group gave no epoch")
+	}
+	if h.epoch.Swap(res.Epoch) == 0 {
+		close(h.epochReady)
+	}
+	h.log.Info("registered with the meta group", "epoch", res.Epoch)
+	return nil
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("multiraft: encode %T: %v", v, err))
+	}
+	return b
+}
+
+// metaDutyLoop does the meta leader's periodic work on whichever node
+// holds that leadership: expiring node leases and clearing the ephemeral
+// state of expired epochs from every data group.
+func (h *Host) metaDutyLoop() {
+	every := max(h.cfg.LeaseTTL/4, 10*time.Millisecond)
+	for sleepCtx(h.ctx, every) {
+		rep := h.replica(MetaGroup)
+		if rep == nil || rep.raft.State() != raft.Leader {
+			continue
+		}
+		term := rep.raft.CurrentTerm()
+		st, _ := h.meta.State()
+		if !st.Initialized() {
+			continue
+		}
+		now := time.Now()
+		for _, id := range st.NodeIDs() {
+			n := st.Nodes[id]
+			if n.LeaseExpired || n.Epoch == 0 {
+				continue
+			}
+			if now.Sub(h.leases.lastRenewal(term, id, now)) > h.cfg.LeaseTTL {
+				h.log.Warn("node lease expired", "expired_node", id, "epoch", n.Epoch)
+				if _, err := h.proposeMeta(h.ctx, encodeMeta(metaCommand{Op: metaOpLeaseExpired, NodeID: id, Epoch: n.Epoch})); err != nil {
+					h.log.Debug("recording lease expiry", "expired_node", id, "err", err)
+				}
+			}
+		}
+		st, _ = h.meta.State()
+		for _, id := range st.NodeIDs() {
+			n := st.Nodes[id]
+			if target := n.expireTarget(); n.ExpiredBefore < target {
+				if err := h.expireNode(st, id, target); err != nil && h.ctx.Err() == nil {
+					h.log.Warn("expiring node state", "expired_node", id, "before_epoch", target, "err", err)
+				}
+			}
+		}
+	}
+}
+
+// expireNode removes a node's ephemeral state of epochs below before from
+// every data group, then records that in the meta group.
+func (h *Host) expireNode(st *ClusterState, node string, before uint64) error {
+	cmd := h.cfg.App.ExpireNodeCommand(node, before)
+	for g := uint64(1); g <= st.Groups; g++ {
+		for range 10_000 {
+			res, err := h.Propose(h.ctx, g, cmd)
+			if err != nil {
+				return fmt.Errorf("group %d: %w", g, err)
+			}
+			if !h.cfg.App.MoreToDo(res) {
+				break
+			}
+		}
+	}
+	_, err := h.proposeMeta(h.ctx, encodeMeta(metaCommand{Op: metaOpExpired, NodeID: node, Before: before}))
+	return err
+}

@@ -1,0 +1,439 @@
+package multiraft_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/fsm"
+	"github.com/heraldhq/herald/multiraft"
+)
+
+// testTiming is fast enough for tests on a loaded 2-core machine with -race,
+// and slow enough not to flap.
+func testTiming() multiraft.Timing {
+	t := multiraft.DefaultTiming()
+	t.HeartbeatTimeout = 300 * time.Millisecond
+	t.ElectionTimeout = 300 * time.Millisecond
+	t.LeaderLeaseTimeout = 150 * time.Millisecond
+	t.CommitTimeout = 20 * time.Millisecond
+	return t
+}
+
+// node is one Herald node's consensus half, as a test runs it: a host and
+// the room store of its state machines, on real TCP and real disks.
+type node struct {
+	id    string
+	dir   string
+	addr  string // peer address, kept across restarts
+	store *fsm.Store
+	host  *multiraft.Host
+}
+
+type cluster struct {
+	t        *testing.T
+	dir      string
+	nodes    map[string]*node
+	leaseTTL time.Duration
+}
+
+func logger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(string(p))
+	return len(p), nil
+}
+
+func newCluster(t *testing.T) *cluster {
+	// The directory is made before the cleanup that stops the nodes is
+	// registered, so cleanups (last in, first out) stop them before it goes.
+	c := &cluster{t: t, dir: t.TempDir(), nodes: map[string]*node{}, leaseTTL: 2 * time.Second}
+	t.Cleanup(func() {
+		for _, n := range c.nodes {
+			n.stop()
+		}
+	})
+	return c
+}
+
+// start starts (or restarts with its data) node id.
+func (c *cluster) start(id string) *node {
+	c.t.Helper()
+	n := c.nodes[id]
+	if n == nil {
+		n = &node{id: id, dir: filepath.Join(c.dir, id), addr: "127.0.0.1:0"}
+		c.nodes[id] = n
+	}
+	scfg := fsm.DefaultStoreConfig(filepath.Join(n.dir, "state"))
+	scfg.MemTableSize, scfg.BlockCacheSize, scfg.IndexCacheSize = 4<<20, 1<<20, 1<<20
+	store, err := fsm.OpenStore(scfg)
+	if err != nil {
+		c.t.Fatalf("open store of %s: %v", id, err)
+	}
+	n.store = store
+	h, err := multiraft.Start(multiraft.Config{
+		NodeID: id, DataDir: filepath.Join(n.dir, "raft"), PeerAddr: n.addr,
+		Timing: testTiming(), LeaseTTL: c.leaseTTL, ProposeTimeout: 5 * time.Second,
+		App:    &herald.Application{Store: store, Logger: logger(c.t)},
+		Logger: logger(c.t),
+	})
+	if err != nil {
+		store.Close()
+		c.t.Fatalf("start %s: %v", id, err)
+	}
+	n.host, n.addr = h, h.PeerAddr()
+	return n
+}
+
+func (n *node) stop() {
+	if n.host == nil {
+		return
+	}
+	n.host.Close()
+	n.store.Close()
+	n.host = nil
+}
+
+// bootstrap starts ids and makes a new cluster of them.
+func (c *cluster) bootstrap(groups uint64, replication int, ids ...string) {
+	c.t.Helper()
+	var peers []multiraft.Peer
+	for _, id := range ids {
+		n := c.start(id)
+		peers = append(peers, multiraft.Peer{ID: id, Addr: n.addr})
+	}
+	spec := multiraft.BootstrapSpec{ClusterID: "test", Nodes: peers, Groups: groups, Replication: replication}
+	var wg sync.WaitGroup
+	errs := make([]error, len(ids))
+	for i, id := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			errs[i] = c.nodes[id].host.Bootstrap(ctx, spec)
+			if errs[i] == nil {
+				_, errs[i] = c.nodes[id].host.WaitRegistered(ctx)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		c.t.Fatalf("bootstrap: %v", err)
+	}
+	for g := uint64(1); g <= groups; g++ {
+		c.waitLeader(g)
+	}
+}
+
+func (c *cluster) running() []*node {
+	var out []*node
+	for _, id := range c.ids() {
+		if n := c.nodes[id]; n.host != nil {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func (c *cluster) ids() []string {
+	var ids []string
+	for id := range c.nodes {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+// waitLeader waits until the running replicas of group agree on a leader
+// and returns its node id.
+func (c *cluster) waitLeader(group uint64) string {
+	c.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		leaders := map[string]bool{}
+		replicas := 0
+		for _, n := range c.running() {
+			st, err := n.host.Status(group)
+			if err != nil {
+				continue
+			}
+			replicas++
+			leaders[st.LeaderID] = true
+		}
+		if replicas > 0 && len(leaders) == 1 && !leaders[""] {
+			for id := range leaders {
+				if c.nodes[id] != nil && c.nodes[id].host != nil {
+					return id
+				}
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c.t.Fatalf("group %d has no agreed leader after 20s", group)
+	return ""
+}
+
+func (c *cluster) publish(via *node, group uint64, room, key string, data string) (*fsm.Result, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := fsm.Command{Op: fsm.OpPublish, Room: room, Member: "m", Key: key, Data: []byte(data)}
+	res, err := via.host.Propose(ctx, group, cmd.Encode())
+	if err != nil {
+		return nil, err
+	}
+	r := res.(*fsm.Result)
+	return r, r.Err
+}
+
+// roomFor finds a room name that maps to group.
+func roomFor(group, groups uint64) string {
+	for i := 0; ; i++ {
+		name := fmt.Sprintf("room-%d", i)
+		if multiraft.GroupForKey(name, groups) == group {
+			return name
+		}
+	}
+}
+
+func history(t *testing.T, n *node, group uint64, room string, c multiraft.Consistency) fsm.History {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var h fsm.History
+	err := n.host.Read(ctx, group, c, func(sm multiraft.StateMachine) error {
+		var err error
+		h, err = sm.(*fsm.FSM).History(room, 1, 100_000)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("read %s on %s: %v", room, n.id, err)
+	}
+	return h
+}
+
+// waitConverged waits until every running replica of group has applied the
+// same index and has the same state digest.
+func (c *cluster) waitConverged(group uint64) {
+	c.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	var last string
+	for time.Now().Before(deadline) {
+		digests := map[[32]byte][]string{}
+		applied := map[uint64]bool{}
+		for _, n := range c.running() {
+			sm, ok := n.host.LocalStateMachine(group)
+			if !ok {
+				continue
+			}
+			d, err := sm.(*fsm.FSM).Digest()
+			if err != nil {
+				continue
+			}
+			digests[d] = append(digests[d], n.id)
+			applied[sm.AppliedIndex()] = true
+		}
+		if len(digests) == 1 && len(applied) == 1 {
+			return
+		}
+		last = fmt.Sprintf("digests %v applied %v", digests, applied)
+		time.Sleep(50 * time.Millisecond)
+	}
+	c.t.Fatalf("group %d replicas did not converge: %s", group, last)
+}
+
+func TestBootstrapElectsAndForwards(t *testing.T) {
+	c := newCluster(t)
+	const groups = 4
+	c.bootstrap(groups, 3, "n1", "n2", "n3")
+	for g := uint64(1); g <= groups; g++ {
+		leader := c.waitLeader(g)
+		room := roomFor(g, groups)
+		// Propose through every node, leader or not: followers forward.
+		for i, n := range c.running() {
+			res, err := c.publish(n, g, room, "", fmt.Sprintf("from %s", n.id))
+			if err != nil {
+				t.Fatalf("group %d: publish via %s (leader %s): %v", g, n.id, leader, err)
+			}
+			if res.Seq != uint64(i+1) {
+				t.Errorf("group %d: publish via %s got seq %d, want %d", g, n.id, res.Seq, i+1)
+			}
+		}
+		c.waitConverged(g)
+	}
+	st := c.nodes["n1"].host.Cluster()
+	if st.Groups != groups || len(st.Nodes) != 3 {
+		t.Fatalf("cluster state: %d groups, %d nodes", st.Groups, len(st.Nodes))
+	}
+	for _, n := range c.running() {
+		if len(st.GroupsOf(n.id)) != groups {
+			t.Errorf("%s holds %v, want all %d groups with 3 replicas on 3 nodes", n.id, st.GroupsOf(n.id), groups)
+		}
+		if n.host.Epoch() == 0 {
+			t.Errorf("%s has no epoch", n.id)
+		}
+	}
+}
+
+func TestLinearizableReadOnFollowerAndStaleRead(t *testing.T) {
+	c := newCluster(t)
+	c.bootstrap(1, 3, "n1", "n2", "n3")
+	room := roomFor(1, 1)
+	leader := c.waitLeader(1)
+	var followers []*node
+	for _, n := range c.running() {
+		if n.id != leader {
+			followers = append(followers, n)
+		}
+	}
+	// A write acknowledged through one node is seen by a linearizable read
+	// on a follower at once, even though followers learn the commit index
+	// only with the next append.
+	for i := range 20 {
+		if _, err := c.publish(followers[0], 1, room, "", fmt.Sprint(i)); err != nil {
+			t.Fatal(err)
+		}
+		h := history(t, followers[1], 1, room, multiraft.Linearizable)
+		if h.LastSeq != uint64(i+1) {
+			t.Fatalf("linearizable read on follower %s after write %d saw last seq %d", followers[1].id, i+1, h.LastSeq)
+		}
+	}
+	// Without a quorum, a linearizable read fails and a stale read still
+	// answers from the local replica.
+	survivor := followers[1]
+	for _, n := range c.running() {
+		if n != survivor {
+			n.stop()
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	err := survivor.host.Read(ctx, 1, multiraft.Linearizable, func(multiraft.StateMachine) error { return nil })
+	if !errors.Is(err, multiraft.ErrUnavailable) {
+		t.Errorf("linearizable read without quorum: %v, want ErrUnavailable", err)
+	}
+	if h := history(t, survivor, 1, room, multiraft.Stale); h.LastSeq != 20 {
+		t.Errorf("stale read on the survivor saw last seq %d, want 20", h.LastSeq)
+	}
+}
+
+func TestLeaderCrashAndRestart(t *testing.T) {
+	c := newCluster(t)
+	c.bootstrap(2, 3, "n1", "n2", "n3")
+	room := roomFor(1, 2)
+	for i := range 10 {
+		if _, err := c.publish(c.nodes["n1"], 1, room, fmt.Sprint("k", i), "x"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := c.waitLeader(1)
+	c.nodes[old].stop()
+	crashed := time.Now()
+	next := c.waitLeader(1)
+	if next == old {
+		t.Fatalf("leader %s still leads after it stopped", old)
+	}
+	t.Logf("new leader %s after %v", next, time.Since(crashed))
+	via := c.nodes[next]
+	for i := 10; i < 20; i++ {
+		res, err := c.publish(via, 1, room, fmt.Sprint("k", i), "x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Seq != uint64(i+1) {
+			t.Fatalf("publish %d after failover got seq %d", i, res.Seq)
+		}
+	}
+	// The old leader comes back with its data and catches up.
+	c.start(old)
+	c.waitConverged(1)
+	c.waitConverged(2)
+	if h := history(t, c.nodes[old], 1, room, multiraft.Linearizable); h.LastSeq != 20 || len(h.Events) != 20 {
+		t.Fatalf("restarted %s sees last seq %d with %d events, want 20", old, h.LastSeq, len(h.Events))
+	}
+	if c.nodes[old].host.Epoch() != 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c.nodes[old].host.WaitRegistered(ctx)
+	}
+}
+
+func TestWholeClusterRestartKeepsState(t *testing.T) {
+	c := newCluster(t)
+	c.bootstrap(2, 3, "n1", "n2", "n3")
+	rooms := []string{roomFor(1, 2), roomFor(2, 2)}
+	for g, room := range rooms {
+		for i := range 5 {
+			if _, err := c.publish(c.nodes["n2"], uint64(g+1), room, "", fmt.Sprint(i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	epochs := map[string]uint64{}
+	for _, n := range c.running() {
+		epochs[n.id] = n.host.Epoch()
+		n.stop()
+	}
+	for _, id := range c.ids() {
+		c.start(id)
+	}
+	for g, room := range rooms {
+		c.waitLeader(uint64(g + 1))
+		res, err := c.publish(c.nodes["n3"], uint64(g+1), room, "", "after restart")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Seq != 6 {
+			t.Errorf("room %s after restart: seq %d, want 6", room, res.Seq)
+		}
+	}
+	for _, n := range c.running() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		e, err := n.host.WaitRegistered(ctx)
+		cancel()
+		if err != nil || e <= epochs[n.id] {
+			t.Errorf("%s restarted with epoch %d (err %v), want above %d", n.id, e, err, epochs[n.id])
+		}
+	}
+}
+
+func TestFiveNodesSurviveTwoFailures(t *testing.T) {
+	c := newCluster(t)
+	c.bootstrap(5, 5, "n1", "n2", "n3", "n4", "n5")
+	c.nodes["n1"].stop()
+	c.nodes["n2"].stop()
+	for g := uint64(1); g <= 5; g++ {
+		c.waitLeader(g)
+		if _, err := c.publish(c.nodes["n5"], g, roomFor(g, 5), "", "x"); err != nil {
+			t.Fatalf("group %d with 3 of 5 nodes: %v", g, err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.nodes["n3"].host.MetaState(ctx); err != nil {
+		t.Fatalf("meta group with 3 of 5: %v", err)
+	}
+}
+
+func TestProposeUnknownGroupFails(t *testing.T) {
+	c := newCluster(t)
+	c.bootstrap(2, 1, "n1")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_, err := c.nodes["n1"].host.Propose(ctx, 9, []byte{1})
+	if !errors.Is(err, multiraft.ErrUnavailable) && !errors.Is(err, multiraft.ErrNoGroup) {
+		t.Fatalf("propose to group 9 of 2: %v", err)
+	}
+}

@@ -1,0 +1,431 @@
+package multiraft
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/heraldhq/herald/multiraft/logstore"
+	"github.com/heraldhq/herald/multiraft/transport"
+)
+
+// Host runs every group replica of one node and the node's peer port.
+type Host struct {
+	cfg   Config
+	log   *slog.Logger
+	peers *transport.Manager
+	logs  logstore.Backend
+	meta  *MetaFSM
+
+	// observations receives leader changes from every replica; one
+	// goroutine turns them into leader hints.
+	observations chan raft.Observation
+
+	mu       sync.RWMutex
+	replicas map[uint64]*replica
+	hints    map[uint64]raft.ServerAddress // last known leader address per group
+	cluster  *ClusterState                 // newest cluster state seen
+	changed  chan struct{}                 // closed and replaced when cluster changes
+	seeds    []raft.ServerAddress          // where to look for the meta group
+
+	epoch      atomic.Uint64
+	epochReady chan struct{} // closed once the node has registered
+
+	leases   leaseTable // meaningful on the meta leader only
+	handlers map[string]transport.Handler
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	closed atomic.Bool
+}
+
+// Peer names one node of a cluster for bootstrap.
+type Peer struct {
+	ID   string
+	Addr string // peer address
+}
+
+// BootstrapSpec describes a new cluster. Every initial node is started with
+// the same spec; the groups each node must host follow from it, so nodes
+// bootstrap their groups without waiting for each other.
+type BootstrapSpec struct {
+	ClusterID   string
+	Nodes       []Peer
+	Groups      uint64 // data groups, 1..Groups
+	Replication int    // replicas per data group
+}
+
+// MaxMetaReplicas caps the meta group's size: more voters only slow it.
+const MaxMetaReplicas = 5
+
+func (s BootstrapSpec) metaVoters() []Peer {
+	nodes := slices.Clone(s.Nodes)
+	sort.Slice(nodes, func(i, j int) bool { return nodes[i].ID < nodes[j].ID })
+	return nodes[:min(len(nodes), MaxMetaReplicas)]
+}
+
+// Start opens the node's storage and peer port and restarts every replica
+// that has data on disk. A new node then needs Bootstrap or Join; a node
+// restarting with its data does not.
+func Start(cfg Config) (*Host, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return nil, fmt.Errorf("multiraft: data directory: %w", err)
+	}
+	h := &Host{
+		cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), meta: newMetaFSM(),
+		observations: make(chan raft.Observation, 1024),
+		replicas:     map[uint64]*replica{}, hints: map[uint64]raft.ServerAddress{},
+		cluster: emptyClusterState(), changed: make(chan struct{}), epochReady: make(chan struct{}),
+	}
+	h.ctx, h.cancel = context.WithCancel(context.Background())
+	var err error
+	if h.logs, err = logstore.Open(logstore.Options{Kind: cfg.LogStore, Dir: cfg.DataDir, Logger: h.log}); err != nil {
+		return nil, fmt.Errorf("multiraft: open raft log store: %w", err)
+	}
+	h.peers, err = transport.New(transport.Config{
+		NodeID: cfg.NodeID, ListenAddr: cfg.PeerAddr, AdvertiseAddr: cfg.AdvertisePeerAddr,
+		TLS: cfg.PeerTLS, ClientTLS: cfg.PeerClientTLS, Logger: cfg.Logger,
+	})
+	if err != nil {
+		h.logs.Close()
+		return nil, fmt.Errorf("multiraft: open peer port: %w", err)
+	}
+	h.registerServices()
+	groups, err := h.logs.Groups()
+	if err == nil {
+		for _, g := range groups {
+			if err = h.ensureReplica(g, nil); err != nil {
+				break
+			}
+		}
+	}
+	if err != nil {
+		h.Close()
+		return nil, err
+	}
+	h.goFunc(h.observeLeaders)
+	h.goFunc(h.watchCluster)
+	h.goFunc(h.reconcileLoop)
+	h.goFunc(h.leaseLoop)
+	h.goFunc(h.metaDutyLoop)
+	return h, nil
+}
+
+func (h *Host) goFunc(f func()) {
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		f()
+	}()
+}
+
+// NodeID is this node's id.
+func (h *Host) NodeID() string { return h.cfg.NodeID }
+
+// PeerAddr is the address other nodes reach this node's peer port at.
+func (h *Host) PeerAddr() string { return string(h.peers.Addr()) }
+
+// Epoch is the node's current epoch (0 until registered with the meta group).
+func (h *Host) Epoch() uint64 { return h.epoch.Load() }
+
+// WaitRegistered waits until the node holds an epoch from the meta group.
+func (h *Host) WaitRegistered(ctx context.Context) (uint64, error) {
+	select {
+	case <-h.epochReady:
+		return h.epoch.Load(), nil
+	case <-ctx.Done():
+		return 0, fmt.Errorf("%w: node %s is not registered with the meta group: %v", ErrUnavailable, h.cfg.NodeID, ctx.Err())
+	case <-h.ctx.Done():
+		return 0, ErrClosed
+	}
+}
+
+// Bootstrap creates a new cluster from spec, or does nothing for the parts
+// this node already holds (so restarting with the same flags is safe).
+func (h *Host) Bootstrap(ctx context.Context, spec BootstrapSpec) error {
+	if spec.ClusterID == "" || spec.Groups == 0 {
+		return errors.New("multiraft: bootstrap needs a cluster id and at least one data group")
+	}
+	ids := make([]string, len(spec.Nodes))
+	me := -1
+	for i, p := range spec.Nodes {
+		ids[i] = p.ID
+		if p.ID == h.cfg.NodeID {
+			me = i
+		}
+	}
+	if me < 0 {
+		return fmt.Errorf("multiraft: node %s is not in the bootstrap list %v", h.cfg.NodeID, ids)
+	}
+	placement, err := InitialPlacement(ids, spec.Groups, spec.Replication)
+	if err != nil {
+		return err
+	}
+	addrs := map[string]string{}
+	for _, p := range spec.Nodes {
+		addrs[p.ID] = p.Addr
+	}
+	h.mu.Lock()
+	for _, p := range spec.Nodes {
+		h.seeds = append(h.seeds, raft.ServerAddress(p.Addr))
+	}
+	h.mu.Unlock()
+	configOf := func(nodes []string) *raft.Configuration {
+		c := &raft.Configuration{}
+		for _, n := range nodes {
+			c.Servers = append(c.Servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(n), Address: raft.ServerAddress(addrs[n])})
+		}
+		return c
+	}
+	var metaIDs []string
+	for _, p := range spec.metaVoters() {
+		metaIDs = append(metaIDs, p.ID)
+	}
+	if slices.Contains(metaIDs, h.cfg.NodeID) {
+		if err := h.ensureReplica(MetaGroup, configOf(metaIDs)); err != nil {
+			return err
+		}
+	}
+	for g := uint64(1); g <= spec.Groups; g++ {
+		if slices.Contains(placement[g], h.cfg.NodeID) {
+			if err := h.ensureReplica(g, configOf(placement[g])); err != nil {
+				return err
+			}
+		}
+	}
+	nodes := make([]NodeInfo, len(spec.Nodes))
+	for i, p := range spec.Nodes {
+		nodes[i] = NodeInfo{ID: p.ID, PeerAddr: p.Addr}
+		if p.ID == h.cfg.NodeID {
+			nodes[i].ClientAddr = h.cfg.ClientAddr
+		}
+	}
+	cmd := encodeMeta(metaCommand{Op: metaOpInit, ClusterID: spec.ClusterID, Groups: spec.Groups,
+		Replication: spec.Replication, Nodes: nodes, Placement: placement})
+	res, err := h.proposeMeta(ctx, cmd)
+	if err != nil && !errors.Is(err, ErrMetaConflict) {
+		return fmt.Errorf("multiraft: initialize cluster %s: %w", spec.ClusterID, err)
+	}
+	_ = res
+	st, err := h.MetaState(ctx)
+	if err != nil {
+		return err
+	}
+	if st.ClusterID != spec.ClusterID {
+		return fmt.Errorf("multiraft: the meta group holds cluster %q, not %q", st.ClusterID, spec.ClusterID)
+	}
+	return nil
+}
+
+// Join makes a new node part of an existing cluster, found through any of
+// its nodes' peer addresses. The node holds no replica until a rebalance
+// moves some to it.
+func (h *Host) Join(ctx context.Context, seeds []string) error {
+	if len(seeds) == 0 {
+		return errors.New("multiraft: join needs the peer address of at least one cluster node")
+	}
+	h.mu.Lock()
+	for _, s := range seeds {
+		h.seeds = append(h.seeds, raft.ServerAddress(s))
+	}
+	h.mu.Unlock()
+	_, err := h.WaitRegistered(ctx)
+	return err
+}
+
+// ensureReplica starts the group's replica if it is not running.
+func (h *Host) ensureReplica(group uint64, bootstrap *raft.Configuration) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed.Load() {
+		return ErrClosed
+	}
+	if _, ok := h.replicas[group]; ok {
+		return nil
+	}
+	var (
+		sm      raft.FSM
+		applied uint64
+		timing  = h.cfg.Timing
+	)
+	if group == MetaGroup {
+		sm, timing = h.meta, *h.cfg.MetaTiming
+	} else {
+		m, err := h.cfg.App.NewStateMachine(group)
+		if err != nil {
+			return fmt.Errorf("multiraft: open state machine of group %d: %w", group, err)
+		}
+		sm, applied = m, m.AppliedIndex()
+	}
+	rep, err := h.startReplica(group, sm, applied, timing, bootstrap)
+	if err != nil {
+		if m, ok := sm.(StateMachine); ok {
+			m.Close()
+		}
+		return err
+	}
+	h.replicas[group] = rep
+	return nil
+}
+
+func (h *Host) replica(group uint64) *replica {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.replicas[group]
+}
+
+// LocalGroups lists the groups with a replica on this node, sorted.
+func (h *Host) LocalGroups() []uint64 {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	out := make([]uint64, 0, len(h.replicas))
+	for g := range h.replicas {
+		out = append(out, g)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// LocalStateMachine returns the state machine of the local replica of a
+// data group, for reads that accept its staleness and for subscribing to
+// its events.
+func (h *Host) LocalStateMachine(group uint64) (StateMachine, bool) {
+	rep := h.replica(group)
+	if rep == nil {
+		return nil, false
+	}
+	sm, ok := rep.fsm.(StateMachine)
+	return sm, ok
+}
+
+// Cluster returns the newest cluster state this node has seen. It may lag
+// the meta group; MetaState reads it linearizably.
+func (h *Host) Cluster() *ClusterState {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.cluster.Clone()
+}
+
+// GroupForKey maps a key to its data group in this cluster (0 before the
+// node knows the cluster).
+func (h *Host) GroupForKey(key string) uint64 {
+	h.mu.RLock()
+	groups := h.cluster.Groups
+	h.mu.RUnlock()
+	return GroupForKey(key, groups)
+}
+
+// Close stops every replica and the peer port, keeping all data. It does
+// not hand leaderships over; TransferLeaderships does that first.
+func (h *Host) Close() error {
+	if !h.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	h.cancel()
+	h.mu.Lock()
+	reps := make([]*replica, 0, len(h.replicas))
+	for _, r := range h.replicas {
+		reps = append(reps, r)
+	}
+	h.replicas = map[uint64]*replica{}
+	h.mu.Unlock()
+	var errs []error
+	var wg sync.WaitGroup
+	var emu sync.Mutex
+	for _, r := range reps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := h.stopReplica(r); err != nil {
+				emu.Lock()
+				errs = append(errs, err)
+				emu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	errs = append(errs, h.peers.Close())
+	h.wg.Wait()
+	errs = append(errs, h.logs.Close())
+	return errors.Join(errs...)
+}
+
+// TransferLeaderships hands every group this node leads to another replica,
+// so that stopping the node does not wait for election timeouts.
+func (h *Host) TransferLeaderships(ctx context.Context) error {
+	var errs []error
+	for _, g := range h.LocalGroups() {
+		rep := h.replica(g)
+		if rep == nil || rep.raft.State() != raft.Leader {
+			continue
+		}
+		if err := waitFuture(ctx, rep.raft.LeadershipTransfer()); err != nil && !errors.Is(err, raft.ErrNotLeader) {
+			errs = append(errs, fmt.Errorf("group %d: %w", g, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func waitFuture(ctx context.Context, f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// observeLeaders keeps leader hints current from raft's observations.
+func (h *Host) observeLeaders() {
+	for {
+		select {
+		case <-h.ctx.Done():
+			return
+		case o := <-h.observations:
+			lo, ok := o.Data.(raft.LeaderObservation)
+			if !ok {
+				continue
+			}
+			h.mu.Lock()
+			for g, r := range h.replicas {
+				if r.raft == o.Raft {
+					if lo.LeaderAddr == "" {
+						delete(h.hints, g)
+					} else {
+						h.hints[g] = lo.LeaderAddr
+					}
+					break
+				}
+			}
+			h.mu.Unlock()
+		}
+	}
+}
+
+// sleepCtx waits d or until ctx ends; false means ctx ended.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

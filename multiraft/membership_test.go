@@ -1,0 +1,256 @@
+package multiraft_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/heraldhq/herald/fsm"
+	"github.com/heraldhq/herald/multiraft"
+)
+
+// writer publishes to one room with a unique idempotency key per message,
+// retrying a key until it is acknowledged, as a client with exactly-once
+// publish does.
+type writer struct {
+	c     *cluster
+	group uint64
+	room  string
+
+	mu    sync.Mutex
+	acked map[string]uint64 // key -> seq
+}
+
+func (w *writer) run(ctx context.Context, max int) {
+	for i := 0; i < max && ctx.Err() == nil; i++ {
+		key := fmt.Sprintf("k%d", i)
+		for ctx.Err() == nil {
+			nodes := w.c.running()
+			via := nodes[i%len(nodes)]
+			res, err := w.c.publish(via, w.group, w.room, key, key)
+			if err == nil {
+				w.mu.Lock()
+				w.acked[key] = res.Seq
+				w.mu.Unlock()
+				break
+			}
+			if !errors.Is(err, multiraft.ErrUnavailable) && !errors.Is(err, multiraft.ErrUnknownOutcome) && !errors.Is(err, multiraft.ErrClosed) {
+				w.c.t.Errorf("publish %s via %s: %v", key, via.id, err)
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
+// check verifies that every acknowledged message is in history exactly once
+// at its acknowledged seq, and nothing else is.
+func (w *writer) check(h fsm.History) {
+	w.c.t.Helper()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	seen := map[string]uint64{}
+	for _, ev := range h.Events {
+		key := string(ev.Data)
+		if prev, dup := seen[key]; dup {
+			w.c.t.Errorf("message %s is in history twice, at seq %d and %d", key, prev, ev.Seq)
+		}
+		seen[key] = ev.Seq
+	}
+	for key, seq := range w.acked {
+		if got, ok := seen[key]; !ok || got != seq {
+			w.c.t.Errorf("acknowledged message %s at seq %d: history has it at %d (present %v)", key, seq, got, ok)
+		}
+	}
+	if len(w.acked) == 0 {
+		w.c.t.Error("no message was acknowledged")
+	}
+}
+
+func TestMoveReplicaUnderWriteLoad(t *testing.T) {
+	c := newCluster(t)
+	c.bootstrap(1, 3, "n1", "n2", "n3")
+	c.start("n4")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.nodes["n4"].host.Join(ctx, []string{c.nodes["n1"].addr}); err != nil {
+		t.Fatalf("join n4: %v", err)
+	}
+	w := &writer{c: c, group: 1, room: roomFor(1, 1), acked: map[string]uint64{}}
+	wctx, stopWriting := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); w.run(wctx, 100_000) }()
+
+	time.Sleep(300 * time.Millisecond)
+	from := c.waitLeader(1) // moving the leader's replica also moves the leadership
+	if err := c.nodes["n2"].host.MoveReplica(ctx, 1, from, "n4"); err != nil {
+		t.Fatalf("move: %v", err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	stopWriting()
+	<-done
+
+	st, err := c.nodes["n4"].host.MetaState(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := st.Replicas[1]; len(r) != 3 || slices.Contains(r, from) || !slices.Contains(r, "n4") {
+		t.Fatalf("replicas after move: %v", r)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for slices.Contains(c.nodes[from].host.LocalGroups(), 1) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still runs a replica of group 1 after it moved away", from)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c.nodes[from].stop() // its vote no longer counts: the group must not need it
+	c.waitConverged(1)
+	h := history(t, c.nodes["n4"], 1, w.room, multiraft.Linearizable)
+	w.check(h)
+	t.Logf("%d messages acknowledged during the move", len(w.acked))
+	// Moving again is a no-op: the move is idempotent.
+	if err := c.nodes["n4"].host.MoveReplica(ctx, 1, from, "n4"); err != nil {
+		t.Fatalf("repeated move: %v", err)
+	}
+}
+
+func TestDecommission(t *testing.T) {
+	c := newCluster(t)
+	c.bootstrap(4, 3, "n1", "n2", "n3", "n4")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := c.nodes["n3"].host.Decommission(ctx, "n1"); err != nil {
+		t.Fatalf("decommission n1: %v", err)
+	}
+	st, err := c.nodes["n2"].host.MetaState(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := st.Nodes["n1"]; ok {
+		t.Error("n1 is still a cluster node")
+	}
+	for g := uint64(1); g <= 4; g++ {
+		if r := st.Replicas[g]; len(r) != 3 || slices.Contains(r, "n1") {
+			t.Errorf("group %d replicas %v", g, r)
+		}
+	}
+	c.nodes["n1"].stop()
+	for g := uint64(1); g <= 4; g++ {
+		c.waitLeader(g)
+		if _, err := c.publish(c.nodes["n4"], g, roomFor(g, 4), "", "x"); err != nil {
+			t.Errorf("group %d after decommission: %v", g, err)
+		}
+	}
+	if _, err := c.nodes["n4"].host.MetaState(ctx); err != nil {
+		t.Errorf("meta group after decommission: %v", err)
+	}
+}
+
+func TestRebalanceAfterAddingNode(t *testing.T) {
+	c := newCluster(t)
+	const groups = 6
+	c.bootstrap(groups, 3, "n1", "n2", "n3")
+	c.start("n4")
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	if err := c.nodes["n4"].host.Join(ctx, []string{c.nodes["n2"].addr}); err != nil {
+		t.Fatalf("join n4: %v", err)
+	}
+	plan, err := c.nodes["n1"].host.PlanRebalance(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	moves := 0
+	for _, m := range plan {
+		if m.Kind == multiraft.MoveReplica {
+			moves++
+			if m.To != "n4" {
+				t.Errorf("plan moves a replica to %s, not to the new node: %v", m.To, m)
+			}
+		}
+	}
+	if moves != 4 { // 18 replicas over 4 nodes: n4 gets 4 (or 5)
+		t.Fatalf("plan has %d replica moves, want 4: %v", moves, plan)
+	}
+	if _, err := c.nodes["n1"].host.ApplyPlan(ctx, plan, func(i int, m multiraft.Move) { t.Logf("done %d: %v", i, m) }); err != nil {
+		t.Fatalf("apply plan: %v", err)
+	}
+	st, err := c.nodes["n1"].host.MetaState(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range c.ids() {
+		if n := len(st.GroupsOf(id)); n < 4 || n > 5 {
+			t.Errorf("%s holds %d replicas after rebalance, want 4 or 5", id, n)
+		}
+	}
+	again, err := c.nodes["n3"].host.PlanRebalance(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range again {
+		if m.Kind == multiraft.MoveReplica {
+			t.Errorf("a balanced cluster still plans %v", m)
+		}
+	}
+	for g := uint64(1); g <= groups; g++ {
+		if _, err := c.publish(c.nodes["n4"], g, roomFor(g, groups), "", "x"); err != nil {
+			t.Errorf("group %d after rebalance: %v", g, err)
+		}
+	}
+}
+
+func TestNodeLeaseExpiryRemovesEphemeralMembers(t *testing.T) {
+	c := newCluster(t)
+	c.leaseTTL = time.Second
+	c.bootstrap(2, 3, "n1", "n2", "n3")
+	n3 := c.nodes["n3"]
+	epoch := n3.host.Epoch()
+	room := roomFor(2, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	join := func(member, node string, epoch uint64) {
+		cmd := fsm.Command{Op: fsm.OpJoin, Room: room, Member: member, Ephemeral: true, NodeID: node, NodeEpoch: epoch}
+		res, err := c.nodes["n1"].host.Propose(ctx, 2, cmd.Encode())
+		if err == nil {
+			err = res.(*fsm.Result).Err
+		}
+		if err != nil {
+			t.Fatalf("join %s: %v", member, err)
+		}
+	}
+	join("alice", "n3", epoch)
+	join("bob", "n1", c.nodes["n1"].host.Epoch())
+	n3.stop()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		var names []string
+		err := c.nodes["n1"].host.Read(ctx, 2, multiraft.Linearizable, func(sm multiraft.StateMachine) error {
+			m, err := sm.(*fsm.FSM).Members(room)
+			for _, x := range m.Members {
+				names = append(names, x.Name)
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slices.Equal(names, []string{"bob"}) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("members %v 15s after n3 stopped; want alice gone and bob kept", names)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	c.start("n3")
+	e, err := c.nodes["n3"].host.WaitRegistered(ctx)
+	if err != nil || e <= epoch {
+		t.Fatalf("n3 restarted with epoch %d (%v), want above %d", e, err, epoch)
+	}
+}

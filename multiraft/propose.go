@@ -1,0 +1,232 @@
+package multiraft
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/heraldhq/herald/multiraft/transport"
+)
+
+// Propose commits cmd in group and returns what the group's state machine
+// returned for it. When this node does not lead the group the proposal is
+// forwarded over the peer port to the leader. Errors: ErrUnavailable (not
+// proposed; retry), ErrUnknownOutcome (may commit; retry only if the
+// command is idempotent), ErrNoGroup, ErrClosed, or ctx's error.
+func (h *Host) Propose(ctx context.Context, group uint64, cmd []byte) (any, error) {
+	if group == MetaGroup {
+		return nil, fmt.Errorf("%w: the meta group takes only the host's own commands", ErrNoGroup)
+	}
+	ctx, cancel := h.withTimeout(ctx)
+	defer cancel()
+	b, err := h.route(ctx, group, svcPropose, cmd, true)
+	if err != nil {
+		return nil, err
+	}
+	return h.cfg.App.DecodeResult(b)
+}
+
+func (h *Host) proposeMeta(ctx context.Context, cmd []byte) (*MetaResult, error) {
+	ctx, cancel := h.withTimeout(ctx)
+	defer cancel()
+	b, err := h.route(ctx, MetaGroup, svcPropose, cmd, true)
+	if err != nil {
+		return nil, err
+	}
+	var res MetaResult
+	if err := json.Unmarshal(b, &res); err != nil {
+		return nil, fmt.Errorf("multiraft: decode meta result: %w", err)
+	}
+	return &res, res.err()
+}
+
+func (h *Host) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, h.cfg.ProposeTimeout)
+}
+
+// proposeLocal applies cmd through the local replica, which must lead.
+func (h *Host) proposeLocal(ctx context.Context, group uint64, cmd []byte) (any, error) {
+	rep := h.replica(group)
+	if rep == nil {
+		return nil, fmt.Errorf("%w of group %d on node %s", ErrNoReplica, group, h.cfg.NodeID)
+	}
+	if rep.raft.State() != raft.Leader {
+		return nil, rep.notLeader()
+	}
+	timeout := h.cfg.ProposeTimeout
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
+	}
+	f := rep.raft.Apply(cmd, timeout)
+	if err := f.Error(); err != nil {
+		return nil, rep.raftError(err, true)
+	}
+	return f.Response(), nil
+}
+
+// handlePropose serves a proposal forwarded by another node.
+func (h *Host) handlePropose(ctx context.Context, _ string, group uint64, cmd []byte) ([]byte, error) {
+	res, err := h.proposeLocal(ctx, group, cmd)
+	if err != nil {
+		return errReply(err), nil
+	}
+	var b []byte
+	if group == MetaGroup {
+		b, err = json.Marshal(res)
+	} else {
+		b, err = h.cfg.App.EncodeResult(res)
+	}
+	if err != nil {
+		// The command committed; only its result is lost in transit.
+		return errReply(fmt.Errorf("%w: group %d: encode result: %v", ErrUnknownOutcome, group, err)), nil
+	}
+	return okReply(b), nil
+}
+
+// route sends a request for group to its leader and returns the leader's
+// reply payload. It follows not-leader hints and retries while the group
+// has no leader, until ctx ends. A request served on this node skips the
+// peer port. mutating says an unanswered request may have taken effect.
+func (h *Host) route(ctx context.Context, group uint64, service string, req []byte, mutating bool) ([]byte, error) {
+	var lastErr error
+	backoff := 10 * time.Millisecond
+	tried, hops := 0, 0
+	for {
+		if h.closed.Load() {
+			return nil, ErrClosed
+		}
+		target := h.leaderHint(group)
+		if target == "" {
+			cands := h.candidates(group)
+			if len(cands) == 0 && lastErr == nil {
+				lastErr = fmt.Errorf("%w: group %d: no node known to hold it", ErrNoGroup, group)
+			}
+			if len(cands) > 0 {
+				target = cands[tried%len(cands)]
+			}
+		}
+		tried++
+		if target != "" {
+			reply, err := h.send(ctx, target, service, group, req)
+			if err == nil {
+				reply, err = decodeReply(reply)
+			}
+			if err == nil {
+				return reply, nil
+			}
+			var nl *NotLeaderError
+			switch {
+			case errors.As(err, &nl):
+				h.setHint(group, raft.ServerAddress(nl.LeaderAddr))
+				if nl.LeaderAddr != "" && nl.LeaderAddr != string(target) && hops < 3 {
+					// Follow the hint at once, but not around a loop
+					// of nodes that each name another.
+					hops++
+					lastErr = err
+					continue
+				}
+			case errors.Is(err, transport.ErrNotSent):
+				h.setHint(group, "")
+			case errors.Is(err, transport.ErrUnreachable) || errors.Is(err, transport.ErrTimeout) ||
+				errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
+				// The request left: the leader may have acted on it.
+				h.setHint(group, "")
+				if mutating {
+					return nil, fmt.Errorf("%w: group %d: no reply from %s: %v", ErrUnknownOutcome, group, target, err)
+				}
+			case errors.Is(err, ErrUnavailable) || errors.Is(err, ErrNoReplica):
+			default:
+				return nil, err
+			}
+			lastErr = err
+		}
+		hops = 0
+		// Jitter so that many proposers waiting for an election do not
+		// arrive together.
+		d := backoff/2 + rand.N(backoff)
+		if !sleepCtx(ctx, d) {
+			if lastErr == nil {
+				lastErr = fmt.Errorf("group %d has no leader", group)
+			}
+			return nil, fmt.Errorf("%w: %v (%v)", ErrUnavailable, lastErr, ctx.Err())
+		}
+		backoff = min(2*backoff, 500*time.Millisecond)
+	}
+}
+
+// send delivers a request to one node, calling the handler directly when
+// the node is this one.
+func (h *Host) send(ctx context.Context, target raft.ServerAddress, service string, group uint64, req []byte) ([]byte, error) {
+	if target == h.peers.Addr() {
+		handler := h.handlers[service]
+		if handler == nil {
+			return nil, fmt.Errorf("multiraft: no local handler for %s", service)
+		}
+		return handler(ctx, h.cfg.NodeID, group, req)
+	}
+	return h.peers.Call(ctx, target, service, group, req)
+}
+
+func (h *Host) leaderHint(group uint64) raft.ServerAddress {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if rep := h.replicas[group]; rep != nil {
+		if addr, _ := rep.raft.LeaderWithID(); addr != "" {
+			return addr
+		}
+	}
+	return h.hints[group]
+}
+
+func (h *Host) setHint(group uint64, addr raft.ServerAddress) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if addr == "" {
+		delete(h.hints, group)
+	} else {
+		h.hints[group] = addr
+	}
+}
+
+// candidates lists the nodes that may hold a replica of group.
+func (h *Host) candidates(group uint64) []raft.ServerAddress {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	var out []raft.ServerAddress
+	add := func(a raft.ServerAddress) {
+		if a != "" && !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	if group == MetaGroup {
+		if rep := h.replicas[MetaGroup]; rep != nil {
+			if f := rep.raft.GetConfiguration(); f.Error() == nil {
+				for _, s := range f.Configuration().Servers {
+					add(s.Address)
+				}
+			}
+		}
+		for _, s := range h.seeds {
+			add(s)
+		}
+		for _, id := range h.cluster.NodeIDs() {
+			add(raft.ServerAddress(h.cluster.Nodes[id].PeerAddr))
+		}
+		return out
+	}
+	for _, id := range h.cluster.Replicas[group] {
+		if n := h.cluster.Nodes[id]; n != nil {
+			add(raft.ServerAddress(n.PeerAddr))
+		}
+	}
+	return out
+}

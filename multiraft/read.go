@@ -1,0 +1,152 @@
+package multiraft
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// Consistency says what a read may return.
+type Consistency int
+
+const (
+	// Linearizable reads see every write acknowledged before the read
+	// began, wherever it was made. They need a leader and a quorum.
+	Linearizable Consistency = iota
+	// Stale reads see whatever the local replica has applied: no quorum,
+	// no leader needed, but possibly behind. Callers must say so to their
+	// users.
+	Stale
+)
+
+// Read runs fn on the local replica's state machine of a data group.
+// Linearizable reads first obtain a read index from the group's leader
+// (this node's replica, or the leader's node over the peer port) and wait
+// until the local replica has applied it, so followers serve them too.
+// ErrNoReplica means the node has no replica: send the read to one that
+// does.
+func (h *Host) Read(ctx context.Context, group uint64, c Consistency, fn func(sm StateMachine) error) error {
+	rep := h.replica(group)
+	if rep == nil || group == MetaGroup {
+		return fmt.Errorf("%w of group %d on node %s", ErrNoReplica, group, h.cfg.NodeID)
+	}
+	sm, ok := rep.fsm.(StateMachine)
+	if !ok {
+		return fmt.Errorf("%w of group %d on node %s", ErrNoReplica, group, h.cfg.NodeID)
+	}
+	if c == Linearizable {
+		ctx, cancel := h.withTimeout(ctx)
+		defer cancel()
+		if err := h.syncRead(ctx, rep); err != nil {
+			return err
+		}
+	}
+	return fn(sm)
+}
+
+// syncRead waits until rep has applied everything committed before now.
+func (h *Host) syncRead(ctx context.Context, rep *replica) error {
+	var index uint64
+	if rep.raft.State() == raft.Leader {
+		i, err := rep.readIndex(ctx)
+		if err == nil {
+			index = i
+		}
+	}
+	if index == 0 {
+		b, err := h.route(ctx, rep.group, svcReadIndex, nil, false)
+		if err != nil {
+			return err
+		}
+		if index, err = getIndex(b); err != nil {
+			return err
+		}
+	}
+	return rep.waitApplied(ctx, index)
+}
+
+func (h *Host) handleReadIndex(ctx context.Context, _ string, group uint64, _ []byte) ([]byte, error) {
+	rep := h.replica(group)
+	if rep == nil {
+		return errReply(fmt.Errorf("%w of group %d on node %s", ErrNoReplica, group, h.cfg.NodeID)), nil
+	}
+	i, err := rep.readIndex(ctx)
+	if err != nil {
+		return errReply(err), nil
+	}
+	return okReply(putIndex(i)), nil
+}
+
+// MetaState reads the cluster state linearizably from the meta group.
+func (h *Host) MetaState(ctx context.Context) (*ClusterState, error) {
+	ctx, cancel := h.withTimeout(ctx)
+	defer cancel()
+	if rep := h.replica(MetaGroup); rep != nil {
+		if err := h.syncRead(ctx, rep); err == nil {
+			st, _ := h.meta.State()
+			return st, nil
+		}
+	}
+	b, err := h.route(ctx, MetaGroup, svcMetaState, []byte{1}, false)
+	if err != nil {
+		return nil, err
+	}
+	return decodeClusterState(b)
+}
+
+// GroupStatus is what a replica knows about its group.
+type GroupStatus struct {
+	Group        uint64       `json:"group"`
+	Node         string       `json:"node"`
+	State        string       `json:"state"` // Leader, Follower, Candidate, Shutdown
+	Term         uint64       `json:"term"`
+	LastIndex    uint64       `json:"last_index"`
+	CommitIndex  uint64       `json:"commit_index"`
+	AppliedIndex uint64       `json:"applied_index"`
+	LeaderID     string       `json:"leader_id,omitempty"`
+	LeaderAddr   string       `json:"leader_addr,omitempty"`
+	LastContact  time.Time    `json:"last_contact,omitzero"`
+	Servers      []ServerInfo `json:"servers"`
+}
+
+// ServerInfo is one member of a group's raft configuration.
+type ServerInfo struct {
+	ID    string `json:"id"`
+	Addr  string `json:"addr"`
+	Voter bool   `json:"voter"`
+}
+
+// Status reports the local replica of group.
+func (h *Host) Status(group uint64) (GroupStatus, error) {
+	rep := h.replica(group)
+	if rep == nil {
+		return GroupStatus{}, fmt.Errorf("%w of group %d on node %s", ErrNoReplica, group, h.cfg.NodeID)
+	}
+	return rep.status(h.cfg.NodeID), nil
+}
+
+func (rep *replica) status(node string) GroupStatus {
+	addr, id := rep.raft.LeaderWithID()
+	st := GroupStatus{
+		Group: rep.group, Node: node, State: rep.raft.State().String(), Term: rep.raft.CurrentTerm(),
+		LastIndex: rep.raft.LastIndex(), CommitIndex: rep.raft.CommitIndex(), AppliedIndex: rep.raft.AppliedIndex(),
+		LeaderID: string(id), LeaderAddr: string(addr), LastContact: rep.raft.LastContact(),
+	}
+	if f := rep.raft.GetConfiguration(); f.Error() == nil {
+		for _, s := range f.Configuration().Servers {
+			st.Servers = append(st.Servers, ServerInfo{ID: string(s.ID), Addr: string(s.Address), Voter: s.Suffrage == raft.Voter})
+		}
+	}
+	return st
+}
+
+// Leader returns the leader of group as known on this node (empty if none).
+func (h *Host) Leader(group uint64) (id, addr string) {
+	if rep := h.replica(group); rep != nil {
+		a, i := rep.raft.LeaderWithID()
+		return string(i), string(a)
+	}
+	return "", string(h.leaderHint(group))
+}

@@ -1,0 +1,351 @@
+package multiraft
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// Group membership changes run on the group's leader; the host routes them
+// there like proposals.
+
+type groupAdminRequest struct {
+	Op   string `json:"op"` // add_nonvoter, add_voter, remove, transfer
+	ID   string `json:"id"`
+	Addr string `json:"addr"`
+}
+
+func (h *Host) handleGroupAdmin(ctx context.Context, _ string, group uint64, req []byte) ([]byte, error) {
+	var r groupAdminRequest
+	if err := json.Unmarshal(req, &r); err != nil {
+		return errReply(fmt.Errorf("multiraft: malformed group admin request: %v", err)), nil
+	}
+	rep := h.replica(group)
+	if rep == nil {
+		return errReply(fmt.Errorf("%w of group %d on node %s", ErrNoReplica, group, h.cfg.NodeID)), nil
+	}
+	if rep.raft.State() != raft.Leader {
+		return errReply(rep.notLeader()), nil
+	}
+	timeout := 10 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
+	}
+	id, addr := raft.ServerID(r.ID), raft.ServerAddress(r.Addr)
+	var f raft.Future
+	switch r.Op {
+	case "add_nonvoter":
+		f = rep.raft.AddNonvoter(id, addr, 0, timeout)
+	case "add_voter":
+		f = rep.raft.AddVoter(id, addr, 0, timeout)
+	case "remove":
+		f = rep.raft.RemoveServer(id, 0, timeout)
+	case "transfer":
+		f = rep.raft.LeadershipTransferToServer(id, addr)
+	default:
+		return errReply(fmt.Errorf("multiraft: unknown group admin op %q", r.Op)), nil
+	}
+	if err := waitFuture(ctx, f); err != nil {
+		return errReply(rep.raftError(err, false)), nil
+	}
+	return okReply(nil), nil
+}
+
+// handleGroupInfo reports the local replica; a request byte of 1 asks for
+// the leader's view, so a follower answers with a not-leader hint.
+func (h *Host) handleGroupInfo(_ context.Context, _ string, group uint64, req []byte) ([]byte, error) {
+	rep := h.replica(group)
+	if rep == nil {
+		return errReply(fmt.Errorf("%w of group %d on node %s", ErrNoReplica, group, h.cfg.NodeID)), nil
+	}
+	if len(req) == 1 && req[0] == 1 && rep.raft.State() != raft.Leader {
+		return errReply(rep.notLeader()), nil
+	}
+	return jsonReply(rep.status(h.cfg.NodeID)), nil
+}
+
+// NodeGroupStatus asks a node (by peer address) for the status of its
+// replica of group.
+func (h *Host) NodeGroupStatus(ctx context.Context, peerAddr string, group uint64) (GroupStatus, error) {
+	b, err := h.send(ctx, raft.ServerAddress(peerAddr), svcGroupInfo, group, nil)
+	if err == nil {
+		b, err = decodeReply(b)
+	}
+	var st GroupStatus
+	if err == nil {
+		err = json.Unmarshal(b, &st)
+	}
+	return st, err
+}
+
+// LeaderStatus returns the status of group as its leader sees it.
+func (h *Host) LeaderStatus(ctx context.Context, group uint64) (GroupStatus, error) {
+	b, err := h.route(ctx, group, svcGroupInfo, []byte{1}, false)
+	var st GroupStatus
+	if err == nil {
+		err = json.Unmarshal(b, &st)
+	}
+	return st, err
+}
+
+func (h *Host) groupAdmin(ctx context.Context, group uint64, r groupAdminRequest) error {
+	_, err := h.route(ctx, group, svcGroupAdmin, mustJSON(r), true)
+	return err
+}
+
+// TransferLeader hands the leadership of group to node to.
+func (h *Host) TransferLeader(ctx context.Context, group uint64, to string) error {
+	st, err := h.MetaState(ctx)
+	if err != nil {
+		return err
+	}
+	n := st.Nodes[to]
+	if n == nil {
+		return fmt.Errorf("multiraft: node %q is not in the cluster", to)
+	}
+	ls, err := h.LeaderStatus(ctx, group)
+	if err != nil {
+		return err
+	}
+	if ls.LeaderID == to {
+		return nil
+	}
+	if err := h.groupAdmin(ctx, group, groupAdminRequest{Op: "transfer", ID: to, Addr: n.PeerAddr}); err != nil {
+		return fmt.Errorf("multiraft: transfer group %d to %s: %w", group, to, err)
+	}
+	h.setHint(group, raft.ServerAddress(n.PeerAddr))
+	return nil
+}
+
+// MoveReplica moves group's replica on node from to node to while the group
+// keeps serving: record the new replica in the meta group, add it as a
+// non-voter, wait until it has caught up, promote it, hand over the
+// leadership if from leads, remove from, and record that. Every step first
+// checks whether it is already done, so an interrupted move is finished by
+// calling MoveReplica again with the same arguments.
+func (h *Host) MoveReplica(ctx context.Context, group uint64, from, to string) error {
+	fail := func(step string, err error) error {
+		return fmt.Errorf("multiraft: move group %d from %s to %s: %s: %w", group, from, to, step, err)
+	}
+	st, err := h.MetaState(ctx)
+	if err != nil {
+		return fail("read cluster state", err)
+	}
+	if group == MetaGroup || group > st.Groups {
+		return fail("check", fmt.Errorf("%w: %d", ErrNoGroup, group))
+	}
+	target := st.Nodes[to]
+	if target == nil {
+		return fail("check", fmt.Errorf("node %q is not in the cluster", to))
+	}
+	cur := st.Replicas[group]
+	if !slices.Contains(cur, from) && slices.Contains(cur, to) {
+		return nil // done before
+	}
+	if !slices.Contains(cur, from) {
+		return fail("check", fmt.Errorf("node %q holds no replica of the group (replicas %v)", from, cur))
+	}
+	// 1. Give the target a replica in the meta group; its host starts it.
+	if !slices.Contains(cur, to) {
+		next := append(slices.Clone(cur), to)
+		if _, err := h.proposeMeta(ctx, encodeMeta(metaCommand{Op: metaOpSetReplicas, Group: group, Expect: cur, Replicas: next})); err != nil {
+			return fail("record new replica", err)
+		}
+		cur = next
+	}
+	if err := h.waitFor(ctx, func(ctx context.Context) (bool, error) {
+		_, err := h.NodeGroupStatus(ctx, target.PeerAddr, group)
+		return err == nil, nil
+	}); err != nil {
+		return fail("wait for the new replica to start", err)
+	}
+	// 2. Add it to the raft group as a non-voter and let it catch up, so
+	// the group's quorum never depends on a replica without the log.
+	ls, err := h.LeaderStatus(ctx, group)
+	if err != nil {
+		return fail("find leader", err)
+	}
+	if !slices.ContainsFunc(ls.Servers, func(s ServerInfo) bool { return s.ID == to }) {
+		if err := h.groupAdmin(ctx, group, groupAdminRequest{Op: "add_nonvoter", ID: to, Addr: target.PeerAddr}); err != nil {
+			return fail("add non-voter", err)
+		}
+		if ls, err = h.LeaderStatus(ctx, group); err != nil {
+			return fail("find leader", err)
+		}
+	}
+	goal := ls.CommitIndex
+	if err := h.waitFor(ctx, func(ctx context.Context) (bool, error) {
+		ts, err := h.NodeGroupStatus(ctx, target.PeerAddr, group)
+		return err == nil && ts.AppliedIndex >= goal, nil
+	}); err != nil {
+		return fail(fmt.Sprintf("wait for the new replica to apply index %d", goal), err)
+	}
+	// 3. Promote it.
+	if !slices.ContainsFunc(ls.Servers, func(s ServerInfo) bool { return s.ID == to && s.Voter }) {
+		if err := h.groupAdmin(ctx, group, groupAdminRequest{Op: "add_voter", ID: to, Addr: target.PeerAddr}); err != nil {
+			return fail("promote to voter", err)
+		}
+	}
+	// 4. The leader cannot remove itself cleanly: hand leadership over.
+	if err := h.waitFor(ctx, func(ctx context.Context) (bool, error) {
+		ls, err := h.LeaderStatus(ctx, group)
+		if err != nil {
+			return false, nil
+		}
+		if ls.LeaderID != from {
+			return true, nil
+		}
+		// A failed transfer is retried on the next poll.
+		_ = h.groupAdmin(ctx, group, groupAdminRequest{Op: "transfer", ID: to, Addr: target.PeerAddr})
+		return false, nil
+	}); err != nil {
+		return fail("move the leadership away", err)
+	}
+	// 5. Remove the old replica from the raft group, then from the meta group.
+	if err := h.groupAdmin(ctx, group, groupAdminRequest{Op: "remove", ID: from}); err != nil {
+		return fail("remove old replica", err)
+	}
+	next := slices.DeleteFunc(slices.Clone(cur), func(s string) bool { return s == from })
+	if _, err := h.proposeMeta(ctx, encodeMeta(metaCommand{Op: metaOpSetReplicas, Group: group, Expect: cur, Replicas: next})); err != nil {
+		return fail("record removal", err)
+	}
+	return nil
+}
+
+// waitFor polls cond until it is true or ctx ends.
+func (h *Host) waitFor(ctx context.Context, cond func(context.Context) (bool, error)) error {
+	delay := 10 * time.Millisecond
+	for {
+		ok, err := cond(ctx)
+		if err != nil {
+			return err
+		}
+		if ok {
+			return nil
+		}
+		if !sleepCtx(ctx, delay) {
+			return ctx.Err()
+		}
+		delay = min(2*delay, 200*time.Millisecond)
+	}
+}
+
+// Leaders asks each data group's leader who it is. Groups whose leader
+// cannot be found within ctx are left out.
+func (h *Host) Leaders(ctx context.Context, st *ClusterState) map[uint64]string {
+	out := map[uint64]string{}
+	for g := uint64(1); g <= st.Groups; g++ {
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		ls, err := h.LeaderStatus(cctx, g)
+		cancel()
+		if err == nil && ls.LeaderID != "" {
+			out[g] = ls.LeaderID
+		}
+	}
+	return out
+}
+
+// PlanRebalance computes the moves that even out replicas and leaders now
+// (a dry run: nothing changes).
+func (h *Host) PlanRebalance(ctx context.Context) ([]Move, error) {
+	st, err := h.MetaState(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return Plan(st, h.Leaders(ctx, st)), nil
+}
+
+// ApplyPlan executes moves in order. It stops at the first failure and
+// returns how many moves completed; because each move checks what is
+// already done, applying the remaining plan (or a new one) resumes.
+func (h *Host) ApplyPlan(ctx context.Context, plan []Move, progress func(done int, m Move)) (int, error) {
+	for i, m := range plan {
+		var err error
+		switch m.Kind {
+		case MoveReplica:
+			err = h.MoveReplica(ctx, m.Group, m.From, m.To)
+		case TransferLeader:
+			err = h.TransferLeader(ctx, m.Group, m.To)
+		default:
+			err = fmt.Errorf("multiraft: unknown move kind %q", m.Kind)
+		}
+		if err != nil {
+			return i, err
+		}
+		if progress != nil {
+			progress(i+1, m)
+		}
+	}
+	return len(plan), nil
+}
+
+// Decommission moves every replica off node, takes it out of the meta
+// group's raft configuration if it is a member, and removes it from the
+// cluster. The node may be stopped afterwards.
+func (h *Host) Decommission(ctx context.Context, node string) error {
+	st, err := h.MetaState(ctx)
+	if err != nil {
+		return err
+	}
+	n := st.Nodes[node]
+	if n == nil {
+		return fmt.Errorf("multiraft: node %q is not in the cluster", node)
+	}
+	if n.State != NodeDecommissioning {
+		if _, err := h.proposeMeta(ctx, encodeMeta(metaCommand{Op: metaOpSetState, NodeID: node, State: NodeDecommissioning})); err != nil {
+			return fmt.Errorf("multiraft: mark %s decommissioning: %w", node, err)
+		}
+		if st, err = h.MetaState(ctx); err != nil {
+			return err
+		}
+	}
+	var plan []Move
+	for _, m := range Plan(st, nil) {
+		if m.Kind == MoveReplica && m.From == node {
+			plan = append(plan, m)
+		}
+	}
+	if len(plan) == 0 && len(st.GroupsOf(node)) > 0 {
+		return fmt.Errorf("multiraft: no node can take %s's replicas without holding two of one group; add a node first", node)
+	}
+	if _, err := h.ApplyPlan(ctx, plan, nil); err != nil {
+		return fmt.Errorf("multiraft: decommission %s: %w", node, err)
+	}
+	// Leave the meta group's raft configuration.
+	ms, err := h.LeaderStatus(ctx, MetaGroup)
+	if err != nil {
+		return err
+	}
+	if slices.ContainsFunc(ms.Servers, func(s ServerInfo) bool { return s.ID == node }) {
+		if len(ms.Servers) == 1 {
+			return errors.New("multiraft: cannot decommission the only meta group member")
+		}
+		if ms.LeaderID == node {
+			other := ms.Servers[0].ID
+			if other == node {
+				other = ms.Servers[1].ID
+			}
+			addr := ""
+			for _, s := range ms.Servers {
+				if s.ID == other {
+					addr = s.Addr
+				}
+			}
+			if err := h.groupAdmin(ctx, MetaGroup, groupAdminRequest{Op: "transfer", ID: other, Addr: addr}); err != nil {
+				return fmt.Errorf("multiraft: move meta leadership off %s: %w", node, err)
+			}
+		}
+		if err := h.groupAdmin(ctx, MetaGroup, groupAdminRequest{Op: "remove", ID: node}); err != nil {
+			return fmt.Errorf("multiraft: remove %s from the meta group: %w", node, err)
+		}
+	}
+	if _, err := h.proposeMeta(ctx, encodeMeta(metaCommand{Op: metaOpRemoveNode, NodeID: node})); err != nil {
+		return fmt.Errorf("multiraft: remove %s: %w", node, err)
+	}
+	return nil
+}

@@ -1,0 +1,321 @@
+package multiraft
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+
+	"github.com/heraldhq/herald/multiraft/logstore"
+	"github.com/heraldhq/herald/multiraft/transport"
+)
+
+// replica is this node's member of one group: the raft instance and what it
+// is built from. The host owns it; it is stopped by stop or drop.
+type replica struct {
+	group   uint64
+	raft    *raft.Raft
+	fsm     raft.FSM // the state machine given to startReplica
+	tracked *trackedFSM
+	logs    raft.LogStore
+	store   logstore.Store
+	trans   *transport.GroupTransport
+	snapDir string
+
+	// barrierTerm is the term in which this replica, as leader, has
+	// committed a barrier: only then is its commit index known to cover
+	// every entry committed by earlier leaders.
+	barrierTerm atomic.Uint64
+	verify      leaderVerifier
+	stopOnce    sync.Once
+}
+
+// startReplica opens the group's storage and transport and starts raft. A
+// non-nil bootstrap is applied only when the group has no state yet.
+func (h *Host) startReplica(group uint64, sm raft.FSM, applied uint64, timing Timing, bootstrap *raft.Configuration) (*replica, error) {
+	rep := &replica{group: group, fsm: sm, tracked: &trackedFSM{inner: sm}, snapDir: filepath.Join(h.cfg.DataDir, "snapshots", fmt.Sprintf("g%d", group))}
+	fail := func(err error) (*replica, error) {
+		if rep.trans != nil {
+			rep.trans.Close()
+		}
+		if rep.store != nil {
+			h.logs.CloseGroup(group)
+		}
+		return nil, fmt.Errorf("multiraft: start group %d on node %s: %w", group, h.cfg.NodeID, err)
+	}
+	var err error
+	if rep.store, err = h.logs.Group(group); err != nil {
+		return fail(err)
+	}
+	if rep.trans, err = h.peers.Group(group); err != nil {
+		return fail(err)
+	}
+	hlog := newRaftLogger(h.log, group)
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(rep.snapDir, 1, hlog)
+	if err != nil {
+		return fail(err)
+	}
+	conf := timing.raftConfig(h.cfg.NodeID)
+	conf.Logger = hlog
+	if list, err := snaps.List(); err == nil && len(list) > 0 && applied >= list[0].Index {
+		// The state machine's own storage is already past the newest
+		// snapshot: restoring it would only move the state backwards.
+		conf.NoSnapshotRestoreOnStart = true
+	}
+	logs, err := raft.NewLogCache(conf.MaxAppendEntries, rep.store)
+	if err != nil {
+		return fail(err)
+	}
+	if bootstrap != nil {
+		has, err := raft.HasExistingState(logs, rep.store, snaps)
+		if err != nil {
+			return fail(err)
+		}
+		if !has {
+			if err := raft.BootstrapCluster(conf, logs, rep.store, snaps, rep.trans, *bootstrap); err != nil {
+				return fail(err)
+			}
+		}
+	}
+	rep.logs = logs
+	if rep.raft, err = raft.NewRaft(conf, rep.tracked, logs, rep.store, snaps, rep.trans); err != nil {
+		return fail(err)
+	}
+	rep.raft.RegisterObserver(raft.NewObserver(h.observations, false, func(o *raft.Observation) bool {
+		_, ok := o.Data.(raft.LeaderObservation)
+		return ok
+	}))
+	return rep, nil
+}
+
+// stop shuts raft down and releases the transport and log store; the data
+// stays for a restart.
+func (h *Host) stopReplica(rep *replica) error {
+	var err error
+	rep.stopOnce.Do(func() {
+		err = rep.raft.Shutdown().Error()
+		rep.trans.Close()
+		if cerr := h.logs.CloseGroup(rep.group); err == nil {
+			err = cerr
+		}
+		if sm, ok := rep.fsm.(StateMachine); ok {
+			if cerr := sm.Close(); err == nil {
+				err = cerr
+			}
+		}
+	})
+	return err
+}
+
+// dropReplica stops the replica and deletes its raft log, snapshots and,
+// when the state machine can, its state.
+func (h *Host) dropReplica(rep *replica) error {
+	err := h.stopReplica(rep)
+	if derr := h.logs.DropGroup(rep.group); err == nil {
+		err = derr
+	}
+	if derr := os.RemoveAll(rep.snapDir); err == nil {
+		err = derr
+	}
+	if d, ok := rep.fsm.(interface{ Drop() error }); ok {
+		if derr := d.Drop(); err == nil {
+			err = derr
+		}
+	}
+	return err
+}
+
+// readIndex returns an index such that a read of state at or after it is
+// linearizable: the leader's commit index, confirmed by a quorum after the
+// index was noted. Only a leader can answer.
+func (rep *replica) readIndex(ctx context.Context) (uint64, error) {
+	if rep.raft.State() != raft.Leader {
+		return 0, rep.notLeader()
+	}
+	term := rep.raft.CurrentTerm()
+	if rep.barrierTerm.Load() != term {
+		timeout := 5 * time.Second
+		if d, ok := ctx.Deadline(); ok {
+			timeout = time.Until(d)
+		}
+		if err := rep.raft.Barrier(timeout).Error(); err != nil {
+			return 0, rep.raftError(err, false)
+		}
+		rep.barrierTerm.Store(term)
+	}
+	index := rep.raft.CommitIndex()
+	if err := rep.verify.verify(ctx, rep.raft); err != nil {
+		return 0, rep.raftError(err, false)
+	}
+	return index, nil
+}
+
+// waitApplied waits until the replica's state machine has applied every
+// entry up to index. raft's own AppliedIndex counts entries handed to the
+// state machine's queue, not applied ones, so it is only the first step.
+func (rep *replica) waitApplied(ctx context.Context, index uint64) error {
+	delay := 200 * time.Microsecond
+	for rep.raft.AppliedIndex() < index || !rep.stateMachineAt(index) {
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%w: group %d applied %d of %d: %v", ErrUnavailable, rep.group, rep.raft.AppliedIndex(), index, ctx.Err())
+		case <-t.C:
+		}
+		delay = min(2*delay, 5*time.Millisecond)
+	}
+	return nil
+}
+
+// stateMachineAt reports whether the state machine has applied every entry
+// it will ever see up to index: those after the last index it applied are
+// only entries raft keeps from it (no-ops, barriers) or entries a snapshot
+// it restored covers.
+func (rep *replica) stateMachineAt(index uint64) bool {
+	var l raft.Log
+	for i := rep.tracked.applied.Load() + 1; i <= index; i++ {
+		if err := rep.logs.GetLog(i, &l); err != nil {
+			continue // compacted into a snapshot the state machine holds
+		}
+		if l.Type == raft.LogCommand || l.Type == raft.LogConfiguration {
+			return false
+		}
+	}
+	return true
+}
+
+func (rep *replica) notLeader() error {
+	addr, id := rep.raft.LeaderWithID()
+	return &NotLeaderError{Group: rep.group, LeaderID: string(id), LeaderAddr: string(addr)}
+}
+
+// raftError turns a raft error into the host's typed errors. applied says
+// whether the command had been handed to raft: after that, only an error
+// raft gives before appending it (not leader, enqueue timeout) proves it
+// will not commit; anything else leaves the outcome unknown.
+func (rep *replica) raftError(err error, applied bool) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, raft.ErrNotLeader):
+		return rep.notLeader()
+	case errors.Is(err, raft.ErrEnqueueTimeout) || !applied:
+		return fmt.Errorf("%w: group %d: %v", ErrUnavailable, rep.group, err)
+	}
+	return fmt.Errorf("%w: group %d: %v", ErrUnknownOutcome, rep.group, err)
+}
+
+// leaderVerifier shares one VerifyLeader among the reads that arrive while
+// another is in flight. A read joins only a round that has not started, so
+// the round it waits for began after the read noted its commit index.
+type leaderVerifier struct {
+	mu      sync.Mutex
+	next    *verifyRound
+	running bool
+}
+
+type verifyRound struct {
+	done chan struct{}
+	err  error
+}
+
+func (v *leaderVerifier) verify(ctx context.Context, r *raft.Raft) error {
+	v.mu.Lock()
+	if v.next == nil {
+		v.next = &verifyRound{done: make(chan struct{})}
+	}
+	round := v.next
+	if !v.running {
+		v.running = true
+		go v.run(r)
+	}
+	v.mu.Unlock()
+	select {
+	case <-round.done:
+		return round.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// run verifies rounds until none is waiting. It ends on its own: raft
+// answers VerifyLeader within the leader lease, or at shutdown.
+func (v *leaderVerifier) run(r *raft.Raft) {
+	for {
+		v.mu.Lock()
+		round := v.next
+		v.next = nil
+		if round == nil {
+			v.running = false
+			v.mu.Unlock()
+			return
+		}
+		v.mu.Unlock()
+		round.err = r.VerifyLeader().Error()
+		close(round.done)
+	}
+}
+
+// newRaftLogger sends raft's hclog output to the host's slog logger at
+// warning level and above; raft's info lines are one per election per
+// group, which is noise with hundreds of groups.
+func newRaftLogger(l *slog.Logger, group uint64) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{
+		Name:        fmt.Sprintf("raft.g%d", group),
+		Level:       hclog.Warn,
+		Output:      slogWriter{l},
+		DisableTime: true,
+	})
+}
+
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.l.Warn(string(bytes.TrimSpace(p)))
+	return len(p), nil
+}
+
+// trackedFSM wraps a replica's state machine to know the last index it has
+// applied, which raft itself does not say.
+type trackedFSM struct {
+	inner   raft.FSM
+	applied atomic.Uint64
+}
+
+var _ raft.BatchingFSM = (*trackedFSM)(nil)
+
+func (t *trackedFSM) Apply(l *raft.Log) any {
+	res := t.inner.Apply(l)
+	t.applied.Store(l.Index)
+	return res
+}
+
+func (t *trackedFSM) ApplyBatch(logs []*raft.Log) []any {
+	var out []any
+	if b, ok := t.inner.(raft.BatchingFSM); ok {
+		out = b.ApplyBatch(logs)
+	} else {
+		out = make([]any, len(logs))
+		for i, l := range logs {
+			out[i] = t.inner.Apply(l)
+		}
+	}
+	if n := len(logs); n > 0 {
+		t.applied.Store(logs[n-1].Index)
+	}
+	return out
+}
+
+func (t *trackedFSM) Snapshot() (raft.FSMSnapshot, error) { return t.inner.Snapshot() }
+func (t *trackedFSM) Restore(rc io.ReadCloser) error      { return t.inner.Restore(rc) }
