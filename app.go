@@ -5,6 +5,7 @@
 package herald
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 
@@ -19,7 +20,10 @@ type Application struct {
 	Logger *slog.Logger
 }
 
-var _ multiraft.Application = (*Application)(nil)
+var (
+	_ multiraft.Application = (*Application)(nil)
+	_ multiraft.EventSource = (*Application)(nil)
+)
 
 // NewStateMachine opens the room state machine of one data group.
 func (a *Application) NewStateMachine(group uint64) (multiraft.StateMachine, error) {
@@ -49,4 +53,34 @@ func (a *Application) ExpireNodeCommand(node string, before uint64) []byte {
 func (a *Application) MoreToDo(r any) bool {
 	res, ok := r.(*fsm.Result)
 	return ok && res.More
+}
+
+// ServeEvents streams the events of one room of sm, or of every room when
+// req is empty, encoded with fsm.EncodeEvent. It ends with fsm.ErrLagged
+// when the subscriber falls behind.
+func (a *Application) ServeEvents(ctx context.Context, sm multiraft.StateMachine, req []byte, send func([]byte) error) error {
+	f, ok := sm.(*fsm.FSM)
+	if !ok {
+		return fmt.Errorf("herald: state machine is %T, not *fsm.FSM", sm)
+	}
+	sub, _, err := f.Subscribe(string(req), 0)
+	if err != nil {
+		return err
+	}
+	defer sub.Close()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-sub.C:
+			if !ok {
+				// Lagged, or the replica closed: either way the
+				// subscriber must catch up and subscribe again.
+				return sub.Err()
+			}
+			if err := send(fsm.EncodeEvent(ev)); err != nil {
+				return err
+			}
+		}
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -82,5 +83,24 @@ func TestDropDeletesOnlyItsGroup(t *testing.T) {
 	}
 	if h, err := other.History("lobby", 1, 10); err != nil || len(h.Events) != 1 {
 		t.Errorf("group 2 after dropping group 1: %d events, err %v; want its 1 event", len(h.Events), err)
+	}
+}
+
+func TestEventCodecRoundTrip(t *testing.T) {
+	want := Event{Room: "lobby", Epoch: 3, Seq: 42, Type: EventMessage, Member: "alice", Data: []byte(`{"x":1}`),
+		Time: time.Date(2026, 11, 23, 10, 0, 0, 123456789, time.UTC)}
+	got, err := DecodeEvent(EncodeEvent(want))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Room != want.Room || got.Epoch != want.Epoch || got.Seq != want.Seq || got.Type != want.Type ||
+		got.Member != want.Member || string(got.Data) != string(want.Data) || !got.Time.Equal(want.Time) {
+		t.Errorf("round trip of %+v gave %+v", want, got)
+	}
+	b := EncodeEvent(want)
+	for i := range b {
+		if _, err := DecodeEvent(b[:i]); err == nil {
+			t.Errorf("truncated to %d bytes: no error", i)
+		}
 	}
 }

@@ -27,6 +27,7 @@ func (h *Host) registerServices() {
 	for name, fn := range h.handlers {
 		h.peers.Handle(name, fn)
 	}
+	h.peers.HandleStream(svcEvents, h.handleEvents)
 }
 
 func decodeClusterState(b []byte) (*ClusterState, error) {

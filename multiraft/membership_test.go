@@ -254,3 +254,102 @@ func TestNodeLeaseExpiryRemovesEphemeralMembers(t *testing.T) {
 		t.Fatalf("n3 restarted with epoch %d (%v), want above %d", e, err, epoch)
 	}
 }
+
+func TestEventStreamToNodeWithoutReplica(t *testing.T) {
+	c := newCluster(t)
+	c.bootstrap(1, 3, "n1", "n2", "n3")
+	c.start("n4")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n4 := c.nodes["n4"]
+	if err := n4.host.Join(ctx, []string{c.nodes["n1"].addr}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := n4.host.LocalStateMachine(1); ok {
+		t.Fatal("n4 should hold no replica")
+	}
+	room := roomFor(1, 1)
+	stream, err := n4.host.SubscribeEvents(ctx, 1, []byte(room))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Close()
+	// The stream is registered on the leader asynchronously: publish until
+	// the first event arrives, then check the rest arrive in order.
+	const total = 50
+	published := 0
+	got := make(chan fsm.Event, total*2)
+	go func() {
+		for {
+			b, err := stream.Recv()
+			if err != nil {
+				close(got)
+				return
+			}
+			ev, err := fsm.DecodeEvent(b)
+			if err != nil {
+				t.Errorf("decode event: %v", err)
+				close(got)
+				return
+			}
+			got <- ev
+		}
+	}()
+	var first fsm.Event
+	for first.Seq == 0 {
+		if published == total {
+			t.Fatalf("no event arrived for %d messages", total)
+		}
+		published++
+		if _, err := c.publish(c.nodes["n2"], 1, room, "", fmt.Sprint(published)); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case ev, ok := <-got:
+			if !ok {
+				t.Fatal("stream ended before its first event")
+			}
+			first = ev
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	for published < total {
+		published++
+		if _, err := c.publish(c.nodes["n3"], 1, room, "", fmt.Sprint(published)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := first.Seq
+	for want < total {
+		select {
+		case ev, ok := <-got:
+			if !ok {
+				t.Fatalf("stream ended after seq %d", want)
+			}
+			if ev.Seq != want+1 || ev.Room != room || string(ev.Data) != fmt.Sprint(ev.Seq) {
+				t.Fatalf("after seq %d got %+v", want, ev)
+			}
+			want = ev.Seq
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no event after seq %d", want)
+		}
+	}
+	// A leadership change ends the stream, so the subscriber re-subscribes
+	// to the new leader rather than silently missing events.
+	leader := c.waitLeader(1)
+	other := "n1"
+	if leader == "n1" {
+		other = "n2"
+	}
+	if err := n4.host.TransferLeader(ctx, 1, other); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.After(10 * time.Second)
+	for open := true; open; {
+		select {
+		case _, open = <-got:
+		case <-deadline:
+			t.Fatal("stream still open after its leader handed over the leadership")
+		}
+	}
+}

@@ -248,6 +248,10 @@ func (s *ClusterState) apply(c *metaCommand, index uint64) *MetaResult {
 		if c.Node == nil || c.Node.ID == "" || c.Node.PeerAddr == "" {
 			return refuse("register needs a node id and peer address")
 		}
+		if !s.Initialized() {
+			// init would overwrite the registration; the node retries.
+			return refuse("the cluster is not initialized yet")
+		}
 		n, ok := s.Nodes[c.Node.ID]
 		if !ok {
 			n = &NodeInfo{ID: c.Node.ID, State: NodeActive}

@@ -171,6 +171,9 @@ func applyMeta(t *testing.T, m *MetaFSM, index uint64, c metaCommand) *MetaResul
 
 func TestMetaFSMCommandsAndSnapshot(t *testing.T) {
 	m := newMetaFSM()
+	if r := applyMeta(t, m, 1, metaCommand{Op: metaOpRegister, Node: &NodeInfo{ID: "a", PeerAddr: "1"}}); r.err() == nil {
+		t.Error("register before init accepted; init would overwrite it")
+	}
 	p, _ := InitialPlacement([]string{"a", "b", "c"}, 4, 3)
 	if r := applyMeta(t, m, 1, metaCommand{Op: metaOpInit, ClusterID: "c1", Groups: 4, Replication: 3,
 		Nodes: []NodeInfo{{ID: "a", PeerAddr: "1"}, {ID: "b", PeerAddr: "2"}, {ID: "c", PeerAddr: "3"}}, Placement: p}); r.err() != nil {

@@ -267,8 +267,8 @@ func (m *Manager) acceptLoop() {
 	for {
 		nc, err := m.ln.Accept()
 		if err != nil {
-			if m.ctx.Err() != nil {
-				return
+			if m.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return // Close closed the listener
 			}
 			// Back off like NetworkTransport so a persistent accept error
 			// (e.g. out of file descriptors) does not spin.
