@@ -59,6 +59,9 @@ type conn struct {
 	space   chan struct{} // closed when the queue drains; senders waiting for room
 	waiting bool
 	wake    chan struct{}
+	// lazyArmed: a timer will wake the writer for frames queued by
+	// sendLazy; until it fires, they wait for company.
+	lazyArmed bool
 
 	closed    chan struct{}
 	closeOnce sync.Once
@@ -177,6 +180,38 @@ func (c *conn) send(b []byte) error {
 	select {
 	case c.wake <- struct{}{}:
 	default:
+	}
+	return nil
+}
+
+// sendLazy queues a frame that may wait up to HeartbeatCoalesce for other
+// frames, so that many groups' heartbeats share one write. Any send wakes
+// the writer at once and takes waiting lazy frames along.
+func (c *conn) sendLazy(b []byte) error {
+	linger := c.m.cfg.HeartbeatCoalesce
+	if linger < 0 {
+		return c.send(b)
+	}
+	c.qmu.Lock()
+	if c.isClosed() {
+		c.qmu.Unlock()
+		return c.closeErr
+	}
+	c.queue = append(c.queue, b)
+	c.qbytes += len(b)
+	arm := !c.lazyArmed
+	c.lazyArmed = true
+	c.qmu.Unlock()
+	if arm {
+		time.AfterFunc(linger, func() {
+			c.qmu.Lock()
+			c.lazyArmed = false
+			c.qmu.Unlock()
+			select {
+			case c.wake <- struct{}{}:
+			default:
+			}
+		})
 	}
 	return nil
 }
@@ -353,12 +388,17 @@ func (c *conn) await(u *unary, id uint64, start time.Time, timeout time.Duration
 
 // request sends a request frame and waits for its response.
 func (c *conn) request(b []byte, id uint64, timeout time.Duration, done <-chan struct{}) (frame, error) {
+	return c.requestWith(c.send, b, id, timeout, done)
+}
+
+// requestWith is request with the send function chosen (send or sendLazy).
+func (c *conn) requestWith(send func([]byte) error, b []byte, id uint64, timeout time.Duration, done <-chan struct{}) (frame, error) {
 	u := newUnary()
 	if err := c.addPending(id, u); err != nil {
 		return frame{}, err
 	}
 	start := time.Now()
-	if err := c.send(b); err != nil {
+	if err := send(b); err != nil {
 		c.removePending(id)
 		return frame{}, err
 	}

@@ -48,7 +48,7 @@ func (m *Manager) dispatchRaft(c *conn, f frame) {
 	if ae, ok := cmd.(*raft.AppendEntriesRequest); ok {
 		hb = isHeartbeat(ae)
 	}
-	if err := g.enqueue(&inboundRPC{c: c, typ: f.typ, id: f.id, cmd: cmd}, hb); err != nil {
+	if err := g.enqueue(&inboundRPC{c: c, typ: f.typ, id: f.id, cmd: cmd, heartbeat: hb}, hb); err != nil {
 		reply(err)
 	}
 }

@@ -53,10 +53,11 @@ type GroupTransport struct {
 
 // inboundRPC is a decoded raft request waiting for the group's raft.
 type inboundRPC struct {
-	c   *conn
-	typ byte
-	id  uint64
-	cmd any
+	c         *conn
+	typ       byte
+	id        uint64
+	cmd       any
+	heartbeat bool // its reply may wait to share a write
 }
 
 func newGroup(m *Manager, id uint64) *GroupTransport {
@@ -206,6 +207,10 @@ func (g *GroupTransport) deliver(in *inboundRPC, fast bool) {
 }
 
 func (g *GroupTransport) reply(in *inboundRPC, resp any, err error) {
+	if in.heartbeat {
+		_ = in.c.sendLazy(raftReplyFrame(g.id, in.id, in.typ, resp, err))
+		return
+	}
 	_ = in.c.send(raftReplyFrame(g.id, in.id, in.typ, resp, err))
 }
 
@@ -224,6 +229,11 @@ func raftReplyFrame(group, id uint64, typ byte, resp any, err error) []byte {
 
 // rpc sends one raft request and decodes its response into resp.
 func (g *GroupTransport) rpc(target raft.ServerAddress, typ byte, sizeHint int, enc func([]byte) []byte, resp any) error {
+	return g.rpcWith(target, typ, false, sizeHint, enc, resp)
+}
+
+// rpcWith is rpc; lazy lets the request wait briefly to share a write.
+func (g *GroupTransport) rpcWith(target raft.ServerAddress, typ byte, lazy bool, sizeHint int, enc func([]byte) []byte, resp any) error {
 	if g.ctx.Err() != nil {
 		return g.errClosed()
 	}
@@ -239,7 +249,11 @@ func (g *GroupTransport) rpc(target raft.ServerAddress, typ byte, sizeHint int, 
 	if err != nil {
 		return fmt.Errorf("transport: group %d %s to %s: %w", g.id, frameTypeName(typ), target, err)
 	}
-	f, err := c.request(b, id, g.m.cfg.RPCTimeout, g.ctx.Done())
+	send := c.send
+	if lazy {
+		send = c.sendLazy
+	}
+	f, err := c.requestWith(send, b, id, g.m.cfg.RPCTimeout, g.ctx.Done())
 	switch {
 	case err == errWaitCancelled:
 		return g.errClosed()
@@ -274,7 +288,8 @@ func appendEntriesSize(args *raft.AppendEntriesRequest) int {
 
 // AppendEntries implements raft.Transport.
 func (g *GroupTransport) AppendEntries(_ raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
-	return g.rpc(target, ftAppendEntries, appendEntriesSize(args), func(b []byte) []byte {
+	// Heartbeats may wait a moment to share a write with other groups'.
+	return g.rpcWith(target, ftAppendEntries, isHeartbeat(args), appendEntriesSize(args), func(b []byte) []byte {
 		return appendAppendEntriesRequest(b, args)
 	}, resp)
 }

@@ -40,6 +40,12 @@ type Config struct {
 	// how long a peer may stall mid-frame or mid-write. It does not bound
 	// the transfer of InstallSnapshot data as a whole. Default 5s.
 	RPCTimeout time.Duration
+	// HeartbeatCoalesce is how long a heartbeat (and its reply) may wait
+	// in a connection's queue for other frames to share its write. With
+	// hundreds of groups per node, heartbeats are most of an idle node's
+	// traffic and each would otherwise cost a syscall on both ends.
+	// Default 2ms; negative sends heartbeats at once.
+	HeartbeatCoalesce time.Duration
 	// Logger receives connection-level errors. Default: discard.
 	Logger *slog.Logger
 }
@@ -47,6 +53,7 @@ type Config struct {
 const (
 	defaultDialTimeout = 2 * time.Second
 	defaultRPCTimeout  = 5 * time.Second
+	defaultCoalesce    = 2 * time.Millisecond
 
 	backoffMin = 50 * time.Millisecond
 	backoffMax = time.Second
@@ -102,6 +109,9 @@ func New(cfg Config) (*Manager, error) {
 	}
 	if cfg.RPCTimeout == 0 {
 		cfg.RPCTimeout = defaultRPCTimeout
+	}
+	if cfg.HeartbeatCoalesce == 0 {
+		cfg.HeartbeatCoalesce = defaultCoalesce
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
