@@ -149,11 +149,12 @@ func (l *latencies) report(b *testing.B, elapsed time.Duration) {
 	b.ReportMetric(0, "ns/op")
 }
 
-const benchProposers = 64
+// benchProposers are the numbers of concurrent proposers measured.
+var benchProposers = []int{64, 512}
 
-// runProposers runs benchProposers goroutines, each proposing 100-byte
-// commands through propose, b.N commands in all.
-func runProposers(b *testing.B, propose func(ctx context.Context, i int, cmd []byte) error) {
+// runProposers runs proposers goroutines, each proposing 100-byte commands
+// through propose, b.N commands in all.
+func runProposers(b *testing.B, proposers int, propose func(ctx context.Context, i int, cmd []byte) error) {
 	var lat latencies
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -161,7 +162,7 @@ func runProposers(b *testing.B, propose func(ctx context.Context, i int, cmd []b
 	defer cancel()
 	b.ResetTimer()
 	start := time.Now()
-	for p := range benchProposers {
+	for p := range proposers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -189,23 +190,25 @@ func runProposers(b *testing.B, propose func(ctx context.Context, i int, cmd []b
 }
 
 // BenchmarkCommit measures 100-byte proposals committed by 3 replicas with
-// 64 concurrent proposers spread over 1, 16 or 64 groups, for both raft log
-// stores, each proposer calling Propose on the group leader's node.
+// 64 or 512 concurrent proposers spread over 1, 16 or 64 groups, for both
+// raft log stores, each proposer calling Propose on the group leader's node.
 func BenchmarkCommit(b *testing.B) {
 	for _, kind := range []logstore.Kind{logstore.KindBadger, logstore.KindBolt} {
 		for _, groups := range []uint64{1, 16, 64} {
-			b.Run(fmt.Sprintf("store=%s/groups=%d", kind, groups), func(b *testing.B) {
-				hosts := benchCluster(b, groups, kind, multiraft.DefaultTiming())
-				leaders := make([]*multiraft.Host, groups+1)
-				for g := uint64(1); g <= groups; g++ {
-					leaders[g] = leaderHost(b, hosts, g)
-				}
-				runProposers(b, func(ctx context.Context, i int, cmd []byte) error {
-					g := 1 + uint64(i)%groups
-					_, err := leaders[g].Propose(ctx, g, cmd)
-					return err
+			for _, proposers := range benchProposers {
+				b.Run(fmt.Sprintf("store=%s/groups=%d/proposers=%d", kind, groups, proposers), func(b *testing.B) {
+					hosts := benchCluster(b, groups, kind, multiraft.DefaultTiming())
+					leaders := make([]*multiraft.Host, groups+1)
+					for g := uint64(1); g <= groups; g++ {
+						leaders[g] = leaderHost(b, hosts, g)
+					}
+					runProposers(b, proposers, func(ctx context.Context, i int, cmd []byte) error {
+						g := 1 + uint64(i)%groups
+						_, err := leaders[g].Propose(ctx, g, cmd)
+						return err
+					})
 				})
-			})
+			}
 		}
 	}
 }
@@ -264,7 +267,11 @@ func BenchmarkCommitPlainRaft(b *testing.B) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	runProposers(b, func(_ context.Context, _ int, cmd []byte) error {
-		return leader.Apply(cmd, 10*time.Second).Error()
-	})
+	for _, proposers := range benchProposers {
+		b.Run(fmt.Sprintf("proposers=%d", proposers), func(b *testing.B) {
+			runProposers(b, proposers, func(_ context.Context, _ int, cmd []byte) error {
+				return leader.Apply(cmd, 10*time.Second).Error()
+			})
+		})
+	}
 }

@@ -13,5 +13,12 @@
 // the business of package fsm, and sockets and the client protocol belong to
 // package wsfront.
 //
-// Not implemented yet; see docs/architecture.md for the plan.
+// A Host is one node: Start it, then Bootstrap a new cluster or Join an
+// existing one (a restarted node needs neither). Propose commits a command
+// in a group, forwarding it to the leader; Read runs a function on the
+// local replica, linearizably (through a read index from the leader) or
+// stale. MoveReplica, TransferLeader, Decommission, PlanRebalance and
+// ApplyPlan change where replicas and leaders live. Package transport owns
+// the peer port and package logstore the raft logs. docs/multiraft.md
+// records the decisions.
 package multiraft
