@@ -23,6 +23,7 @@ func (h *Host) registerServices() {
 		svcLease:      h.handleLease,
 		svcGroupInfo:  h.handleGroupInfo,
 		svcGroupAdmin: h.handleGroupAdmin,
+		svcMetaJoin:   h.handleMetaJoin,
 	}
 	for name, fn := range h.handlers {
 		h.peers.Handle(name, fn)
@@ -348,6 +349,7 @@ func (h *Host) metaDutyLoop() {
 			}
 		}
 		st, _ = h.meta.State()
+		h.growMeta(rep, st)
 		for _, id := range st.NodeIDs() {
 			n := st.Nodes[id]
 			if target := n.expireTarget(); n.ExpiredBefore < target {
@@ -376,4 +378,80 @@ func (h *Host) expireNode(st *ClusterState, node string, before uint64) error {
 	}
 	_, err := h.proposeMeta(h.ctx, encodeMeta(metaCommand{Op: metaOpExpired, NodeID: node, Before: before}))
 	return err
+}
+
+// growMeta adds a node to the meta group's voters while it has fewer than
+// it should: the live active nodes, at most MaxMetaReplicas, rounded down to
+// an odd number (an even count adds no fault tolerance). The node first
+// joins as a non-voter and is promoted once it has caught up, so a node
+// that dies on the way never counts towards the quorum.
+func (h *Host) growMeta(rep *replica, st *ClusterState) {
+	f := rep.raft.GetConfiguration()
+	if f.Error() != nil {
+		return
+	}
+	voters := map[string]bool{}
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter {
+			voters[string(s.ID)] = true
+		}
+	}
+	var live []string
+	for _, id := range st.NodeIDs() {
+		if n := st.Nodes[id]; n.State == NodeActive && n.Epoch != 0 && !n.LeaseExpired {
+			live = append(live, id)
+		}
+	}
+	want := min(MaxMetaReplicas, len(live))
+	if want%2 == 0 {
+		want--
+	}
+	if len(voters) >= want {
+		return
+	}
+	for _, id := range live {
+		if voters[id] {
+			continue
+		}
+		if err := h.addMetaVoter(rep, id, st.Nodes[id].PeerAddr); err != nil {
+			h.log.Warn("adding a node to the meta group", "new_member", id, "err", err)
+		}
+		return // one per round; the next round sees the new configuration
+	}
+}
+
+func (h *Host) addMetaVoter(rep *replica, id, addr string) error {
+	ctx, cancel := context.WithTimeout(h.ctx, 10*time.Second)
+	defer cancel()
+	b, err := h.send(ctx, raft.ServerAddress(addr), svcMetaJoin, MetaGroup, nil)
+	if err == nil {
+		_, err = decodeReply(b)
+	}
+	if err != nil {
+		return fmt.Errorf("start its meta replica: %w", err)
+	}
+	if err := waitFuture(ctx, rep.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, 5*time.Second)); err != nil {
+		return fmt.Errorf("add as non-voter: %w", err)
+	}
+	goal := rep.raft.CommitIndex()
+	if err := h.waitFor(ctx, func(ctx context.Context) (bool, error) {
+		st, err := h.NodeGroupStatus(ctx, addr, MetaGroup)
+		return err == nil && st.AppliedIndex >= goal, nil
+	}); err != nil {
+		return fmt.Errorf("wait for it to apply index %d: %w", goal, err)
+	}
+	if err := waitFuture(ctx, rep.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, 5*time.Second)); err != nil {
+		return fmt.Errorf("promote to voter: %w", err)
+	}
+	h.log.Info("node joined the meta group", "new_member", id)
+	return nil
+}
+
+// handleMetaJoin starts an empty meta replica on this node, which the meta
+// leader is about to add to the group.
+func (h *Host) handleMetaJoin(context.Context, string, uint64, []byte) ([]byte, error) {
+	if err := h.ensureReplica(MetaGroup, nil); err != nil {
+		return errReply(err), nil
+	}
+	return okReply(nil), nil
 }

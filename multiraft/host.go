@@ -68,10 +68,16 @@ type BootstrapSpec struct {
 // MaxMetaReplicas caps the meta group's size: more voters only slow it.
 const MaxMetaReplicas = 5
 
+// metaVoters are the first nodes by id, as many as MaxMetaReplicas allows,
+// rounded down to an odd count: a fourth voter adds no fault tolerance.
 func (s BootstrapSpec) metaVoters() []Peer {
 	nodes := slices.Clone(s.Nodes)
 	sort.Slice(nodes, func(i, j int) bool { return nodes[i].ID < nodes[j].ID })
-	return nodes[:min(len(nodes), MaxMetaReplicas)]
+	n := min(len(nodes), MaxMetaReplicas)
+	if n%2 == 0 {
+		n--
+	}
+	return nodes[:n]
 }
 
 // Start opens the node's storage and peer port and restarts every replica

@@ -149,6 +149,26 @@ func TestDecommission(t *testing.T) {
 	if _, err := c.nodes["n4"].host.MetaState(ctx); err != nil {
 		t.Errorf("meta group after decommission: %v", err)
 	}
+	// The meta group was n1-n3; with n1 gone it takes n4 in to keep three
+	// voters.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st, err := c.nodes["n4"].host.LeaderStatus(ctx, multiraft.MetaGroup)
+		var voters []string
+		for _, s := range st.Servers {
+			if s.Voter {
+				voters = append(voters, s.ID)
+			}
+		}
+		slices.Sort(voters)
+		if err == nil && slices.Equal(voters, []string{"n2", "n3", "n4"}) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("meta voters %v (err %v) after decommissioning n1, want n2 n3 n4", voters, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 func TestRebalanceAfterAddingNode(t *testing.T) {
@@ -351,5 +371,45 @@ func TestEventStreamToNodeWithoutReplica(t *testing.T) {
 		case <-deadline:
 			t.Fatal("stream still open after its leader handed over the leadership")
 		}
+	}
+}
+
+func TestMetaGroupGrowsWithJoiningNodes(t *testing.T) {
+	c := newCluster(t)
+	c.bootstrap(2, 1, "n1")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for _, id := range []string{"n2", "n3"} {
+		c.start(id)
+		if err := c.nodes[id].host.Join(ctx, []string{c.nodes["n1"].addr}); err != nil {
+			t.Fatalf("join %s: %v", id, err)
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st, err := c.nodes["n2"].host.LeaderStatus(ctx, multiraft.MetaGroup)
+		voters := 0
+		for _, s := range st.Servers {
+			if s.Voter {
+				voters++
+			}
+		}
+		if err == nil && voters == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("meta group has servers %+v (err %v) 20s after two nodes joined; want 3 voters", st.Servers, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// The founding node can now fail without taking the cluster's state
+	// with it.
+	c.nodes["n1"].stop()
+	st, err := c.nodes["n3"].host.MetaState(ctx)
+	if err != nil {
+		t.Fatalf("meta state without n1: %v", err)
+	}
+	if len(st.Nodes) != 3 {
+		t.Errorf("meta state lists %d nodes, want 3", len(st.Nodes))
 	}
 }

@@ -17,6 +17,7 @@ const (
 	svcLease      = "mr.meta.lease"   // meta leader: renew a node lease
 	svcGroupInfo  = "mr.group.status" // any replica: its status
 	svcGroupAdmin = "mr.group.admin"  // group leader: membership changes
+	svcMetaJoin   = "mr.meta.join"    // a node: start an empty meta replica to be added
 )
 
 const (
