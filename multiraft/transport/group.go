@@ -193,6 +193,13 @@ func (g *GroupTransport) deliver(in *inboundRPC, fast bool) {
 			return
 		}
 	}
+	// raft answers heartbeats within the call: skip the timer then.
+	select {
+	case r := <-respCh:
+		g.reply(in, r.Response, r.Error)
+		return
+	default:
+	}
 	t := time.NewTimer(g.m.cfg.RPCTimeout)
 	defer t.Stop()
 	select {
