@@ -413,3 +413,65 @@ func TestMetaGroupGrowsWithJoiningNodes(t *testing.T) {
 		t.Errorf("meta state lists %d nodes, want 3", len(st.Nodes))
 	}
 }
+
+// A move cut short at any step is finished by running it again.
+func TestInterruptedMoveResumes(t *testing.T) {
+	c := newCluster(t)
+	c.bootstrap(1, 3, "n1", "n2", "n3")
+	c.start("n4")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := c.nodes["n4"].host.Join(ctx, []string{c.nodes["n1"].addr}); err != nil {
+		t.Fatal(err)
+	}
+	w := &writer{c: c, group: 1, room: roomFor(1, 1), acked: map[string]uint64{}}
+	wctx, stopWriting := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); w.run(wctx, 100_000) }()
+	from := c.waitLeader(1)
+	interrupted := 0
+	for budget := 20 * time.Millisecond; ; budget *= 2 {
+		mctx, mcancel := context.WithTimeout(ctx, budget)
+		err := c.nodes["n4"].host.MoveReplica(mctx, 1, from, "n4")
+		mcancel()
+		if err == nil {
+			break
+		}
+		interrupted++
+		t.Logf("move cut off after %v: %v", budget, err)
+		if budget > 30*time.Second {
+			t.Fatalf("move never finished: %v", err)
+		}
+	}
+	if interrupted == 0 {
+		t.Log("the first attempt finished within 20ms; nothing was interrupted")
+	}
+	time.Sleep(200 * time.Millisecond)
+	stopWriting()
+	<-done
+	st, err := c.nodes["n4"].host.MetaState(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := st.Replicas[1]; len(r) != 3 || slices.Contains(r, from) || !slices.Contains(r, "n4") {
+		t.Fatalf("replicas after the resumed move: %v", r)
+	}
+	ls, err := c.nodes["n4"].host.LeaderStatus(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, s := range ls.Servers {
+		if !s.Voter {
+			t.Errorf("non-voter %s left in the group", s.ID)
+		}
+		ids = append(ids, s.ID)
+	}
+	slices.Sort(ids)
+	want := slices.Sorted(slices.Values(st.Replicas[1]))
+	if !slices.Equal(ids, want) {
+		t.Errorf("raft configuration %v, meta group says %v", ids, want)
+	}
+	c.waitConverged(1)
+	w.check(history(t, c.nodes["n4"], 1, w.room, multiraft.Linearizable))
+}
