@@ -163,7 +163,10 @@ func (t *tx) appendEvent(name string, r *roomRecord, typ EventType, member strin
 		r.FirstTime = t.now
 	}
 	ev := Event{Room: name, Epoch: r.Epoch, Seq: seq, Type: typ, Member: member, Data: data, Time: time.Unix(0, t.now).UTC()}
-	t.set(t.f.keys.event(name, r.Epoch, seq), encodeEvent(&ev, t.now))
+	// One allocation holds both the key and the value.
+	buf := make([]byte, 0, t.f.keys.eventKeyLen(name)+eventValueCap(&ev))
+	key := t.f.keys.appendEvent(buf, name, r.Epoch, seq)
+	t.set(key[:len(key):len(key)], appendEvent(key[len(key):], &ev, t.now))
 	t.events = append(t.events, ev)
 	t.trimCount(name, r)
 	return seq

@@ -56,6 +56,11 @@ func (f *FSM) Digest() ([32]byte, error) {
 	if err != nil {
 		return sum, err
 	}
+	tail := f.newTails(txn, true)
+	for i := range rooms {
+		tail.recover(rooms[i].name, &rooms[i].rec)
+	}
+	tail.close()
 	for _, r := range rooms {
 		logical := r.rec
 		logical.PhysFirstSeq, logical.PhysKeyFirst = 0, 0

@@ -368,6 +368,11 @@ func (f *FSM) load() error {
 	if err := f.loadRooms(txn); err != nil {
 		return err
 	}
+	tail := f.newTails(txn, true)
+	for name, r := range f.rooms {
+		tail.recover(name, &r.roomRecord)
+	}
+	tail.close()
 	if err := f.loadMembers(txn); err != nil {
 		return err
 	}
@@ -427,4 +432,71 @@ func (f *FSM) loadMembers(txn *badger.Txn) error {
 		f.indexMemberLocked(name, &m)
 		return nil
 	})
+}
+
+// tails finds the last stored event and key ordinal of room incarnations.
+// A commit rewrites a room record only when more than its LastSeq and
+// KeyNext changed, so the stored ones may lag: the room's true LastSeq is
+// the seq of its last stored event when that is larger, and its true
+// KeyNext is one past its last stored key ordinal. That event and that
+// ordinal are always stored, because everything that could delete them
+// (trimming them out of their window, deleting the room) also rewrites or
+// deletes the record.
+type tails struct {
+	events, order *badger.Iterator // order is nil when KeyNext is not needed
+	keys          keyspace
+	seek          []byte
+}
+
+func (f *FSM) newTails(txn *badger.Txn, withKeys bool) *tails {
+	reverse := func(kind byte) *badger.Iterator {
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = f.keys.kind(kind)
+		opts.PrefetchValues = false
+		opts.Reverse = true
+		return txn.NewIterator(opts)
+	}
+	t := &tails{events: reverse(kindEvent), keys: f.keys}
+	if withKeys {
+		t.order = reverse(kindOrder)
+	}
+	return t
+}
+
+// recover raises r.LastSeq (and r.KeyNext, if asked for) to what the
+// incarnation's stored events and key ordinals show.
+func (t *tails) recover(name string, r *roomRecord) {
+	if seq, ok := t.last(t.events, kindEvent, name, r.Epoch); ok && seq > r.LastSeq {
+		r.LastSeq = seq
+	}
+	if t.order == nil {
+		return
+	}
+	if ord, ok := t.last(t.order, kindOrder, name, r.Epoch); ok && ord >= r.KeyNext {
+		r.KeyNext = ord + 1
+	}
+}
+
+// last returns the largest seq or ordinal stored under an incarnation.
+func (t *tails) last(it *badger.Iterator, kind byte, name string, epoch uint64) (uint64, bool) {
+	prefix := t.keys.incarnation(kind, name, epoch)
+	// A reverse seek lands on the largest key at or below its target, so
+	// aim past every seq of the incarnation.
+	t.seek = append(append(t.seek[:0], prefix...), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff)
+	it.Seek(t.seek)
+	if !it.ValidForPrefix(prefix) {
+		return 0, false
+	}
+	k := it.Item().Key()
+	if len(k) != len(prefix)+8 {
+		return 0, false
+	}
+	return beUint64(k[len(prefix):]), true
+}
+
+func (t *tails) close() {
+	t.events.Close()
+	if t.order != nil {
+		t.order.Close()
+	}
 }

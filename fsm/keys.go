@@ -77,7 +77,20 @@ func (k keyspace) member(room string, epoch uint64, member string) []byte {
 }
 
 func (k keyspace) event(room string, epoch, seq uint64) []byte {
-	return binary.BigEndian.AppendUint64(k.incarnation(kindEvent, room, epoch), seq)
+	return k.appendEvent(make([]byte, 0, k.eventKeyLen(room)), room, epoch, seq)
+}
+
+// eventKeyLen is the length of an event key of room.
+func (k keyspace) eventKeyLen(room string) int { return len(k.prefix) + 3 + len(room) + 16 }
+
+// appendEvent appends an event key to b, so that a caller can put more
+// after it in the same allocation.
+func (k keyspace) appendEvent(b []byte, room string, epoch, seq uint64) []byte {
+	b = append(append(b, k.prefix...), kindEvent)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(room)))
+	b = append(b, room...)
+	b = binary.BigEndian.AppendUint64(b, epoch)
+	return binary.BigEndian.AppendUint64(b, seq)
 }
 
 func (k keyspace) idemKey(room string, epoch uint64, key string) []byte {

@@ -133,6 +133,9 @@ func (f *FSM) History(name string, fromSeq uint64, limit int) (History, error) {
 	if err != nil {
 		return History{}, corrupt("room", f.keys.room(name), err)
 	}
+	tail := f.newTails(txn, false)
+	tail.recover(name, &rec)
+	tail.close()
 	h := History{Epoch: rec.Epoch, FirstSeq: rec.FirstSeq, LastSeq: rec.LastSeq}
 	start := fromSeq
 	if start < rec.FirstSeq {

@@ -159,7 +159,14 @@ func decodeMember(name string, b []byte) (Member, error) {
 
 // encodeEvent stores an event; room, epoch and seq are in its key.
 func encodeEvent(ev *Event, unixNano int64) []byte {
-	e := encoder{buf: make([]byte, 0, 16+len(ev.Member)+len(ev.Data))}
+	return appendEvent(make([]byte, 0, eventValueCap(ev)), ev, unixNano)
+}
+
+// eventValueCap is enough room for an encoded event.
+func eventValueCap(ev *Event) int { return 32 + len(ev.Member) + len(ev.Data) }
+
+func appendEvent(buf []byte, ev *Event, unixNano int64) []byte {
+	e := encoder{buf: buf}
 	e.byte(recordVersion)
 	e.byte(byte(ev.Type))
 	e.string(ev.Member)

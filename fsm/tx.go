@@ -25,9 +25,12 @@ type tx struct {
 	written    map[string]int
 	writeBytes int
 	rooms      map[string]*txRoom
-	members    map[memberKey]*Member // nil: removed
-	events     []Event
-	defaults   *RoomConfig
+	// roomSlab backs the txRooms, a batch's worth per allocation rather
+	// than one per touched room.
+	roomSlab []txRoom
+	members  map[memberKey]*Member // nil: removed
+	events   []Event
+	defaults *RoomConfig
 	// err is the first read failure; the tx is then not committed.
 	err error
 
@@ -131,7 +134,11 @@ func (t *tx) touch(name string) *txRoom {
 	if tr, ok := t.rooms[name]; ok {
 		return tr
 	}
-	tr := &txRoom{}
+	if len(t.roomSlab) == cap(t.roomSlab) {
+		t.roomSlab = make([]txRoom, 0, 64)
+	}
+	t.roomSlab = append(t.roomSlab, txRoom{})
+	tr := &t.roomSlab[len(t.roomSlab)-1]
 	if r := t.f.rooms[name]; r != nil {
 		tr.rec, tr.exists = r.roomRecord, true
 	}
@@ -184,18 +191,19 @@ func (t *tx) removeMember(name string, epoch uint64, member string) {
 	t.del(t.f.keys.member(name, epoch, member))
 }
 
-// write commits the tx to badger: every change, the touched rooms and the
-// applied state in one transaction.
+// write commits the tx to badger: every change, the touched rooms whose
+// record changed beyond LastSeq and KeyNext, and the applied state in one
+// transaction.
 func (t *tx) write() error {
 	if t.err != nil {
 		return t.err
 	}
 	keys := t.f.keys
 	for name, tr := range t.rooms {
-		if tr.exists {
-			t.set(keys.room(name), tr.rec.encode())
-		} else {
+		if !tr.exists {
 			t.del(keys.room(name))
+		} else if !t.f.storedRecordHolds(name, &tr.rec) {
+			t.set(keys.room(name), tr.rec.encode())
 		}
 	}
 	if t.defaults != nil {
@@ -219,4 +227,20 @@ func (t *tx) write() error {
 		return fmt.Errorf("commit batch up to index %d: %w", t.applied.Index, err)
 	}
 	return nil
+}
+
+// storedRecordHolds reports that the stored record of a room still
+// describes rec once LastSeq and KeyNext are recovered from the room's last
+// event and key ordinal (see tails): only those two moved since the
+// committed state, which the stored record matches in every other field.
+// Skipping the rewrite saves one badger write per publishing room and
+// batch, a third of what an unkeyed publish writes.
+func (f *FSM) storedRecordHolds(name string, rec *roomRecord) bool {
+	cur := f.rooms[name]
+	if cur == nil {
+		return false
+	}
+	stored := cur.roomRecord
+	stored.LastSeq, stored.KeyNext = rec.LastSeq, rec.KeyNext
+	return stored == *rec
 }
