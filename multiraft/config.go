@@ -54,7 +54,8 @@ type Timing struct {
 	// contact with a quorum.
 	LeaderLeaseTimeout time.Duration
 	// CommitTimeout bounds how late a follower learns the commit index
-	// when no new entries flow.
+	// when no new entries flow (and so how long a linearizable read on a
+	// follower of an idle group may wait; reads on the leader do not).
 	CommitTimeout time.Duration
 	// MaxAppendEntries caps the entries in one AppendEntries RPC.
 	MaxAppendEntries int
@@ -73,7 +74,7 @@ func DefaultTiming() Timing {
 		HeartbeatTimeout:   1000 * time.Millisecond,
 		ElectionTimeout:    1000 * time.Millisecond,
 		LeaderLeaseTimeout: 500 * time.Millisecond,
-		CommitTimeout:      500 * time.Millisecond,
+		CommitTimeout:      2 * time.Second,
 		MaxAppendEntries:   256,
 		SnapshotThreshold:  16384,
 		TrailingLogs:       4096,
