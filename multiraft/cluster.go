@@ -24,6 +24,7 @@ func (h *Host) registerServices() {
 		svcGroupInfo:  h.handleGroupInfo,
 		svcGroupAdmin: h.handleGroupAdmin,
 		svcMetaJoin:   h.handleMetaJoin,
+		svcBarrier:    h.handleBarrier,
 	}
 	for name, fn := range h.handlers {
 		h.peers.Handle(name, fn)

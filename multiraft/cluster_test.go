@@ -42,6 +42,7 @@ type cluster struct {
 	dir      string
 	nodes    map[string]*node
 	leaseTTL time.Duration
+	timing   multiraft.Timing
 }
 
 func logger(t *testing.T) *slog.Logger {
@@ -59,7 +60,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 func newCluster(t *testing.T) *cluster {
 	// The directory is made before the cleanup that stops the nodes is
 	// registered, so cleanups (last in, first out) stop them before it goes.
-	c := &cluster{t: t, dir: t.TempDir(), nodes: map[string]*node{}, leaseTTL: 2 * time.Second}
+	c := &cluster{t: t, dir: t.TempDir(), nodes: map[string]*node{}, leaseTTL: 2 * time.Second, timing: testTiming()}
 	t.Cleanup(func() {
 		for _, n := range c.nodes {
 			n.stop()
@@ -85,7 +86,7 @@ func (c *cluster) start(id string) *node {
 	n.store = store
 	h, err := multiraft.Start(multiraft.Config{
 		NodeID: id, DataDir: filepath.Join(n.dir, "raft"), PeerAddr: n.addr,
-		Timing: testTiming(), LeaseTTL: c.leaseTTL, ProposeTimeout: 5 * time.Second,
+		Timing: c.timing, LeaseTTL: c.leaseTTL, ProposeTimeout: 5 * time.Second,
 		App:    &herald.Application{Store: store, Logger: logger(c.t)},
 		Logger: logger(c.t),
 	})
@@ -435,5 +436,37 @@ func TestProposeUnknownGroupFails(t *testing.T) {
 	_, err := c.nodes["n1"].host.Propose(ctx, 9, []byte{1})
 	if !errors.Is(err, multiraft.ErrUnavailable) && !errors.Is(err, multiraft.ErrNoGroup) {
 		t.Fatalf("propose to group 9 of 2: %v", err)
+	}
+}
+
+// In an idle group a follower learns commits only with the next append, a
+// CommitTimeout later; a linearizable read there must not wait for it.
+func TestFollowerReadInIdleGroupDoesNotWaitForCommitTimeout(t *testing.T) {
+	c := newCluster(t)
+	c.timing.CommitTimeout = 30 * time.Second
+	c.bootstrap(1, 3, "n1", "n2", "n3")
+	room := roomFor(1, 1)
+	leader := c.waitLeader(1)
+	var follower *node
+	for _, n := range c.running() {
+		if n.id != leader {
+			follower = n
+		}
+	}
+	for i := range 3 {
+		if _, err := c.publish(c.nodes[leader], 1, room, "", fmt.Sprint(i)); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		var last uint64
+		err := follower.host.Read(ctx, 1, multiraft.Linearizable, func(sm multiraft.StateMachine) error {
+			h, err := sm.(*fsm.FSM).History(room, 1, 10)
+			last = h.LastSeq
+			return err
+		})
+		cancel()
+		if err != nil || last != uint64(i+1) {
+			t.Fatalf("read %d on follower %s: last seq %d, err %v (want %d within 3s; commit timeout is 30s)", i, follower.id, last, err, i+1)
+		}
 	}
 }

@@ -54,8 +54,8 @@ type Timing struct {
 	// contact with a quorum.
 	LeaderLeaseTimeout time.Duration
 	// CommitTimeout bounds how late a follower learns the commit index
-	// when no new entries flow (and so how long a linearizable read on a
-	// follower of an idle group may wait; reads on the leader do not).
+	// when no new entries flow, and so how far a stale read on a follower
+	// of an idle group may lag.
 	CommitTimeout time.Duration
 	// MaxAppendEntries caps the entries in one AppendEntries RPC.
 	MaxAppendEntries int

@@ -55,16 +55,53 @@ func (h *Host) syncRead(ctx context.Context, rep *replica) error {
 			index = i
 		}
 	}
-	if index == 0 {
-		b, err := h.route(ctx, rep.group, svcReadIndex, nil, false)
-		if err != nil {
-			return err
-		}
-		if index, err = getIndex(b); err != nil {
-			return err
-		}
+	if index != 0 {
+		return rep.waitApplied(ctx, index)
+	}
+	b, err := h.route(ctx, rep.group, svcReadIndex, nil, false)
+	if err != nil {
+		return err
+	}
+	if index, err = getIndex(b); err != nil {
+		return err
+	}
+	// A follower learns commits only with the leader's next append, which
+	// in an idle group comes a CommitTimeout later. If the index does not
+	// arrive soon, have the leader commit a barrier: its append carries
+	// the commit index along.
+	soon, cancel := context.WithTimeout(ctx, followerReadPatience)
+	err = rep.waitApplied(soon, index)
+	cancel()
+	if err == nil || ctx.Err() != nil {
+		return err
+	}
+	if _, err := h.route(ctx, rep.group, svcBarrier, nil, false); err != nil {
+		return err
 	}
 	return rep.waitApplied(ctx, index)
+}
+
+// followerReadPatience is how long a follower waits for a read index by
+// itself before it asks the leader for a barrier. Under load appends come
+// far more often; when idle, one barrier is cheaper than waiting.
+const followerReadPatience = 20 * time.Millisecond
+
+func (h *Host) handleBarrier(ctx context.Context, _ string, group uint64, _ []byte) ([]byte, error) {
+	rep := h.replica(group)
+	if rep == nil {
+		return errReply(fmt.Errorf("%w of group %d on node %s", ErrNoReplica, group, h.cfg.NodeID)), nil
+	}
+	if rep.raft.State() != raft.Leader {
+		return errReply(rep.notLeader()), nil
+	}
+	timeout := 5 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
+	}
+	if err := waitFuture(ctx, rep.raft.Barrier(timeout)); err != nil {
+		return errReply(rep.raftError(err, false)), nil
+	}
+	return okReply(nil), nil
 }
 
 func (h *Host) handleReadIndex(ctx context.Context, _ string, group uint64, _ []byte) ([]byte, error) {

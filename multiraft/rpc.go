@@ -18,6 +18,7 @@ const (
 	svcGroupInfo  = "mr.group.status" // any replica: its status
 	svcGroupAdmin = "mr.group.admin"  // group leader: membership changes
 	svcMetaJoin   = "mr.meta.join"    // a node: start an empty meta replica to be added
+	svcBarrier    = "mr.barrier"      // group leader: commit a barrier entry
 )
 
 const (
