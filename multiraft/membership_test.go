@@ -47,6 +47,25 @@ func (w *writer) run(ctx context.Context, max int) {
 	}
 }
 
+// startWriter starts a writer on a room of group; stop ends it and waits.
+func (c *cluster) startWriter(ctx context.Context, group, groups uint64) (w *writer, stop func()) {
+	w = &writer{c: c, group: group, room: roomFor(group, groups), acked: map[string]uint64{}}
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); w.run(wctx, 100_000) }()
+	return w, func() { cancel(); <-done }
+}
+
+// join starts node id and makes it join the cluster through seed.
+func (c *cluster) join(ctx context.Context, id, seed string) *node {
+	c.t.Helper()
+	n := c.start(id)
+	if err := n.host.Join(ctx, []string{c.nodes[seed].addr}); err != nil {
+		c.t.Fatalf("join %s: %v", id, err)
+	}
+	return n
+}
+
 // check verifies that every acknowledged message is in history exactly once
 // at its acknowledged seq, and nothing else is.
 func (w *writer) check(h fsm.History) {
@@ -74,16 +93,10 @@ func (w *writer) check(h fsm.History) {
 func TestMoveReplicaUnderWriteLoad(t *testing.T) {
 	c := newCluster(t)
 	c.bootstrap(1, 3, "n1", "n2", "n3")
-	c.start("n4")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := c.nodes["n4"].host.Join(ctx, []string{c.nodes["n1"].addr}); err != nil {
-		t.Fatalf("join n4: %v", err)
-	}
-	w := &writer{c: c, group: 1, room: roomFor(1, 1), acked: map[string]uint64{}}
-	wctx, stopWriting := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); w.run(wctx, 100_000) }()
+	c.join(ctx, "n4", "n1")
+	w, stopWriting := c.startWriter(ctx, 1, 1)
 
 	time.Sleep(300 * time.Millisecond)
 	from := c.waitLeader(1) // moving the leader's replica also moves the leadership
@@ -92,7 +105,6 @@ func TestMoveReplicaUnderWriteLoad(t *testing.T) {
 	}
 	time.Sleep(300 * time.Millisecond)
 	stopWriting()
-	<-done
 
 	st, err := c.nodes["n4"].host.MetaState(ctx)
 	if err != nil {
@@ -175,12 +187,9 @@ func TestRebalanceAfterAddingNode(t *testing.T) {
 	c := newCluster(t)
 	const groups = 6
 	c.bootstrap(groups, 3, "n1", "n2", "n3")
-	c.start("n4")
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	if err := c.nodes["n4"].host.Join(ctx, []string{c.nodes["n2"].addr}); err != nil {
-		t.Fatalf("join n4: %v", err)
-	}
+	c.join(ctx, "n4", "n2")
 	plan, err := c.nodes["n1"].host.PlanRebalance(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -278,13 +287,9 @@ func TestNodeLeaseExpiryRemovesEphemeralMembers(t *testing.T) {
 func TestEventStreamToNodeWithoutReplica(t *testing.T) {
 	c := newCluster(t)
 	c.bootstrap(1, 3, "n1", "n2", "n3")
-	c.start("n4")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	n4 := c.nodes["n4"]
-	if err := n4.host.Join(ctx, []string{c.nodes["n1"].addr}); err != nil {
-		t.Fatal(err)
-	}
+	n4 := c.join(ctx, "n4", "n1")
 	if _, ok := n4.host.LocalStateMachine(1); ok {
 		t.Fatal("n4 should hold no replica")
 	}
@@ -379,12 +384,8 @@ func TestMetaGroupGrowsWithJoiningNodes(t *testing.T) {
 	c.bootstrap(2, 1, "n1")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	for _, id := range []string{"n2", "n3"} {
-		c.start(id)
-		if err := c.nodes[id].host.Join(ctx, []string{c.nodes["n1"].addr}); err != nil {
-			t.Fatalf("join %s: %v", id, err)
-		}
-	}
+	c.join(ctx, "n2", "n1")
+	c.join(ctx, "n3", "n1")
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		st, err := c.nodes["n2"].host.LeaderStatus(ctx, multiraft.MetaGroup)
@@ -418,16 +419,10 @@ func TestMetaGroupGrowsWithJoiningNodes(t *testing.T) {
 func TestInterruptedMoveResumes(t *testing.T) {
 	c := newCluster(t)
 	c.bootstrap(1, 3, "n1", "n2", "n3")
-	c.start("n4")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if err := c.nodes["n4"].host.Join(ctx, []string{c.nodes["n1"].addr}); err != nil {
-		t.Fatal(err)
-	}
-	w := &writer{c: c, group: 1, room: roomFor(1, 1), acked: map[string]uint64{}}
-	wctx, stopWriting := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); w.run(wctx, 100_000) }()
+	c.join(ctx, "n4", "n1")
+	w, stopWriting := c.startWriter(ctx, 1, 1)
 	from := c.waitLeader(1)
 	interrupted := 0
 	for budget := 20 * time.Millisecond; ; budget *= 2 {
@@ -448,7 +443,6 @@ func TestInterruptedMoveResumes(t *testing.T) {
 	}
 	time.Sleep(200 * time.Millisecond)
 	stopWriting()
-	<-done
 	st, err := c.nodes["n4"].host.MetaState(ctx)
 	if err != nil {
 		t.Fatal(err)
