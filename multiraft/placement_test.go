@@ -276,3 +276,27 @@ func TestReplyCodecKeepsErrorKinds(t *testing.T) {
 		}
 	}
 }
+
+// Replies come from peers: no byte string may crash the decoder, and what
+// decodes as a not-leader error must say so consistently.
+func FuzzDecodeReply(f *testing.F) {
+	f.Add(okReply([]byte("x")))
+	f.Add(errReply(&NotLeaderError{Group: 7, LeaderID: "n2", LeaderAddr: "127.0.0.1:9"}))
+	f.Add(errReply(fmt.Errorf("%w: group 3", ErrUnknownOutcome)))
+	f.Add([]byte{replyNotLeader, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		payload, err := decodeReply(b)
+		if err == nil && len(b) > 0 && b[0] != replyOK {
+			t.Fatalf("reply code %d decoded as success", b[0])
+		}
+		var nl *NotLeaderError
+		if errors.As(err, &nl) {
+			again, err2 := decodeReply(errReply(nl))
+			var nl2 *NotLeaderError
+			if again != nil || !errors.As(err2, &nl2) || *nl2 != *nl {
+				t.Fatalf("not-leader %+v did not survive a second trip: %v", nl, err2)
+			}
+		}
+		_ = payload
+	})
+}
