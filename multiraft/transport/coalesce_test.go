@@ -63,3 +63,48 @@ func TestHeartbeatCoalescing(t *testing.T) {
 		}
 	}
 }
+
+// Heartbeats of the term raft last accepted are answered on the reader;
+// others (a new term may be persisted by raft) go through the queue.
+func TestHeartbeatInlineOnlyForAcceptedTerm(t *testing.T) {
+	_, _, ga, gb := pair(t, 1)
+	handled := 0
+	ga.SetHeartbeatHandler(func(rpc raft.RPC) {
+		handled++
+		req := rpc.Command.(*raft.AppendEntriesRequest)
+		rpc.Respond(&raft.AppendEntriesResponse{Term: req.Term, Success: req.Term >= 5}, nil)
+	})
+	hb := heartbeatRPC()
+	in := &inboundRPC{c: nil, typ: ftAppendEntries, cmd: &hb, heartbeat: true}
+	if ga.answerInline(in, &hb) {
+		t.Fatal("answered inline before raft accepted any heartbeat")
+	}
+	var out raft.AppendEntriesResponse
+	hb.Term = 4 // refused by the handler: no term is remembered
+	if err := gb.AppendEntries("a", ga.LocalAddr(), &hb, &out); err != nil {
+		t.Fatal(err)
+	}
+	if got := ga.hbTerm.Load(); got != 0 {
+		t.Fatalf("remembered term %d of a refused heartbeat", got)
+	}
+	hb.Term = 5
+	if err := gb.AppendEntries("a", ga.LocalAddr(), &hb, &out); err != nil {
+		t.Fatal(err)
+	}
+	if got := ga.hbTerm.Load(); got != 5 {
+		t.Fatalf("remembered term %d, want 5", got)
+	}
+	// Term 5 again goes inline and is answered (over the real connection).
+	before := handled
+	if err := gb.AppendEntries("a", ga.LocalAddr(), &hb, &out); err != nil || !out.Success {
+		t.Fatalf("inline heartbeat: %v %+v", err, out)
+	}
+	if handled != before+1 {
+		t.Fatalf("handler ran %d times for one heartbeat", handled-before)
+	}
+	next := hb
+	next.Term = 6
+	if ga.answerInline(&inboundRPC{cmd: &next, heartbeat: true}, &next) {
+		t.Fatal("a heartbeat of a new term was answered inline")
+	}
+}

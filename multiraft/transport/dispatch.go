@@ -45,10 +45,15 @@ func (m *Manager) dispatchRaft(c *conn, f frame) {
 		return
 	}
 	hb := false
-	if ae, ok := cmd.(*raft.AppendEntriesRequest); ok {
+	ae, ok := cmd.(*raft.AppendEntriesRequest)
+	if ok {
 		hb = isHeartbeat(ae)
 	}
-	if err := g.enqueue(&inboundRPC{c: c, typ: f.typ, id: f.id, cmd: cmd, heartbeat: hb}, hb); err != nil {
+	in := &inboundRPC{c: c, typ: f.typ, id: f.id, cmd: cmd, heartbeat: hb}
+	if hb && g.answerInline(in, ae) {
+		return
+	}
+	if err := g.enqueue(in, hb); err != nil {
 		reply(err)
 	}
 }

@@ -37,8 +37,12 @@ type GroupTransport struct {
 
 	consumeCh chan raft.RPC
 	heartbeat atomic.Pointer[func(raft.RPC)]
-	queue     chan *inboundRPC
-	hbQueue   chan *inboundRPC
+	// hbTerm is the term of the last heartbeat raft accepted. Another
+	// heartbeat of that term changes no persistent raft state, so it is
+	// answered on the connection's reader without a hand-off.
+	hbTerm  atomic.Uint64
+	queue   chan *inboundRPC
+	hbQueue chan *inboundRPC
 
 	// ctx is cancelled by Close; outbound waits and group goroutines
 	// observe it.
@@ -165,6 +169,35 @@ func (g *GroupTransport) enqueue(in *inboundRPC, heartbeat bool) error {
 	}
 }
 
+// answerInline answers a heartbeat of the term raft last accepted on the
+// calling (reader) goroutine. raft's heartbeat handler answers such a
+// heartbeat within the call without touching the disk; a heartbeat of
+// another term may persist a new term, so it goes through the queue.
+func (g *GroupTransport) answerInline(in *inboundRPC, req *raft.AppendEntriesRequest) bool {
+	fn := g.heartbeat.Load()
+	if fn == nil || req.Term == 0 || req.Term != g.hbTerm.Load() {
+		return false
+	}
+	respCh := make(chan raft.RPCResponse, 1)
+	(*fn)(raft.RPC{Command: in.cmd, RespChan: respCh})
+	select {
+	case r := <-respCh:
+		g.noteHeartbeat(req, r.Response)
+		g.reply(in, r.Response, r.Error)
+	default:
+		// raft ignores RPCs once it is shut down.
+		g.reply(in, nil, fmt.Errorf("transport: raft of group %d on node %s did not answer a heartbeat", g.id, g.m.cfg.NodeID))
+	}
+	return true
+}
+
+// noteHeartbeat remembers the term of a heartbeat raft accepted.
+func (g *GroupTransport) noteHeartbeat(req *raft.AppendEntriesRequest, resp any) {
+	if r, ok := resp.(*raft.AppendEntriesResponse); ok && r.Success && r.Term == req.Term {
+		g.hbTerm.Store(req.Term)
+	}
+}
+
 // deliverLoop feeds one queue to raft, one RPC at a time: raft's main loop
 // handles RPCs sequentially anyway, and waiting for each reply keeps the
 // reply bookkeeping free of extra goroutines.
@@ -196,6 +229,9 @@ func (g *GroupTransport) deliver(in *inboundRPC, fast bool) {
 	// raft answers heartbeats within the call: skip the timer then.
 	select {
 	case r := <-respCh:
+		if req, ok := in.cmd.(*raft.AppendEntriesRequest); ok && in.heartbeat {
+			g.noteHeartbeat(req, r.Response)
+		}
 		g.reply(in, r.Response, r.Error)
 		return
 	default:
