@@ -470,3 +470,32 @@ func TestFollowerReadInIdleGroupDoesNotWaitForCommitTimeout(t *testing.T) {
 		}
 	}
 }
+
+func TestWatchLeadersSeesFailover(t *testing.T) {
+	c := newCluster(t)
+	c.bootstrap(1, 3, "n1", "n2", "n3")
+	old := c.waitLeader(1)
+	var watcher *node
+	for _, n := range c.running() {
+		if n.id != old {
+			watcher = n
+		}
+	}
+	changes, stop := watcher.host.WatchLeaders()
+	defer stop()
+	c.nodes[old].stop()
+	deadline := time.After(20 * time.Second)
+	for {
+		select {
+		case ch := <-changes:
+			if ch.Group == 1 && ch.LeaderID != "" && ch.LeaderID != old {
+				if id, _ := watcher.host.Leader(1); id != ch.LeaderID {
+					t.Errorf("watch says %s leads, Leader says %s", ch.LeaderID, id)
+				}
+				return
+			}
+		case <-deadline:
+			t.Fatalf("no leader change of group 1 away from %s seen by %s", old, watcher.id)
+		}
+	}
+}

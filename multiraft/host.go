@@ -41,6 +41,7 @@ type Host struct {
 	epochReady chan struct{} // closed once the node has registered
 
 	leases   leaseTable // meaningful on the meta leader only
+	watchers []chan LeaderChange
 	handlers map[string]transport.Handler
 
 	ctx    context.Context
@@ -408,9 +409,11 @@ func (h *Host) observeLeaders() {
 			if !ok {
 				continue
 			}
+			change := LeaderChange{Group: ^uint64(0), LeaderID: string(lo.LeaderID), LeaderAddr: string(lo.LeaderAddr)}
 			h.mu.Lock()
 			for g, r := range h.replicas {
 				if r.raft == o.Raft {
+					change.Group = g
 					if lo.LeaderAddr == "" {
 						delete(h.hints, g)
 					} else {
@@ -419,8 +422,47 @@ func (h *Host) observeLeaders() {
 					break
 				}
 			}
+			watchers := slices.Clone(h.watchers)
 			h.mu.Unlock()
+			if change.Group == ^uint64(0) {
+				continue // the replica is gone
+			}
+			for _, w := range watchers {
+				select {
+				case w <- change:
+				default:
+					// A watcher that does not keep up misses changes;
+					// Status and Leader always give the current state.
+				}
+			}
 		}
+	}
+}
+
+// LeaderChange says that a local replica saw its group's leader change
+// (an empty LeaderID: the group has none right now).
+type LeaderChange struct {
+	Group      uint64
+	LeaderID   string
+	LeaderAddr string
+}
+
+// WatchLeaders delivers the leader changes that local replicas see, until
+// stop is called. Delivery never blocks the host: when the channel's
+// buffer (256) is full, changes are dropped, so a watcher that must not
+// miss one re-reads Leader or Status after draining.
+func (h *Host) WatchLeaders() (changes <-chan LeaderChange, stop func()) {
+	ch := make(chan LeaderChange, 256)
+	h.mu.Lock()
+	h.watchers = append(h.watchers, ch)
+	h.mu.Unlock()
+	var once sync.Once
+	return ch, func() {
+		once.Do(func() {
+			h.mu.Lock()
+			h.watchers = slices.DeleteFunc(h.watchers, func(c chan LeaderChange) bool { return c == ch })
+			h.mu.Unlock()
+		})
 	}
 }
 
