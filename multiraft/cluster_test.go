@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -34,8 +35,13 @@ type node struct {
 	dir   string
 	addr  string // peer address, kept across restarts
 	store *fsm.Store
-	host  *multiraft.Host
+	// hp is the running host, nil while stopped; atomic because tests
+	// stop and start nodes while clients use them.
+	hp atomic.Pointer[multiraft.Host]
 }
+
+// h is the node's running host, nil while it is stopped.
+func (n *node) h() *multiraft.Host { return n.hp.Load() }
 
 type cluster struct {
 	t        *testing.T
@@ -94,17 +100,18 @@ func (c *cluster) start(id string) *node {
 		store.Close()
 		c.t.Fatalf("start %s: %v", id, err)
 	}
-	n.host, n.addr = h, h.PeerAddr()
+	n.addr = h.PeerAddr()
+	n.hp.Store(h)
 	return n
 }
 
 func (n *node) stop() {
-	if n.host == nil {
+	h := n.hp.Swap(nil)
+	if h == nil {
 		return
 	}
-	n.host.Close()
+	h.Close()
 	n.store.Close()
-	n.host = nil
 }
 
 // bootstrap starts ids and makes a new cluster of them.
@@ -124,9 +131,9 @@ func (c *cluster) bootstrap(groups uint64, replication int, ids ...string) {
 			defer wg.Done()
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			errs[i] = c.nodes[id].host.Bootstrap(ctx, spec)
+			errs[i] = c.nodes[id].h().Bootstrap(ctx, spec)
 			if errs[i] == nil {
-				_, errs[i] = c.nodes[id].host.WaitRegistered(ctx)
+				_, errs[i] = c.nodes[id].h().WaitRegistered(ctx)
 			}
 		}()
 	}
@@ -142,7 +149,7 @@ func (c *cluster) bootstrap(groups uint64, replication int, ids ...string) {
 func (c *cluster) running() []*node {
 	var out []*node
 	for _, id := range c.ids() {
-		if n := c.nodes[id]; n.host != nil {
+		if n := c.nodes[id]; n.h() != nil {
 			out = append(out, n)
 		}
 	}
@@ -167,7 +174,7 @@ func (c *cluster) waitLeader(group uint64) string {
 		leaders := map[string]bool{}
 		replicas := 0
 		for _, n := range c.running() {
-			st, err := n.host.Status(group)
+			st, err := n.h().Status(group)
 			if err != nil {
 				continue
 			}
@@ -176,7 +183,7 @@ func (c *cluster) waitLeader(group uint64) string {
 		}
 		if replicas > 0 && len(leaders) == 1 && !leaders[""] {
 			for id := range leaders {
-				if c.nodes[id] != nil && c.nodes[id].host != nil {
+				if c.nodes[id] != nil && c.nodes[id].h() != nil {
 					return id
 				}
 			}
@@ -191,7 +198,11 @@ func (c *cluster) publish(via *node, group uint64, room, key string, data string
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	cmd := fsm.Command{Op: fsm.OpPublish, Room: room, Member: "m", Key: key, Data: []byte(data)}
-	res, err := via.host.Propose(ctx, group, cmd.Encode())
+	h := via.h()
+	if h == nil {
+		return nil, fmt.Errorf("%w: %s is stopped", multiraft.ErrClosed, via.id)
+	}
+	res, err := h.Propose(ctx, group, cmd.Encode())
 	if err != nil {
 		return nil, err
 	}
@@ -214,7 +225,7 @@ func history(t *testing.T, n *node, group uint64, room string, c multiraft.Consi
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var h fsm.History
-	err := n.host.Read(ctx, group, c, func(sm multiraft.StateMachine) error {
+	err := n.h().Read(ctx, group, c, func(sm multiraft.StateMachine) error {
 		var err error
 		h, err = sm.(*fsm.FSM).History(room, 1, 100_000)
 		return err
@@ -235,7 +246,7 @@ func (c *cluster) waitConverged(group uint64) {
 		digests := map[[32]byte][]string{}
 		applied := map[uint64]bool{}
 		for _, n := range c.running() {
-			sm, ok := n.host.LocalStateMachine(group)
+			sm, ok := n.h().LocalStateMachine(group)
 			if !ok {
 				continue
 			}
@@ -274,7 +285,7 @@ func TestBootstrapElectsAndForwards(t *testing.T) {
 		}
 		c.waitConverged(g)
 	}
-	st := c.nodes["n1"].host.Cluster()
+	st := c.nodes["n1"].h().Cluster()
 	if st.Groups != groups || len(st.Nodes) != 3 {
 		t.Fatalf("cluster state: %d groups, %d nodes", st.Groups, len(st.Nodes))
 	}
@@ -282,7 +293,7 @@ func TestBootstrapElectsAndForwards(t *testing.T) {
 		if len(st.GroupsOf(n.id)) != groups {
 			t.Errorf("%s holds %v, want all %d groups with 3 replicas on 3 nodes", n.id, st.GroupsOf(n.id), groups)
 		}
-		if n.host.Epoch() == 0 {
+		if n.h().Epoch() == 0 {
 			t.Errorf("%s has no epoch", n.id)
 		}
 	}
@@ -321,7 +332,7 @@ func TestLinearizableReadOnFollowerAndStaleRead(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	err := survivor.host.Read(ctx, 1, multiraft.Linearizable, func(multiraft.StateMachine) error { return nil })
+	err := survivor.h().Read(ctx, 1, multiraft.Linearizable, func(multiraft.StateMachine) error { return nil })
 	if !errors.Is(err, multiraft.ErrUnavailable) {
 		t.Errorf("linearizable read without quorum: %v, want ErrUnavailable", err)
 	}
@@ -364,10 +375,10 @@ func TestLeaderCrashAndRestart(t *testing.T) {
 	if h := history(t, c.nodes[old], 1, room, multiraft.Linearizable); h.LastSeq != 20 || len(h.Events) != 20 {
 		t.Fatalf("restarted %s sees last seq %d with %d events, want 20", old, h.LastSeq, len(h.Events))
 	}
-	if c.nodes[old].host.Epoch() != 0 {
+	if c.nodes[old].h().Epoch() != 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		c.nodes[old].host.WaitRegistered(ctx)
+		c.nodes[old].h().WaitRegistered(ctx)
 	}
 }
 
@@ -384,7 +395,7 @@ func TestWholeClusterRestartKeepsState(t *testing.T) {
 	}
 	epochs := map[string]uint64{}
 	for _, n := range c.running() {
-		epochs[n.id] = n.host.Epoch()
+		epochs[n.id] = n.h().Epoch()
 		n.stop()
 	}
 	for _, id := range c.ids() {
@@ -402,7 +413,7 @@ func TestWholeClusterRestartKeepsState(t *testing.T) {
 	}
 	for _, n := range c.running() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		e, err := n.host.WaitRegistered(ctx)
+		e, err := n.h().WaitRegistered(ctx)
 		cancel()
 		if err != nil || e <= epochs[n.id] {
 			t.Errorf("%s restarted with epoch %d (err %v), want above %d", n.id, e, err, epochs[n.id])
@@ -423,7 +434,7 @@ func TestFiveNodesSurviveTwoFailures(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := c.nodes["n3"].host.MetaState(ctx); err != nil {
+	if _, err := c.nodes["n3"].h().MetaState(ctx); err != nil {
 		t.Fatalf("meta group with 3 of 5: %v", err)
 	}
 }
@@ -433,7 +444,7 @@ func TestProposeUnknownGroupFails(t *testing.T) {
 	c.bootstrap(2, 1, "n1")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	_, err := c.nodes["n1"].host.Propose(ctx, 9, []byte{1})
+	_, err := c.nodes["n1"].h().Propose(ctx, 9, []byte{1})
 	if !errors.Is(err, multiraft.ErrUnavailable) && !errors.Is(err, multiraft.ErrNoGroup) {
 		t.Fatalf("propose to group 9 of 2: %v", err)
 	}
@@ -459,7 +470,7 @@ func TestFollowerReadInIdleGroupDoesNotWaitForCommitTimeout(t *testing.T) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		var last uint64
-		err := follower.host.Read(ctx, 1, multiraft.Linearizable, func(sm multiraft.StateMachine) error {
+		err := follower.h().Read(ctx, 1, multiraft.Linearizable, func(sm multiraft.StateMachine) error {
 			h, err := sm.(*fsm.FSM).History(room, 1, 10)
 			last = h.LastSeq
 			return err
@@ -481,7 +492,7 @@ func TestWatchLeadersSeesFailover(t *testing.T) {
 			watcher = n
 		}
 	}
-	changes, stop := watcher.host.WatchLeaders()
+	changes, stop := watcher.h().WatchLeaders()
 	defer stop()
 	c.nodes[old].stop()
 	deadline := time.After(20 * time.Second)
@@ -489,7 +500,7 @@ func TestWatchLeadersSeesFailover(t *testing.T) {
 		select {
 		case ch := <-changes:
 			if ch.Group == 1 && ch.LeaderID != "" && ch.LeaderID != old {
-				if id, _ := watcher.host.Leader(1); id != ch.LeaderID {
+				if id, _ := watcher.h().Leader(1); id != ch.LeaderID {
 					t.Errorf("watch says %s leads, Leader says %s", ch.LeaderID, id)
 				}
 				return

@@ -60,7 +60,7 @@ func (c *cluster) startWriter(ctx context.Context, group, groups uint64) (w *wri
 func (c *cluster) join(ctx context.Context, id, seed string) *node {
 	c.t.Helper()
 	n := c.start(id)
-	if err := n.host.Join(ctx, []string{c.nodes[seed].addr}); err != nil {
+	if err := n.h().Join(ctx, []string{c.nodes[seed].addr}); err != nil {
 		c.t.Fatalf("join %s: %v", id, err)
 	}
 	return n
@@ -100,13 +100,13 @@ func TestMoveReplicaUnderWriteLoad(t *testing.T) {
 
 	time.Sleep(300 * time.Millisecond)
 	from := c.waitLeader(1) // moving the leader's replica also moves the leadership
-	if err := c.nodes["n2"].host.MoveReplica(ctx, 1, from, "n4"); err != nil {
+	if err := c.nodes["n2"].h().MoveReplica(ctx, 1, from, "n4"); err != nil {
 		t.Fatalf("move: %v", err)
 	}
 	time.Sleep(300 * time.Millisecond)
 	stopWriting()
 
-	st, err := c.nodes["n4"].host.MetaState(ctx)
+	st, err := c.nodes["n4"].h().MetaState(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +114,7 @@ func TestMoveReplicaUnderWriteLoad(t *testing.T) {
 		t.Fatalf("replicas after move: %v", r)
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for slices.Contains(c.nodes[from].host.LocalGroups(), 1) {
+	for slices.Contains(c.nodes[from].h().LocalGroups(), 1) {
 		if time.Now().After(deadline) {
 			t.Fatalf("%s still runs a replica of group 1 after it moved away", from)
 		}
@@ -126,7 +126,7 @@ func TestMoveReplicaUnderWriteLoad(t *testing.T) {
 	w.check(h)
 	t.Logf("%d messages acknowledged during the move", len(w.acked))
 	// Moving again is a no-op: the move is idempotent.
-	if err := c.nodes["n4"].host.MoveReplica(ctx, 1, from, "n4"); err != nil {
+	if err := c.nodes["n4"].h().MoveReplica(ctx, 1, from, "n4"); err != nil {
 		t.Fatalf("repeated move: %v", err)
 	}
 }
@@ -136,10 +136,10 @@ func TestDecommission(t *testing.T) {
 	c.bootstrap(4, 3, "n1", "n2", "n3", "n4")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if err := c.nodes["n3"].host.Decommission(ctx, "n1"); err != nil {
+	if err := c.nodes["n3"].h().Decommission(ctx, "n1"); err != nil {
 		t.Fatalf("decommission n1: %v", err)
 	}
-	st, err := c.nodes["n2"].host.MetaState(ctx)
+	st, err := c.nodes["n2"].h().MetaState(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,14 +158,14 @@ func TestDecommission(t *testing.T) {
 			t.Errorf("group %d after decommission: %v", g, err)
 		}
 	}
-	if _, err := c.nodes["n4"].host.MetaState(ctx); err != nil {
+	if _, err := c.nodes["n4"].h().MetaState(ctx); err != nil {
 		t.Errorf("meta group after decommission: %v", err)
 	}
 	// The meta group was n1-n3; with n1 gone it takes n4 in to keep three
 	// voters.
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		st, err := c.nodes["n4"].host.LeaderStatus(ctx, multiraft.MetaGroup)
+		st, err := c.nodes["n4"].h().LeaderStatus(ctx, multiraft.MetaGroup)
 		var voters []string
 		for _, s := range st.Servers {
 			if s.Voter {
@@ -190,7 +190,7 @@ func TestRebalanceAfterAddingNode(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	c.join(ctx, "n4", "n2")
-	plan, err := c.nodes["n1"].host.PlanRebalance(ctx)
+	plan, err := c.nodes["n1"].h().PlanRebalance(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,10 +206,10 @@ func TestRebalanceAfterAddingNode(t *testing.T) {
 	if moves != 4 { // 18 replicas over 4 nodes: n4 gets 4 (or 5)
 		t.Fatalf("plan has %d replica moves, want 4: %v", moves, plan)
 	}
-	if _, err := c.nodes["n1"].host.ApplyPlan(ctx, plan, func(i int, m multiraft.Move) { t.Logf("done %d: %v", i, m) }); err != nil {
+	if _, err := c.nodes["n1"].h().ApplyPlan(ctx, plan, func(i int, m multiraft.Move) { t.Logf("done %d: %v", i, m) }); err != nil {
 		t.Fatalf("apply plan: %v", err)
 	}
-	st, err := c.nodes["n1"].host.MetaState(ctx)
+	st, err := c.nodes["n1"].h().MetaState(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,7 +218,7 @@ func TestRebalanceAfterAddingNode(t *testing.T) {
 			t.Errorf("%s holds %d replicas after rebalance, want 4 or 5", id, n)
 		}
 	}
-	again, err := c.nodes["n3"].host.PlanRebalance(ctx)
+	again, err := c.nodes["n3"].h().PlanRebalance(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,13 +239,13 @@ func TestNodeLeaseExpiryRemovesEphemeralMembers(t *testing.T) {
 	c.leaseTTL = time.Second
 	c.bootstrap(2, 3, "n1", "n2", "n3")
 	n3 := c.nodes["n3"]
-	epoch := n3.host.Epoch()
+	epoch := n3.h().Epoch()
 	room := roomFor(2, 2)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	join := func(member, node string, epoch uint64) {
 		cmd := fsm.Command{Op: fsm.OpJoin, Room: room, Member: member, Ephemeral: true, NodeID: node, NodeEpoch: epoch}
-		res, err := c.nodes["n1"].host.Propose(ctx, 2, cmd.Encode())
+		res, err := c.nodes["n1"].h().Propose(ctx, 2, cmd.Encode())
 		if err == nil {
 			err = res.(*fsm.Result).Err
 		}
@@ -254,12 +254,12 @@ func TestNodeLeaseExpiryRemovesEphemeralMembers(t *testing.T) {
 		}
 	}
 	join("alice", "n3", epoch)
-	join("bob", "n1", c.nodes["n1"].host.Epoch())
+	join("bob", "n1", c.nodes["n1"].h().Epoch())
 	n3.stop()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		var names []string
-		err := c.nodes["n1"].host.Read(ctx, 2, multiraft.Linearizable, func(sm multiraft.StateMachine) error {
+		err := c.nodes["n1"].h().Read(ctx, 2, multiraft.Linearizable, func(sm multiraft.StateMachine) error {
 			m, err := sm.(*fsm.FSM).Members(room)
 			for _, x := range m.Members {
 				names = append(names, x.Name)
@@ -278,7 +278,7 @@ func TestNodeLeaseExpiryRemovesEphemeralMembers(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	c.start("n3")
-	e, err := c.nodes["n3"].host.WaitRegistered(ctx)
+	e, err := c.nodes["n3"].h().WaitRegistered(ctx)
 	if err != nil || e <= epoch {
 		t.Fatalf("n3 restarted with epoch %d (%v), want above %d", e, err, epoch)
 	}
@@ -290,11 +290,11 @@ func TestEventStreamToNodeWithoutReplica(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	n4 := c.join(ctx, "n4", "n1")
-	if _, ok := n4.host.LocalStateMachine(1); ok {
+	if _, ok := n4.h().LocalStateMachine(1); ok {
 		t.Fatal("n4 should hold no replica")
 	}
 	room := roomFor(1, 1)
-	stream, err := n4.host.SubscribeEvents(ctx, 1, []byte(room))
+	stream, err := n4.h().SubscribeEvents(ctx, 1, []byte(room))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -366,7 +366,7 @@ func TestEventStreamToNodeWithoutReplica(t *testing.T) {
 	if leader == "n1" {
 		other = "n2"
 	}
-	if err := n4.host.TransferLeader(ctx, 1, other); err != nil {
+	if err := n4.h().TransferLeader(ctx, 1, other); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.After(10 * time.Second)
@@ -388,7 +388,7 @@ func TestMetaGroupGrowsWithJoiningNodes(t *testing.T) {
 	c.join(ctx, "n3", "n1")
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		st, err := c.nodes["n2"].host.LeaderStatus(ctx, multiraft.MetaGroup)
+		st, err := c.nodes["n2"].h().LeaderStatus(ctx, multiraft.MetaGroup)
 		voters := 0
 		for _, s := range st.Servers {
 			if s.Voter {
@@ -406,7 +406,7 @@ func TestMetaGroupGrowsWithJoiningNodes(t *testing.T) {
 	// The founding node can now fail without taking the cluster's state
 	// with it.
 	c.nodes["n1"].stop()
-	st, err := c.nodes["n3"].host.MetaState(ctx)
+	st, err := c.nodes["n3"].h().MetaState(ctx)
 	if err != nil {
 		t.Fatalf("meta state without n1: %v", err)
 	}
@@ -427,7 +427,7 @@ func TestInterruptedMoveResumes(t *testing.T) {
 	interrupted := 0
 	for budget := 20 * time.Millisecond; ; budget *= 2 {
 		mctx, mcancel := context.WithTimeout(ctx, budget)
-		err := c.nodes["n4"].host.MoveReplica(mctx, 1, from, "n4")
+		err := c.nodes["n4"].h().MoveReplica(mctx, 1, from, "n4")
 		mcancel()
 		if err == nil {
 			break
@@ -443,14 +443,14 @@ func TestInterruptedMoveResumes(t *testing.T) {
 	}
 	time.Sleep(200 * time.Millisecond)
 	stopWriting()
-	st, err := c.nodes["n4"].host.MetaState(ctx)
+	st, err := c.nodes["n4"].h().MetaState(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if r := st.Replicas[1]; len(r) != 3 || slices.Contains(r, from) || !slices.Contains(r, "n4") {
 		t.Fatalf("replicas after the resumed move: %v", r)
 	}
-	ls, err := c.nodes["n4"].host.LeaderStatus(ctx, 1)
+	ls, err := c.nodes["n4"].h().LeaderStatus(ctx, 1)
 	if err != nil {
 		t.Fatal(err)
 	}

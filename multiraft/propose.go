@@ -143,6 +143,19 @@ func (h *Host) route(ctx context.Context, group uint64, service string, req []by
 				if mutating {
 					return nil, fmt.Errorf("%w: group %d: no reply from %s: %v", ErrUnknownOutcome, group, target, err)
 				}
+			case errors.Is(err, transport.ErrClosed):
+				// This node is shutting down under the request.
+				if mutating {
+					return nil, fmt.Errorf("%w (%w): group %d: %v", ErrClosed, ErrUnknownOutcome, group, err)
+				}
+				return nil, fmt.Errorf("%w: group %d: %v", ErrClosed, group, err)
+			case errors.As(err, new(*transport.RemoteError)):
+				// The peer's transport failed the request (shutting down,
+				// overloaded), not our handler: it may or may not have run.
+				h.setHint(group, "")
+				if mutating {
+					return nil, fmt.Errorf("%w: group %d: %s: %v", ErrUnknownOutcome, group, target, err)
+				}
 			case errors.Is(err, ErrUnavailable) || errors.Is(err, ErrNoReplica):
 			default:
 				return nil, err
