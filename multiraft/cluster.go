@@ -181,24 +181,25 @@ type leaseTable struct {
 func (l *leaseTable) renew(term uint64, node string, now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.resetLocked(term, now)
+	l.resetLocked(term)
 	l.renewed[node] = now
 }
 
-func (l *leaseTable) resetLocked(term uint64, now time.Time) {
+// resetLocked forgets renewals seen in an earlier term: they were seen by
+// another leader, or by this node in an earlier leadership.
+func (l *leaseTable) resetLocked(term uint64) {
 	if l.term == term && l.renewed != nil {
 		return
 	}
 	l.term, l.renewed = term, map[string]time.Time{}
-	_ = now
 }
 
-// lastRenewal is when node last renewed in term; a node not seen in this
-// term counts from when the table was started.
+// lastRenewal is when node last renewed in term; a node not seen yet in
+// this term counts as renewed now, which gives it a full TTL.
 func (l *leaseTable) lastRenewal(term uint64, node string, now time.Time) time.Time {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.resetLocked(term, now)
+	l.resetLocked(term)
 	t, ok := l.renewed[node]
 	if !ok {
 		l.renewed[node] = now

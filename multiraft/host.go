@@ -223,11 +223,11 @@ func (h *Host) Bootstrap(ctx context.Context, spec BootstrapSpec) error {
 	}
 	cmd := encodeMeta(metaCommand{Op: metaOpInit, ClusterID: spec.ClusterID, Groups: spec.Groups,
 		Replication: spec.Replication, Nodes: nodes, Placement: placement})
-	res, err := h.proposeMeta(ctx, cmd)
-	if err != nil && !errors.Is(err, ErrMetaConflict) {
+	// Every bootstrap node proposes init; all but the first are refused
+	// as conflicts, and the check below tells a foreign cluster apart.
+	if _, err := h.proposeMeta(ctx, cmd); err != nil && !errors.Is(err, ErrMetaConflict) {
 		return fmt.Errorf("multiraft: initialize cluster %s: %w", spec.ClusterID, err)
 	}
-	_ = res
 	st, err := h.MetaState(ctx)
 	if err != nil {
 		return err
