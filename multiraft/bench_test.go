@@ -259,7 +259,11 @@ func BenchmarkCommitPlainRaft(b *testing.B) {
 		rafts = append(rafts, r)
 	}
 	var leader *raft.Raft
+	deadline := time.Now().Add(30 * time.Second)
 	for leader == nil {
+		if time.Now().After(deadline) {
+			b.Fatal("the plain raft group elected no leader in 30s")
+		}
 		for _, r := range rafts {
 			if r.State() == raft.Leader {
 				leader = r
