@@ -510,3 +510,45 @@ func TestWatchLeadersSeesFailover(t *testing.T) {
 		}
 	}
 }
+
+func TestTransferLeadershipsEmptiesANode(t *testing.T) {
+	c := newCluster(t)
+	const groups = 6
+	c.bootstrap(groups, 3, "n1", "n2", "n3")
+	n1 := c.nodes["n1"]
+	leads := func() []uint64 {
+		var out []uint64
+		for g := uint64(0); g <= groups; g++ {
+			if st, err := n1.h().Status(g); err == nil && st.State == "Leader" {
+				out = append(out, g)
+			}
+		}
+		return out
+	}
+	// Make n1 lead everything first, so there is something to hand over.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for g := uint64(1); g <= groups; g++ {
+		if err := n1.h().TransferLeader(ctx, g, "n1"); err != nil {
+			t.Fatalf("group %d to n1: %v", g, err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(leads()) < groups && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if len(leads()) < groups {
+		t.Fatalf("n1 leads %v after transfers to it", leads())
+	}
+	if err := n1.h().TransferLeaderships(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if l := leads(); len(l) != 0 {
+		t.Fatalf("n1 still leads %v after handing its leaderships over", l)
+	}
+	for g := uint64(1); g <= groups; g++ {
+		if _, err := c.publish(n1, g, roomFor(g, groups), "", "x"); err != nil {
+			t.Errorf("group %d after the handover: %v", g, err)
+		}
+	}
+}
