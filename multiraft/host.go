@@ -372,18 +372,38 @@ func (h *Host) Close() error {
 }
 
 // TransferLeaderships hands every group this node leads to another replica,
-// so that stopping the node does not wait for election timeouts.
+// so that stopping the node does not wait for election timeouts. Up to 16
+// transfers run at once: a node may lead hundreds of groups.
 func (h *Host) TransferLeaderships(ctx context.Context) error {
-	var errs []error
+	var (
+		mu   sync.Mutex
+		errs []error
+		wg   sync.WaitGroup
+		sem  = make(chan struct{}, 16)
+	)
 	for _, g := range h.LocalGroups() {
 		rep := h.replica(g)
 		if rep == nil || rep.raft.State() != raft.Leader {
 			continue
 		}
-		if err := waitFuture(ctx, rep.raft.LeadershipTransfer()); err != nil && !errors.Is(err, raft.ErrNotLeader) {
-			errs = append(errs, fmt.Errorf("group %d: %w", g, err))
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			wg.Wait()
+			return errors.Join(append(errs, ctx.Err())...)
 		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := waitFuture(ctx, rep.raft.LeadershipTransfer()); err != nil && !errors.Is(err, raft.ErrNotLeader) {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("group %d: %w", g, err))
+				mu.Unlock()
+			}
+		}()
 	}
+	wg.Wait()
 	return errors.Join(errs...)
 }
 
