@@ -51,7 +51,7 @@ func decodeClusterState(b []byte) (*ClusterState, error) {
 func (h *Host) handleMetaState(ctx context.Context, _ string, _ uint64, req []byte) ([]byte, error) {
 	rep := h.replica(MetaGroup)
 	if rep == nil {
-		return errReply(fmt.Errorf("%w of the meta group on node %s", ErrNoReplica, h.cfg.NodeID)), nil
+		return errReply(h.noReplica(MetaGroup)), nil
 	}
 	if len(req) == 1 && req[0] == 1 {
 		i, err := rep.readIndex(ctx)
@@ -243,7 +243,7 @@ func (h *Host) handleLease(_ context.Context, _ string, _ uint64, req []byte) ([
 	}
 	rep := h.replica(MetaGroup)
 	if rep == nil {
-		return errReply(fmt.Errorf("%w of the meta group on node %s", ErrNoReplica, h.cfg.NodeID)), nil
+		return errReply(h.noReplica(MetaGroup)), nil
 	}
 	if rep.raft.State() != raft.Leader {
 		return errReply(rep.notLeader()), nil

@@ -40,3 +40,8 @@ func (e *NotLeaderError) Error() string {
 
 // Is makes a NotLeaderError count as ErrUnavailable: nothing was proposed.
 func (e *NotLeaderError) Is(target error) bool { return target == ErrUnavailable }
+
+// noReplica is the error of a request that needs a local replica of group.
+func (h *Host) noReplica(group uint64) error {
+	return fmt.Errorf("%w of group %d on node %s", ErrNoReplica, group, h.cfg.NodeID)
+}

@@ -31,14 +31,14 @@ func (h *Host) handleEvents(ctx context.Context, _ string, group uint64, req []b
 	}
 	rep := h.replica(group)
 	if rep == nil {
-		return fmt.Errorf("%w of group %d on node %s", ErrNoReplica, group, h.cfg.NodeID)
+		return h.noReplica(group)
 	}
 	if rep.raft.State() != raft.Leader {
 		return rep.notLeader()
 	}
 	sm, ok := rep.fsm.(StateMachine)
 	if !ok {
-		return fmt.Errorf("%w of group %d on node %s", ErrNoReplica, group, h.cfg.NodeID)
+		return h.noReplica(group)
 	}
 	// Events are served from the leader's apply only: when this replica
 	// loses the leadership the stream ends and the subscriber moves on.

@@ -57,7 +57,7 @@ func (h *Host) withTimeout(ctx context.Context) (context.Context, context.Cancel
 func (h *Host) proposeLocal(ctx context.Context, group uint64, cmd []byte) (any, error) {
 	rep := h.replica(group)
 	if rep == nil {
-		return nil, fmt.Errorf("%w of group %d on node %s", ErrNoReplica, group, h.cfg.NodeID)
+		return nil, h.noReplica(group)
 	}
 	if rep.raft.State() != raft.Leader {
 		return nil, rep.notLeader()

@@ -2,7 +2,6 @@ package multiraft
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -30,11 +29,11 @@ const (
 func (h *Host) Read(ctx context.Context, group uint64, c Consistency, fn func(sm StateMachine) error) error {
 	rep := h.replica(group)
 	if rep == nil || group == MetaGroup {
-		return fmt.Errorf("%w of group %d on node %s", ErrNoReplica, group, h.cfg.NodeID)
+		return h.noReplica(group)
 	}
 	sm, ok := rep.fsm.(StateMachine)
 	if !ok {
-		return fmt.Errorf("%w of group %d on node %s", ErrNoReplica, group, h.cfg.NodeID)
+		return h.noReplica(group)
 	}
 	if c == Linearizable {
 		ctx, cancel := h.withTimeout(ctx)
@@ -89,7 +88,7 @@ const followerReadPatience = 20 * time.Millisecond
 func (h *Host) handleBarrier(ctx context.Context, _ string, group uint64, _ []byte) ([]byte, error) {
 	rep := h.replica(group)
 	if rep == nil {
-		return errReply(fmt.Errorf("%w of group %d on node %s", ErrNoReplica, group, h.cfg.NodeID)), nil
+		return errReply(h.noReplica(group)), nil
 	}
 	if rep.raft.State() != raft.Leader {
 		return errReply(rep.notLeader()), nil
@@ -107,7 +106,7 @@ func (h *Host) handleBarrier(ctx context.Context, _ string, group uint64, _ []by
 func (h *Host) handleReadIndex(ctx context.Context, _ string, group uint64, _ []byte) ([]byte, error) {
 	rep := h.replica(group)
 	if rep == nil {
-		return errReply(fmt.Errorf("%w of group %d on node %s", ErrNoReplica, group, h.cfg.NodeID)), nil
+		return errReply(h.noReplica(group)), nil
 	}
 	i, err := rep.readIndex(ctx)
 	if err != nil {
@@ -159,7 +158,7 @@ type ServerInfo struct {
 func (h *Host) Status(group uint64) (GroupStatus, error) {
 	rep := h.replica(group)
 	if rep == nil {
-		return GroupStatus{}, fmt.Errorf("%w of group %d on node %s", ErrNoReplica, group, h.cfg.NodeID)
+		return GroupStatus{}, h.noReplica(group)
 	}
 	return rep.status(h.cfg.NodeID), nil
 }

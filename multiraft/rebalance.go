@@ -27,7 +27,7 @@ func (h *Host) handleGroupAdmin(ctx context.Context, _ string, group uint64, req
 	}
 	rep := h.replica(group)
 	if rep == nil {
-		return errReply(fmt.Errorf("%w of group %d on node %s", ErrNoReplica, group, h.cfg.NodeID)), nil
+		return errReply(h.noReplica(group)), nil
 	}
 	if rep.raft.State() != raft.Leader {
 		return errReply(rep.notLeader()), nil
@@ -61,7 +61,7 @@ func (h *Host) handleGroupAdmin(ctx context.Context, _ string, group uint64, req
 func (h *Host) handleGroupInfo(_ context.Context, _ string, group uint64, req []byte) ([]byte, error) {
 	rep := h.replica(group)
 	if rep == nil {
-		return errReply(fmt.Errorf("%w of group %d on node %s", ErrNoReplica, group, h.cfg.NodeID)), nil
+		return errReply(h.noReplica(group)), nil
 	}
 	if len(req) == 1 && req[0] == 1 && rep.raft.State() != raft.Leader {
 		return errReply(rep.notLeader()), nil

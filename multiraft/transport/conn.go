@@ -177,11 +177,16 @@ func (c *conn) send(b []byte) error {
 	c.queue = append(c.queue, b)
 	c.qbytes += len(b)
 	c.qmu.Unlock()
+	c.kick()
+	return nil
+}
+
+// kick wakes the writer unless a wake-up is already pending.
+func (c *conn) kick() {
 	select {
 	case c.wake <- struct{}{}:
 	default:
 	}
-	return nil
 }
 
 // sendLazy queues a frame that may wait up to HeartbeatCoalesce for other
@@ -207,10 +212,7 @@ func (c *conn) sendLazy(b []byte) error {
 			c.qmu.Lock()
 			c.lazyArmed = false
 			c.qmu.Unlock()
-			select {
-			case c.wake <- struct{}{}:
-			default:
-			}
+			c.kick()
 		})
 	}
 	return nil
@@ -229,10 +231,7 @@ func (c *conn) sendWait(ctx context.Context, b []byte) error {
 			c.queue = append(c.queue, b)
 			c.qbytes += len(b)
 			c.qmu.Unlock()
-			select {
-			case c.wake <- struct{}{}:
-			default:
-			}
+			c.kick()
 			return nil
 		}
 		space := c.space
