@@ -6,8 +6,13 @@ package herald
 
 import (
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"log/slog"
+	"math"
+	"strings"
+	"time"
 
 	"github.com/heraldhq/herald/fsm"
 	"github.com/heraldhq/herald/multiraft"
@@ -23,6 +28,7 @@ type Application struct {
 var (
 	_ multiraft.Application = (*Application)(nil)
 	_ multiraft.EventSource = (*Application)(nil)
+	_ multiraft.Querier     = (*Application)(nil)
 )
 
 // NewStateMachine opens the room state machine of one data group.
@@ -83,4 +89,428 @@ func (a *Application) ServeEvents(ctx context.Context, sm multiraft.StateMachine
 			}
 		}
 	}
+}
+
+// QueryKind names a read of one room.
+type QueryKind uint8
+
+// Query kinds. The numbers travel between nodes: never reuse one.
+const (
+	QueryHistory QueryKind = 1 // fsm.FSM.History(room, FromSeq, Limit)
+	QueryMembers QueryKind = 2 // fsm.FSM.Members(room)
+	QueryRoom    QueryKind = 3 // fsm.FSM.Room(room)
+)
+
+// MaxQueryHistoryLimit caps the events of one history query: the answer is
+// built in memory and sent in one peer frame.
+const MaxQueryHistoryLimit = 1000
+
+// maxHistoryAnswerBytes bounds the events of one history answer well below
+// the peer port's 64 MiB frame limit (a thousand events of up to 1 MiB each
+// would not fit). A shorter page is still a valid page: the caller sees
+// from LastSeq that more follow and asks again from the next seq.
+const maxHistoryAnswerBytes = 16 << 20
+
+// RoomQuery is a read of one room, sent encoded through
+// multiraft.Host.Query so that a node without a replica of the room's group
+// can read it.
+type RoomQuery struct {
+	Kind QueryKind
+	Room string
+	// FromSeq and Limit page a history query: up to Limit events from
+	// FromSeq (0: the first still kept). A Limit of 0 or less means
+	// fsm.DefaultHistoryLimit; one above MaxQueryHistoryLimit is cut to it.
+	FromSeq uint64
+	Limit   int
+}
+
+// The first byte of an encoded query or answer; a decoder keeps accepting
+// every version it ever wrote, so nodes of mixed builds still understand
+// each other.
+const (
+	queryVersion  = 1
+	answerVersion = 1
+)
+
+// Encode returns the query's versioned binary form, the request to pass to
+// multiraft.Host.Query.
+func (q RoomQuery) Encode() []byte {
+	b := make([]byte, 0, 2+binary.MaxVarintLen64*3+len(q.Room))
+	b = append(b, queryVersion, byte(q.Kind))
+	b = appendString(b, q.Room)
+	b = binary.AppendUvarint(b, q.FromSeq)
+	return binary.AppendUvarint(b, uint64(max(q.Limit, 0)))
+}
+
+// DecodeRoomQuery reverses Encode. Malformed input is an error, never a
+// panic; a Limit above MaxQueryHistoryLimit comes back cut to it.
+func DecodeRoomQuery(b []byte) (RoomQuery, error) {
+	r := &reader{buf: b}
+	if v := r.byte(); r.err == nil && v != queryVersion {
+		return RoomQuery{}, fmt.Errorf("herald: room query version %d is not known to this node", v)
+	}
+	var q RoomQuery
+	q.Kind = QueryKind(r.byte())
+	q.Room = r.string(fsm.MaxRoomBytes)
+	q.FromSeq = r.uvarint()
+	q.Limit = int(min(r.uvarint(), MaxQueryHistoryLimit))
+	if err := r.done(); err != nil {
+		return RoomQuery{}, fmt.Errorf("herald: decode room query: %w", err)
+	}
+	switch q.Kind {
+	case QueryHistory, QueryMembers, QueryRoom:
+	default:
+		return RoomQuery{}, fmt.Errorf("herald: decode room query: unknown kind %d", q.Kind)
+	}
+	return q, nil
+}
+
+// limit is the history page size the query gets.
+func (q RoomQuery) limit() int {
+	switch {
+	case q.Limit <= 0:
+		return fsm.DefaultHistoryLimit
+	case q.Limit > MaxQueryHistoryLimit:
+		return MaxQueryHistoryLimit
+	}
+	return q.Limit
+}
+
+// RoomAnswer is what a RoomQuery read: exactly one of History, Members and
+// Room (by the query's kind), or Err.
+type RoomAnswer struct {
+	History *fsm.History
+	Members *fsm.Members
+	Room    *fsm.RoomInfo
+	// Err is the read's error. fsm's sentinel errors (fsm.ErrRoomNotFound,
+	// fsm.ErrInvalid, fsm.ErrClosed, fsm.ErrNeedsRestore, fsm.ErrStorage)
+	// still match errors.Is after the answer crossed the network.
+	Err error
+}
+
+// What an encoded answer holds, after its version byte.
+const (
+	answerEmpty   byte = 0
+	answerHistory      = byte(QueryHistory)
+	answerMembers      = byte(QueryMembers)
+	answerRoom         = byte(QueryRoom)
+	answerErr     byte = 4
+)
+
+// answerErrors numbers the sentinel errors an answer can carry; code 0 is
+// any other error, which keeps only its message. The numbers travel between
+// nodes: never reuse one.
+var answerErrors = []error{nil, fsm.ErrRoomNotFound, fsm.ErrInvalid, fsm.ErrClosed,
+	fsm.ErrNeedsRestore, fsm.ErrStorage}
+
+// EncodeRoomAnswer encodes a for the node that sent the query. Of the
+// fields it keeps the first set, in the order Err, History, Members, Room;
+// an answer with none set decodes as one with none set.
+func EncodeRoomAnswer(a RoomAnswer) []byte { return encodeRoomAnswer(a, math.MaxInt) }
+
+// encodeRoomAnswer is EncodeRoomAnswer with a history's events cut off
+// once they would take more than budget bytes (keeping at least one, so a
+// page always makes progress).
+func encodeRoomAnswer(a RoomAnswer, budget int) []byte {
+	b := []byte{answerVersion}
+	switch {
+	case a.Err != nil:
+		code := 0
+		for i, s := range answerErrors[1:] {
+			if errors.Is(a.Err, s) {
+				code = i + 1
+				break
+			}
+		}
+		b = append(b, answerErr)
+		b = binary.AppendUvarint(b, uint64(code))
+		b = appendString(b, a.Err.Error())
+	case a.History != nil:
+		h := a.History
+		var events []byte
+		n := 0
+		for _, ev := range h.Events {
+			e := fsm.EncodeEvent(ev)
+			if n > 0 && len(events)+len(e) > budget {
+				break
+			}
+			events = appendBytes(events, e)
+			n++
+		}
+		b = append(b, answerHistory)
+		b = binary.AppendUvarint(b, h.Epoch)
+		b = binary.AppendUvarint(b, h.FirstSeq)
+		b = binary.AppendUvarint(b, h.LastSeq)
+		b = appendBool(b, h.Truncated)
+		b = binary.AppendUvarint(b, uint64(n))
+		b = append(b, events...)
+	case a.Members != nil:
+		m := a.Members
+		b = append(b, answerMembers)
+		b = binary.AppendUvarint(b, m.Epoch)
+		b = binary.AppendUvarint(b, m.Seq)
+		b = binary.AppendUvarint(b, uint64(len(m.Members)))
+		for _, mb := range m.Members {
+			b = appendString(b, mb.Name)
+			b = appendBytes(b, mb.Meta)
+			b = appendBool(b, mb.Ephemeral)
+			b = appendString(b, mb.NodeID)
+			b = binary.AppendUvarint(b, mb.NodeEpoch)
+			b = binary.AppendUvarint(b, mb.JoinedSeq)
+		}
+	case a.Room != nil:
+		ri := a.Room
+		b = append(b, answerRoom)
+		b = appendString(b, ri.Room)
+		b = binary.AppendUvarint(b, ri.Epoch)
+		b = binary.AppendUvarint(b, ri.LastSeq)
+		b = binary.AppendUvarint(b, ri.FirstSeq)
+		b = binary.AppendUvarint(b, uint64(max(ri.MemberCount, 0)))
+		b = binary.AppendUvarint(b, ri.Config.HistoryMaxCount)
+		b = binary.AppendVarint(b, int64(ri.Config.HistoryMaxAge))
+		b = binary.AppendUvarint(b, ri.Config.KeyWindowCount)
+		b = binary.AppendVarint(b, int64(ri.Config.KeyWindowAge))
+		b = appendBool(b, ri.Config.MembersOnly)
+	default:
+		b = append(b, answerEmpty)
+	}
+	return b
+}
+
+// DecodeRoomAnswer reverses EncodeRoomAnswer. Malformed input is an error,
+// never a panic. Byte slices in the answer (event data, member meta) share
+// b's memory.
+func DecodeRoomAnswer(b []byte) (RoomAnswer, error) {
+	r := &reader{buf: b}
+	if v := r.byte(); r.err == nil && v != answerVersion {
+		return RoomAnswer{}, fmt.Errorf("herald: room answer version %d is not known to this node", v)
+	}
+	var a RoomAnswer
+	switch tag := r.byte(); tag {
+	case answerEmpty:
+	case answerErr:
+		code := r.uvarint()
+		msg := r.string(64 << 10)
+		if code > 0 && code < uint64(len(answerErrors)) {
+			a.Err = &answerError{sentinel: answerErrors[code], msg: msg}
+		} else {
+			// Code 0, or a sentinel a newer build added: the message
+			// is all this node can keep.
+			a.Err = errors.New(msg)
+		}
+	case answerHistory:
+		h := &fsm.History{Epoch: r.uvarint(), FirstSeq: r.uvarint(), LastSeq: r.uvarint(), Truncated: r.bool()}
+		n := r.count()
+		if n > 0 {
+			h.Events = make([]fsm.Event, 0, min(n, MaxQueryHistoryLimit))
+		}
+		for range n {
+			e := r.bytes(len(r.buf))
+			if r.err != nil {
+				break
+			}
+			ev, err := fsm.DecodeEvent(e)
+			if err != nil {
+				r.fail("event %d: %v", len(h.Events), err)
+				break
+			}
+			h.Events = append(h.Events, ev)
+		}
+		a.History = h
+	case answerMembers:
+		m := &fsm.Members{Epoch: r.uvarint(), Seq: r.uvarint()}
+		n := r.count()
+		m.Members = make([]fsm.Member, 0, min(n, 1024))
+		for range n {
+			mb := fsm.Member{Name: r.string(fsm.MaxMemberBytes), Meta: r.bytes(fsm.MaxMetaBytes), Ephemeral: r.bool(),
+				NodeID: r.string(fsm.MaxNodeIDBytes), NodeEpoch: r.uvarint(), JoinedSeq: r.uvarint()}
+			if r.err != nil {
+				break
+			}
+			m.Members = append(m.Members, mb)
+		}
+		a.Members = m
+	case answerRoom:
+		ri := &fsm.RoomInfo{Room: r.string(fsm.MaxRoomBytes), Epoch: r.uvarint(), LastSeq: r.uvarint(), FirstSeq: r.uvarint(),
+			MemberCount: int(min(r.uvarint(), math.MaxInt))}
+		ri.Config = fsm.RoomConfig{HistoryMaxCount: r.uvarint(), HistoryMaxAge: time.Duration(r.varint()),
+			KeyWindowCount: r.uvarint(), KeyWindowAge: time.Duration(r.varint()), MembersOnly: r.bool()}
+		a.Room = ri
+	default:
+		r.fail("unknown answer kind %d", tag)
+	}
+	if err := r.done(); err != nil {
+		return RoomAnswer{}, fmt.Errorf("herald: decode room answer: %w", err)
+	}
+	return a, nil
+}
+
+// answerError is a sentinel error with the message it had on the node that
+// read the room.
+type answerError struct {
+	sentinel error
+	msg      string
+}
+
+func (e *answerError) Error() string {
+	switch {
+	case e.msg == "":
+		return e.sentinel.Error()
+	case strings.Contains(e.msg, e.sentinel.Error()):
+		return e.msg
+	}
+	return e.sentinel.Error() + ": " + e.msg
+}
+
+func (e *answerError) Unwrap() error { return e.sentinel }
+
+// Query answers an encoded RoomQuery from sm with an encoded RoomAnswer,
+// for multiraft.Host.Query. What the read found, errors included (no such
+// room, a replica closed or awaiting a restore), travels in the answer; an
+// error means req is not a RoomQuery or sm is not a room state machine.
+func (a *Application) Query(sm multiraft.StateMachine, req []byte) ([]byte, error) {
+	f, ok := sm.(*fsm.FSM)
+	if !ok {
+		return nil, fmt.Errorf("herald: state machine is %T, not *fsm.FSM", sm)
+	}
+	q, err := DecodeRoomQuery(req)
+	if err != nil {
+		return nil, err
+	}
+	var ans RoomAnswer
+	switch q.Kind {
+	case QueryHistory:
+		h, err := f.History(q.Room, q.FromSeq, q.limit())
+		ans = RoomAnswer{History: &h, Err: err}
+	case QueryMembers:
+		m, err := f.Members(q.Room)
+		ans = RoomAnswer{Members: &m, Err: err}
+	case QueryRoom:
+		ri, err := f.Room(q.Room)
+		ans = RoomAnswer{Room: &ri, Err: err}
+	}
+	return encodeRoomAnswer(ans, maxHistoryAnswerBytes), nil
+}
+
+// The binary form of queries and answers: unsigned varints, and byte
+// strings prefixed by their varint length, as in package fsm.
+
+func appendBytes(b, p []byte) []byte {
+	return append(binary.AppendUvarint(b, uint64(len(p))), p...)
+}
+
+func appendString(b []byte, s string) []byte {
+	return append(binary.AppendUvarint(b, uint64(len(s))), s...)
+}
+
+func appendBool(b []byte, v bool) []byte {
+	if v {
+		return append(b, 1)
+	}
+	return append(b, 0)
+}
+
+// reader decodes that form. It never panics: the first problem is kept in
+// err and every later read returns a zero value.
+type reader struct {
+	buf []byte
+	err error
+}
+
+func (r *reader) fail(format string, args ...any) {
+	if r.err == nil {
+		r.err = fmt.Errorf(format, args...)
+	}
+}
+
+func (r *reader) byte() byte {
+	if r.err != nil {
+		return 0
+	}
+	if len(r.buf) == 0 {
+		r.fail("input ends early")
+		return 0
+	}
+	v := r.buf[0]
+	r.buf = r.buf[1:]
+	return v
+}
+
+func (r *reader) uvarint() uint64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(r.buf)
+	if n <= 0 {
+		r.fail("malformed or truncated varint")
+		return 0
+	}
+	r.buf = r.buf[n:]
+	return v
+}
+
+func (r *reader) varint() int64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(r.buf)
+	if n <= 0 {
+		r.fail("malformed or truncated varint")
+		return 0
+	}
+	r.buf = r.buf[n:]
+	return v
+}
+
+// bytes returns a length-prefixed byte string of at most max bytes,
+// sharing the input's memory.
+func (r *reader) bytes(max int) []byte {
+	n := r.uvarint()
+	switch {
+	case r.err != nil:
+		return nil
+	case n > uint64(max):
+		r.fail("field of %d bytes exceeds the limit of %d", n, max)
+		return nil
+	case n > uint64(len(r.buf)):
+		r.fail("input ends early: field of %d bytes, %d left", n, len(r.buf))
+		return nil
+	case n == 0:
+		return nil
+	}
+	p := r.buf[:n:n]
+	r.buf = r.buf[n:]
+	return p
+}
+
+func (r *reader) string(max int) string { return string(r.bytes(max)) }
+
+func (r *reader) bool() bool {
+	switch v := r.byte(); v {
+	case 0:
+		return false
+	case 1:
+		return true
+	default:
+		r.fail("boolean byte is %d, want 0 or 1", v)
+		return false
+	}
+}
+
+// count reads the length of a list whose elements take at least a byte
+// each, so a lying count fails here instead of allocating.
+func (r *reader) count() int {
+	n := r.uvarint()
+	if n > uint64(len(r.buf)) {
+		r.fail("list of %d elements in %d bytes", n, len(r.buf))
+		return 0
+	}
+	return int(n)
+}
+
+func (r *reader) done() error {
+	if r.err == nil && len(r.buf) != 0 {
+		r.err = fmt.Errorf("%d unexpected trailing bytes", len(r.buf))
+	}
+	return r.err
 }

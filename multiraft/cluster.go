@@ -25,6 +25,7 @@ func (h *Host) registerServices() {
 		svcGroupAdmin: h.handleGroupAdmin,
 		svcMetaJoin:   h.handleMetaJoin,
 		svcBarrier:    h.handleBarrier,
+		svcQuery:      h.handleQuery,
 	}
 	for name, fn := range h.handlers {
 		h.peers.Handle(name, fn)

@@ -19,6 +19,7 @@ const (
 	svcGroupAdmin = "mr.group.admin"  // group leader: membership changes
 	svcMetaJoin   = "mr.meta.join"    // a node: start an empty meta replica to be added
 	svcBarrier    = "mr.barrier"      // group leader: commit a barrier entry
+	svcQuery      = "mr.query"        // a replica (the leader if linearizable): answer an application query
 )
 
 const (

@@ -1,16 +1,27 @@
-// Package wsfront is the websocket front of a Herald node: a
-// github.com/lxzan/gws server speaking the JSON sub-protocol "herald.v1",
-// plus the HTTP API (admin, health, metrics) and the demo page on the same
-// client port.
+// Package wsfront is a Herald node's client port: the websocket endpoint
+// that speaks protocol herald.v1 (docs/protocol.md) and the node's plain
+// HTTP endpoints beside it.
 //
-// It owns authentication (JWT, with an insecure mode for local development
-// only), decoding and validating client frames, per-connection limits and
-// bounded outgoing queues, routing each request to its room's group through
-// package multiraft, and pushing committed events to subscribed sockets.
+// It owns sessions (one per socket: authentication, the rooms it joined and
+// subscribed to, its limits and its bounded outgoing queue), the decoding and
+// validation of client frames, the routing of each request to the replicated
+// store, and the delivery of committed events to sockets: in seq order,
+// exactly once per subscription, with no gap when it switches from history
+// to live events or from one event source to another.
 //
-// It must not reach into raft internals (only multiraft's API), must not
-// block a connection's read goroutine on consensus, and must not panic on
-// anything a socket sends.
+// It must not reach into raft: it sees the cluster only through Backend,
+// which the root package implements on multiraft's API, and it interprets
+// room state only through package fsm's types.
 //
-// Not implemented yet; see docs/architecture.md for the plan.
+// # Event delivery
+//
+// Each node keeps, per raft group that has subscribers on it, one feed of
+// the group's committed events: from the local state machine when this node
+// leads the group, else one shared stream from the leader's node. A feed is
+// not trusted to be gap-free: every subscription tracks the next seq it
+// owes its socket, delivers an event only when it is that seq, and reads the
+// missing events from history whenever it sees a gap (and for every room of
+// a feed whenever the feed reopens, since events may have committed while no
+// stream was open). History reads are linearizable, so a subscription's
+// catch-up always reaches at least what was committed when it began.
 package wsfront

@@ -1,0 +1,194 @@
+package herald
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/heraldhq/herald/fsm"
+	"github.com/heraldhq/herald/multiraft"
+	"github.com/heraldhq/herald/multiraft/transport"
+	"github.com/heraldhq/herald/wsfront"
+)
+
+// backend serves the websocket front from the node's multiraft host.
+type backend struct {
+	host *multiraft.Host
+}
+
+var _ wsfront.Backend = (*backend)(nil)
+
+func (b *backend) NodeID() string           { return b.host.NodeID() }
+func (b *backend) NodeEpoch() uint64        { return b.host.Epoch() }
+func (b *backend) Group(room string) uint64 { return b.host.GroupForKey(room) }
+
+func (b *backend) group(room string) (uint64, error) {
+	g := b.host.GroupForKey(room)
+	if g == 0 {
+		return 0, fmt.Errorf("%w: this node does not know its cluster yet", multiraft.ErrUnavailable)
+	}
+	return g, nil
+}
+
+func (b *backend) Propose(ctx context.Context, cmd fsm.Command) (*fsm.Result, error) {
+	g, err := b.group(cmd.Room)
+	if err != nil {
+		return nil, err
+	}
+	out, err := b.host.Propose(ctx, g, cmd.Encode())
+	if err != nil {
+		return nil, err
+	}
+	res, ok := out.(*fsm.Result)
+	if !ok {
+		return nil, fmt.Errorf("herald: group %d returned %T, not a result", g, out)
+	}
+	return res, nil
+}
+
+func (b *backend) query(ctx context.Context, q RoomQuery, stale bool) (RoomAnswer, error) {
+	g, err := b.group(q.Room)
+	if err != nil {
+		return RoomAnswer{}, err
+	}
+	c := multiraft.Linearizable
+	if stale {
+		c = multiraft.Stale
+	}
+	out, err := b.host.Query(ctx, g, c, q.Encode())
+	if err != nil {
+		return RoomAnswer{}, err
+	}
+	ans, err := DecodeRoomAnswer(out)
+	if err != nil {
+		return RoomAnswer{}, err
+	}
+	return ans, ans.Err
+}
+
+func (b *backend) History(ctx context.Context, room string, fromSeq uint64, limit int, stale bool) (fsm.History, error) {
+	ans, err := b.query(ctx, RoomQuery{Kind: QueryHistory, Room: room, FromSeq: fromSeq, Limit: limit}, stale)
+	if err != nil {
+		return fsm.History{}, err
+	}
+	if ans.History == nil {
+		return fsm.History{}, errors.New("herald: history query answered without a history")
+	}
+	return *ans.History, nil
+}
+
+func (b *backend) Members(ctx context.Context, room string, stale bool) (fsm.Members, error) {
+	ans, err := b.query(ctx, RoomQuery{Kind: QueryMembers, Room: room}, stale)
+	if err != nil {
+		return fsm.Members{}, err
+	}
+	if ans.Members == nil {
+		return fsm.Members{}, errors.New("herald: members query answered without members")
+	}
+	return *ans.Members, nil
+}
+
+func (b *backend) Room(ctx context.Context, room string) (fsm.RoomInfo, error) {
+	ans, err := b.query(ctx, RoomQuery{Kind: QueryRoom, Room: room}, false)
+	if err != nil {
+		return fsm.RoomInfo{}, err
+	}
+	if ans.Room == nil {
+		return fsm.RoomInfo{}, errors.New("herald: room query answered without a room")
+	}
+	return *ans.Room, nil
+}
+
+// GroupEvents streams from the group's leader: from the local state machine
+// when this node leads, else over the peer port. Followers learn commits
+// only with the leader's next append, so their own apply could lag.
+func (b *backend) GroupEvents(ctx context.Context, group uint64) (wsfront.EventStream, error) {
+	if id, _ := b.host.Leader(group); id == b.host.NodeID() {
+		if sm, ok := b.host.LocalStateMachine(group); ok {
+			if f, ok := sm.(*fsm.FSM); ok {
+				sub, _, err := f.Subscribe("", groupEventBuffer)
+				if err != nil {
+					return nil, err
+				}
+				return newLocalEvents(b.host, group, sub), nil
+			}
+		}
+	}
+	s, err := b.host.SubscribeEvents(ctx, group, nil)
+	if err != nil {
+		return nil, err
+	}
+	return &remoteEvents{s: s}, nil
+}
+
+func (b *backend) Ready() error {
+	if b.host.Epoch() == 0 {
+		return errors.New("not registered in a cluster yet")
+	}
+	for _, g := range b.host.LocalGroups() {
+		if id, _ := b.host.Leader(g); id == "" {
+			return fmt.Errorf("group %d has no known leader", g)
+		}
+	}
+	return nil
+}
+
+// groupEventBuffer is the events a local group feed may fall behind by
+// before it is cut off and reopened (its subscribers then catch up from
+// history).
+const groupEventBuffer = 8192
+
+// leadershipCheck is how often a local feed checks that this node still
+// leads its group.
+const leadershipCheck = 50 * time.Millisecond
+
+// localEvents is the feed of a group this node leads. It ends when the
+// leadership moves, so that the front reopens it from the new leader.
+type localEvents struct {
+	host  *multiraft.Host
+	group uint64
+	sub   *fsm.Subscription
+	tick  *time.Ticker
+}
+
+func newLocalEvents(h *multiraft.Host, group uint64, sub *fsm.Subscription) *localEvents {
+	return &localEvents{host: h, group: group, sub: sub, tick: time.NewTicker(leadershipCheck)}
+}
+
+func (l *localEvents) Recv() (fsm.Event, error) {
+	for {
+		select {
+		case ev, ok := <-l.sub.C:
+			if !ok {
+				if err := l.sub.Err(); err != nil {
+					return fsm.Event{}, err
+				}
+				return fsm.Event{}, fsm.ErrClosed
+			}
+			return ev, nil
+		case <-l.tick.C:
+			if id, _ := l.host.Leader(l.group); id != l.host.NodeID() {
+				return fsm.Event{}, fmt.Errorf("%w: this node no longer leads group %d", multiraft.ErrUnavailable, l.group)
+			}
+		}
+	}
+}
+
+func (l *localEvents) Close() {
+	l.sub.Close()
+	l.tick.Stop()
+}
+
+// remoteEvents is the feed of a group led by another node.
+type remoteEvents struct{ s *transport.Stream }
+
+func (r *remoteEvents) Recv() (fsm.Event, error) {
+	b, err := r.s.Recv()
+	if err != nil {
+		return fsm.Event{}, err
+	}
+	return fsm.DecodeEvent(b)
+}
+
+func (r *remoteEvents) Close() { _ = r.s.Close() }

@@ -1,0 +1,350 @@
+package herald
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/heraldhq/herald/fsm"
+	"github.com/heraldhq/herald/multiraft"
+	"github.com/heraldhq/herald/multiraft/logstore"
+	"github.com/heraldhq/herald/wsfront"
+	"github.com/heraldhq/herald/wsfront/auth"
+)
+
+// Config configures one node.
+type Config struct {
+	// NodeID names the node in its cluster; it must stay the same across
+	// restarts with the same DataDir.
+	NodeID string
+	// DataDir holds the node's raft logs (raft/) and room state (state/).
+	DataDir string
+
+	// ClientAddr is where the websocket and HTTP port listens
+	// ("127.0.0.1:0" picks a free port); PeerAddr the same for the peer port.
+	// The advertised forms are what clients and other nodes dial (default:
+	// the bound address).
+	ClientAddr          string
+	AdvertiseClientAddr string
+	PeerAddr            string
+	AdvertisePeerAddr   string
+	// ClientTLS serves the client port as https/wss.
+	ClientTLS *tls.Config
+	// PeerTLS and PeerClientTLS turn on mutual TLS on the peer port.
+	PeerTLS       *tls.Config
+	PeerClientTLS *tls.Config
+
+	// Bootstrap creates a new cluster (every initial node gets the same
+	// spec); Join adds the node to an existing one through any of its
+	// nodes' peer addresses. A node restarting with its data needs neither;
+	// Node.Bootstrap and Node.Join do the same after Start.
+	Bootstrap *multiraft.BootstrapSpec
+	Join      []string
+
+	Auth     auth.Config
+	Limits   wsfront.Limits // zero: wsfront.DefaultLimits()
+	LogStore logstore.Kind
+	Timing   multiraft.Timing // zero: multiraft.DefaultTiming()
+	// LeaseTTL is how long the node's ephemeral members outlive it when it
+	// dies without closing (default multiraft's).
+	LeaseTTL time.Duration
+	// TickInterval is how often the leader of each group enforces the age
+	// limits of its rooms' history (default 30s).
+	TickInterval time.Duration
+	// StopTimeout bounds Close (default 15s).
+	StopTimeout time.Duration
+	Logger      *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.TickInterval == 0 {
+		c.TickInterval = 30 * time.Second
+	}
+	if c.StopTimeout == 0 {
+		c.StopTimeout = 15 * time.Second
+	}
+	if c.Limits == (wsfront.Limits{}) {
+		c.Limits = wsfront.DefaultLimits()
+	}
+}
+
+// Validate reports the first problems with the configuration.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.NodeID == "" {
+		errs = append(errs, errors.New("node id is required"))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("data dir is required"))
+	}
+	if c.ClientAddr == "" {
+		errs = append(errs, errors.New("client address is required"))
+	}
+	if c.PeerAddr == "" {
+		errs = append(errs, errors.New("peer address is required"))
+	}
+	if c.Bootstrap != nil && len(c.Join) > 0 {
+		errs = append(errs, errors.New("bootstrap and join exclude each other: a node founds a cluster or joins one"))
+	}
+	if c.TickInterval < 0 || c.StopTimeout < 0 {
+		errs = append(errs, errors.New("tick interval and stop timeout must not be negative"))
+	}
+	if err := c.Limits.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Auth.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("auth: %w", err))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("herald: %w", err)
+	}
+	return nil
+}
+
+// Node is a running Herald node: storage, raft groups and client port.
+type Node struct {
+	cfg      Config
+	store    *fsm.Store
+	host     *multiraft.Host
+	front    *wsfront.Server
+	listener net.Listener
+	url      string
+
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Start opens the node's storage, starts its raft groups and its client
+// port, and, when cfg says so, bootstraps or joins a cluster and waits until
+// the node is registered in it.
+func Start(ctx context.Context, cfg Config) (n *Node, err error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return nil, fmt.Errorf("herald: data dir: %w", err)
+	}
+	n = &Node{cfg: cfg}
+	defer func() {
+		if err != nil {
+			n.release()
+		}
+	}()
+	// The client port is bound first: a port in use fails the start before
+	// anything joins a cluster, and the bound address is what the cluster
+	// records for clients.
+	if n.listener, err = net.Listen("tcp", cfg.ClientAddr); err != nil {
+		return nil, fmt.Errorf("herald: client port: %w", err)
+	}
+	clientAddr := cfg.AdvertiseClientAddr
+	if clientAddr == "" {
+		clientAddr = n.listener.Addr().String()
+	}
+	scheme := "http"
+	if cfg.ClientTLS != nil {
+		n.listener = tls.NewListener(n.listener, cfg.ClientTLS)
+		scheme = "https"
+	}
+	n.url = scheme + "://" + clientAddr
+	if n.store, err = fsm.OpenStore(fsm.DefaultStoreConfig(filepath.Join(cfg.DataDir, "state"))); err != nil {
+		return nil, fmt.Errorf("herald: room state: %w", err)
+	}
+	timing := cfg.Timing
+	if timing == (multiraft.Timing{}) {
+		timing = multiraft.DefaultTiming()
+	}
+	n.host, err = multiraft.Start(multiraft.Config{
+		NodeID:            cfg.NodeID,
+		DataDir:           filepath.Join(cfg.DataDir, "raft"),
+		PeerAddr:          cfg.PeerAddr,
+		AdvertisePeerAddr: cfg.AdvertisePeerAddr,
+		ClientAddr:        clientAddr,
+		PeerTLS:           cfg.PeerTLS,
+		PeerClientTLS:     cfg.PeerClientTLS,
+		LogStore:          cfg.LogStore,
+		Timing:            timing,
+		LeaseTTL:          cfg.LeaseTTL,
+		App:               &Application{Store: n.store, Logger: cfg.Logger},
+		Logger:            cfg.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	n.front, err = wsfront.New(wsfront.Config{
+		Backend: &backend{host: n.host},
+		Auth:    cfg.Auth,
+		Limits:  cfg.Limits,
+		Logger:  cfg.Logger.With("part", "wsfront"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := n.front.Serve(n.listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			cfg.Logger.Error("client port stopped", "err", err)
+		}
+	}()
+	bg, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.tickLoop(bg)
+	}()
+	switch {
+	case cfg.Bootstrap != nil:
+		err = n.Bootstrap(ctx, *cfg.Bootstrap)
+	case len(cfg.Join) > 0:
+		err = n.Join(ctx, cfg.Join)
+	case len(n.host.LocalGroups()) > 0 || n.host.Cluster().Initialized():
+		// A restart: the node registers its new process by itself.
+		_, err = n.host.WaitRegistered(ctx)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// Bootstrap creates a new cluster from spec (see multiraft.Host.Bootstrap)
+// and waits until this node is registered in it.
+func (n *Node) Bootstrap(ctx context.Context, spec multiraft.BootstrapSpec) error {
+	if err := n.host.Bootstrap(ctx, spec); err != nil {
+		return err
+	}
+	_, err := n.host.WaitRegistered(ctx)
+	return err
+}
+
+// Join adds the node to an existing cluster and waits until it is
+// registered.
+func (n *Node) Join(ctx context.Context, seeds []string) error {
+	if err := n.host.Join(ctx, seeds); err != nil {
+		return err
+	}
+	_, err := n.host.WaitRegistered(ctx)
+	return err
+}
+
+// URL is the client port's base URL ("http://host:port"); websockets are at
+// URL with ws(s) and path /ws.
+func (n *Node) URL() string { return n.url }
+
+// WebsocketURL is where clients connect.
+func (n *Node) WebsocketURL() string {
+	if n.cfg.ClientTLS != nil {
+		return "wss" + n.url[len("https"):] + "/ws"
+	}
+	return "ws" + n.url[len("http"):] + "/ws"
+}
+
+// PeerAddr is the address other nodes reach this node's peer port at.
+func (n *Node) PeerAddr() string { return n.host.PeerAddr() }
+
+// Host is the node's multiraft host, for operations (moves, rebalancing).
+func (n *Node) Host() *multiraft.Host { return n.host }
+
+// Front is the node's client port, to add HTTP endpoints to.
+func (n *Node) Front() *wsfront.Server { return n.front }
+
+// Close stops the node gracefully within StopTimeout: it hands its group
+// leaderships to other replicas (so the cluster does not wait for an
+// election), tells every socket 1001 going away and leaves the rooms they
+// joined, then stops its groups and storage, keeping all data.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.StopTimeout)
+		defer cancel()
+		var errs []error
+		// Leave a third of the time for the sockets' leaves.
+		tctx, tcancel := context.WithTimeout(ctx, 2*n.cfg.StopTimeout/3)
+		if err := n.host.TransferLeaderships(tctx); err != nil {
+			n.cfg.Logger.Info("not every leadership was handed over; the groups will elect", "err", err)
+		}
+		tcancel()
+		if err := n.front.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
+		n.closeErr = errors.Join(append(errs, n.release())...)
+	})
+	return n.closeErr
+}
+
+// release stops what Start started, in reverse order.
+func (n *Node) release() error {
+	var errs []error
+	if n.cancel != nil {
+		n.cancel()
+	}
+	if n.front != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = n.front.Shutdown(ctx) // already done by a graceful Close
+		cancel()
+	} else if n.listener != nil {
+		_ = n.listener.Close()
+	}
+	n.wg.Wait()
+	if n.host != nil {
+		errs = append(errs, n.host.Close())
+	}
+	if n.store != nil {
+		errs = append(errs, n.store.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// tickLoop has this node's leaders enforce their rooms' history age limits:
+// time in the state machine moves only with the log.
+func (n *Node) tickLoop(ctx context.Context) {
+	t := time.NewTicker(n.cfg.TickInterval)
+	defer t.Stop()
+	cmd := (&fsm.Command{Op: fsm.OpTick}).Encode()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, g := range n.host.LocalGroups() {
+			if id, _ := n.host.Leader(g); id != n.host.NodeID() {
+				continue
+			}
+			for range 100 { // a tick trims at most MaxTickRooms rooms
+				pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				out, err := n.host.Propose(pctx, g, cmd)
+				cancel()
+				if err != nil || !(&Application{}).MoreToDo(out) {
+					break
+				}
+			}
+		}
+	}
+}
+
+// Crash stops the node at once, as a crash would, for fault injection:
+// sockets are cut without a close frame, and leaderships and the sockets'
+// memberships are left for the cluster to recover (elections, lease
+// expiry). The data stays on disk.
+func (n *Node) Crash() error {
+	n.closeOnce.Do(func() {
+		n.front.Abort()
+		n.closeErr = n.release()
+	})
+	return n.closeErr
+}

@@ -1,0 +1,154 @@
+package wsfront
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/heraldhq/herald/fsm"
+	"github.com/heraldhq/herald/wsfront/auth"
+)
+
+// Subprotocol is the websocket sub-protocol the front speaks.
+const Subprotocol = "herald.v1"
+
+// Backend is the replicated room store behind the front: the root package
+// implements it on multiraft and fsm. Errors are multiraft's and fsm's
+// sentinel errors (test with errors.Is), or the context's.
+type Backend interface {
+	// NodeID names this node; NodeEpoch is its current registration in the
+	// cluster (0 until registered), to which ephemeral joins are bound.
+	NodeID() string
+	NodeEpoch() uint64
+	// Group is the raft group that holds a room.
+	Group(room string) uint64
+	// Propose commits a command in its room's group and returns its result.
+	Propose(ctx context.Context, cmd fsm.Command) (*fsm.Result, error)
+	// History, Members and Room read a room, linearizably unless stale.
+	History(ctx context.Context, room string, fromSeq uint64, limit int, stale bool) (fsm.History, error)
+	Members(ctx context.Context, room string, stale bool) (fsm.Members, error)
+	Room(ctx context.Context, room string) (fsm.RoomInfo, error)
+	// GroupEvents opens a stream of the events the group applies from now
+	// on, from its leader. The stream ends when the leadership moves; the
+	// caller then opens a new one.
+	GroupEvents(ctx context.Context, group uint64) (EventStream, error)
+	// Ready reports why the node cannot serve yet, or nil.
+	Ready() error
+}
+
+// EventStream is one open feed of a group's committed events.
+type EventStream interface {
+	// Recv returns the next event, or an error once the stream has ended.
+	Recv() (fsm.Event, error)
+	Close()
+}
+
+// Limits bound what one socket may cost the node. docs/protocol.md lists
+// them with the answer a client gets for each.
+type Limits struct {
+	MaxFrame       int           // bytes of one client frame
+	MaxData        int           // bytes of a publish's data or a join's meta
+	MaxRooms       int           // rooms joined plus subscribed per socket
+	PublishRate    float64       // publishes per second per socket
+	PublishBurst   int           // publishes allowed at once
+	MaxInflight    int           // requests in progress per socket
+	MaxQueueFrames int           // outgoing frames queued per socket
+	MaxQueueBytes  int           // outgoing bytes queued per socket
+	AuthTimeout    time.Duration // to authenticate after connecting
+	IdleTimeout    time.Duration // without receiving anything
+	PingInterval   time.Duration // between server pings
+	RequestTimeout time.Duration // one request, retries included
+	// HandshakeTimeout bounds the websocket upgrade.
+	HandshakeTimeout time.Duration
+	// LeaveTimeout bounds the leaves a closing socket proposes for the rooms
+	// it joined; past it, the node's lease expiry removes the members.
+	LeaveTimeout time.Duration
+}
+
+// DefaultLimits are the limits docs/protocol.md documents.
+func DefaultLimits() Limits {
+	return Limits{
+		MaxFrame:         64 << 10,
+		MaxData:          64 << 10,
+		MaxRooms:         100,
+		PublishRate:      100,
+		PublishBurst:     200,
+		MaxInflight:      64,
+		MaxQueueFrames:   1024,
+		MaxQueueBytes:    4 << 20,
+		AuthTimeout:      10 * time.Second,
+		IdleTimeout:      60 * time.Second,
+		PingInterval:     20 * time.Second,
+		RequestTimeout:   10 * time.Second,
+		HandshakeTimeout: 10 * time.Second,
+		LeaveTimeout:     5 * time.Second,
+	}
+}
+
+// Validate reports a limit that would make the front unusable.
+func (l Limits) Validate() error {
+	var errs []error
+	positive := func(name string, v int) {
+		if v <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be positive, got %d", name, v))
+		}
+	}
+	positive("max frame", l.MaxFrame)
+	positive("max data", l.MaxData)
+	positive("max rooms", l.MaxRooms)
+	positive("publish burst", l.PublishBurst)
+	positive("max inflight", l.MaxInflight)
+	positive("max queue frames", l.MaxQueueFrames)
+	positive("max queue bytes", l.MaxQueueBytes)
+	if l.PublishRate <= 0 {
+		errs = append(errs, fmt.Errorf("publish rate must be positive, got %v", l.PublishRate))
+	}
+	if l.MaxData > fsm.MaxPayloadBytes {
+		errs = append(errs, fmt.Errorf("max data %d is above what the state machine accepts (%d)", l.MaxData, fsm.MaxPayloadBytes))
+	}
+	for name, d := range map[string]time.Duration{
+		"auth timeout": l.AuthTimeout, "idle timeout": l.IdleTimeout, "ping interval": l.PingInterval,
+		"request timeout": l.RequestTimeout, "handshake timeout": l.HandshakeTimeout, "leave timeout": l.LeaveTimeout,
+	} {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be positive, got %v", name, d))
+		}
+	}
+	if l.PingInterval > 0 && l.IdleTimeout > 0 && l.PingInterval >= l.IdleTimeout {
+		errs = append(errs, fmt.Errorf("ping interval %v must be shorter than idle timeout %v", l.PingInterval, l.IdleTimeout))
+	}
+	return errors.Join(errs...)
+}
+
+// Config configures a front.
+type Config struct {
+	Backend Backend
+	Auth    auth.Config
+	Limits  Limits
+	Logger  *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.Limits == (Limits{}) {
+		c.Limits = DefaultLimits()
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Validate reports the first problems with the configuration.
+func (c *Config) Validate() error {
+	if c.Backend == nil {
+		return errors.New("wsfront: no backend")
+	}
+	if err := c.Auth.Validate(); err != nil {
+		return fmt.Errorf("wsfront: auth: %w", err)
+	}
+	if err := c.Limits.Validate(); err != nil {
+		return fmt.Errorf("wsfront: limits: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,354 @@
+package wsfront
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/heraldhq/herald/fsm"
+)
+
+// request is one client frame. Pointers tell an absent field from a zero
+// one where the protocol gives absence a meaning.
+type request struct {
+	ID          json.RawMessage `json:"id"`
+	Op          string          `json:"op"`
+	Room        string          `json:"room"`
+	Token       string          `json:"token"`
+	User        string          `json:"user"`
+	Data        json.RawMessage `json:"data"`
+	Meta        json.RawMessage `json:"meta"`
+	Key         string          `json:"key"`
+	ExpectSeq   *uint64         `json:"expect_seq"`
+	FromSeq     *uint64         `json:"from_seq"`
+	Limit       *int            `json:"limit"`
+	Epoch       *string         `json:"epoch"`
+	Consistency string          `json:"consistency"`
+}
+
+// Ops of protocol herald.v1.
+const (
+	opAuth        = "auth"
+	opJoin        = "join"
+	opLeave       = "leave"
+	opPublish     = "publish"
+	opHistory     = "history"
+	opSubscribe   = "subscribe"
+	opUnsubscribe = "unsubscribe"
+	opMembers     = "members"
+	opPing        = "ping"
+)
+
+// Error codes of protocol herald.v1.
+const (
+	codeBadRequest     = "bad_request"
+	codeUnauthorized   = "unauthorized"
+	codeForbidden      = "forbidden"
+	codeNotFound       = "not_found"
+	codeConflict       = "conflict"
+	codeTooLarge       = "too_large"
+	codeRateLimited    = "rate_limited"
+	codeLimitExceeded  = "limit_exceeded"
+	codeUnavailable    = "unavailable"
+	codeUnknownOutcome = "unknown_outcome"
+	codeInternal       = "internal"
+)
+
+// Close codes of protocol herald.v1 beyond the standard ones.
+const (
+	closeNormal       = 1000
+	closeGoingAway    = 1001
+	closeAuthTimeout  = 4001
+	closeIdle         = 4002
+	closeSlowConsumer = 4008
+)
+
+const maxHistoryLimit = 1000
+
+// protoError is an error a client sees in a reply.
+type protoError struct {
+	code      string
+	msg       string
+	retryable bool
+	// lastSeq goes with conflict; retryAfter with rate_limited.
+	lastSeq    uint64
+	retryAfter time.Duration
+}
+
+func (e *protoError) Error() string { return e.code + ": " + e.msg }
+
+func badRequest(format string, args ...any) *protoError {
+	return &protoError{code: codeBadRequest, msg: fmt.Sprintf(format, args...)}
+}
+
+// decodeRequest parses and checks one text frame. On error the returned
+// request still carries the id if one could be read, so the reply can name it.
+func decodeRequest(frame []byte) (request, *protoError) {
+	var req request
+	trimmed := bytes.TrimSpace(frame)
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		return req, badRequest("a frame must be one JSON object")
+	}
+	if err := json.Unmarshal(trimmed, &req); err != nil {
+		// Recover the id for the reply when only another field was bad.
+		var idOnly struct {
+			ID json.RawMessage `json:"id"`
+		}
+		if json.Unmarshal(trimmed, &idOnly) == nil && validID(idOnly.ID) {
+			req.ID = idOnly.ID
+		} else {
+			req.ID = nil
+		}
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) && typeErr.Field != "" {
+			return req, badRequest("field %q must be %s, not %s", typeErr.Field, jsonKind(typeErr.Type.Kind().String()), typeErr.Value)
+		}
+		return req, badRequest("invalid JSON: %v", err)
+	}
+	if !validID(req.ID) {
+		req.ID = nil
+		return req, badRequest("id must be a number or a string")
+	}
+	if req.Op == "" {
+		return req, badRequest("missing op")
+	}
+	return req, nil
+}
+
+func validID(id json.RawMessage) bool {
+	if len(id) == 0 {
+		return true
+	}
+	switch c := id[0]; {
+	case c == '"', c == '-', c >= '0' && c <= '9':
+		return len(id) <= 256
+	}
+	return false
+}
+
+func jsonKind(goKind string) string {
+	switch goKind {
+	case "string":
+		return "a string"
+	case "uint64", "int":
+		return "a non-negative integer"
+	case "ptr":
+		return "a different type"
+	}
+	return goKind
+}
+
+// checkRoom validates a room name as the protocol defines it.
+func checkRoom(room string) *protoError {
+	if room == "" {
+		return badRequest("missing room")
+	}
+	if len(room) > fsm.MaxRoomBytes {
+		return badRequest("room name is %d bytes; at most %d", len(room), fsm.MaxRoomBytes)
+	}
+	if !validText(room) {
+		return badRequest("room name must be UTF-8 without control characters")
+	}
+	return nil
+}
+
+func validText(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// replyWriter builds one JSON reply or push in a byte slice, without
+// reflection: replies are on every request's path.
+type replyWriter struct{ b []byte }
+
+func newReply(id json.RawMessage, ok bool) *replyWriter {
+	w := &replyWriter{b: make([]byte, 0, 96)}
+	w.b = append(w.b, `{"id":`...)
+	if len(id) == 0 {
+		w.b = append(w.b, "null"...)
+	} else {
+		w.b = append(w.b, id...)
+	}
+	if ok {
+		w.b = append(w.b, `,"ok":true`...)
+	} else {
+		w.b = append(w.b, `,"ok":false`...)
+	}
+	return w
+}
+
+func newPush(ev string) *replyWriter {
+	w := &replyWriter{b: make([]byte, 0, 96)}
+	w.b = append(w.b, `{"ev":`...)
+	w.b = appendString(w.b, ev)
+	return w
+}
+
+func (w *replyWriter) key(k string) {
+	w.b = append(w.b, ',', '"')
+	w.b = append(w.b, k...)
+	w.b = append(w.b, '"', ':')
+}
+
+func (w *replyWriter) str(k, v string) *replyWriter {
+	w.key(k)
+	w.b = appendString(w.b, v)
+	return w
+}
+
+func (w *replyWriter) uint(k string, v uint64) *replyWriter {
+	w.key(k)
+	w.b = strconv.AppendUint(w.b, v, 10)
+	return w
+}
+
+func (w *replyWriter) bool(k string, v bool) *replyWriter {
+	w.key(k)
+	w.b = strconv.AppendBool(w.b, v)
+	return w
+}
+
+func (w *replyWriter) epoch(e uint64) *replyWriter { return w.str("epoch", epochString(e)) }
+
+func (w *replyWriter) err(e *protoError) *replyWriter {
+	w.key("error")
+	w.b = append(w.b, `{"code":`...)
+	w.b = appendString(w.b, e.code)
+	w.b = append(w.b, `,"message":`...)
+	w.b = appendString(w.b, e.msg)
+	w.b = append(w.b, `,"retryable":`...)
+	w.b = strconv.AppendBool(w.b, e.retryable)
+	w.b = append(w.b, '}')
+	if e.code == codeConflict {
+		w.uint("last_seq", e.lastSeq)
+	}
+	if e.retryAfter > 0 {
+		w.uint("retry_after_ms", uint64((e.retryAfter+time.Millisecond-1)/time.Millisecond))
+	}
+	return w
+}
+
+func (w *replyWriter) done() []byte { return append(w.b, '}') }
+
+func errorReply(id json.RawMessage, e *protoError) []byte {
+	return newReply(id, false).err(e).done()
+}
+
+// epochString is the protocol's form of a room epoch: "" for a room that
+// does not exist.
+func epochString(e uint64) string {
+	if e == 0 {
+		return ""
+	}
+	return strconv.FormatUint(e, 10)
+}
+
+func parseEpoch(s string) (uint64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	e, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("epoch %q is not one this node issued", s)
+	}
+	return e, nil
+}
+
+var eventTypes = [...]string{
+	fsm.EventJoin:    "join",
+	fsm.EventLeave:   "leave",
+	fsm.EventMessage: "message",
+}
+
+// appendEvent appends an event push.
+func appendEvent(b []byte, ev *fsm.Event) []byte {
+	b = append(b, `{"ev":"event","room":`...)
+	b = appendString(b, ev.Room)
+	b = append(b, `,"epoch":"`...)
+	b = strconv.AppendUint(b, ev.Epoch, 10)
+	b = append(b, `","seq":`...)
+	b = strconv.AppendUint(b, ev.Seq, 10)
+	b = append(b, `,"type":`...)
+	typ := "unknown"
+	if int(ev.Type) < len(eventTypes) && eventTypes[ev.Type] != "" {
+		typ = eventTypes[ev.Type]
+	}
+	b = appendString(b, typ)
+	b = append(b, `,"member":`...)
+	b = appendString(b, ev.Member)
+	b = append(b, `,"data":`...)
+	b = appendRawJSON(b, ev.Data)
+	b = append(b, `,"ts":"`...)
+	b = ev.Time.UTC().AppendFormat(b, time.RFC3339Nano)
+	return append(b, `"}`...)
+}
+
+func eventFrame(ev *fsm.Event) []byte { return appendEvent(make([]byte, 0, 128+len(ev.Data)), ev) }
+
+// appendRawJSON appends v, which the front stored as JSON; anything that is
+// not (written by another kind of client) goes out as a string so the frame
+// stays valid JSON.
+func appendRawJSON(b, v []byte) []byte {
+	if len(v) == 0 {
+		return append(b, "null"...)
+	}
+	if json.Valid(v) {
+		return append(b, v...)
+	}
+	return appendString(b, string(v))
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendString appends s as a JSON string.
+func appendString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
+			i++
+			continue
+		}
+		if c < utf8.RuneSelf {
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i++
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}

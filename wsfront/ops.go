@@ -1,0 +1,324 @@
+package wsfront
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/lxzan/gws"
+
+	"github.com/heraldhq/herald/fsm"
+	"github.com/heraldhq/herald/multiraft"
+	"github.com/heraldhq/herald/wsfront/auth"
+)
+
+// message handles one client frame on the socket's read goroutine. Ops
+// that wait for consensus run in their own goroutine, so a socket keeps
+// reading (pings, more requests) while they do.
+func (sess *session) message(msg *gws.Message) {
+	sess.touch()
+	if msg.Opcode != gws.OpcodeText {
+		sess.send(errorReply(nil, badRequest("binary frames are not part of %s; send JSON text frames", Subprotocol)))
+		return
+	}
+	lim := sess.srv.cfg.Limits
+	if msg.Data.Len() > lim.MaxFrame {
+		sess.send(errorReply(nil, &protoError{code: codeTooLarge,
+			msg: fmt.Sprintf("frame is %d bytes; at most %d", msg.Data.Len(), lim.MaxFrame)}))
+		return
+	}
+	req, perr := decodeRequest(msg.Bytes())
+	if perr != nil {
+		sess.send(errorReply(req.ID, perr))
+		return
+	}
+	switch req.Op {
+	case opPing:
+		sess.send(newReply(req.ID, true).bool("pong", true).done())
+		return
+	case opAuth:
+		sess.send(sess.auth(&req))
+		return
+	case opJoin, opLeave, opPublish, opHistory, opMembers, opSubscribe, opUnsubscribe:
+	default:
+		sess.send(errorReply(req.ID, badRequest("unknown op %q", req.Op)))
+		return
+	}
+	ident, perr := sess.authorized(req.Op, req.Room)
+	if perr != nil {
+		sess.send(errorReply(req.ID, perr))
+		return
+	}
+	if req.Op == opUnsubscribe {
+		sess.send(sess.unsubscribe(&req))
+		return
+	}
+	if sess.srv.be.NodeEpoch() == 0 {
+		sess.send(errorReply(req.ID, &protoError{code: codeUnavailable, retryable: true,
+			msg: "this node has not joined its cluster yet; retry or use another node"}))
+		return
+	}
+	if int(sess.inflight.Add(1)) > lim.MaxInflight {
+		sess.inflight.Add(-1)
+		sess.send(errorReply(req.ID, &protoError{code: codeRateLimited, retryable: true, retryAfter: 100 * time.Millisecond,
+			msg: fmt.Sprintf("more than %d requests in progress on this socket", lim.MaxInflight)}))
+		return
+	}
+	sess.goOwned(func(ctx context.Context) {
+		defer sess.inflight.Add(-1)
+		ctx, cancel := context.WithTimeout(ctx, lim.RequestTimeout)
+		defer cancel()
+		var reply []byte
+		switch req.Op {
+		case opJoin:
+			reply = sess.join(ctx, ident, &req)
+		case opLeave:
+			reply = sess.leaveOp(ctx, ident, &req)
+		case opPublish:
+			reply = sess.publish(ctx, ident, &req)
+		case opHistory:
+			reply = sess.history(ctx, &req)
+		case opMembers:
+			reply = sess.members(ctx, &req)
+		case opSubscribe:
+			sess.subscribe(ctx, &req)
+			return // subscribe sends its reply itself, before its events
+		}
+		sess.send(reply)
+	})
+}
+
+func (sess *session) auth(req *request) []byte {
+	v := sess.srv.verifier
+	var ident *auth.Identity
+	var err error
+	switch {
+	case req.Token != "":
+		ident, err = v.Token(req.Token)
+	case req.User != "":
+		if !validText(req.User) || len(req.User) > fsm.MaxMemberBytes {
+			return errorReply(req.ID, badRequest("user must be 1..%d bytes of UTF-8 without control characters", fsm.MaxMemberBytes))
+		}
+		ident, err = v.User(req.User)
+	default:
+		return errorReply(req.ID, badRequest("auth needs a token"))
+	}
+	if err != nil {
+		return errorReply(req.ID, &protoError{code: codeUnauthorized, msg: err.Error()})
+	}
+	sess.mu.Lock()
+	if sess.ident != nil && sess.ident.User != ident.User {
+		sess.mu.Unlock()
+		return errorReply(req.ID, &protoError{code: codeUnauthorized,
+			msg: fmt.Sprintf("this socket is authenticated as %q; open a new socket for %q", sess.ident.User, ident.User)})
+	}
+	sess.ident = ident
+	sess.mu.Unlock()
+	w := newReply(req.ID, true).str("user", ident.User).str("node", sess.srv.be.NodeID())
+	if !ident.Expires.IsZero() {
+		w.str("expires", ident.Expires.UTC().Format(time.RFC3339))
+	}
+	return w.done()
+}
+
+// authorized checks that the socket may run op on room.
+func (sess *session) authorized(op, room string) (*auth.Identity, *protoError) {
+	ident := sess.identity()
+	if ident == nil {
+		return nil, &protoError{code: codeUnauthorized, msg: "send auth first"}
+	}
+	if ident.Expired(time.Now()) {
+		return nil, &protoError{code: codeUnauthorized, msg: "token expired; send auth with a fresh token"}
+	}
+	if perr := checkRoom(room); perr != nil {
+		return nil, perr
+	}
+	var action auth.Action
+	switch op {
+	case opJoin, opLeave:
+		action = auth.Join
+	case opPublish:
+		action = auth.Publish
+	case opHistory, opMembers, opSubscribe:
+		action = auth.Read
+	default:
+		return ident, nil
+	}
+	if !ident.Can(action, room) {
+		return nil, &protoError{code: codeForbidden, msg: fmt.Sprintf("user %q may not %s room %q", ident.User, action, room)}
+	}
+	return ident, nil
+}
+
+// roomsInUse counts the rooms the socket holds against MaxRooms.
+func (sess *session) roomsInUseLocked() int { return len(sess.subs) + len(sess.joined) }
+
+func (sess *session) join(ctx context.Context, ident *auth.Identity, req *request) []byte {
+	lim := sess.srv.cfg.Limits
+	if max := min(lim.MaxData, fsm.MaxMetaBytes); len(req.Meta) > max {
+		return errorReply(req.ID, &protoError{code: codeTooLarge, msg: fmt.Sprintf("meta is %d bytes; at most %d", len(req.Meta), max)})
+	}
+	sess.mu.Lock()
+	_, again := sess.joined[req.Room]
+	full := !again && sess.roomsInUseLocked() >= lim.MaxRooms
+	sess.mu.Unlock()
+	if full {
+		return errorReply(req.ID, limitExceeded(lim.MaxRooms))
+	}
+	epoch := sess.srv.be.NodeEpoch()
+	if epoch == 0 {
+		return errorReply(req.ID, &protoError{code: codeUnavailable, retryable: true, msg: "this node has not joined its cluster yet"})
+	}
+	meta := []byte(req.Meta)
+	if string(meta) == "null" {
+		meta = nil
+	}
+	cmd := fsm.Command{Op: fsm.OpJoin, Room: req.Room, Member: ident.User, Meta: meta,
+		Ephemeral: true, NodeID: sess.srv.be.NodeID(), NodeEpoch: epoch}
+	res, perr := sess.srv.propose(ctx, cmd, false)
+	if perr == nil {
+		sess.mu.Lock()
+		if sess.joined == nil {
+			sess.joined = make(map[string]struct{})
+		}
+		ended := sess.ended
+		if !ended {
+			sess.joined[req.Room] = struct{}{}
+		}
+		sess.mu.Unlock()
+		if ended {
+			// The socket closed while the join committed: undo it.
+			ctx, cancel := context.WithTimeout(context.Background(), lim.LeaveTimeout)
+			defer cancel()
+			_, _ = sess.srv.leave(ctx, ident.User, req.Room)
+		}
+	}
+	return seqReply(req.ID, res, perr)
+}
+
+func (sess *session) leaveOp(ctx context.Context, ident *auth.Identity, req *request) []byte {
+	res, perr := sess.srv.leave(ctx, ident.User, req.Room)
+	if perr == nil {
+		sess.mu.Lock()
+		delete(sess.joined, req.Room)
+		sess.mu.Unlock()
+	}
+	return seqReply(req.ID, res, perr)
+}
+
+func (s *Server) leave(ctx context.Context, member, room string) (*fsm.Result, *protoError) {
+	return s.propose(ctx, fsm.Command{Op: fsm.OpLeave, Room: room, Member: member}, false)
+}
+
+func seqReply(id []byte, res *fsm.Result, perr *protoError) []byte {
+	if perr != nil {
+		return errorReply(id, perr)
+	}
+	return newReply(id, true).uint("seq", res.Seq).epoch(res.Epoch).done()
+}
+
+func limitExceeded(n int) *protoError {
+	return &protoError{code: codeLimitExceeded, msg: fmt.Sprintf("this socket already uses %d rooms (joined plus subscribed); leave or unsubscribe one first", n)}
+}
+
+func (sess *session) publish(ctx context.Context, ident *auth.Identity, req *request) []byte {
+	lim := sess.srv.cfg.Limits
+	switch {
+	case len(req.Data) == 0:
+		return errorReply(req.ID, badRequest("publish needs data"))
+	case len(req.Data) > lim.MaxData:
+		return errorReply(req.ID, &protoError{code: codeTooLarge, msg: fmt.Sprintf("data is %d bytes; at most %d", len(req.Data), lim.MaxData)})
+	case len(req.Key) > fsm.MaxKeyBytes:
+		return errorReply(req.ID, badRequest("key is %d bytes; at most %d", len(req.Key), fsm.MaxKeyBytes))
+	}
+	if wait, ok := sess.takePublishToken(time.Now()); !ok {
+		return errorReply(req.ID, &protoError{code: codeRateLimited, retryable: true, retryAfter: wait,
+			msg: fmt.Sprintf("over %v publishes per second on this socket", lim.PublishRate)})
+	}
+	cmd := fsm.Command{Op: fsm.OpPublish, Room: req.Room, Member: ident.User, Data: req.Data, Key: req.Key}
+	if req.ExpectSeq != nil {
+		cmd.HasExpectSeq, cmd.ExpectSeq = true, *req.ExpectSeq
+	}
+	res, perr := sess.srv.propose(ctx, cmd, req.Key != "")
+	if perr != nil {
+		return errorReply(req.ID, perr)
+	}
+	return newReply(req.ID, true).uint("seq", res.Seq).epoch(res.Epoch).bool("duplicate", res.Duplicate).done()
+}
+
+// propose commits cmd, retrying while the request's deadline allows when
+// nothing was written (no leader yet) and, for a keyed publish, when the
+// outcome was lost (the key makes the retry harmless). Once any attempt may
+// have committed, a later failure is reported as unknown_outcome, never as a
+// failure the client would take as final.
+func (s *Server) propose(ctx context.Context, cmd fsm.Command, retryUnknown bool) (*fsm.Result, *protoError) {
+	uncertain := false
+	backoff := 20 * time.Millisecond
+	for {
+		res, err := s.be.Propose(ctx, cmd)
+		if err == nil {
+			if res.Err != nil {
+				return nil, resultError(cmd.Op, res)
+			}
+			return res, nil
+		}
+		unknown := errors.Is(err, multiraft.ErrUnknownOutcome) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
+		if unknown {
+			uncertain = true
+		}
+		retry := errors.Is(err, multiraft.ErrUnavailable) || (unknown && retryUnknown)
+		if !retry || !sleep(ctx, backoff) {
+			if uncertain {
+				return nil, &protoError{code: codeUnknownOutcome, retryable: true,
+					msg: fmt.Sprintf("the write may or may not have committed (%v); retry with the same key to find out", err)}
+			}
+			return nil, backendError(err)
+		}
+		backoff = min(2*backoff, 500*time.Millisecond)
+	}
+}
+
+// resultError maps what the state machine refused to the protocol's codes.
+func resultError(op fsm.Op, res *fsm.Result) *protoError {
+	err := res.Err
+	switch {
+	case errors.Is(err, fsm.ErrConflict):
+		return &protoError{code: codeConflict, lastSeq: res.LastSeq, msg: err.Error()}
+	case errors.Is(err, fsm.ErrNotMember) && op == fsm.OpLeave:
+		return &protoError{code: codeNotFound, msg: err.Error()}
+	case errors.Is(err, fsm.ErrNotMember):
+		return &protoError{code: codeForbidden, msg: err.Error()}
+	case errors.Is(err, fsm.ErrInvalid), errors.Is(err, fsm.ErrBadCommand):
+		return &protoError{code: codeBadRequest, msg: err.Error()}
+	case errors.Is(err, fsm.ErrRoomNotFound):
+		return &protoError{code: codeNotFound, msg: err.Error()}
+	}
+	return &protoError{code: codeInternal, retryable: true, msg: err.Error()}
+}
+
+// backendError maps a failed read or a write that certainly did not commit.
+func backendError(err error) *protoError {
+	switch {
+	case errors.Is(err, fsm.ErrRoomNotFound):
+		return &protoError{code: codeNotFound, msg: err.Error()}
+	case errors.Is(err, fsm.ErrInvalid):
+		return &protoError{code: codeBadRequest, msg: err.Error()}
+	case errors.Is(err, multiraft.ErrUnavailable), errors.Is(err, multiraft.ErrClosed),
+		errors.Is(err, multiraft.ErrNoReplica), errors.Is(err, multiraft.ErrUnknownOutcome),
+		errors.Is(err, context.DeadlineExceeded), errors.Is(err, fsm.ErrClosed),
+		errors.Is(err, fsm.ErrNeedsRestore), errors.Is(err, fsm.ErrStorage):
+		return &protoError{code: codeUnavailable, retryable: true, msg: err.Error()}
+	}
+	return &protoError{code: codeInternal, retryable: true, msg: err.Error()}
+}
+
+func consistencyOf(req *request) (stale bool, perr *protoError) {
+	switch req.Consistency {
+	case "", "linearizable":
+		return false, nil
+	case "stale":
+		return true, nil
+	}
+	return false, badRequest("consistency must be \"linearizable\" or \"stale\", not %q", req.Consistency)
+}

@@ -1,0 +1,222 @@
+package wsfront
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/heraldhq/herald/fsm"
+	"github.com/heraldhq/herald/multiraft"
+)
+
+// readRetry runs a read until it succeeds, fails for good, or the
+// request's deadline passes; reads have no side effects, so any attempt
+// that found no leader may simply be repeated.
+func (s *Server) readRetry(ctx context.Context, read func(context.Context) error) error {
+	backoff := 20 * time.Millisecond
+	for {
+		err := read(ctx)
+		if err == nil || !(errors.Is(err, multiraft.ErrUnavailable) || errors.Is(err, multiraft.ErrUnknownOutcome)) {
+			return err
+		}
+		if !sleep(ctx, backoff) {
+			return err
+		}
+		backoff = min(2*backoff, 500*time.Millisecond)
+	}
+}
+
+func (sess *session) history(ctx context.Context, req *request) []byte {
+	stale, perr := consistencyOf(req)
+	if perr != nil {
+		return errorReply(req.ID, perr)
+	}
+	limit := 100
+	if req.Limit != nil {
+		if *req.Limit < 1 || *req.Limit > maxHistoryLimit {
+			return errorReply(req.ID, badRequest("limit must be 1..%d", maxHistoryLimit))
+		}
+		limit = *req.Limit
+	}
+	var from uint64
+	if req.FromSeq != nil {
+		from = *req.FromSeq
+	}
+	var page fsm.History
+	err := sess.srv.readRetry(ctx, func(ctx context.Context) (err error) {
+		page, err = sess.srv.be.History(ctx, req.Room, from, limit, stale)
+		return err
+	})
+	if err != nil {
+		return errorReply(req.ID, backendError(err))
+	}
+	w := newReply(req.ID, true)
+	w.key("events")
+	w.b = append(w.b, '[')
+	for i := range page.Events {
+		if i > 0 {
+			w.b = append(w.b, ',')
+		}
+		w.b = appendEvent(w.b, &page.Events[i])
+	}
+	w.b = append(w.b, ']')
+	w.uint("first_seq", page.FirstSeq).uint("last_seq", page.LastSeq).epoch(page.Epoch)
+	if page.Truncated {
+		w.bool("truncated", true)
+	}
+	if stale {
+		w.bool("stale", true)
+	}
+	return w.done()
+}
+
+func (sess *session) members(ctx context.Context, req *request) []byte {
+	stale, perr := consistencyOf(req)
+	if perr != nil {
+		return errorReply(req.ID, perr)
+	}
+	var ms fsm.Members
+	err := sess.srv.readRetry(ctx, func(ctx context.Context) (err error) {
+		ms, err = sess.srv.be.Members(ctx, req.Room, stale)
+		return err
+	})
+	if err != nil {
+		return errorReply(req.ID, backendError(err))
+	}
+	w := newReply(req.ID, true)
+	w.key("members")
+	w.b = append(w.b, '[')
+	for i, m := range ms.Members {
+		if i > 0 {
+			w.b = append(w.b, ',')
+		}
+		w.b = append(w.b, `{"member":`...)
+		w.b = appendString(w.b, m.Name)
+		w.b = append(w.b, `,"meta":`...)
+		w.b = appendRawJSON(w.b, m.Meta)
+		w.b = append(w.b, `,"joined_seq":`...)
+		w.b = strconv.AppendUint(w.b, m.JoinedSeq, 10)
+		w.b = append(w.b, '}')
+	}
+	w.b = append(w.b, ']')
+	w.uint("seq", ms.Seq).epoch(ms.Epoch)
+	if stale {
+		w.bool("stale", true)
+	}
+	return w.done()
+}
+
+// subscribe registers the subscription before it reads where the room
+// stands, so that every event committed after that read reaches it live and
+// everything before it comes from history: no gap between the two.
+func (sess *session) subscribe(ctx context.Context, req *request) {
+	lim := sess.srv.cfg.Limits
+	var wantEpoch uint64
+	if req.Epoch != nil {
+		e, err := parseEpoch(*req.Epoch)
+		if err != nil {
+			sess.send(errorReply(req.ID, badRequest("%v", err)))
+			return
+		}
+		wantEpoch = e
+	}
+	sub := newSubscription(sess, req.Room)
+	sess.mu.Lock()
+	if sess.ended {
+		sess.mu.Unlock()
+		return
+	}
+	old := sess.subs[req.Room]
+	if old == nil && sess.roomsInUseLocked() >= lim.MaxRooms {
+		sess.mu.Unlock()
+		sess.send(errorReply(req.ID, limitExceeded(lim.MaxRooms)))
+		return
+	}
+	if sess.subs == nil {
+		sess.subs = make(map[string]*subscription)
+	}
+	sess.subs[req.Room] = sub
+	sess.mu.Unlock()
+	if old != nil {
+		old.close()
+		sess.srv.hub.remove(old)
+	}
+	sess.srv.hub.add(sub)
+
+	var page fsm.History
+	err := sess.srv.readRetry(ctx, func(ctx context.Context) error {
+		if req.FromSeq != nil {
+			p, err := sess.srv.be.History(ctx, req.Room, max(*req.FromSeq, 1), maxHistoryLimit, false)
+			page = p
+			return err
+		}
+		info, err := sess.srv.be.Room(ctx, req.Room)
+		page = fsm.History{Epoch: info.Epoch, FirstSeq: info.FirstSeq, LastSeq: info.LastSeq}
+		return err
+	})
+	if errors.Is(err, fsm.ErrRoomNotFound) {
+		page, err = fsm.History{FirstSeq: 1}, nil
+	}
+	if err != nil {
+		sess.dropSubscription(sub)
+		sess.send(errorReply(req.ID, backendError(err)))
+		return
+	}
+
+	sub.mu.Lock()
+	w := newReply(req.ID, true).epoch(page.Epoch).uint("last_seq", page.LastSeq)
+	sub.epoch = page.Epoch
+	deliverPage := false
+	switch {
+	case wantEpoch != 0 && wantEpoch != page.Epoch:
+		// The incarnation the client knew is gone: start over in the
+		// current one, from its first retained event.
+		sub.next = 1
+		w.bool("epoch_changed", true).uint("first_seq", page.FirstSeq)
+		if page.FirstSeq > 1 && page.FirstSeq <= page.LastSeq+1 {
+			sub.next = page.FirstSeq
+			w.bool("truncated", true)
+		}
+	case req.FromSeq != nil:
+		sub.next = max(*req.FromSeq, 1)
+		if page.Epoch != 0 && sub.next < page.FirstSeq && page.FirstSeq <= page.LastSeq+1 && sub.next <= page.LastSeq {
+			sub.next = page.FirstSeq
+			w.bool("truncated", true).uint("first_seq", page.FirstSeq)
+		}
+		deliverPage = true
+	default:
+		sub.next = page.LastSeq + 1
+	}
+	sess.send(w.done())
+	sub.mu.Unlock()
+	if !deliverPage {
+		page.Events = nil
+	}
+	if sub.applyPage(&page) {
+		return
+	}
+	if sess.waitDrained(sess.ctx) {
+		sub.catchUp(sess.ctx)
+	}
+}
+
+func (sess *session) dropSubscription(sub *subscription) {
+	sess.mu.Lock()
+	if sess.subs[sub.room] == sub {
+		delete(sess.subs, sub.room)
+	}
+	sess.mu.Unlock()
+	sub.close()
+	sess.srv.hub.remove(sub)
+}
+
+func (sess *session) unsubscribe(req *request) []byte {
+	sess.mu.Lock()
+	sub := sess.subs[req.Room]
+	sess.mu.Unlock()
+	if sub != nil {
+		sess.dropSubscription(sub)
+	}
+	return newReply(req.ID, true).done()
+}

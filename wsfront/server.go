@@ -1,0 +1,324 @@
+package wsfront
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lxzan/gws"
+
+	"github.com/heraldhq/herald/wsfront/auth"
+)
+
+// Server is a node's client port: websocket sessions on /ws and the HTTP
+// endpoints beside them.
+type Server struct {
+	cfg      Config
+	be       Backend
+	log      *slog.Logger
+	verifier *auth.Verifier
+	hub      *hub
+	mux      *http.ServeMux
+	http     *http.Server
+
+	// One upgrader answers clients that offer herald.v1, the other those
+	// that offer no sub-protocol at all (gws refuses the latter when
+	// sub-protocols are configured).
+	withProto, noProto *gws.Upgrader
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // session goroutines, sweeper
+
+	mu       sync.Mutex
+	sessions map[*session]struct{}
+	closing  bool
+}
+
+// New builds a front; Serve starts it.
+func New(cfg Config) (*Server, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	verifier, err := auth.New(cfg.Auth)
+	if err != nil {
+		return nil, fmt.Errorf("wsfront: auth: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		cfg:      cfg,
+		be:       cfg.Backend,
+		log:      cfg.Logger,
+		verifier: verifier,
+		mux:      http.NewServeMux(),
+		ctx:      ctx,
+		cancel:   cancel,
+		sessions: make(map[*session]struct{}),
+	}
+	s.hub = newHub(ctx, s.be, s.log, cfg.Limits.RequestTimeout)
+	opt := func(protocols []string) *gws.ServerOption {
+		return &gws.ServerOption{
+			// Frames up to 4 x MaxFrame are read and answered with
+			// too_large, keeping the socket; bigger ones close it.
+			ReadMaxPayloadSize: 4 * cfg.Limits.MaxFrame,
+			ReadBufferSize:     2048,
+			WriteBufferSize:    2048,
+			CheckUtf8Enabled:   true,
+			HandshakeTimeout:   cfg.Limits.HandshakeTimeout,
+			SubProtocols:       protocols,
+			NewSession:         func() gws.SessionStorage { return &session{} },
+			Recovery:           gws.Recovery,
+			Logger:             gwsLogger{s.log},
+		}
+	}
+	s.withProto = gws.NewUpgrader(s, opt([]string{Subprotocol}))
+	s.noProto = gws.NewUpgrader(s, opt(nil))
+	s.mux.HandleFunc("GET /ws", s.serveWS)
+	s.mux.HandleFunc("GET /healthz", s.serveHealth)
+	s.mux.HandleFunc("GET /readyz", s.serveReady)
+	s.http = &http.Server{
+		Handler:           s.mux,
+		ReadHeaderTimeout: cfg.Limits.HandshakeTimeout,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.sweep()
+	}()
+	return s, nil
+}
+
+// Handle adds an HTTP endpoint on the client port (admin API, pages).
+func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+
+// Serve accepts connections on l until Shutdown; it returns
+// http.ErrServerClosed after a shutdown.
+func (s *Server) Serve(l net.Listener) error { return s.http.Serve(l) }
+
+// Shutdown stops accepting, closes every socket with 1001 (going away) and
+// waits, within ctx, for the sockets' leaves and goroutines to finish.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	sessions := make([]*session, 0, len(s.sessions))
+	for sess := range s.sessions {
+		sessions = append(sessions, sess)
+	}
+	s.mu.Unlock()
+	httpErr := s.http.Shutdown(ctx)
+	for _, sess := range sessions {
+		sess.closeWith(closeGoingAway, "node is stopping; reconnect to another node")
+	}
+	// Leaves of the closed sessions are proposed with their own bound
+	// (LeaveTimeout); wait for them before stopping feeds and sweeper.
+	done := make(chan struct{})
+	go func() {
+		s.waitSessions()
+		s.cancel()
+		s.wg.Wait()
+		s.hub.wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return httpErr
+	case <-ctx.Done():
+		s.cancel()
+		return errors.Join(httpErr, fmt.Errorf("wsfront: shutdown: %w", ctx.Err()))
+	}
+}
+
+// waitSessions returns once every session has closed and finished its work.
+func (s *Server) waitSessions() {
+	for {
+		s.mu.Lock()
+		n := len(s.sessions)
+		s.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		if !sleep(s.ctx, 10*time.Millisecond) {
+			return
+		}
+	}
+}
+
+// Sessions is the number of open sockets.
+func (s *Server) Sessions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions)
+}
+
+func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
+	up := s.noProto
+	if offered := r.Header.Get("Sec-WebSocket-Protocol"); offered != "" {
+		up = nil
+		for p := range strings.SplitSeq(offered, ",") {
+			if strings.TrimSpace(p) == Subprotocol {
+				up = s.withProto
+			}
+		}
+		if up == nil {
+			http.Error(w, "this node speaks sub-protocol "+Subprotocol+" only", http.StatusBadRequest)
+			return
+		}
+	}
+	s.mu.Lock()
+	closing := s.closing
+	s.mu.Unlock()
+	if closing {
+		http.Error(w, "node is stopping", http.StatusServiceUnavailable)
+		return
+	}
+	conn, err := up.Upgrade(w, r)
+	if err != nil {
+		s.log.Debug("websocket upgrade failed", "remote", r.RemoteAddr, "err", err)
+		return
+	}
+	sess, ok := conn.Session().(*session)
+	if !ok {
+		_ = conn.NetConn().Close()
+		return
+	}
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		_ = conn.WriteClose(closeGoingAway, []byte("node is stopping"))
+		return
+	}
+	sess.init(s, conn)
+	s.sessions[sess] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go func() {
+		defer s.wg.Done()
+		conn.ReadLoop()
+	}()
+}
+
+func (s *Server) removeSession(sess *session) {
+	s.mu.Lock()
+	delete(s.sessions, sess)
+	s.mu.Unlock()
+}
+
+func (s *Server) serveHealth(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write([]byte(`{"ok":true}` + "\n"))
+}
+
+func (s *Server) serveReady(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	s.mu.Lock()
+	closing := s.closing
+	s.mu.Unlock()
+	err := s.be.Ready()
+	if err == nil && closing {
+		err = errors.New("node is stopping")
+	}
+	if err != nil {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		b, _ := json.Marshal(map[string]any{"ok": false, "reason": err.Error()})
+		_, _ = w.Write(append(b, '\n'))
+		return
+	}
+	_, _ = w.Write([]byte(`{"ok":true}` + "\n"))
+}
+
+// sweep pings every socket each PingInterval (browsers answer pings
+// without the app's help, which keeps idle sockets alive) and closes the
+// sockets that stayed silent too long or never authenticated.
+func (s *Server) sweep() {
+	lim := s.cfg.Limits
+	tick := min(lim.PingInterval, lim.AuthTimeout/2, lim.IdleTimeout/4)
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	lastPing := time.Now()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case now := <-t.C:
+			ping := now.Sub(lastPing) >= lim.PingInterval
+			if ping {
+				lastPing = now
+			}
+			s.mu.Lock()
+			sessions := make([]*session, 0, len(s.sessions))
+			for sess := range s.sessions {
+				sessions = append(sessions, sess)
+			}
+			s.mu.Unlock()
+			for _, sess := range sessions {
+				sess.sweep(now, ping)
+			}
+		}
+	}
+}
+
+// gws event handlers: each session does the work.
+
+// OnOpen implements gws.Event.
+func (s *Server) OnOpen(conn *gws.Conn) {}
+
+// OnClose implements gws.Event.
+func (s *Server) OnClose(conn *gws.Conn, err error) {
+	if sess, ok := conn.Session().(*session); ok && sess.srv != nil {
+		sess.closed(err)
+	}
+}
+
+// OnPing implements gws.Event.
+func (s *Server) OnPing(conn *gws.Conn, payload []byte) {
+	if sess, ok := conn.Session().(*session); ok && sess.srv != nil {
+		sess.touch()
+	}
+	_ = conn.WritePong(payload)
+}
+
+// OnPong implements gws.Event.
+func (s *Server) OnPong(conn *gws.Conn, _ []byte) {
+	if sess, ok := conn.Session().(*session); ok && sess.srv != nil {
+		sess.touch()
+	}
+}
+
+// OnMessage implements gws.Event.
+func (s *Server) OnMessage(conn *gws.Conn, msg *gws.Message) {
+	defer msg.Close()
+	if sess, ok := conn.Session().(*session); ok && sess.srv != nil {
+		sess.message(msg)
+	}
+}
+
+// gwsLogger sends gws's own complaints to the node's log.
+type gwsLogger struct{ log *slog.Logger }
+
+func (l gwsLogger) Error(v ...any) { l.log.Error("websocket", "detail", fmt.Sprint(v...)) }
+
+// Abort cuts every socket without a close frame and without leaving the
+// rooms they joined, as a crash of the node would.
+func (s *Server) Abort() {
+	s.mu.Lock()
+	s.closing = true
+	sessions := make([]*session, 0, len(s.sessions))
+	for sess := range s.sessions {
+		sessions = append(sessions, sess)
+	}
+	s.mu.Unlock()
+	_ = s.http.Close()
+	for _, sess := range sessions {
+		sess.abort()
+	}
+	s.cancel()
+}

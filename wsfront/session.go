@@ -1,0 +1,213 @@
+package wsfront
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lxzan/gws"
+
+	"github.com/heraldhq/herald/wsfront/auth"
+)
+
+// session is the state of one socket. It doubles as the socket's
+// gws.SessionStorage, so that finding it costs nothing per frame.
+type session struct {
+	srv    *Server
+	conn   *gws.Conn
+	ctx    context.Context
+	cancel context.CancelFunc
+	opened time.Time
+
+	lastRead     atomic.Int64 // unix nanoseconds
+	queuedFrames atomic.Int64
+	queuedBytes  atomic.Int64
+	inflight     atomic.Int32
+	closing      atomic.Bool
+
+	mu       sync.Mutex
+	ident    *auth.Identity
+	subs     map[string]*subscription
+	joined   map[string]struct{}
+	tokens   float64 // publish token bucket
+	tokensAt time.Time
+	ended    bool
+}
+
+func (sess *session) init(srv *Server, conn *gws.Conn) {
+	sess.srv = srv
+	sess.conn = conn
+	sess.ctx, sess.cancel = context.WithCancel(srv.ctx)
+	sess.opened = time.Now()
+	sess.lastRead.Store(sess.opened.UnixNano())
+	sess.tokens = float64(srv.cfg.Limits.PublishBurst)
+	sess.tokensAt = sess.opened
+}
+
+// gws.SessionStorage: the front keeps its state in fields instead.
+func (sess *session) Len() int                     { return 0 }
+func (sess *session) Load(string) (any, bool)      { return nil, false }
+func (sess *session) Delete(string)                {}
+func (sess *session) Store(string, any)            {}
+func (sess *session) Range(func(string, any) bool) {}
+func (sess *session) touch()                       { sess.lastRead.Store(time.Now().UnixNano()) }
+func (sess *session) identity() *auth.Identity {
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	return sess.ident
+}
+func (sess *session) goOwned(fn func(context.Context)) { sess.srv.goOwned(sess.ctx, fn) }
+
+// goOwned runs fn in a goroutine the server waits for at shutdown.
+func (s *Server) goOwned(ctx context.Context, fn func(context.Context)) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		fn(ctx)
+	}()
+}
+
+// send queues a frame for the socket. Past the queue's bound the client is
+// too slow to keep up: the socket is closed with 4008 and the client
+// resumes from its last seq, instead of the node buffering without end.
+func (sess *session) send(frame []byte) {
+	if sess.closing.Load() {
+		return
+	}
+	lim := sess.srv.cfg.Limits
+	n := sess.queuedFrames.Add(1)
+	b := sess.queuedBytes.Add(int64(len(frame)))
+	if n > int64(lim.MaxQueueFrames) || b > int64(lim.MaxQueueBytes) {
+		sess.queuedFrames.Add(-1)
+		sess.queuedBytes.Add(-int64(len(frame)))
+		sess.closeWith(closeSlowConsumer, "slow consumer: outgoing queue is full; reconnect and resume from your last seq")
+		return
+	}
+	size := int64(len(frame))
+	sess.conn.WriteAsync(gws.OpcodeText, frame, func(error) {
+		sess.queuedFrames.Add(-1)
+		sess.queuedBytes.Add(-size)
+	})
+}
+
+// closeWith sends a close frame and closes the socket, without blocking
+// the caller on a client that does not read.
+func (sess *session) closeWith(code uint16, reason string) {
+	if !sess.closing.CompareAndSwap(false, true) {
+		return
+	}
+	sess.srv.goOwned(context.Background(), func(context.Context) {
+		_ = sess.conn.SetWriteDeadline(time.Now().Add(time.Second))
+		_ = sess.conn.WriteClose(code, []byte(reason))
+		// WriteClose closes the connection once the frame is out (or
+		// failed); the read loop then ends and closed runs.
+		_ = sess.conn.NetConn().Close()
+	})
+}
+
+// closed runs once the socket is gone: subscriptions end, and the rooms the
+// socket joined are left, within LeaveTimeout.
+func (sess *session) closed(error) {
+	sess.closing.Store(true)
+	sess.mu.Lock()
+	if sess.ended {
+		sess.mu.Unlock()
+		return
+	}
+	sess.ended = true
+	subs := sess.subs
+	joined := sess.joined
+	ident := sess.ident
+	sess.subs, sess.joined = nil, nil
+	sess.mu.Unlock()
+	sess.cancel()
+	for _, sub := range subs {
+		sub.close()
+		sess.srv.hub.remove(sub)
+	}
+	srv := sess.srv
+	if len(joined) == 0 || ident == nil {
+		srv.removeSession(sess)
+		return
+	}
+	srv.goOwned(context.Background(), func(context.Context) {
+		defer srv.removeSession(sess)
+		ctx, cancel := context.WithTimeout(context.Background(), srv.cfg.Limits.LeaveTimeout)
+		defer cancel()
+		var wg sync.WaitGroup
+		for room := range joined {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, err := srv.leave(ctx, ident.User, room); err != nil {
+					srv.log.Info("leave on socket close failed; the node's lease expiry will remove the member",
+						"room", room, "member", ident.User, "err", err)
+				}
+			}()
+		}
+		wg.Wait()
+	})
+}
+
+// sweep enforces the auth and idle timeouts and pings the socket.
+func (sess *session) sweep(now time.Time, ping bool) {
+	if sess.closing.Load() {
+		return
+	}
+	lim := sess.srv.cfg.Limits
+	if sess.identity() == nil && now.Sub(sess.opened) > lim.AuthTimeout {
+		sess.closeWith(closeAuthTimeout, "not authenticated in time")
+		return
+	}
+	if now.Sub(time.Unix(0, sess.lastRead.Load())) > lim.IdleTimeout {
+		sess.closeWith(closeIdle, "idle: nothing received for too long")
+		return
+	}
+	if ping {
+		sess.conn.Async(func() { _ = sess.conn.WritePing(nil) })
+	}
+}
+
+// takePublishToken spends one publish from the socket's rate budget, or
+// says how long until one is available.
+func (sess *session) takePublishToken(now time.Time) (time.Duration, bool) {
+	lim := sess.srv.cfg.Limits
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	sess.tokens = min(float64(lim.PublishBurst), sess.tokens+now.Sub(sess.tokensAt).Seconds()*lim.PublishRate)
+	sess.tokensAt = now
+	if sess.tokens < 1 {
+		return time.Duration((1 - sess.tokens) / lim.PublishRate * float64(time.Second)), false
+	}
+	sess.tokens--
+	return 0, true
+}
+
+// abort drops the socket without a close frame and forgets its joins.
+func (sess *session) abort() {
+	sess.closing.Store(true)
+	sess.mu.Lock()
+	sess.joined = nil
+	sess.mu.Unlock()
+	_ = sess.conn.NetConn().Close()
+}
+
+// backlogged reports that the socket's queue is half full: history being
+// caught up waits for it to drain, so that a subscription resuming far
+// behind is paced by its socket instead of being closed as too slow.
+func (sess *session) backlogged() bool {
+	lim := sess.srv.cfg.Limits
+	return sess.queuedFrames.Load() > int64(lim.MaxQueueFrames/2) || sess.queuedBytes.Load() > int64(lim.MaxQueueBytes/2)
+}
+
+// waitDrained waits until the socket is no longer backlogged; false means
+// the session ended first.
+func (sess *session) waitDrained(ctx context.Context) bool {
+	for sess.backlogged() {
+		if sess.closing.Load() || !sleep(ctx, 5*time.Millisecond) {
+			return false
+		}
+	}
+	return ctx.Err() == nil
+}

@@ -1,0 +1,266 @@
+package wsfront
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/heraldhq/herald/fsm"
+)
+
+// maxCatchUpBuffer bounds the live events a subscription holds while it
+// reads history; past it they are dropped and read from history instead.
+const maxCatchUpBuffer = 4096
+
+// subscription delivers one room's events to one socket, in seq order and
+// exactly once. Its position (epoch, next) is the whole truth about what the
+// socket has received: events below next are never sent again, and an event
+// above next is held back until history fills the gap.
+type subscription struct {
+	sess *session
+	room string
+
+	mu      sync.Mutex
+	epoch   uint64 // the incarnation being delivered (0: none yet)
+	deleted bool   // epoch ended; its room_deleted was pushed
+	next    uint64 // seq of the next event the socket is owed
+	// catching is set while a goroutine reads history for this
+	// subscription; live events then wait in buf, in arrival order.
+	catching bool
+	buf      []fsm.Event
+	overflow bool
+	closed   bool
+}
+
+func newSubscription(sess *session, room string) *subscription {
+	return &subscription{sess: sess, room: room, catching: true}
+}
+
+func (s *subscription) close() {
+	s.mu.Lock()
+	s.closed = true
+	s.buf = nil
+	s.mu.Unlock()
+}
+
+// offer hands the subscription a live event from its group's feed. frame is
+// the event's encoding, shared by every socket (nil for room deletions).
+func (s *subscription) offer(ev *fsm.Event, frame []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	if s.catching {
+		if len(s.buf) < maxCatchUpBuffer {
+			s.buf = append(s.buf, *ev)
+		} else {
+			s.overflow = true
+		}
+		return
+	}
+	if !s.deliverLocked(ev, frame) {
+		s.startCatchUpLocked()
+		s.buf = append(s.buf, *ev)
+	}
+}
+
+// tail tells the subscription where its room stands after the feed
+// reopened; if events were missed it catches up.
+func (s *subscription) tail(epoch, lastSeq uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.catching {
+		return
+	}
+	if epoch != s.epoch || (!s.deleted && lastSeq >= s.next) {
+		s.startCatchUpLocked()
+	}
+}
+
+// recheck makes the subscription read history from its position, for when
+// the room's state could not be learnt.
+func (s *subscription) recheck() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.closed && !s.catching {
+		s.startCatchUpLocked()
+	}
+}
+
+// deliverLocked sends ev if it is the next event owed. It returns false on
+// a gap: events between next and ev must come from history first.
+func (s *subscription) deliverLocked(ev *fsm.Event, frame []byte) bool {
+	if ev.Type == fsm.EventRoomDeleted {
+		if ev.Epoch == s.epoch && s.epoch != 0 && !s.deleted {
+			s.pushDeletedLocked()
+		}
+		return true
+	}
+	if ev.Epoch != s.epoch || s.deleted {
+		if ev.Epoch <= s.epoch {
+			return true // an ended incarnation's straggler
+		}
+		if s.epoch != 0 && !s.deleted {
+			s.pushDeletedLocked()
+		}
+		s.epoch, s.deleted, s.next = ev.Epoch, false, 1
+	}
+	switch {
+	case ev.Seq < s.next:
+		return true
+	case ev.Seq > s.next:
+		return false
+	}
+	if frame == nil {
+		frame = eventFrame(ev)
+	}
+	s.sess.send(frame)
+	s.next++
+	return true
+}
+
+func (s *subscription) pushDeletedLocked() {
+	s.sess.send(newPush("room_deleted").str("room", s.room).epoch(s.epoch).uint("last_seq", s.next-1).done())
+	s.deleted = true
+}
+
+func (s *subscription) startCatchUpLocked() {
+	s.catching = true
+	s.overflow = false
+	s.buf = s.buf[:0]
+	s.sess.goOwned(s.catchUp)
+}
+
+// catchUp reads history from the subscription's position until it has
+// delivered everything committed, then drains the live events that arrived
+// meanwhile and hands delivery back to the feed.
+func (s *subscription) catchUp(ctx context.Context) {
+	backoff := feedRetryMin
+	for {
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			return
+		}
+		from := s.next
+		s.mu.Unlock()
+		page, err := s.readHistory(ctx, from)
+		if err != nil {
+			if !sleep(ctx, backoff) {
+				return
+			}
+			backoff = min(2*backoff, feedRetryMax)
+			continue
+		}
+		backoff = feedRetryMin
+		if s.applyPage(&page) {
+			return
+		}
+		if !s.sess.waitDrained(ctx) {
+			return
+		}
+	}
+}
+
+func (s *subscription) readHistory(ctx context.Context, from uint64) (fsm.History, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.sess.srv.cfg.Limits.RequestTimeout)
+	defer cancel()
+	page, err := s.sess.srv.be.History(ctx, s.room, max(from, 1), maxHistoryLimit, false)
+	if errors.Is(err, fsm.ErrRoomNotFound) {
+		return fsm.History{}, nil
+	}
+	return page, err
+}
+
+// applyPage delivers a page of history read at the subscription's position
+// and reports whether the subscription is now live.
+func (s *subscription) applyPage(page *fsm.History) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return true
+	}
+	switch {
+	case page.Epoch == 0:
+		// The room is gone (or never was): nothing to read; what comes
+		// next is a new incarnation, delivered live from seq 1.
+		if s.epoch != 0 && !s.deleted {
+			s.pushDeletedLocked()
+		}
+	case page.Epoch != s.epoch || s.deleted:
+		if page.Epoch < s.epoch {
+			return false // a read that raced a newer incarnation: read again
+		}
+		if s.epoch != 0 && !s.deleted {
+			s.pushDeletedLocked()
+		}
+		s.epoch, s.deleted, s.next = page.Epoch, false, 1
+		return false
+	default:
+		if page.FirstSeq > s.next && page.FirstSeq <= page.LastSeq+1 && s.next <= page.LastSeq {
+			s.sess.send(newPush("truncated").str("room", s.room).epoch(s.epoch).uint("first_seq", page.FirstSeq).done())
+			s.next = page.FirstSeq
+		}
+		for i := range page.Events {
+			if s.sess.backlogged() {
+				return false // history waits for the socket; live events would not
+			}
+			if ev := &page.Events[i]; ev.Seq == s.next {
+				s.sess.send(eventFrame(ev))
+				s.next++
+			}
+		}
+		if s.next <= page.LastSeq {
+			return false
+		}
+	}
+	if s.overflow {
+		s.overflow = false
+		s.buf = s.buf[:0]
+		return false
+	}
+	for i := range s.buf {
+		if s.sess.backlogged() || !s.deliverLocked(&s.buf[i], nil) {
+			n := copy(s.buf, s.buf[i:])
+			s.buf = s.buf[:n]
+			return false
+		}
+	}
+	s.buf = nil
+	s.catching = false
+	return true
+}
+
+// recheckRooms runs after a group's feed reopened: for every room with
+// subscribers it learns the room's last seq once and lets each subscription
+// decide whether it missed events.
+func (h *hub) recheckRooms(ctx context.Context, gf *groupFeed, timeout time.Duration) {
+	gf.mu.Lock()
+	rooms := make([]string, 0, len(gf.rooms))
+	for room := range gf.rooms {
+		rooms = append(rooms, room)
+	}
+	gf.mu.Unlock()
+	for _, room := range rooms {
+		rctx, cancel := context.WithTimeout(ctx, timeout)
+		info, err := h.be.Room(rctx, room)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, fsm.ErrRoomNotFound) {
+			info, err = fsm.RoomInfo{}, nil
+		}
+		gf.mu.Lock()
+		for sub := range gf.rooms[room] {
+			if err != nil {
+				sub.recheck()
+			} else {
+				sub.tail(info.Epoch, info.LastSeq)
+			}
+		}
+		gf.mu.Unlock()
+	}
+}
