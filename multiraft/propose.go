@@ -156,7 +156,11 @@ func (h *Host) route(ctx context.Context, group uint64, service string, req []by
 				if mutating {
 					return nil, fmt.Errorf("%w: group %d: %s: %v", ErrUnknownOutcome, group, target, err)
 				}
-			case errors.Is(err, ErrUnavailable) || errors.Is(err, ErrNoReplica):
+			case errors.Is(err, ErrNoReplica):
+				// The hint names a node the group moved away from: ask
+				// the nodes the cluster state lists instead.
+				h.setHint(group, "")
+			case errors.Is(err, ErrUnavailable):
 			default:
 				return nil, err
 			}

@@ -328,3 +328,26 @@ func setHistoryLimit(t *testing.T, c *testcluster.Cluster, room string, n uint64
 		t.Fatalf("room_config: %v %v", err, out)
 	}
 }
+
+func TestAuthAndIdleTimeouts(t *testing.T) {
+	lim := wsfront.DefaultLimits()
+	lim.AuthTimeout = 500 * time.Millisecond
+	lim.IdleTimeout = 1500 * time.Millisecond
+	lim.PingInterval = 300 * time.Millisecond
+	c := testcluster.Start(t, testcluster.Options{Nodes: 1, Limits: &lim})
+	silent := dialWS(t, c.URL(0))
+	if code := silent.closeCode(5 * time.Second); code != 4001 {
+		t.Fatalf("unauthenticated socket closed with %d, want 4001", code)
+	}
+	// The test client answers the node's pings, so an authenticated socket
+	// that sends nothing stays open past the idle timeout...
+	alive := login(t, c.URL(0), "alice")
+	time.Sleep(2 * lim.IdleTimeout)
+	alive.mustOK(alive.call("ping", nil))
+	// ...while one that answers nothing is closed as idle.
+	mute := dialRaw(t, c.HTTP(0))
+	mute.send(t, `{"id":1,"op":"auth","user":"bob"}`)
+	if code, ok := mute.closeCode(); !ok || code != 4002 {
+		t.Fatalf("mute socket closed with %d (close frame seen: %v), want 4002", code, ok)
+	}
+}
