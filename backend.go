@@ -137,7 +137,7 @@ func (b *backend) Ready() error {
 // groupEventBuffer is the events a local group feed may fall behind by
 // before it is cut off and reopened (its subscribers then catch up from
 // history).
-const groupEventBuffer = 8192
+const groupEventBuffer = 1024
 
 // leadershipCheck is how often a local feed checks that this node still
 // leads its group.

@@ -69,8 +69,8 @@ func New(cfg Config) (*Server, error) {
 			// Frames up to 4 x MaxFrame are read and answered with
 			// too_large, keeping the socket; bigger ones close it.
 			ReadMaxPayloadSize: 4 * cfg.Limits.MaxFrame,
-			ReadBufferSize:     2048,
-			WriteBufferSize:    2048,
+			ReadBufferSize:     1024,
+			WriteBufferSize:    1024,
 			CheckUtf8Enabled:   true,
 			HandshakeTimeout:   cfg.Limits.HandshakeTimeout,
 			SubProtocols:       protocols,
