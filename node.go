@@ -272,6 +272,7 @@ func (n *Node) Close() error {
 		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.StopTimeout)
 		defer cancel()
 		var errs []error
+		n.front.Drain()
 		// Leave a third of the time for the sockets' leaves.
 		tctx, tcancel := context.WithTimeout(ctx, 2*n.cfg.StopTimeout/3)
 		if err := n.host.TransferLeaderships(tctx); err != nil {

@@ -3,6 +3,8 @@ package wsfront_test
 import (
 	"context"
 	"crypto/rand"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -350,4 +352,47 @@ func TestAuthAndIdleTimeouts(t *testing.T) {
 	if code, ok := mute.closeCode(); !ok || code != 4002 {
 		t.Fatalf("mute socket closed with %d (close frame seen: %v), want 4002", code, ok)
 	}
+}
+
+func TestHTTPEndpointsAndSubprotocol(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{Nodes: 1})
+	for _, path := range []string{"/healthz", "/readyz"} {
+		resp, err := http.Get(c.HTTP(0) + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"ok":true`) {
+			t.Fatalf("%s: %d %s", path, resp.StatusCode, body)
+		}
+	}
+	// No sub-protocol offered: served herald.v1 anyway.
+	conn, _, err := gws.NewClient(new(gws.BuiltinEventHandler), &gws.ClientOption{Addr: c.URL(0)})
+	if err != nil {
+		t.Fatalf("dial without a sub-protocol: %v", err)
+	}
+	_ = conn.NetConn().Close()
+	// Only other protocols offered: refused.
+	_, resp, err := gws.NewClient(new(gws.BuiltinEventHandler), &gws.ClientOption{Addr: c.URL(0),
+		RequestHeader: http.Header{"Sec-WebSocket-Protocol": []string{"mqtt, wamp"}}})
+	if err == nil || resp == nil || resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("dial with foreign sub-protocols: %v %v", resp, err)
+	}
+	// A draining node is not ready and takes no new sockets, but its
+	// open ones keep working.
+	open := login(t, c.URL(0), "alice")
+	c.Node(0).Front().Drain()
+	resp, err = http.Get(c.HTTP(0) + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz of a draining node: %d", resp.StatusCode)
+	}
+	if _, err := tryDial(t, c.URL(0)); err == nil {
+		t.Fatal("a draining node accepted a new socket")
+	}
+	open.mustOK(open.call("publish", obj{"room": "r", "data": 1}))
 }

@@ -152,6 +152,15 @@ func (s *Server) waitSessions() {
 	}
 }
 
+// Drain makes the node unready (/readyz answers 503) and refuses new
+// sockets, while existing ones keep working: the first step of a graceful
+// stop, so that load balancers and clients move to other nodes.
+func (s *Server) Drain() {
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
+}
+
 // Sessions is the number of open sockets.
 func (s *Server) Sessions() int {
 	s.mu.Lock()
