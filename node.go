@@ -138,10 +138,11 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("herald: data dir: %w", err)
 	}
-	n = &Node{cfg: cfg}
+	node := &Node{cfg: cfg}
+	n = node // the returns below set n to nil on failure; node stays
 	defer func() {
 		if err != nil {
-			n.release()
+			_ = node.release()
 		}
 	}()
 	// The client port is bound first: a port in use fails the start before
