@@ -18,7 +18,8 @@
 // in a group, forwarding it to the leader; Read runs a function on the
 // local replica, linearizably (through a read index from the leader) or
 // stale. MoveReplica, TransferLeader, Decommission, PlanRebalance and
-// ApplyPlan change where replicas and leaders live. Package transport owns
+// ApplyPlan change where replicas and leaders live; Snapshot compacts a
+// local replica's log on demand. Package transport owns
 // the peer port and package logstore the raft logs. docs/multiraft.md
 // records the decisions.
 package multiraft

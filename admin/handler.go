@@ -1,0 +1,315 @@
+package admin
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/fsm"
+	"github.com/heraldhq/herald/multiraft"
+)
+
+// Prefix is the path under which Handler serves; mount it there.
+const Prefix = "/admin/v1/"
+
+// MaxBodyBytes bounds a request body.
+const MaxBodyBytes = 1 << 20
+
+// Options configure the admin API.
+type Options struct {
+	// Token is the bearer token every request must carry
+	// (Authorization: Bearer <token>).
+	Token string
+	// AllowNoToken accepts requests without a token from loopback
+	// addresses only, for development. A request that carries a token is
+	// still checked against Token when one is set.
+	AllowNoToken bool
+	Logger       *slog.Logger
+}
+
+// server is the admin API of one node.
+type server struct {
+	node  *herald.Node
+	host  *multiraft.Host
+	opts  Options
+	log   *slog.Logger
+	token [sha256.Size]byte
+	jobs  *jobs
+	mux   *http.ServeMux
+}
+
+// Handler returns the admin API of node, to be mounted at Prefix on the
+// node's client port. Long operations run as jobs that end when they finish
+// or fail, when they are canceled, or when the node closes (their
+// operations then fail).
+func Handler(node *herald.Node, opts Options) http.Handler {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &server{
+		node: node, host: node.Host(), opts: opts,
+		log:   opts.Logger.With("part", "admin"),
+		token: sha256.Sum256([]byte(opts.Token)),
+		mux:   http.NewServeMux(),
+	}
+	s.jobs = newJobs(s.host.NodeID(), s.log)
+	s.routes()
+	return s
+}
+
+// endpoint maps each method of one path to its handler, so that a wrong
+// method is answered in JSON like every other error.
+type endpoint map[string]func(w http.ResponseWriter, r *http.Request) error
+
+func (s *server) handle(pattern string, e endpoint) {
+	s.mux.HandleFunc(Prefix+pattern, func(w http.ResponseWriter, r *http.Request) {
+		fn := e[r.Method]
+		if fn == nil && r.Method == http.MethodHead {
+			fn = e[http.MethodGet]
+		}
+		if fn == nil {
+			allow := make([]string, 0, len(e))
+			for m := range e {
+				allow = append(allow, m)
+			}
+			slices.Sort(allow)
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			writeError(w, &APIError{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed",
+				Message: fmt.Sprintf("%s %s is not supported; use %s", r.Method, r.URL.Path, strings.Join(allow, " or "))})
+			return
+		}
+		if err := fn(w, r); err != nil {
+			e := toAPIError(err)
+			if e.Status >= 500 {
+				s.log.Warn("admin request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+			}
+			writeError(w, e)
+		}
+	})
+}
+
+func (s *server) routes() {
+	s.handle("status", endpoint{"GET": s.status})
+	s.handle("nodes", endpoint{"GET": s.listNodes})
+	s.handle("nodes/add", endpoint{"POST": s.addNode})
+	s.handle("nodes/{id}/decommission", endpoint{"POST": s.decommission})
+	s.handle("nodes/{id}/remove", endpoint{"POST": s.removeNode})
+	s.handle("groups", endpoint{"GET": s.listGroups})
+	s.handle("groups/{id}", endpoint{"GET": s.showGroup})
+	s.handle("groups/{id}/move", endpoint{"POST": s.moveReplica})
+	s.handle("groups/{id}/transfer-leader", endpoint{"POST": s.transferLeader})
+	s.handle("rebalance/plan", endpoint{"GET": s.planRebalance})
+	s.handle("rebalance", endpoint{"POST": s.applyRebalance})
+	s.handle("jobs", endpoint{"GET": s.listJobs})
+	s.handle("jobs/{id}", endpoint{"GET": s.showJob, "DELETE": s.cancelJob})
+	s.handle("rooms/{room}", endpoint{"GET": s.showRoom, "DELETE": s.deleteRoom})
+	s.handle("rooms/{room}/config", endpoint{"POST": s.configRoom})
+	s.handle("snapshot", endpoint{"POST": s.snapshot})
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, &APIError{Status: http.StatusNotFound, Code: "not_found",
+			Message: fmt.Sprintf("no admin endpoint at %s; see docs/admin.md", r.URL.Path)})
+	})
+}
+
+func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	defer func() {
+		// Bad input must never take the node down; a bug here answers 500.
+		if v := recover(); v != nil {
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			s.log.Error("admin handler panicked", "method", r.Method, "path", r.URL.Path, "panic", v)
+			writeError(w, &APIError{Status: http.StatusInternalServerError, Code: "internal", Message: fmt.Sprint("internal error: ", v)})
+		}
+	}()
+	if e := s.authorize(r); e != nil {
+		if e.Status == http.StatusUnauthorized {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="herald admin"`)
+		}
+		writeError(w, e)
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+func (s *server) authorize(r *http.Request) *APIError {
+	tok, has, malformed := bearer(r)
+	if malformed {
+		return &APIError{Status: http.StatusUnauthorized, Code: "bad_authorization",
+			Message: "the Authorization header must be \"Bearer <token>\""}
+	}
+	if has && s.opts.Token != "" {
+		// Comparing hashes keeps the time independent of the token's
+		// length as well as its content.
+		got := sha256.Sum256([]byte(tok))
+		if subtle.ConstantTimeCompare(got[:], s.token[:]) == 1 {
+			return nil
+		}
+		return &APIError{Status: http.StatusUnauthorized, Code: "invalid_token", Message: "the admin token is wrong"}
+	}
+	if s.opts.AllowNoToken {
+		if isLoopback(r.RemoteAddr) {
+			return nil
+		}
+		return &APIError{Status: http.StatusForbidden, Code: "not_loopback",
+			Message: "this node accepts admin requests without a token only from loopback addresses"}
+	}
+	if s.opts.Token == "" {
+		return &APIError{Status: http.StatusForbidden, Code: "no_token_configured",
+			Message: "the admin API of this node has no token configured; it refuses every request"}
+	}
+	return &APIError{Status: http.StatusUnauthorized, Code: "missing_token",
+		Message: "the admin API needs a token: Authorization: Bearer <token>"}
+}
+
+func bearer(r *http.Request) (tok string, has, malformed bool) {
+	h := r.Header.Get("Authorization")
+	if h == "" {
+		return "", false, false
+	}
+	scheme, tok, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(tok) == "" {
+		return "", false, true
+	}
+	return strings.TrimSpace(tok), true, false
+}
+
+func isLoopback(remote string) bool {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		host = remote
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	// Messages quote names in <angle brackets> and "quotes"; operators
+	// read them raw.
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		status = http.StatusInternalServerError
+		buf.Reset()
+		_ = enc.Encode(errorEnvelope{&APIError{Status: status, Code: "internal", Message: "encode reply: " + err.Error()}})
+	}
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, _ = w.Write(buf.Bytes())
+}
+
+func writeError(w http.ResponseWriter, e *APIError) {
+	writeJSON(w, e.Status, errorEnvelope{e})
+}
+
+// Errors a handler returns become API errors by what they wrap.
+
+func badRequest(format string, args ...any) *APIError {
+	return &APIError{Status: http.StatusBadRequest, Code: "bad_request", Message: fmt.Sprintf(format, args...)}
+}
+
+func notFound(code, format string, args ...any) *APIError {
+	return &APIError{Status: http.StatusNotFound, Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+func conflict(code, format string, args ...any) *APIError {
+	return &APIError{Status: http.StatusConflict, Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+func unavailable(format string, args ...any) *APIError {
+	return &APIError{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: fmt.Sprintf(format, args...)}
+}
+
+func toAPIError(err error) *APIError {
+	var ae *APIError
+	if errors.As(err, &ae) {
+		return ae
+	}
+	msg := err.Error()
+	switch {
+	case errors.Is(err, fsm.ErrRoomNotFound):
+		return &APIError{Status: http.StatusNotFound, Code: "room_not_found", Message: msg}
+	case errors.Is(err, multiraft.ErrNoGroup):
+		return &APIError{Status: http.StatusNotFound, Code: "group_not_found", Message: msg}
+	case errors.Is(err, multiraft.ErrNoReplica):
+		return &APIError{Status: http.StatusNotFound, Code: "no_local_replica", Message: msg}
+	case errors.Is(err, fsm.ErrInvalid):
+		return &APIError{Status: http.StatusBadRequest, Code: "invalid", Message: msg}
+	case errors.Is(err, multiraft.ErrMetaConflict):
+		return &APIError{Status: http.StatusConflict, Code: "conflict", Message: msg}
+	case errors.Is(err, multiraft.ErrUnknownOutcome):
+		return &APIError{Status: http.StatusServiceUnavailable, Code: "unknown_outcome",
+			Message: msg + " (the change may or may not have been made; check before retrying)"}
+	case errors.Is(err, context.DeadlineExceeded):
+		return &APIError{Status: http.StatusServiceUnavailable, Code: "timeout", Message: msg}
+	case errors.Is(err, context.Canceled):
+		return &APIError{Status: http.StatusServiceUnavailable, Code: "canceled", Message: msg}
+	case errors.Is(err, multiraft.ErrUnavailable), errors.Is(err, multiraft.ErrClosed):
+		return &APIError{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: msg}
+	}
+	return &APIError{Status: http.StatusInternalServerError, Code: "internal", Message: msg}
+}
+
+// decodeBody reads a JSON request body into v. An empty body leaves v as
+// it is; unknown fields are refused, so a typo is an error, not a default.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
+	body := http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+	b, err := io.ReadAll(body)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return &APIError{Status: http.StatusRequestEntityTooLarge, Code: "too_large",
+				Message: fmt.Sprintf("the request body exceeds %d bytes", MaxBodyBytes)}
+		}
+		return badRequest("read the request body: %v", err)
+	}
+	if len(strings.TrimSpace(string(b))) == 0 {
+		return nil
+	}
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return &APIError{Status: http.StatusBadRequest, Code: "bad_json", Message: "the request body is not valid JSON for this endpoint: " + err.Error()}
+	}
+	if dec.More() {
+		return &APIError{Status: http.StatusBadRequest, Code: "bad_json", Message: "the request body holds more than one JSON value"}
+	}
+	return nil
+}
+
+// timeoutOf is d, or def when d is zero, capped at max.
+func timeoutOf(d Duration, def, max time.Duration) (time.Duration, error) {
+	switch {
+	case d < 0:
+		return 0, badRequest("timeout %v is negative", time.Duration(d))
+	case d == 0:
+		return def, nil
+	case time.Duration(d) > max:
+		return 0, badRequest("timeout %v is above the limit of %v", time.Duration(d), max)
+	}
+	return time.Duration(d), nil
+}
+
+func parseGroupID(r *http.Request) (uint64, error) {
+	raw := r.PathValue("id")
+	g, err := strconv.ParseUint(raw, 10, 64)
+	if err != nil {
+		return 0, badRequest("group id %q is not a number", raw)
+	}
+	return g, nil
+}

@@ -1,0 +1,235 @@
+package admin
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+	"time"
+	"unicode/utf8"
+
+	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/fsm"
+	"github.com/heraldhq/herald/multiraft"
+)
+
+const roomTimeout = 10 * time.Second
+
+// roomGroup validates a room name from the path and finds its group.
+func (s *server) roomGroup(r *http.Request) (string, uint64, error) {
+	room := r.PathValue("room")
+	switch {
+	case room == "":
+		return "", 0, badRequest("the room name is empty")
+	case len(room) > fsm.MaxRoomBytes:
+		return "", 0, badRequest("the room name is %d bytes; the limit is %d", len(room), fsm.MaxRoomBytes)
+	case !utf8.ValidString(room):
+		return "", 0, badRequest("the room name is not valid UTF-8")
+	}
+	for _, c := range room {
+		if c < 0x20 || c == 0x7f {
+			return "", 0, badRequest("the room name %q contains a control character", room)
+		}
+	}
+	g := s.host.GroupForKey(room)
+	if g == 0 {
+		return "", 0, s.notJoined()
+	}
+	return room, g, nil
+}
+
+func (s *server) queryRoom(ctx context.Context, g uint64, q herald.RoomQuery) (herald.RoomAnswer, error) {
+	b, err := s.host.Query(ctx, g, multiraft.Linearizable, q.Encode())
+	if err != nil {
+		return herald.RoomAnswer{}, err
+	}
+	ans, err := herald.DecodeRoomAnswer(b)
+	if err != nil {
+		return herald.RoomAnswer{}, err
+	}
+	return ans, ans.Err
+}
+
+// readRoom reads a room and its members, each linearizably.
+func (s *server) readRoom(ctx context.Context, room string, g uint64) (Room, error) {
+	ans, err := s.queryRoom(ctx, g, herald.RoomQuery{Kind: herald.QueryRoom, Room: room})
+	if err != nil {
+		return Room{}, err
+	}
+	if ans.Room == nil {
+		return Room{}, fmt.Errorf("the room query of %q answered without a room", room)
+	}
+	ri := ans.Room
+	out := Room{Room: room, Group: g, Epoch: ri.Epoch, LastSeq: ri.LastSeq, FirstSeq: ri.FirstSeq, MemberCount: ri.MemberCount,
+		Config: RoomConfig{HistoryMaxCount: ri.Config.HistoryMaxCount, HistoryMaxAge: Duration(ri.Config.HistoryMaxAge),
+			KeyWindowCount: ri.Config.KeyWindowCount, KeyWindowAge: Duration(ri.Config.KeyWindowAge), MembersOnly: ri.Config.MembersOnly},
+		Members: []Member{}}
+	ans, err = s.queryRoom(ctx, g, herald.RoomQuery{Kind: herald.QueryMembers, Room: room})
+	if err != nil {
+		return Room{}, err
+	}
+	if ans.Members == nil {
+		return Room{}, fmt.Errorf("the members query of %q answered without members", room)
+	}
+	for i, m := range ans.Members.Members {
+		if i == MaxMembersShown {
+			out.MembersTruncated = true
+			break
+		}
+		mb := Member{Name: m.Name, Ephemeral: m.Ephemeral, NodeID: m.NodeID, NodeEpoch: m.NodeEpoch, JoinedSeq: m.JoinedSeq}
+		if utf8.Valid(m.Meta) {
+			mb.Meta = string(m.Meta)
+		} else {
+			mb.MetaBase64 = m.Meta
+		}
+		out.Members = append(out.Members, mb)
+	}
+	return out, nil
+}
+
+func (s *server) showRoom(w http.ResponseWriter, r *http.Request) error {
+	room, g, err := s.roomGroup(r)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), roomTimeout)
+	defer cancel()
+	out, err := s.readRoom(ctx, room, g)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// propose commits a room command and returns its result's error as the
+// error.
+func (s *server) propose(ctx context.Context, g uint64, cmd fsm.Command) (*fsm.Result, error) {
+	out, err := s.host.Propose(ctx, g, cmd.Encode())
+	if err != nil {
+		return nil, err
+	}
+	res, ok := out.(*fsm.Result)
+	if !ok {
+		return nil, fmt.Errorf("group %d returned %T, not a room result", g, out)
+	}
+	return res, res.Err
+}
+
+func (s *server) deleteRoom(w http.ResponseWriter, r *http.Request) error {
+	room, g, err := s.roomGroup(r)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), roomTimeout)
+	defer cancel()
+	s.log.Info("deleting a room", "room", room)
+	res, err := s.propose(ctx, g, fsm.Command{Op: fsm.OpRoomDelete, Room: room})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, RoomDeleted{Room: room, Group: g, Epoch: res.Epoch, LastSeq: res.LastSeq})
+	return nil
+}
+
+func (s *server) configRoom(w http.ResponseWriter, r *http.Request) error {
+	room, g, err := s.roomGroup(r)
+	if err != nil {
+		return err
+	}
+	var req RoomConfigChange
+	if err := decodeBody(w, r, &req); err != nil {
+		return err
+	}
+	cmd := fsm.Command{Op: fsm.OpRoomConfig, Room: room}
+	if req.HistoryMaxCount != nil {
+		cmd.Config.HistoryMaxCount = *req.HistoryMaxCount
+		cmd.ConfigMask |= fsm.FieldHistoryMaxCount
+	}
+	if req.HistoryMaxAge != nil {
+		if *req.HistoryMaxAge < 0 {
+			return badRequest("history_max_age must not be negative")
+		}
+		cmd.Config.HistoryMaxAge = time.Duration(*req.HistoryMaxAge)
+		cmd.ConfigMask |= fsm.FieldHistoryMaxAge
+	}
+	if req.KeyWindowCount != nil {
+		cmd.Config.KeyWindowCount = *req.KeyWindowCount
+		cmd.ConfigMask |= fsm.FieldKeyWindowCount
+	}
+	if req.KeyWindowAge != nil {
+		if *req.KeyWindowAge < 0 {
+			return badRequest("key_window_age must not be negative")
+		}
+		cmd.Config.KeyWindowAge = time.Duration(*req.KeyWindowAge)
+		cmd.ConfigMask |= fsm.FieldKeyWindowAge
+	}
+	if req.MembersOnly != nil {
+		cmd.Config.MembersOnly = *req.MembersOnly
+		cmd.ConfigMask |= fsm.FieldMembersOnly
+	}
+	if cmd.ConfigMask == 0 {
+		return badRequest("nothing to change: set one or more of history_max_count, history_max_age, key_window_count, key_window_age, members_only")
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), roomTimeout)
+	defer cancel()
+	s.log.Info("configuring a room", "room", room, "change", req)
+	if _, err := s.propose(ctx, g, cmd); err != nil {
+		return err
+	}
+	out, err := s.readRoom(ctx, room, g)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *server) snapshot(w http.ResponseWriter, r *http.Request) error {
+	var req SnapshotRequest
+	if err := decodeBody(w, r, &req); err != nil {
+		return err
+	}
+	timeout, err := timeoutOf(req.Timeout, 2*time.Minute, maxSyncTimeout)
+	if err != nil {
+		return err
+	}
+	if !s.joined() {
+		return s.notJoined()
+	}
+	groups := s.host.LocalGroups()
+	if req.Group != nil {
+		g := *req.Group
+		st := s.host.Cluster()
+		if err := checkGroup(st, g); err != nil {
+			return err
+		}
+		if !slices.Contains(groups, g) {
+			return notFound("no_local_replica", "node %s holds no replica of group %d; ask a node that does (replicas: %v)",
+				s.host.NodeID(), g, holders(st, g))
+		}
+		groups = []uint64{g}
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	defer cancel()
+	out := SnapshotReport{Node: s.host.NodeID(), Groups: []SnapshotResult{}}
+	for _, g := range groups {
+		start := time.Now()
+		res := SnapshotResult{Group: g}
+		if st, err := s.host.Status(g); err == nil {
+			res.AppliedIndex = st.AppliedIndex
+		}
+		if err := s.host.Snapshot(ctx, g); err != nil {
+			if req.Group != nil {
+				return err
+			}
+			res.Error = err.Error()
+			out.Failed++
+		}
+		res.Elapsed = Duration(time.Since(start).Round(100 * time.Microsecond))
+		out.Groups = append(out.Groups, res)
+	}
+	s.log.Info("snapshots taken", "groups", len(out.Groups), "failed", out.Failed)
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}

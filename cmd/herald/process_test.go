@@ -1,0 +1,455 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/lxzan/gws"
+)
+
+// These tests build the herald binary and drive real processes on loopback.
+
+var heraldBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "herald-bin-*")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	heraldBin = filepath.Join(dir, "herald")
+	build := exec.Command("go", "build", "-race", "-o", heraldBin, ".")
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build herald:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// freePorts returns n ports free on 127.0.0.1 right now.
+func freePorts(t *testing.T, n int) []int {
+	t.Helper()
+	var ports []int
+	var ls []net.Listener
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	for _, l := range ls {
+		_ = l.Close()
+	}
+	return ports
+}
+
+// proc is one herald process with its output collected.
+type proc struct {
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	out  bytes.Buffer
+	done chan struct{}
+	err  error
+}
+
+func startProc(t *testing.T, args ...string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(heraldBin, args...), done: make(chan struct{})}
+	w := &lockedWriter{p: p}
+	p.cmd.Stdout, p.cmd.Stderr = w, w
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		p.err = p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("output of herald %s:\n%s", strings.Join(args, " "), p.output())
+		}
+	})
+	return p
+}
+
+type lockedWriter struct{ p *proc }
+
+func (w *lockedWriter) Write(b []byte) (int, error) {
+	w.p.mu.Lock()
+	defer w.p.mu.Unlock()
+	return w.p.out.Write(b)
+}
+
+func (p *proc) output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.String()
+}
+
+// wait waits for the process to exit and returns its exit code.
+func (p *proc) wait(t *testing.T, timeout time.Duration) int {
+	t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(timeout):
+		t.Fatalf("herald did not exit within %v", timeout)
+	}
+	if p.err == nil {
+		return 0
+	}
+	if ee, ok := p.err.(*exec.ExitError); ok {
+		return ee.ExitCode()
+	}
+	return -1
+}
+
+func (p *proc) waitOutput(t *testing.T, text string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !strings.Contains(p.output(), text) {
+		select {
+		case <-p.done:
+			t.Fatalf("herald exited before printing %q", text)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("herald did not print %q within %v", text, timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func waitReady(t *testing.T, base string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		resp, err := http.Get(base + "/readyz")
+		if err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not ready within %v (last: %v)", base, timeout, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// wsConn is a minimal herald.v1 client for these tests.
+type wsConn struct {
+	conn   *gws.Conn
+	frames chan map[string]any
+	closed chan struct{}
+	nextID int
+}
+
+type wsHandler struct {
+	gws.BuiltinEventHandler
+	c *wsConn
+}
+
+func (h wsHandler) OnMessage(_ *gws.Conn, m *gws.Message) {
+	defer m.Close()
+	var f map[string]any
+	if json.Unmarshal(m.Bytes(), &f) == nil {
+		select {
+		case h.c.frames <- f:
+		default:
+		}
+	}
+}
+
+func (h wsHandler) OnClose(*gws.Conn, error) { close(h.c.closed) }
+
+func dialNode(t *testing.T, url, user string) *wsConn {
+	t.Helper()
+	c := &wsConn{frames: make(chan map[string]any, 4096), closed: make(chan struct{})}
+	conn, _, err := gws.NewClient(wsHandler{c: c}, &gws.ClientOption{Addr: url,
+		RequestHeader: http.Header{"Sec-WebSocket-Protocol": []string{"herald.v1"}}})
+	if err != nil {
+		t.Fatalf("dial %s: %v", url, err)
+	}
+	c.conn = conn
+	go conn.ReadLoop()
+	t.Cleanup(func() { _ = conn.NetConn().Close() })
+	if r := c.call(t, map[string]any{"op": "auth", "user": user}); r["ok"] != true {
+		t.Fatalf("auth: %v", r)
+	}
+	return c
+}
+
+// call sends a request and returns its reply, or nil if the socket died.
+func (c *wsConn) call(t *testing.T, req map[string]any) map[string]any {
+	t.Helper()
+	c.nextID++
+	req["id"] = c.nextID
+	b, _ := json.Marshal(req)
+	if err := c.conn.WriteMessage(gws.OpcodeText, b); err != nil {
+		return nil
+	}
+	timeout := time.After(20 * time.Second)
+	for {
+		select {
+		case f := <-c.frames:
+			if f["id"] == float64(c.nextID) {
+				return f
+			}
+		case <-c.closed:
+			return nil
+		case <-timeout:
+			t.Fatalf("no reply to %v", req)
+		}
+	}
+}
+
+func TestServeRefusesBadFlags(t *testing.T) {
+	dir := t.TempDir()
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	ports := freePorts(t, 2)
+	peer := fmt.Sprintf("127.0.0.1:%d", ports[1])
+	common := []string{"--insecure-auth", "--client-addr", fmt.Sprintf("127.0.0.1:%d", ports[0]), "--peer-addr", peer}
+	owned := filepath.Join(dir, "owned")
+	if err := os.MkdirAll(owned, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(owned, identityFile), []byte(`{"node_id":"other"}`), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	notDir := filepath.Join(dir, "file")
+	_ = os.WriteFile(notDir, nil, 0o640)
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--data-dir", dir + "/a"}, "--node-id is required"},
+		{[]string{"--node-id", "n1", "--data-dir", dir + "/b", "--bootstrap", "n1=nowhere"}, "--bootstrap"},
+		{[]string{"--node-id", "n1", "--data-dir", dir + "/c", "--bootstrap", "n2=" + peer}, "does not list this node"},
+		{[]string{"--node-id", "n1", "--data-dir", dir + "/d", "--bootstrap", "n1=" + peer, "--join", "x:1"}, "exclude each other"},
+		{[]string{"--node-id", "n1", "--data-dir", dir + "/e", "--log-store", "tape"}, "--log-store"},
+		{[]string{"--node-id", "n1", "--data-dir", dir + "/f", "--max-frame", "-1"}, "max frame"},
+		{[]string{"--node-id", "n1", "--data-dir", owned}, "belongs to node other"},
+		{[]string{"--node-id", "n1", "--data-dir", notDir}, "--data-dir"},
+		{[]string{"--node-id", "n1", "--data-dir", dir + "/g", "--heartbeat-timeout", "1ms"}, "raft timeouts"},
+		{[]string{"--node-id", "n1", "--data-dir", dir + "/h", "--jwt-public-keys", notDir}, "--jwt-public-keys"},
+	}
+	for _, tc := range cases {
+		p := startProc(t, append(append([]string{"serve"}, common...), tc.args...)...)
+		if code := p.wait(t, 20*time.Second); code == 0 || !strings.Contains(p.output(), tc.want) {
+			t.Errorf("serve %v: exit %d, output %q; want an error mentioning %q", tc.args, code, p.output(), tc.want)
+		}
+	}
+	// No auth configured at all.
+	p := startProc(t, "serve", "--node-id", "n1", "--data-dir", dir+"/i")
+	if code := p.wait(t, 20*time.Second); code == 0 || !strings.Contains(p.output(), "--jwt-secret-file") {
+		t.Errorf("serve without auth: exit %d, %q", code, p.output())
+	}
+	// The client port in use.
+	p = startProc(t, "serve", "--node-id", "n1", "--data-dir", dir+"/j", "--insecure-auth",
+		"--client-addr", busy.Addr().String(), "--peer-addr", peer)
+	if code := p.wait(t, 20*time.Second); code == 0 || !strings.Contains(p.output(), "address already in use") {
+		t.Errorf("serve on a busy port: exit %d, %q", code, p.output())
+	}
+	// A config file with a typo'd value.
+	cfgFile := filepath.Join(dir, "herald.yaml")
+	_ = os.WriteFile(cfgFile, []byte("node-id: n1\ngroups: many\n"), 0o640)
+	p = startProc(t, "serve", "--config", cfgFile, "--insecure-auth")
+	if code := p.wait(t, 20*time.Second); code == 0 || !strings.Contains(p.output(), "--config") {
+		t.Errorf("serve with a bad config file: exit %d, %q", code, p.output())
+	}
+}
+
+// Three serve processes; SIGTERM on one while a client publishes: nothing
+// acknowledged is lost, the node exits cleanly in bounded time and comes
+// back with its data.
+func TestServeClusterSurvivesSIGTERM(t *testing.T) {
+	dir := t.TempDir()
+	ports := freePorts(t, 6)
+	var boot []string
+	for i := range 3 {
+		boot = append(boot, fmt.Sprintf("n%d=127.0.0.1:%d", i+1, ports[3+i]))
+	}
+	cfgFile := filepath.Join(dir, "common.toml")
+	_ = os.WriteFile(cfgFile, []byte("insecure-auth = true\ngroups = 8\nheartbeat-timeout = \"500ms\"\nelection-timeout = \"500ms\"\nleader-lease-timeout = \"250ms\"\nlease-ttl = \"3s\"\n"), 0o640)
+	args := func(i int) []string {
+		return []string{"serve", "--config", cfgFile, "--node-id", fmt.Sprintf("n%d", i+1),
+			"--data-dir", filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
+			"--client-addr", fmt.Sprintf("127.0.0.1:%d", ports[i]), "--peer-addr", fmt.Sprintf("127.0.0.1:%d", ports[3+i]),
+			"--bootstrap", strings.Join(boot, ","), "--log-level", "warn"}
+	}
+	procs := make([]*proc, 3)
+	for i := range 3 {
+		procs[i] = startProc(t, args(i)...)
+	}
+	base := func(i int) string { return fmt.Sprintf("http://127.0.0.1:%d", ports[i]) }
+	ws := func(i int) string { return fmt.Sprintf("ws://127.0.0.1:%d/ws", ports[i]) }
+	for i := range 3 {
+		waitReady(t, base(i), 60*time.Second)
+	}
+	pub := dialNode(t, ws(1), "writer")
+	acked := map[int]bool{}
+	publish := func(k int) {
+		for attempt := 0; ; attempt++ {
+			if attempt > 200 {
+				t.Fatalf("publish %d never succeeded", k)
+			}
+			r := pub.call(t, map[string]any{"op": "publish", "room": "durable", "data": k, "key": fmt.Sprint(k)})
+			if r == nil {
+				pub = dialNode(t, ws(1+attempt%2), "writer")
+				continue
+			}
+			if r["ok"] == true {
+				acked[k] = true
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	for k := range 20 {
+		publish(k)
+	}
+	stopStart := time.Now()
+	if err := procs[0].cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for k := 20; k < 40; k++ {
+		publish(k)
+	}
+	if code := procs[0].wait(t, 30*time.Second); code != 0 {
+		t.Fatalf("SIGTERM: exit code %d", code)
+	}
+	t.Logf("graceful stop took %v", time.Since(stopStart))
+	procs[0] = startProc(t, args(0)...)
+	waitReady(t, base(0), 60*time.Second)
+	for k := 40; k < 50; k++ {
+		publish(k)
+	}
+	// Read the full history from the restarted node.
+	r := dialNode(t, ws(0), "reader").call(t, map[string]any{"op": "history", "room": "durable", "from_seq": 1, "limit": 1000})
+	if r == nil || r["ok"] != true {
+		t.Fatalf("history: %v", r)
+	}
+	seen := map[int]int{}
+	for _, e := range r["events"].([]any) {
+		seen[int(e.(map[string]any)["data"].(float64))]++
+	}
+	for k := range acked {
+		if seen[k] != 1 {
+			t.Fatalf("acknowledged publish %d appears %d times", k, seen[k])
+		}
+	}
+	if len(seen) != len(acked) {
+		t.Fatalf("history has %d values, %d were acknowledged", len(seen), len(acked))
+	}
+	for i := range 3 {
+		_ = procs[i].cmd.Process.Signal(syscall.SIGTERM)
+	}
+	for i := range 3 {
+		if code := procs[i].wait(t, 30*time.Second); code != 0 {
+			t.Errorf("node %d exit code %d", i+1, code)
+		}
+	}
+}
+
+// herald dev starts, serves a publish/subscribe round trip, and stops
+// cleanly on Ctrl-C.
+func TestDevRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	ports := freePorts(t, 1)
+	basePort := ports[0] - 1
+	// The dev ports are base+1..3 and base+101..103; find a base whose
+	// ports are all free.
+	for try := 0; try < 20; try++ {
+		if portsFree(basePort+1, basePort+2, basePort+3, basePort+101, basePort+102, basePort+103) {
+			break
+		}
+		basePort = freePorts(t, 1)[0] - 1
+	}
+	p := startProc(t, "dev", "--base-port", fmt.Sprint(basePort), "--data", filepath.Join(dir, "data"))
+	p.waitOutput(t, "Herald dev cluster is up", 60*time.Second)
+	sub := dialNode(t, fmt.Sprintf("ws://127.0.0.1:%d/ws", basePort+1), "alice")
+	if r := sub.call(t, map[string]any{"op": "subscribe", "room": "lobby"}); r["ok"] != true {
+		t.Fatalf("subscribe: %v", r)
+	}
+	pub := dialNode(t, fmt.Sprintf("ws://127.0.0.1:%d/ws", basePort+3), "bob")
+	if r := pub.call(t, map[string]any{"op": "publish", "room": "lobby", "data": map[string]any{"text": "hi"}}); r["ok"] != true {
+		t.Fatalf("publish: %v", r)
+	}
+	select {
+	case f := <-sub.frames:
+		if f["ev"] != "event" || f["seq"] != 1.0 || f["member"] != "bob" {
+			t.Fatalf("event: %v", f)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no event")
+	}
+	// The admin API answers without a token from loopback.
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/admin/v1/status", basePort+1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("admin status: %d %s", resp.StatusCode, body)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.wait(t, 30*time.Second); code != 0 {
+		t.Fatalf("dev exit code %d", code)
+	}
+	if !strings.Contains(p.output(), "stopped") {
+		t.Fatalf("dev output: %s", p.output())
+	}
+	// Running it again reuses the data.
+	p = startProc(t, "dev", "--base-port", fmt.Sprint(basePort), "--data", filepath.Join(dir, "data"))
+	p.waitOutput(t, "Herald dev cluster is up", 60*time.Second)
+	r := dialNode(t, fmt.Sprintf("ws://127.0.0.1:%d/ws", basePort+2), "carol").call(t, map[string]any{"op": "history", "room": "lobby"})
+	if r == nil || r["ok"] != true || len(r["events"].([]any)) != 1 {
+		t.Fatalf("history after a restart: %v", r)
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGINT)
+	if code := p.wait(t, 30*time.Second); code != 0 {
+		t.Fatalf("second dev exit code %d", code)
+	}
+}
+
+func portsFree(ports ...int) bool {
+	for _, port := range ports {
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			return false
+		}
+		_ = l.Close()
+	}
+	return true
+}

@@ -1,0 +1,510 @@
+package main
+
+import (
+	"context"
+	"crypto/subtle"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"github.com/urfave/cli/v2/altsrc"
+
+	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/admin"
+	"github.com/heraldhq/herald/multiraft"
+	"github.com/heraldhq/herald/multiraft/logstore"
+	"github.com/heraldhq/herald/wsfront"
+	"github.com/heraldhq/herald/wsfront/auth"
+)
+
+func env(name string) []string { return []string{"HERALD_" + name} }
+
+// serveFlags are serve's flags. Every one can also come from an environment
+// variable (HERALD_ and the flag's name in capitals with underscores) or
+// from the --config file (YAML or TOML, keys named like the flags); the
+// command line wins over the environment, which wins over the file.
+func serveFlags() []cli.Flag {
+	lim := wsfront.DefaultLimits()
+	t := multiraft.DefaultTiming()
+	str := func(name, value, usage string) cli.Flag {
+		return altsrc.NewStringFlag(&cli.StringFlag{Name: name, Value: value, Usage: usage,
+			EnvVars: env(strings.ToUpper(strings.ReplaceAll(name, "-", "_")))})
+	}
+	dur := func(name string, value time.Duration, usage string) cli.Flag {
+		return altsrc.NewDurationFlag(&cli.DurationFlag{Name: name, Value: value, Usage: usage,
+			EnvVars: env(strings.ToUpper(strings.ReplaceAll(name, "-", "_")))})
+	}
+	num := func(name string, value int, usage string) cli.Flag {
+		return altsrc.NewIntFlag(&cli.IntFlag{Name: name, Value: value, Usage: usage,
+			EnvVars: env(strings.ToUpper(strings.ReplaceAll(name, "-", "_")))})
+	}
+	boolean := func(name, usage string) cli.Flag {
+		return altsrc.NewBoolFlag(&cli.BoolFlag{Name: name, Usage: usage,
+			EnvVars: env(strings.ToUpper(strings.ReplaceAll(name, "-", "_")))})
+	}
+	return []cli.Flag{
+		&cli.StringFlag{Name: "config", Usage: "read flags from this YAML (.yaml, .yml) or TOML (.toml) file", EnvVars: env("CONFIG")},
+		str("node-id", "", "this node's id in the cluster, stable across restarts (required)"),
+		str("data-dir", "herald-data", "directory of the node's raft logs and room state"),
+		str("client-addr", ":7070", "address of the websocket and HTTP port"),
+		str("peer-addr", ":7170", "address of the peer port (raft and node-to-node traffic)"),
+		str("advertise-client-addr", "", "client address other nodes and clients use (default: the bound one)"),
+		str("advertise-peer-addr", "", "peer address other nodes dial (default: the bound one)"),
+		str("bootstrap", "", "found a new cluster of these nodes: id=peer-host:port,... (the same list on every initial node)"),
+		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "join", Usage: "join an existing cluster through this node's peer address (repeatable)", EnvVars: env("JOIN")}),
+		str("cluster-id", "herald", "name of a new cluster (with --bootstrap)"),
+		num("groups", 64, "data groups of a new cluster (fixed for its life)"),
+		num("replication", 3, "replicas per data group of a new cluster"),
+		str("log-store", "badger", "raft log backend: badger (one DB per node) or bolt (a file per group)"),
+		dur("heartbeat-timeout", t.HeartbeatTimeout, "raft: follower's wait before an election"),
+		dur("election-timeout", t.ElectionTimeout, "raft: candidate's wait for votes"),
+		dur("leader-lease-timeout", t.LeaderLeaseTimeout, "raft: leader's lease without quorum contact"),
+		dur("commit-timeout", t.CommitTimeout, "raft: how late an idle follower learns a commit"),
+		dur("lease-ttl", 10*time.Second, "how long a dead node's sockets stay members of their rooms"),
+		str("tls-cert", "", "certificate file for the client port (serves https and wss)"),
+		str("tls-key", "", "key file for --tls-cert"),
+		str("peer-tls-cert", "", "certificate file for the peer port (mutual TLS)"),
+		str("peer-tls-key", "", "key file for --peer-tls-cert"),
+		str("peer-tls-ca", "", "CA file that signs every node's peer certificate"),
+		str("jwt-secret", "", "HMAC secret for client tokens (prefer HERALD_JWT_SECRET or --jwt-secret-file)"),
+		str("jwt-secret-file", "", "file holding the HMAC secret for client tokens"),
+		str("jwt-public-keys", "", "PEM file of RSA or Ed25519 public keys (or certificates) for client tokens"),
+		str("jwt-issuer", "", "required iss claim of client tokens"),
+		str("jwt-audience", "", "required aud claim of client tokens"),
+		boolean("jwt-require-exp", "refuse client tokens without exp"),
+		boolean("insecure-auth", "accept {\"op\":\"auth\",\"user\":...} without a token (local development only)"),
+		str("admin-token", "", "bearer token of the admin API (prefer HERALD_ADMIN_TOKEN or --admin-token-file); without one the admin API refuses every request"),
+		str("admin-token-file", "", "file holding the admin token"),
+		num("max-frame", lim.MaxFrame, "bytes of one client frame"),
+		num("max-data", lim.MaxData, "bytes of a publish's data or a join's meta"),
+		num("max-rooms", lim.MaxRooms, "rooms joined plus subscribed per socket"),
+		altsrc.NewFloat64Flag(&cli.Float64Flag{Name: "publish-rate", Value: lim.PublishRate, Usage: "publishes per second per socket", EnvVars: env("PUBLISH_RATE")}),
+		num("publish-burst", lim.PublishBurst, "publishes a socket may send at once"),
+		num("max-inflight", lim.MaxInflight, "requests in progress per socket"),
+		num("max-queue-frames", lim.MaxQueueFrames, "outgoing frames queued per socket before it is closed as slow"),
+		num("max-queue-bytes", lim.MaxQueueBytes, "outgoing bytes queued per socket before it is closed as slow"),
+		dur("auth-timeout", lim.AuthTimeout, "time a socket has to authenticate"),
+		dur("idle-timeout", lim.IdleTimeout, "time a socket may stay silent"),
+		dur("ping-interval", lim.PingInterval, "time between the node's pings"),
+		dur("request-timeout", lim.RequestTimeout, "time one request may take, retries included"),
+		dur("stop-timeout", 15*time.Second, "bound of a graceful stop"),
+		str("log-level", "info", "debug, info, warn or error"),
+		str("log-format", "text", "text or json"),
+		boolean("pprof", "serve Go's profiler at /debug/pprof/ on the client port (protected by the admin token)"),
+	}
+}
+
+func serveCommand() *cli.Command {
+	flags := serveFlags()
+	return &cli.Command{
+		Name:  "serve",
+		Usage: "run one node of a cluster",
+		Description: "Start the first nodes of a new cluster with the same --bootstrap list on each, add nodes\n" +
+			"later with --join, and restart a node with just its --node-id and --data-dir.",
+		Flags:  flags,
+		Before: configFile(flags),
+		Action: func(c *cli.Context) error {
+			logger, err := newLogger(c.App.ErrWriter, c.String("log-level"), c.String("log-format"))
+			if err != nil {
+				return err
+			}
+			cfg, adminToken, err := serveConfig(c, logger)
+			if err != nil {
+				return err
+			}
+			return runNodes(c.Context, logger, []herald.Config{cfg}, func(nodes []*herald.Node) {
+				mountAdmin(nodes[0], adminToken, false, c.Bool("pprof"), logger)
+			}, nil)
+		},
+	}
+}
+
+// configFile loads the --config file, picking the format by its extension.
+func configFile(flags []cli.Flag) cli.BeforeFunc {
+	return func(c *cli.Context) error {
+		path := c.String("config")
+		if path == "" {
+			return nil
+		}
+		var src func(*cli.Context) (altsrc.InputSourceContext, error)
+		switch strings.ToLower(filepath.Ext(path)) {
+		case ".yaml", ".yml":
+			src = altsrc.NewYamlSourceFromFlagFunc("config")
+		case ".toml":
+			src = altsrc.NewTomlSourceFromFlagFunc("config")
+		default:
+			return fmt.Errorf("--config %s: want a .yaml, .yml or .toml file", path)
+		}
+		if err := altsrc.InitInputSourceWithContext(flags, src)(c); err != nil {
+			return fmt.Errorf("--config %s: %w", path, err)
+		}
+		return nil
+	}
+}
+
+// serveConfig turns serve's flags into a node configuration, refusing
+// anything it cannot use with a message that names the flag.
+func serveConfig(c *cli.Context, logger *slog.Logger) (herald.Config, string, error) {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	cfg := herald.Config{
+		NodeID:              c.String("node-id"),
+		DataDir:             c.String("data-dir"),
+		ClientAddr:          c.String("client-addr"),
+		PeerAddr:            c.String("peer-addr"),
+		AdvertiseClientAddr: c.String("advertise-client-addr"),
+		AdvertisePeerAddr:   c.String("advertise-peer-addr"),
+		Join:                c.StringSlice("join"),
+		LeaseTTL:            c.Duration("lease-ttl"),
+		StopTimeout:         c.Duration("stop-timeout"),
+		Logger:              logger,
+	}
+	if cfg.NodeID == "" {
+		bad("--node-id is required (a name for this node that stays the same across restarts)")
+	}
+	kind, err := logstore.ParseKind(c.String("log-store"))
+	if err != nil {
+		bad("--log-store: %v", err)
+	}
+	cfg.LogStore = kind
+	cfg.Timing = multiraft.DefaultTiming()
+	cfg.Timing.HeartbeatTimeout = c.Duration("heartbeat-timeout")
+	cfg.Timing.ElectionTimeout = c.Duration("election-timeout")
+	cfg.Timing.LeaderLeaseTimeout = c.Duration("leader-lease-timeout")
+	cfg.Timing.CommitTimeout = c.Duration("commit-timeout")
+	if err := cfg.Timing.Validate(); err != nil {
+		bad("raft timeouts: %v", err)
+	}
+	if spec := c.String("bootstrap"); spec != "" {
+		peers, err := parseBootstrap(spec)
+		if err != nil {
+			bad("--bootstrap: %v", err)
+		} else if !slices.ContainsFunc(peers, func(p multiraft.Peer) bool { return p.ID == cfg.NodeID }) {
+			bad("--bootstrap does not list this node (--node-id %s)", cfg.NodeID)
+		}
+		groups, repl := c.Int("groups"), c.Int("replication")
+		if groups < 1 || groups > 1<<16 {
+			bad("--groups %d: want 1..65536", groups)
+		}
+		if repl < 1 || repl > len(peers) {
+			bad("--replication %d: want 1..%d (the nodes in --bootstrap)", repl, len(peers))
+		}
+		cfg.Bootstrap = &multiraft.BootstrapSpec{ClusterID: c.String("cluster-id"), Nodes: peers,
+			Groups: uint64(max(groups, 0)), Replication: repl}
+	}
+	if cfg.Bootstrap != nil && len(cfg.Join) > 0 {
+		bad("--bootstrap and --join exclude each other: a node founds a cluster or joins one")
+	}
+	lim := wsfront.DefaultLimits()
+	lim.MaxFrame, lim.MaxData, lim.MaxRooms = c.Int("max-frame"), c.Int("max-data"), c.Int("max-rooms")
+	lim.PublishRate, lim.PublishBurst, lim.MaxInflight = c.Float64("publish-rate"), c.Int("publish-burst"), c.Int("max-inflight")
+	lim.MaxQueueFrames, lim.MaxQueueBytes = c.Int("max-queue-frames"), c.Int("max-queue-bytes")
+	lim.AuthTimeout, lim.IdleTimeout, lim.PingInterval = c.Duration("auth-timeout"), c.Duration("idle-timeout"), c.Duration("ping-interval")
+	lim.RequestTimeout = c.Duration("request-timeout")
+	if err := lim.Validate(); err != nil {
+		bad("limits: %v", err)
+	}
+	cfg.Limits = lim
+	if cfg.Auth, err = authConfig(c); err != nil {
+		errs = append(errs, err)
+	}
+	if cfg.ClientTLS, err = clientTLS(c.String("tls-cert"), c.String("tls-key")); err != nil {
+		errs = append(errs, err)
+	}
+	if cfg.PeerTLS, cfg.PeerClientTLS, err = peerTLS(c.String("peer-tls-cert"), c.String("peer-tls-key"), c.String("peer-tls-ca")); err != nil {
+		errs = append(errs, err)
+	}
+	token, err := secret(c, "admin-token")
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) == 0 {
+		if err := checkDataDir(cfg.DataDir, cfg.NodeID, cfg.Bootstrap); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return cfg, token, errors.Join(errs...)
+}
+
+// parseBootstrap reads "n1=host:port,n2=host:port".
+func parseBootstrap(spec string) ([]multiraft.Peer, error) {
+	var peers []multiraft.Peer
+	seen := map[string]bool{}
+	for item := range strings.SplitSeq(spec, ",") {
+		id, addr, ok := strings.Cut(strings.TrimSpace(item), "=")
+		if !ok || id == "" || addr == "" {
+			return nil, fmt.Errorf("%q is not id=host:port", item)
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return nil, fmt.Errorf("%s: %v", id, err)
+		}
+		if seen[id] {
+			return nil, fmt.Errorf("node %s is listed twice", id)
+		}
+		seen[id] = true
+		peers = append(peers, multiraft.Peer{ID: id, Addr: addr})
+	}
+	return peers, nil
+}
+
+// secret reads a flag given directly or as a file (flag name + "-file").
+func secret(c *cli.Context, name string) (string, error) {
+	v, file := c.String(name), c.String(name+"-file")
+	if v != "" && file != "" {
+		return "", fmt.Errorf("--%s and --%s-file exclude each other", name, name)
+	}
+	if file == "" {
+		return v, nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("--%s-file: %w", name, err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+func authConfig(c *cli.Context) (auth.Config, error) {
+	cfg := auth.Config{
+		Issuer:        c.String("jwt-issuer"),
+		Audience:      c.String("jwt-audience"),
+		RequireExpiry: c.Bool("jwt-require-exp"),
+		Insecure:      c.Bool("insecure-auth"),
+		Leeway:        5 * time.Second,
+	}
+	s, err := secret(c, "jwt-secret")
+	if err != nil {
+		return cfg, err
+	}
+	if s != "" {
+		cfg.HMACSecret = []byte(s)
+	}
+	if file := c.String("jwt-public-keys"); file != "" {
+		pem, err := os.ReadFile(file)
+		if err != nil {
+			return cfg, fmt.Errorf("--jwt-public-keys: %w", err)
+		}
+		if cfg.PublicKeys, err = auth.LoadPublicKeys(pem); err != nil {
+			return cfg, fmt.Errorf("--jwt-public-keys %s: %w", file, err)
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, fmt.Errorf("client auth: %w (give --jwt-secret-file or --jwt-public-keys, or --insecure-auth for local development)", err)
+	}
+	return cfg, nil
+}
+
+func clientTLS(certFile, keyFile string) (*tls.Config, error) {
+	if certFile == "" && keyFile == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-cert/--tls-key: %w", err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+}
+
+// peerTLS builds mutual TLS for the peer port: every node presents its
+// certificate and accepts only peers signed by the cluster's CA.
+func peerTLS(certFile, keyFile, caFile string) (server, client *tls.Config, err error) {
+	if certFile == "" && keyFile == "" && caFile == "" {
+		return nil, nil, nil
+	}
+	if certFile == "" || keyFile == "" || caFile == "" {
+		return nil, nil, errors.New("peer TLS needs --peer-tls-cert, --peer-tls-key and --peer-tls-ca together")
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--peer-tls-cert/--peer-tls-key: %w", err)
+	}
+	caPEM, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--peer-tls-ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, nil, fmt.Errorf("--peer-tls-ca %s: no certificate in it", caFile)
+	}
+	server = &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pool,
+		ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS13}
+	client = &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, MinVersion: tls.VersionTLS13}
+	return server, client, nil
+}
+
+// identityFile records which node and cluster a data dir belongs to, so a
+// node is never started on another's data.
+const identityFile = "herald-node.json"
+
+type identity struct {
+	NodeID    string `json:"node_id"`
+	ClusterID string `json:"cluster_id,omitempty"`
+}
+
+// checkDataDir makes sure the data dir is usable and is this node's.
+func checkDataDir(dir, nodeID string, boot *multiraft.BootstrapSpec) error {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return fmt.Errorf("--data-dir %s: %w", dir, err)
+	}
+	probe, err := os.CreateTemp(dir, ".probe-*")
+	if err != nil {
+		return fmt.Errorf("--data-dir %s is not writable: %w", dir, err)
+	}
+	_ = probe.Close()
+	_ = os.Remove(probe.Name())
+	id, err := readIdentity(dir)
+	if err != nil {
+		return err
+	}
+	switch {
+	case id == nil:
+		return writeIdentity(dir, identity{NodeID: nodeID})
+	case id.NodeID != nodeID:
+		return fmt.Errorf("--data-dir %s belongs to node %s, not %s", dir, id.NodeID, nodeID)
+	case boot != nil && id.ClusterID != "" && id.ClusterID != boot.ClusterID:
+		return fmt.Errorf("--data-dir %s belongs to cluster %s, not %s", dir, id.ClusterID, boot.ClusterID)
+	}
+	return nil
+}
+
+func readIdentity(dir string) (*identity, error) {
+	b, err := os.ReadFile(filepath.Join(dir, identityFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("--data-dir %s: %w", dir, err)
+	}
+	var id identity
+	if err := json.Unmarshal(b, &id); err != nil || id.NodeID == "" {
+		return nil, fmt.Errorf("--data-dir %s: %s is damaged (%v); it names the node the directory belongs to", dir, identityFile, err)
+	}
+	return &id, nil
+}
+
+func writeIdentity(dir string, id identity) error {
+	b, _ := json.MarshalIndent(id, "", "  ")
+	tmp := filepath.Join(dir, identityFile+".tmp")
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o640); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(dir, identityFile))
+}
+
+// runNodes starts the nodes, runs ready once they serve, and stops them
+// gracefully on SIGINT or SIGTERM; a second signal stops them at once.
+func runNodes(parent context.Context, logger *slog.Logger, cfgs []herald.Config,
+	ready func([]*herald.Node), stopped func()) error {
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	ctx, cancel := context.WithCancel(parent)
+	defer cancel()
+	go func() {
+		select {
+		case <-sigs:
+			logger.Warn("signal before the node started: giving up")
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	nodes := make([]*herald.Node, len(cfgs))
+	errs := make([]error, len(cfgs))
+	done := make(chan int, len(cfgs))
+	for i, cfg := range cfgs {
+		go func() {
+			nodes[i], errs[i] = herald.Start(ctx, cfg)
+			done <- i
+		}()
+	}
+	for range cfgs {
+		<-done
+	}
+	if err := errors.Join(errs...); err != nil {
+		for _, n := range nodes {
+			if n != nil {
+				_ = n.Close()
+			}
+		}
+		return err
+	}
+	cancel() // the startup watcher is done; signals now stop the nodes
+	for i, n := range nodes {
+		id := identity{NodeID: cfgs[i].NodeID, ClusterID: n.Host().Cluster().ClusterID}
+		if err := writeIdentity(cfgs[i].DataDir, id); err != nil {
+			logger.Warn("could not record the node's cluster in its data dir", "err", err)
+		}
+		logger.Info("node serving", "node", cfgs[i].NodeID, "websocket", n.WebsocketURL(), "peer", n.PeerAddr())
+	}
+	if ready != nil {
+		ready(nodes)
+	}
+	sig := <-sigs
+	logger.Info("stopping: handing over leaderships and closing sockets (a second signal stops at once)", "signal", sig.String())
+	go func() {
+		<-sigs
+		logger.Warn("second signal: stopping at once")
+		for _, n := range nodes {
+			_ = n.Crash()
+		}
+		os.Exit(1)
+	}()
+	closeErrs := make(chan error, len(nodes))
+	for _, n := range nodes {
+		go func() { closeErrs <- n.Close() }()
+	}
+	var all []error
+	for range nodes {
+		all = append(all, <-closeErrs)
+	}
+	if stopped != nil {
+		stopped()
+	}
+	logger.Info("stopped")
+	return errors.Join(all...)
+}
+
+// mountAdmin adds the admin API (and the profiler, when asked) to a node's
+// client port.
+func mountAdmin(n *herald.Node, token string, allowNoToken, withPprof bool, logger *slog.Logger) {
+	h := admin.Handler(n, admin.Options{Token: token, AllowNoToken: allowNoToken, Logger: logger})
+	n.Front().Handle("/admin/v1/", h)
+	if withPprof {
+		n.Front().Handle("/debug/pprof/", guard(token, allowNoToken, http.HandlerFunc(pprof.Index)))
+		n.Front().Handle("/debug/pprof/profile", guard(token, allowNoToken, http.HandlerFunc(pprof.Profile)))
+		n.Front().Handle("/debug/pprof/trace", guard(token, allowNoToken, http.HandlerFunc(pprof.Trace)))
+		n.Front().Handle("/debug/pprof/symbol", guard(token, allowNoToken, http.HandlerFunc(pprof.Symbol)))
+		n.Front().Handle("/debug/pprof/cmdline", guard(token, allowNoToken, http.HandlerFunc(pprof.Cmdline)))
+	}
+}
+
+// guard lets through requests bearing the admin token (or, in dev mode,
+// coming from loopback).
+func guard(token string, allowNoToken bool, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		host, _, _ := net.SplitHostPort(r.RemoteAddr)
+		ip := net.ParseIP(host)
+		switch {
+		case token != "" && subtle.ConstantTimeCompare([]byte(got), []byte(token)) == 1:
+		case allowNoToken && ip != nil && ip.IsLoopback():
+		default:
+			http.Error(w, "the profiler needs the admin token", http.StatusUnauthorized)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}

@@ -1,0 +1,51 @@
+package main
+
+import (
+	"io"
+	"testing"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/heraldhq/herald"
+)
+
+// The example configuration shipped in deploy/ is one serve accepts.
+func TestExampleConfigFileParses(t *testing.T) {
+	flags := serveFlags()
+	var got herald.Config
+	app := &cli.App{Writer: io.Discard, ErrWriter: io.Discard, Commands: []*cli.Command{{
+		Name: "serve", Flags: flags, Before: configFile(flags),
+		Action: func(c *cli.Context) (err error) {
+			got, _, err = serveConfig(c, nil)
+			return err
+		},
+	}}}
+	dir := t.TempDir()
+	if err := app.Run([]string{"herald", "serve", "--config", "../../deploy/herald.yaml", "--data-dir", dir, "--insecure-auth"}); err != nil {
+		t.Fatalf("deploy/herald.yaml: %v", err)
+	}
+	if got.NodeID != "n1" || got.Bootstrap == nil || len(got.Bootstrap.Nodes) != 3 || got.Bootstrap.Groups != 64 ||
+		got.AdvertisePeerAddr != "10.0.0.1:7170" {
+		t.Fatalf("parsed config: %+v", got)
+	}
+	// The command line wins over the file.
+	if err := app.Run([]string{"herald", "serve", "--config", "../../deploy/herald.yaml", "--data-dir", dir,
+		"--insecure-auth", "--groups", "16"}); err != nil {
+		t.Fatal(err)
+	}
+	if got.Bootstrap.Groups != 16 {
+		t.Fatalf("--groups on the command line: %d", got.Bootstrap.Groups)
+	}
+}
+
+func TestParseBootstrap(t *testing.T) {
+	peers, err := parseBootstrap("n1=127.0.0.1:1, n2=[::1]:2")
+	if err != nil || len(peers) != 2 || peers[1].Addr != "[::1]:2" {
+		t.Fatalf("%v %v", peers, err)
+	}
+	for _, bad := range []string{"", "n1", "=a:1", "n1=a:1,n1=b:2", "n1=nohost"} {
+		if _, err := parseBootstrap(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
