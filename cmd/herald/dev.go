@@ -27,7 +27,7 @@ func devCommand() *cli.Command {
 			&cli.StringFlag{Name: "data", Value: "herald-dev-data", Usage: "directory of the three nodes' data"},
 			&cli.BoolFlag{Name: "memory", Usage: "keep the data in a temporary directory removed on exit"},
 			&cli.IntFlag{Name: "groups", Value: 16, Usage: "data groups of the cluster (on first start)"},
-			&cli.StringFlag{Name: "log-level", Value: "warn", Usage: "debug, info, warn or error"},
+			&cli.StringFlag{Name: "log-level", Value: "error", Usage: "debug, info, warn or error (raft reports elections as warnings)"},
 			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json"},
 		},
 		Action: runDev,
@@ -76,7 +76,7 @@ func runDev(c *cli.Context) error {
 			Timing:      timing,
 			LeaseTTL:    5 * time.Second,
 			StopTimeout: 10 * time.Second,
-			Logger:      logger.With("node", p.ID),
+			Logger:      logger,
 		})
 	}
 	out := c.App.Writer
