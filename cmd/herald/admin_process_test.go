@@ -1,0 +1,213 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// A cluster of serve processes operated with the herald admin binary while
+// a client keeps publishing: a joined node gets replicas by rebalancing, a
+// leader moves, a replica moves, the node is decommissioned, and no
+// acknowledged publish is lost or doubled.
+func TestAdminCommandsOnServeProcesses(t *testing.T) {
+	dir := t.TempDir()
+	ports := freePorts(t, 8)
+	client := func(i int) string { return fmt.Sprintf("127.0.0.1:%d", ports[i]) }
+	peer := func(i int) string { return fmt.Sprintf("127.0.0.1:%d", ports[4+i]) }
+	var boot []string
+	for i := range 3 {
+		boot = append(boot, fmt.Sprintf("n%d=%s", i+1, peer(i)))
+	}
+	common := []string{"--insecure-auth", "--groups", "8", "--admin-token", "secret", "--log-level", "warn",
+		"--heartbeat-timeout", "500ms", "--election-timeout", "500ms", "--leader-lease-timeout", "250ms"}
+	serve := func(i int, extra ...string) *proc {
+		args := append([]string{"serve", "--node-id", fmt.Sprintf("n%d", i+1),
+			"--data-dir", filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
+			"--client-addr", client(i), "--peer-addr", peer(i)}, common...)
+		return startProc(t, append(args, extra...)...)
+	}
+	var procs []*proc
+	for i := range 3 {
+		procs = append(procs, serve(i, "--bootstrap", strings.Join(boot, ",")))
+	}
+	for i := range 3 {
+		waitReady(t, "http://"+client(i), 60*time.Second)
+	}
+	admin := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(heraldBin, append([]string{"admin", "--addr", "http://" + client(0), "--token", "secret"}, args...)...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("herald admin %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	type status struct {
+		Health struct{ Verdict string }
+		Nodes  []struct {
+			ID       string
+			Replicas int
+			Leads    int
+		}
+		GroupList []struct {
+			ID       uint64
+			Meta     bool
+			Leader   string
+			Replicas []struct{ Node string }
+		} `json:"group_list"`
+	}
+	getStatus := func() status {
+		t.Helper()
+		var st status
+		if err := json.Unmarshal([]byte(admin("--json", "status")), &st); err != nil {
+			t.Fatalf("status JSON: %v", err)
+		}
+		return st
+	}
+
+	// A publisher runs through everything below.
+	var (
+		mu      sync.Mutex
+		acked   = map[int]bool{}
+		stop    atomic.Bool
+		pubDone = make(chan struct{})
+	)
+	go func() {
+		defer close(pubDone)
+		var conn *wsConn
+		for k := 0; !stop.Load(); k++ {
+			for attempt := 0; !stop.Load(); attempt++ {
+				if conn == nil {
+					conn = dialNode(t, "ws://"+client(1+attempt%2)+"/ws", "writer")
+				}
+				r := conn.call(t, map[string]any{"op": "publish", "room": fmt.Sprintf("room-%d", k%5), "data": k, "key": fmt.Sprint(k)})
+				if r == nil {
+					conn = nil
+					continue
+				}
+				if r["ok"] == true {
+					mu.Lock()
+					acked[k] = true
+					mu.Unlock()
+					break
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+
+	if st := getStatus(); len(st.Nodes) != 3 || st.Health.Verdict != "ok" {
+		t.Fatalf("status of a fresh cluster: %+v", st)
+	}
+	if out := admin("groups", "list"); !strings.Contains(out, "(meta)") {
+		t.Fatalf("groups list:\n%s", out)
+	}
+
+	// A fourth node joins and a rebalance gives it its share.
+	procs = append(procs, serve(3, "--join", peer(0)))
+	waitReady(t, "http://"+client(3), 60*time.Second)
+	admin("rebalance")
+	st := getStatus()
+	for _, n := range st.Nodes {
+		if n.Replicas < 5 || n.Replicas > 7 {
+			t.Fatalf("after rebalance node %s holds %d replicas (want about 6): %+v", n.ID, n.Replicas, st.Nodes)
+		}
+	}
+
+	// Move a leader and a replica by hand.
+	admin("groups", "transfer-leader", "1", "--to", "n4")
+	for _, g := range getStatus().GroupList {
+		if g.ID == 1 && g.Leader != "n4" {
+			t.Fatalf("group 1 led by %s after transfer-leader to n4", g.Leader)
+		}
+	}
+	var group uint64
+	var from, to string
+	for _, g := range getStatus().GroupList {
+		if g.Meta || from != "" {
+			continue
+		}
+		holds := map[string]bool{}
+		for _, r := range g.Replicas {
+			holds[r.Node] = true
+		}
+		for _, n := range []string{"n1", "n2", "n3", "n4"} {
+			if !holds[n] {
+				to = n
+			} else if from == "" {
+				from = n
+			}
+		}
+		group = g.ID
+	}
+	admin("groups", "move", fmt.Sprint(group), "--from", from, "--to", to)
+	for _, g := range getStatus().GroupList {
+		if g.ID != group {
+			continue
+		}
+		var nodes []string
+		for _, r := range g.Replicas {
+			nodes = append(nodes, r.Node)
+		}
+		if !strings.Contains(strings.Join(nodes, ","), to) || strings.Contains(strings.Join(nodes, ","), from) {
+			t.Fatalf("group %d replicas %v after moving %s -> %s", group, nodes, from, to)
+		}
+	}
+
+	// Decommission the fourth node: it ends up holding nothing and gone.
+	admin("nodes", "decommission", "n4")
+	st = getStatus()
+	if len(st.Nodes) != 3 {
+		t.Fatalf("after decommission: %+v", st.Nodes)
+	}
+	_ = procs[3].cmd.Process.Signal(syscall.SIGTERM)
+	if code := procs[3].wait(t, 30*time.Second); code != 0 {
+		t.Errorf("decommissioned node exit code %d", code)
+	}
+
+	stop.Store(true)
+	<-pubDone
+	mu.Lock()
+	defer mu.Unlock()
+	seen := map[int]int{}
+	reader := dialNode(t, "ws://"+client(0)+"/ws", "reader")
+	for r := range 5 {
+		for from := 1; ; {
+			h := reader.call(t, map[string]any{"op": "history", "room": fmt.Sprintf("room-%d", r), "from_seq": from, "limit": 1000})
+			if h == nil || h["ok"] != true {
+				t.Fatalf("history: %v", h)
+			}
+			evs := h["events"].([]any)
+			for _, e := range evs {
+				seen[int(e.(map[string]any)["data"].(float64))]++
+			}
+			if len(evs) == 0 || from+len(evs) > int(h["last_seq"].(float64)) {
+				break
+			}
+			from += len(evs)
+		}
+	}
+	for k := range acked {
+		if seen[k] != 1 {
+			t.Fatalf("acknowledged publish %d appears %d times", k, seen[k])
+		}
+	}
+	t.Logf("%d publishes acknowledged during the admin operations, each exactly once in history", len(acked))
+	for i := range 3 {
+		_ = procs[i].cmd.Process.Signal(syscall.SIGTERM)
+	}
+	for i := range 3 {
+		if code := procs[i].wait(t, 30*time.Second); code != 0 {
+			t.Errorf("node %d exit code %d", i+1, code)
+		}
+	}
+}
