@@ -107,9 +107,19 @@ func (t *tx) leave(c *Command) *Result {
 		return res
 	}
 	rec, ok := t.lookup(c.Room)
-	if !ok || t.member(c.Room, rec.Epoch, c.Member) == nil {
+	var m *Member
+	if ok {
+		m = t.member(c.Room, rec.Epoch, c.Member)
+	}
+	if m == nil {
 		return &Result{Room: c.Room, Epoch: rec.Epoch, LastSeq: rec.LastSeq,
 			Err: fmt.Errorf("%w: %q is not in room %q", ErrNotMember, c.Member, c.Room)}
+	}
+	if c.HasExpectSeq && m.JoinedSeq != c.ExpectSeq {
+		// The member joined again since the join this leave undoes (from
+		// another socket, maybe another node): that membership stays.
+		return &Result{Room: c.Room, Epoch: rec.Epoch, LastSeq: rec.LastSeq,
+			Err: fmt.Errorf("%w: %q joined room %q again at seq %d, after the join at seq %d", ErrConflict, c.Member, c.Room, m.JoinedSeq, c.ExpectSeq)}
 	}
 	r := &t.touch(c.Room).rec
 	seq := t.appendEvent(c.Room, r, EventLeave, c.Member, nil)

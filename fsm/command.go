@@ -135,7 +135,8 @@ func (c RoomConfig) merge(patch RoomConfig, mask ConfigField) RoomConfig {
 // Command is one state machine operation. Which fields matter depends on Op:
 //
 //	join:           Room, Member, Meta, Ephemeral, NodeID, NodeEpoch
-//	leave:          Room, Member
+//	leave:          Room, Member, ExpectSeq if HasExpectSeq (leave only if the
+//	                member's latest join has that seq)
 //	publish:        Room, Member, Data, Key (optional), ExpectSeq if HasExpectSeq
 //	room_config:    Room, Config, ConfigMask
 //	room_delete:    Room
@@ -176,6 +177,12 @@ func (c *Command) Encode() []byte {
 	case OpLeave:
 		e.string(c.Room)
 		e.string(c.Member)
+		// Only a conditional leave carries its condition, so a plain
+		// leave encodes as it always has.
+		if c.HasExpectSeq {
+			e.bool(true)
+			e.uvarint(c.ExpectSeq)
+		}
 	case OpPublish:
 		e.string(c.Room)
 		e.string(c.Member)
@@ -261,6 +268,13 @@ func decodeCommand(b []byte, alias bool) (Command, error) {
 	case OpLeave:
 		c.Room = d.string(MaxRoomBytes)
 		c.Member = d.string(MaxMemberBytes)
+		if len(d.buf) > 0 {
+			c.HasExpectSeq = d.bool()
+			if !c.HasExpectSeq {
+				d.fail("a leave's condition flag is set to false")
+			}
+			c.ExpectSeq = d.uvarint()
+		}
 	case OpPublish:
 		c.Room = d.string(MaxRoomBytes)
 		c.Member = d.string(MaxMemberBytes)

@@ -220,6 +220,9 @@ func (s *scriptRunner) entry(args scriptArgs) (*raft.Log, bool) {
 		}
 	case "leave":
 		c = Command{Op: OpLeave, Room: args.pos(0), Member: args.pos(1)}
+		if _, ok := args.kv["joined"]; ok {
+			c.HasExpectSeq, c.ExpectSeq = true, args.uint("joined")
+		}
 	case "publish":
 		c = Command{Op: OpPublish, Room: args.pos(0), Member: args.pos(1), Data: []byte(args.pos(2)), Key: args.str("key")}
 		if _, ok := args.kv["expect"]; ok {
