@@ -1,0 +1,328 @@
+package client
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/lxzan/gws"
+)
+
+// writeTimeout bounds one frame's write, so a node that stopped reading
+// costs a reconnect instead of a stuck caller.
+const writeTimeout = 10 * time.Second
+
+// conn is one socket to one node. Its ctx ends when the socket is gone,
+// which is how everything working on it learns to stop.
+type conn struct {
+	c    *Client
+	ws   *gws.Conn
+	url  string
+	node string
+	born time.Time
+
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu       sync.Mutex
+	pending  map[uint64]*call
+	gone     bool
+	closeErr error
+}
+
+// call is a request waiting for its reply.
+type call struct {
+	reply chan *frame
+	// apply, if set, runs on the read goroutine as a successful reply
+	// arrives, before any later frame of the socket is handled: a
+	// subscription must learn its position before its first event.
+	apply func(*frame) error
+	err   error // set by apply's failure, read after reply is received
+}
+
+// handler receives one socket's frames on its read goroutine, in order.
+type handler struct {
+	gws.BuiltinEventHandler
+	cn *conn
+}
+
+func (h handler) OnPing(_ *gws.Conn, payload []byte) {
+	h.cn.alive()
+	_ = h.cn.writeControl(gws.OpcodePong, payload)
+}
+
+func (h handler) OnPong(*gws.Conn, []byte) { h.cn.alive() }
+
+func (h handler) OnMessage(_ *gws.Conn, m *gws.Message) {
+	defer m.Close()
+	h.cn.alive()
+	if m.Opcode != gws.OpcodeText {
+		h.cn.c.log.Warn("herald: ignoring a binary frame", "url", h.cn.url)
+		return
+	}
+	h.cn.c.dispatch(h.cn, m.Bytes())
+}
+
+func (h handler) OnClose(_ *gws.Conn, err error) {
+	cn := h.cn
+	// Stop handing the socket out first: a request that finds it gone
+	// must then wait for the next one instead of finding it again.
+	cn.c.unpublish(cn)
+	cn.mu.Lock()
+	cn.gone = true
+	cn.closeErr = err
+	cn.mu.Unlock()
+	cn.cancel()
+}
+
+// closeCode returns the websocket close code err carries, or 0.
+func closeCode(err error) uint16 {
+	var ce *gws.CloseError
+	if errors.As(err, &ce) {
+		return ce.Code
+	}
+	return 0
+}
+
+func (cn *conn) err() error {
+	cn.mu.Lock()
+	defer cn.mu.Unlock()
+	return cn.closeErr
+}
+
+// alive pushes the read deadline out: a socket that brings nothing, not
+// even the pong to the client's ping, for three ping intervals is taken
+// as dead (a partitioned node does not close its TCP connections).
+func (cn *conn) alive() {
+	_ = cn.ws.SetReadDeadline(time.Now().Add(3 * cn.c.opts.PingInterval))
+}
+
+func (cn *conn) write(b []byte) error {
+	_ = cn.ws.SetWriteDeadline(time.Now().Add(writeTimeout))
+	return cn.ws.WriteMessage(gws.OpcodeText, b)
+}
+
+func (cn *conn) writeControl(op gws.Opcode, payload []byte) error {
+	_ = cn.ws.SetWriteDeadline(time.Now().Add(writeTimeout))
+	return cn.ws.WriteMessage(op, payload)
+}
+
+// close ends the socket with a normal close frame.
+func (cn *conn) close() {
+	_ = cn.ws.SetWriteDeadline(time.Now().Add(time.Second))
+	_ = cn.ws.WriteClose(1000, nil)
+	_ = cn.ws.NetConn().Close()
+}
+
+func (cn *conn) keepalive() {
+	t := time.NewTicker(cn.c.opts.PingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-cn.ctx.Done():
+			return
+		case <-t.C:
+			_ = cn.writeControl(gws.OpcodePing, nil)
+		}
+	}
+}
+
+// connect opens a socket to rawURL and authenticates on it.
+func (c *Client) connect(rawURL string) (*conn, error) {
+	ctx, cancel := context.WithTimeout(c.ctx, c.opts.DialTimeout)
+	defer cancel()
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("herald: bad url %q: %w", rawURL, err)
+	}
+	var port string
+	switch u.Scheme {
+	case "ws":
+		port = "80"
+	case "wss":
+		port = "443"
+	default:
+		return nil, fmt.Errorf("herald: url %q: scheme must be ws or wss", rawURL)
+	}
+	if u.Port() != "" {
+		port = u.Port()
+	}
+	nc, err := c.opts.DialContext(ctx, "tcp", net.JoinHostPort(u.Hostname(), port))
+	if err != nil {
+		return nil, err
+	}
+	if u.Scheme == "wss" {
+		cfg := &tls.Config{}
+		if c.opts.TLSConfig != nil {
+			cfg = c.opts.TLSConfig.Clone()
+		}
+		if cfg.ServerName == "" {
+			cfg.ServerName = u.Hostname()
+		}
+		tc := tls.Client(nc, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			_ = nc.Close()
+			return nil, err
+		}
+		nc = tc
+	}
+	cn := &conn{c: c, url: rawURL, born: time.Now(), pending: make(map[uint64]*call)}
+	cn.ctx, cn.cancel = context.WithCancel(c.ctx)
+	// The handshake reads without a context: closing the socket is how the
+	// dial timeout or Close interrupts it.
+	stop := context.AfterFunc(ctx, func() { _ = nc.Close() })
+	ws, _, err := gws.NewClientFromConn(handler{cn: cn}, &gws.ClientOption{
+		Addr:               rawURL,
+		RequestHeader:      http.Header{"Sec-WebSocket-Protocol": []string{subprotocol}},
+		HandshakeTimeout:   c.opts.DialTimeout,
+		ReadMaxPayloadSize: c.opts.MaxFrame,
+		Logger:             gwsLogger{c.log},
+	}, nc)
+	if !stop() && err == nil {
+		err = ctx.Err()
+		_ = nc.Close()
+	}
+	if err != nil {
+		cn.cancel()
+		return nil, err
+	}
+	cn.ws = ws
+	cn.alive()
+	if !c.goRun(ws.ReadLoop) {
+		cn.close()
+		cn.cancel()
+		return nil, ErrClosed
+	}
+	c.goRun(cn.keepalive)
+
+	req := request{Op: opAuth, User: c.opts.User, Token: c.opts.Token}
+	if c.opts.TokenSource != nil {
+		if req.Token, err = c.opts.TokenSource(ctx); err != nil {
+			cn.close()
+			return nil, fmt.Errorf("herald: token source: %w", err)
+		}
+		req.User = ""
+	}
+	f, _, err := c.roundTrip(ctx, cn, &req, nil)
+	if err != nil {
+		cn.close()
+		return nil, err
+	}
+	cn.node = f.Node
+	return cn, nil
+}
+
+// roundTrip sends req on cn and waits for its reply. sent reports whether
+// the request may have reached the node, so whether it may have taken
+// effect when no reply came.
+func (c *Client) roundTrip(ctx context.Context, cn *conn, req *request, apply func(*frame) error) (f *frame, sent bool, err error) {
+	req.ID = c.ids.Add(1)
+	b, err := json.Marshal(req)
+	if err != nil {
+		return nil, false, fmt.Errorf("herald: encode %s: %w", req.Op, err)
+	}
+	cl := &call{reply: make(chan *frame, 1), apply: apply}
+	cn.mu.Lock()
+	if cn.gone {
+		cn.mu.Unlock()
+		return nil, false, errConnLost
+	}
+	cn.pending[req.ID] = cl
+	cn.mu.Unlock()
+	defer func() {
+		cn.mu.Lock()
+		delete(cn.pending, req.ID)
+		cn.mu.Unlock()
+	}()
+	if err := cn.write(b); err != nil {
+		// A frame is applied only once it arrived whole, and a failed
+		// write did not hand all of it to the kernel.
+		return nil, false, errConnLost
+	}
+	received := func(f *frame) (*frame, bool, error) {
+		if cl.err != nil {
+			return nil, true, cl.err
+		}
+		if err := f.replyError(); err != nil {
+			return nil, true, err
+		}
+		return f, true, nil
+	}
+	select {
+	case f := <-cl.reply:
+		return received(f)
+	case <-cn.ctx.Done():
+		select {
+		case f := <-cl.reply:
+			return received(f)
+		default:
+		}
+		if c.ctx.Err() != nil {
+			return nil, true, c.fatalErr()
+		}
+		return nil, true, errConnLost
+	case <-ctx.Done():
+		return nil, true, ctx.Err()
+	}
+}
+
+// dispatch handles one text frame on the socket's read goroutine. It never
+// blocks: replies go to buffered channels and events to subscription
+// queues.
+func (c *Client) dispatch(cn *conn, b []byte) {
+	var f frame
+	if err := json.Unmarshal(b, &f); err != nil {
+		c.log.Warn("herald: unreadable frame", "url", cn.url, "err", err)
+		// Fail the request it answers, if that much can be read, rather
+		// than leave it waiting.
+		var idOnly struct {
+			ID json.RawMessage `json:"id"`
+		}
+		if json.Unmarshal(b, &idOnly) == nil {
+			if id, ok := parseID(idOnly.ID); ok {
+				cn.deliver(id, &frame{OK: true}, &Error{Code: CodeInternal, Retryable: true,
+					Message: fmt.Sprintf("unreadable reply: %v", err)})
+			}
+		}
+		return
+	}
+	if f.Ev != "" {
+		c.push(cn, &f)
+		return
+	}
+	id, ok := parseID(f.ID)
+	if !ok {
+		// Replies to frames the node could not attribute (id null).
+		c.log.Warn("herald: reply to no request of this client", "url", cn.url, "id", string(f.ID), "err", f.replyError())
+		return
+	}
+	cn.deliver(id, &f, nil)
+}
+
+func (cn *conn) deliver(id uint64, f *frame, err error) {
+	cn.mu.Lock()
+	cl := cn.pending[id]
+	delete(cn.pending, id)
+	cn.mu.Unlock()
+	if cl == nil {
+		return // its caller stopped waiting
+	}
+	cl.err = err
+	if err == nil && f.OK && cl.apply != nil {
+		cl.err = cl.apply(f)
+	}
+	cl.reply <- f
+}
+
+// gwsLogger sends gws's own complaints to the client's logger.
+type gwsLogger struct{ log *slog.Logger }
+
+func (l gwsLogger) Error(v ...any) { l.log.Warn("herald: websocket", "detail", fmt.Sprint(v...)) }
