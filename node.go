@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/fsm"
+	"github.com/heraldhq/herald/metrics"
 	"github.com/heraldhq/herald/multiraft"
 	"github.com/heraldhq/herald/multiraft/logstore"
 	"github.com/heraldhq/herald/wsfront"
@@ -61,7 +62,10 @@ type Config struct {
 	TickInterval time.Duration
 	// StopTimeout bounds Close (default 15s).
 	StopTimeout time.Duration
-	Logger      *slog.Logger
+	// DisableMetrics turns off the Prometheus metrics the node otherwise
+	// serves at /metrics on its client port (docs/operations.md lists them).
+	DisableMetrics bool
+	Logger         *slog.Logger
 }
 
 func (c *Config) setDefaults() {
@@ -118,6 +122,7 @@ type Node struct {
 	store    *fsm.Store
 	host     *multiraft.Host
 	front    *wsfront.Server
+	metrics  *metrics.Node // nil when disabled
 	listener net.Listener
 	url      string
 
@@ -168,6 +173,14 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	if timing == (multiraft.Timing{}) {
 		timing = multiraft.DefaultTiming()
 	}
+	// Left nil, not set to a nil *metrics.Node, so that they mean "no
+	// observer" to the packages.
+	var raftObs multiraft.Observer
+	var frontObs wsfront.Observer
+	if !cfg.DisableMetrics {
+		n.metrics = metrics.New()
+		raftObs, frontObs = n.metrics, n.metrics
+	}
 	n.host, err = multiraft.Start(multiraft.Config{
 		NodeID:            cfg.NodeID,
 		DataDir:           filepath.Join(cfg.DataDir, "raft"),
@@ -181,18 +194,24 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 		LeaseTTL:          cfg.LeaseTTL,
 		App:               &Application{Store: n.store, Logger: cfg.Logger},
 		Logger:            cfg.Logger,
+		Observer:          raftObs,
 	})
 	if err != nil {
 		return nil, err
 	}
 	n.front, err = wsfront.New(wsfront.Config{
-		Backend: &backend{host: n.host},
-		Auth:    cfg.Auth,
-		Limits:  cfg.Limits,
-		Logger:  cfg.Logger.With("part", "wsfront"),
+		Backend:  &backend{host: n.host},
+		Auth:     cfg.Auth,
+		Limits:   cfg.Limits,
+		Logger:   cfg.Logger.With("part", "wsfront"),
+		Observer: frontObs,
 	})
 	if err != nil {
 		return nil, err
+	}
+	if n.metrics != nil {
+		n.metrics.WatchGroups(n.host)
+		n.front.Handle("GET /metrics", n.metrics.Handler())
 	}
 	n.wg.Add(1)
 	go func() {
@@ -208,6 +227,24 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 		defer n.wg.Done()
 		n.tickLoop(bg)
 	}()
+	if n.metrics != nil {
+		// Watching starts before Bootstrap and Join, so that the first
+		// elections count too.
+		changes, stop := n.host.WatchLeaders()
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			defer stop()
+			for {
+				select {
+				case <-bg.Done():
+					return
+				case c := <-changes:
+					n.metrics.LeaderChanged(c)
+				}
+			}
+		}()
+	}
 	switch {
 	case cfg.Bootstrap != nil:
 		err = n.Bootstrap(ctx, *cfg.Bootstrap)
@@ -263,6 +300,10 @@ func (n *Node) Host() *multiraft.Host { return n.host }
 
 // Front is the node's client port, to add HTTP endpoints to.
 func (n *Node) Front() *wsfront.Server { return n.front }
+
+// Metrics is the node's metrics, whose registry takes a program's own
+// metrics onto /metrics; nil when Config.DisableMetrics is set.
+func (n *Node) Metrics() *metrics.Node { return n.metrics }
 
 // Close stops the node gracefully within StopTimeout: it hands its group
 // leaderships to other replicas (so the cluster does not wait for an

@@ -148,6 +148,9 @@ type Config struct {
 	ProposeTimeout time.Duration
 	App            Application
 	Logger         *slog.Logger
+	// Observer, when set, is told about proposals, applies, log syncs and
+	// forwarded requests, for metrics.
+	Observer Observer
 }
 
 func (c *Config) setDefaults() {
@@ -166,6 +169,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Observer == nil {
+		c.Observer = nopObserver{}
 	}
 }
 

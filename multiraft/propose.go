@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -66,10 +67,12 @@ func (h *Host) proposeLocal(ctx context.Context, group uint64, cmd []byte) (any,
 	if d, ok := ctx.Deadline(); ok {
 		timeout = time.Until(d)
 	}
+	start := time.Now()
 	f := rep.raft.Apply(cmd, timeout)
 	if err := f.Error(); err != nil {
 		return nil, rep.raftError(err, true)
 	}
+	h.cfg.Observer.Committed(group, time.Since(start))
 	return f.Response(), nil
 }
 
@@ -190,6 +193,7 @@ func (h *Host) send(ctx context.Context, target raft.ServerAddress, service stri
 		}
 		return handler(ctx, h.cfg.NodeID, group, req)
 	}
+	h.cfg.Observer.Forwarded(strings.TrimPrefix(service, "mr."))
 	return h.peers.Call(ctx, target, service, group, req)
 }
 

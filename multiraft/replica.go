@@ -43,7 +43,7 @@ type replica struct {
 // startReplica opens the group's storage and transport and starts raft. A
 // non-nil bootstrap is applied only when the group has no state yet.
 func (h *Host) startReplica(group uint64, sm raft.FSM, applied uint64, timing Timing, bootstrap *raft.Configuration) (*replica, error) {
-	rep := &replica{group: group, fsm: sm, tracked: &trackedFSM{inner: sm}, snapDir: filepath.Join(h.cfg.DataDir, "snapshots", fmt.Sprintf("g%d", group))}
+	rep := &replica{group: group, fsm: sm, tracked: &trackedFSM{inner: sm, group: group, obs: h.cfg.Observer}, snapDir: filepath.Join(h.cfg.DataDir, "snapshots", fmt.Sprintf("g%d", group))}
 	fail := func(err error) (*replica, error) {
 		if rep.trans != nil {
 			rep.trans.Close()
@@ -287,9 +287,11 @@ func (w slogWriter) Write(p []byte) (int, error) {
 }
 
 // trackedFSM wraps a replica's state machine to know the last index it has
-// applied, which raft itself does not say.
+// applied, which raft itself does not say, and how long applying took.
 type trackedFSM struct {
 	inner   raft.FSM
+	group   uint64
+	obs     Observer
 	applied atomic.Uint64
 }
 
@@ -302,6 +304,7 @@ func (t *trackedFSM) Apply(l *raft.Log) any {
 }
 
 func (t *trackedFSM) ApplyBatch(logs []*raft.Log) []any {
+	start := time.Now()
 	var out []any
 	if b, ok := t.inner.(raft.BatchingFSM); ok {
 		out = b.ApplyBatch(logs)
@@ -313,6 +316,7 @@ func (t *trackedFSM) ApplyBatch(logs []*raft.Log) []any {
 	}
 	if n := len(logs); n > 0 {
 		t.applied.Store(logs[n-1].Index)
+		t.obs.Applied(t.group, n, time.Since(start))
 	}
 	return out
 }

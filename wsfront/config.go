@@ -122,12 +122,43 @@ func (l Limits) Validate() error {
 	return errors.Join(errs...)
 }
 
+// Observer is told what the front does, for metrics. Its methods run on
+// the paths they count (every request, every event frame a socket is sent),
+// often many at once: they must be cheap and must not block.
+type Observer interface {
+	// SocketOpened and SocketClosed bracket every socket the front
+	// accepted: their difference is Server.Sessions.
+	SocketOpened()
+	SocketClosed()
+	// ServerClosed: the front closed a socket with code: 4001 (not
+	// authenticated in time), 4002 (idle), 4008 (slow consumer) or 1001
+	// (the node is stopping).
+	ServerClosed(code int)
+	// Op: a request was answered, d after its frame arrived. op is one of
+	// the protocol's ops or "unknown" (a frame that named none); code is
+	// "ok" or the reply's error code.
+	Op(op, code string, d time.Duration)
+	// EventsDelivered: n event frames were queued for sockets.
+	EventsDelivered(n int)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) SocketOpened()                    {}
+func (nopObserver) SocketClosed()                    {}
+func (nopObserver) ServerClosed(int)                 {}
+func (nopObserver) Op(string, string, time.Duration) {}
+func (nopObserver) EventsDelivered(int)              {}
+
 // Config configures a front.
 type Config struct {
 	Backend Backend
 	Auth    auth.Config
 	Limits  Limits
 	Logger  *slog.Logger
+	// Observer, when set, is told about sockets, requests and event
+	// deliveries, for metrics.
+	Observer Observer
 }
 
 func (c *Config) setDefaults() {
@@ -136,6 +167,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Observer == nil {
+		c.Observer = nopObserver{}
 	}
 }
 

@@ -28,6 +28,8 @@ type request struct {
 	Limit       *int            `json:"limit"`
 	Epoch       *string         `json:"epoch"`
 	Consistency string          `json:"consistency"`
+
+	received time.Time // when the frame arrived, for the op's latency
 }
 
 // Ops of protocol herald.v1.
@@ -42,6 +44,16 @@ const (
 	opMembers     = "members"
 	opPing        = "ping"
 )
+
+// opLabel names an op for metrics: a frame's own op text is the client's
+// and must not become a label value.
+func opLabel(op string) string {
+	switch op {
+	case opAuth, opJoin, opLeave, opPublish, opHistory, opSubscribe, opUnsubscribe, opMembers, opPing:
+		return op
+	}
+	return "unknown"
+}
 
 // Error codes of protocol herald.v1.
 const (

@@ -17,52 +17,55 @@ import (
 // that wait for consensus run in their own goroutine, so a socket keeps
 // reading (pings, more requests) while they do.
 func (sess *session) message(msg *gws.Message) {
-	sess.touch()
+	received := time.Now()
+	sess.lastRead.Store(received.UnixNano())
 	if msg.Opcode != gws.OpcodeText {
-		sess.send(errorReply(nil, badRequest("binary frames are not part of %s; send JSON text frames", Subprotocol)))
+		sess.answer(&request{received: received}, nil, badRequest("binary frames are not part of %s; send JSON text frames", Subprotocol))
 		return
 	}
 	lim := sess.srv.cfg.Limits
 	if msg.Data.Len() > lim.MaxFrame {
-		sess.send(errorReply(nil, &protoError{code: codeTooLarge,
-			msg: fmt.Sprintf("frame is %d bytes; at most %d", msg.Data.Len(), lim.MaxFrame)}))
+		sess.answer(&request{received: received}, nil, &protoError{code: codeTooLarge,
+			msg: fmt.Sprintf("frame is %d bytes; at most %d", msg.Data.Len(), lim.MaxFrame)})
 		return
 	}
 	req, perr := decodeRequest(msg.Bytes())
+	req.received = received
 	if perr != nil {
-		sess.send(errorReply(req.ID, perr))
+		sess.answer(&req, nil, perr)
 		return
 	}
 	switch req.Op {
 	case opPing:
-		sess.send(newReply(req.ID, true).bool("pong", true).done())
+		sess.answer(&req, newReply(req.ID, true).bool("pong", true).done(), nil)
 		return
 	case opAuth:
-		sess.send(sess.auth(&req))
+		reply, perr := sess.auth(&req)
+		sess.answer(&req, reply, perr)
 		return
 	case opJoin, opLeave, opPublish, opHistory, opMembers, opSubscribe, opUnsubscribe:
 	default:
-		sess.send(errorReply(req.ID, badRequest("unknown op %q", req.Op)))
+		sess.answer(&req, nil, badRequest("unknown op %q", req.Op))
 		return
 	}
 	ident, perr := sess.authorized(req.Op, req.Room)
 	if perr != nil {
-		sess.send(errorReply(req.ID, perr))
+		sess.answer(&req, nil, perr)
 		return
 	}
 	if req.Op == opUnsubscribe {
-		sess.send(sess.unsubscribe(&req))
+		sess.answer(&req, sess.unsubscribe(&req), nil)
 		return
 	}
 	if sess.srv.be.NodeEpoch() == 0 {
-		sess.send(errorReply(req.ID, &protoError{code: codeUnavailable, retryable: true,
-			msg: "this node has not joined its cluster yet; retry or use another node"}))
+		sess.answer(&req, nil, &protoError{code: codeUnavailable, retryable: true,
+			msg: "this node has not joined its cluster yet; retry or use another node"})
 		return
 	}
 	if int(sess.inflight.Add(1)) > lim.MaxInflight {
 		sess.inflight.Add(-1)
-		sess.send(errorReply(req.ID, &protoError{code: codeRateLimited, retryable: true, retryAfter: 100 * time.Millisecond,
-			msg: fmt.Sprintf("more than %d requests in progress on this socket", lim.MaxInflight)}))
+		sess.answer(&req, nil, &protoError{code: codeRateLimited, retryable: true, retryAfter: 100 * time.Millisecond,
+			msg: fmt.Sprintf("more than %d requests in progress on this socket", lim.MaxInflight)})
 		return
 	}
 	sess.goOwned(func(ctx context.Context) {
@@ -70,26 +73,39 @@ func (sess *session) message(msg *gws.Message) {
 		ctx, cancel := context.WithTimeout(ctx, lim.RequestTimeout)
 		defer cancel()
 		var reply []byte
+		var perr *protoError
 		switch req.Op {
 		case opJoin:
-			reply = sess.join(ctx, ident, &req)
+			reply, perr = sess.join(ctx, ident, &req)
 		case opLeave:
-			reply = sess.leaveOp(ctx, ident, &req)
+			reply, perr = sess.leaveOp(ctx, ident, &req)
 		case opPublish:
-			reply = sess.publish(ctx, ident, &req)
+			reply, perr = sess.publish(ctx, ident, &req)
 		case opHistory:
-			reply = sess.history(ctx, &req)
+			reply, perr = sess.history(ctx, &req)
 		case opMembers:
-			reply = sess.members(ctx, &req)
+			reply, perr = sess.members(ctx, &req)
 		case opSubscribe:
 			sess.subscribe(ctx, &req)
 			return // subscribe sends its reply itself, before its events
 		}
-		sess.send(reply)
+		sess.answer(&req, reply, perr)
 	})
 }
 
-func (sess *session) auth(req *request) []byte {
+// answer sends a request's reply, or its error when perr is not nil, and
+// reports the op's outcome.
+func (sess *session) answer(req *request, reply []byte, perr *protoError) {
+	code := "ok"
+	if perr != nil {
+		reply = errorReply(req.ID, perr)
+		code = perr.code
+	}
+	sess.srv.obs.Op(opLabel(req.Op), code, time.Since(req.received))
+	sess.send(reply)
+}
+
+func (sess *session) auth(req *request) ([]byte, *protoError) {
 	v := sess.srv.verifier
 	var ident *auth.Identity
 	var err error
@@ -98,20 +114,20 @@ func (sess *session) auth(req *request) []byte {
 		ident, err = v.Token(req.Token)
 	case req.User != "":
 		if !validText(req.User) || len(req.User) > fsm.MaxMemberBytes {
-			return errorReply(req.ID, badRequest("user must be 1..%d bytes of UTF-8 without control characters", fsm.MaxMemberBytes))
+			return nil, badRequest("user must be 1..%d bytes of UTF-8 without control characters", fsm.MaxMemberBytes)
 		}
 		ident, err = v.User(req.User)
 	default:
-		return errorReply(req.ID, badRequest("auth needs a token"))
+		return nil, badRequest("auth needs a token")
 	}
 	if err != nil {
-		return errorReply(req.ID, &protoError{code: codeUnauthorized, msg: err.Error()})
+		return nil, &protoError{code: codeUnauthorized, msg: err.Error()}
 	}
 	sess.mu.Lock()
 	if sess.ident != nil && sess.ident.User != ident.User {
 		sess.mu.Unlock()
-		return errorReply(req.ID, &protoError{code: codeUnauthorized,
-			msg: fmt.Sprintf("this socket is authenticated as %q; open a new socket for %q", sess.ident.User, ident.User)})
+		return nil, &protoError{code: codeUnauthorized,
+			msg: fmt.Sprintf("this socket is authenticated as %q; open a new socket for %q", sess.ident.User, ident.User)}
 	}
 	sess.ident = ident
 	sess.mu.Unlock()
@@ -119,7 +135,7 @@ func (sess *session) auth(req *request) []byte {
 	if !ident.Expires.IsZero() {
 		w.str("expires", ident.Expires.UTC().Format(time.RFC3339))
 	}
-	return w.done()
+	return w.done(), nil
 }
 
 // authorized checks that the socket may run op on room.
@@ -154,21 +170,21 @@ func (sess *session) authorized(op, room string) (*auth.Identity, *protoError) {
 // roomsInUse counts the rooms the socket holds against MaxRooms.
 func (sess *session) roomsInUseLocked() int { return len(sess.subs) + len(sess.joined) }
 
-func (sess *session) join(ctx context.Context, ident *auth.Identity, req *request) []byte {
+func (sess *session) join(ctx context.Context, ident *auth.Identity, req *request) ([]byte, *protoError) {
 	lim := sess.srv.cfg.Limits
 	if max := min(lim.MaxData, fsm.MaxMetaBytes); len(req.Meta) > max {
-		return errorReply(req.ID, &protoError{code: codeTooLarge, msg: fmt.Sprintf("meta is %d bytes; at most %d", len(req.Meta), max)})
+		return nil, &protoError{code: codeTooLarge, msg: fmt.Sprintf("meta is %d bytes; at most %d", len(req.Meta), max)}
 	}
 	sess.mu.Lock()
 	_, again := sess.joined[req.Room]
 	full := !again && sess.roomsInUseLocked() >= lim.MaxRooms
 	sess.mu.Unlock()
 	if full {
-		return errorReply(req.ID, limitExceeded(lim.MaxRooms))
+		return nil, limitExceeded(lim.MaxRooms)
 	}
 	epoch := sess.srv.be.NodeEpoch()
 	if epoch == 0 {
-		return errorReply(req.ID, &protoError{code: codeUnavailable, retryable: true, msg: "this node has not joined its cluster yet"})
+		return nil, &protoError{code: codeUnavailable, retryable: true, msg: "this node has not joined its cluster yet"}
 	}
 	meta := []byte(req.Meta)
 	if string(meta) == "null" {
@@ -197,7 +213,7 @@ func (sess *session) join(ctx context.Context, ident *auth.Identity, req *reques
 	return seqReply(req.ID, res, perr)
 }
 
-func (sess *session) leaveOp(ctx context.Context, ident *auth.Identity, req *request) []byte {
+func (sess *session) leaveOp(ctx context.Context, ident *auth.Identity, req *request) ([]byte, *protoError) {
 	res, perr := sess.srv.leave(ctx, ident.User, req.Room)
 	if perr == nil {
 		sess.mu.Lock()
@@ -211,30 +227,30 @@ func (s *Server) leave(ctx context.Context, member, room string) (*fsm.Result, *
 	return s.propose(ctx, fsm.Command{Op: fsm.OpLeave, Room: room, Member: member}, false)
 }
 
-func seqReply(id []byte, res *fsm.Result, perr *protoError) []byte {
+func seqReply(id []byte, res *fsm.Result, perr *protoError) ([]byte, *protoError) {
 	if perr != nil {
-		return errorReply(id, perr)
+		return nil, perr
 	}
-	return newReply(id, true).uint("seq", res.Seq).epoch(res.Epoch).done()
+	return newReply(id, true).uint("seq", res.Seq).epoch(res.Epoch).done(), nil
 }
 
 func limitExceeded(n int) *protoError {
 	return &protoError{code: codeLimitExceeded, msg: fmt.Sprintf("this socket already uses %d rooms (joined plus subscribed); leave or unsubscribe one first", n)}
 }
 
-func (sess *session) publish(ctx context.Context, ident *auth.Identity, req *request) []byte {
+func (sess *session) publish(ctx context.Context, ident *auth.Identity, req *request) ([]byte, *protoError) {
 	lim := sess.srv.cfg.Limits
 	switch {
 	case len(req.Data) == 0:
-		return errorReply(req.ID, badRequest("publish needs data"))
+		return nil, badRequest("publish needs data")
 	case len(req.Data) > lim.MaxData:
-		return errorReply(req.ID, &protoError{code: codeTooLarge, msg: fmt.Sprintf("data is %d bytes; at most %d", len(req.Data), lim.MaxData)})
+		return nil, &protoError{code: codeTooLarge, msg: fmt.Sprintf("data is %d bytes; at most %d", len(req.Data), lim.MaxData)}
 	case len(req.Key) > fsm.MaxKeyBytes:
-		return errorReply(req.ID, badRequest("key is %d bytes; at most %d", len(req.Key), fsm.MaxKeyBytes))
+		return nil, badRequest("key is %d bytes; at most %d", len(req.Key), fsm.MaxKeyBytes)
 	}
 	if wait, ok := sess.takePublishToken(time.Now()); !ok {
-		return errorReply(req.ID, &protoError{code: codeRateLimited, retryable: true, retryAfter: wait,
-			msg: fmt.Sprintf("over %v publishes per second on this socket", lim.PublishRate)})
+		return nil, &protoError{code: codeRateLimited, retryable: true, retryAfter: wait,
+			msg: fmt.Sprintf("over %v publishes per second on this socket", lim.PublishRate)}
 	}
 	cmd := fsm.Command{Op: fsm.OpPublish, Room: req.Room, Member: ident.User, Data: req.Data, Key: req.Key}
 	if req.ExpectSeq != nil {
@@ -242,9 +258,9 @@ func (sess *session) publish(ctx context.Context, ident *auth.Identity, req *req
 	}
 	res, perr := sess.srv.propose(ctx, cmd, req.Key != "")
 	if perr != nil {
-		return errorReply(req.ID, perr)
+		return nil, perr
 	}
-	return newReply(req.ID, true).uint("seq", res.Seq).epoch(res.Epoch).bool("duplicate", res.Duplicate).done()
+	return newReply(req.ID, true).uint("seq", res.Seq).epoch(res.Epoch).bool("duplicate", res.Duplicate).done(), nil
 }
 
 // propose commits cmd, retrying while the request's deadline allows when

@@ -27,15 +27,15 @@ func (s *Server) readRetry(ctx context.Context, read func(context.Context) error
 	}
 }
 
-func (sess *session) history(ctx context.Context, req *request) []byte {
+func (sess *session) history(ctx context.Context, req *request) ([]byte, *protoError) {
 	stale, perr := consistencyOf(req)
 	if perr != nil {
-		return errorReply(req.ID, perr)
+		return nil, perr
 	}
 	limit := 100
 	if req.Limit != nil {
 		if *req.Limit < 1 || *req.Limit > maxHistoryLimit {
-			return errorReply(req.ID, badRequest("limit must be 1..%d", maxHistoryLimit))
+			return nil, badRequest("limit must be 1..%d", maxHistoryLimit)
 		}
 		limit = *req.Limit
 	}
@@ -49,7 +49,7 @@ func (sess *session) history(ctx context.Context, req *request) []byte {
 		return err
 	})
 	if err != nil {
-		return errorReply(req.ID, backendError(err))
+		return nil, backendError(err)
 	}
 	w := newReply(req.ID, true)
 	w.key("events")
@@ -68,13 +68,13 @@ func (sess *session) history(ctx context.Context, req *request) []byte {
 	if stale {
 		w.bool("stale", true)
 	}
-	return w.done()
+	return w.done(), nil
 }
 
-func (sess *session) members(ctx context.Context, req *request) []byte {
+func (sess *session) members(ctx context.Context, req *request) ([]byte, *protoError) {
 	stale, perr := consistencyOf(req)
 	if perr != nil {
-		return errorReply(req.ID, perr)
+		return nil, perr
 	}
 	var ms fsm.Members
 	err := sess.srv.readRetry(ctx, func(ctx context.Context) (err error) {
@@ -82,7 +82,7 @@ func (sess *session) members(ctx context.Context, req *request) []byte {
 		return err
 	})
 	if err != nil {
-		return errorReply(req.ID, backendError(err))
+		return nil, backendError(err)
 	}
 	w := newReply(req.ID, true)
 	w.key("members")
@@ -104,7 +104,7 @@ func (sess *session) members(ctx context.Context, req *request) []byte {
 	if stale {
 		w.bool("stale", true)
 	}
-	return w.done()
+	return w.done(), nil
 }
 
 // subscribe registers the subscription before it reads where the room
@@ -116,7 +116,7 @@ func (sess *session) subscribe(ctx context.Context, req *request) {
 	if req.Epoch != nil {
 		e, err := parseEpoch(*req.Epoch)
 		if err != nil {
-			sess.send(errorReply(req.ID, badRequest("%v", err)))
+			sess.answer(req, nil, badRequest("%v", err))
 			return
 		}
 		wantEpoch = e
@@ -130,7 +130,7 @@ func (sess *session) subscribe(ctx context.Context, req *request) {
 	old := sess.subs[req.Room]
 	if old == nil && sess.roomsInUseLocked() >= lim.MaxRooms {
 		sess.mu.Unlock()
-		sess.send(errorReply(req.ID, limitExceeded(lim.MaxRooms)))
+		sess.answer(req, nil, limitExceeded(lim.MaxRooms))
 		return
 	}
 	if sess.subs == nil {
@@ -160,7 +160,7 @@ func (sess *session) subscribe(ctx context.Context, req *request) {
 	}
 	if err != nil {
 		sess.dropSubscription(sub)
-		sess.send(errorReply(req.ID, backendError(err)))
+		sess.answer(req, nil, backendError(err))
 		return
 	}
 
@@ -188,7 +188,7 @@ func (sess *session) subscribe(ctx context.Context, req *request) {
 	default:
 		sub.next = page.LastSeq + 1
 	}
-	sess.send(w.done())
+	sess.answer(req, w.done(), nil)
 	sub.mu.Unlock()
 	if !deliverPage {
 		page.Events = nil

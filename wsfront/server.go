@@ -23,6 +23,7 @@ type Server struct {
 	cfg      Config
 	be       Backend
 	log      *slog.Logger
+	obs      Observer
 	verifier *auth.Verifier
 	hub      *hub
 	mux      *http.ServeMux
@@ -57,6 +58,7 @@ func New(cfg Config) (*Server, error) {
 		cfg:      cfg,
 		be:       cfg.Backend,
 		log:      cfg.Logger,
+		obs:      cfg.Observer,
 		verifier: verifier,
 		mux:      http.NewServeMux(),
 		ctx:      ctx,
@@ -207,6 +209,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	sess.init(s, conn)
 	s.sessions[sess] = struct{}{}
+	s.obs.SocketOpened() // under mu: the count never disagrees with Sessions
 	s.wg.Add(1)
 	s.mu.Unlock()
 	go func() {
@@ -218,6 +221,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 func (s *Server) removeSession(sess *session) {
 	s.mu.Lock()
 	delete(s.sessions, sess)
+	s.obs.SocketClosed()
 	s.mu.Unlock()
 }
 

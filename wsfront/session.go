@@ -68,12 +68,13 @@ func (s *Server) goOwned(ctx context.Context, fn func(context.Context)) {
 	}()
 }
 
-// send queues a frame for the socket. Past the queue's bound the client is
-// too slow to keep up: the socket is closed with 4008 and the client
-// resumes from its last seq, instead of the node buffering without end.
-func (sess *session) send(frame []byte) {
+// send queues a frame for the socket and reports whether it did. Past the
+// queue's bound the client is too slow to keep up: the socket is closed
+// with 4008 and the client resumes from its last seq, instead of the node
+// buffering without end.
+func (sess *session) send(frame []byte) bool {
 	if sess.closing.Load() {
-		return
+		return false
 	}
 	lim := sess.srv.cfg.Limits
 	n := sess.queuedFrames.Add(1)
@@ -82,13 +83,21 @@ func (sess *session) send(frame []byte) {
 		sess.queuedFrames.Add(-1)
 		sess.queuedBytes.Add(-int64(len(frame)))
 		sess.closeWith(closeSlowConsumer, "slow consumer: outgoing queue is full; reconnect and resume from your last seq")
-		return
+		return false
 	}
 	size := int64(len(frame))
 	sess.conn.WriteAsync(gws.OpcodeText, frame, func(error) {
 		sess.queuedFrames.Add(-1)
 		sess.queuedBytes.Add(-size)
 	})
+	return true
+}
+
+// sendEvent queues an event frame and counts it as delivered.
+func (sess *session) sendEvent(frame []byte) {
+	if sess.send(frame) {
+		sess.srv.obs.EventsDelivered(1)
+	}
 }
 
 // closeWith sends a close frame and closes the socket, without blocking
@@ -97,6 +106,7 @@ func (sess *session) closeWith(code uint16, reason string) {
 	if !sess.closing.CompareAndSwap(false, true) {
 		return
 	}
+	sess.srv.obs.ServerClosed(int(code))
 	sess.srv.goOwned(context.Background(), func(context.Context) {
 		_ = sess.conn.SetWriteDeadline(time.Now().Add(time.Second))
 		_ = sess.conn.WriteClose(code, []byte(reason))

@@ -116,7 +116,7 @@ func (s *subscription) deliverLocked(ev *fsm.Event, frame []byte) bool {
 	if frame == nil {
 		frame = eventFrame(ev)
 	}
-	s.sess.send(frame)
+	s.sess.sendEvent(frame)
 	s.next++
 	return true
 }
@@ -208,7 +208,7 @@ func (s *subscription) applyPage(page *fsm.History) bool {
 				return false // history waits for the socket; live events would not
 			}
 			if ev := &page.Events[i]; ev.Seq == s.next {
-				s.sess.send(eventFrame(ev))
+				s.sess.sendEvent(eventFrame(ev))
 				s.next++
 			}
 		}

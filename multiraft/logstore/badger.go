@@ -72,7 +72,7 @@ func openBadger(opts Options) (*badgerBackend, error) {
 		db:   db,
 		dir:  dir,
 		log:  opts.Logger,
-		c:    newCommitter(db, opts.Logger),
+		c:    newCommitter(db, opts.Logger, opts.OnSync),
 		open: make(map[uint64]*badgerStore),
 	}
 	if err := b.recoverIntents(); err != nil {

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	badger "github.com/dgraph-io/badger/v4"
 )
@@ -72,8 +73,9 @@ func (r *request) del(key []byte) {
 // committer is the single writer of a badger DB. It merges queued requests
 // into as few transactions as fit and syncs once per transaction.
 type committer struct {
-	db  *badger.DB
-	log *slog.Logger
+	db     *badger.DB
+	log    *slog.Logger
+	onSync func(time.Duration) // may be nil
 	// maxSize and maxCount bound one transaction below badger's
 	// MaxBatchSize/MaxBatchCount, leaving room for the commit marker.
 	maxSize  int64
@@ -97,10 +99,11 @@ type committer struct {
 // flood of writers cannot delay the first of them unboundedly.
 const maxMerged = 4096
 
-func newCommitter(db *badger.DB, log *slog.Logger) *committer {
+func newCommitter(db *badger.DB, log *slog.Logger, onSync func(time.Duration)) *committer {
 	c := &committer{
 		db:       db,
 		log:      log,
+		onSync:   onSync,
 		maxSize:  db.MaxBatchSize() * 9 / 10,
 		maxCount: int(db.MaxBatchCount()*9/10) - 1,
 		reqs:     make(chan *request, 1024),
@@ -271,10 +274,20 @@ func (c *committer) writeSynced(ops []op) error {
 		return c.fail(fmt.Errorf("logstore: badger: commit: %w", err))
 	}
 	c.syncs.Add(1)
-	if err := c.db.Sync(); err != nil {
+	if err := c.sync(); err != nil {
 		return c.fail(fmt.Errorf("logstore: badger: sync: %w", err))
 	}
 	return nil
+}
+
+func (c *committer) sync() error {
+	if c.onSync == nil {
+		return c.db.Sync()
+	}
+	start := time.Now()
+	err := c.db.Sync()
+	c.onSync(time.Since(start))
+	return err
 }
 
 func (c *committer) fail(err error) error {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -89,6 +90,14 @@ type Options struct {
 	// are rare (raft serves recent entries from raft.LogCache and most log
 	// reads hit memtables), so a big cache buys little.
 	BadgerBlockCacheSize int64
+
+	// OnSync, when set, is told how long each DB.Sync of the badger
+	// backend took: the fsync every group-commit batch waits for, and so
+	// the floor of every raft write's latency. It runs on the committer
+	// goroutine, which every write of the node queues behind: keep it to
+	// an atomic update. The bolt backend never calls it (raft-boltdb syncs
+	// inside its own transactions).
+	OnSync func(time.Duration)
 }
 
 // ParseKind parses a flag value: "badger" or "bolt".

@@ -1,0 +1,74 @@
+package metrics
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/heraldhq/herald/multiraft"
+)
+
+// GroupSource is what the group collector reads at scrape time;
+// *multiraft.Host is one.
+type GroupSource interface {
+	LocalGroups() []uint64
+	Status(group uint64) (multiraft.GroupStatus, error)
+}
+
+// WatchGroups exports the state of every local replica of src: leader
+// flag, term, log indexes and apply lag. It reads them at scrape time,
+// from the replicas' raft instances, so no goroutine keeps them current.
+// Per-follower replication lag is not among them: raft keeps it on the
+// leader without exposing it.
+func (n *Node) WatchGroups(src GroupSource) {
+	n.reg.MustRegister(&groupCollector{src: src})
+}
+
+var (
+	groupLabels   = []string{"group"}
+	groupLeader   = groupDesc("herald_raft_group_leader", "1 if this node's replica of the group (0: the meta group) leads it, else 0.")
+	groupTerm     = groupDesc("herald_raft_group_term", "Raft term of this node's replica of the group.")
+	groupLast     = groupDesc("herald_raft_group_last_index", "Last log index this node's replica of the group holds.")
+	groupCommit   = groupDesc("herald_raft_group_commit_index", "Highest log index this node's replica of the group knows to be committed.")
+	groupApplied  = groupDesc("herald_raft_group_applied_index", "Highest log index this node's replica of the group applied.")
+	groupApplyLag = groupDesc("herald_raft_group_apply_lag", "Committed entries this node's replica of the group has not applied yet (commit index minus applied index).")
+)
+
+func groupDesc(name, help string) *prometheus.Desc {
+	return prometheus.NewDesc(name, help, groupLabels, nil)
+}
+
+type groupCollector struct{ src GroupSource }
+
+func (c *groupCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{groupLeader, groupTerm, groupLast, groupCommit, groupApplied, groupApplyLag} {
+		ch <- d
+	}
+}
+
+func (c *groupCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, g := range c.src.LocalGroups() {
+		st, err := c.src.Status(g)
+		if err != nil {
+			continue // the replica left this node since LocalGroups
+		}
+		label := strconv.FormatUint(g, 10)
+		gauge := func(d *prometheus.Desc, v float64) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, label)
+		}
+		leader := 0.0
+		if st.State == "Leader" {
+			leader = 1
+		}
+		lag := 0.0
+		if st.CommitIndex > st.AppliedIndex {
+			lag = float64(st.CommitIndex - st.AppliedIndex)
+		}
+		gauge(groupLeader, leader)
+		gauge(groupTerm, float64(st.Term))
+		gauge(groupLast, float64(st.LastIndex))
+		gauge(groupCommit, float64(st.CommitIndex))
+		gauge(groupApplied, float64(st.AppliedIndex))
+		gauge(groupApplyLag, lag)
+	}
+}
