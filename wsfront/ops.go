@@ -68,6 +68,20 @@ func (sess *session) message(msg *gws.Message) {
 			msg: fmt.Sprintf("more than %d requests in progress on this socket", lim.MaxInflight)})
 		return
 	}
+	// A subscription is registered here, on the read goroutine, so that
+	// subscribe and unsubscribe of one room take effect in frame order.
+	var sub *subscription
+	var wantEpoch uint64
+	if req.Op == opSubscribe {
+		var perr *protoError
+		if sub, wantEpoch, perr = sess.registerSubscription(&req); perr != nil || sub == nil {
+			sess.inflight.Add(-1)
+			if perr != nil {
+				sess.answer(&req, nil, perr)
+			}
+			return
+		}
+	}
 	sess.goOwned(func(ctx context.Context) {
 		defer sess.inflight.Add(-1)
 		ctx, cancel := context.WithTimeout(ctx, lim.RequestTimeout)
@@ -86,7 +100,7 @@ func (sess *session) message(msg *gws.Message) {
 		case opMembers:
 			reply, perr = sess.members(ctx, &req)
 		case opSubscribe:
-			sess.subscribe(ctx, &req)
+			sess.subscribe(ctx, &req, sub, wantEpoch)
 			return // subscribe sends its reply itself, before its events
 		}
 		sess.answer(&req, reply, perr)
@@ -196,18 +210,18 @@ func (sess *session) join(ctx context.Context, ident *auth.Identity, req *reques
 	if perr == nil {
 		sess.mu.Lock()
 		if sess.joined == nil {
-			sess.joined = make(map[string]struct{})
+			sess.joined = make(map[string]uint64)
 		}
 		ended := sess.ended
 		if !ended {
-			sess.joined[req.Room] = struct{}{}
+			sess.joined[req.Room] = res.Seq
 		}
 		sess.mu.Unlock()
 		if ended {
 			// The socket closed while the join committed: undo it.
 			ctx, cancel := context.WithTimeout(context.Background(), lim.LeaveTimeout)
 			defer cancel()
-			_, _ = sess.srv.leave(ctx, ident.User, req.Room)
+			_, _ = sess.srv.leaveJoin(ctx, ident.User, req.Room, res.Seq)
 		}
 	}
 	return seqReply(req.ID, res, perr)
@@ -225,6 +239,18 @@ func (sess *session) leaveOp(ctx context.Context, ident *auth.Identity, req *req
 
 func (s *Server) leave(ctx context.Context, member, room string) (*fsm.Result, *protoError) {
 	return s.propose(ctx, fsm.Command{Op: fsm.OpLeave, Room: room, Member: member}, false)
+}
+
+// leaveJoin undoes one join, the one that got joinSeq: if the member joined
+// again since (another socket, maybe on another node, after a reconnect),
+// that newer membership stays. A closing socket leaves this way.
+func (s *Server) leaveJoin(ctx context.Context, member, room string, joinSeq uint64) (*fsm.Result, *protoError) {
+	res, perr := s.propose(ctx, fsm.Command{Op: fsm.OpLeave, Room: room, Member: member,
+		HasExpectSeq: true, ExpectSeq: joinSeq}, false)
+	if perr != nil && (perr.code == codeConflict || perr.code == codeNotFound) {
+		return nil, nil // renewed elsewhere, or already gone: nothing to undo
+	}
+	return res, perr
 }
 
 func seqReply(id []byte, res *fsm.Result, perr *protoError) ([]byte, *protoError) {

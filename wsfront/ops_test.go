@@ -396,3 +396,44 @@ func TestHTTPEndpointsAndSubprotocol(t *testing.T) {
 	}
 	open.mustOK(open.call("publish", obj{"room": "r", "data": 1}))
 }
+
+// A socket's close undoes its own join only: a member who joined again
+// from another socket (a reconnect) stays.
+func TestCloseLeavesOnlyItsOwnJoin(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{})
+	w := login(t, c.URL(2), "watcher")
+	old := login(t, c.URL(0), "alice")
+	old.mustOK(old.call("join", obj{"room": "presence"}))
+	renewed := login(t, c.URL(1), "alice")
+	renewed.mustOK(renewed.call("join", obj{"room": "presence", "meta": obj{"v": 2}}))
+	_ = old.conn.WriteClose(1000, nil)
+	time.Sleep(500 * time.Millisecond) // the old socket's close has been handled
+	m := w.mustOK(w.call("members", obj{"room": "presence"}))
+	if ms := m["members"].([]any); len(ms) != 1 || ms[0].(obj)["meta"].(obj)["v"] != 2.0 {
+		t.Fatalf("members after the old socket closed: %v", m)
+	}
+	_ = renewed.conn.WriteClose(1000, nil)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		m = w.mustOK(w.call("members", obj{"room": "presence"}))
+		if len(m["members"].([]any)) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("alice still a member after her last socket closed: %v", m)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// subscribe then unsubscribe, sent back to back, leave no subscription.
+func TestUnsubscribeRightAfterSubscribe(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{Nodes: 1})
+	s := login(t, c.URL(0), "alice")
+	s.sendRaw([]byte(`{"id":"s","op":"subscribe","room":"quick"}`))
+	s.sendRaw([]byte(`{"id":"u","op":"unsubscribe","room":"quick"}`))
+	s.mustOK(s.replyTo("u", 10*time.Second))
+	s.mustOK(s.replyTo("s", 10*time.Second))
+	s.mustOK(s.call("publish", obj{"room": "quick", "data": 1}))
+	s.quiet(300 * time.Millisecond)
+}

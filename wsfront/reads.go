@@ -107,17 +107,16 @@ func (sess *session) members(ctx context.Context, req *request) ([]byte, *protoE
 	return w.done(), nil
 }
 
-// subscribe registers the subscription before it reads where the room
-// stands, so that every event committed after that read reaches it live and
-// everything before it comes from history: no gap between the two.
-func (sess *session) subscribe(ctx context.Context, req *request) {
+// registerSubscription makes the socket's subscription to a room (replacing
+// an earlier one) and registers it with the room's feed; nil without an
+// error means the socket is closing.
+func (sess *session) registerSubscription(req *request) (*subscription, uint64, *protoError) {
 	lim := sess.srv.cfg.Limits
 	var wantEpoch uint64
 	if req.Epoch != nil {
 		e, err := parseEpoch(*req.Epoch)
 		if err != nil {
-			sess.answer(req, nil, badRequest("%v", err))
-			return
+			return nil, 0, badRequest("%v", err)
 		}
 		wantEpoch = e
 	}
@@ -125,13 +124,12 @@ func (sess *session) subscribe(ctx context.Context, req *request) {
 	sess.mu.Lock()
 	if sess.ended {
 		sess.mu.Unlock()
-		return
+		return nil, 0, nil
 	}
 	old := sess.subs[req.Room]
 	if old == nil && sess.roomsInUseLocked() >= lim.MaxRooms {
 		sess.mu.Unlock()
-		sess.answer(req, nil, limitExceeded(lim.MaxRooms))
-		return
+		return nil, 0, limitExceeded(lim.MaxRooms)
 	}
 	if sess.subs == nil {
 		sess.subs = make(map[string]*subscription)
@@ -143,7 +141,13 @@ func (sess *session) subscribe(ctx context.Context, req *request) {
 		sess.srv.hub.remove(old)
 	}
 	sess.srv.hub.add(sub)
+	return sub, wantEpoch, nil
+}
 
+// subscribe positions a registered subscription. It was registered before
+// this reads where the room stands, so every event committed after that
+// read reaches it live and everything before comes from history: no gap.
+func (sess *session) subscribe(ctx context.Context, req *request, sub *subscription, wantEpoch uint64) {
 	var page fsm.History
 	err := sess.srv.readRetry(ctx, func(ctx context.Context) error {
 		if req.FromSeq != nil {

@@ -29,8 +29,8 @@ type session struct {
 	mu       sync.Mutex
 	ident    *auth.Identity
 	subs     map[string]*subscription
-	joined   map[string]struct{}
-	tokens   float64 // publish token bucket
+	joined   map[string]uint64 // room -> seq of this socket's latest join
+	tokens   float64           // publish token bucket
 	tokensAt time.Time
 	ended    bool
 }
@@ -146,11 +146,11 @@ func (sess *session) closed(error) {
 		ctx, cancel := context.WithTimeout(context.Background(), srv.cfg.Limits.LeaveTimeout)
 		defer cancel()
 		var wg sync.WaitGroup
-		for room := range joined {
+		for room, joinSeq := range joined {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				if _, err := srv.leave(ctx, ident.User, room); err != nil {
+				if _, err := srv.leaveJoin(ctx, ident.User, room, joinSeq); err != nil {
 					srv.log.Info("leave on socket close failed; the node's lease expiry will remove the member",
 						"room", room, "member", ident.User, "err", err)
 				}
