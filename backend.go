@@ -126,6 +126,13 @@ func (b *backend) Ready() error {
 	if b.host.Epoch() == 0 {
 		return errors.New("not registered in a cluster yet")
 	}
+	self := b.host.Cluster().Nodes[b.host.NodeID()]
+	switch {
+	case self == nil:
+		return errors.New("not a member of the cluster (removed, or not yet known here)")
+	case self.LeaseExpired:
+		return errors.New("this node's lease expired: the meta group could not be reached in time")
+	}
 	for _, g := range b.host.LocalGroups() {
 		if id, _ := b.host.Leader(g); id == "" {
 			return fmt.Errorf("group %d has no known leader", g)
