@@ -17,6 +17,7 @@ import (
 	"github.com/heraldhq/herald/metrics"
 	"github.com/heraldhq/herald/multiraft"
 	"github.com/heraldhq/herald/multiraft/logstore"
+	"github.com/heraldhq/herald/web"
 	"github.com/heraldhq/herald/wsfront"
 	"github.com/heraldhq/herald/wsfront/auth"
 )
@@ -213,6 +214,8 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 		n.metrics.WatchGroups(n.host)
 		n.front.Handle("GET /metrics", n.metrics.Handler())
 	}
+	// Every node serves the demo pages and the browser client.
+	web.Mount(n.front, web.ClusterNodes(n.host))
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()

@@ -90,6 +90,7 @@ func runDev(c *cli.Context) error {
 			fmt.Fprintf(out, "  node n%d  websocket %s   http %s\n", i+1, n.WebsocketURL(), n.URL())
 		}
 		first := nodes[0].URL()
+		fmt.Fprintf(out, "\nOpen the chat demo at %s/ and the WebRTC call demo at %s/call\n", first, first)
 		fmt.Fprintf(out, "\nTry it (auth is insecure: any user name works):\n")
 		fmt.Fprintf(out, "  websocat -H 'Sec-WebSocket-Protocol: herald.v1' %s\n", nodes[0].WebsocketURL())
 		fmt.Fprintf(out, "  {\"id\":1,\"op\":\"auth\",\"user\":\"alice\"}\n")
