@@ -159,6 +159,13 @@ type Config struct {
 	// Observer, when set, is told about sockets, requests and event
 	// deliveries, for metrics.
 	Observer Observer
+	// AllowedOrigins lists the browser origins ("https://chat.example.com")
+	// whose pages may open sockets; "*" allows any. Empty means any origin
+	// when clients must present tokens, but only loopback origins in
+	// insecure mode: there any web page a developer visits could otherwise
+	// use the cluster under any name. Clients that send no Origin (not
+	// browsers) are always allowed.
+	AllowedOrigins []string
 }
 
 func (c *Config) setDefaults() {

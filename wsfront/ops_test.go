@@ -437,3 +437,24 @@ func TestUnsubscribeRightAfterSubscribe(t *testing.T) {
 	s.mustOK(s.call("publish", obj{"room": "quick", "data": 1}))
 	s.quiet(300 * time.Millisecond)
 }
+
+// In insecure mode only pages from loopback origins may open sockets.
+func TestInsecureModeRefusesForeignOrigins(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{Nodes: 1})
+	dial := func(origin string) error {
+		conn, _, err := gws.NewClient(new(gws.BuiltinEventHandler), &gws.ClientOption{Addr: c.URL(0),
+			RequestHeader: http.Header{"Origin": []string{origin}, "Sec-WebSocket-Protocol": []string{"herald.v1"}}})
+		if err == nil {
+			_ = conn.NetConn().Close()
+		}
+		return err
+	}
+	for _, ok := range []string{"http://127.0.0.1:7071", "http://localhost:8080", "http://[::1]:7071"} {
+		if err := dial(ok); err != nil {
+			t.Errorf("origin %s refused: %v", ok, err)
+		}
+	}
+	if err := dial("https://evil.example"); err == nil {
+		t.Error("a foreign origin opened a socket on an insecure node")
+	}
+}

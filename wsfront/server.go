@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -184,6 +185,10 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if origin := r.Header.Get("Origin"); origin != "" && !s.originAllowed(origin) {
+		http.Error(w, "origin "+origin+" may not open sockets on this node (see the allowed origins setting)", http.StatusForbidden)
+		return
+	}
 	s.mu.Lock()
 	closing := s.closing
 	s.mu.Unlock()
@@ -334,4 +339,29 @@ func (s *Server) Abort() {
 		sess.abort()
 	}
 	s.cancel()
+}
+
+// originAllowed applies Config.AllowedOrigins to a browser's Origin header.
+func (s *Server) originAllowed(origin string) bool {
+	if len(s.cfg.AllowedOrigins) == 0 {
+		if !s.verifier.Insecure() {
+			return true
+		}
+		u, err := url.Parse(origin)
+		if err != nil {
+			return false
+		}
+		host := u.Hostname()
+		if host == "localhost" {
+			return true
+		}
+		ip := net.ParseIP(host)
+		return ip != nil && ip.IsLoopback()
+	}
+	for _, o := range s.cfg.AllowedOrigins {
+		if o == "*" || strings.EqualFold(o, origin) {
+			return true
+		}
+	}
+	return false
 }
