@@ -51,10 +51,13 @@ type Config struct {
 	Bootstrap *multiraft.BootstrapSpec
 	Join      []string
 
-	Auth     auth.Config
-	Limits   wsfront.Limits // zero: wsfront.DefaultLimits()
-	LogStore logstore.Kind
-	Timing   multiraft.Timing // zero: multiraft.DefaultTiming()
+	Auth auth.Config
+	// AllowedOrigins are the browser origins whose pages may open sockets
+	// (see wsfront.Config.AllowedOrigins).
+	AllowedOrigins []string
+	Limits         wsfront.Limits // zero: wsfront.DefaultLimits()
+	LogStore       logstore.Kind
+	Timing         multiraft.Timing // zero: multiraft.DefaultTiming()
 	// LeaseTTL is how long the node's ephemeral members outlive it when it
 	// dies without closing (default multiraft's).
 	LeaseTTL time.Duration
@@ -201,11 +204,12 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 		return nil, err
 	}
 	n.front, err = wsfront.New(wsfront.Config{
-		Backend:  &backend{host: n.host},
-		Auth:     cfg.Auth,
-		Limits:   cfg.Limits,
-		Logger:   cfg.Logger.With("part", "wsfront"),
-		Observer: frontObs,
+		Backend:        &backend{host: n.host},
+		Auth:           cfg.Auth,
+		AllowedOrigins: cfg.AllowedOrigins,
+		Limits:         cfg.Limits,
+		Logger:         cfg.Logger.With("part", "wsfront"),
+		Observer:       frontObs,
 	})
 	if err != nil {
 		return nil, err
