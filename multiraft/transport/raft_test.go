@@ -316,7 +316,7 @@ func TestRaftCluster(t *testing.T) {
 	}
 	nodes[2] = startRaftNode(t, dead.id, ln, gids, dead)
 	want := uint64(first + second)
-	waitFor(t, 30*time.Second, "the restarted node to catch up in every group", func() bool {
+	waitFor(t, 90*time.Second, "the restarted node to catch up in every group", func() bool {
 		for _, rep := range nodes[2].replicas {
 			if c, _ := rep.fsm.state(); c != want {
 				return false
