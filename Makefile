@@ -3,6 +3,9 @@
 #   make tools   install pinned developer tools into ./.bin
 #   make build   compile every package
 #   make test    gofmt check, go vet, staticcheck, race-enabled tests
+#   make jepsen-quick  the consistency harness, 3 nodes, about 2 minutes
+#   make jepsen  the consistency harness, 5 nodes, every fault, 3 seeds,
+#                then the planted bugs it must find (docs/jepsen.md)
 #   make bench   run benchmarks (BENCH=regexp, BENCHTIME=1s|100x)
 #   make fuzz    run every fuzz target for FUZZTIME each
 
@@ -19,7 +22,7 @@ BENCHTIME ?= 1s
 FUZZTIME ?= 10s
 TESTTIMEOUT ?= 15m
 
-.PHONY: all build test fmt-check vet staticcheck unit bench fuzz tools
+.PHONY: all build test fmt-check vet staticcheck unit bench fuzz tools jepsen-quick jepsen bench-e2e
 
 all: build
 
@@ -52,8 +55,32 @@ staticcheck:
 unit:
 	$(GO) test -race -count=1 -timeout $(TESTTIMEOUT) ./...
 
+# The consistency harness (docs/jepsen.md): real herald processes, faults,
+# checkers. Each run leaves a report folder in JEPSEN_OUT; the command exits
+# non-zero when a run finds an anomaly or the cluster does not recover.
+JEPSEN_OUT ?= jepsen/runs
+
+jepsen-quick:
+	$(GO) run ./cmd/herald-jepsen -preset quick -out $(JEPSEN_OUT)
+
+jepsen:
+	$(GO) run ./cmd/herald-jepsen -preset long -seed 1,2,3 -out $(JEPSEN_OUT)
+	HERALD_JEPSEN_BUGS=1 HERALD_JEPSEN_OUT=$(abspath $(JEPSEN_OUT)) $(GO) test -count=1 -v -timeout 40m -run TestPlantedBugs ./jepsen/
+
 bench:
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) -benchmem ./...
+
+# The end-to-end suite: builds herald and herald-bench, runs every scenario
+# against 3 herald serve processes on loopback (a fresh cluster per step,
+# stopped after it) with its baselines, and rewrites the generated table in
+# docs/benchmarks.md. About 10 minutes; bounded by the tool. More flags of
+# `herald-bench suite` go in BENCH_E2E_FLAGS (e.g. "--only conns
+# --json-dir /tmp/e2e --plot-dir /tmp/e2e").
+bench-e2e:
+	@dir=$$(mktemp -d) && trap 'rm -rf "$$dir"' EXIT && \
+	$(GO) build -o "$$dir/herald" ./cmd/herald && \
+	$(GO) build -o "$$dir/herald-bench" ./cmd/herald-bench && \
+	"$$dir/herald-bench" suite --herald-bin "$$dir/herald" --doc docs/benchmarks.md $(BENCH_E2E_FLAGS)
 
 # Discovers fuzz targets per package with `go test -list`; -fuzz accepts
 # exactly one target in exactly one package per run. Zero targets is fine;

@@ -282,12 +282,14 @@ func (sess *session) publish(ctx context.Context, ident *auth.Identity, req *req
 	if req.ExpectSeq != nil {
 		cmd.HasExpectSeq, cmd.ExpectSeq = true, *req.ExpectSeq
 	}
-	res, perr := sess.srv.propose(ctx, cmd, req.Key != "")
+	res, perr := plantedAckEarly(sess.srv.propose(ctx, cmd, req.Key != ""))
 	if perr != nil {
 		return nil, perr
 	}
 	return newReply(req.ID, true).uint("seq", res.Seq).epoch(res.Epoch).bool("duplicate", res.Duplicate).done(), nil
 }
+
+var plantedAckEarly = func(r *fsm.Result, p *protoError) (*fsm.Result, *protoError) { return r, p } // see jepsenbug_ackearly.go
 
 // propose commits cmd, retrying while the request's deadline allows when
 // nothing was written (no leader yet) and, for a keyed publish, when the
