@@ -30,6 +30,9 @@ const (
 	FaultLeaderTransfer = "leader-transfer"
 )
 
+// errNoTarget: every up node already holds a replica of the group.
+var errNoTarget = errors.New("every up node holds a replica of it: no node to move one to")
+
 // AllFaults lists every fault kind the nemesis can inject.
 var AllFaults = []string{FaultPartition, FaultKill, FaultPause, FaultTransfer, FaultMove, FaultMember, FaultNetem}
 
@@ -431,7 +434,7 @@ func (nm *nemesis) move(ctx context.Context) *active {
 				}
 			}
 			if len(from) == 0 || len(to) == 0 {
-				return fmt.Errorf("group %d: no node without a replica to move one to", g)
+				return fmt.Errorf("group %d: %w", g, errNoTarget)
 			}
 			src, dst := from[pickFrom%uint64(len(from))], to[pickTo%uint64(len(to))]
 			mu.Lock()
@@ -598,8 +601,8 @@ func (nm *nemesis) admin(ctx context.Context, per time.Duration, f func(context.
 		}
 		errs = append(errs, n.ID+": "+err.Error())
 		var ae *admin.APIError
-		if errors.As(err, &ae) && ae.Status < 500 && ae.Status != 409 {
-			break // the request itself is wrong; other nodes would say the same
+		if errors.As(err, &ae) && ae.Status < 500 && ae.Status != 409 || errors.Is(err, errNoTarget) {
+			break // other nodes would say the same
 		}
 		if ctx.Err() != nil {
 			break
