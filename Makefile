@@ -2,7 +2,7 @@
 #
 #   make tools   install pinned developer tools into ./.bin
 #   make build   compile every package
-#   make test    gofmt check, go vet, staticcheck, race-enabled tests
+#   make test    gofmt check, go vet, staticcheck, race-enabled tests, jepsen-quick
 #   make jepsen-quick  the consistency harness, 3 nodes, about 2 minutes
 #   make jepsen  the consistency harness, 5 nodes, every fault, 3 seeds,
 #                then the planted bugs it must find (docs/jepsen.md)
@@ -29,7 +29,7 @@ all: build
 build:
 	$(GO) build ./...
 
-test: fmt-check vet staticcheck unit
+test: fmt-check vet staticcheck unit jepsen-quick
 
 fmt-check:
 	@echo "gofmt -l ."
