@@ -48,7 +48,7 @@ func plotSVG(res *Result) []byte {
 				line{prefix + name + " p50", c[1], dashed, p50},
 				line{prefix + name + " p99", c[0], dashed, p99},
 				line{prefix + name + " max", c[2], dashed, mx})
-			thr = append(thr, line{prefix + name + "s/s", c[0], dashed, rate})
+			thr = append(thr, line{prefix + map[string]string{"ack": "acks/s", "delivery": "deliveries/s"}[name], c[0], dashed, rate})
 		}
 	}
 	add(res, "", false)

@@ -144,12 +144,24 @@ type Failover struct {
 	LatencyAfter float64 `json:"latency_back_s"` // kill to the end of the latency spike; -1: never
 }
 
-// Ratio is Herald measured against a baseline, with the issue's goal.
+// Ratio is Herald measured against a baseline, with its goal.
 type Ratio struct {
 	Name  string  `json:"name"`
 	Value float64 `json:"value"`
 	Goal  string  `json:"goal"`
 	Met   bool    `json:"met"`
+	// Reference ratios have no goal; they put another number in context.
+	Reference bool `json:"reference,omitempty"`
+}
+
+func (x Ratio) verdict() string {
+	switch {
+	case x.Reference:
+		return "reference"
+	case x.Met:
+		return "met"
+	}
+	return "not met"
 }
 
 func writeJSON(w io.Writer, v any) error {
@@ -294,9 +306,9 @@ func printHuman(w io.Writer, r *Result) {
 	if len(r.Ratios) > 0 {
 		fmt.Fprintln(w)
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ratio\tvalue\tgoal\tmet")
+		fmt.Fprintln(tw, "ratio\tvalue\tgoal\t")
 		for _, x := range r.Ratios {
-			fmt.Fprintf(tw, "%s\t%.2f\t%s\t%v\n", x.Name, x.Value, x.Goal, x.Met)
+			fmt.Fprintf(tw, "%s\t%.2f\t%s\t%s\n", x.Name, x.Value, x.Goal, x.verdict())
 		}
 		_ = tw.Flush()
 	}

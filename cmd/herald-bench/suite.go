@@ -340,11 +340,11 @@ func suiteMarkdown(results []*Result, failed []error, machine, commit, command s
 			}
 		}
 		for _, x := range r.Ratios {
-			met := "**not met**"
-			if x.Met {
-				met = "met"
+			verdict := x.verdict()
+			if verdict == "not met" {
+				verdict = "**not met**"
 			}
-			ratios = append(ratios, fmt.Sprintf("| %s (%s) | %.2f | %s | %s |", x.Name, loadText(r), x.Value, x.Goal, met))
+			ratios = append(ratios, fmt.Sprintf("| %s (%s) | %.2f | %s | %s |", x.Name, loadText(r), x.Value, x.Goal, verdict))
 		}
 	}
 	if len(ratios) > 0 {
