@@ -65,6 +65,10 @@ type Timing struct {
 	TrailingLogs      uint64
 	// SnapshotInterval is how often a replica checks the threshold.
 	SnapshotInterval time.Duration
+	// PerGroupHeartbeats makes every group send its own heartbeats. By
+	// default raft's heartbeats wait for a node-level batch that goes to
+	// each peer every HeartbeatTimeout/4 (transport.Config.HeartbeatInterval).
+	PerGroupHeartbeats bool
 }
 
 // DefaultTiming returns timeouts for hundreds of groups per node that
@@ -117,6 +121,19 @@ func (t Timing) raftConfig(id string) *raft.Config {
 	// drops its data; raft shutting itself down would race with that.
 	c.ShutdownOnRemove = false
 	return c
+}
+
+// heartbeatInterval returns the node-level heartbeat interval for the
+// data and meta groups' timing: a quarter of the heartbeat timeout, which
+// is above raft's longest pause between heartbeats (a fifth). Zero turns
+// batching off, as when the two timeouts differ (one interval cannot suit
+// both).
+func (c *Config) heartbeatInterval() time.Duration {
+	if c.Timing.PerGroupHeartbeats || c.MetaTiming.PerGroupHeartbeats ||
+		c.Timing.HeartbeatTimeout != c.MetaTiming.HeartbeatTimeout {
+		return 0
+	}
+	return c.Timing.HeartbeatTimeout / 4
 }
 
 // Config configures a Host.

@@ -106,6 +106,7 @@ func Start(cfg Config) (*Host, error) {
 	h.peers, err = transport.New(transport.Config{
 		NodeID: cfg.NodeID, ListenAddr: cfg.PeerAddr, AdvertiseAddr: cfg.AdvertisePeerAddr,
 		TLS: cfg.PeerTLS, ClientTLS: cfg.PeerClientTLS, Logger: cfg.Logger,
+		HeartbeatInterval: cfg.heartbeatInterval(),
 	})
 	if err != nil {
 		h.logs.Close()
@@ -497,3 +498,7 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 		return true
 	}
 }
+
+// HeartbeatStats returns the node's raft heartbeat counters: sent alone,
+// answered from node-level batches, and batches sent and served.
+func (h *Host) HeartbeatStats() transport.HeartbeatStats { return h.peers.HeartbeatStats() }

@@ -154,7 +154,7 @@ func (rep *replica) readIndex(ctx context.Context) (uint64, error) {
 		rep.barrierTerm.Store(term)
 	}
 	index := rep.raft.CommitIndex()
-	if err := rep.verify.verify(ctx, rep.raft); err != nil {
+	if err := rep.verify.verify(ctx, rep.raft, rep.trans); err != nil {
 		return 0, rep.raftError(err, false)
 	}
 	return index, nil
@@ -230,7 +230,7 @@ type verifyRound struct {
 	err  error
 }
 
-func (v *leaderVerifier) verify(ctx context.Context, r *raft.Raft) error {
+func (v *leaderVerifier) verify(ctx context.Context, r *raft.Raft, trans *transport.GroupTransport) error {
 	v.mu.Lock()
 	if v.next == nil {
 		v.next = &verifyRound{done: make(chan struct{})}
@@ -238,7 +238,7 @@ func (v *leaderVerifier) verify(ctx context.Context, r *raft.Raft) error {
 	round := v.next
 	if !v.running {
 		v.running = true
-		go v.run(r)
+		go v.run(r, trans)
 	}
 	v.mu.Unlock()
 	select {
@@ -250,8 +250,12 @@ func (v *leaderVerifier) verify(ctx context.Context, r *raft.Raft) error {
 }
 
 // run verifies rounds until none is waiting. It ends on its own: raft
-// answers VerifyLeader within the leader lease, or at shutdown.
-func (v *leaderVerifier) run(r *raft.Raft) {
+// answers VerifyLeader within the leader lease, or at shutdown. While it
+// runs, the group's heartbeats all reach the followers: leadership is
+// confirmed by answers given now, never by batched acknowledgements.
+func (v *leaderVerifier) run(r *raft.Raft, trans *transport.GroupTransport) {
+	end := trans.BeginLeaderCheck()
+	defer end()
 	for {
 		v.mu.Lock()
 		round := v.next

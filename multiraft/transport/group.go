@@ -44,6 +44,15 @@ type GroupTransport struct {
 	queue   chan *inboundRPC
 	hbQueue chan *inboundRPC
 
+	// Leader side of node-level heartbeats (heartbeat.go): raft's
+	// heartbeats waiting for the next batch, per target; the number of
+	// leader checks running, during which heartbeats do not wait; and a
+	// channel closed when a check begins, to release waiting heartbeats.
+	hbMu         sync.Mutex
+	waiters      map[raft.ServerAddress]*hbWaiter
+	checking     int
+	checkStarted chan struct{}
+
 	// ctx is cancelled by Close; outbound waits and group goroutines
 	// observe it.
 	ctx    context.Context
@@ -329,10 +338,21 @@ func appendEntriesSize(args *raft.AppendEntriesRequest) int {
 	return n
 }
 
-// AppendEntries implements raft.Transport.
+// AppendEntries implements raft.Transport. With node-level heartbeats on,
+// a heartbeat waits for the next batch to its target (heartbeat.go);
+// otherwise it is sent on its own, and may wait a moment to share a write
+// with other groups' heartbeats.
 func (g *GroupTransport) AppendEntries(_ raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
-	// Heartbeats may wait a moment to share a write with other groups'.
-	return g.rpcWith(target, ftAppendEntries, isHeartbeat(args), appendEntriesSize(args), func(b []byte) []byte {
+	hb := isHeartbeat(args)
+	if hb && g.m.batching() {
+		if ok, err := g.heartbeatViaBatch(target, args, resp); ok || err != nil {
+			return err
+		}
+	}
+	if hb {
+		g.m.hb.sent.Add(1)
+	}
+	return g.rpcWith(target, ftAppendEntries, hb, appendEntriesSize(args), func(b []byte) []byte {
 		return appendAppendEntriesRequest(b, args)
 	}, resp)
 }

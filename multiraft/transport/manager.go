@@ -46,6 +46,14 @@ type Config struct {
 	// traffic and each would otherwise cost a syscall on both ends.
 	// Default 2ms; negative sends heartbeats at once.
 	HeartbeatCoalesce time.Duration
+	// HeartbeatInterval, when positive, turns on node-level heartbeats:
+	// raft's heartbeats wait for the next tick of this interval, when the
+	// Manager sends each peer node one call carrying all of them
+	// (heartbeat.go). It must exceed raft's longest pause between
+	// heartbeats (HeartbeatTimeout/5) and stay well below the heartbeat
+	// timeout: HeartbeatTimeout/4 of the groups' timing. Zero leaves every
+	// heartbeat on its own.
+	HeartbeatInterval time.Duration
 	// Logger receives connection-level errors. Default: discard.
 	Logger *slog.Logger
 }
@@ -88,6 +96,8 @@ type Manager struct {
 	hmu            sync.RWMutex
 	handlers       map[string]Handler
 	streamHandlers map[string]StreamHandler
+
+	hb heartbeatCounters
 }
 
 // New validates cfg, starts listening and accepting connections.
@@ -109,6 +119,9 @@ func New(cfg Config) (*Manager, error) {
 	}
 	if cfg.RPCTimeout == 0 {
 		cfg.RPCTimeout = defaultRPCTimeout
+	}
+	if cfg.HeartbeatInterval < 0 {
+		return nil, errors.New("transport: the heartbeat interval must not be negative")
 	}
 	if cfg.HeartbeatCoalesce == 0 {
 		cfg.HeartbeatCoalesce = defaultCoalesce
@@ -146,8 +159,17 @@ func New(cfg Config) (*Manager, error) {
 		handlers:       make(map[string]Handler),
 		streamHandlers: make(map[string]StreamHandler),
 	}
+	// Batches are served whether or not this node sends any.
+	m.handlers[heartbeatService] = m.serveHeartbeats
 	m.wg.Add(1)
 	go m.acceptLoop()
+	if m.batching() {
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			m.heartbeatLoop()
+		}()
+	}
 	return m, nil
 }
 

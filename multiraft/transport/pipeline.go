@@ -41,8 +41,9 @@ func (g *GroupTransport) AppendEntriesPipeline(_ raft.ServerID, target raft.Serv
 		return nil, g.errClosed()
 	}
 	g.pipelines[p] = struct{}{}
-	g.mu.Unlock()
+	// Added under g.mu: Close may take p from g.pipelines and Wait at once.
 	p.wg.Add(1)
+	g.mu.Unlock()
 	go p.decodeLoop()
 	return p, nil
 }

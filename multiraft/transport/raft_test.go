@@ -109,12 +109,12 @@ func raftConfig(id string) *raft.Config {
 
 // startRaftNode starts a Manager (on ln, if given) and the rafts of groups,
 // reusing stores from old when restarting.
-func startRaftNode(t *testing.T, id string, ln net.Listener, groups []uint64, old *raftNode) *raftNode {
+func startRaftNode(t *testing.T, id string, ln net.Listener, groups []uint64, old *raftNode, mod ...func(*Config)) *raftNode {
 	t.Helper()
-	m := newTestManager(t, id, func(c *Config) {
+	m := newTestManager(t, id, append([]func(*Config){func(c *Config) {
 		c.Listener = ln
 		c.RPCTimeout = time.Second
-	})
+	}}, mod...)...)
 	n := &raftNode{id: id, addr: m.Addr(), m: m, replicas: make(map[uint64]*raftReplica)}
 	for _, gid := range groups {
 		tr, err := m.Group(gid)

@@ -1,0 +1,402 @@
+package transport
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// Node-level heartbeats.
+//
+// hashicorp/raft gives every leader a goroutine per follower that sends a
+// heartbeat every HeartbeatTimeout/10 to /5; with a thousand groups per node
+// that is thousands of RPCs a second per node, each costing a write, a read
+// and goroutine hand-offs on both ends. With Config.HeartbeatInterval set,
+// raft's heartbeat to a peer node waits for the next tick of the Manager's
+// heartbeat loop, which sends each peer one call carrying the heartbeats of
+// every group waiting for it; each group's raft gets its follower's answer
+// from the reply.
+//
+// Every answer raft sees is its follower's answer to a heartbeat sent after
+// raft asked for it, exactly as without batching; only its timing changes
+// (a heartbeat waits up to one interval to leave). So raft's leader lease
+// and VerifyLeader keep their meaning. A group that verifies its leadership
+// (BeginLeaderCheck) does not wait for the tick: its heartbeats go out at
+// once, so linearizable reads are not slowed by the interval.
+//
+// The interval must exceed raft's longest pause between heartbeats
+// (HeartbeatTimeout/5), so a waiting heartbeat is in every batch, and stay
+// well below the heartbeat timeout, so followers hear from the leader
+// several times per timeout: HeartbeatTimeout/4 does both.
+//
+// The batch travels as an ordinary node call (heartbeatService), so a peer
+// that does not know it answers "unknown service" and every heartbeat in the
+// batch is then sent on its own. On the follower, an entry is handed to
+// raft's heartbeat handler only for a term raft already accepted through a
+// heartbeat of its own (the rule of answerInline: raft persists nothing for
+// it); other entries are answered "not handled" and are sent on their own,
+// which lets raft persist the new term.
+
+// heartbeatService is the node call that carries batched heartbeats.
+const heartbeatService = "transport.heartbeats"
+
+// HeartbeatStats counts raft heartbeats on a Manager, for tests and
+// benchmarks.
+type HeartbeatStats struct {
+	// Sent is heartbeats sent to a follower as their own RPC.
+	Sent uint64
+	// Batched is heartbeats answered through a batch.
+	Batched uint64
+	// Batches is batch calls sent.
+	Batches uint64
+	// Received is batched heartbeats this node's groups answered as
+	// followers.
+	Received uint64
+}
+
+type heartbeatCounters struct {
+	sent, batched, batches, received atomic.Uint64
+}
+
+// HeartbeatStats returns the Manager's heartbeat counters.
+func (m *Manager) HeartbeatStats() HeartbeatStats {
+	return HeartbeatStats{
+		Sent:     m.hb.sent.Load(),
+		Batched:  m.hb.batched.Load(),
+		Batches:  m.hb.batches.Load(),
+		Received: m.hb.received.Load(),
+	}
+}
+
+func (m *Manager) batching() bool { return m.cfg.HeartbeatInterval > 0 }
+
+// hbWaiter is a raft heartbeat waiting for the next batch to its target.
+type hbWaiter struct {
+	req *raft.AppendEntriesRequest
+	// done receives the follower's answer, or nil when the batch could not
+	// deliver one; it has room for one value so the sender never blocks.
+	done chan *raft.AppendEntriesResponse
+}
+
+// BeginLeaderCheck makes the group's heartbeats leave at once, not at the
+// next batch, until the returned function is called; heartbeats already
+// waiting for a batch leave at once too. Wrap raft's VerifyLeader in it so
+// that reads do not wait for the heartbeat interval.
+func (g *GroupTransport) BeginLeaderCheck() (end func()) {
+	g.hbMu.Lock()
+	g.checking++
+	if g.checkStarted != nil {
+		close(g.checkStarted)
+		g.checkStarted = nil
+	}
+	g.hbMu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			g.hbMu.Lock()
+			g.checking--
+			g.hbMu.Unlock()
+		})
+	}
+}
+
+// heartbeatViaBatch lets raft's heartbeat to target wait for the next
+// batch. It returns false when the heartbeat must be sent on its own: a
+// leader check is running or began, the batch could not deliver an answer,
+// or none came within two intervals.
+func (g *GroupTransport) heartbeatViaBatch(target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) (bool, error) {
+	g.hbMu.Lock()
+	if g.checking > 0 {
+		g.hbMu.Unlock()
+		return false, nil
+	}
+	if g.waiters == nil {
+		g.waiters = make(map[raft.ServerAddress]*hbWaiter)
+	}
+	if g.checkStarted == nil {
+		g.checkStarted = make(chan struct{})
+	}
+	check := g.checkStarted
+	w := &hbWaiter{req: args, done: make(chan *raft.AppendEntriesResponse, 1)}
+	g.waiters[target] = w
+	g.hbMu.Unlock()
+
+	t := time.NewTimer(2 * g.m.cfg.HeartbeatInterval)
+	defer t.Stop()
+	select {
+	case r := <-w.done:
+		if r == nil {
+			return false, nil
+		}
+		*resp = *r
+		return true, nil
+	case <-check:
+	case <-t.C:
+	case <-g.ctx.Done():
+		return false, g.errClosed()
+	}
+	g.hbMu.Lock()
+	if g.waiters[target] == w {
+		delete(g.waiters, target)
+	}
+	g.hbMu.Unlock()
+	return false, nil
+}
+
+// takeWaiting moves the group's waiting heartbeats into out, per target,
+// except those to targets skip names.
+func (g *GroupTransport) takeWaiting(out map[raft.ServerAddress][]batchEntry, skip map[raft.ServerAddress]*atomic.Bool) {
+	g.hbMu.Lock()
+	defer g.hbMu.Unlock()
+	for target, w := range g.waiters {
+		if skip[target] != nil {
+			continue
+		}
+		out[target] = append(out[target], batchEntry{g: g, w: w})
+		delete(g.waiters, target)
+	}
+}
+
+// batchEntry is one group's heartbeat in a batch.
+type batchEntry struct {
+	g *GroupTransport
+	w *hbWaiter
+}
+
+// heartbeatLoop sends the batches every HeartbeatInterval until the
+// Manager closes. At most one batch per peer is in flight; heartbeats that
+// wait behind a peer that does not answer give up after two intervals and
+// are sent (and fail) on their own, as they would without batching.
+func (m *Manager) heartbeatLoop() {
+	t := time.NewTicker(m.cfg.HeartbeatInterval)
+	defer t.Stop()
+	inFlight := make(map[raft.ServerAddress]*atomic.Bool)
+	for {
+		select {
+		case <-t.C:
+		case <-m.ctx.Done():
+			return
+		}
+		for target, busy := range inFlight {
+			if !busy.Load() {
+				delete(inFlight, target)
+			}
+		}
+		m.mu.RLock()
+		groups := make([]*GroupTransport, 0, len(m.groups))
+		for _, g := range m.groups {
+			groups = append(groups, g)
+		}
+		m.mu.RUnlock()
+		due := make(map[raft.ServerAddress][]batchEntry)
+		for _, g := range groups {
+			g.takeWaiting(due, inFlight)
+		}
+		for target, entries := range due {
+			busy := new(atomic.Bool)
+			busy.Store(true)
+			inFlight[target] = busy
+			if !m.goFunc(func() {
+				defer busy.Store(false)
+				m.sendHeartbeats(target, entries)
+			}) {
+				for _, e := range entries {
+					e.w.done <- nil
+				}
+				return
+			}
+		}
+	}
+}
+
+// sendHeartbeats sends one batch to target and hands each group its
+// follower's answer.
+func (m *Manager) sendHeartbeats(target raft.ServerAddress, entries []batchEntry) {
+	var resps []*raft.AppendEntriesResponse
+	defer func() {
+		for i, e := range entries {
+			var r *raft.AppendEntriesResponse
+			if i < len(resps) {
+				r = resps[i]
+			}
+			if r != nil {
+				m.hb.batched.Add(1)
+			}
+			e.w.done <- r
+		}
+	}()
+	// Heartbeats that differ from the first in more than their term (not
+	// expected: all groups of a node send the same header) go on their own.
+	tmpl := entries[0].w.req
+	for i := 1; i < len(entries); i++ {
+		if !sameHeartbeatSender(entries[i].w.req, tmpl) {
+			entries[i].w.done <- nil
+			entries = append(entries[:i], entries[i+1:]...)
+			i--
+		}
+	}
+	req := encodeHeartbeatBatch(entries)
+	ctx, cancel := context.WithTimeout(m.ctx, 2*m.cfg.HeartbeatInterval)
+	defer cancel()
+	m.hb.batches.Add(1)
+	reply, err := m.Call(ctx, target, heartbeatService, 0, req)
+	if err != nil {
+		var re *RemoteError
+		if errors.As(err, &re) {
+			m.log.Debug("transport: heartbeat batch refused", "peer", target, "err", err)
+		}
+		return
+	}
+	if resps, err = decodeHeartbeatReply(reply, len(entries)); err != nil {
+		m.log.Warn("transport: bad heartbeat batch reply", "peer", target, "err", err)
+	}
+}
+
+// The batch request: a version byte, the encoding of a template heartbeat
+// as a byte string (appendBytes) (raft's request to the first follower group), then a
+// uvarint count of entries, each a uvarint group id and uvarint term. Every
+// entry is the template with its own term. Groups whose request differs from
+// the template in anything but the term are left out of the batch (they keep
+// their own heartbeats); all groups of one node normally share it.
+//
+// The reply: a version byte, a uvarint count equal to the request's, then
+// per entry a status byte: heartbeatHandled followed by raft's
+// AppendEntriesResponse as a byte string, or heartbeatSkipped.
+const (
+	heartbeatBatchVersion = 1
+	heartbeatHandled      = 1
+	heartbeatSkipped      = 2
+
+	// maxHeartbeatBatch bounds the entries of one batch a follower accepts.
+	maxHeartbeatBatch = 1 << 16
+)
+
+func encodeHeartbeatBatch(entries []batchEntry) []byte {
+	tmpl := entries[0].w.req
+	body := appendAppendEntriesRequest(nil, tmpl)
+	b := make([]byte, 0, 16+len(body)+len(entries)*12)
+	b = append(b, heartbeatBatchVersion)
+	b = appendBytes(b, body)
+	b = binary.AppendUvarint(b, uint64(len(entries)))
+	for _, e := range entries {
+		b = binary.AppendUvarint(b, e.g.id)
+		b = binary.AppendUvarint(b, e.w.req.Term)
+	}
+	return b
+}
+
+func sameHeartbeatSender(a, b *raft.AppendEntriesRequest) bool {
+	return a.ProtocolVersion == b.ProtocolVersion && string(a.ID) == string(b.ID) &&
+		string(a.Addr) == string(b.Addr) && string(a.Leader) == string(b.Leader)
+}
+
+// serveHeartbeats is the follower side of a batch: each entry goes to its
+// group's raft heartbeat handler if raft already accepted that term.
+func (m *Manager) serveHeartbeats(_ context.Context, from string, _ uint64, req []byte) ([]byte, error) {
+	d := decoder{b: req}
+	if v := d.byte(); d.err == nil && v != heartbeatBatchVersion {
+		return nil, fmt.Errorf("transport: heartbeat batch version %d not supported (want %d)", v, heartbeatBatchVersion)
+	}
+	tmplBytes := d.bytes()
+	n := d.uvarint()
+	if d.err == nil && n > maxHeartbeatBatch {
+		return nil, fmt.Errorf("transport: heartbeat batch of %d entries exceeds %d", n, maxHeartbeatBatch)
+	}
+	if d.err != nil {
+		return nil, fmt.Errorf("transport: malformed heartbeat batch from %s: %w", from, d.err)
+	}
+	tmpl, err := decodeAppendEntriesRequest(tmplBytes)
+	if err != nil {
+		return nil, fmt.Errorf("transport: heartbeat batch from %s: %w", from, err)
+	}
+	if !isHeartbeat(tmpl) {
+		return nil, fmt.Errorf("transport: heartbeat batch from %s carries a request that is not a heartbeat", from)
+	}
+	out := make([]byte, 0, 2+int(n)*24)
+	out = append(out, heartbeatBatchVersion)
+	out = binary.AppendUvarint(out, n)
+	for range n {
+		gid, term := d.uvarint(), d.uvarint()
+		if d.err != nil {
+			return nil, fmt.Errorf("transport: malformed heartbeat batch from %s: %w", from, d.err)
+		}
+		hb := *tmpl
+		hb.Term = term
+		resp, ok := m.heartbeatFromPeer(gid, &hb)
+		if !ok {
+			out = append(out, heartbeatSkipped)
+			continue
+		}
+		m.hb.received.Add(1)
+		body := appendAppendEntriesResponse(nil, resp)
+		out = append(out, heartbeatHandled)
+		out = appendBytes(out, body)
+	}
+	if err := d.finish("heartbeat batch"); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// heartbeatFromPeer hands one batched heartbeat to group gid's raft, if
+// the group is here, raft registered its heartbeat handler, and the term is
+// one raft accepted before (so raft persists nothing for it).
+func (m *Manager) heartbeatFromPeer(gid uint64, req *raft.AppendEntriesRequest) (*raft.AppendEntriesResponse, bool) {
+	g := m.group(gid)
+	if g == nil {
+		return nil, false
+	}
+	fn := g.heartbeat.Load()
+	if fn == nil || req.Term == 0 || req.Term != g.hbTerm.Load() {
+		return nil, false
+	}
+	respCh := make(chan raft.RPCResponse, 1)
+	(*fn)(raft.RPC{Command: req, RespChan: respCh})
+	select {
+	case r := <-respCh:
+		resp, ok := r.Response.(*raft.AppendEntriesResponse)
+		if r.Error != nil || !ok {
+			return nil, false
+		}
+		g.noteHeartbeat(req, resp)
+		return resp, true
+	default:
+		return nil, false // raft is shut down
+	}
+}
+
+func decodeHeartbeatReply(p []byte, want int) ([]*raft.AppendEntriesResponse, error) {
+	d := decoder{b: p}
+	if v := d.byte(); d.err == nil && v != heartbeatBatchVersion {
+		return nil, fmt.Errorf("heartbeat reply version %d, want %d", v, heartbeatBatchVersion)
+	}
+	n := d.uvarint()
+	if d.err == nil && n != uint64(want) {
+		return nil, fmt.Errorf("heartbeat reply has %d entries for %d heartbeats", n, want)
+	}
+	out := make([]*raft.AppendEntriesResponse, want)
+	for i := 0; i < want && d.err == nil; i++ {
+		switch st := d.byte(); {
+		case d.err != nil:
+		case st == heartbeatSkipped:
+		case st == heartbeatHandled:
+			var r raft.AppendEntriesResponse
+			if err := decodeAppendEntriesResponse(d.bytes(), &r); err != nil {
+				return nil, err
+			}
+			out[i] = &r
+		default:
+			return nil, fmt.Errorf("heartbeat reply entry %d has status %d", i, st)
+		}
+	}
+	if err := d.finish("heartbeat reply"); err != nil {
+		return nil, err
+	}
+	return out, nil
+}

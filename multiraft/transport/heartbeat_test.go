@@ -1,0 +1,271 @@
+package transport
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// batchedCluster starts three raft nodes with node-level heartbeats (a
+// quarter of raftConfig's 300 ms heartbeat timeout) and bootstraps groups
+// on them. mods apply to every node's Manager.
+func batchedCluster(t *testing.T, groups int, mods ...func(id string, c *Config)) []*raftNode {
+	t.Helper()
+	var gids []uint64
+	for g := 1; g <= groups; g++ {
+		gids = append(gids, uint64(g))
+	}
+	var nodes []*raftNode
+	for i := 1; i <= 3; i++ {
+		id := fmt.Sprintf("n%d", i)
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes = append(nodes, startRaftNode(t, id, ln, gids, nil, func(c *Config) {
+			c.HeartbeatInterval = 75 * time.Millisecond
+			for _, mod := range mods {
+				mod(id, c)
+			}
+		}))
+	}
+	t.Cleanup(func() {
+		for _, n := range nodes {
+			n.stop(t)
+		}
+	})
+	var servers []raft.Server
+	for _, n := range nodes {
+		servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(n.id), Address: n.addr})
+	}
+	for _, n := range nodes {
+		for gid, rep := range n.replicas {
+			if err := rep.r.BootstrapCluster(raft.Configuration{Servers: servers}).Error(); err != nil {
+				t.Fatalf("bootstrap %s group %d: %v", n.id, gid, err)
+			}
+		}
+	}
+	waitFor(t, 15*time.Second, "a leader in every group", func() bool {
+		for _, gid := range gids {
+			if leaderOf(nodes, gid) == nil {
+				return false
+			}
+		}
+		return true
+	})
+	return nodes
+}
+
+// terms returns each group's term as its leader sees it.
+func terms(nodes []*raftNode, groups int) map[uint64]uint64 {
+	out := make(map[uint64]uint64)
+	for g := uint64(1); g <= uint64(groups); g++ {
+		for _, n := range nodes {
+			if rep := n.replicas[g]; rep.r.State() == raft.Leader {
+				var term uint64
+				fmt.Sscan(rep.r.Stats()["term"], &term)
+				out[g] = term
+			}
+		}
+	}
+	return out
+}
+
+func sumStats(nodes []*raftNode) HeartbeatStats {
+	var s HeartbeatStats
+	for _, n := range nodes {
+		h := n.m.HeartbeatStats()
+		s.Sent += h.Sent
+		s.Batched += h.Batched
+		s.Batches += h.Batches
+		s.Received += h.Received
+	}
+	return s
+}
+
+// TestHeartbeatBatching runs 12 raft groups on 3 nodes with node-level
+// heartbeats. Followers must hear from their leaders through the batches
+// alone (no election happens while nearly every heartbeat is batched),
+// VerifyLeader must still work and must fail for a leader cut off from its
+// followers, and a dead node's groups must fail over.
+func TestHeartbeatBatching(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short")
+	}
+	const groups = 12
+	nodes := batchedCluster(t, groups)
+	for g := uint64(1); g <= groups; g++ {
+		applyN(t, nodes, g, 3)
+	}
+	before, stats0 := terms(nodes, groups), sumStats(nodes)
+	time.Sleep(2 * time.Second) // about 7 heartbeat timeouts
+	after, stats1 := terms(nodes, groups), sumStats(nodes)
+	for g, term := range before {
+		if after[g] != term {
+			t.Errorf("group %d changed term %d -> %d while idle: followers missed heartbeats", g, term, after[g])
+		}
+	}
+	sent, batched := stats1.Sent-stats0.Sent, stats1.Batched-stats0.Batched
+	t.Logf("over 2s: %d heartbeats batched in %d batches, %d sent alone", batched, stats1.Batches-stats0.Batches, sent)
+	// 12 groups x 2 followers, one heartbeat per 75 ms interval: ~640.
+	if batched < 300 || sent > batched/10 {
+		t.Fatalf("heartbeats: %d batched, %d sent alone; want nearly all batched", batched, sent)
+	}
+	if stats1.Received == 0 {
+		t.Fatal("no node answered a batched heartbeat as a follower")
+	}
+
+	// Leadership checks go out at once and succeed.
+	for g := uint64(1); g <= groups; g++ {
+		l := leaderOf(nodes, g)
+		if l == nil {
+			t.Fatalf("group %d lost its leader", g)
+		}
+		if err := l.r.VerifyLeader().Error(); err != nil {
+			t.Fatalf("group %d: VerifyLeader on the leader: %v", g, err)
+		}
+	}
+
+	// Stop n2 and n3: a leader on n1 must not confirm its leadership.
+	var onN1 []uint64
+	for g := uint64(1); g <= groups; g++ {
+		if nodes[0].replicas[g].r.State() == raft.Leader {
+			onN1 = append(onN1, g)
+		}
+	}
+	nodes[1].stop(t)
+	nodes[2].stop(t)
+	for _, g := range onN1 {
+		err := nodes[0].replicas[g].r.VerifyLeader().Error()
+		if err == nil {
+			t.Fatalf("group %d: VerifyLeader succeeded on n1 with both followers gone", g)
+		}
+	}
+	t.Logf("%d leaders on n1 failed VerifyLeader once their followers were gone", len(onN1))
+}
+
+// TestHeartbeatBatchingFailover kills a node and checks that every group
+// it led elects a leader among the other two and commits.
+func TestHeartbeatBatchingFailover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short")
+	}
+	const groups = 9
+	nodes := batchedCluster(t, groups)
+	dead := nodes[2]
+	_ = dead.m.Close()
+	dead.stop(t)
+	live := nodes[:2]
+	for g := uint64(1); g <= groups; g++ {
+		applyN(t, live, g, 2)
+	}
+}
+
+// TestHeartbeatBatchingPeerWithoutService: a peer that does not serve
+// batches (an older node) answers "unknown service"; heartbeats to it must
+// go on their own and its groups must stay quiet.
+func TestHeartbeatBatchingPeerWithoutService(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short")
+	}
+	const groups = 6
+	nodes := batchedCluster(t, groups)
+	for _, n := range nodes {
+		n.m.Handle(heartbeatService, nil)
+	}
+	time.Sleep(200 * time.Millisecond) // batches in flight finish
+	before, stats0 := terms(nodes, groups), sumStats(nodes)
+	time.Sleep(2 * time.Second)
+	after, stats1 := terms(nodes, groups), sumStats(nodes)
+	for g, term := range before {
+		if after[g] != term {
+			t.Errorf("group %d changed term %d -> %d: heartbeats did not fall back", g, term, after[g])
+		}
+	}
+	if b := stats1.Batched - stats0.Batched; b != 0 {
+		t.Errorf("%d heartbeats answered through batches no node serves", b)
+	}
+	if s := stats1.Sent - stats0.Sent; s < 100 {
+		t.Errorf("only %d heartbeats sent on their own in 2s", s)
+	}
+}
+
+// TestServeHeartbeats checks the follower side: an entry reaches raft only
+// for a term raft accepted before, and malformed batches are refused with
+// an error, never a panic.
+func TestServeHeartbeats(t *testing.T) {
+	m := newTestManager(t, "f")
+	g := mustGroup(t, m, 7)
+	var got []uint64
+	g.SetHeartbeatHandler(func(rpc raft.RPC) {
+		req := rpc.Command.(*raft.AppendEntriesRequest)
+		got = append(got, req.Term)
+		rpc.Respond(&raft.AppendEntriesResponse{Term: req.Term, Success: true}, nil)
+	})
+	g.hbTerm.Store(5)
+	hb := heartbeatRPC()
+	batch := func(entries ...[2]uint64) []byte {
+		b := []byte{heartbeatBatchVersion}
+		b = appendBytes(b, appendAppendEntriesRequest(nil, &hb))
+		b = binary.AppendUvarint(b, uint64(len(entries)))
+		for _, e := range entries {
+			b = binary.AppendUvarint(b, e[0])
+			b = binary.AppendUvarint(b, e[1])
+		}
+		return b
+	}
+	// Group 7 at the accepted term 5; group 7 at term 6 (new: skipped);
+	// group 9 (not here: skipped).
+	out, err := m.serveHeartbeats(t.Context(), "l", 0, batch([2]uint64{7, 5}, [2]uint64{7, 6}, [2]uint64{9, 5}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resps, err := decodeHeartbeatReply(out, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resps[0] == nil || !resps[0].Success || resps[0].Term != 5 || resps[1] != nil || resps[2] != nil {
+		t.Fatalf("replies %s, %v, %v; want success at term 5, then two skipped", describe(resps[0]), resps[1], resps[2])
+	}
+	if len(got) != 1 || got[0] != 5 {
+		t.Fatalf("raft saw heartbeats of terms %v, want [5]", got)
+	}
+	if _, err := decodeHeartbeatReply(out, 2); err == nil {
+		t.Fatal("a reply with the wrong number of entries was accepted")
+	}
+
+	good := batch([2]uint64{7, 5})
+	bad := map[string][]byte{
+		"empty":         nil,
+		"version":       append([]byte{9}, good[1:]...),
+		"truncated":     good[:len(good)-1],
+		"trailing":      append(append([]byte{}, good...), 0),
+		"huge count":    binary.AppendUvarint(appendBytes([]byte{heartbeatBatchVersion}, appendAppendEntriesRequest(nil, &hb)), 1<<40),
+		"not heartbeat": batchOf(makeAppendRPC()),
+	}
+	for name, req := range bad {
+		if _, err := m.serveHeartbeats(t.Context(), "l", 0, req); err == nil {
+			t.Errorf("%s batch accepted", name)
+		}
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 2000 {
+		p := append([]byte{}, good...)
+		for range 1 + rng.IntN(4) {
+			p[rng.IntN(len(p))] = byte(rng.IntN(256))
+		}
+		_, _ = m.serveHeartbeats(t.Context(), "l", 0, p[:rng.IntN(len(p)+1)])
+		_, _ = decodeHeartbeatReply(p, 1)
+	}
+}
+
+func batchOf(req raft.AppendEntriesRequest) []byte {
+	b := []byte{heartbeatBatchVersion}
+	b = appendBytes(b, appendAppendEntriesRequest(nil, &req))
+	return binary.AppendUvarint(b, 0)
+}
