@@ -77,7 +77,7 @@ func DefaultTiming() Timing {
 	return Timing{
 		HeartbeatTimeout:   1000 * time.Millisecond,
 		ElectionTimeout:    1000 * time.Millisecond,
-		LeaderLeaseTimeout: 500 * time.Millisecond,
+		LeaderLeaseTimeout: 1000 * time.Millisecond,
 		CommitTimeout:      2 * time.Second,
 		MaxAppendEntries:   256,
 		SnapshotThreshold:  16384,

@@ -26,7 +26,10 @@ import (
 // re-executed), so CPU and memory are measured per node as an operator
 // would see them.
 
-const nodeEnv = "HERALD_BENCH_NODE" // id,dir,groups,store,peers(id=addr;...)
+const (
+	nodeEnv     = "HERALD_BENCH_NODE" // id,dir,groups,store,peers(id=addr;...)
+	perGroupEnv = "HERALD_BENCH_PER_GROUP_HEARTBEATS"
+)
 
 // TestBenchNodeProcess is the body of a benchmark node process; it is
 // skipped unless the benchmark started it.
@@ -65,7 +68,10 @@ func runBenchNode(spec string, in io.Reader, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	h, err := multiraft.Start(multiraft.Config{NodeID: id, DataDir: dir, PeerAddr: self, LogStore: kind, App: countApp{}})
+	timing := multiraft.DefaultTiming()
+	// For comparison runs: every group sends its own heartbeats.
+	timing.PerGroupHeartbeats = os.Getenv(perGroupEnv) != ""
+	h, err := multiraft.Start(multiraft.Config{NodeID: id, DataDir: dir, PeerAddr: self, LogStore: kind, App: countApp{}, Timing: timing})
 	if err != nil {
 		return err
 	}
@@ -93,6 +99,9 @@ func runBenchNode(spec string, in io.Reader, out io.Writer) error {
 		switch cmd, arg, _ := strings.Cut(lines.Text(), " "); cmd {
 		case "goroutines":
 			fmt.Fprintln(out, "goroutines", runtime.NumGoroutine())
+		case "heartbeats":
+			fmt.Fprintf(out, "heartbeats %+v\n", h.HeartbeatStats())
+
 		case "leaders":
 			n := 0
 			for g := uint64(1); g <= groups; g++ {
@@ -259,6 +268,9 @@ func measureIdle(b *testing.B, groups uint64, kind logstore.Kind) {
 		gor = append(gor, g)
 		l, _ := strconv.ParseFloat(p.ask(b, "leaders", "leaders "), 64)
 		leaders = append(leaders, l)
+	}
+	for _, p := range procs {
+		b.Logf("%s heartbeats %s", p.id, p.ask(b, "heartbeats", "heartbeats "))
 	}
 	b.Logf("per node: cpu %.3v cores, rss %.0f MB, goroutines %v, leaders %v", cpu, rss, gor, leaders)
 	b.ReportMetric(maxOf(cpu), "max-cpu-cores/node")

@@ -74,6 +74,7 @@ func serveFlags() []cli.Flag {
 		dur("election-timeout", t.ElectionTimeout, "raft: candidate's wait for votes"),
 		dur("leader-lease-timeout", t.LeaderLeaseTimeout, "raft: leader's lease without quorum contact"),
 		dur("commit-timeout", t.CommitTimeout, "raft: how late an idle follower learns a commit"),
+		boolean("per-group-heartbeats", "raft: send every group's heartbeats on their own instead of one batch per peer node"),
 		dur("lease-ttl", 10*time.Second, "how long a dead node's sockets stay members of their rooms"),
 		str("tls-cert", "", "certificate file for the client port (serves https and wss)"),
 		str("tls-key", "", "key file for --tls-cert"),
@@ -188,6 +189,7 @@ func serveConfig(c *cli.Context, logger *slog.Logger) (herald.Config, string, er
 	cfg.Timing.ElectionTimeout = c.Duration("election-timeout")
 	cfg.Timing.LeaderLeaseTimeout = c.Duration("leader-lease-timeout")
 	cfg.Timing.CommitTimeout = c.Duration("commit-timeout")
+	cfg.Timing.PerGroupHeartbeats = c.Bool("per-group-heartbeats")
 	if err := cfg.Timing.Validate(); err != nil {
 		bad("raft timeouts: %v", err)
 	}

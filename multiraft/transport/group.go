@@ -50,8 +50,16 @@ type GroupTransport struct {
 	// channel closed when a check begins, to release waiting heartbeats.
 	hbMu         sync.Mutex
 	waiters      map[raft.ServerAddress]*hbWaiter
+	riders       map[raft.ServerAddress]*rider
 	checking     int
 	checkStarted chan struct{}
+
+	// Follower side: the last append raft accepted through this
+	// transport, so a batched copy of an empty append that would tell raft
+	// nothing new can be answered without it (heartbeat.go).
+	appendMu   sync.Mutex
+	lastAppend appendMark
+	hasAppend  bool
 
 	// ctx is cancelled by Close; outbound waits and group goroutines
 	// observe it.
@@ -241,6 +249,7 @@ func (g *GroupTransport) deliver(in *inboundRPC, fast bool) {
 		if req, ok := in.cmd.(*raft.AppendEntriesRequest); ok && in.heartbeat {
 			g.noteHeartbeat(req, r.Response)
 		}
+		g.noteAppend(in, r.Response, r.Error)
 		g.reply(in, r.Response, r.Error)
 		return
 	default:
@@ -249,8 +258,10 @@ func (g *GroupTransport) deliver(in *inboundRPC, fast bool) {
 	defer t.Stop()
 	select {
 	case r := <-respCh:
+		g.noteAppend(in, r.Response, r.Error)
 		g.reply(in, r.Response, r.Error)
 	case <-t.C:
+		g.forgetAppend()
 		g.reply(in, nil, fmt.Errorf("transport: raft of group %d on node %s did not answer a %s within %v",
 			g.id, g.m.cfg.NodeID, frameTypeName(in.typ), g.m.cfg.RPCTimeout))
 	case <-g.ctx.Done():

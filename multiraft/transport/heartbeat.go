@@ -55,13 +55,15 @@ type HeartbeatStats struct {
 	Batched uint64
 	// Batches is batch calls sent.
 	Batches uint64
+	// Ridden is empty appends answered through a batch instead of sent.
+	Ridden uint64
 	// Received is batched heartbeats this node's groups answered as
 	// followers.
 	Received uint64
 }
 
 type heartbeatCounters struct {
-	sent, batched, batches, received atomic.Uint64
+	sent, batched, batches, ridden, received atomic.Uint64
 }
 
 // HeartbeatStats returns the Manager's heartbeat counters.
@@ -70,6 +72,7 @@ func (m *Manager) HeartbeatStats() HeartbeatStats {
 		Sent:     m.hb.sent.Load(),
 		Batched:  m.hb.batched.Load(),
 		Batches:  m.hb.batches.Load(),
+		Ridden:   m.hb.ridden.Load(),
 		Received: m.hb.received.Load(),
 	}
 }
@@ -108,8 +111,9 @@ func (g *GroupTransport) BeginLeaderCheck() (end func()) {
 
 // heartbeatViaBatch lets raft's heartbeat to target wait for the next
 // batch. It returns false when the heartbeat must be sent on its own: a
-// leader check is running or began, the batch could not deliver an answer,
-// or none came within two intervals.
+// leader check is running or began, or the batch could not deliver an
+// answer (the heartbeat loop gives up on a peer whose previous batch is
+// still unanswered at the next tick).
 func (g *GroupTransport) heartbeatViaBatch(target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) (bool, error) {
 	g.hbMu.Lock()
 	if g.checking > 0 {
@@ -127,8 +131,6 @@ func (g *GroupTransport) heartbeatViaBatch(target raft.ServerAddress, args *raft
 	g.waiters[target] = w
 	g.hbMu.Unlock()
 
-	t := time.NewTimer(2 * g.m.cfg.HeartbeatInterval)
-	defer t.Stop()
 	select {
 	case r := <-w.done:
 		if r == nil {
@@ -137,7 +139,6 @@ func (g *GroupTransport) heartbeatViaBatch(target raft.ServerAddress, args *raft
 		*resp = *r
 		return true, nil
 	case <-check:
-	case <-t.C:
 	case <-g.ctx.Done():
 		return false, g.errClosed()
 	}
@@ -149,24 +150,61 @@ func (g *GroupTransport) heartbeatViaBatch(target raft.ServerAddress, args *raft
 	return false, nil
 }
 
-// takeWaiting moves the group's waiting heartbeats into out, per target,
-// except those to targets skip names.
-func (g *GroupTransport) takeWaiting(out map[raft.ServerAddress][]batchEntry, skip map[raft.ServerAddress]*atomic.Bool) {
+// takeWaiting moves the group's waiting heartbeats and riders into out,
+// per target. Those to targets whose previous batch is still unanswered are
+// released instead, to be sent on their own.
+func (g *GroupTransport) takeWaiting(out map[raft.ServerAddress][]batchEntry, busy map[raft.ServerAddress]*atomic.Bool) {
+	var release []*rider
 	g.hbMu.Lock()
-	defer g.hbMu.Unlock()
 	for target, w := range g.waiters {
-		if skip[target] != nil {
+		delete(g.waiters, target)
+		if busy[target] != nil {
+			w.done <- nil
 			continue
 		}
 		out[target] = append(out[target], batchEntry{g: g, w: w})
-		delete(g.waiters, target)
+	}
+	for target, r := range g.riders {
+		delete(g.riders, target)
+		if busy[target] != nil {
+			release = append(release, r)
+			continue
+		}
+		entries := out[target]
+		if n := len(entries); n > 0 && entries[n-1].g == g && entries[n-1].w.req.Term == r.mark.term {
+			entries[n-1].rider = r
+			continue
+		}
+		hb := &raft.AppendEntriesRequest{RPCHeader: r.args.RPCHeader, Term: r.args.Term, Leader: r.args.Leader}
+		w := &hbWaiter{req: hb, done: make(chan *raft.AppendEntriesResponse, 1)}
+		out[target] = append(entries, batchEntry{g: g, w: w, rider: r})
+	}
+	g.hbMu.Unlock()
+	for _, r := range release {
+		r.resolve(nil)
 	}
 }
 
-// batchEntry is one group's heartbeat in a batch.
+// addRider lets an empty append wait for the next batch to target.
+func (g *GroupTransport) addRider(target raft.ServerAddress, r *rider) {
+	g.hbMu.Lock()
+	if g.riders == nil {
+		g.riders = make(map[raft.ServerAddress]*rider)
+	}
+	old := g.riders[target]
+	g.riders[target] = r
+	g.hbMu.Unlock()
+	if old != nil {
+		old.resolve(nil) // from a pipeline raft replaced: send it
+	}
+}
+
+// batchEntry is one group's heartbeat in a batch, and the empty append
+// riding on it, if any.
 type batchEntry struct {
-	g *GroupTransport
-	w *hbWaiter
+	g     *GroupTransport
+	w     *hbWaiter
+	rider *rider
 }
 
 // heartbeatLoop sends the batches every HeartbeatInterval until the
@@ -208,6 +246,9 @@ func (m *Manager) heartbeatLoop() {
 			}) {
 				for _, e := range entries {
 					e.w.done <- nil
+					if e.rider != nil {
+						e.rider.resolve(nil)
+					}
 				}
 				return
 			}
@@ -219,6 +260,7 @@ func (m *Manager) heartbeatLoop() {
 // follower's answer.
 func (m *Manager) sendHeartbeats(target raft.ServerAddress, entries []batchEntry) {
 	var resps []*raft.AppendEntriesResponse
+	var ridden []bool
 	defer func() {
 		for i, e := range entries {
 			var r *raft.AppendEntriesResponse
@@ -229,6 +271,14 @@ func (m *Manager) sendHeartbeats(target raft.ServerAddress, entries []batchEntry
 				m.hb.batched.Add(1)
 			}
 			e.w.done <- r
+			if e.rider != nil {
+				if r != nil && r.Success && i < len(ridden) && ridden[i] {
+					m.hb.ridden.Add(1)
+					e.rider.resolve(r)
+				} else {
+					e.rider.resolve(nil)
+				}
+			}
 		}
 	}()
 	// Heartbeats that differ from the first in more than their term (not
@@ -237,6 +287,9 @@ func (m *Manager) sendHeartbeats(target raft.ServerAddress, entries []batchEntry
 	for i := 1; i < len(entries); i++ {
 		if !sameHeartbeatSender(entries[i].w.req, tmpl) {
 			entries[i].w.done <- nil
+			if entries[i].rider != nil {
+				entries[i].rider.resolve(nil)
+			}
 			entries = append(entries[:i], entries[i+1:]...)
 			i--
 		}
@@ -253,21 +306,22 @@ func (m *Manager) sendHeartbeats(target raft.ServerAddress, entries []batchEntry
 		}
 		return
 	}
-	if resps, err = decodeHeartbeatReply(reply, len(entries)); err != nil {
+	if resps, ridden, err = decodeHeartbeatReply(reply, len(entries)); err != nil {
 		m.log.Warn("transport: bad heartbeat batch reply", "peer", target, "err", err)
 	}
 }
 
 // The batch request: a version byte, the encoding of a template heartbeat
-// as a byte string (appendBytes) (raft's request to the first follower group), then a
-// uvarint count of entries, each a uvarint group id and uvarint term. Every
-// entry is the template with its own term. Groups whose request differs from
-// the template in anything but the term are left out of the batch (they keep
-// their own heartbeats); all groups of one node normally share it.
+// as a byte string (appendBytes), then a uvarint count of entries. Each
+// entry is a uvarint group id and uvarint term (the template with that term
+// is the group's heartbeat), then a byte: 0, or 1 followed by the uvarint
+// index, term and commit index of an empty append riding on the heartbeat
+// (its appendMark, whose term is the heartbeat's).
 //
 // The reply: a version byte, a uvarint count equal to the request's, then
-// per entry a status byte: heartbeatHandled followed by raft's
-// AppendEntriesResponse as a byte string, or heartbeatSkipped.
+// per entry a status byte: heartbeatSkipped, or heartbeatHandled followed by
+// raft's AppendEntriesResponse as a byte string and a byte that is 1 when
+// the riding append was answered.
 const (
 	heartbeatBatchVersion = 1
 	heartbeatHandled      = 1
@@ -287,6 +341,14 @@ func encodeHeartbeatBatch(entries []batchEntry) []byte {
 	for _, e := range entries {
 		b = binary.AppendUvarint(b, e.g.id)
 		b = binary.AppendUvarint(b, e.w.req.Term)
+		if e.rider == nil {
+			b = append(b, 0)
+			continue
+		}
+		b = append(b, 1)
+		b = binary.AppendUvarint(b, e.rider.mark.prev)
+		b = binary.AppendUvarint(b, e.rider.mark.prevTerm)
+		b = binary.AppendUvarint(b, e.rider.mark.commit)
 	}
 	return b
 }
@@ -323,20 +385,33 @@ func (m *Manager) serveHeartbeats(_ context.Context, from string, _ uint64, req 
 	out = binary.AppendUvarint(out, n)
 	for range n {
 		gid, term := d.uvarint(), d.uvarint()
+		var mark appendMark
+		riding := false
+		switch d.byte() {
+		case 0:
+		case 1:
+			riding = true
+			mark = appendMark{term: term, prev: d.uvarint(), prevTerm: d.uvarint(), commit: d.uvarint()}
+		default:
+			d.fail()
+		}
 		if d.err != nil {
 			return nil, fmt.Errorf("transport: malformed heartbeat batch from %s: %w", from, d.err)
 		}
 		hb := *tmpl
 		hb.Term = term
-		resp, ok := m.heartbeatFromPeer(gid, &hb)
+		g, resp, ok := m.heartbeatFromPeer(gid, &hb)
 		if !ok {
 			out = append(out, heartbeatSkipped)
 			continue
 		}
 		m.hb.received.Add(1)
-		body := appendAppendEntriesResponse(nil, resp)
 		out = append(out, heartbeatHandled)
-		out = appendBytes(out, body)
+		out = appendBytes(out, appendAppendEntriesResponse(nil, resp))
+		// raft accepted the leader's term just now; the riding append is
+		// answered if raft already accepted exactly that append through
+		// this transport (so it would change nothing and answer the same).
+		out = appendBool(out, riding && resp.Success && g.appendMatches(mark))
 	}
 	if err := d.finish("heartbeat batch"); err != nil {
 		return nil, err
@@ -347,14 +422,14 @@ func (m *Manager) serveHeartbeats(_ context.Context, from string, _ uint64, req 
 // heartbeatFromPeer hands one batched heartbeat to group gid's raft, if
 // the group is here, raft registered its heartbeat handler, and the term is
 // one raft accepted before (so raft persists nothing for it).
-func (m *Manager) heartbeatFromPeer(gid uint64, req *raft.AppendEntriesRequest) (*raft.AppendEntriesResponse, bool) {
+func (m *Manager) heartbeatFromPeer(gid uint64, req *raft.AppendEntriesRequest) (*GroupTransport, *raft.AppendEntriesResponse, bool) {
 	g := m.group(gid)
 	if g == nil {
-		return nil, false
+		return nil, nil, false
 	}
 	fn := g.heartbeat.Load()
 	if fn == nil || req.Term == 0 || req.Term != g.hbTerm.Load() {
-		return nil, false
+		return nil, nil, false
 	}
 	respCh := make(chan raft.RPCResponse, 1)
 	(*fn)(raft.RPC{Command: req, RespChan: respCh})
@@ -362,25 +437,28 @@ func (m *Manager) heartbeatFromPeer(gid uint64, req *raft.AppendEntriesRequest) 
 	case r := <-respCh:
 		resp, ok := r.Response.(*raft.AppendEntriesResponse)
 		if r.Error != nil || !ok {
-			return nil, false
+			return nil, nil, false
 		}
 		g.noteHeartbeat(req, resp)
-		return resp, true
+		return g, resp, true
 	default:
-		return nil, false // raft is shut down
+		return nil, nil, false // raft is shut down
 	}
 }
 
-func decodeHeartbeatReply(p []byte, want int) ([]*raft.AppendEntriesResponse, error) {
+// decodeHeartbeatReply returns each entry's raft answer (nil when
+// skipped) and whether its riding append was answered.
+func decodeHeartbeatReply(p []byte, want int) ([]*raft.AppendEntriesResponse, []bool, error) {
 	d := decoder{b: p}
 	if v := d.byte(); d.err == nil && v != heartbeatBatchVersion {
-		return nil, fmt.Errorf("heartbeat reply version %d, want %d", v, heartbeatBatchVersion)
+		return nil, nil, fmt.Errorf("heartbeat reply version %d, want %d", v, heartbeatBatchVersion)
 	}
 	n := d.uvarint()
 	if d.err == nil && n != uint64(want) {
-		return nil, fmt.Errorf("heartbeat reply has %d entries for %d heartbeats", n, want)
+		return nil, nil, fmt.Errorf("heartbeat reply has %d entries for %d heartbeats", n, want)
 	}
 	out := make([]*raft.AppendEntriesResponse, want)
+	ridden := make([]bool, want)
 	for i := 0; i < want && d.err == nil; i++ {
 		switch st := d.byte(); {
 		case d.err != nil:
@@ -388,15 +466,115 @@ func decodeHeartbeatReply(p []byte, want int) ([]*raft.AppendEntriesResponse, er
 		case st == heartbeatHandled:
 			var r raft.AppendEntriesResponse
 			if err := decodeAppendEntriesResponse(d.bytes(), &r); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			out[i] = &r
+			ridden[i] = d.bool()
 		default:
-			return nil, fmt.Errorf("heartbeat reply entry %d has status %d", i, st)
+			return nil, nil, fmt.Errorf("heartbeat reply entry %d has status %d", i, st)
 		}
 	}
 	if err := d.finish("heartbeat reply"); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return out, nil
+	return out, ridden, nil
+}
+
+// Empty appends riding on heartbeats.
+//
+// hashicorp/raft's leader also sends each follower an empty append every
+// CommitTimeout so that followers learn the commit index when writes stop.
+// Once a follower has acknowledged an append with the current commit index,
+// every later empty append repeats exactly the same request (same term,
+// previous entry and commit index) until something changes, and costs a
+// round trip through both nodes' raft loops. Such an append, sent when
+// nothing else is in flight on its pipeline, becomes a rider: it waits for
+// the group's next batched heartbeat to the follower and is answered there,
+// on the follower, when raft has just accepted the heartbeat's term and the
+// follower's transport relayed exactly that append to raft and its success
+// back (appendMatches). Raft's follower state cannot have moved since
+// without a new term, which the heartbeat would have refused. Otherwise,
+// and as soon as the pipeline sends another append, the rider is sent as
+// the ordinary append it is; the follower sees appends in pipeline order
+// either way.
+
+// appendMark identifies what an append asks of a follower: the leader's
+// term, the index and term of the last entry the follower must hold after
+// it, and the leader's commit index.
+type appendMark struct {
+	term, prev, prevTerm, commit uint64
+}
+
+func markOf(a *raft.AppendEntriesRequest) appendMark {
+	m := appendMark{term: a.Term, prev: a.PrevLogEntry, prevTerm: a.PrevLogTerm, commit: a.LeaderCommitIndex}
+	if n := len(a.Entries); n > 0 && a.Entries[n-1] != nil {
+		m.prev, m.prevTerm = a.Entries[n-1].Index, a.Entries[n-1].Term
+	}
+	return m
+}
+
+// noteAppend records, on a follower, the outcome of a raft RPC relayed
+// through the group's queue: an append raft accepted becomes the mark
+// riders are checked against; anything else forgets it.
+func (g *GroupTransport) noteAppend(in *inboundRPC, resp any, err error) {
+	req, ok := in.cmd.(*raft.AppendEntriesRequest)
+	if !ok || in.heartbeat {
+		if !ok {
+			g.forgetAppend()
+		}
+		return
+	}
+	r, ok := resp.(*raft.AppendEntriesResponse)
+	if err != nil || !ok || !r.Success || r.Term != req.Term {
+		g.forgetAppend()
+		return
+	}
+	g.appendMu.Lock()
+	g.lastAppend, g.hasAppend = markOf(req), true
+	g.appendMu.Unlock()
+}
+
+func (g *GroupTransport) forgetAppend() {
+	g.appendMu.Lock()
+	g.hasAppend = false
+	g.appendMu.Unlock()
+}
+
+func (g *GroupTransport) appendMatches(m appendMark) bool {
+	g.appendMu.Lock()
+	defer g.appendMu.Unlock()
+	return g.hasAppend && g.lastAppend == m
+}
+
+// rider is an empty append waiting for a batched heartbeat. state moves
+// once from 0 to 1, by whoever answers or sends it.
+type rider struct {
+	p     *pipeline
+	f     *appendFuture
+	args  *raft.AppendEntriesRequest
+	mark  appendMark
+	frame []byte
+	state atomic.Int32
+}
+
+// resolve answers the rider with resp (the follower's answer to the
+// heartbeat it rode on), or sends it as an ordinary append when resp is
+// nil.
+func (r *rider) resolve(resp *raft.AppendEntriesResponse) {
+	p := r.p
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.rider == r {
+		p.rider = nil
+	}
+	if !r.state.CompareAndSwap(0, 1) || p.closed {
+		return
+	}
+	if resp == nil {
+		_ = p.c.send(r.frame)
+		return
+	}
+	p.c.removePending(r.f.id)
+	payload := appendAppendEntriesResponse([]byte{statusOK}, resp)
+	r.f.u.deliver(frame{typ: ftRaftResp, group: p.g.id, id: r.f.id, payload: payload})
 }

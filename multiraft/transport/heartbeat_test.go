@@ -83,6 +83,7 @@ func sumStats(nodes []*raftNode) HeartbeatStats {
 		s.Sent += h.Sent
 		s.Batched += h.Batched
 		s.Batches += h.Batches
+		s.Ridden += h.Ridden
 		s.Received += h.Received
 	}
 	return s
@@ -216,6 +217,7 @@ func TestServeHeartbeats(t *testing.T) {
 		for _, e := range entries {
 			b = binary.AppendUvarint(b, e[0])
 			b = binary.AppendUvarint(b, e[1])
+			b = append(b, 0)
 		}
 		return b
 	}
@@ -225,7 +227,7 @@ func TestServeHeartbeats(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resps, err := decodeHeartbeatReply(out, 3)
+	resps, _, err := decodeHeartbeatReply(out, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,8 +237,53 @@ func TestServeHeartbeats(t *testing.T) {
 	if len(got) != 1 || got[0] != 5 {
 		t.Fatalf("raft saw heartbeats of terms %v, want [5]", got)
 	}
-	if _, err := decodeHeartbeatReply(out, 2); err == nil {
+	if _, _, err := decodeHeartbeatReply(out, 2); err == nil {
 		t.Fatal("a reply with the wrong number of entries was accepted")
+	}
+
+	// An empty append riding on the heartbeat is answered only if this
+	// transport relayed exactly that append to raft, and raft accepted it.
+	ride := func(m appendMark) []byte {
+		b := []byte{heartbeatBatchVersion}
+		b = appendBytes(b, appendAppendEntriesRequest(nil, &hb))
+		b = binary.AppendUvarint(b, 1)
+		b = binary.AppendUvarint(b, 7)
+		b = binary.AppendUvarint(b, m.term)
+		b = append(b, 1)
+		b = binary.AppendUvarint(b, m.prev)
+		b = binary.AppendUvarint(b, m.prevTerm)
+		return binary.AppendUvarint(b, m.commit)
+	}
+	rides := func(mark appendMark) bool {
+		t.Helper()
+		out, err := m.serveHeartbeats(t.Context(), "l", 0, ride(mark))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resps, ridden, err := decodeHeartbeatReply(out, 1)
+		if err != nil || resps[0] == nil {
+			t.Fatalf("riding heartbeat not handled: %v", err)
+		}
+		return ridden[0]
+	}
+	mark := appendMark{term: 5, prev: 40, prevTerm: 5, commit: 38}
+	if rides(mark) {
+		t.Fatal("an empty append rode on a transport that relayed no append")
+	}
+	appendReq := &raft.AppendEntriesRequest{Term: 5, PrevLogEntry: 39, PrevLogTerm: 4,
+		Entries: []*raft.Log{{Index: 40, Term: 5}}, LeaderCommitIndex: 38}
+	g.noteAppend(&inboundRPC{cmd: appendReq}, &raft.AppendEntriesResponse{Term: 5, Success: true}, nil)
+	if !rides(mark) {
+		t.Fatal("an empty append repeating the relayed append did not ride")
+	}
+	for _, other := range []appendMark{{5, 40, 5, 39}, {5, 41, 5, 38}, {5, 40, 4, 38}} {
+		if rides(other) {
+			t.Fatalf("an empty append %+v rode on the relayed append %+v", other, mark)
+		}
+	}
+	g.noteAppend(&inboundRPC{cmd: appendReq}, &raft.AppendEntriesResponse{Term: 6, Success: false}, nil)
+	if rides(mark) {
+		t.Fatal("an empty append rode after raft refused an append")
 	}
 
 	good := batch([2]uint64{7, 5})
@@ -260,7 +307,7 @@ func TestServeHeartbeats(t *testing.T) {
 			p[rng.IntN(len(p))] = byte(rng.IntN(256))
 		}
 		_, _ = m.serveHeartbeats(t.Context(), "l", 0, p[:rng.IntN(len(p)+1)])
-		_, _ = decodeHeartbeatReply(p, 1)
+		_, _, _ = decodeHeartbeatReply(p, 1)
 	}
 }
 
@@ -268,4 +315,110 @@ func batchOf(req raft.AppendEntriesRequest) []byte {
 	b := []byte{heartbeatBatchVersion}
 	b = appendBytes(b, appendAppendEntriesRequest(nil, &req))
 	return binary.AppendUvarint(b, 0)
+}
+
+// slowCommits makes raft's empty appends (every CommitTimeout) rarer than
+// the batches, as with the multiraft defaults, for the rest of the test.
+func slowCommits(t *testing.T) {
+	raftConfigMod = func(c *raft.Config) { c.CommitTimeout = 300 * time.Millisecond }
+	t.Cleanup(func() { raftConfigMod = nil })
+}
+
+func allApplied(nodes []*raftNode, groups int, want uint64) bool {
+	for _, n := range nodes {
+		for g := uint64(1); g <= uint64(groups); g++ {
+			if c, _ := n.replicas[g].fsm.state(); c != want {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// TestEmptyAppendsRide: once followers acknowledged the commit index,
+// raft's empty appends are answered through heartbeat batches; followers
+// still learn the last commits (the first empty append after writes
+// carries news and is sent).
+func TestEmptyAppendsRide(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short")
+	}
+	slowCommits(t)
+	const groups = 6
+	nodes := batchedCluster(t, groups)
+	for round := 1; round <= 3; round++ {
+		for g := uint64(1); g <= groups; g++ {
+			applyN(t, nodes, g, 5)
+		}
+		waitFor(t, 10*time.Second, "every replica to apply every write", func() bool {
+			return allApplied(nodes, groups, uint64(5*round))
+		})
+		time.Sleep(time.Second)
+	}
+	st := sumStats(nodes)
+	t.Logf("%+v", st)
+	// 6 groups x 2 followers, an empty append every 300-600 ms, for 3 s.
+	if st.Ridden < 20 {
+		t.Fatalf("only %d empty appends rode on heartbeats", st.Ridden)
+	}
+}
+
+// TestRiderRestartedFollower restarts one follower replica behind a
+// Manager (and connection) that stays up, while empty appends ride. Its
+// raft has not been told the commit index since it restarted, so it must
+// get a real append and apply every write without a new one. (Here the
+// leader's pipeline also fails while the group is gone; TestServeHeartbeats
+// checks that a new transport never answers a rider.)
+func TestRiderRestartedFollower(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short")
+	}
+	slowCommits(t)
+	const groups = 2
+	nodes := batchedCluster(t, groups)
+	applyN(t, nodes, 1, 20)
+	waitFor(t, 10*time.Second, "every replica to apply", func() bool {
+		for _, n := range nodes {
+			if c, _ := n.replicas[1].fsm.state(); c != 20 {
+				return false
+			}
+		}
+		return true
+	})
+	var follower *raftNode
+	for _, n := range nodes {
+		if n.replicas[1].r.State() == raft.Follower {
+			follower = n
+		}
+	}
+	time.Sleep(time.Second) // riders answer the follower's empty appends
+	ridden := sumStats(nodes).Ridden
+
+	rep := follower.replicas[1]
+	if err := rep.r.Shutdown().Error(); err != nil {
+		t.Fatal(err)
+	}
+	if old := follower.m.group(1); old != nil { // raft's Shutdown closes it
+		_ = old.Close()
+	}
+	tr, err := follower.m.Group(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh := &countFSM{}
+	r, err := raft.NewRaft(raftConfig(follower.id), fresh, rep.logs, rep.stable, rep.snaps, tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	follower.replicas[1] = &raftReplica{r: r, fsm: fresh, logs: rep.logs, stable: rep.stable, snaps: rep.snaps}
+	waitFor(t, 10*time.Second, "the restarted replica to apply all 20 writes without new ones", func() bool {
+		c, _ := fresh.state()
+		return c == 20
+	})
+	if sumStats(nodes).Ridden == ridden {
+		t.Log("no empty append rode after the restart")
+	}
+	if ridden == 0 {
+		t.Fatal("no empty append rode before the restart: the test did not exercise riders")
+	}
 }

@@ -63,6 +63,12 @@ type pipeline struct {
 
 	mu     sync.Mutex
 	closed bool
+	// acked is the mark of the last append the follower accepted, when
+	// nothing failed since; rider is the empty append waiting for a
+	// batched heartbeat (heartbeat.go).
+	acked    appendMark
+	hasAcked bool
+	rider    *rider
 }
 
 // AppendEntries sends a request without waiting for its response; it
@@ -97,6 +103,21 @@ func (p *pipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.App
 		<-p.slots
 		return nil, raft.ErrPipelineShutdown
 	}
+	// A waiting rider leaves first, so the follower sees pipeline order.
+	if r := p.rider; r != nil {
+		p.rider = nil
+		if r.state.CompareAndSwap(0, 1) {
+			_ = p.c.send(r.frame)
+		}
+	}
+	if p.mayRide(args) {
+		r := &rider{p: p, f: f, args: args, mark: p.acked, frame: b}
+		p.rider = r
+		p.inflight <- f
+		p.mu.Unlock()
+		p.g.addRider(p.target, r)
+		return f, nil
+	}
 	if err := p.c.send(b); err != nil {
 		p.mu.Unlock()
 		p.c.removePending(f.id)
@@ -106,6 +127,26 @@ func (p *pipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.App
 	p.inflight <- f // never blocks: it has as much room as there are slots
 	p.mu.Unlock()
 	return f, nil
+}
+
+// mayRide says whether args is an empty append that repeats what the
+// follower last acknowledged, with nothing else in flight, so it can wait
+// for a batched heartbeat. Called with p.mu held.
+func (p *pipeline) mayRide(args *raft.AppendEntriesRequest) bool {
+	return p.g.m.batching() && len(args.Entries) == 0 && p.hasAcked &&
+		markOf(args) == p.acked && len(p.slots) == 1
+}
+
+// noteAnswer records the mark of an append the follower accepted, or
+// forgets it after anything else.
+func (p *pipeline) noteAnswer(f *appendFuture) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if f.err == nil && f.resp.Success && f.resp.Term == f.args.Term {
+		p.acked, p.hasAcked = markOf(f.args), true
+		return
+	}
+	p.hasAcked = false
 }
 
 // Consumer implements raft.AppendPipeline: futures arrive in send order.
@@ -156,6 +197,7 @@ func (p *pipeline) decodeLoop() {
 				err = decodeRaftReply(ftAppendEntries, fr, f.resp)
 			}
 			f.respond(err)
+			p.noteAnswer(f)
 			<-p.slots
 			select {
 			case p.doneCh <- f:

@@ -92,8 +92,16 @@ type raftNode struct {
 	replicas map[uint64]*raftReplica
 }
 
+// raftConfigMod, when set, adjusts raftConfig for the running test.
+var raftConfigMod func(*raft.Config)
+
 func raftConfig(id string) *raft.Config {
 	c := raft.DefaultConfig()
+	defer func() {
+		if raftConfigMod != nil {
+			raftConfigMod(c)
+		}
+	}()
 	c.LocalID = raft.ServerID(id)
 	c.HeartbeatTimeout = 300 * time.Millisecond
 	c.ElectionTimeout = 300 * time.Millisecond
