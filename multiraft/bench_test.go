@@ -150,7 +150,7 @@ func (l *latencies) report(b *testing.B, elapsed time.Duration) {
 }
 
 // benchProposers are the numbers of concurrent proposers measured.
-var benchProposers = []int{64, 512}
+var benchProposers = []int{64, 512, 4096}
 
 // runProposers runs proposers goroutines, each proposing 100-byte commands
 // through propose, b.N commands in all.

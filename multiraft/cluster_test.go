@@ -560,3 +560,38 @@ func TestTransferLeadershipsEmptiesANode(t *testing.T) {
 		}
 	}
 }
+
+// TestBurstDoesNotWaitForCommitTimeout sends one group many more
+// concurrent proposals than fit one append. hashicorp/raft's pipeline sends
+// one append per batch the leader writes and the rest only every
+// CommitTimeout (30 s here), so the end of a burst used to stall; the host
+// keeps the backlog within one append.
+func TestBurstDoesNotWaitForCommitTimeout(t *testing.T) {
+	c := newCluster(t)
+	c.timing.CommitTimeout = 30 * time.Second
+	c.timing.MaxAppendEntries = 16
+	c.bootstrap(1, 3, "n1", "n2", "n3")
+	room := roomFor(1, 1)
+	leader := c.nodes[c.waitLeader(1)]
+	const burst = 400
+	errs := make(chan error, burst)
+	start := time.Now()
+	for i := range burst {
+		go func() {
+			_, err := c.publish(leader, 1, room, "", fmt.Sprint(i))
+			errs <- err
+		}()
+	}
+	deadline := time.After(20 * time.Second)
+	for i := range burst {
+		select {
+		case err := <-errs:
+			if err != nil {
+				t.Fatalf("publish in a burst of %d (commit timeout 30s): %v", burst, err)
+			}
+		case <-deadline:
+			t.Fatalf("only %d of %d publishes committed within 20s (commit timeout 30s)", i, burst)
+		}
+	}
+	t.Logf("%d concurrent publishes with 16 entries per append committed in %v", burst, time.Since(start).Round(time.Millisecond))
+}

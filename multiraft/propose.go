@@ -63,11 +63,16 @@ func (h *Host) proposeLocal(ctx context.Context, group uint64, cmd []byte) (any,
 	if rep.raft.State() != raft.Leader {
 		return nil, rep.notLeader()
 	}
+	start := time.Now()
+	release, err := rep.enterLog(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	timeout := h.cfg.ProposeTimeout
 	if d, ok := ctx.Deadline(); ok {
 		timeout = time.Until(d)
 	}
-	start := time.Now()
 	f := rep.raft.Apply(cmd, timeout)
 	if err := f.Error(); err != nil {
 		return nil, rep.raftError(err, true)

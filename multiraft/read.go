@@ -99,6 +99,11 @@ func (h *Host) handleBarrier(ctx context.Context, _ string, group uint64, _ []by
 	if d, ok := ctx.Deadline(); ok {
 		timeout = time.Until(d)
 	}
+	release, err := rep.enterLog(ctx)
+	if err != nil {
+		return errReply(err), nil
+	}
+	defer release()
 	if err := waitFuture(ctx, rep.raft.Barrier(timeout)); err != nil {
 		return errReply(rep.raftError(err, false)), nil
 	}

@@ -38,6 +38,25 @@ type replica struct {
 	barrierTerm atomic.Uint64
 	verify      leaderVerifier
 	stopOnce    sync.Once
+
+	// appendSlots bounds the entries this node has handed to raft and not
+	// seen applied. hashicorp/raft's pipelined replication sends at most
+	// MaxAppendEntries entries per new batch the leader writes, and the
+	// rest only every CommitTimeout; keeping the backlog below one append
+	// means a burst never waits for that timeout (which is long, for idle
+	// cost). Proposals beyond the bound wait here, in order of arrival.
+	appendSlots chan struct{}
+}
+
+// enterLog takes one of the replica's append slots, waiting at most until
+// ctx ends; release gives it back.
+func (rep *replica) enterLog(ctx context.Context) (release func(), err error) {
+	select {
+	case rep.appendSlots <- struct{}{}:
+		return func() { <-rep.appendSlots }, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: group %d: %d proposals already in flight: %v", ErrUnavailable, rep.group, cap(rep.appendSlots), ctx.Err())
+	}
 }
 
 // startReplica opens the group's storage and transport and starts raft. A
@@ -67,6 +86,9 @@ func (h *Host) startReplica(group uint64, sm raft.FSM, applied uint64, timing Ti
 	}
 	conf := timing.raftConfig(h.cfg.NodeID)
 	conf.Logger = hlog
+	// Two entries of headroom for raft's own: a leader's no-op and one
+	// configuration change.
+	rep.appendSlots = make(chan struct{}, max(1, conf.MaxAppendEntries-2))
 	if list, err := snaps.List(); err == nil && len(list) > 0 && applied >= list[0].Index {
 		// The state machine's own storage is already past the newest
 		// snapshot: restoring it would only move the state backwards.
@@ -148,7 +170,13 @@ func (rep *replica) readIndex(ctx context.Context) (uint64, error) {
 		if d, ok := ctx.Deadline(); ok {
 			timeout = time.Until(d)
 		}
-		if err := rep.raft.Barrier(timeout).Error(); err != nil {
+		release, err := rep.enterLog(ctx)
+		if err != nil {
+			return 0, err
+		}
+		err = rep.raft.Barrier(timeout).Error()
+		release()
+		if err != nil {
 			return 0, rep.raftError(err, false)
 		}
 		rep.barrierTerm.Store(term)

@@ -2,6 +2,7 @@ package logstore
 
 import (
 	"fmt"
+	"runtime"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -160,6 +161,9 @@ func (c *committer) run() {
 		}
 		c.process(batch)
 		clear(batch)
+		if len(c.reqs) > 0 {
+			runtime.Gosched()
+		}
 	}
 }
 
