@@ -2,8 +2,8 @@ package logstore
 
 import (
 	"fmt"
-	"runtime"
 	"log/slog"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
