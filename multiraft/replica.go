@@ -46,6 +46,8 @@ type replica struct {
 	// means a burst never waits for that timeout (which is long, for idle
 	// cost). Proposals beyond the bound wait here, in order of arrival.
 	appendSlots chan struct{}
+	// closing refuses new appends while the replica stops (drainLog).
+	closing atomic.Bool
 }
 
 // enterLog takes one of the replica's append slots, waiting at most until
@@ -53,11 +55,40 @@ type replica struct {
 func (rep *replica) enterLog(ctx context.Context) (release func(), err error) {
 	select {
 	case rep.appendSlots <- struct{}{}:
-		return func() { <-rep.appendSlots }, nil
 	case <-ctx.Done():
 		return nil, fmt.Errorf("%w: group %d: %d proposals already in flight: %v", ErrUnavailable, rep.group, cap(rep.appendSlots), ctx.Err())
 	}
+	if rep.closing.Load() {
+		<-rep.appendSlots
+		return nil, fmt.Errorf("%w: group %d: the replica on this node is stopping", ErrUnavailable, rep.group)
+	}
+	return func() { <-rep.appendSlots }, nil
 }
+
+// drainLog refuses new appends and waits, at most d, until raft resolved
+// every one in flight. raft never resolves an Apply or Barrier future that
+// is still queued for its leader loop when it shuts down, so stopping with
+// appends in flight would leave their callers (and the node calls serving
+// them) waiting forever. Before the leader loop ends raft resolves them: by
+// committing, or with a leadership-lost error at the latest one leader
+// lease after losing its quorum.
+func (rep *replica) drainLog(d time.Duration) bool {
+	rep.closing.Store(true)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for range cap(rep.appendSlots) {
+		select {
+		case rep.appendSlots <- struct{}{}:
+		case <-t.C:
+			return false
+		}
+	}
+	return true
+}
+
+// drainTimeout bounds how long stopping a replica waits for its appends in
+// flight (drainLog): a few leader leases.
+const drainTimeout = 5 * time.Second
 
 // startReplica opens the group's storage and transport and starts raft. A
 // non-nil bootstrap is applied only when the group has no state yet.
@@ -125,6 +156,9 @@ func (h *Host) startReplica(group uint64, sm raft.FSM, applied uint64, timing Ti
 func (h *Host) stopReplica(rep *replica) error {
 	var err error
 	rep.stopOnce.Do(func() {
+		if !rep.drainLog(drainTimeout) {
+			h.log.Warn("stopping a replica with appends in flight", "group", rep.group, "after", drainTimeout)
+		}
 		err = rep.raft.Shutdown().Error()
 		rep.trans.Close()
 		if cerr := h.logs.CloseGroup(rep.group); err == nil {
