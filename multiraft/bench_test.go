@@ -190,12 +190,20 @@ func runProposers(b *testing.B, proposers int, propose func(ctx context.Context,
 }
 
 // BenchmarkCommit measures 100-byte proposals committed by 3 replicas with
-// 64 or 512 concurrent proposers spread over 1, 16 or 64 groups, for both
-// raft log stores, each proposer calling Propose on the group leader's node.
+// 64, 512 or 4,096 concurrent proposers spread over 1, 16 or 64 groups, for
+// both raft log stores, each proposer calling Propose on the group leader's
+// node.
 func BenchmarkCommit(b *testing.B) {
 	for _, kind := range []logstore.Kind{logstore.KindBadger, logstore.KindBolt} {
 		for _, groups := range []uint64{1, 16, 64} {
 			for _, proposers := range benchProposers {
+				if kind == logstore.KindBolt && groups == 64 && proposers > 512 {
+					// 64 bolt files at two fsyncs per write fall so far
+					// behind that leaders lose their lease (see
+					// docs/benchmarks.md); the run would only measure
+					// elections.
+					continue
+				}
 				b.Run(fmt.Sprintf("store=%s/groups=%d/proposers=%d", kind, groups, proposers), func(b *testing.B) {
 					hosts := benchCluster(b, groups, kind, multiraft.DefaultTiming())
 					leaders := make([]*multiraft.Host, groups+1)
