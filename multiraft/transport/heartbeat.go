@@ -1,3 +1,4 @@
+//lint:file-ignore SA1019 raft still sets and reads the deprecated Leader field of heartbeats, so batched ones must carry it
 package transport
 
 import (
