@@ -54,6 +54,13 @@ type Config struct {
 	// timeout: HeartbeatTimeout/4 of the groups' timing. Zero leaves every
 	// heartbeat on its own.
 	HeartbeatInterval time.Duration
+	// ProbeAfter is how long an outbound connection with requests waiting
+	// may receive nothing before it pings the peer; when the ping goes
+	// unanswered as long again, the connection is closed and its requests
+	// fail as unreachable (probe.go). It bounds how long a paused or frozen
+	// peer holds requests, well below RPCTimeout. Default 1s; negative
+	// turns probing off.
+	ProbeAfter time.Duration
 	// Logger receives connection-level errors. Default: discard.
 	Logger *slog.Logger
 }
@@ -62,6 +69,7 @@ const (
 	defaultDialTimeout = 2 * time.Second
 	defaultRPCTimeout  = 5 * time.Second
 	defaultCoalesce    = 2 * time.Millisecond
+	defaultProbeAfter  = time.Second
 
 	backoffMin = 50 * time.Millisecond
 	backoffMax = time.Second
@@ -120,6 +128,9 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.RPCTimeout == 0 {
 		cfg.RPCTimeout = defaultRPCTimeout
 	}
+	if cfg.ProbeAfter == 0 {
+		cfg.ProbeAfter = defaultProbeAfter
+	}
 	if cfg.HeartbeatInterval < 0 {
 		return nil, errors.New("transport: the heartbeat interval must not be negative")
 	}
@@ -161,6 +172,7 @@ func New(cfg Config) (*Manager, error) {
 	}
 	// Batches are served whether or not this node sends any.
 	m.handlers[heartbeatService] = m.serveHeartbeats
+	m.handlers[pingService] = func(context.Context, string, uint64, []byte) ([]byte, error) { return nil, nil }
 	m.wg.Add(1)
 	go m.acceptLoop()
 	if m.batching() {
@@ -379,6 +391,13 @@ func (m *Manager) startConn(c *conn) error {
 		defer m.wg.Done()
 		c.writeLoop()
 	}()
+	if c.outbound && m.cfg.ProbeAfter > 0 {
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			c.watchLoop(m.cfg.ProbeAfter)
+		}()
+	}
 	return nil
 }
 
