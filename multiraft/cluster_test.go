@@ -49,6 +49,8 @@ type cluster struct {
 	nodes    map[string]*node
 	leaseTTL time.Duration
 	timing   multiraft.Timing
+	// proposeTimeout is each host's Config.ProposeTimeout.
+	proposeTimeout time.Duration
 }
 
 func logger(t *testing.T) *slog.Logger {
@@ -66,7 +68,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 func newCluster(t *testing.T) *cluster {
 	// The directory is made before the cleanup that stops the nodes is
 	// registered, so cleanups (last in, first out) stop them before it goes.
-	c := &cluster{t: t, dir: t.TempDir(), nodes: map[string]*node{}, leaseTTL: 2 * time.Second, timing: testTiming()}
+	c := &cluster{t: t, dir: t.TempDir(), nodes: map[string]*node{}, leaseTTL: 2 * time.Second, timing: testTiming(), proposeTimeout: 5 * time.Second}
 	t.Cleanup(func() {
 		for _, n := range c.nodes {
 			n.stop()
@@ -92,7 +94,7 @@ func (c *cluster) start(id string) *node {
 	n.store = store
 	h, err := multiraft.Start(multiraft.Config{
 		NodeID: id, DataDir: filepath.Join(n.dir, "raft"), PeerAddr: n.addr,
-		Timing: c.timing, LeaseTTL: c.leaseTTL, ProposeTimeout: 5 * time.Second,
+		Timing: c.timing, LeaseTTL: c.leaseTTL, ProposeTimeout: c.proposeTimeout,
 		App:    &herald.Application{Store: store, Logger: logger(c.t)},
 		Logger: logger(c.t),
 	})
@@ -594,4 +596,46 @@ func TestBurstDoesNotWaitForCommitTimeout(t *testing.T) {
 		}
 	}
 	t.Logf("%d concurrent publishes with 16 entries per append committed in %v", burst, time.Since(start).Round(time.Millisecond))
+}
+
+// TestBootstrapAgainWaitsForQuorum restarts a whole cluster with the same
+// bootstrap flags, one node first. Its Bootstrap must wait (past several
+// propose timeouts) until the others are back, not give up.
+func TestBootstrapAgainWaitsForQuorum(t *testing.T) {
+	c := newCluster(t)
+	c.proposeTimeout = 500 * time.Millisecond
+	c.bootstrap(2, 3, "n1", "n2", "n3")
+	var peers []multiraft.Peer
+	for _, id := range c.ids() {
+		peers = append(peers, multiraft.Peer{ID: id, Addr: c.nodes[id].addr})
+	}
+	spec := multiraft.BootstrapSpec{ClusterID: "test", Nodes: peers, Groups: 2, Replication: 3}
+	for _, n := range c.running() {
+		n.stop()
+	}
+	first := c.start("n1")
+	done := make(chan error, 1)
+	// No deadline, as herald serve starts a node: each proposal then gets
+	// the host's own propose timeout.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { done <- first.h().Bootstrap(ctx, spec) }()
+	select {
+	case err := <-done:
+		t.Fatalf("Bootstrap returned %v with the meta group's quorum down", err)
+	case <-time.After(2 * time.Second): // four propose timeouts
+	}
+	c.start("n2")
+	c.start("n3")
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Bootstrap after the others came back: %v", err)
+		}
+	case <-time.After(25 * time.Second):
+		t.Fatal("Bootstrap did not return after the others came back")
+	}
+	if _, err := c.publish(c.nodes["n1"], 1, roomFor(1, 2), "", "after"); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -226,17 +226,37 @@ func (h *Host) Bootstrap(ctx context.Context, spec BootstrapSpec) error {
 		Replication: spec.Replication, Nodes: nodes, Placement: placement})
 	// Every bootstrap node proposes init; all but the first are refused
 	// as conflicts, and the check below tells a foreign cluster apart.
-	if _, err := h.proposeMeta(ctx, cmd); err != nil && !errors.Is(err, ErrMetaConflict) {
-		return fmt.Errorf("multiraft: initialize cluster %s: %w", spec.ClusterID, err)
-	}
-	st, err := h.MetaState(ctx)
-	if err != nil {
-		return err
+	// Until a quorum of the meta group is up (the other initial nodes
+	// start later, or a whole cluster restarts with the same flags) there
+	// is nothing to do but try again, for as long as ctx allows.
+	var st *ClusterState
+	for {
+		_, err = h.proposeMeta(ctx, cmd)
+		if err == nil || errors.Is(err, ErrMetaConflict) {
+			if st, err = h.MetaState(ctx); err == nil {
+				break
+			}
+		}
+		if ctx.Err() != nil || !waitingForQuorum(err) {
+			return fmt.Errorf("multiraft: initialize cluster %s: %w", spec.ClusterID, err)
+		}
+		h.log.Warn("bootstrap: the meta group has no quorum yet; retrying", "err", err)
+		select {
+		case <-time.After(200 * time.Millisecond):
+		case <-ctx.Done():
+		}
 	}
 	if st.ClusterID != spec.ClusterID {
 		return fmt.Errorf("multiraft: the meta group holds cluster %q, not %q", st.ClusterID, spec.ClusterID)
 	}
 	return nil
+}
+
+// waitingForQuorum says whether err only means that the meta group could
+// not answer in time (no leader, no quorum), as opposed to a refusal.
+func waitingForQuorum(err error) bool {
+	return errors.Is(err, ErrUnavailable) || errors.Is(err, ErrUnknownOutcome) ||
+		errors.Is(err, context.DeadlineExceeded)
 }
 
 // Join makes a new node part of an existing cluster, found through any of
