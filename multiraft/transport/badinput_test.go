@@ -16,10 +16,13 @@ import (
 
 func stringsReader(s string) io.Reader { return strings.NewReader(s) }
 
-func hello(kind byte, version byte, id string) []byte {
+// rawHello is a dialer's hello with a zero nonce; against a node without
+// a cluster secret it needs no proof, so frames may follow it at once.
+func rawHello(kind byte, version byte, id string) []byte {
 	b := append([]byte{}, handshakeMagic[:]...)
 	b = append(b, version, kind, byte(len(id)))
-	return append(b, id...)
+	b = append(b, id...)
+	return append(b, make([]byte, nonceLen)...)
 }
 
 func rawFrame(typ byte, group, id uint64, payload []byte) []byte {
@@ -75,11 +78,16 @@ func TestBadInput(t *testing.T) {
 		c.RPCTimeout = 300 * time.Millisecond
 		c.Logger = slog.New(slog.NewTextHandler(logs, nil))
 	})
+	// Log every rejection here; TestRejectionsLogRateLimited covers the
+	// once-a-minute summary.
+	a.rejected.every.Store(int64(time.Nanosecond))
 	b := newTestManager(t, "b")
 	a.Handle("ping", func(context.Context, string, uint64, []byte) ([]byte, error) { return []byte("pong"), nil })
 	addr := string(a.Addr())
-	ok := hello(kindMux, protocolVersion, "raw")
-	ack := func() int { return 7 + 1 } // magic, version, status, length byte, "a"
+	ok := rawHello(kindMux, protocolVersion, "raw")
+	// The challenge (magic, version, status, length byte, "a", flags,
+	// nonce) and the verdict (status, length byte).
+	ack := func() int { return 7 + 1 + 1 + nonceLen + 2 }
 
 	huge := binary.BigEndian.AppendUint32(bytes.Clone(ok), 0xfffffff0)
 	short := binary.BigEndian.AppendUint32(bytes.Clone(ok), 3)
@@ -88,7 +96,7 @@ func TestBadInput(t *testing.T) {
 	responseInbound := append(bytes.Clone(ok), rawFrame(ftCallResp, 1, 1, []byte{0})...)
 
 	_ = mustGroup(t, a, 5)
-	garbageSnapshot := append(hello(kindSnapshot, protocolVersion, "raw"), rawFrame(ftInstallSnapshot, 5, 0, []byte{1, 2, 3})...)
+	garbageSnapshot := append(rawHello(kindSnapshot, protocolVersion, "raw"), rawFrame(ftInstallSnapshot, 5, 0, []byte{1, 2, 3})...)
 
 	cases := []struct {
 		name      string
@@ -98,13 +106,13 @@ func TestBadInput(t *testing.T) {
 	}{
 		{"http request", []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), false, nil},
 		{"bad magic", append([]byte("XXXX"), ok[4:]...), false, nil},
-		{"bad version", hello(kindMux, 99, "raw"), false, func(t *testing.T, got []byte) {
+		{"bad version", rawHello(kindMux, 99, "raw"), false, func(t *testing.T, got []byte) {
 			if !bytes.Contains(got, []byte("unsupported protocol version 99")) {
 				t.Errorf("no explanation for the version mismatch: %q", got)
 			}
 		}},
-		{"bad kind", hello(9, protocolVersion, "raw"), false, nil},
-		{"empty node id", hello(kindMux, protocolVersion, ""), false, nil},
+		{"bad kind", rawHello(9, protocolVersion, "raw"), false, nil},
+		{"empty node id", rawHello(kindMux, protocolVersion, ""), false, nil},
 		{"huge length prefix", huge, false, nil},
 		{"length below header", short, false, nil},
 		{"truncated frame then EOF", truncated, true, nil},

@@ -48,6 +48,9 @@ type conn struct {
 	outbound bool
 	addr     raft.ServerAddress // dialed address, or the remote address for inbound
 	peerID   string
+	// access is the inbound peer's PeerAccess; raised to AccessFull once
+	// the peer becomes a member.
+	access atomic.Int32
 
 	nextID   atomic.Uint64
 	lastRecv atomic.Int64 // unix nanos of the last bytes received

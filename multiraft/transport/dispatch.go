@@ -33,6 +33,10 @@ func (m *Manager) dispatch(c *conn, f frame) error {
 
 func (m *Manager) dispatchRaft(c *conn, f frame) {
 	reply := func(err error) { _ = c.send(statusFrame(ftRaftResp, f.group, f.id, nil, err)) }
+	if err := m.allowed(c, f.typ, ""); err != nil {
+		reply(err)
+		return
+	}
 	g := m.group(f.group)
 	if g == nil {
 		reply(m.errNoGroup(f.group))

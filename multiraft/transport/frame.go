@@ -18,7 +18,7 @@ import (
 const MaxFrameSize = 64 << 20
 
 const (
-	protocolVersion = 1
+	protocolVersion = 2
 
 	// frameHeaderLen is the length prefix, type, group id and request id.
 	frameHeaderLen = 4 + 1 + 8 + 8
@@ -209,83 +209,6 @@ func noEOF(err error) error {
 		return io.ErrUnexpectedEOF
 	}
 	return err
-}
-
-// writeHello sends the dialer's side of the handshake.
-func writeHello(w io.Writer, kind byte, nodeID string) error {
-	b := make([]byte, 0, 7+len(nodeID))
-	b = append(b, handshakeMagic[:]...)
-	b = append(b, protocolVersion, kind, byte(len(nodeID)))
-	b = append(b, nodeID...)
-	_, err := w.Write(b)
-	return err
-}
-
-// readHello reads the dialer's hello on the accepting side. A version it
-// does not speak is reported separately so the acceptor can explain it.
-func readHello(r io.Reader) (kind byte, nodeID string, version byte, err error) {
-	var h [7]byte
-	if _, err = io.ReadFull(r, h[:]); err != nil {
-		return 0, "", 0, fmt.Errorf("transport: reading hello: %w", err)
-	}
-	if [4]byte(h[:4]) != handshakeMagic {
-		return 0, "", 0, fmt.Errorf("transport: bad handshake magic %q", h[:4])
-	}
-	version, kind = h[4], h[5]
-	id := make([]byte, h[6])
-	if _, err = io.ReadFull(r, id); err != nil {
-		return 0, "", version, fmt.Errorf("transport: reading hello: %w", noEOF(err))
-	}
-	if version != protocolVersion {
-		return 0, "", version, fmt.Errorf("transport: unsupported protocol version %d (this node speaks %d)", version, protocolVersion)
-	}
-	if kind != kindMux && kind != kindSnapshot {
-		return 0, "", version, fmt.Errorf("transport: unknown connection kind %d", kind)
-	}
-	if len(id) == 0 {
-		return 0, "", version, errors.New("transport: empty node id in hello")
-	}
-	return kind, string(id), version, nil
-}
-
-// writeAck answers a hello: with our node id on success, or an error
-// message the dialer will surface.
-func writeAck(w io.Writer, nodeID string, herr error) error {
-	status, text := statusOK, nodeID
-	if herr != nil {
-		status, text = statusErr, herr.Error()
-	}
-	if len(text) > 255 {
-		text = text[:255]
-	}
-	b := make([]byte, 0, 7+len(text))
-	b = append(b, handshakeMagic[:]...)
-	b = append(b, protocolVersion, status, byte(len(text)))
-	b = append(b, text...)
-	_, err := w.Write(b)
-	return err
-}
-
-// readAck reads the acceptor's answer and returns its node id.
-func readAck(r io.Reader) (string, error) {
-	var h [7]byte
-	if _, err := io.ReadFull(r, h[:]); err != nil {
-		return "", fmt.Errorf("transport: reading handshake reply: %w", err)
-	}
-	if [4]byte(h[:4]) != handshakeMagic {
-		return "", fmt.Errorf("transport: bad handshake magic %q in reply", h[:4])
-	}
-	text := make([]byte, h[6])
-	if _, err := io.ReadFull(r, text); err != nil {
-		return "", fmt.Errorf("transport: reading handshake reply: %w", noEOF(err))
-	}
-	if h[5] != statusOK {
-		return "", fmt.Errorf("transport: peer refused handshake: %s", text)
-	}
-	if h[4] != protocolVersion {
-		return "", fmt.Errorf("transport: peer speaks protocol version %d, want %d", h[4], protocolVersion)
-	}
-	return string(text), nil
 }
 
 // deadlineConn applies progress-based deadlines: every underlying Write, and

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -61,9 +60,32 @@ type Config struct {
 	// peer holds requests, well below RPCTimeout. Default 1s; negative
 	// turns probing off.
 	ProbeAfter time.Duration
+	// ClusterSecret, when set, is the shared secret every peer must prove
+	// it knows in the handshake (handshake.go), and which this node proves
+	// to every peer it dials; it never crosses the wire. At least
+	// MinClusterSecretLen bytes. It authenticates peers but does not
+	// encrypt: on networks an attacker can tap, use TLS as well.
+	ClusterSecret []byte
+	// Authorize, when set, is asked about every authenticated peer node id,
+	// on accept and again on each request while it answers AccessJoin. An
+	// error refuses the connection with that reason.
+	Authorize func(nodeID string) (PeerAccess, error)
+	// JoinServices are the Call services a peer with AccessJoin may use.
+	JoinServices []string
 	// Logger receives connection-level errors. Default: discard.
 	Logger *slog.Logger
 }
+
+// PeerAccess is what an authenticated peer may do on this node.
+type PeerAccess int32
+
+const (
+	// AccessFull allows raft RPCs, snapshots, calls and streams.
+	AccessFull PeerAccess = iota
+	// AccessJoin allows only calls to Config.JoinServices: a node that
+	// proved its identity but is not (yet) a member of the cluster.
+	AccessJoin
+)
 
 const (
 	defaultDialTimeout = 2 * time.Second
@@ -106,6 +128,8 @@ type Manager struct {
 	streamHandlers map[string]StreamHandler
 
 	hb heartbeatCounters
+
+	rejected rejectLog
 }
 
 // New validates cfg, starts listening and accepting connections.
@@ -139,6 +163,9 @@ func New(cfg Config) (*Manager, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if len(cfg.ClusterSecret) > 0 && len(cfg.ClusterSecret) < MinClusterSecretLen {
+		return nil, fmt.Errorf("transport: the cluster secret is %d bytes, at least %d are needed", len(cfg.ClusterSecret), MinClusterSecretLen)
 	}
 	ln := cfg.Listener
 	if ln == nil {
@@ -338,35 +365,33 @@ func (m *Manager) acceptLoop() {
 }
 
 // serveConn runs the accepting side of the handshake and hands the
-// connection to its kind's handler.
+// connection to its kind's handler. Nothing but the handshake is read from
+// a connection that has not authenticated.
 func (m *Manager) serveConn(nc net.Conn) {
 	remote := nc.RemoteAddr().String()
 	_ = nc.SetDeadline(time.Now().Add(m.cfg.DialTimeout))
-	kind, peerID, version, err := readHello(nc)
+	h, access, err := m.acceptHandshake(nc)
 	if err != nil {
-		m.log.Error("transport: rejecting connection", "remote", remote, "err", err)
-		if version != 0 {
-			// The peer speaks our framing well enough to read the reason.
-			_ = writeAck(nc, m.cfg.NodeID, err)
-		}
-		m.untrackRaw(nc)
-		_ = nc.Close()
-		return
-	}
-	if err := writeAck(nc, m.cfg.NodeID, nil); err != nil {
-		m.log.Error("transport: handshake reply failed", "remote", remote, "peer", peerID, "err", err)
+		m.rejected.note(m.log, nc.RemoteAddr(), h.nodeID, err)
 		m.untrackRaw(nc)
 		_ = nc.Close()
 		return
 	}
 	_ = nc.SetDeadline(time.Time{})
-	switch kind {
+	switch h.kind {
 	case kindSnapshot:
-		m.serveSnapshot(nc, peerID)
+		if access != AccessFull {
+			// acceptHandshake refuses these; a snapshot needs membership.
+			m.untrackRaw(nc)
+			_ = nc.Close()
+			return
+		}
+		m.serveSnapshot(nc, h.nodeID)
 		m.untrackRaw(nc)
 		_ = nc.Close()
 	default:
-		c := newConn(m, nc, false, raft.ServerAddress(remote), peerID)
+		c := newConn(m, nc, false, raft.ServerAddress(remote), h.nodeID)
+		c.access.Store(int32(access))
 		m.untrackRaw(nc)
 		if err := m.startConn(c); err != nil {
 			_ = nc.Close()
@@ -570,7 +595,7 @@ func (m *Manager) dial(ctx context.Context, addr raft.ServerAddress, kind byte) 
 	}
 	// Unblock the handshake if the Manager closes meanwhile.
 	stop := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(time.Unix(1, 0)) })
-	peerID, err := handshake(nc, kind, m.cfg.NodeID)
+	peerID, err := m.dialHandshake(nc, kind)
 	if !stop() && err == nil {
 		err = ctx.Err()
 	}
@@ -580,11 +605,4 @@ func (m *Manager) dial(ctx context.Context, addr raft.ServerAddress, kind byte) 
 	}
 	_ = nc.SetDeadline(time.Time{})
 	return nc, peerID, nil
-}
-
-func handshake(rw io.ReadWriter, kind byte, nodeID string) (string, error) {
-	if err := writeHello(rw, kind, nodeID); err != nil {
-		return "", err
-	}
-	return readAck(rw)
 }

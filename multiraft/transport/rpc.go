@@ -83,6 +83,10 @@ func (m *Manager) dispatchCall(c *conn, f frame) {
 		reply(nil, err)
 		return
 	}
+	if err := m.allowed(c, f.typ, service); err != nil {
+		reply(nil, err)
+		return
+	}
 	h := m.handler(service)
 	if h == nil {
 		reply(nil, fmt.Errorf("transport: unknown service %q on node %s", service, m.cfg.NodeID))

@@ -203,6 +203,10 @@ func (m *Manager) dispatchStream(c *conn, f frame) {
 		reply(err)
 		return
 	}
+	if err := m.allowed(c, f.typ, service); err != nil {
+		reply(err)
+		return
+	}
 	h := m.streamHandler(service)
 	if h == nil {
 		reply(fmt.Errorf("transport: unknown stream service %q on node %s", service, m.cfg.NodeID))
