@@ -184,8 +184,8 @@ type Observer interface {
 	SocketOpened()
 	SocketClosed()
 	// ServerClosed: the front closed a socket with code: 4001 (not
-	// authenticated in time), 4002 (idle), 4008 (slow consumer) or 1001
-	// (the node is stopping).
+	// authenticated in time), 4002 (idle), 4008 (slow consumer), 4029 (too
+	// many sockets for its user) or 1001 (the node is stopping).
 	ServerClosed(code int)
 	// Op: a request was answered, d after its frame arrived. op is one of
 	// the protocol's ops or "unknown" (a frame that named none); code is

@@ -68,12 +68,15 @@ func New(cfg Config) (*Server, error) {
 		sessions: make(map[*session]struct{}),
 	}
 	s.hub = newHub(ctx, s.be, s.log, cfg.Limits.RequestTimeout)
-	maxSockets := cfg.Limits.MaxSockets
-	if maxSockets == 0 {
+	maxSockets, derived := cfg.Limits.MaxSockets, cfg.Limits.MaxSockets == 0
+	if derived {
 		maxSockets = DefaultMaxSockets()
-		s.log.Info("socket limit derived from the open-files limit", "max_sockets", maxSockets,
-			"open_files_limit", openFilesLimit())
 	}
+	// Logged at start so that an operator can tell the derived limit from
+	// the log alone.
+	s.log.Info("websocket limits", "max_sockets", maxSockets, "derived_from_open_files_limit", derived,
+		"open_files_limit", openFilesLimit(), "max_sockets_per_ip", cfg.Limits.MaxSocketsPerIP,
+		"max_sockets_per_user", cfg.Limits.MaxSocketsPerUser)
 	s.adm = newAdmission(cfg.Limits, maxSockets, s.log, s.obs)
 	opt := func(protocols []string) *gws.ServerOption {
 		return &gws.ServerOption{
