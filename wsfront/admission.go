@@ -31,6 +31,7 @@ type admission struct {
 	max, perIP, perUser int // max > 0; perIP and perUser 0 mean no limit
 	log                 *slog.Logger
 	obs                 Observer
+	now                 func() time.Time // time.Now; tests move it
 
 	mu      sync.Mutex
 	total   int                  // guarded by mu
@@ -56,6 +57,7 @@ func newAdmission(lim Limits, maxSockets int, log *slog.Logger, obs Observer) *a
 		perUser: lim.MaxSocketsPerUser,
 		log:     log,
 		obs:     obs,
+		now:     time.Now,
 		byAddr:  make(map[netip.Prefix]int),
 		byUser:  make(map[string]int),
 		warn:    limitWarning{refused: make(map[string]int)},
@@ -146,6 +148,17 @@ func (a *admission) releaseUser(user string) {
 	}
 }
 
+// tick logs what no warning reported yet (refusals made within
+// limitWarnInterval of the last warning) once the interval has passed, and
+// repeats the warning while the node stays near its limit; the sweeper
+// calls it, so a warning does not wait for the next socket.
+func (a *admission) tick() {
+	a.mu.Lock()
+	logArgs := a.noteLocked("", "", "")
+	a.mu.Unlock()
+	a.report("", logArgs)
+}
+
 // noteLocked records a refusal or a node near its limit, and returns the
 // attributes of a warning when one is due: at most one per
 // limitWarnInterval, summing up what happened since the last one.
@@ -160,7 +173,7 @@ func (a *admission) noteLocked(refused, addr, user string) []any {
 	if len(w.refused) == 0 && !w.pendingNear {
 		return nil
 	}
-	now := time.Now()
+	now := a.now()
 	if !w.last.IsZero() && now.Sub(w.last) < limitWarnInterval {
 		return nil
 	}

@@ -323,6 +323,7 @@ func (s *Server) sweep() {
 			for _, sess := range sessions {
 				sess.sweep(now, ping)
 			}
+			s.adm.tick()
 		}
 	}
 }
