@@ -99,7 +99,7 @@ func serveFlags() []cli.Flag {
 		num("max-inflight", lim.MaxInflight, "requests in progress per socket"),
 		num("max-queue-frames", lim.MaxQueueFrames, "outgoing frames queued per socket before it is closed as slow"),
 		num("max-queue-bytes", lim.MaxQueueBytes, "outgoing bytes queued per socket before it is closed as slow"),
-		num("max-sockets", 0, fmt.Sprintf("websockets open on the node at once; more are refused with HTTP 503 (0: the open-files limit less a reserve of a tenth, at least 1000 and at most half; here %d)", wsfront.DefaultMaxSockets())),
+		num("max-sockets", 0, fmt.Sprintf("websockets open on the node at once; more are refused with HTTP 503 (0: the open-files limit less a reserve of a tenth, at least 1000 and at most half: %d on this machine)", wsfront.DefaultMaxSockets())),
 		num("max-sockets-per-ip", lim.MaxSocketsPerIP, "websockets of one client address (IPv4, or IPv6 /64) on the node; more are refused with HTTP 429 (0: no limit; set 0 behind a proxy, where every client has its address)"),
 		num("max-sockets-per-user", lim.MaxSocketsPerUser, "authenticated websockets of one user on the node; an auth over it is refused and its socket closed with 4029 (0: no limit)"),
 		dur("auth-timeout", lim.AuthTimeout, "time a socket has to authenticate"),
