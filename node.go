@@ -216,6 +216,7 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	}
 	if n.metrics != nil {
 		n.metrics.WatchGroups(n.host)
+		n.metrics.SetMaxSockets(n.front.MaxSockets())
 		n.front.Handle("GET /metrics", n.metrics.Handler())
 	}
 	// Every node serves the demo pages and the browser client.

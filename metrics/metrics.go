@@ -31,6 +31,9 @@ type Node struct {
 
 	socketsOpen   prometheus.Gauge
 	socketsOpened prometheus.Counter
+	socketsMax    prometheus.Gauge
+	refused       *prometheus.CounterVec
+	knownRefusals [len(refusalReasons)]prometheus.Counter
 	serverCloses  *prometheus.CounterVec
 	knownCloses   [len(closeCodes)]prometheus.Counter
 	ops           *prometheus.CounterVec
@@ -62,7 +65,9 @@ var (
 	// their latency says nothing.
 	timedOps = []string{"join", "leave", "publish", "history", "members", "subscribe"}
 	// closeCodes are the codes the front closes sockets with.
-	closeCodes = [...]int{1001, 4001, 4002, 4008}
+	closeCodes = [...]int{1001, 4001, 4002, 4008, 4029}
+	// refusalReasons are wsfront's Refused* reasons.
+	refusalReasons = [...]string{"max_sockets", "per_ip", "per_user"}
 )
 
 // latencyBuckets span 100µs to about 6.5s: an fsync or a local apply at the
@@ -76,8 +81,14 @@ func New() *Node {
 	f := factory{n.reg}
 	n.socketsOpen = f.gauge("herald_ws_sockets_open", "Websockets open now.")
 	n.socketsOpened = f.counter("herald_ws_sockets_opened_total", "Websockets accepted.")
+	n.socketsMax = f.gauge("herald_ws_sockets_max", "The node's websocket limit (--max-sockets, or derived from the open-files limit).")
+	n.refused = f.counterVec("herald_ws_sockets_refused_total",
+		"Websockets refused for a limit, by reason: max_sockets (node full, HTTP 503), per_ip (HTTP 429), per_user (auth answered limit_exceeded, close 4029).", "reason")
+	for i, reason := range refusalReasons {
+		n.knownRefusals[i] = n.refused.WithLabelValues(reason)
+	}
 	n.serverCloses = f.counterVec("herald_ws_server_closes_total",
-		"Websockets the node closed, by close code: 4001 not authenticated in time, 4002 idle, 4008 slow consumer, 1001 node stopping.", "code")
+		"Websockets the node closed, by close code: 4001 not authenticated in time, 4002 idle, 4008 slow consumer, 4029 too many sockets for the user, 1001 node stopping.", "code")
 	for i, code := range closeCodes {
 		n.knownCloses[i] = n.serverCloses.WithLabelValues(strconv.Itoa(code))
 	}
@@ -127,6 +138,21 @@ func (n *Node) Handler() http.Handler {
 func (n *Node) SocketOpened() {
 	n.socketsOpen.Inc()
 	n.socketsOpened.Inc()
+}
+
+// SetMaxSockets records the node's socket limit, so that dashboards can
+// compare herald_ws_sockets_open with it.
+func (n *Node) SetMaxSockets(limit int) { n.socketsMax.Set(float64(limit)) }
+
+// SocketRefused implements wsfront.Observer.
+func (n *Node) SocketRefused(reason string) {
+	for i, r := range refusalReasons {
+		if r == reason {
+			n.knownRefusals[i].Inc()
+			return
+		}
+	}
+	n.refused.WithLabelValues(reason).Inc()
 }
 
 // SocketClosed implements wsfront.Observer.

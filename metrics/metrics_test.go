@@ -361,6 +361,7 @@ func TestHotPathsDoNotAllocate(t *testing.T) {
 		n.Forwarded("propose")
 		n.SocketOpened()
 		n.SocketClosed()
+		n.SocketRefused("max_sockets") // a flood of refusals must stay cheap
 	}); a != 0 {
 		t.Fatalf("%v allocations per call", a)
 	}
@@ -371,6 +372,7 @@ func TestUnknownLabelValuesStillCount(t *testing.T) {
 	n := metrics.New()
 	n.Op("publish", "some_new_code", 0)
 	n.ServerClosed(1011)
+	n.SocketRefused("per_tenant")
 	fams, err := n.Registry().Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -384,5 +386,8 @@ func TestUnknownLabelValuesStillCount(t *testing.T) {
 	}
 	if s.value("herald_ws_server_closes_total", "code", "1011") != 1 {
 		t.Errorf("close with a new code not counted")
+	}
+	if s.value("herald_ws_sockets_refused_total", "reason", "per_tenant") != 1 {
+		t.Errorf("refusal with a new reason not counted")
 	}
 }

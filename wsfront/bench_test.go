@@ -101,7 +101,10 @@ func TestBenchFrontNodeProcess(t *testing.T) {
 	if os.Getenv(frontNodeEnv) == "" {
 		t.Skip("runs only as the node process of BenchmarkIdleConnections")
 	}
-	c := testcluster.Start(t, testcluster.Options{Nodes: 1, Groups: 16})
+	// Every socket comes from one loopback address.
+	lim := wsfront.DefaultLimits()
+	lim.MaxSocketsPerIP = 0
+	c := testcluster.Start(t, testcluster.Options{Nodes: 1, Groups: 16, Limits: &lim})
 	fmt.Println("URL", c.URL(0))
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {

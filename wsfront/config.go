@@ -65,6 +65,49 @@ type Limits struct {
 	// LeaveTimeout bounds the leaves a closing socket proposes for the rooms
 	// it joined; past it, the node's lease expiry removes the members.
 	LeaveTimeout time.Duration
+
+	// MaxSockets bounds the sockets open on the node, so that clients can
+	// never take the file descriptors raft, storage, /readyz and the admin
+	// API need; a socket over it is refused at upgrade with HTTP 503.
+	// 0 means DefaultMaxSockets(), derived from the open-files limit.
+	MaxSockets int
+	// MaxSocketsPerIP bounds the sockets of one client address (an IPv4
+	// address, or an IPv6 /64) on the node: HTTP 429 at upgrade. It counts
+	// the TCP peer, so behind a proxy every client shares the proxy's
+	// address. 0 means no limit.
+	MaxSocketsPerIP int
+	// MaxSocketsPerUser bounds the authenticated sockets of one user on the
+	// node: an auth over it is answered limit_exceeded and the socket is
+	// closed with 4029. 0 means no limit.
+	MaxSocketsPerUser int
+}
+
+// Socket limit defaults. The per-address one leaves room for many users
+// behind one NAT; the per-user one for a user's tabs and devices.
+const (
+	DefaultMaxSocketsPerIP   = 1000
+	DefaultMaxSocketsPerUser = 100
+	// fallbackMaxSockets applies where the open-files limit is unknown.
+	fallbackMaxSockets = 10000
+)
+
+// DefaultMaxSockets is the node-wide socket limit used when
+// Limits.MaxSockets is 0: the open-files limit less a reserve of a tenth of
+// it, at least 1,000 and at most half of it, for peer connections, raft
+// logs, badger's files, the admin API and HTTP connections not yet
+// upgraded (a limit of 20,000 leaves 18,000 sockets; 1,024 leaves 512).
+// Where the limit is unknown it is 10,000.
+func DefaultMaxSockets() int { return maxSocketsFor(openFilesLimit()) }
+
+func maxSocketsFor(nofile uint64) int {
+	if nofile == 0 {
+		return fallbackMaxSockets
+	}
+	// An unlimited or huge limit is no reason to promise more sockets
+	// than memory could hold (about 11 KB each; docs/benchmarks.md).
+	nofile = min(nofile, 1<<24)
+	reserve := min(max(nofile/10, 1000), nofile/2)
+	return int(nofile - reserve)
 }
 
 // DefaultLimits are the limits docs/protocol.md documents.
@@ -84,6 +127,9 @@ func DefaultLimits() Limits {
 		RequestTimeout:   10 * time.Second,
 		HandshakeTimeout: 10 * time.Second,
 		LeaveTimeout:     5 * time.Second,
+
+		MaxSocketsPerIP:   DefaultMaxSocketsPerIP,
+		MaxSocketsPerUser: DefaultMaxSocketsPerUser,
 	}
 }
 
@@ -104,6 +150,13 @@ func (l Limits) Validate() error {
 	positive("max queue bytes", l.MaxQueueBytes)
 	if l.PublishRate <= 0 {
 		errs = append(errs, fmt.Errorf("publish rate must be positive, got %v", l.PublishRate))
+	}
+	if l.MaxSockets < 0 {
+		errs = append(errs, fmt.Errorf("max sockets must not be negative (0: derived from the open-files limit), got %d", l.MaxSockets))
+	}
+	if l.MaxSocketsPerIP < 0 || l.MaxSocketsPerUser < 0 {
+		errs = append(errs, fmt.Errorf("max sockets per ip and per user must not be negative (0: no limit), got %d and %d",
+			l.MaxSocketsPerIP, l.MaxSocketsPerUser))
 	}
 	if l.MaxData > fsm.MaxPayloadBytes {
 		errs = append(errs, fmt.Errorf("max data %d is above what the state machine accepts (%d)", l.MaxData, fsm.MaxPayloadBytes))
@@ -131,8 +184,8 @@ type Observer interface {
 	SocketOpened()
 	SocketClosed()
 	// ServerClosed: the front closed a socket with code: 4001 (not
-	// authenticated in time), 4002 (idle), 4008 (slow consumer) or 1001
-	// (the node is stopping).
+	// authenticated in time), 4002 (idle), 4008 (slow consumer), 4029 (too
+	// many sockets for its user) or 1001 (the node is stopping).
 	ServerClosed(code int)
 	// Op: a request was answered, d after its frame arrived. op is one of
 	// the protocol's ops or "unknown" (a frame that named none); code is
@@ -140,6 +193,9 @@ type Observer interface {
 	Op(op, code string, d time.Duration)
 	// EventsDelivered: n event frames were queued for sockets.
 	EventsDelivered(n int)
+	// SocketRefused: a socket was refused for a limit, reason being
+	// RefusedMaxSockets, RefusedPerIP or RefusedPerUser.
+	SocketRefused(reason string)
 }
 
 type nopObserver struct{}
@@ -149,6 +205,7 @@ func (nopObserver) SocketClosed()                    {}
 func (nopObserver) ServerClosed(int)                 {}
 func (nopObserver) Op(string, string, time.Duration) {}
 func (nopObserver) EventsDelivered(int)              {}
+func (nopObserver) SocketRefused(string)             {}
 
 // Config configures a front.
 type Config struct {

@@ -77,6 +77,9 @@ const (
 	closeAuthTimeout  = 4001
 	closeIdle         = 4002
 	closeSlowConsumer = 4008
+	// closeTooManySockets: the user holds Limits.MaxSocketsPerUser sockets
+	// on the node (4000 + HTTP 429, the status of the per-address refusal).
+	closeTooManySockets = 4029
 )
 
 const maxHistoryLimit = 1000
@@ -89,6 +92,10 @@ type protoError struct {
 	// lastSeq goes with conflict; retryAfter with rate_limited.
 	lastSeq    uint64
 	retryAfter time.Duration
+	// closeCode, when set, closes the socket once the error is written,
+	// with closeReason.
+	closeCode   uint16
+	closeReason string
 }
 
 func (e *protoError) Error() string { return e.code + ": " + e.msg }

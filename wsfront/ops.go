@@ -41,6 +41,10 @@ func (sess *session) message(msg *gws.Message) {
 		return
 	case opAuth:
 		reply, perr := sess.auth(&req)
+		if perr != nil && perr.closeCode != 0 {
+			sess.answerAndClose(&req, perr)
+			return
+		}
 		sess.answer(&req, reply, perr)
 		return
 	case opJoin, opLeave, opPublish, opHistory, opMembers, opSubscribe, opUnsubscribe:
@@ -119,6 +123,14 @@ func (sess *session) answer(req *request, reply []byte, perr *protoError) {
 	sess.send(reply)
 }
 
+// answerAndClose answers req with perr, then closes the socket with
+// perr.closeCode once the answer is written, so that the client reads why
+// before it sees the close.
+func (sess *session) answerAndClose(req *request, perr *protoError) {
+	sess.srv.obs.Op(opLabel(req.Op), perr.code, time.Since(req.received))
+	sess.sendThen(errorReply(req.ID, perr), func() { sess.closeWith(perr.closeCode, perr.closeReason) })
+}
+
 func (sess *session) auth(req *request) ([]byte, *protoError) {
 	v := sess.srv.verifier
 	var ident *auth.Identity
@@ -143,7 +155,28 @@ func (sess *session) auth(req *request) ([]byte, *protoError) {
 		return nil, &protoError{code: codeUnauthorized,
 			msg: fmt.Sprintf("this socket is authenticated as %q; open a new socket for %q", sess.ident.User, ident.User)}
 	}
+	counted := sess.userCounted
+	sess.mu.Unlock()
+	// The user is known only now, so this is where its socket limit is
+	// enforced. A refused socket is closed: it could do nothing but send
+	// auth again.
+	adm := sess.srv.adm
+	if !counted && !adm.admitUser(ident.User, sess.remote) {
+		return nil, &protoError{code: codeLimitExceeded, closeCode: closeTooManySockets,
+			closeReason: "too many sockets for this user on this node",
+			msg:         fmt.Sprintf("user %q holds its maximum of %d sockets on this node; close one before opening another", ident.User, adm.perUser)}
+	}
+	sess.mu.Lock()
+	if sess.ended {
+		// closed ran already and released what it knew of.
+		sess.mu.Unlock()
+		if !counted {
+			adm.releaseUser(ident.User)
+		}
+		return nil, &protoError{code: codeUnavailable, retryable: true, msg: "the socket is closing"}
+	}
 	sess.ident = ident
+	sess.userCounted = true
 	sess.mu.Unlock()
 	w := newReply(req.ID, true).str("user", ident.User).str("node", sess.srv.be.NodeID())
 	if !ident.Expires.IsZero() {

@@ -27,6 +27,7 @@ type Server struct {
 	obs      Observer
 	verifier *auth.Verifier
 	hub      *hub
+	adm      *admission
 	mux      *http.ServeMux
 	http     *http.Server
 
@@ -67,6 +68,16 @@ func New(cfg Config) (*Server, error) {
 		sessions: make(map[*session]struct{}),
 	}
 	s.hub = newHub(ctx, s.be, s.log, cfg.Limits.RequestTimeout)
+	maxSockets, derived := cfg.Limits.MaxSockets, cfg.Limits.MaxSockets == 0
+	if derived {
+		maxSockets = DefaultMaxSockets()
+	}
+	// Logged at start so that an operator can tell the derived limit from
+	// the log alone.
+	s.log.Info("websocket limits", "max_sockets", maxSockets, "derived_from_open_files_limit", derived,
+		"open_files_limit", openFilesLimit(), "max_sockets_per_ip", cfg.Limits.MaxSocketsPerIP,
+		"max_sockets_per_user", cfg.Limits.MaxSocketsPerUser)
+	s.adm = newAdmission(cfg.Limits, maxSockets, s.log, s.obs)
 	opt := func(protocols []string) *gws.ServerOption {
 		return &gws.ServerOption{
 			// Frames up to 4 x MaxFrame are read and answered with
@@ -90,7 +101,10 @@ func New(cfg Config) (*Server, error) {
 	s.http = &http.Server{
 		Handler:           s.mux,
 		ReadHeaderTimeout: cfg.Limits.HandshakeTimeout,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		// An idle keep-alive connection holds a file descriptor as a
+		// socket does, but no socket limit counts it.
+		IdleTimeout: cfg.Limits.IdleTimeout,
+		ErrorLog:    slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	s.wg.Add(1)
 	go func() {
@@ -164,6 +178,10 @@ func (s *Server) Drain() {
 	s.mu.Unlock()
 }
 
+// MaxSockets is the node-wide socket limit in force: Limits.MaxSockets, or
+// the default derived from the open-files limit.
+func (s *Server) MaxSockets() int { return s.adm.max }
+
 // Sessions is the number of open sockets.
 func (s *Server) Sessions() int {
 	s.mu.Lock()
@@ -196,23 +214,39 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "node is stopping", http.StatusServiceUnavailable)
 		return
 	}
+	// Limits are checked before the upgrade, so that a refused client gets
+	// an HTTP status it can act on and its connection is closed at once.
+	key := clientKey(r.RemoteAddr)
+	switch s.adm.admitConn(key) {
+	case RefusedMaxSockets:
+		refuseSocket(w, http.StatusServiceUnavailable, fmt.Sprintf(
+			"this node holds its maximum of %d websockets; connect to another node or retry later", s.adm.max))
+		return
+	case RefusedPerIP:
+		refuseSocket(w, http.StatusTooManyRequests, fmt.Sprintf(
+			"your address holds its maximum of %d websockets on this node; close one or retry later", s.adm.perIP))
+		return
+	}
 	conn, err := up.Upgrade(w, r)
 	if err != nil {
+		s.adm.releaseConn(key)
 		s.log.Debug("websocket upgrade failed", "remote", r.RemoteAddr, "err", err)
 		return
 	}
 	sess, ok := conn.Session().(*session)
 	if !ok {
+		s.adm.releaseConn(key)
 		_ = conn.NetConn().Close()
 		return
 	}
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
+		s.adm.releaseConn(key)
 		_ = conn.WriteClose(closeGoingAway, []byte("node is stopping"))
 		return
 	}
-	sess.init(s, conn)
+	sess.init(s, conn, key, r.RemoteAddr)
 	s.sessions[sess] = struct{}{}
 	s.obs.SocketOpened() // under mu: the count never disagrees with Sessions
 	s.wg.Add(1)
@@ -221,6 +255,15 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		defer s.wg.Done()
 		conn.ReadLoop()
 	}()
+}
+
+// refuseSocket answers an upgrade over a socket limit. The connection is
+// closed after the answer: keeping it alive would hold the very file
+// descriptor the limit protects.
+func refuseSocket(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Connection", "close")
+	w.Header().Set("Retry-After", "5")
+	http.Error(w, msg, status)
 }
 
 func (s *Server) removeSession(sess *session) {
@@ -280,6 +323,7 @@ func (s *Server) sweep() {
 			for _, sess := range sessions {
 				sess.sweep(now, ping)
 			}
+			s.adm.tick()
 		}
 	}
 }

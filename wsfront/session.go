@@ -2,6 +2,7 @@ package wsfront
 
 import (
 	"context"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,6 +20,8 @@ type session struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	opened time.Time
+	addr   netip.Prefix // the client address its socket counts against
+	remote string       // the client's address and port, for logs
 
 	lastRead     atomic.Int64 // unix nanoseconds
 	queuedFrames atomic.Int64
@@ -33,11 +36,15 @@ type session struct {
 	tokens   float64           // publish token bucket
 	tokensAt time.Time
 	ended    bool
+	// userCounted: ident.User holds one of its MaxSocketsPerUser through
+	// this socket until the socket closes.
+	userCounted bool
 }
 
-func (sess *session) init(srv *Server, conn *gws.Conn) {
+func (sess *session) init(srv *Server, conn *gws.Conn, addr netip.Prefix, remote string) {
 	sess.srv = srv
 	sess.conn = conn
+	sess.addr, sess.remote = addr, remote
 	sess.ctx, sess.cancel = context.WithCancel(srv.ctx)
 	sess.opened = time.Now()
 	sess.lastRead.Store(sess.opened.UnixNano())
@@ -72,7 +79,11 @@ func (s *Server) goOwned(ctx context.Context, fn func(context.Context)) {
 // queue's bound the client is too slow to keep up: the socket is closed
 // with 4008 and the client resumes from its last seq, instead of the node
 // buffering without end.
-func (sess *session) send(frame []byte) bool {
+func (sess *session) send(frame []byte) bool { return sess.sendThen(frame, nil) }
+
+// sendThen is send, calling then (when not nil) once the frame is written
+// or has failed.
+func (sess *session) sendThen(frame []byte, then func()) bool {
 	if sess.closing.Load() {
 		return false
 	}
@@ -89,6 +100,9 @@ func (sess *session) send(frame []byte) bool {
 	sess.conn.WriteAsync(gws.OpcodeText, frame, func(error) {
 		sess.queuedFrames.Add(-1)
 		sess.queuedBytes.Add(-size)
+		if then != nil {
+			then()
+		}
 	})
 	return true
 }
@@ -129,9 +143,16 @@ func (sess *session) closed(error) {
 	subs := sess.subs
 	joined := sess.joined
 	ident := sess.ident
-	sess.subs, sess.joined = nil, nil
+	userCounted := sess.userCounted
+	sess.subs, sess.joined, sess.userCounted = nil, nil, false
 	sess.mu.Unlock()
 	sess.cancel()
+	// The connection is gone, and with it the file descriptor the limits
+	// protect: the leaves below need none of their own.
+	sess.srv.adm.releaseConn(sess.addr)
+	if userCounted {
+		sess.srv.adm.releaseUser(ident.User)
+	}
 	for _, sub := range subs {
 		sub.close()
 		sess.srv.hub.remove(sub)

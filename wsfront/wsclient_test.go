@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -59,12 +60,22 @@ func dialWS(t testing.TB, url string) *wsClient {
 	return c
 }
 
-func tryDial(t testing.TB, url string) (*wsClient, error) {
+func tryDial(t testing.TB, url string) (*wsClient, error) { return tryDialFrom(t, url, "") }
+
+// tryDialFrom dials from the local IP address from ("" for any).
+func tryDialFrom(t testing.TB, url, from string) (*wsClient, error) {
 	c := &wsClient{t: t, frames: make(chan []byte, 1<<16), closed: make(chan struct{})}
 	conn, _, err := gws.NewClient(frameHandler{c: c}, &gws.ClientOption{
 		Addr:             url,
 		RequestHeader:    http.Header{"Sec-WebSocket-Protocol": []string{"herald.v1"}},
 		HandshakeTimeout: 5 * time.Second,
+		NewDialer: func() (gws.Dialer, error) {
+			d := &net.Dialer{Timeout: 5 * time.Second}
+			if from != "" {
+				d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(from)}
+			}
+			return d, nil
+		},
 	})
 	if err != nil {
 		return nil, err

@@ -394,6 +394,7 @@ type clusterSpec struct {
 var benchLimits = []string{
 	"--publish-rate", "1000000", "--publish-burst", "1000000",
 	"--max-inflight", "100000", "--max-rooms", "10000",
+	"--max-sockets-per-ip", "0", "--max-sockets-per-user", "0",
 	"--idle-timeout", "5m", "--ping-interval", "1m",
 }
 

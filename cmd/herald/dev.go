@@ -10,6 +10,7 @@ import (
 
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/multiraft"
+	"github.com/heraldhq/herald/wsfront"
 	"github.com/heraldhq/herald/wsfront/auth"
 )
 
@@ -60,6 +61,12 @@ func runDev(c *cli.Context) error {
 	spec := &multiraft.BootstrapSpec{ClusterID: "herald-dev", Nodes: peers, Groups: uint64(max(c.Int("groups"), 1)), Replication: devNodes}
 	timing := multiraft.DefaultTiming()
 	timing.HeartbeatTimeout, timing.ElectionTimeout, timing.LeaderLeaseTimeout = 500*time.Millisecond, 500*time.Millisecond, 250*time.Millisecond
+	// The nodes share this process's open-files limit, so each gets its
+	// share; every client of a dev cluster comes from loopback, so no
+	// per-address limit.
+	limits := wsfront.DefaultLimits()
+	limits.MaxSockets = max(1, wsfront.DefaultMaxSockets()/devNodes)
+	limits.MaxSocketsPerIP = 0
 	var cfgs []herald.Config
 	for i, p := range peers {
 		nodeDir := filepath.Join(dir, p.ID)
@@ -73,6 +80,7 @@ func runDev(c *cli.Context) error {
 			PeerAddr:    p.Addr,
 			Bootstrap:   spec,
 			Auth:        auth.Config{Insecure: true},
+			Limits:      limits,
 			Timing:      timing,
 			LeaseTTL:    5 * time.Second,
 			StopTimeout: 10 * time.Second,

@@ -2,11 +2,13 @@ package main
 
 import (
 	"io"
+	"strings"
 	"testing"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/wsfront"
 )
 
 // The example configuration shipped in deploy/ is one serve accepts.
@@ -47,5 +49,36 @@ func TestParseBootstrap(t *testing.T) {
 		if _, err := parseBootstrap(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
+	}
+}
+
+// The socket limit flags reach the node's limits; a negative one is
+// refused with the flag's meaning in the message.
+func TestSocketLimitFlags(t *testing.T) {
+	flags := serveFlags()
+	var got herald.Config
+	app := &cli.App{Writer: io.Discard, ErrWriter: io.Discard, Commands: []*cli.Command{{
+		Name: "serve", Flags: flags, Before: configFile(flags),
+		Action: func(c *cli.Context) (err error) {
+			got, _, err = serveConfig(c, nil)
+			return err
+		},
+	}}}
+	base := []string{"herald", "serve", "--node-id", "n1", "--data-dir", t.TempDir(), "--insecure-auth"}
+	if err := app.Run(base); err != nil {
+		t.Fatal(err)
+	}
+	if l := got.Limits; l.MaxSockets != 0 || l.MaxSocketsPerIP != wsfront.DefaultMaxSocketsPerIP || l.MaxSocketsPerUser != wsfront.DefaultMaxSocketsPerUser {
+		t.Fatalf("defaults: max %d, per ip %d, per user %d", l.MaxSockets, l.MaxSocketsPerIP, l.MaxSocketsPerUser)
+	}
+	if err := app.Run(append(base, "--max-sockets", "20", "--max-sockets-per-ip", "0", "--max-sockets-per-user", "5")); err != nil {
+		t.Fatal(err)
+	}
+	if l := got.Limits; l.MaxSockets != 20 || l.MaxSocketsPerIP != 0 || l.MaxSocketsPerUser != 5 {
+		t.Fatalf("flags: max %d, per ip %d, per user %d", l.MaxSockets, l.MaxSocketsPerIP, l.MaxSocketsPerUser)
+	}
+	err := app.Run(append(base, "--max-sockets-per-user", "-1"))
+	if err == nil || !strings.Contains(err.Error(), "max sockets per ip and per user must not be negative") {
+		t.Fatalf("negative per-user limit: %v", err)
 	}
 }

@@ -7,6 +7,7 @@ package testcluster
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -27,6 +28,8 @@ type Options struct {
 	Auth        *auth.Config
 	Limits      *wsfront.Limits
 	LeaseTTL    time.Duration
+	// Logger receives every node's log (default: none).
+	Logger *slog.Logger
 }
 
 // Cluster is a running test cluster.
@@ -92,6 +95,7 @@ func Start(t testing.TB, opts Options) *Cluster {
 			LeaseTTL:     opts.LeaseTTL,
 			StopTimeout:  10 * time.Second,
 			TickInterval: time.Second,
+			Logger:       opts.Logger,
 		}
 		n, err := herald.Start(ctx, cfg)
 		if err != nil {
