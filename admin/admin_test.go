@@ -620,6 +620,10 @@ func TestAdminBadRequests(t *testing.T) {
 		// alone would refuse these too, with an answer that misleads.
 		{"POST", "nodes/n1/remove", ``, 409, "remove_self"},
 		{"POST", "nodes/n2/remove", ``, 409, "node_alive"},
+		{"GET", "rooms/a%C2%85b", ``, 400, "bad_request"},
+		{"DELETE", "rooms/a%C2%9Fb", ``, 400, "bad_request"},
+		{"POST", "rooms/%C2%80/config", `{"members_only":true}`, 400, "bad_request"},
+		{"GET", "rooms/a%7Fb", ``, 400, "bad_request"},
 		{"POST", "groups/1/move", `{"from":"n9","to":"n2"}`, 404, "node_not_found"},
 		{"POST", "nodes/n2/decommission", `{"timeout":-5}`, 400, "bad_json"},
 		{"POST", "rebalance", `{"bogus":true}`, 400, "bad_json"},
