@@ -257,6 +257,23 @@ func TestTokensAndPermissions(t *testing.T) {
 	}
 }
 
+// A token a little past its exp, inside the leeway, passes auth and then
+// works for requests too, instead of "token expired" on each of them.
+func TestTokenInLeewayWorksAfterAuth(t *testing.T) {
+	secret := make([]byte, 32)
+	_, _ = rand.Read(secret)
+	c := testcluster.Start(t, testcluster.Options{Nodes: 1, Auth: &auth.Config{HMACSecret: secret, Leeway: 30 * time.Second}})
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "alice",
+		"exp": time.Now().Add(-10 * time.Second).Unix(), "herald": obj{"rooms": []string{"*"}}}).SignedString(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := dialWS(t, c.URL(0))
+	s.mustOK(s.call("auth", obj{"token": tok}))
+	s.mustOK(s.call("publish", obj{"room": "r", "data": 1}))
+	s.mustOK(s.call("history", obj{"room": "r"}))
+}
+
 // A graceful close tells sockets 1001, and the node's joins are left.
 func TestGracefulCloseSaysGoingAway(t *testing.T) {
 	c := testcluster.Start(t, testcluster.Options{})
