@@ -127,28 +127,35 @@ func exists(p string) bool {
 // to the new file out. It refuses a directory in use (ErrInUse) and an out
 // that exists or lies inside dataDir.
 func BackupFile(dataDir, out string) (*Manifest, error) {
-	absData, err := filepath.Abs(dataDir)
+	realData, err := realPath(dataDir)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("data directory: %w", err)
 	}
 	absOut, err := filepath.Abs(out)
 	if err != nil {
 		return nil, err
 	}
-	if rel, err := filepath.Rel(absData, absOut); err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
-		return nil, fmt.Errorf("the backup file %s must not be inside the data directory %s", out, dataDir)
+	// The file does not exist yet, so its directory is what a symlink
+	// could lead into the data directory.
+	outDir, err := realPath(filepath.Dir(absOut))
+	if err != nil {
+		return nil, fmt.Errorf("directory of the backup file: %w", err)
+	}
+	absOut = filepath.Join(outDir, filepath.Base(absOut))
+	if rel, err := filepath.Rel(realData, absOut); err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+		return nil, fmt.Errorf("the backup file %s must not be inside the data directory %s (it resolves to %s)", out, dataDir, absOut)
 	}
 	if exists(absOut) {
 		return nil, fmt.Errorf("%s exists; choose a new file name", out)
 	}
 	// Written beside the target and renamed at the end, so that a backup
 	// cut off halfway never looks like a complete one.
-	tmp, err := os.CreateTemp(filepath.Dir(absOut), "."+filepath.Base(absOut)+".tmp-*")
+	tmp, err := os.CreateTemp(outDir, "."+filepath.Base(absOut)+".tmp-*")
 	if err != nil {
 		return nil, err
 	}
 	defer os.Remove(tmp.Name())
-	m, err := Backup(absData, tmp)
+	m, err := Backup(realData, tmp)
 	if err == nil {
 		err = tmp.Sync()
 	}
@@ -167,13 +174,37 @@ func BackupFile(dataDir, out string) (*Manifest, error) {
 	return m, nil
 }
 
-// Backup writes a tar.gz of the stopped node's data directory to w.
+// realPath is p made absolute with every symlink in it resolved; p must
+// exist.
+func realPath(p string) (string, error) {
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", err
+	}
+	return filepath.EvalSymlinks(abs)
+}
+
+// Backup writes a tar.gz of the stopped node's data directory to w. When w
+// is a file inside the directory, the file itself is left out of the
+// archive.
 func Backup(dataDir string, w io.Writer) (*Manifest, error) {
+	// The walk below does not follow symlinks, so a data directory reached
+	// through one would otherwise back up as empty.
+	dataDir, err := realPath(dataDir)
+	if err != nil {
+		return nil, err
+	}
 	release, err := lockDataDir(dataDir)
 	if err != nil {
 		return nil, err
 	}
 	defer release()
+	// The archive being written must not archive itself, however the
+	// caller's path led into the directory (bind mounts, hard links).
+	var self os.FileInfo
+	if f, ok := w.(*os.File); ok {
+		self, _ = f.Stat()
+	}
 	m := &Manifest{Format: ManifestFormat, Version: ManifestVersion, Created: time.Now().UTC(), SourceDir: dataDir, Files: []ManifestFile{}, Dirs: []string{}}
 	m.Host, _ = os.Hostname()
 	gz := gzip.NewWriter(w)
@@ -202,6 +233,8 @@ func Backup(dataDir string, w io.Writer) (*Manifest, error) {
 			return fmt.Errorf("%s is not a regular file or directory; a data directory holds only those", p)
 		case d.Name() == "LOCK":
 			// Process state of the database that held it, not data.
+			return nil
+		case self != nil && os.SameFile(self, info):
 			return nil
 		}
 		return addFile(tw, m, p, name, info)

@@ -212,3 +212,66 @@ func TestAdminRestoreRefusesDamagedArchives(t *testing.T) {
 		}
 	}
 }
+
+// The inside-the-data-directory check resolves symlinks: an --out through
+// a link into the data directory is refused before anything is written.
+func TestAdminBackupRefusesOutThroughSymlink(t *testing.T) {
+	dir := fakeDataDir(t)
+	before := tree(t, dir)
+	links := t.TempDir()
+	for name, target := range map[string]string{"to-data": dir, "to-state": filepath.Join(dir, "state")} {
+		link := filepath.Join(links, name)
+		if err := os.Symlink(target, link); err != nil {
+			t.Fatal(err)
+		}
+		_, err := admin.BackupFile(dir, filepath.Join(link, "b.tar.gz"))
+		if err == nil || !strings.Contains(err.Error(), "must not be inside the data directory") {
+			t.Errorf("backup to %s/b.tar.gz (a link to %s): %v, want a refusal", name, target, err)
+		}
+	}
+	for name := range tree(t, dir) {
+		if _, ok := before[name]; !ok {
+			t.Errorf("the refused backups left %s in the data directory", name)
+		}
+	}
+}
+
+// An archive written into the data directory it backs up leaves itself out.
+func TestAdminBackupLeavesOutItsOwnFile(t *testing.T) {
+	dir := fakeDataDir(t)
+	f, err := os.Create(filepath.Join(dir, "own.tar.gz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m, err := admin.Backup(dir, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range m.Files {
+		if mf.Path == "own.tar.gz" {
+			t.Fatalf("the archive lists itself: %+v", mf)
+		}
+	}
+}
+
+// A data directory reached through a symlink is backed up whole.
+func TestAdminBackupThroughSymlinkedDataDir(t *testing.T) {
+	dir := fakeDataDir(t)
+	link := filepath.Join(t.TempDir(), "data-link")
+	if err := os.Symlink(dir, link); err != nil {
+		t.Fatal(err)
+	}
+	direct, err := admin.Backup(dir, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	linked, err := admin.BackupFile(link, filepath.Join(t.TempDir(), "b.tar.gz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(linked.Files) != len(direct.Files) || linked.Bytes != direct.Bytes {
+		t.Fatalf("backup through a link: %d files, %d bytes; directly: %d files, %d bytes",
+			len(linked.Files), linked.Bytes, len(direct.Files), direct.Bytes)
+	}
+}
