@@ -2,6 +2,7 @@ package admin
 
 import (
 	"archive/tar"
+	"bytes"
 	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
@@ -299,15 +300,29 @@ func RestoreFile(in, dataDir string) (*Manifest, error) {
 const maxManifestBytes = 256 << 20
 
 // Restore unpacks a backup into dataDir, which must not exist or be empty.
-// It unpacks into a directory beside dataDir first and moves it into place
-// only once every file matches the manifest, so a damaged or partial
-// archive leaves nothing behind.
-func Restore(r io.Reader, dataDir string) (*Manifest, error) {
+// The manifest is the archive's last entry, and nothing may be written
+// before it is known: an archive whose entries do not match it (a damaged
+// one, or a few megabytes of gzip that inflate to gigabytes) must be
+// refused at its first wrong entry, not after filling the disk. So Restore
+// reads r twice: once to the end for the manifest, writing nothing, then
+// again from the start to unpack, checking each entry's name and size
+// against the manifest before writing it and its checksum right after. It
+// unpacks into a directory beside dataDir and moves it into place only once
+// every file matched, so a damaged or partial archive leaves nothing
+// behind.
+func Restore(r io.ReadSeeker, dataDir string) (*Manifest, error) {
 	dataDir = filepath.Clean(dataDir)
 	if entries, err := os.ReadDir(dataDir); err == nil && len(entries) > 0 {
 		return nil, fmt.Errorf("%s is not empty; restore only into a new or empty directory", dataDir)
 	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, err
+	}
+	m, raw, err := readManifest(r)
+	if err != nil {
+		return nil, fmt.Errorf("restore: %w", err)
+	}
+	if _, err := r.Seek(0, io.SeekStart); err != nil {
+		return nil, fmt.Errorf("restore: rewind the archive: %w", err)
 	}
 	parent := filepath.Dir(dataDir)
 	if err := os.MkdirAll(parent, 0o750); err != nil {
@@ -323,8 +338,7 @@ func Restore(r io.Reader, dataDir string) (*Manifest, error) {
 			os.RemoveAll(staging)
 		}
 	}()
-	m, err := unpack(r, staging)
-	if err != nil {
+	if err := unpack(r, staging, m, raw); err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
 	}
 	if exists(dataDir) {
@@ -339,85 +353,148 @@ func Restore(r io.Reader, dataDir string) (*Manifest, error) {
 	return m, nil
 }
 
-type unpacked struct {
-	size int64
-	sum  string
-}
-
-func unpack(r io.Reader, dir string) (*Manifest, error) {
+// readManifest reads the whole archive without writing anything, checks
+// its shape (safe names, only files and directories, the manifest last)
+// and returns the manifest, checked for consistency, with its bytes.
+func readManifest(r io.Reader) (*Manifest, []byte, error) {
 	gz, err := gzip.NewReader(r)
 	if err != nil {
-		return nil, fmt.Errorf("not a gzip archive: %w", err)
+		return nil, nil, fmt.Errorf("not a gzip archive: %w", err)
 	}
 	defer gz.Close()
 	tr := tar.NewReader(gz)
-	files := map[string]unpacked{}
-	var m *Manifest
+	var raw []byte
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			return nil, fmt.Errorf("read archive: %w", err)
+			return nil, nil, fmt.Errorf("read archive: %w", err)
 		}
-		if m != nil {
-			return nil, fmt.Errorf("archive has %s after the manifest; it is not a Herald backup", hdr.Name)
+		if raw != nil {
+			return nil, nil, fmt.Errorf("archive has %s after the manifest; it is not a Herald backup", hdr.Name)
 		}
 		name, err := entryName(hdr.Name)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		switch {
 		case name == ManifestName && hdr.Typeflag == tar.TypeReg:
 			if hdr.Size > maxManifestBytes {
-				return nil, fmt.Errorf("manifest of %d bytes is implausibly large", hdr.Size)
+				return nil, nil, fmt.Errorf("manifest of %d bytes is implausibly large", hdr.Size)
 			}
-			b, err := io.ReadAll(io.LimitReader(tr, maxManifestBytes))
-			if err != nil {
-				return nil, fmt.Errorf("read manifest: %w", err)
+			if raw, err = io.ReadAll(io.LimitReader(tr, maxManifestBytes)); err != nil {
+				return nil, nil, fmt.Errorf("read manifest: %w", err)
 			}
-			m = &Manifest{}
-			if err := json.Unmarshal(b, m); err != nil {
-				return nil, fmt.Errorf("manifest: %w", err)
-			}
-		case hdr.Typeflag == tar.TypeDir:
-			if err := os.MkdirAll(filepath.Join(dir, filepath.FromSlash(name)), 0o750); err != nil {
-				return nil, err
-			}
-		case hdr.Typeflag == tar.TypeReg:
-			if _, dup := files[name]; dup {
-				return nil, fmt.Errorf("archive holds %s twice", name)
-			}
-			u, err := writeEntry(tr, filepath.Join(dir, filepath.FromSlash(name)), hdr)
-			if err != nil {
-				return nil, fmt.Errorf("unpack %s: %w", name, err)
-			}
-			files[name] = u
+		case hdr.Typeflag == tar.TypeDir, hdr.Typeflag == tar.TypeReg:
 		default:
-			return nil, fmt.Errorf("archive entry %s has type %q; a Herald backup holds only files and directories", hdr.Name, hdr.Typeflag)
+			return nil, nil, fmt.Errorf("archive entry %s has type %q; a Herald backup holds only files and directories", hdr.Name, hdr.Typeflag)
 		}
 	}
-	if m == nil {
-		return nil, fmt.Errorf("the archive has no %s: it is not a Herald backup, or it was cut off", ManifestName)
+	if raw == nil {
+		return nil, nil, fmt.Errorf("the archive has no %s: it is not a Herald backup, or it was cut off", ManifestName)
+	}
+	m := &Manifest{}
+	if err := json.Unmarshal(raw, m); err != nil {
+		return nil, nil, fmt.Errorf("manifest: %w", err)
 	}
 	if m.Format != ManifestFormat || m.Version != ManifestVersion {
-		return nil, fmt.Errorf("manifest says format %q version %d; this build reads %q version %d", m.Format, m.Version, ManifestFormat, ManifestVersion)
+		return nil, nil, fmt.Errorf("manifest says format %q version %d; this build reads %q version %d", m.Format, m.Version, ManifestFormat, ManifestVersion)
 	}
+	var total int64
+	seen := make(map[string]bool, len(m.Files))
 	for _, f := range m.Files {
-		u, ok := files[f.Path]
-		switch {
-		case !ok:
-			return nil, fmt.Errorf("%s is in the manifest but not in the archive", f.Path)
-		case u.size != f.Size || u.sum != f.SHA256:
-			return nil, fmt.Errorf("%s does not match the manifest (size %d, want %d; checksum %s, want %s): the archive is damaged", f.Path, u.size, f.Size, u.sum, f.SHA256)
+		if name, err := entryName(f.Path); err != nil || name == ManifestName {
+			return nil, nil, fmt.Errorf("manifest lists the unusable path %q", f.Path)
 		}
-		delete(files, f.Path)
+		if seen[f.Path] {
+			return nil, nil, fmt.Errorf("manifest lists %s twice", f.Path)
+		}
+		seen[f.Path] = true
+		if f.Size < 0 || f.Size > m.Bytes-total {
+			return nil, nil, fmt.Errorf("manifest lists %s with %d bytes, more than the %d bytes it says the backup holds", f.Path, f.Size, m.Bytes)
+		}
+		total += f.Size
 	}
-	for name := range files {
-		return nil, fmt.Errorf("%s is in the archive but not in the manifest", name)
+	if total != m.Bytes {
+		return nil, nil, fmt.Errorf("manifest files add up to %d bytes, not the %d it says: it is damaged", total, m.Bytes)
 	}
-	return m, nil
+	return m, raw, nil
+}
+
+// unpack writes the archive's files and directories into dir, refusing it
+// at the first entry that m does not list with that size, and at the first
+// file whose checksum differs. raw is the manifest as read before: the
+// archive must not have changed since.
+func unpack(r io.Reader, dir string, m *Manifest, raw []byte) error {
+	gz, err := gzip.NewReader(r)
+	if err != nil {
+		return fmt.Errorf("not a gzip archive: %w", err)
+	}
+	defer gz.Close()
+	tr := tar.NewReader(gz)
+	want := make(map[string]ManifestFile, len(m.Files))
+	for _, f := range m.Files {
+		want[f.Path] = f
+	}
+	written := int64(0)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			return fmt.Errorf("the archive has no %s any more: it changed during the restore", ManifestName)
+		}
+		if err != nil {
+			return fmt.Errorf("read archive: %w", err)
+		}
+		name, err := entryName(hdr.Name)
+		if err != nil {
+			return err
+		}
+		switch {
+		case name == ManifestName && hdr.Typeflag == tar.TypeReg:
+			b, err := io.ReadAll(io.LimitReader(tr, maxManifestBytes))
+			if err != nil {
+				return fmt.Errorf("read manifest: %w", err)
+			}
+			if !bytes.Equal(b, raw) {
+				return fmt.Errorf("the manifest changed during the restore")
+			}
+			for _, f := range m.Files {
+				if _, left := want[f.Path]; left {
+					return fmt.Errorf("%s is in the manifest but not in the archive", f.Path)
+				}
+			}
+			return nil
+		case hdr.Typeflag == tar.TypeDir:
+			if err := os.MkdirAll(filepath.Join(dir, filepath.FromSlash(name)), 0o750); err != nil {
+				return err
+			}
+		case hdr.Typeflag == tar.TypeReg:
+			f, ok := want[name]
+			switch {
+			case !ok && slices.ContainsFunc(m.Files, func(f ManifestFile) bool { return f.Path == name }):
+				return fmt.Errorf("archive holds %s twice", name)
+			case !ok:
+				return fmt.Errorf("%s is in the archive but not in the manifest", name)
+			case hdr.Size != f.Size:
+				return fmt.Errorf("%s is %d bytes in the archive but %d in the manifest: the archive is damaged", name, hdr.Size, f.Size)
+			case f.Size > m.Bytes-written:
+				return fmt.Errorf("%s would take the restore past the %d bytes the manifest says the backup holds", name, m.Bytes)
+			}
+			delete(want, name)
+			u, err := writeEntry(io.LimitReader(tr, f.Size), filepath.Join(dir, filepath.FromSlash(name)), hdr)
+			if err != nil {
+				return fmt.Errorf("unpack %s: %w", name, err)
+			}
+			written += u.size
+			if u.size != f.Size || u.sum != f.SHA256 {
+				return fmt.Errorf("%s does not match the manifest (size %d, want %d; checksum %s, want %s): the archive is damaged", name, u.size, f.Size, u.sum, f.SHA256)
+			}
+		default:
+			return fmt.Errorf("archive entry %s has type %q; a Herald backup holds only files and directories", hdr.Name, hdr.Typeflag)
+		}
+	}
 }
 
 // entryName cleans an archive path and refuses one that would land outside
@@ -430,6 +507,12 @@ func entryName(raw string) (string, error) {
 		return "", fmt.Errorf("archive entry %q has an unsafe path; it is not a Herald backup", raw)
 	}
 	return clean, nil
+}
+
+// unpacked is what writeEntry wrote: its size and SHA-256.
+type unpacked struct {
+	size int64
+	sum  string
 }
 
 func writeEntry(r io.Reader, p string, hdr *tar.Header) (unpacked, error) {
