@@ -70,6 +70,14 @@ type Config struct {
 	// serves at /metrics on its client port (docs/operations.md lists them).
 	DisableMetrics bool
 	Logger         *slog.Logger
+
+	// Mount, if set, is called during Start once the node's own handlers
+	// are on its client port and before the port accepts connections, to
+	// add more with n.Front().Handle (the admin API, say). Handlers added
+	// after Start returns would answer 404 for a moment after the node
+	// already answers /readyz with 200. When Mount runs, the node has not
+	// joined its cluster yet; n.Host() and n.Front() are ready.
+	Mount func(n *Node)
 }
 
 func (c *Config) setDefaults() {
@@ -221,6 +229,9 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	}
 	// Every node serves the demo pages and the browser client.
 	web.Mount(n.front, web.ClusterNodes(n.host))
+	if cfg.Mount != nil {
+		cfg.Mount(n)
+	}
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()

@@ -241,16 +241,21 @@ func TestAdminStatusGroupsMoveTransferSnapshot(t *testing.T) {
 	if len(now) != 3 || slices.Contains(now, from) || !slices.Contains(now, to) {
 		t.Fatalf("after moving group 1 from %s to %s it has replicas %v", from, to, now)
 	}
-	// Moving again is answered as done.
-	if _, err := cl.MoveReplica(ctx, 1, from, to); err != nil {
-		t.Fatalf("the same move again: %v", err)
+	// Moving again is refused, since from holds no replica, and the
+	// message says the move looks done.
+	_, err = cl.MoveReplica(ctx, 1, from, to)
+	apiErr(t, "the same move again", err, 409, "not_a_replica")
+	if ae := (*admin.APIError)(nil); errors.As(err, &ae) && !strings.Contains(ae.Message, "that move is done") {
+		t.Errorf("the same move again: %q does not say the move looks done", ae.Message)
 	}
 	_, err = cl.MoveReplica(ctx, 1, from, to+"x")
 	apiErr(t, "move to an unknown node", err, 404, "node_not_found")
 	_, err = cl.MoveReplica(ctx, 1, now[0], now[1])
 	apiErr(t, "move onto a node that has a replica", err, 409, "already_replica")
 	_, err = cl.MoveReplica(ctx, 1, "ghost", from)
-	apiErr(t, "move from a node without a replica", err, 409, "not_a_replica")
+	apiErr(t, "move from an unknown node", err, 404, "node_not_found")
+	_, err = cl.MoveReplica(ctx, 1, "ghost", now[0])
+	apiErr(t, "move from an unknown node to a replica", err, 404, "node_not_found")
 	_, err = cl.MoveReplica(ctx, 9, from, to)
 	apiErr(t, "move of an unknown group", err, 404, "group_not_found")
 	_, err = cl.MoveReplica(ctx, 0, from, to)
@@ -611,6 +616,15 @@ func TestAdminBadRequests(t *testing.T) {
 		{"POST", "nodes/add", `{"seeds":["127.0.0.1:1"]}`, 409, "already_member"},
 		{"POST", "nodes/n9/decommission", ``, 404, "node_not_found"},
 		{"POST", "nodes/n9/remove", ``, 404, "node_not_found"},
+		// Every node holds every replica here, so the capacity check
+		// alone would refuse these too, with an answer that misleads.
+		{"POST", "nodes/n1/remove", ``, 409, "remove_self"},
+		{"POST", "nodes/n2/remove", ``, 409, "node_alive"},
+		{"GET", "rooms/a%C2%85b", ``, 400, "bad_request"},
+		{"DELETE", "rooms/a%C2%9Fb", ``, 400, "bad_request"},
+		{"POST", "rooms/%C2%80/config", `{"members_only":true}`, 400, "bad_request"},
+		{"GET", "rooms/a%7Fb", ``, 400, "bad_request"},
+		{"POST", "groups/1/move", `{"from":"n9","to":"n2"}`, 404, "node_not_found"},
 		{"POST", "nodes/n2/decommission", `{"timeout":-5}`, 400, "bad_json"},
 		{"POST", "rebalance", `{"bogus":true}`, 400, "bad_json"},
 		{"GET", "jobs/nope", ``, 404, "job_not_found"},

@@ -2,6 +2,7 @@ package admin
 
 import (
 	"archive/tar"
+	"bytes"
 	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
@@ -127,28 +128,35 @@ func exists(p string) bool {
 // to the new file out. It refuses a directory in use (ErrInUse) and an out
 // that exists or lies inside dataDir.
 func BackupFile(dataDir, out string) (*Manifest, error) {
-	absData, err := filepath.Abs(dataDir)
+	realData, err := realPath(dataDir)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("data directory: %w", err)
 	}
 	absOut, err := filepath.Abs(out)
 	if err != nil {
 		return nil, err
 	}
-	if rel, err := filepath.Rel(absData, absOut); err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
-		return nil, fmt.Errorf("the backup file %s must not be inside the data directory %s", out, dataDir)
+	// The file does not exist yet, so its directory is what a symlink
+	// could lead into the data directory.
+	outDir, err := realPath(filepath.Dir(absOut))
+	if err != nil {
+		return nil, fmt.Errorf("directory of the backup file: %w", err)
+	}
+	absOut = filepath.Join(outDir, filepath.Base(absOut))
+	if rel, err := filepath.Rel(realData, absOut); err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+		return nil, fmt.Errorf("the backup file %s must not be inside the data directory %s (it resolves to %s)", out, dataDir, absOut)
 	}
 	if exists(absOut) {
 		return nil, fmt.Errorf("%s exists; choose a new file name", out)
 	}
 	// Written beside the target and renamed at the end, so that a backup
 	// cut off halfway never looks like a complete one.
-	tmp, err := os.CreateTemp(filepath.Dir(absOut), "."+filepath.Base(absOut)+".tmp-*")
+	tmp, err := os.CreateTemp(outDir, "."+filepath.Base(absOut)+".tmp-*")
 	if err != nil {
 		return nil, err
 	}
 	defer os.Remove(tmp.Name())
-	m, err := Backup(absData, tmp)
+	m, err := Backup(realData, tmp)
 	if err == nil {
 		err = tmp.Sync()
 	}
@@ -167,13 +175,37 @@ func BackupFile(dataDir, out string) (*Manifest, error) {
 	return m, nil
 }
 
-// Backup writes a tar.gz of the stopped node's data directory to w.
+// realPath is p made absolute with every symlink in it resolved; p must
+// exist.
+func realPath(p string) (string, error) {
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", err
+	}
+	return filepath.EvalSymlinks(abs)
+}
+
+// Backup writes a tar.gz of the stopped node's data directory to w. When w
+// is a file inside the directory, the file itself is left out of the
+// archive.
 func Backup(dataDir string, w io.Writer) (*Manifest, error) {
+	// The walk below does not follow symlinks, so a data directory reached
+	// through one would otherwise back up as empty.
+	dataDir, err := realPath(dataDir)
+	if err != nil {
+		return nil, err
+	}
 	release, err := lockDataDir(dataDir)
 	if err != nil {
 		return nil, err
 	}
 	defer release()
+	// The archive being written must not archive itself, however the
+	// caller's path led into the directory (bind mounts, hard links).
+	var self os.FileInfo
+	if f, ok := w.(*os.File); ok {
+		self, _ = f.Stat()
+	}
 	m := &Manifest{Format: ManifestFormat, Version: ManifestVersion, Created: time.Now().UTC(), SourceDir: dataDir, Files: []ManifestFile{}, Dirs: []string{}}
 	m.Host, _ = os.Hostname()
 	gz := gzip.NewWriter(w)
@@ -202,6 +234,8 @@ func Backup(dataDir string, w io.Writer) (*Manifest, error) {
 			return fmt.Errorf("%s is not a regular file or directory; a data directory holds only those", p)
 		case d.Name() == "LOCK":
 			// Process state of the database that held it, not data.
+			return nil
+		case self != nil && os.SameFile(self, info):
 			return nil
 		}
 		return addFile(tw, m, p, name, info)
@@ -266,15 +300,29 @@ func RestoreFile(in, dataDir string) (*Manifest, error) {
 const maxManifestBytes = 256 << 20
 
 // Restore unpacks a backup into dataDir, which must not exist or be empty.
-// It unpacks into a directory beside dataDir first and moves it into place
-// only once every file matches the manifest, so a damaged or partial
-// archive leaves nothing behind.
-func Restore(r io.Reader, dataDir string) (*Manifest, error) {
+// The manifest is the archive's last entry, and nothing may be written
+// before it is known: an archive whose entries do not match it (a damaged
+// one, or a few megabytes of gzip that inflate to gigabytes) must be
+// refused at its first wrong entry, not after filling the disk. So Restore
+// reads r twice: once to the end for the manifest, writing nothing, then
+// again from the start to unpack, checking each entry's name and size
+// against the manifest before writing it and its checksum right after. It
+// unpacks into a directory beside dataDir and moves it into place only once
+// every file matched, so a damaged or partial archive leaves nothing
+// behind.
+func Restore(r io.ReadSeeker, dataDir string) (*Manifest, error) {
 	dataDir = filepath.Clean(dataDir)
 	if entries, err := os.ReadDir(dataDir); err == nil && len(entries) > 0 {
 		return nil, fmt.Errorf("%s is not empty; restore only into a new or empty directory", dataDir)
 	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, err
+	}
+	m, raw, err := readManifest(r)
+	if err != nil {
+		return nil, fmt.Errorf("restore: %w", err)
+	}
+	if _, err := r.Seek(0, io.SeekStart); err != nil {
+		return nil, fmt.Errorf("restore: rewind the archive: %w", err)
 	}
 	parent := filepath.Dir(dataDir)
 	if err := os.MkdirAll(parent, 0o750); err != nil {
@@ -290,8 +338,7 @@ func Restore(r io.Reader, dataDir string) (*Manifest, error) {
 			os.RemoveAll(staging)
 		}
 	}()
-	m, err := unpack(r, staging)
-	if err != nil {
+	if err := unpack(r, staging, m, raw); err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
 	}
 	if exists(dataDir) {
@@ -306,85 +353,148 @@ func Restore(r io.Reader, dataDir string) (*Manifest, error) {
 	return m, nil
 }
 
-type unpacked struct {
-	size int64
-	sum  string
-}
-
-func unpack(r io.Reader, dir string) (*Manifest, error) {
+// readManifest reads the whole archive without writing anything, checks
+// its shape (safe names, only files and directories, the manifest last)
+// and returns the manifest, checked for consistency, with its bytes.
+func readManifest(r io.Reader) (*Manifest, []byte, error) {
 	gz, err := gzip.NewReader(r)
 	if err != nil {
-		return nil, fmt.Errorf("not a gzip archive: %w", err)
+		return nil, nil, fmt.Errorf("not a gzip archive: %w", err)
 	}
 	defer gz.Close()
 	tr := tar.NewReader(gz)
-	files := map[string]unpacked{}
-	var m *Manifest
+	var raw []byte
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			return nil, fmt.Errorf("read archive: %w", err)
+			return nil, nil, fmt.Errorf("read archive: %w", err)
 		}
-		if m != nil {
-			return nil, fmt.Errorf("archive has %s after the manifest; it is not a Herald backup", hdr.Name)
+		if raw != nil {
+			return nil, nil, fmt.Errorf("archive has %s after the manifest; it is not a Herald backup", hdr.Name)
 		}
 		name, err := entryName(hdr.Name)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		switch {
 		case name == ManifestName && hdr.Typeflag == tar.TypeReg:
 			if hdr.Size > maxManifestBytes {
-				return nil, fmt.Errorf("manifest of %d bytes is implausibly large", hdr.Size)
+				return nil, nil, fmt.Errorf("manifest of %d bytes is implausibly large", hdr.Size)
 			}
-			b, err := io.ReadAll(io.LimitReader(tr, maxManifestBytes))
-			if err != nil {
-				return nil, fmt.Errorf("read manifest: %w", err)
+			if raw, err = io.ReadAll(io.LimitReader(tr, maxManifestBytes)); err != nil {
+				return nil, nil, fmt.Errorf("read manifest: %w", err)
 			}
-			m = &Manifest{}
-			if err := json.Unmarshal(b, m); err != nil {
-				return nil, fmt.Errorf("manifest: %w", err)
-			}
-		case hdr.Typeflag == tar.TypeDir:
-			if err := os.MkdirAll(filepath.Join(dir, filepath.FromSlash(name)), 0o750); err != nil {
-				return nil, err
-			}
-		case hdr.Typeflag == tar.TypeReg:
-			if _, dup := files[name]; dup {
-				return nil, fmt.Errorf("archive holds %s twice", name)
-			}
-			u, err := writeEntry(tr, filepath.Join(dir, filepath.FromSlash(name)), hdr)
-			if err != nil {
-				return nil, fmt.Errorf("unpack %s: %w", name, err)
-			}
-			files[name] = u
+		case hdr.Typeflag == tar.TypeDir, hdr.Typeflag == tar.TypeReg:
 		default:
-			return nil, fmt.Errorf("archive entry %s has type %q; a Herald backup holds only files and directories", hdr.Name, hdr.Typeflag)
+			return nil, nil, fmt.Errorf("archive entry %s has type %q; a Herald backup holds only files and directories", hdr.Name, hdr.Typeflag)
 		}
 	}
-	if m == nil {
-		return nil, fmt.Errorf("the archive has no %s: it is not a Herald backup, or it was cut off", ManifestName)
+	if raw == nil {
+		return nil, nil, fmt.Errorf("the archive has no %s: it is not a Herald backup, or it was cut off", ManifestName)
+	}
+	m := &Manifest{}
+	if err := json.Unmarshal(raw, m); err != nil {
+		return nil, nil, fmt.Errorf("manifest: %w", err)
 	}
 	if m.Format != ManifestFormat || m.Version != ManifestVersion {
-		return nil, fmt.Errorf("manifest says format %q version %d; this build reads %q version %d", m.Format, m.Version, ManifestFormat, ManifestVersion)
+		return nil, nil, fmt.Errorf("manifest says format %q version %d; this build reads %q version %d", m.Format, m.Version, ManifestFormat, ManifestVersion)
 	}
+	var total int64
+	seen := make(map[string]bool, len(m.Files))
 	for _, f := range m.Files {
-		u, ok := files[f.Path]
-		switch {
-		case !ok:
-			return nil, fmt.Errorf("%s is in the manifest but not in the archive", f.Path)
-		case u.size != f.Size || u.sum != f.SHA256:
-			return nil, fmt.Errorf("%s does not match the manifest (size %d, want %d; checksum %s, want %s): the archive is damaged", f.Path, u.size, f.Size, u.sum, f.SHA256)
+		if name, err := entryName(f.Path); err != nil || name == ManifestName {
+			return nil, nil, fmt.Errorf("manifest lists the unusable path %q", f.Path)
 		}
-		delete(files, f.Path)
+		if seen[f.Path] {
+			return nil, nil, fmt.Errorf("manifest lists %s twice", f.Path)
+		}
+		seen[f.Path] = true
+		if f.Size < 0 || f.Size > m.Bytes-total {
+			return nil, nil, fmt.Errorf("manifest lists %s with %d bytes, more than the %d bytes it says the backup holds", f.Path, f.Size, m.Bytes)
+		}
+		total += f.Size
 	}
-	for name := range files {
-		return nil, fmt.Errorf("%s is in the archive but not in the manifest", name)
+	if total != m.Bytes {
+		return nil, nil, fmt.Errorf("manifest files add up to %d bytes, not the %d it says: it is damaged", total, m.Bytes)
 	}
-	return m, nil
+	return m, raw, nil
+}
+
+// unpack writes the archive's files and directories into dir, refusing it
+// at the first entry that m does not list with that size, and at the first
+// file whose checksum differs. raw is the manifest as read before: the
+// archive must not have changed since.
+func unpack(r io.Reader, dir string, m *Manifest, raw []byte) error {
+	gz, err := gzip.NewReader(r)
+	if err != nil {
+		return fmt.Errorf("not a gzip archive: %w", err)
+	}
+	defer gz.Close()
+	tr := tar.NewReader(gz)
+	want := make(map[string]ManifestFile, len(m.Files))
+	for _, f := range m.Files {
+		want[f.Path] = f
+	}
+	written := int64(0)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			return fmt.Errorf("the archive has no %s any more: it changed during the restore", ManifestName)
+		}
+		if err != nil {
+			return fmt.Errorf("read archive: %w", err)
+		}
+		name, err := entryName(hdr.Name)
+		if err != nil {
+			return err
+		}
+		switch {
+		case name == ManifestName && hdr.Typeflag == tar.TypeReg:
+			b, err := io.ReadAll(io.LimitReader(tr, maxManifestBytes))
+			if err != nil {
+				return fmt.Errorf("read manifest: %w", err)
+			}
+			if !bytes.Equal(b, raw) {
+				return fmt.Errorf("the manifest changed during the restore")
+			}
+			for _, f := range m.Files {
+				if _, left := want[f.Path]; left {
+					return fmt.Errorf("%s is in the manifest but not in the archive", f.Path)
+				}
+			}
+			return nil
+		case hdr.Typeflag == tar.TypeDir:
+			if err := os.MkdirAll(filepath.Join(dir, filepath.FromSlash(name)), 0o750); err != nil {
+				return err
+			}
+		case hdr.Typeflag == tar.TypeReg:
+			f, ok := want[name]
+			switch {
+			case !ok && slices.ContainsFunc(m.Files, func(f ManifestFile) bool { return f.Path == name }):
+				return fmt.Errorf("archive holds %s twice", name)
+			case !ok:
+				return fmt.Errorf("%s is in the archive but not in the manifest", name)
+			case hdr.Size != f.Size:
+				return fmt.Errorf("%s is %d bytes in the archive but %d in the manifest: the archive is damaged", name, hdr.Size, f.Size)
+			case f.Size > m.Bytes-written:
+				return fmt.Errorf("%s would take the restore past the %d bytes the manifest says the backup holds", name, m.Bytes)
+			}
+			delete(want, name)
+			u, err := writeEntry(io.LimitReader(tr, f.Size), filepath.Join(dir, filepath.FromSlash(name)), hdr)
+			if err != nil {
+				return fmt.Errorf("unpack %s: %w", name, err)
+			}
+			written += u.size
+			if u.size != f.Size || u.sum != f.SHA256 {
+				return fmt.Errorf("%s does not match the manifest (size %d, want %d; checksum %s, want %s): the archive is damaged", name, u.size, f.Size, u.sum, f.SHA256)
+			}
+		default:
+			return fmt.Errorf("archive entry %s has type %q; a Herald backup holds only files and directories", hdr.Name, hdr.Typeflag)
+		}
+	}
 }
 
 // entryName cleans an archive path and refuses one that would land outside
@@ -397,6 +507,12 @@ func entryName(raw string) (string, error) {
 		return "", fmt.Errorf("archive entry %q has an unsafe path; it is not a Herald backup", raw)
 	}
 	return clean, nil
+}
+
+// unpacked is what writeEntry wrote: its size and SHA-256.
+type unpacked struct {
+	size int64
+	sum  string
 }
 
 func writeEntry(r io.Reader, p string, hdr *tar.Header) (unpacked, error) {

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"encoding/json"
 	"io"
 	"os"
 	"path/filepath"
@@ -211,4 +212,177 @@ func TestAdminRestoreRefusesDamagedArchives(t *testing.T) {
 			t.Errorf("%s: a failed restore left %v behind", name, left)
 		}
 	}
+}
+
+// The inside-the-data-directory check resolves symlinks: an --out through
+// a link into the data directory is refused before anything is written.
+func TestAdminBackupRefusesOutThroughSymlink(t *testing.T) {
+	dir := fakeDataDir(t)
+	before := tree(t, dir)
+	links := t.TempDir()
+	for name, target := range map[string]string{"to-data": dir, "to-state": filepath.Join(dir, "state")} {
+		link := filepath.Join(links, name)
+		if err := os.Symlink(target, link); err != nil {
+			t.Fatal(err)
+		}
+		_, err := admin.BackupFile(dir, filepath.Join(link, "b.tar.gz"))
+		if err == nil || !strings.Contains(err.Error(), "must not be inside the data directory") {
+			t.Errorf("backup to %s/b.tar.gz (a link to %s): %v, want a refusal", name, target, err)
+		}
+	}
+	for name := range tree(t, dir) {
+		if _, ok := before[name]; !ok {
+			t.Errorf("the refused backups left %s in the data directory", name)
+		}
+	}
+}
+
+// An archive written into the data directory it backs up leaves itself out.
+func TestAdminBackupLeavesOutItsOwnFile(t *testing.T) {
+	dir := fakeDataDir(t)
+	f, err := os.Create(filepath.Join(dir, "own.tar.gz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m, err := admin.Backup(dir, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range m.Files {
+		if mf.Path == "own.tar.gz" {
+			t.Fatalf("the archive lists itself: %+v", mf)
+		}
+	}
+}
+
+// A data directory reached through a symlink is backed up whole.
+func TestAdminBackupThroughSymlinkedDataDir(t *testing.T) {
+	dir := fakeDataDir(t)
+	link := filepath.Join(t.TempDir(), "data-link")
+	if err := os.Symlink(dir, link); err != nil {
+		t.Fatal(err)
+	}
+	direct, err := admin.Backup(dir, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	linked, err := admin.BackupFile(link, filepath.Join(t.TempDir(), "b.tar.gz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(linked.Files) != len(direct.Files) || linked.Bytes != direct.Bytes {
+		t.Fatalf("backup through a link: %d files, %d bytes; directly: %d files, %d bytes",
+			len(linked.Files), linked.Bytes, len(direct.Files), direct.Bytes)
+	}
+}
+
+// stagingWatcher is an archive reader that, on every read, measures the
+// bytes a restore has written so far beside its target, so a test sees
+// what an archive made the restore write before it was refused.
+type stagingWatcher struct {
+	*bytes.Reader
+	parent  string
+	maxSeen int64
+}
+
+func (w *stagingWatcher) Read(p []byte) (int, error) {
+	var n int64
+	_ = filepath.WalkDir(w.parent, func(_ string, d os.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if info, err := d.Info(); err == nil {
+				n += info.Size()
+			}
+		}
+		return nil
+	})
+	w.maxSeen = max(w.maxSeen, n)
+	return w.Reader.Read(p)
+}
+
+// An archive entry that disagrees with the manifest is refused before it
+// is written, not after: a few kilobytes of gzip that inflate to 32 MiB
+// must not put 32 MiB on the disk.
+func TestAdminRestoreChecksEntriesBeforeWriting(t *testing.T) {
+	var good bytes.Buffer
+	if _, err := admin.Backup(fakeDataDir(t), &good); err != nil {
+		t.Fatal(err)
+	}
+	const bomb = 32 << 20
+	inflate := func(target string) []byte {
+		return rewrite(t, good.Bytes(), func(h *tar.Header, b []byte) ([]byte, bool) {
+			if h.Name == target {
+				b = make([]byte, bomb)
+			}
+			return b, true
+		})
+	}
+	// An extra entry, with the original manifest after it.
+	extra := rewrite(t, good.Bytes(), func(h *tar.Header, b []byte) ([]byte, bool) { return b, h.Name != admin.ManifestName },
+		func(tw *tar.Writer) {
+			tw.WriteHeader(&tar.Header{Name: "state/huge", Typeflag: tar.TypeReg, Mode: 0o644, Size: bomb})
+			tw.Write(make([]byte, bomb))
+			m := manifestOf(t, good.Bytes())
+			tw.WriteHeader(&tar.Header{Name: admin.ManifestName, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(m))})
+			tw.Write(m)
+		})
+	for name, tc := range map[string]struct {
+		archive []byte
+		want    string
+	}{
+		"file inflated":                 {inflate("state/000001.sst"), "33554432 bytes in the archive but 5000 in the manifest"},
+		"file not in the manifest":      {extra, "state/huge is in the archive but not in the manifest"},
+		"manifest files over its total": {withManifest(t, good.Bytes(), func(m *admin.Manifest) { m.Files[0].Size = bomb }), "more than the"},
+		"manifest total over its files": {withManifest(t, good.Bytes(), func(m *admin.Manifest) { m.Bytes++ }), "add up to"},
+		"manifest lists a file twice":   {withManifest(t, good.Bytes(), func(m *admin.Manifest) { m.Files = append(m.Files, m.Files[0]) }), "twice"},
+		"manifest lists an unsafe path": {withManifest(t, good.Bytes(), func(m *admin.Manifest) { m.Files[0].Path = "../x" }), "unusable path"},
+	} {
+		if len(tc.archive) > 1<<20 {
+			t.Fatalf("%s: the archive is %d bytes; it should be small", name, len(tc.archive))
+		}
+		parent := t.TempDir()
+		w := &stagingWatcher{Reader: bytes.NewReader(tc.archive), parent: parent}
+		_, err := admin.Restore(w, filepath.Join(parent, "data"))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error about %q", name, err, tc.want)
+		}
+		if w.maxSeen > 1<<20 {
+			t.Errorf("%s: the restore wrote %d bytes before it refused the archive", name, w.maxSeen)
+		}
+		if left, _ := os.ReadDir(parent); len(left) != 0 {
+			t.Errorf("%s: a failed restore left %v behind", name, left)
+		}
+	}
+}
+
+// manifestOf returns the manifest entry of an archive.
+func manifestOf(t *testing.T, archive []byte) []byte {
+	t.Helper()
+	var m []byte
+	rewrite(t, archive, func(h *tar.Header, b []byte) ([]byte, bool) {
+		if h.Name == admin.ManifestName {
+			m = b
+		}
+		return b, true
+	})
+	return m
+}
+
+// withManifest rewrites an archive's manifest.
+func withManifest(t *testing.T, archive []byte, edit func(*admin.Manifest)) []byte {
+	t.Helper()
+	return rewrite(t, archive, func(h *tar.Header, b []byte) ([]byte, bool) {
+		if h.Name == admin.ManifestName {
+			var m admin.Manifest
+			if err := json.Unmarshal(b, &m); err != nil {
+				t.Fatal(err)
+			}
+			edit(&m)
+			var err error
+			if b, err = json.Marshal(m); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return b, true
+	})
 }

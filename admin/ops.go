@@ -74,19 +74,25 @@ func activeOthers(st *multiraft.ClusterState, id string) int {
 	return n
 }
 
-// leaveChecks finds the node and refuses a decommission or remove that
-// cannot finish.
-func leaveChecks(st *multiraft.ClusterState, id string) (*multiraft.NodeInfo, error) {
+// leavingNode finds the node a decommission or remove is about.
+func leavingNode(st *multiraft.ClusterState, id string) (*multiraft.NodeInfo, error) {
 	n := st.Nodes[id]
 	if n == nil {
 		return nil, notFound("node_not_found", "node %q is not in the cluster (nodes: %v): it never joined, or its decommission or removal has finished",
 			id, st.NodeIDs())
 	}
+	return n, nil
+}
+
+// capacityCheck refuses a decommission or remove that cannot finish for
+// want of nodes. It comes after the checks that say the request is wrong in
+// itself, since adding a node would not make those succeed.
+func capacityCheck(st *multiraft.ClusterState, id string) error {
 	if held := len(st.GroupsOf(id)); held > 0 && activeOthers(st, id) < st.Replication {
-		return nil, conflict("not_enough_nodes", "node %s holds %d replicas and the other %d active nodes cannot take them with %d replicas per group; add a node first",
+		return conflict("not_enough_nodes", "node %s holds %d replicas and the other %d active nodes cannot take them with %d replicas per group; add a node first",
 			id, held, activeOthers(st, id), st.Replication)
 	}
-	return n, nil
+	return nil
 }
 
 func (s *server) decommission(w http.ResponseWriter, r *http.Request) error {
@@ -105,7 +111,10 @@ func (s *server) decommission(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if _, err := leaveChecks(st, id); err != nil {
+	if _, err := leavingNode(st, id); err != nil {
+		return err
+	}
+	if err := capacityCheck(st, id); err != nil {
 		return err
 	}
 	total := len(st.GroupsOf(id))
@@ -144,7 +153,7 @@ func (s *server) removeNode(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	n, err := leaveChecks(st, id)
+	n, err := leavingNode(st, id)
 	if err != nil {
 		return err
 	}
@@ -154,6 +163,9 @@ func (s *server) removeNode(w http.ResponseWriter, r *http.Request) error {
 	held := len(st.GroupsOf(id))
 	if held > 0 && s.alive(ctx, n.PeerAddr) {
 		return conflict("node_alive", "node %s is running and holds %d replicas: decommission it instead (its replicas move while it serves), or stop it first", id, held)
+	}
+	if err := capacityCheck(st, id); err != nil {
+		return err
 	}
 	job, err := s.jobs.start(JobRemove, id, timeout, func(ctx context.Context, p progress) error {
 		return s.runDecommission(ctx, p, id, held, "if its process still runs, stop it; do not start it again on its data")
@@ -299,6 +311,9 @@ func (s *server) moveReplica(w http.ResponseWriter, r *http.Request) error {
 	if err := checkGroup(st, g); err != nil {
 		return err
 	}
+	if st.Nodes[req.From] == nil {
+		return notFound("node_not_found", "node %q is not in the cluster (nodes: %v)", req.From, st.NodeIDs())
+	}
 	to := st.Nodes[req.To]
 	if to == nil {
 		return notFound("node_not_found", "node %q is not in the cluster (nodes: %v)", req.To, st.NodeIDs())
@@ -307,9 +322,11 @@ func (s *server) moveReplica(w http.ResponseWriter, r *http.Request) error {
 	hasFrom, hasTo := slices.Contains(cur, req.From), slices.Contains(cur, req.To)
 	switch {
 	case !hasFrom && hasTo:
-		// Done before: answer as if it had just been done.
-		writeJSON(w, http.StatusOK, s.report(r, g))
-		return nil
+		// A finished move and a mistyped --from look the same here, and
+		// answering the mistake with success would tell the operator a
+		// replica moved that never existed.
+		return conflict("not_a_replica", "node %s holds no replica of group %d (replicas: %v); %s holds one, so if this repeats a move whose answer was lost, that move is done",
+			req.From, g, cur, req.To)
 	case !hasFrom:
 		return conflict("not_a_replica", "node %s holds no replica of group %d (replicas: %v)", req.From, g, cur)
 	case hasTo && len(cur) <= st.Replication:

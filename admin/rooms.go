@@ -18,18 +18,8 @@ const roomTimeout = 10 * time.Second
 // roomGroup validates a room name from the path and finds its group.
 func (s *server) roomGroup(r *http.Request) (string, uint64, error) {
 	room := r.PathValue("room")
-	switch {
-	case room == "":
-		return "", 0, badRequest("the room name is empty")
-	case len(room) > fsm.MaxRoomBytes:
-		return "", 0, badRequest("the room name is %d bytes; the limit is %d", len(room), fsm.MaxRoomBytes)
-	case !utf8.ValidString(room):
-		return "", 0, badRequest("the room name is not valid UTF-8")
-	}
-	for _, c := range room {
-		if c < 0x20 || c == 0x7f {
-			return "", 0, badRequest("the room name %q contains a control character", room)
-		}
+	if err := fsm.CheckRoomName(room); err != nil {
+		return "", 0, badRequest("%s", err)
 	}
 	g := s.host.GroupForKey(room)
 	if g == 0 {

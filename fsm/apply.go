@@ -51,8 +51,10 @@ func invalid(format string, args ...any) *Result {
 	return &Result{Err: fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...)}
 }
 
-// checkName validates a room or member name: non-empty UTF-8 without
-// control characters, so it prints and keys safely everywhere.
+// checkName validates a room or member name: non-empty UTF-8 without C0
+// control characters or DEL, so it prints and keys safely everywhere. It is
+// part of the replicated behaviour and must not tighten; the entry points
+// refuse more (CheckRoomName).
 func checkName(what, s string) error {
 	if s == "" {
 		return fmt.Errorf("%w: %s name is empty", ErrInvalid, what)

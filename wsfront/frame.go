@@ -166,11 +166,8 @@ func checkRoom(room string) *protoError {
 	if room == "" {
 		return badRequest("missing room")
 	}
-	if len(room) > fsm.MaxRoomBytes {
-		return badRequest("room name is %d bytes; at most %d", len(room), fsm.MaxRoomBytes)
-	}
-	if !validText(room) {
-		return badRequest("room name must be UTF-8 without control characters")
+	if err := fsm.CheckRoomName(room); err != nil {
+		return badRequest("%s", err)
 	}
 	return nil
 }

@@ -151,6 +151,10 @@ func TestBadInputKeepsSocketUsable(t *testing.T) {
 	expect(`{"id":8,"op":"publish","room":"r"}`, "bad_request")
 	expect(`{"id":9,"op":"publish","room":"","data":1}`, "bad_request")
 	expect(`{"id":10,"op":"publish","room":"a\u0001b","data":1}`, "bad_request")
+	expect(`{"id":10,"op":"publish","room":"a\u007fb","data":1}`, "bad_request")
+	expect(`{"id":10,"op":"join","room":"a\u0085b"}`, "bad_request")
+	expect(`{"id":10,"op":"subscribe","room":"a\u0080"}`, "bad_request")
+	expect(`{"id":10,"op":"publish","room":"\u009fb","data":1}`, "bad_request")
 	expect(`{"id":11,"op":"history","room":"r","from_seq":-1}`, "bad_request")
 	expect(`{"id":12,"op":"history","room":"r","limit":5000}`, "bad_request")
 	expect(`{"id":13,"op":"history","room":"r","consistency":"eventual"}`, "bad_request")
@@ -251,6 +255,23 @@ func TestTokensAndPermissions(t *testing.T) {
 	if r := n.call("history", obj{"room": "team-red"}); errCode(r) != "forbidden" {
 		t.Fatalf("read without permission: %v", r)
 	}
+}
+
+// A token a little past its exp, inside the leeway, passes auth and then
+// works for requests too, instead of "token expired" on each of them.
+func TestTokenInLeewayWorksAfterAuth(t *testing.T) {
+	secret := make([]byte, 32)
+	_, _ = rand.Read(secret)
+	c := testcluster.Start(t, testcluster.Options{Nodes: 1, Auth: &auth.Config{HMACSecret: secret, Leeway: 30 * time.Second}})
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "alice",
+		"exp": time.Now().Add(-10 * time.Second).Unix(), "herald": obj{"rooms": []string{"*"}}}).SignedString(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := dialWS(t, c.URL(0))
+	s.mustOK(s.call("auth", obj{"token": tok}))
+	s.mustOK(s.call("publish", obj{"room": "r", "data": 1}))
+	s.mustOK(s.call("history", obj{"room": "r"}))
 }
 
 // A graceful close tells sockets 1001, and the node's joins are left.

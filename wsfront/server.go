@@ -114,7 +114,9 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// Handle adds an HTTP endpoint on the client port (admin API, pages).
+// Handle adds an HTTP endpoint on the client port (admin API, pages). Add
+// endpoints before Serve (herald.Config.Mount is the place): one added
+// later answers 404 to the requests that come first.
 func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
 
 // Serve accepts connections on l until Shutdown; it returns

@@ -183,6 +183,7 @@ func TestAdminCLI(t *testing.T) {
 		{[]string{"groups", "show", "9"}, 1, "group_not_found"},
 		{[]string{"nodes", "decommission"}, 2, "exactly one argument"},
 		{[]string{"nodes", "remove", "n2"}, 1, "node_alive"},
+		{[]string{"groups", "move", "1", "--from", "n99", "--to", gs.Leader}, 1, "node_not_found"},
 		{[]string{"rooms", "config", room}, 2, "at least one of"},
 		{[]string{"backup", "--out", "x"}, 2, "needs --data-dir"},
 	} {

@@ -85,14 +85,12 @@ func runDev(c *cli.Context) error {
 			LeaseTTL:    5 * time.Second,
 			StopTimeout: 10 * time.Second,
 			Logger:      logger,
+			Mount:       func(n *herald.Node) { mountAdmin(n, "", true, true, logger) },
 		})
 	}
 	out := c.App.Writer
 	fmt.Fprintf(out, "starting a 3-node Herald cluster (data in %s)...\n", dir)
 	return runNodes(c.Context, logger, cfgs, func(nodes []*herald.Node) {
-		for _, n := range nodes {
-			mountAdmin(n, "", true, true, logger)
-		}
 		fmt.Fprintf(out, "\nHerald dev cluster is up:\n")
 		for i, n := range nodes {
 			fmt.Fprintf(out, "  node n%d  websocket %s   http %s\n", i+1, n.WebsocketURL(), n.URL())

@@ -453,3 +453,50 @@ func portsFree(ports ...int) bool {
 	}
 	return true
 }
+
+// The admin API is on the client port from the moment the port answers,
+// not only once the node has joined its cluster: here the node's peers
+// never start, so its start never finishes, and an API mounted after the
+// start would answer 404 for as long as it waits.
+func TestServeMountsAdminBeforeListening(t *testing.T) {
+	dir := t.TempDir()
+	ports := freePorts(t, 4)
+	var boot []string
+	for i := range 3 {
+		boot = append(boot, fmt.Sprintf("n%d=127.0.0.1:%d", i+1, ports[1+i]))
+	}
+	base := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
+	p := startProc(t, "serve", "--insecure-auth", "--groups", "2", "--admin-token", "secret", "--log-level", "warn",
+		"--node-id", "n1", "--data-dir", filepath.Join(dir, "n1"),
+		"--client-addr", fmt.Sprintf("127.0.0.1:%d", ports[0]), "--peer-addr", fmt.Sprintf("127.0.0.1:%d", ports[1]),
+		"--bootstrap", strings.Join(boot, ","))
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := http.Get(base + "/healthz")
+		if err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the client port did not answer /healthz within a minute: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	req, _ := http.NewRequest("GET", base+"/admin/v1/status?timeout=1s", nil)
+	req.Header.Set("Authorization", "Bearer secret")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode == http.StatusNotFound || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
+		t.Fatalf("admin API while the node waits for its cluster: %d %s %s, want the API's JSON answer",
+			resp.StatusCode, resp.Header.Get("Content-Type"), body)
+	}
+	t.Logf("admin API while the node waits for its cluster: %d %s", resp.StatusCode, body)
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	p.wait(t, 30*time.Second)
+}

@@ -131,9 +131,8 @@ func serveCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			return runNodes(c.Context, logger, []herald.Config{cfg}, func(nodes []*herald.Node) {
-				mountAdmin(nodes[0], adminToken, false, c.Bool("pprof"), logger)
-			}, nil)
+			cfg.Mount = func(n *herald.Node) { mountAdmin(n, adminToken, false, c.Bool("pprof"), logger) }
+			return runNodes(c.Context, logger, []herald.Config{cfg}, nil, nil)
 		},
 	}
 }
@@ -486,7 +485,7 @@ func runNodes(parent context.Context, logger *slog.Logger, cfgs []herald.Config,
 }
 
 // mountAdmin adds the admin API (and the profiler, when asked) to a node's
-// client port.
+// client port. It runs as the node's Config.Mount, before the port opens.
 func mountAdmin(n *herald.Node, token string, allowNoToken, withPprof bool, logger *slog.Logger) {
 	h := admin.Handler(n, admin.Options{Token: token, AllowNoToken: allowNoToken, Logger: logger})
 	n.Front().Handle("/admin/v1/", h)

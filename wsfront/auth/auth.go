@@ -39,7 +39,8 @@ type Config struct {
 	// valid forever.
 	RequireExpiry bool
 	// Leeway is the clock skew allowed between the issuer and this node
-	// when checking "exp", "nbf" and "iat".
+	// when checking "exp", "nbf" and "iat". A token is valid until its exp
+	// plus Leeway, at auth and on every later request alike.
 	Leeway time.Duration
 	// Insecure accepts a bare user name without a token and grants it every
 	// action on every room. Local development only.
@@ -79,6 +80,7 @@ type Verifier struct {
 	// public key's bytes for a secret.
 	methods []string
 	options []jwt.ParserOption
+	leeway  time.Duration
 }
 
 var (
@@ -93,7 +95,7 @@ func New(cfg Config) (*Verifier, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	v := &Verifier{insecure: cfg.Insecure}
+	v := &Verifier{insecure: cfg.Insecure, leeway: cfg.Leeway}
 	if len(cfg.HMACSecret) > 0 {
 		v.hmacSecret = bytes.Clone(cfg.HMACSecret)
 		v.methods = append(v.methods, hmacMethods...)
@@ -157,7 +159,7 @@ func (v *Verifier) Token(token string) (*Identity, error) {
 		}
 		return nil, fmt.Errorf("%w: %w", ErrUnauthorized, err)
 	}
-	id := &Identity{}
+	id := &Identity{leeway: v.leeway}
 	if id.User, err = subject(claims); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUnauthorized, err)
 	}

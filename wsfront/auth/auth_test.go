@@ -279,9 +279,15 @@ func TestTimeClaims(t *testing.T) {
 		t.Errorf("expiry error does not wrap jwt.ErrTokenExpired: %v", err)
 	}
 	refuse(t, strict, hs256(t, claims("exp", -10*time.Second)), "expired")
+	// A token accepted thanks to the leeway stays valid for the leeway,
+	// so that auth and the requests after it agree.
 	id := accept(t, lenient, hs256(t, claims("exp", -10*time.Second)))
-	if !id.Expired(now) {
-		t.Errorf("a token past its exp, accepted thanks to leeway, is not Expired")
+	exp := id.Expires
+	if id.Expired(now) || id.Expired(exp.Add(time.Minute-time.Nanosecond)) {
+		t.Errorf("a token accepted thanks to the leeway is Expired within it")
+	}
+	if !id.Expired(exp.Add(time.Minute)) {
+		t.Errorf("a token is not Expired at exp + leeway")
 	}
 	refuse(t, lenient, hs256(t, claims("exp", -2*time.Minute)), "expired")
 

@@ -19,8 +19,9 @@
 //   - "sub" names the user: required, 1 to 256 bytes of UTF-8 without
 //     control characters.
 //   - "exp", "nbf" and "iat" are checked with the configured leeway. "exp"
-//     is optional unless Config.RequireExpiry is set; a connection should
-//     end when Identity.Expired says so.
+//     is optional unless Config.RequireExpiry is set. Identity.Expired uses
+//     the same leeway, so a token is good until exp + leeway both when it
+//     is presented and on every request made with it afterwards.
 //   - "iss" must equal Config.Issuer and "aud" must contain Config.Audience
 //     when those are set.
 //   - "herald" holds the room grants. "join", "publish" and "read" each list

@@ -48,8 +48,11 @@ const (
 // it without locking.
 type Identity struct {
 	User    string
-	Expires time.Time // zero: no expiry
+	Expires time.Time // the token's "exp"; zero: no expiry
 
+	// leeway is the verifier's allowance for clock skew, kept so that the
+	// token is valid for the same span on every request as at auth.
+	leeway time.Duration
 	grants [actionCount]grant
 }
 
@@ -62,14 +65,15 @@ func (id *Identity) Can(a Action, room string) bool {
 	return id.grants[a-1].matches(room)
 }
 
-// Expired reports whether the identity's token has expired at now, with no
-// leeway: the leeway forgives clock skew when a token is first presented,
-// not a connection outliving its token.
+// Expired reports whether the identity's token has expired at now: at
+// Expires plus the verifier's leeway, the same instant from which Token
+// refuses it. Without the leeway here a token a few seconds past its exp
+// would pass auth and then fail every request.
 func (id *Identity) Expired(now time.Time) bool {
 	if id == nil {
 		return true
 	}
-	return !id.Expires.IsZero() && !now.Before(id.Expires)
+	return !id.Expires.IsZero() && !now.Before(id.Expires.Add(id.leeway))
 }
 
 // grant is the compiled set of room patterns for one action.
