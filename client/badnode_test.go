@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -21,6 +22,10 @@ import (
 type badNode struct {
 	gws.BuiltinEventHandler
 	reply func(conn *gws.Conn, req map[string]any)
+	// maxPayload, if set, is the largest frame the node reads; a bigger
+	// one closes the socket with 1009. The node tells no limits at auth,
+	// as nodes before the auth reply's limits did not.
+	maxPayload int
 
 	mu   sync.Mutex
 	reqs []map[string]any
@@ -62,7 +67,7 @@ func jsonString(v any) string {
 }
 
 func startBadNode(t *testing.T, n *badNode) string {
-	up := gws.NewUpgrader(n, &gws.ServerOption{SubProtocols: []string{"herald.v1"}})
+	up := gws.NewUpgrader(n, &gws.ServerOption{SubProtocols: []string{"herald.v1"}, ReadMaxPayloadSize: n.maxPayload})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		conn, err := up.Upgrade(w, r)
 		if err != nil {
@@ -131,5 +136,73 @@ func TestBadFramesFromNode(t *testing.T) {
 	}
 	if cl.Node() != "bad" {
 		t.Fatalf("the client left the node: %q", cl.Node())
+	}
+}
+
+// A frame the node closes the socket for (1009, over its hard limit) fails
+// its request with too_large instead of being sent again on every new
+// socket: a node that does not tell its limits at auth cannot be checked
+// against beforehand, so the close is the only answer the client gets.
+// That holds whether the close comes after the frame was written (small)
+// or while it is still being written (megabytes).
+func TestFrameClosedWith1009IsNotResent(t *testing.T) {
+	n := &badNode{maxPayload: 4096}
+	n.reply = func(conn *gws.Conn, req map[string]any) {
+		if req["op"] == "publish" {
+			send(conn, `{"id":`+jsonString(req["id"])+`,"ok":true,"seq":1,"epoch":"1"}`)
+		}
+	}
+	url := startBadNode(t, n)
+	var mu sync.Mutex
+	var closes []uint16
+	cl := dialOpts(t, client.Options{URLs: []string{url}, User: "alice", OnState: func(s client.StateChange) {
+		if s.State == client.Disconnected {
+			mu.Lock()
+			closes = append(closes, s.CloseCode)
+			mu.Unlock()
+		}
+	}})
+	publish := func(ctx context.Context, size int) error {
+		t.Helper()
+		done := make(chan error, 1)
+		go func() {
+			_, err := cl.Publish(ctx, "r", strings.Repeat("x", size))
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(10 * time.Second):
+			mu.Lock()
+			defer mu.Unlock()
+			t.Fatalf("publish of %d bytes still going after 10s; sockets closed with %v", size, closes)
+			return nil
+		}
+	}
+
+	for i, size := range []int{5 * 4096, 8 << 20, 20 << 20} {
+		err := publish(context.Background(), size)
+		var he *client.Error
+		if !errors.As(err, &he) || he.Code != client.CodeTooLarge || he.Retryable {
+			t.Fatalf("publish of %d bytes: %v, want too_large", size, err)
+		}
+		// The client reconnects, for its other requests, and sends
+		// nothing more of the oversized publish.
+		if err := publish(timeout(t, 10*time.Second), 10); err != nil {
+			t.Fatalf("publish after the %d bytes: %v", size, err)
+		}
+		if pubs := n.requests("publish"); len(pubs) != i+1 {
+			t.Fatalf("the node read %d publishes, want %d", len(pubs), i+1)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// The last frame is over what the client writes at all: it fails
+	// before it costs a socket.
+	if !slices.Equal(closes, []uint16{1009, 1009}) {
+		t.Fatalf("sockets closed with %v, want two 1009", closes)
+	}
+	if auths := n.requests("auth"); len(auths) != 3 {
+		t.Fatalf("%d connections, want 3", len(auths))
 	}
 }

@@ -16,6 +16,12 @@ import (
 	"github.com/lxzan/gws"
 )
 
+// maxWriteFrame is the largest frame the client writes. gws refuses a
+// bigger one by closing the socket, which would lose every request on it
+// and, resent, lose the next socket too; so it is checked before writing.
+// It is far above any frame a node takes (data is at most 1 MiB).
+const maxWriteFrame = 16 << 20
+
 // writeTimeout bounds one frame's write, so a node that stopped reading
 // costs a reconnect instead of a stuck caller.
 const writeTimeout = 10 * time.Second
@@ -28,6 +34,10 @@ type conn struct {
 	url  string
 	node string
 	born time.Time
+
+	// maxFrame is the node's max_frame from the auth reply (0: not told).
+	// Set once before the socket is handed to requests.
+	maxFrame int
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -46,6 +56,7 @@ type call struct {
 	// subscription must learn its position before its first event.
 	apply func(*frame) error
 	err   error // set by apply's failure, read after reply is received
+	size  int   // bytes of the request's frame
 }
 
 // handler receives one socket's frames on its read goroutine, in order.
@@ -76,11 +87,44 @@ func (h handler) OnClose(_ *gws.Conn, err error) {
 	// Stop handing the socket out first: a request that finds it gone
 	// must then wait for the next one instead of finding it again.
 	cn.c.unpublish(cn)
+	if closeCode(err) == closeTooLarge {
+		cn.failOversized()
+	}
 	cn.mu.Lock()
 	cn.gone = true
 	cn.closeErr = err
 	cn.mu.Unlock()
 	cn.cancel()
+}
+
+// closeTooLarge is the close code of a node that read a frame header over
+// its hard limit (4 × max_frame).
+const closeTooLarge = 1009
+
+// failOversized fails, with too_large, the requests a 1009 close may be
+// about, so that they are not sent again on the next socket, where the
+// node would close it again. The node closes at the first frame over its
+// limit and reads nothing after it, so the culprit is still waiting for a
+// reply; the largest waiting frame is at least as large, hence over the
+// limit too. Smaller ones are retried as after any lost socket; should one
+// also be over the limit, the next 1009 fails it.
+func (cn *conn) failOversized() {
+	cn.mu.Lock()
+	largest := 0
+	for _, cl := range cn.pending {
+		largest = max(largest, cl.size)
+	}
+	var ids []uint64
+	for id, cl := range cn.pending {
+		if cl.size == largest {
+			ids = append(ids, id)
+		}
+	}
+	cn.mu.Unlock()
+	for _, id := range ids {
+		cn.deliver(id, &frame{}, &Error{Code: CodeTooLarge,
+			Message: fmt.Sprintf("the node closed the socket (1009) for a frame of %d bytes, over its hard frame limit", largest)})
+	}
 }
 
 // closeCode returns the websocket close code err carries, or 0.
@@ -180,11 +224,12 @@ func (c *Client) connect(rawURL string) (*conn, error) {
 	// dial timeout or Close interrupts it.
 	stop := context.AfterFunc(ctx, func() { _ = nc.Close() })
 	ws, _, err := gws.NewClientFromConn(handler{cn: cn}, &gws.ClientOption{
-		Addr:               rawURL,
-		RequestHeader:      http.Header{"Sec-WebSocket-Protocol": []string{subprotocol}},
-		HandshakeTimeout:   c.opts.DialTimeout,
-		ReadMaxPayloadSize: c.opts.MaxFrame,
-		Logger:             gwsLogger{c.log},
+		Addr:                rawURL,
+		RequestHeader:       http.Header{"Sec-WebSocket-Protocol": []string{subprotocol}},
+		HandshakeTimeout:    c.opts.DialTimeout,
+		ReadMaxPayloadSize:  c.opts.MaxFrame,
+		WriteMaxPayloadSize: maxWriteFrame,
+		Logger:              gwsLogger{c.log},
 	}, nc)
 	if !stop() && err == nil {
 		err = ctx.Err()
@@ -217,6 +262,7 @@ func (c *Client) connect(rawURL string) (*conn, error) {
 		return nil, err
 	}
 	cn.node = f.Node
+	cn.maxFrame = f.Limits.MaxFrame
 	return cn, nil
 }
 
@@ -229,7 +275,19 @@ func (c *Client) roundTrip(ctx context.Context, cn *conn, req *request, apply fu
 	if err != nil {
 		return nil, false, fmt.Errorf("herald: encode %s: %w", req.Op, err)
 	}
-	cl := &call{reply: make(chan *frame, 1), apply: apply}
+	if limit := cn.maxFrame; (limit > 0 && len(b) > limit) || len(b) > maxWriteFrame {
+		// The node would refuse it, and past 4 × max_frame close the
+		// socket for it: refuse it here, where the caller learns why.
+		if limit > 0 && limit < maxWriteFrame {
+			return nil, false, &Error{Code: CodeTooLarge, Message: fmt.Sprintf(
+				"the %s request is %d bytes as JSON; node %s takes frames of at most %d bytes (its max_frame)",
+				req.Op, len(b), cn.node, limit)}
+		}
+		return nil, false, &Error{Code: CodeTooLarge, Message: fmt.Sprintf(
+			"the %s request is %d bytes as JSON; this client writes frames of at most %d bytes",
+			req.Op, len(b), maxWriteFrame)}
+	}
+	cl := &call{reply: make(chan *frame, 1), apply: apply, size: len(b)}
 	cn.mu.Lock()
 	if cn.gone {
 		cn.mu.Unlock()
@@ -242,11 +300,6 @@ func (c *Client) roundTrip(ctx context.Context, cn *conn, req *request, apply fu
 		delete(cn.pending, req.ID)
 		cn.mu.Unlock()
 	}()
-	if err := cn.write(b); err != nil {
-		// A frame is applied only once it arrived whole, and a failed
-		// write did not hand all of it to the kernel.
-		return nil, false, errConnLost
-	}
 	received := func(f *frame) (*frame, bool, error) {
 		if cl.err != nil {
 			return nil, true, cl.err
@@ -255,6 +308,28 @@ func (c *Client) roundTrip(ctx context.Context, cn *conn, req *request, apply fu
 			return nil, true, err
 		}
 		return f, true, nil
+	}
+	if err := cn.write(b); err != nil {
+		// A node that closes the socket (1009) at the header of a frame
+		// over its hard limit may do so while the frame is still being
+		// written. If the socket's end says so, the frame must fail with
+		// too_large rather than be sent again; the read loop reports the
+		// end promptly, since a failed write closes the connection.
+		wait := time.NewTimer(time.Second)
+		defer wait.Stop()
+		select {
+		case <-cn.ctx.Done():
+		case <-wait.C:
+		case <-ctx.Done():
+		}
+		select {
+		case f := <-cl.reply:
+			return received(f)
+		default:
+		}
+		// A frame is applied only once it arrived whole, and a failed
+		// write did not hand all of it to the kernel.
+		return nil, false, errConnLost
 	}
 	select {
 	case f := <-cl.reply:

@@ -62,6 +62,14 @@
 // requests there, until Leave. Each re-join is a join event in the room,
 // as it would be for a browser reloading a page.
 //
+// # Oversized requests
+//
+// A node tells its max_frame when the client authenticates, and a request
+// whose frame is bigger fails with ErrTooLarge before it is sent. A node
+// that tells no limits closes the socket (1009) for a frame over four
+// times its max_frame; the client then fails that request with
+// ErrTooLarge and never sends it again. ErrTooLarge is never retried.
+//
 // # Errors
 //
 // Nodes' refusals are *Error values with the protocol's code; compare them

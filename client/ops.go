@@ -52,7 +52,8 @@ func WithExpectSeq(seq uint64) PublishOption {
 // ends, and the message is appended exactly once. If ctx ends after an
 // attempt that may have been applied, the error is ErrUnknownOutcome
 // (wrapping ctx's error): calling Publish again WithKey(the same key)
-// tells.
+// tells. A message whose request is over the node's max_frame fails at
+// once with ErrTooLarge, unsent.
 func (c *Client) Publish(ctx context.Context, room string, data any, opts ...PublishOption) (PublishResult, error) {
 	raw, err := marshal("data", data)
 	if err != nil {

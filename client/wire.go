@@ -67,6 +67,13 @@ type frame struct {
 	Node         string          `json:"node"`
 	Events       []wireEvent     `json:"events"`
 	Members      []wireMember    `json:"members"`
+	Limits       wireLimits      `json:"limits"`
+}
+
+// wireLimits is what a node tells of its limits at auth; zero where it
+// does not say (nodes before this field say nothing).
+type wireLimits struct {
+	MaxFrame int `json:"max_frame"`
 }
 
 type wireEvent struct {

@@ -174,6 +174,13 @@ func waitJS(t *testing.T, ctx context.Context, what, expr string, d time.Duratio
 func startCluster(t *testing.T) *testcluster.Cluster {
 	t.Helper()
 	c := testcluster.Start(t, testcluster.Options{})
+	servePages(t, c)
+	return c
+}
+
+// servePages mounts the pages on every node of c that does not serve them.
+func servePages(t *testing.T, c *testcluster.Cluster) {
+	t.Helper()
 	for i := range c.Len() {
 		res, err := http.Get(c.HTTP(i) + "/herald.js")
 		if err != nil {
@@ -186,7 +193,6 @@ func startCluster(t *testing.T) *testcluster.Cluster {
 		n := c.Node(i)
 		web.Mount(n.Front(), web.ClusterNodes(n.Host()))
 	}
-	return c
 }
 
 // event is one line of the chat's message list.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/heraldhq/herald/fsm"
@@ -108,6 +109,26 @@ func maxSocketsFor(nofile uint64) int {
 	nofile = min(nofile, 1<<24)
 	reserve := min(max(nofile/10, 1000), nofile/2)
 	return int(nofile - reserve)
+}
+
+// hardFrame is the largest frame the front reads at all. Frames between
+// MaxFrame and it are read, answered too_large with their id (so the
+// client's request fails at once) and the socket stays; a bigger frame
+// closes the socket with 1009 as soon as its header announces the length,
+// before any of its payload is buffered. The margin lets a client that
+// overshoots by a little keep its socket, while a socket never costs more
+// than this one buffer however large a frame it announces.
+func (l Limits) hardFrame() int { return 4 * l.MaxFrame }
+
+// limitsJSON is the "limits" object of the auth reply: what a client
+// needs to refuse a request itself instead of sending a frame the node
+// will refuse (or, past hardFrame, close the socket for).
+func limitsJSON(l Limits) []byte {
+	b := []byte(`{"max_frame":`)
+	b = strconv.AppendInt(b, int64(l.MaxFrame), 10)
+	b = append(b, `,"max_data":`...)
+	b = strconv.AppendInt(b, int64(l.MaxData), 10)
+	return append(b, '}')
 }
 
 // DefaultLimits are the limits docs/protocol.md documents.

@@ -235,6 +235,13 @@ func (w *replyWriter) bool(k string, v bool) *replyWriter {
 	return w
 }
 
+// raw adds a value that is already JSON.
+func (w *replyWriter) raw(k string, v []byte) *replyWriter {
+	w.key(k)
+	w.b = append(w.b, v...)
+	return w
+}
+
 func (w *replyWriter) epoch(e uint64) *replyWriter { return w.str("epoch", epochString(e)) }
 
 func (w *replyWriter) err(e *protoError) *replyWriter {

@@ -25,8 +25,9 @@ func (sess *session) message(msg *gws.Message) {
 	}
 	lim := sess.srv.cfg.Limits
 	if msg.Data.Len() > lim.MaxFrame {
-		sess.answer(&request{received: received}, nil, &protoError{code: codeTooLarge,
-			msg: fmt.Sprintf("frame is %d bytes; at most %d", msg.Data.Len(), lim.MaxFrame)})
+		id, op := scanOversized(msg.Bytes())
+		sess.answer(&request{ID: id, Op: op, received: received}, nil, &protoError{code: codeTooLarge,
+			msg: fmt.Sprintf("frame is %d bytes; at most %d (the node's max_frame)", msg.Data.Len(), lim.MaxFrame)})
 		return
 	}
 	req, perr := decodeRequest(msg.Bytes())
@@ -182,6 +183,7 @@ func (sess *session) auth(req *request) ([]byte, *protoError) {
 	if !ident.Expires.IsZero() {
 		w.str("expires", ident.Expires.UTC().Format(time.RFC3339))
 	}
+	w.raw("limits", sess.srv.limitsJSON)
 	return w.done(), nil
 }
 

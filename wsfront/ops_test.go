@@ -181,6 +181,45 @@ func TestBadInputKeepsSocketUsable(t *testing.T) {
 	}
 }
 
+// A frame over max_frame is answered too_large with its own id, wherever
+// the id sits in it, so the client's request fails at once instead of
+// waiting for a reply it cannot recognise; the socket stays usable. The
+// auth reply tells the client the limits, so it need not send such frames.
+func TestOversizedFrameAnsweredWithItsID(t *testing.T) {
+	lim := wsfront.DefaultLimits()
+	lim.MaxFrame = 1024
+	lim.MaxData = 512
+	c := testcluster.Start(t, testcluster.Options{Nodes: 1, Limits: &lim})
+	s := dialWS(t, c.URL(0))
+	r := s.mustOK(s.call("auth", obj{"user": "alice"}))
+	limits, _ := r["limits"].(obj)
+	if num(limits["max_frame"]) != 1024 || num(limits["max_data"]) != 512 {
+		t.Fatalf("auth reply has no limits: %v", r)
+	}
+	pad := strings.Repeat("x", 2000) // between max_frame and 4 × max_frame
+	for _, tt := range []struct {
+		frame  string
+		wantID any
+	}{
+		{`{"id":21,"op":"publish","room":"r","data":"` + pad + `"}`, 21.0},
+		{`{"op":"publish","room":"r","data":{"text":"` + pad + `","id":5},"key":"k","id":"late"}`, "late"},
+		{`{"op":"publish","room":"r","data":{"id":22,"text":"` + pad + `"}}`, nil},
+		{`{"id":23,"op":"join","room":"r","meta":[` + strings.Repeat(`{"a":"]\"}"},`, 200) + `1]}`, 23.0},
+	} {
+		s.sendRaw([]byte(tt.frame))
+		f, err := s.read(time.After(5 * time.Second))
+		if err != nil {
+			t.Fatalf("%.60s…: %v", tt.frame, err)
+		}
+		if errCode(f) != "too_large" || f["id"] != tt.wantID || f["error"].(obj)["retryable"] != false {
+			t.Fatalf("%.60s…: got %v, want too_large with id %v", tt.frame, f, tt.wantID)
+		}
+	}
+	if r := s.call("ping", nil); r["pong"] != true {
+		t.Fatalf("ping after oversized frames: %v", r)
+	}
+}
+
 func TestLimitsOnRoomsAndRate(t *testing.T) {
 	lim := wsfront.DefaultLimits()
 	lim.MaxRooms = 2

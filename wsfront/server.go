@@ -31,6 +31,9 @@ type Server struct {
 	mux      *http.ServeMux
 	http     *http.Server
 
+	// limitsJSON is the limits object of every auth reply, built once.
+	limitsJSON []byte
+
 	// One upgrader answers clients that offer herald.v1, the other those
 	// that offer no sub-protocol at all (gws refuses the latter when
 	// sub-protocols are configured).
@@ -67,6 +70,7 @@ func New(cfg Config) (*Server, error) {
 		cancel:   cancel,
 		sessions: make(map[*session]struct{}),
 	}
+	s.limitsJSON = limitsJSON(cfg.Limits)
 	s.hub = newHub(ctx, s.be, s.log, cfg.Limits.RequestTimeout)
 	maxSockets, derived := cfg.Limits.MaxSockets, cfg.Limits.MaxSockets == 0
 	if derived {
@@ -80,9 +84,9 @@ func New(cfg Config) (*Server, error) {
 	s.adm = newAdmission(cfg.Limits, maxSockets, s.log, s.obs)
 	opt := func(protocols []string) *gws.ServerOption {
 		return &gws.ServerOption{
-			// Frames up to 4 x MaxFrame are read and answered with
-			// too_large, keeping the socket; bigger ones close it.
-			ReadMaxPayloadSize: 4 * cfg.Limits.MaxFrame,
+			// gws buffers a whole frame before OnMessage, so this is
+			// what one socket's read may cost; see Limits.hardFrame.
+			ReadMaxPayloadSize: cfg.Limits.hardFrame(),
 			ReadBufferSize:     1024,
 			WriteBufferSize:    1024,
 			CheckUtf8Enabled:   true,

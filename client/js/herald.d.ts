@@ -201,8 +201,10 @@ export interface MemberList {
  * An error a node answered (code bad_request, unauthorized, forbidden, not_found, conflict, too_large,
  * rate_limited, limit_exceeded, unavailable, unknown_outcome, internal) or one of the client's own:
  * 'closed' (the client is closed), 'subscribed' (the room is already subscribed on this client),
- * 'overtaken' (a later join or leave of the room changed what the client wants), and 'unknown_outcome'
- * for a publish given up after an attempt that may have been applied (key tells which).
+ * 'overtaken' (a later join or leave of the room changed what the client wants), 'unknown_outcome'
+ * for a publish given up after an attempt that may have been applied (key tells which), and
+ * 'too_large' for a request whose frame is over the node's max_frame (refused before it is sent) or
+ * that the node closed the socket for (1009); it is never retried.
  */
 export class HeraldError extends Error {
   readonly code: string;

@@ -25,6 +25,26 @@ const OPEN = 1; // WebSocket.OPEN, not read from the class: fakes may lack it
 // accepts and then drops every socket must not be hammered.
 const STABLE_AFTER_MS = 2000;
 
+// The close code of a node that read a frame header over its hard limit
+// (4 × max_frame); it reads nothing of the frame, so no reply says which.
+const CLOSE_TOO_LARGE = 1009;
+
+// utf8Length is the size of s as a frame: the node counts bytes, and a
+// UTF-16 code unit takes 1 to 3 of them (a surrogate pair 4).
+function utf8Length(s) {
+  let n = s.length;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x80) continue;
+    if (c < 0x800) n += 1;
+    else if (c >= 0xd800 && c <= 0xdbff && (s.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
+      n += 2; // two units, four bytes
+      i++;
+    } else n += 2;
+  }
+  return n;
+}
+
 /** An error a node answered, or one the client reports in the protocol's terms. */
 export class HeraldError extends Error {
   /**
@@ -186,6 +206,7 @@ class Conn {
     this.url = url;
     this.node = '';
     this.user = '';
+    this.maxFrame = 0; // the node's max_frame, told at auth (0: not told)
     this.born = Date.now();
     this.lastRecv = Date.now();
     this.pending = new Map();
@@ -239,6 +260,11 @@ class Conn {
 
   /** @returns {boolean} whether the frame was handed to the socket */
   send(obj) {
+    return this.sendText(JSON.stringify(obj));
+  }
+
+  /** @returns {boolean} whether the frame was handed to the socket */
+  sendText(text) {
     if (this.gone) return false;
     if (this.ws.readyState !== OPEN) {
       // Closing, its close event not yet dispatched: end it now, or
@@ -246,7 +272,7 @@ class Conn {
       this.kill(new Error('socket closed'));
       return false;
     }
-    this.ws.send(JSON.stringify(obj));
+    this.ws.send(text);
     return true;
   }
 
@@ -274,7 +300,19 @@ class Conn {
     this.rejectOpened(this.error);
     const pending = [...this.pending.values()];
     this.pending.clear();
-    for (const call of pending) call.fail(new ConnLost(true));
+    // After a 1009 the culprit still waits for its reply (the node read
+    // nothing after it), and the largest waiting frame is at least as
+    // large: fail it, or it would close every socket it is sent on. Others
+    // are repeated as after any lost socket; an oversized one among them
+    // meets the next 1009.
+    const largest = code === CLOSE_TOO_LARGE ? Math.max(0, ...pending.map((c) => c.size)) : -1;
+    for (const call of pending) {
+      if (call.size === largest) {
+        call.fail(new HeraldError('too_large', `the node closed the socket (1009) for a frame of ${largest} bytes, over its hard frame limit`));
+      } else {
+        call.fail(new ConnLost(true));
+      }
+    }
     this.ctl.abort(this.error);
     this.resolveClosed();
   }
@@ -847,6 +885,8 @@ export class Herald {
       const f = await this.roundTrip(cn, req, { signal: cn.signal });
       cn.node = f.node ?? '';
       cn.user = f.user ?? '';
+      const max = f.limits && f.limits.max_frame;
+      cn.maxFrame = typeof max === 'number' && max > 0 ? max : 0;
       this.user = cn.user;
       return cn;
     } catch (err) {
@@ -907,6 +947,22 @@ export class Herald {
         return;
       }
       const id = ++this.ids;
+      let text;
+      try {
+        text = JSON.stringify({ id, ...req });
+      } catch (err) {
+        // Data JSON cannot carry (a BigInt, a cycle): no node could take it.
+        reject(new TypeError(`herald: cannot encode the ${req.op} request as JSON: ${err && err.message}`));
+        return;
+      }
+      const size = utf8Length(text);
+      if (cn.maxFrame > 0 && size > cn.maxFrame) {
+        // The node would refuse it, and past 4 × max_frame close the
+        // socket for it: refuse it here, where the caller learns why.
+        reject(new HeraldError('too_large',
+          `the ${req.op} request is ${size} bytes as JSON; node ${cn.node || cn.url} takes frames of at most ${cn.maxFrame} bytes (its max_frame)`));
+        return;
+      }
       let onAbort = null;
       const settle = (fn, v) => {
         if (onAbort) signal.removeEventListener('abort', onAbort);
@@ -914,13 +970,14 @@ export class Herald {
       };
       const call = {
         apply,
+        size,
         ok: (f) => settle(resolve, f),
         fail: (err) => settle(reject, err),
       };
       cn.pending.set(id, call);
       let sent = false;
       try {
-        sent = cn.send({ id, ...req });
+        sent = cn.sendText(text);
       } catch {
         sent = false;
       }

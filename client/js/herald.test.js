@@ -20,6 +20,9 @@ class FakeCluster {
     this.nextEpoch = 1;
     this.refuse = false;
     this.repeatOnResume = 0; // a resumed subscription starts this many seqs early
+    this.limits = null; // told in the auth reply when set
+    this.hardFrame = 0; // a frame of more bytes closes its socket with 1009, unread
+    this.oversized = 0; // frames closed for
     this.skipPush = 0; // pushes to leave out, making a gap
     const cluster = this;
     this.WebSocket = class FakeSocket {
@@ -46,6 +49,11 @@ class FakeCluster {
       send(text) {
         if (this.readyState !== 1) throw new Error('not open');
         if (this.mute) return;
+        if (cluster.hardFrame > 0 && new TextEncoder().encode(text).length > cluster.hardFrame) {
+          cluster.oversized++;
+          this.closed(1009, 'message too large');
+          return;
+        }
         cluster.receive(this, JSON.parse(text));
       }
 
@@ -188,7 +196,7 @@ class FakeCluster {
     if (req.op === 'auth') {
       if (this.refuse) return fail('unauthorized', false);
       sock.user = req.user || 'token-user';
-      return ok({ user: sock.user, node: nodeOf(sock.url) });
+      return ok({ user: sock.user, node: nodeOf(sock.url), ...(this.limits ? { limits: this.limits } : {}) });
     }
     if (!sock.user) return fail('unauthorized', false);
     switch (req.op) {
@@ -404,6 +412,62 @@ test('publish waits out rate_limited for retry_after_ms', async (t) => {
   const start = Date.now();
   await c.publish('lobby', 1);
   assert.ok(Date.now() - start >= 55, 'waited for retry_after_ms');
+});
+
+// within fails if p has not settled within ms, so that a call that would
+// hang fails its test instead of stalling the run.
+function within(p, ms, what) {
+  let timer;
+  const late = new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`${what} still pending after ${ms} ms`)), ms); });
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
+
+test('a request over the node max_frame is refused with too_large before it is sent', async (t) => {
+  const fc = new FakeCluster();
+  fc.limits = { max_frame: 200, max_data: 150 };
+  const c = client(fc);
+  t.after(() => c.close());
+  await c.ready();
+  for (const data of ['x'.repeat(300), 'é'.repeat(90), '😀'.repeat(45)]) {
+    await assert.rejects(within(c.publish('lobby', data), 1000, 'oversized publish'), (err) => {
+      assert.ok(err instanceof HeraldError, String(err));
+      assert.equal(err.code, 'too_large');
+      assert.equal(err.retryable, false);
+      assert.ok(/at most 200 bytes/.test(err.message), err.message);
+      return true;
+    });
+  }
+  await assert.rejects(c.join('lobby', { pad: 'y'.repeat(300) }), (err) => err.code === 'too_large');
+  assert.equal(sent(fc, 'publish').length + sent(fc, 'join').length, 0, 'nothing oversized was sent');
+  assert.equal((await c.publish('lobby', 'é'.repeat(40))).seq, 1, 'a frame within the limit goes out');
+  assert.equal(fc.sockets.length, 1, 'no reconnection');
+});
+
+test('data JSON cannot carry fails the publish instead of being retried', async (t) => {
+  const fc = new FakeCluster();
+  const c = client(fc);
+  t.after(() => c.close());
+  await c.ready();
+  await assert.rejects(within(c.publish('lobby', { n: 1n }), 1000, 'publish of a BigInt'), (err) => err instanceof TypeError);
+  assert.equal(fc.sockets.length, 1);
+});
+
+test('a socket closed with 1009 fails its largest waiting request with too_large, which is not sent again', async (t) => {
+  const fc = new FakeCluster();
+  fc.hardFrame = 500; // a node that does not tell its limits at auth
+  const c = client(fc);
+  t.after(() => c.close());
+  const closes = [];
+  c.on('state', (s) => { if (s.state === 'disconnected') closes.push(s.closeCode); });
+  await c.ready();
+  await assert.rejects(within(c.publish('lobby', 'x'.repeat(600)), 2000, 'publish over the hard limit'), (err) => {
+    assert.equal(err.code, 'too_large');
+    assert.equal(err.retryable, false);
+    return true;
+  });
+  assert.equal((await within(c.publish('lobby', 'small'), 2000, 'publish after the 1009')).seq, 1);
+  assert.equal(fc.oversized, 1, 'the oversized frame was sent once');
+  assert.deepEqual(closes, [1009]);
 });
 
 test('a conflict is not retried and tells the room last seq', async (t) => {
