@@ -40,9 +40,20 @@ type Config struct {
 	AdvertisePeerAddr   string
 	// ClientTLS serves the client port as https/wss.
 	ClientTLS *tls.Config
-	// PeerTLS and PeerClientTLS turn on mutual TLS on the peer port.
+	// PeerTLS and PeerClientTLS turn on mutual TLS on the peer port; the
+	// certificate each node presents must name its node id (a DNS or URI
+	// SAN, or the CN).
 	PeerTLS       *tls.Config
 	PeerClientTLS *tls.Config
+	// ClusterSecret is the secret every node of the cluster shares and
+	// proves to its peers in each connection's handshake (at least 16
+	// bytes; it never crosses the wire). A peer port that is not on
+	// loopback needs it, or mutual TLS, unless InsecurePeers is set.
+	ClusterSecret []byte
+	// InsecurePeers lets a peer port off loopback accept peers that prove
+	// nothing: anyone who reaches the port can then act as a node. For
+	// networks the operator fully controls; Start logs a warning.
+	InsecurePeers bool
 
 	// Bootstrap creates a new cluster (every initial node gets the same
 	// spec); Join adds the node to an existing one through any of its
@@ -119,6 +130,9 @@ func (c *Config) Validate() error {
 	if err := c.Limits.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	if err := c.checkPeerAuth(); err != nil {
+		errs = append(errs, err)
+	}
 	if err := c.Auth.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("auth: %w", err))
 	}
@@ -126,6 +140,39 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("herald: %w", err)
 	}
 	return nil
+}
+
+// checkPeerAuth refuses a peer port that anyone on the network could use
+// to act as a node: one off loopback that authenticates peers neither by a
+// cluster secret nor by client certificates.
+func (c *Config) checkPeerAuth() error {
+	if n := len(c.ClusterSecret); n > 0 && n < multiraft.MinClusterSecretLen {
+		return fmt.Errorf("the cluster secret is %d bytes; use at least %d (e.g. openssl rand -hex 32)", n, multiraft.MinClusterSecretLen)
+	}
+	if len(c.ClusterSecret) > 0 || c.peerMutualTLS() || c.InsecurePeers || c.PeerAddr == "" || isLoopback(c.PeerAddr) {
+		return nil
+	}
+	return fmt.Errorf("the peer port %s is not on loopback and peers would not authenticate: anyone who reaches it could act as a node; "+
+		"set a cluster secret (--cluster-secret-file or HERALD_CLUSTER_SECRET, the same on every node) or peer mutual TLS (--peer-tls-cert, --peer-tls-key, --peer-tls-ca), "+
+		"or, on a network you fully control, --insecure-peers", c.PeerAddr)
+}
+
+func (c *Config) peerMutualTLS() bool {
+	return c.PeerTLS != nil && c.PeerTLS.ClientAuth == tls.RequireAndVerifyClientCert && c.PeerClientTLS != nil
+}
+
+// isLoopback reports whether a listen address binds loopback only: an
+// empty or unspecified host binds every interface.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // Node is a running Herald node: storage, raft groups and client port.
@@ -151,6 +198,10 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if cfg.InsecurePeers && len(cfg.ClusterSecret) == 0 && !cfg.peerMutualTLS() {
+		cfg.Logger.Warn("peers are not authenticated (insecure peers): anyone who reaches the peer port can act as a node of this cluster",
+			"peer_addr", cfg.PeerAddr)
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("herald: data dir: %w", err)
@@ -201,6 +252,7 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 		ClientAddr:        clientAddr,
 		PeerTLS:           cfg.PeerTLS,
 		PeerClientTLS:     cfg.PeerClientTLS,
+		ClusterSecret:     cfg.ClusterSecret,
 		LogStore:          cfg.LogStore,
 		Timing:            timing,
 		LeaseTTL:          cfg.LeaseTTL,

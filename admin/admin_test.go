@@ -410,11 +410,11 @@ func TestAdminRooms(t *testing.T) {
 }
 
 // startSpare starts a node that belongs to no cluster, with the admin API.
-func startSpare(t *testing.T, id string) *herald.Node {
+func startSpare(t *testing.T, c *testcluster.Cluster, id string) *herald.Node {
 	t.Helper()
 	dir := t.TempDir()
 	n, err := herald.Start(ctxFor(t, 30*time.Second), herald.Config{
-		NodeID: id, DataDir: dir, ClientAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0",
+		NodeID: id, DataDir: dir, ClientAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0", ClusterSecret: c.ClusterSecret(),
 		Auth: auth.Config{Insecure: true}, Timing: testcluster.Timing(), LeaseTTL: 3 * time.Second, StopTimeout: 10 * time.Second,
 	})
 	if err != nil {
@@ -463,7 +463,7 @@ func TestAdminJoinRebalanceDecommission(t *testing.T) {
 	ctx := ctxFor(t, 55*time.Second)
 	cl := admin.NewClient(c.HTTP(0), token)
 
-	spare := startSpare(t, "n4")
+	spare := startSpare(t, c, "n4")
 	scl := admin.NewClient(spare.URL(), token)
 	st, err := scl.Status(ctx)
 	if err != nil || st.Health.Verdict != admin.HealthUnavailable {

@@ -3,6 +3,7 @@ package jepsen
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -72,8 +73,10 @@ type Cluster struct {
 	cfg   ClusterConfig
 	net   Network
 	token string
-	spawn chan spawnReq
-	pids  *pidFile
+	// secretFile holds the cluster secret every node is started with.
+	secretFile string
+	spawn      chan spawnReq
+	pids       *pidFile
 
 	mu       sync.Mutex
 	nodes    []*Node
@@ -101,6 +104,15 @@ func spawner(reqs chan spawnReq) {
 // and waits until every one is ready.
 func StartCluster(ctx context.Context, cfg ClusterConfig, nw Network, pids *pidFile) (*Cluster, error) {
 	c := &Cluster{cfg: cfg, net: nw, token: "jepsen-admin-token", spawn: make(chan spawnReq), pids: pids}
+	// The nodes' peer ports sit on namespace addresses off loopback, where
+	// herald serve requires peers to authenticate.
+	c.secretFile = filepath.Join(cfg.Dir, "cluster-secret")
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(c.secretFile, []byte(rand.Text()+"\n"), 0o600); err != nil {
+		return nil, fmt.Errorf("writing the cluster secret: %w", err)
+	}
 	go spawner(c.spawn)
 	var boot []string
 	for i := range cfg.Nodes {
@@ -136,7 +148,7 @@ func (c *Cluster) newNode(id string, nn NodeNet) *Node {
 		"--node-id", id, "--data-dir", n.dataDir,
 		"--client-addr", nn.ClientAddr, "--advertise-client-addr", nn.ClientAddr,
 		"--peer-addr", nn.PeerBind, "--advertise-peer-addr", nn.PeerAdvertise,
-		"--insecure-auth", "--admin-token", c.token,
+		"--insecure-auth", "--admin-token", c.token, "--cluster-secret-file", c.secretFile,
 	}, c.cfg.ServeArgs...)
 	return n
 }

@@ -89,10 +89,14 @@ func (h *Host) watchCluster() {
 		}
 		if st != nil && st.Index >= h.clusterIndex() {
 			h.mu.Lock()
+			removed := len(st.Removed) != len(h.cluster.Removed)
 			h.cluster = st
 			close(h.changed)
 			h.changed = make(chan struct{})
 			h.mu.Unlock()
+			if removed {
+				h.peers.Reauthorize()
+			}
 		}
 		t := time.NewTimer(poll)
 		select {
@@ -222,6 +226,10 @@ func (h *Host) handleRegister(ctx context.Context, _ string, _ uint64, req []byt
 	var n NodeInfo
 	if err := json.Unmarshal(req, &n); err != nil || n.ID == "" || n.PeerAddr == "" {
 		return errReply(fmt.Errorf("multiraft: malformed register request")), nil
+	}
+	if st, _ := h.meta.State(); st.Removed[n.ID] != 0 {
+		return errReply(fmt.Errorf("%w: node %s was removed from cluster %s; start the replacement under a new node id",
+			ErrNodeRemoved, n.ID, st.ClusterID)), nil
 	}
 	res, err := h.proposeLocal(ctx, MetaGroup, encodeMeta(metaCommand{Op: metaOpRegister, Node: &n}))
 	if err != nil {
@@ -457,4 +465,24 @@ func (h *Host) handleMetaJoin(context.Context, string, uint64, []byte) ([]byte, 
 		return errReply(err), nil
 	}
 	return okReply(nil), nil
+}
+
+// authorizePeer decides what an authenticated peer node may do here: a
+// member of the cluster anything, a removed node nothing, and any other
+// node only join (read the cluster state and register). Until this node
+// knows its cluster (bootstrap, or its own join) every peer is a member.
+func (h *Host) authorizePeer(id string) (transport.PeerAccess, error) {
+	h.mu.RLock()
+	st := h.cluster
+	h.mu.RUnlock()
+	if !st.Initialized() {
+		return transport.AccessFull, nil
+	}
+	if _, ok := st.Nodes[id]; ok {
+		return transport.AccessFull, nil
+	}
+	if st.Removed[id] != 0 {
+		return 0, fmt.Errorf("%w: node %s was removed from cluster %s", ErrNodeRemoved, id, st.ClusterID)
+	}
+	return transport.AccessJoin, nil
 }

@@ -10,7 +10,11 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/heraldhq/herald/multiraft/logstore"
+	"github.com/heraldhq/herald/multiraft/transport"
 )
+
+// MinClusterSecretLen is the shortest Config.ClusterSecret accepted.
+const MinClusterSecretLen = transport.MinClusterSecretLen
 
 // StateMachine is what a data group replicates: a raft.BatchingFSM that
 // keeps its state itself (on disk) and knows which index it has applied,
@@ -150,8 +154,13 @@ type Config struct {
 	// can find this node's client port; the host does not serve it.
 	ClientAddr string
 	// PeerTLS and PeerClientTLS turn on (mutual) TLS on the peer port.
+	// With client certificates, each must name its node (a DNS or URI SAN,
+	// or the CN, equal to the node id).
 	PeerTLS       *tls.Config
 	PeerClientTLS *tls.Config
+	// ClusterSecret, when set, is proved by every peer in the connection
+	// handshake (at least 16 bytes; it never crosses the wire).
+	ClusterSecret []byte
 	// LogStore picks the raft log backend (default logstore's default).
 	LogStore logstore.Kind
 	Timing   Timing

@@ -21,6 +21,9 @@ var (
 	ErrNoGroup = errors.New("multiraft: no such group")
 	// ErrClosed: the host was closed.
 	ErrClosed = errors.New("multiraft: host closed")
+	// ErrNodeRemoved: the node was removed from the cluster; its identity
+	// may not connect or register again.
+	ErrNodeRemoved = errors.New("multiraft: node removed")
 )
 
 // NotLeaderError says the replica asked is not the group's leader; the

@@ -107,6 +107,9 @@ func Start(cfg Config) (*Host, error) {
 		NodeID: cfg.NodeID, ListenAddr: cfg.PeerAddr, AdvertiseAddr: cfg.AdvertisePeerAddr,
 		TLS: cfg.PeerTLS, ClientTLS: cfg.PeerClientTLS, Logger: cfg.Logger,
 		HeartbeatInterval: cfg.heartbeatInterval(),
+		ClusterSecret:     cfg.ClusterSecret,
+		Authorize:         h.authorizePeer,
+		JoinServices:      []string{svcMetaState, svcRegister},
 	})
 	if err != nil {
 		h.logs.Close()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"sort"
 	"sync"
@@ -62,7 +63,11 @@ type ClusterState struct {
 	// Replicas lists, per data group, the nodes that hold (or are being
 	// given) a replica. The first is the preferred leader.
 	Replicas map[uint64][]string `json:"replicas"`
-	Index    uint64              `json:"index"` // last applied meta log index
+	// Removed maps the id of every node removed from the cluster to the
+	// meta index that removed it: the identity is refused on the peer port
+	// and cannot register again, so a stale process cannot come back.
+	Removed map[string]uint64 `json:"removed,omitempty"`
+	Index   uint64            `json:"index"` // last applied meta log index
 }
 
 // Initialized reports whether the cluster was bootstrapped into this state.
@@ -78,6 +83,9 @@ func (s *ClusterState) Clone() *ClusterState {
 	}
 	for g, r := range s.Replicas {
 		c.Replicas[g] = slices.Clone(r)
+	}
+	if len(s.Removed) > 0 {
+		c.Removed = maps.Clone(s.Removed)
 	}
 	return c
 }
@@ -306,6 +314,10 @@ func (s *ClusterState) apply(c *metaCommand, index uint64) *MetaResult {
 			return refuse("node %q still holds replicas of %d groups; move them first", c.NodeID, len(gs))
 		}
 		delete(s.Nodes, c.NodeID)
+		if s.Removed == nil {
+			s.Removed = map[string]uint64{}
+		}
+		s.Removed[c.NodeID] = index
 	default:
 		return refuse("unknown meta op %q", c.Op)
 	}

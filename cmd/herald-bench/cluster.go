@@ -426,6 +426,8 @@ func startHerald(ctx context.Context, spec clusterSpec, log io.Writer) (_ *targe
 	if t, ok := flagValue(spec.serverArgs, "admin-token"); ok {
 		token = t // the profiler and the admin API then need this one
 	}
+	// Peers authenticate as in production; the cost is per connection.
+	secret := randomToken()
 	for i := range spec.nodes {
 		id := fmt.Sprintf("n%d", i+1)
 		client := fmt.Sprintf("127.0.0.1:%d", ports[i])
@@ -438,7 +440,7 @@ func startHerald(ctx context.Context, spec clusterSpec, log io.Writer) (_ *targe
 		args = append(args, spec.serverArgs...)
 		cmd := exec.Command(spec.bin, args...)
 		// The admin token goes through the environment, not the command line.
-		cmd.Env = append(os.Environ(), "HERALD_ADMIN_TOKEN="+token)
+		cmd.Env = append(os.Environ(), "HERALD_ADMIN_TOKEN="+token, "HERALD_CLUSTER_SECRET="+secret)
 		p, err := startProc(id, cmd)
 		if err != nil {
 			return nil, err

@@ -1,7 +1,12 @@
 package main
 
 import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
@@ -67,6 +72,10 @@ func runDev(c *cli.Context) error {
 	limits := wsfront.DefaultLimits()
 	limits.MaxSockets = max(1, wsfront.DefaultMaxSockets()/devNodes)
 	limits.MaxSocketsPerIP = 0
+	secret, err := devClusterSecret(dir)
+	if err != nil {
+		return err
+	}
 	var cfgs []herald.Config
 	for i, p := range peers {
 		nodeDir := filepath.Join(dir, p.ID)
@@ -74,18 +83,19 @@ func runDev(c *cli.Context) error {
 			return err
 		}
 		cfgs = append(cfgs, herald.Config{
-			NodeID:      p.ID,
-			DataDir:     nodeDir,
-			ClientAddr:  fmt.Sprintf("127.0.0.1:%d", base+i+1),
-			PeerAddr:    p.Addr,
-			Bootstrap:   spec,
-			Auth:        auth.Config{Insecure: true},
-			Limits:      limits,
-			Timing:      timing,
-			LeaseTTL:    5 * time.Second,
-			StopTimeout: 10 * time.Second,
-			Logger:      logger,
-			Mount:       func(n *herald.Node) { mountAdmin(n, "", true, true, logger) },
+			NodeID:        p.ID,
+			DataDir:       nodeDir,
+			ClientAddr:    fmt.Sprintf("127.0.0.1:%d", base+i+1),
+			PeerAddr:      p.Addr,
+			Bootstrap:     spec,
+			ClusterSecret: secret,
+			Auth:          auth.Config{Insecure: true},
+			Limits:        limits,
+			Timing:        timing,
+			LeaseTTL:      5 * time.Second,
+			StopTimeout:   10 * time.Second,
+			Logger:        logger,
+			Mount:         func(n *herald.Node) { mountAdmin(n, "", true, true, logger) },
 		})
 	}
 	out := c.App.Writer
@@ -108,4 +118,34 @@ func runDev(c *cli.Context) error {
 		fmt.Fprintf(out, "  go run ./cmd/herald admin --addr %s rebalance --dry-run\n", first)
 		fmt.Fprintf(out, "\nCtrl-C stops the cluster; running `herald dev` again reuses the data.\n")
 	}, func() { fmt.Fprintln(out, "stopped") })
+}
+
+// devClusterSecret returns the dev cluster's peer secret, made on the
+// first start and kept in the data folder, so even a local cluster's peer
+// ports only talk to its own nodes.
+func devClusterSecret(dir string) ([]byte, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, "cluster-secret")
+	b, err := os.ReadFile(path)
+	if err == nil {
+		s := bytes.TrimSpace(b)
+		if len(s) < multiraft.MinClusterSecretLen {
+			return nil, fmt.Errorf("%s holds %d bytes, fewer than the %d a cluster secret needs; delete it to make a new one", path, len(s), multiraft.MinClusterSecretLen)
+		}
+		return s, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return nil, err
+	}
+	s := []byte(hex.EncodeToString(raw))
+	if err := os.WriteFile(path, append(s, '\n'), 0o600); err != nil {
+		return nil, fmt.Errorf("keeping the dev cluster secret: %w", err)
+	}
+	return s, nil
 }

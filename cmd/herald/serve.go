@@ -80,7 +80,10 @@ func serveFlags() []cli.Flag {
 		str("tls-key", "", "key file for --tls-cert"),
 		str("peer-tls-cert", "", "certificate file for the peer port (mutual TLS)"),
 		str("peer-tls-key", "", "key file for --peer-tls-cert"),
-		str("peer-tls-ca", "", "CA file that signs every node's peer certificate"),
+		str("peer-tls-ca", "", "CA file that signs every node's peer certificate; each certificate must name its node id (DNS or URI SAN, or CN)"),
+		str("cluster-secret", "", "secret every node of the cluster shares; peers prove it when they connect, it never crosses the wire (at least 16 bytes; prefer HERALD_CLUSTER_SECRET or --cluster-secret-file)"),
+		str("cluster-secret-file", "", "file holding the cluster secret (e.g. made by: openssl rand -hex 32 > secret)"),
+		boolean("insecure-peers", "let a peer port off loopback run without a cluster secret or mutual TLS: anyone who reaches it can act as a node (networks you fully control only)"),
 		str("jwt-secret", "", "HMAC secret for client tokens (prefer HERALD_JWT_SECRET or --jwt-secret-file)"),
 		str("jwt-secret-file", "", "file holding the HMAC secret for client tokens"),
 		str("jwt-public-keys", "", "PEM file of RSA or Ed25519 public keys (or certificates) for client tokens"),
@@ -235,6 +238,12 @@ func serveConfig(c *cli.Context, logger *slog.Logger) (herald.Config, string, er
 	if cfg.PeerTLS, cfg.PeerClientTLS, err = peerTLS(c.String("peer-tls-cert"), c.String("peer-tls-key"), c.String("peer-tls-ca")); err != nil {
 		errs = append(errs, err)
 	}
+	if cs, err := secret(c, "cluster-secret"); err != nil {
+		errs = append(errs, err)
+	} else if cs != "" {
+		cfg.ClusterSecret = []byte(cs)
+	}
+	cfg.InsecurePeers = c.Bool("insecure-peers")
 	token, err := secret(c, "admin-token")
 	if err != nil {
 		errs = append(errs, err)

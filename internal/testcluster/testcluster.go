@@ -6,6 +6,7 @@ package testcluster
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -82,20 +83,24 @@ func Start(t testing.TB, opts Options) *Cluster {
 	t.Cleanup(c.stopAll)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	// Every test cluster's peers authenticate, as production ones do.
+	secret := make([]byte, 32)
+	_, _ = rand.Read(secret)
 	var peers []multiraft.Peer
 	for i := range opts.Nodes {
 		cfg := herald.Config{
-			NodeID:       fmt.Sprintf("n%d", i+1),
-			DataDir:      filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
-			ClientAddr:   "127.0.0.1:0",
-			PeerAddr:     "127.0.0.1:0",
-			Auth:         authCfg,
-			Limits:       limits,
-			Timing:       Timing(),
-			LeaseTTL:     opts.LeaseTTL,
-			StopTimeout:  10 * time.Second,
-			TickInterval: time.Second,
-			Logger:       opts.Logger,
+			ClusterSecret: secret,
+			NodeID:        fmt.Sprintf("n%d", i+1),
+			DataDir:       filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
+			ClientAddr:    "127.0.0.1:0",
+			PeerAddr:      "127.0.0.1:0",
+			Auth:          authCfg,
+			Limits:        limits,
+			Timing:        Timing(),
+			LeaseTTL:      opts.LeaseTTL,
+			StopTimeout:   10 * time.Second,
+			TickInterval:  time.Second,
+			Logger:        opts.Logger,
 		}
 		n, err := herald.Start(ctx, cfg)
 		if err != nil {
@@ -121,6 +126,10 @@ func Start(t testing.TB, opts Options) *Cluster {
 	c.WaitReady()
 	return c
 }
+
+// ClusterSecret is the peer secret of the cluster's nodes, for a node a
+// test starts to join it.
+func (c *Cluster) ClusterSecret() []byte { return c.cfgs[0].ClusterSecret }
 
 // WaitReady waits until every running node knows a leader for each of its
 // groups.

@@ -23,11 +23,13 @@
 //
 // # Wire format
 //
-// A connection starts with a hello from the dialer: the magic "HRLD", a
-// protocol version byte, a connection kind byte (multiplexed or snapshot),
-// and the dialer's node id (one length byte, then the id). The acceptor
-// answers with the magic, version, a status byte and its own node id, or a
-// status byte and an error message followed by closing.
+// A connection starts with a handshake that authenticates both ends
+// (handshake.go): the dialer's hello (the magic "HRLD", a protocol version
+// byte, a connection kind byte, its node id and a nonce), the acceptor's
+// challenge (its node id, flags, its nonce and, with a cluster secret, its
+// HMAC proof) or an error, the dialer's proof, and the acceptor's verdict.
+// With TLS, certificates must name the node ids the ends claim. Config.
+// Authorize then says what the authenticated peer may do.
 //
 // After that both directions carry frames: a 4-byte big-endian length of
 // the rest of the frame, a frame type byte, the 8-byte group id, the 8-byte

@@ -192,3 +192,26 @@ func (r *rejectLog) note(log *slog.Logger, remote net.Addr, claimed string, err 
 	log.Error("transport: rejecting connection", "remote", remote.String(), "claimed_node", claimed, "err", err,
 		"rejected_since_last_log", dropped)
 }
+
+// Reauthorize asks Config.Authorize again about the peer of every inbound
+// connection and closes those it now refuses, e.g. after the peer's node
+// was removed from the cluster. Call it when membership changes.
+func (m *Manager) Reauthorize() {
+	if m.cfg.Authorize == nil {
+		return
+	}
+	m.mu.RLock()
+	var inbound []*conn
+	for c := range m.conns {
+		if !c.outbound {
+			inbound = append(inbound, c)
+		}
+	}
+	m.mu.RUnlock()
+	for _, c := range inbound {
+		if _, err := m.cfg.Authorize(c.peerID); err != nil {
+			m.log.Warn("transport: closing the connection of a peer no longer allowed", "conn", c.String(), "err", err)
+			c.close(err)
+		}
+	}
+}

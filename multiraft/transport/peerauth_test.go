@@ -248,10 +248,11 @@ func TestAuthorizeMembership(t *testing.T) {
 	ctx := context.Background()
 	var members sync.Map
 	members.Store("b", true)
+	var refuseJoiner atomic.Bool
 	a := newTestManager(t, "a", withSecret(testSecret), func(c *Config) {
 		c.JoinServices = []string{"join"}
 		c.Authorize = func(id string) (PeerAccess, error) {
-			if id == "removed" {
+			if id == "removed" || (id == "joiner" && refuseJoiner.Load()) {
 				return 0, errors.New("node removed was removed from the cluster")
 			}
 			if _, ok := members.Load(id); ok {
@@ -290,6 +291,14 @@ func TestAuthorizeMembership(t *testing.T) {
 	members.Store("joiner", true)
 	if got, err := joiner.Call(ctx, a.Addr(), "echo", 0, []byte("in")); err != nil || string(got) != "joiner:in" {
 		t.Fatalf("call after joining: %q %v", got, err)
+	}
+
+	// A member removed later loses the connection it has.
+	members.Delete("joiner")
+	refuseJoiner.Store(true)
+	a.Reauthorize()
+	if _, err := joiner.Call(ctx, a.Addr(), "join", 0, nil); err == nil {
+		t.Fatal("a removed member kept calling")
 	}
 
 	removed := newTestManager(t, "removed", withSecret(testSecret))
