@@ -99,6 +99,8 @@ func serveFlags() []cli.Flag {
 		num("max-inflight", lim.MaxInflight, "requests in progress per socket"),
 		num("max-queue-frames", lim.MaxQueueFrames, "outgoing frames queued per socket before it is closed as slow"),
 		num("max-queue-bytes", lim.MaxQueueBytes, "outgoing bytes queued per socket before it is closed as slow"),
+		num("max-page-bytes", lim.MaxPageBytes, "bytes of events in one history page (at most half of --max-queue-bytes)"),
+		num("max-read-bytes", lim.MaxReadBytes, "bytes of history pages the node reads and queues at once; more reads are rate_limited"),
 		dur("auth-timeout", lim.AuthTimeout, "time a socket has to authenticate"),
 		dur("idle-timeout", lim.IdleTimeout, "time a socket may stay silent"),
 		dur("ping-interval", lim.PingInterval, "time between the node's pings"),
@@ -217,6 +219,7 @@ func serveConfig(c *cli.Context, logger *slog.Logger) (herald.Config, string, er
 	lim.MaxFrame, lim.MaxData, lim.MaxRooms = c.Int("max-frame"), c.Int("max-data"), c.Int("max-rooms")
 	lim.PublishRate, lim.PublishBurst, lim.MaxInflight = c.Float64("publish-rate"), c.Int("publish-burst"), c.Int("max-inflight")
 	lim.MaxQueueFrames, lim.MaxQueueBytes = c.Int("max-queue-frames"), c.Int("max-queue-bytes")
+	lim.MaxPageBytes, lim.MaxReadBytes = c.Int("max-page-bytes"), c.Int("max-read-bytes")
 	lim.AuthTimeout, lim.IdleTimeout, lim.PingInterval = c.Duration("auth-timeout"), c.Duration("idle-timeout"), c.Duration("ping-interval")
 	lim.RequestTimeout = c.Duration("request-timeout")
 	if err := lim.Validate(); err != nil {
