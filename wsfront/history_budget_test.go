@@ -378,3 +378,59 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 		}
 	}
 }
+
+// A subscribe is never refused for the read budget: with the socket's
+// budget taken by history pages it has not read, a subscribe from seq 1 is
+// answered at once and its events follow, in order, from byte-bounded
+// pages read as the socket drains.
+func TestSubscribeCatchUpWaitsForTheReadBudget(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{Nodes: 1})
+	const room, events, size = "resume", 100, 64_000
+	fillRoom(t, c, 0, room, events, size)
+	front := c.Node(0).Front()
+	lim := wsfront.DefaultLimits()
+
+	cn := dialRawBuffer(t, c.HTTP(0), 0)
+	cn.send(t, `{"id":"auth","op":"auth","user":"reader"}`)
+	const pages = 6
+	for k := range pages {
+		cn.send(t, fmt.Sprintf(`{"id":%d,"op":"history","room":%q,"from_seq":1,"limit":1000}`, k, room))
+	}
+	cn.send(t, fmt.Sprintf(`{"id":"sub","op":"subscribe","room":%q,"from_seq":1}`, room))
+	var peak int64
+	for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		peak = max(peak, front.ReadBytesInFlight())
+	}
+	if bound := int64(lim.MaxQueueBytes + size + 1024); peak > bound {
+		t.Errorf("node held %d bytes of history reads for one socket, over its queue bound %d", peak, bound)
+	}
+	next := uint64(1)
+	answered, subscribed := 0, false
+	for next <= events || answered < pages {
+		f, err := cn.readText(20 * time.Second)
+		if err != nil {
+			t.Fatalf("after %d replies and %d events: %v", answered, next-1, err)
+		}
+		switch {
+		case f["id"] == "auth":
+		case f["id"] == "sub":
+			if f["ok"] != true {
+				t.Fatalf("subscribe: %v", f)
+			}
+			subscribed = true
+		case f["ev"] == "event":
+			if !subscribed {
+				t.Fatalf("event %v before the subscribe's reply", f["seq"])
+			}
+			if num(f["seq"]) != next {
+				t.Fatalf("event %v, want seq %d", f["seq"], next)
+			}
+			next++
+		case f["ok"] == true || errCode(f) == "rate_limited":
+			answered++
+		default:
+			t.Fatalf("unexpected frame %v", f)
+		}
+	}
+	t.Logf("peak read bytes in flight %d KiB; %d history replies", peak>>10, answered)
+}
