@@ -41,7 +41,8 @@ type History struct {
 	Truncated bool
 	Events    []Event // in seq order, without gaps
 	// Bytes is what the page's events count against a byte bound: each
-	// one's stored record, its room's name and EventOverheadBytes.
+	// one's stored record, its room's name and EventOverheadBytes. It is
+	// set by the read itself and not carried by an encoded answer.
 	Bytes int
 }
 
