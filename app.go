@@ -111,6 +111,11 @@ const MaxQueryHistoryLimit = 1000
 // from LastSeq that more follow and asks again from the next seq.
 const maxHistoryAnswerBytes = 16 << 20
 
+// DefaultQueryPageBytes is the byte bound of a history query that names
+// none (one from a node that predates the bound): the front's default
+// page bound.
+const DefaultQueryPageBytes = 1 << 20
+
 // RoomQuery is a read of one room, sent encoded through
 // multiraft.Host.Query so that a node without a replica of the room's group
 // can read it.
@@ -122,31 +127,39 @@ type RoomQuery struct {
 	// fsm.DefaultHistoryLimit; one above MaxQueryHistoryLimit is cut to it.
 	FromSeq uint64
 	Limit   int
+	// MaxBytes bounds a history page in bytes (fsm.FSM.HistoryBytes), on
+	// whichever node reads it: the page stops early, after at least one
+	// event, instead of being built whole. 0 or less means
+	// DefaultQueryPageBytes; above maxHistoryAnswerBytes it is cut to that.
+	MaxBytes int
 }
 
 // The first byte of an encoded query or answer; a decoder keeps accepting
 // every version it ever wrote, so nodes of mixed builds still understand
-// each other.
+// each other. Query version 2 added MaxBytes.
 const (
-	queryVersion  = 1
+	queryVersion  = 2
 	answerVersion = 1
 )
 
 // Encode returns the query's versioned binary form, the request to pass to
 // multiraft.Host.Query.
 func (q RoomQuery) Encode() []byte {
-	b := make([]byte, 0, 2+binary.MaxVarintLen64*3+len(q.Room))
+	b := make([]byte, 0, 2+binary.MaxVarintLen64*4+len(q.Room))
 	b = append(b, queryVersion, byte(q.Kind))
 	b = appendString(b, q.Room)
 	b = binary.AppendUvarint(b, q.FromSeq)
-	return binary.AppendUvarint(b, uint64(max(q.Limit, 0)))
+	b = binary.AppendUvarint(b, uint64(max(q.Limit, 0)))
+	return binary.AppendUvarint(b, uint64(max(q.MaxBytes, 0)))
 }
 
 // DecodeRoomQuery reverses Encode. Malformed input is an error, never a
-// panic; a Limit above MaxQueryHistoryLimit comes back cut to it.
+// panic; a Limit above MaxQueryHistoryLimit comes back cut to it, and a
+// MaxBytes above maxHistoryAnswerBytes to that.
 func DecodeRoomQuery(b []byte) (RoomQuery, error) {
 	r := &reader{buf: b}
-	if v := r.byte(); r.err == nil && v != queryVersion {
+	v := r.byte()
+	if r.err == nil && v != 1 && v != queryVersion {
 		return RoomQuery{}, fmt.Errorf("herald: room query version %d is not known to this node", v)
 	}
 	var q RoomQuery
@@ -154,6 +167,9 @@ func DecodeRoomQuery(b []byte) (RoomQuery, error) {
 	q.Room = r.string(fsm.MaxRoomBytes)
 	q.FromSeq = r.uvarint()
 	q.Limit = int(min(r.uvarint(), MaxQueryHistoryLimit))
+	if v >= 2 {
+		q.MaxBytes = int(min(r.uvarint(), maxHistoryAnswerBytes))
+	}
 	if err := r.done(); err != nil {
 		return RoomQuery{}, fmt.Errorf("herald: decode room query: %w", err)
 	}
@@ -174,6 +190,17 @@ func (q RoomQuery) limit() int {
 		return MaxQueryHistoryLimit
 	}
 	return q.Limit
+}
+
+// maxBytes is the history page's byte bound the query gets.
+func (q RoomQuery) maxBytes() int {
+	switch {
+	case q.MaxBytes <= 0:
+		return DefaultQueryPageBytes
+	case q.MaxBytes > maxHistoryAnswerBytes:
+		return maxHistoryAnswerBytes
+	}
+	return q.MaxBytes
 }
 
 // RoomAnswer is what a RoomQuery read: exactly one of History, Members and
@@ -380,7 +407,7 @@ func (a *Application) Query(sm multiraft.StateMachine, req []byte) ([]byte, erro
 	var ans RoomAnswer
 	switch q.Kind {
 	case QueryHistory:
-		h, err := f.History(q.Room, q.FromSeq, q.limit())
+		h, err := f.HistoryBytes(q.Room, q.FromSeq, q.limit(), q.maxBytes())
 		ans = RoomAnswer{History: &h, Err: err}
 	case QueryMembers:
 		m, err := f.Members(q.Room)

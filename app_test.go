@@ -2,6 +2,7 @@ package herald
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"reflect"
@@ -18,6 +19,7 @@ import (
 func TestRoomQueryRoundTrip(t *testing.T) {
 	for _, q := range []RoomQuery{
 		{Kind: QueryHistory, Room: "lobby", FromSeq: 42, Limit: 10},
+		{Kind: QueryHistory, Room: "lobby", FromSeq: 7, Limit: 1000, MaxBytes: 1 << 20},
 		{Kind: QueryHistory, Room: "lobby"},
 		{Kind: QueryHistory, Room: strings.Repeat("r", fsm.MaxRoomBytes), FromSeq: 1<<64 - 1, Limit: MaxQueryHistoryLimit},
 		{Kind: QueryMembers, Room: "lobby"},
@@ -37,6 +39,29 @@ func TestRoomQueryRoundTrip(t *testing.T) {
 	}
 	if got, _ := DecodeRoomQuery(RoomQuery{Kind: QueryHistory, Room: "r", Limit: -5}.Encode()); got.Limit != 0 {
 		t.Errorf("limit -5 decoded as %d, want 0 (the default page)", got.Limit)
+	}
+	if got, _ := DecodeRoomQuery(RoomQuery{Kind: QueryHistory, Room: "r", MaxBytes: 1 << 40}.Encode()); got.MaxBytes != maxHistoryAnswerBytes {
+		t.Errorf("max bytes 1<<40 decoded as %d, want %d", got.MaxBytes, maxHistoryAnswerBytes)
+	}
+}
+
+// A node that predates the byte bound sends version 1 queries, without
+// MaxBytes: they still decode, and get the default bound.
+func TestDecodeRoomQueryVersion1(t *testing.T) {
+	b := []byte{1, byte(QueryHistory)}
+	b = appendString(b, "lobby")
+	b = binary.AppendUvarint(b, 42)
+	b = binary.AppendUvarint(b, 1000)
+	q, err := DecodeRoomQuery(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := RoomQuery{Kind: QueryHistory, Room: "lobby", FromSeq: 42, Limit: 1000}
+	if q != want {
+		t.Fatalf("decoded %+v, want %+v", q, want)
+	}
+	if q.maxBytes() != DefaultQueryPageBytes {
+		t.Errorf("a version 1 query gets a page bound of %d bytes, want %d", q.maxBytes(), DefaultQueryPageBytes)
 	}
 }
 

@@ -67,8 +67,8 @@ func (b *backend) query(ctx context.Context, q RoomQuery, stale bool) (RoomAnswe
 	return ans, ans.Err
 }
 
-func (b *backend) History(ctx context.Context, room string, fromSeq uint64, limit int, stale bool) (fsm.History, error) {
-	ans, err := b.query(ctx, RoomQuery{Kind: QueryHistory, Room: room, FromSeq: fromSeq, Limit: limit}, stale)
+func (b *backend) History(ctx context.Context, room string, fromSeq uint64, limit, maxBytes int, stale bool) (fsm.History, error) {
+	ans, err := b.query(ctx, RoomQuery{Kind: QueryHistory, Room: room, FromSeq: fromSeq, Limit: limit, MaxBytes: maxBytes}, stale)
 	if err != nil {
 		return fsm.History{}, err
 	}

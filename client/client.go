@@ -45,7 +45,8 @@ type Options struct {
 	// TLSConfig is used for wss:// URLs.
 	TLSConfig *tls.Config
 	// MaxFrame is the largest frame the client reads. The default, 128 MiB,
-	// fits a history page of 1,000 events of 64 KiB.
+	// fits a history page of 1,000 events of 64 KiB, more than a node's
+	// byte-bounded pages (max_page_bytes) hold.
 	MaxFrame int
 
 	Logger *slog.Logger

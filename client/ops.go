@@ -176,7 +176,9 @@ func (p *HistoryPage) NextSeq() uint64 {
 
 // History reads up to limit events of room from fromSeq on (0: from the
 // first retained event; limit 0: the node's default, 100; at most 1000).
-// Page with NextSeq while More.
+// The node also bounds a page in bytes (its max_page_bytes, 1 MiB by
+// default), so a page of big events holds fewer than limit. Page with
+// NextSeq while More.
 func (c *Client) History(ctx context.Context, room string, fromSeq uint64, limit int, opts ...ReadOption) (*HistoryPage, error) {
 	req := request{Op: opHistory, Room: room, Limit: limit}
 	if fromSeq > 0 {

@@ -75,7 +75,7 @@ func (f *FSM) Digest() ([32]byte, error) {
 			return sum, err
 		}
 		if r.rec.FirstSeq <= r.rec.LastSeq {
-			events, err := f.readEvents(txn, r.name, r.rec.Epoch, r.rec.FirstSeq, r.rec.LastSeq)
+			events, _, err := f.readEvents(txn, r.name, r.rec.Epoch, r.rec.FirstSeq, r.rec.LastSeq, 0)
 			if err != nil {
 				return sum, err
 			}

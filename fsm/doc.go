@@ -35,6 +35,7 @@
 //	for ev := range sub.C { … }                // then sub.Err()
 //
 //	page, err := f.History("lobby", fromSeq, 100)
+//	page, err = f.HistoryBytes("lobby", fromSeq, 100, 1<<20) // also ≤ 1 MiB; page.More()
 //
 // Errors are values: Result.Err wraps one of the sentinel errors (ErrConflict,
 // ErrNotMember, ErrInvalid, ErrBadCommand, …) and nothing a log entry or a

@@ -25,6 +25,12 @@ type RoomInfo struct {
 	Config      RoomConfig
 }
 
+// EventOverheadBytes is what an event costs in a page beyond its stored
+// record and its room's name: the fields a reader frames it with (seq,
+// epoch, timestamp, keys). Byte-bounded pages count it so that a page of
+// many tiny events is bounded too.
+const EventOverheadBytes = 128
+
 // History is one page of a room's events.
 type History struct {
 	Epoch    uint64
@@ -34,6 +40,16 @@ type History struct {
 	// were trimmed and the page starts at FirstSeq instead.
 	Truncated bool
 	Events    []Event // in seq order, without gaps
+	// Bytes is what the page's events count against a byte bound: each
+	// one's stored record, its room's name and EventOverheadBytes. It is
+	// set by the read itself and not carried by an encoded answer.
+	Bytes int
+}
+
+// More reports whether the room had events after this page when it was
+// read: the next page starts at the last event's seq + 1.
+func (h *History) More() bool {
+	return len(h.Events) > 0 && h.Events[len(h.Events)-1].Seq < h.LastSeq
 }
 
 // Members is a room's member list at one seq.
@@ -111,11 +127,24 @@ func (f *FSM) Members(name string) (Members, error) {
 // first available; limit 0: DefaultHistoryLimit). It reads one consistent
 // view of the store, so the page and its bounds agree.
 func (f *FSM) History(name string, fromSeq uint64, limit int) (History, error) {
+	return f.HistoryBytes(name, fromSeq, limit, 0)
+}
+
+// HistoryBytes is History with the page also bounded in bytes: it stops
+// before the event that would take the page's Bytes over maxBytes (0: no
+// bound). The bound is checked against each record's stored size before
+// its value is read, so an oversized page is never built. The page always
+// holds at least one event when the room has one at or after fromSeq, so
+// a reader paging on makes progress even past an event above the bound.
+func (f *FSM) HistoryBytes(name string, fromSeq uint64, limit, maxBytes int) (History, error) {
 	if err := f.checkReadable(); err != nil {
 		return History{}, err
 	}
 	if limit < 0 {
 		return History{}, fmt.Errorf("%w: negative history limit %d", ErrInvalid, limit)
+	}
+	if maxBytes < 0 {
+		return History{}, fmt.Errorf("%w: negative history byte bound %d", ErrInvalid, maxBytes)
 	}
 	if limit == 0 {
 		limit = DefaultHistoryLimit
@@ -146,16 +175,21 @@ func (f *FSM) History(name string, fromSeq uint64, limit int) (History, error) {
 		return h, nil
 	}
 	end := min(rec.LastSeq, start+uint64(limit)-1)
-	if h.Events, err = f.readEvents(txn, name, rec.Epoch, start, end); err != nil {
+	if h.Events, h.Bytes, err = f.readEvents(txn, name, rec.Epoch, start, end, maxBytes); err != nil {
 		return History{}, err
 	}
 	return h, nil
 }
 
 // readEvents reads events [from, to] of an incarnation, which must all be
-// stored: a gap means the store is damaged.
-func (f *FSM) readEvents(txn *badger.Txn, name string, epoch, from, to uint64) ([]Event, error) {
-	events := make([]Event, 0, to-from+1)
+// stored: a gap means the store is damaged. With maxBytes > 0 it stops
+// early, after at least one event, before the bytes read would pass it.
+func (f *FSM) readEvents(txn *badger.Txn, name string, epoch, from, to uint64, maxBytes int) ([]Event, int, error) {
+	// The capacity is a guess, not the range: a byte-bounded page of big
+	// events holds far fewer than the range, and a range of 1,000 events
+	// must not cost a 1,000-slot allocation per tiny page.
+	events := make([]Event, 0, min(to-from+1, 64))
+	total := 0
 	prefix := f.keys.incarnation(kindEvent, name, epoch)
 	opts := badger.DefaultIteratorOptions
 	opts.Prefix = prefix
@@ -169,6 +203,11 @@ func (f *FSM) readEvents(txn *badger.Txn, name string, epoch, from, to uint64) (
 		if len(key) != len(prefix)+8 || beUint64(key[len(prefix):]) != want {
 			break
 		}
+		size := int(item.ValueSize()) + len(name) + EventOverheadBytes
+		if maxBytes > 0 && len(events) > 0 && total+size > maxBytes {
+			return events, total, nil
+		}
+		total += size
 		ev := Event{Room: name, Epoch: epoch, Seq: want}
 		err := item.Value(func(v []byte) error {
 			ts, err := decodeEvent(v, &ev)
@@ -176,13 +215,13 @@ func (f *FSM) readEvents(txn *badger.Txn, name string, epoch, from, to uint64) (
 			return err
 		})
 		if err != nil {
-			return nil, corrupt("event", key, err)
+			return nil, 0, corrupt("event", key, err)
 		}
 		events = append(events, ev)
 		want++
 	}
 	if want <= to {
-		return nil, corrupt("event", f.keys.event(name, epoch, want), errors.New("missing inside the room's window"))
+		return nil, 0, corrupt("event", f.keys.event(name, epoch, want), errors.New("missing inside the room's window"))
 	}
-	return events, nil
+	return events, total, nil
 }

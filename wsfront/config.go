@@ -28,7 +28,11 @@ type Backend interface {
 	// Propose commits a command in its room's group and returns its result.
 	Propose(ctx context.Context, cmd fsm.Command) (*fsm.Result, error)
 	// History, Members and Room read a room, linearizably unless stale.
-	History(ctx context.Context, room string, fromSeq uint64, limit int, stale bool) (fsm.History, error)
+	// A history page holds at most limit events and stops early, after at
+	// least one event, once its events would count more than maxBytes
+	// (fsm.History.Bytes); the bound holds while the page is read, on
+	// whichever node reads it.
+	History(ctx context.Context, room string, fromSeq uint64, limit, maxBytes int, stale bool) (fsm.History, error)
 	Members(ctx context.Context, room string, stale bool) (fsm.Members, error)
 	Room(ctx context.Context, room string) (fsm.RoomInfo, error)
 	// GroupEvents opens a stream of the events the group applies from now
@@ -49,14 +53,25 @@ type EventStream interface {
 // Limits bound what one socket may cost the node. docs/protocol.md lists
 // them with the answer a client gets for each.
 type Limits struct {
-	MaxFrame       int           // bytes of one client frame
-	MaxData        int           // bytes of a publish's data or a join's meta
-	MaxRooms       int           // rooms joined plus subscribed per socket
-	PublishRate    float64       // publishes per second per socket
-	PublishBurst   int           // publishes allowed at once
-	MaxInflight    int           // requests in progress per socket
-	MaxQueueFrames int           // outgoing frames queued per socket
-	MaxQueueBytes  int           // outgoing bytes queued per socket
+	MaxFrame       int     // bytes of one client frame
+	MaxData        int     // bytes of a publish's data or a join's meta
+	MaxRooms       int     // rooms joined plus subscribed per socket
+	PublishRate    float64 // publishes per second per socket
+	PublishBurst   int     // publishes allowed at once
+	MaxInflight    int     // requests in progress per socket
+	MaxQueueFrames int     // outgoing frames queued per socket
+	MaxQueueBytes  int     // outgoing bytes queued per socket
+	// MaxPageBytes bounds one history page in bytes (its events as
+	// stored, see fsm.History.Bytes): a history reply, a subscribe's first
+	// page and every page a subscription catches up with. It is also what
+	// a read holds of the socket's and the node's budgets while it runs.
+	// 0 means DefaultMaxPageBytes; it is cut to half of MaxQueueBytes, so
+	// that a page always fits beside the events a socket has queued.
+	MaxPageBytes int
+	// MaxReadBytes bounds the bytes of history pages that the whole node
+	// is reading, building and holding in socket queues at once; a read
+	// over it is answered rate_limited. 0 means DefaultMaxReadBytes.
+	MaxReadBytes   int
 	AuthTimeout    time.Duration // to authenticate after connecting
 	IdleTimeout    time.Duration // without receiving anything
 	PingInterval   time.Duration // between server pings
@@ -131,6 +146,32 @@ func limitsJSON(l Limits) []byte {
 	return append(b, '}')
 }
 
+// Defaults of the read budgets (Limits.MaxPageBytes, Limits.MaxReadBytes).
+// A page of 1 MiB is read in a few milliseconds and keeps a socket's 4 MiB
+// queue to four pages; 64 MiB lets 64 such reads run at once on a node
+// before more wait, a small share of a node's memory.
+const (
+	DefaultMaxPageBytes = 1 << 20
+	DefaultMaxReadBytes = 64 << 20
+)
+
+// pageBytes is the byte bound of one history page.
+func (l Limits) pageBytes() int {
+	n := l.MaxPageBytes
+	if n <= 0 {
+		n = DefaultMaxPageBytes
+	}
+	return max(min(n, l.MaxQueueBytes/2), 1)
+}
+
+// readBytes is the node's budget for history pages in flight.
+func (l Limits) readBytes() int {
+	if l.MaxReadBytes <= 0 {
+		return DefaultMaxReadBytes
+	}
+	return l.MaxReadBytes
+}
+
 // DefaultLimits are the limits docs/protocol.md documents.
 func DefaultLimits() Limits {
 	return Limits{
@@ -142,6 +183,8 @@ func DefaultLimits() Limits {
 		MaxInflight:      64,
 		MaxQueueFrames:   1024,
 		MaxQueueBytes:    4 << 20,
+		MaxPageBytes:     DefaultMaxPageBytes,
+		MaxReadBytes:     DefaultMaxReadBytes,
 		AuthTimeout:      10 * time.Second,
 		IdleTimeout:      60 * time.Second,
 		PingInterval:     20 * time.Second,
@@ -169,6 +212,13 @@ func (l Limits) Validate() error {
 	positive("max inflight", l.MaxInflight)
 	positive("max queue frames", l.MaxQueueFrames)
 	positive("max queue bytes", l.MaxQueueBytes)
+	if l.MaxPageBytes < 0 || l.MaxReadBytes < 0 {
+		errs = append(errs, fmt.Errorf("max page bytes and max read bytes must not be negative (0: default), got %d and %d",
+			l.MaxPageBytes, l.MaxReadBytes))
+	} else if l.readBytes() < l.pageBytes() {
+		errs = append(errs, fmt.Errorf("max read bytes %d is below one page (max page bytes %d): no history read could run",
+			l.readBytes(), l.pageBytes()))
+	}
 	if l.PublishRate <= 0 {
 		errs = append(errs, fmt.Errorf("publish rate must be positive, got %v", l.PublishRate))
 	}

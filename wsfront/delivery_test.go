@@ -163,15 +163,24 @@ type rawConn struct {
 
 func dialRaw(t *testing.T, base string) *rawConn {
 	t.Helper()
+	// A small receive buffer makes the socket fall behind sooner.
+	return dialRawBuffer(t, base, 4096)
+}
+
+// dialRawBuffer is dialRaw with the given receive buffer (0: the
+// system's). A tiny buffer also makes reading megabytes later crawl (the
+// peer's window opens by a few KB per delayed ACK), so a test that reads
+// big frames after not reading keeps the system's.
+func dialRawBuffer(t *testing.T, base string, readBuffer int) *rawConn {
+	t.Helper()
 	addr := strings.TrimPrefix(base, "http://")
 	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = conn.Close() })
-	// A small receive buffer makes the socket fall behind sooner.
-	if tc, ok := conn.(*net.TCPConn); ok {
-		_ = tc.SetReadBuffer(4096)
+	if tc, ok := conn.(*net.TCPConn); ok && readBuffer > 0 {
+		_ = tc.SetReadBuffer(readBuffer)
 	}
 	keyBytes := make([]byte, 16)
 	_, _ = rand.Read(keyBytes)

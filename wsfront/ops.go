@@ -101,7 +101,8 @@ func (sess *session) message(msg *gws.Message) {
 		case opPublish:
 			reply, perr = sess.publish(ctx, ident, &req)
 		case opHistory:
-			reply, perr = sess.history(ctx, &req)
+			sess.history(ctx, &req)
+			return // history sends its reply itself, through its read budget
 		case opMembers:
 			reply, perr = sess.members(ctx, &req)
 		case opSubscribe:

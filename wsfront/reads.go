@@ -27,15 +27,21 @@ func (s *Server) readRetry(ctx context.Context, read func(context.Context) error
 	}
 }
 
-func (sess *session) history(ctx context.Context, req *request) ([]byte, *protoError) {
+// history answers a history request. The page's bytes are taken from the
+// socket's and the node's budgets before it is read, and held until its
+// reply is written, so a client asking for more than it reads is refused
+// (rate_limited) instead of the node building replies without bound.
+func (sess *session) history(ctx context.Context, req *request) {
 	stale, perr := consistencyOf(req)
 	if perr != nil {
-		return nil, perr
+		sess.answer(req, nil, perr)
+		return
 	}
 	limit := 100
 	if req.Limit != nil {
 		if *req.Limit < 1 || *req.Limit > maxHistoryLimit {
-			return nil, badRequest("limit must be 1..%d", maxHistoryLimit)
+			sess.answer(req, nil, badRequest("limit must be 1..%d", maxHistoryLimit))
+			return
 		}
 		limit = *req.Limit
 	}
@@ -43,13 +49,21 @@ func (sess *session) history(ctx context.Context, req *request) ([]byte, *protoE
 	if req.FromSeq != nil {
 		from = *req.FromSeq
 	}
+	pageBytes := sess.srv.cfg.Limits.pageBytes()
+	g, perr := sess.tryRead(pageBytes)
+	if perr != nil {
+		sess.answer(req, nil, perr)
+		return
+	}
+	defer g.release()
 	var page fsm.History
 	err := sess.srv.readRetry(ctx, func(ctx context.Context) (err error) {
-		page, err = sess.srv.be.History(ctx, req.Room, from, limit, stale)
+		page, err = sess.srv.be.History(ctx, req.Room, from, limit, pageBytes, stale)
 		return err
 	})
 	if err != nil {
-		return nil, backendError(err)
+		sess.answer(req, nil, backendError(err))
+		return
 	}
 	w := newReply(req.ID, true)
 	w.key("events")
@@ -62,13 +76,17 @@ func (sess *session) history(ctx context.Context, req *request) ([]byte, *protoE
 	}
 	w.b = append(w.b, ']')
 	w.uint("first_seq", page.FirstSeq).uint("last_seq", page.LastSeq).epoch(page.Epoch)
+	if page.More() {
+		w.bool("more", true)
+	}
 	if page.Truncated {
 		w.bool("truncated", true)
 	}
 	if stale {
 		w.bool("stale", true)
 	}
-	return w.done(), nil
+	sess.srv.obs.Op(opHistory, "ok", time.Since(req.received))
+	g.send(w.done())
 }
 
 func (sess *session) members(ctx context.Context, req *request) ([]byte, *protoError) {
@@ -147,11 +165,21 @@ func (sess *session) registerSubscription(req *request) (*subscription, uint64, 
 // subscribe positions a registered subscription. It was registered before
 // this reads where the room stands, so every event committed after that
 // read reaches it live and everything before comes from history: no gap.
+//
+// Its first page of history is read only if the budgets have room for it
+// at once; otherwise the subscription learns where the room stands and
+// catches up, paced, once they do: a subscribe is never refused for them.
 func (sess *session) subscribe(ctx context.Context, req *request, sub *subscription, wantEpoch uint64) {
+	var g *readGrant
+	pageBytes := sess.srv.cfg.Limits.pageBytes()
+	if req.FromSeq != nil {
+		g, _ = sess.tryRead(pageBytes)
+	}
+	defer g.release()
 	var page fsm.History
 	err := sess.srv.readRetry(ctx, func(ctx context.Context) error {
-		if req.FromSeq != nil {
-			p, err := sess.srv.be.History(ctx, req.Room, max(*req.FromSeq, 1), maxHistoryLimit, false)
+		if g != nil {
+			p, err := sess.srv.be.History(ctx, req.Room, max(*req.FromSeq, 1), maxHistoryLimit, pageBytes, false)
 			page = p
 			return err
 		}
@@ -197,7 +225,9 @@ func (sess *session) subscribe(ctx context.Context, req *request, sub *subscript
 	if !deliverPage {
 		page.Events = nil
 	}
-	if sub.applyPage(&page) {
+	live := sub.applyPage(&page, g)
+	g.release()
+	if live {
 		return
 	}
 	if sess.waitDrained(sess.ctx) {

@@ -42,6 +42,7 @@ type Server struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // session goroutines, sweeper
+	reads  byteBudget     // history pages in flight on this node
 
 	mu       sync.Mutex
 	sessions map[*session]struct{}

@@ -26,8 +26,11 @@ type session struct {
 	lastRead     atomic.Int64 // unix nanoseconds
 	queuedFrames atomic.Int64
 	queuedBytes  atomic.Int64
-	inflight     atomic.Int32
-	closing      atomic.Bool
+	// reservedBytes is held for history pages being read or built for
+	// this socket; with queuedBytes it is the socket's budget (budget.go).
+	reservedBytes atomic.Int64
+	inflight      atomic.Int32
+	closing       atomic.Bool
 
 	mu       sync.Mutex
 	ident    *auth.Identity

@@ -136,18 +136,29 @@ func (s *subscription) startCatchUpLocked() {
 // catchUp reads history from the subscription's position until it has
 // delivered everything committed, then drains the live events that arrived
 // meanwhile and hands delivery back to the feed.
+//
+// Each page waits for room in the socket's and the node's read budgets
+// before it is read, so many subscriptions resuming at once read a few
+// pages at a time rather than all of theirs together.
 func (s *subscription) catchUp(ctx context.Context) {
 	backoff := feedRetryMin
+	pageBytes := s.sess.srv.cfg.Limits.pageBytes()
 	for {
+		g, ok := s.sess.waitRead(ctx, pageBytes)
+		if !ok {
+			return
+		}
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
+			g.release()
 			return
 		}
 		from := s.next
 		s.mu.Unlock()
-		page, err := s.readHistory(ctx, from)
+		page, err := s.readHistory(ctx, from, pageBytes)
 		if err != nil {
+			g.release()
 			if !sleep(ctx, backoff) {
 				return
 			}
@@ -155,7 +166,9 @@ func (s *subscription) catchUp(ctx context.Context) {
 			continue
 		}
 		backoff = feedRetryMin
-		if s.applyPage(&page) {
+		live := s.applyPage(&page, g)
+		g.release()
+		if live {
 			return
 		}
 		if !s.sess.waitDrained(ctx) {
@@ -164,10 +177,10 @@ func (s *subscription) catchUp(ctx context.Context) {
 	}
 }
 
-func (s *subscription) readHistory(ctx context.Context, from uint64) (fsm.History, error) {
+func (s *subscription) readHistory(ctx context.Context, from uint64, maxBytes int) (fsm.History, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.sess.srv.cfg.Limits.RequestTimeout)
 	defer cancel()
-	page, err := s.sess.srv.be.History(ctx, s.room, max(from, 1), maxHistoryLimit, false)
+	page, err := s.sess.srv.be.History(ctx, s.room, max(from, 1), maxHistoryLimit, maxBytes, false)
 	if errors.Is(err, fsm.ErrRoomNotFound) {
 		return fsm.History{}, nil
 	}
@@ -175,8 +188,9 @@ func (s *subscription) readHistory(ctx context.Context, from uint64) (fsm.Histor
 }
 
 // applyPage delivers a page of history read at the subscription's position
-// and reports whether the subscription is now live.
-func (s *subscription) applyPage(page *fsm.History) bool {
+// and reports whether the subscription is now live. The page's events are
+// sent through g, the budget the page was read with (nil: none was taken).
+func (s *subscription) applyPage(page *fsm.History, g *readGrant) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -208,7 +222,13 @@ func (s *subscription) applyPage(page *fsm.History) bool {
 				return false // history waits for the socket; live events would not
 			}
 			if ev := &page.Events[i]; ev.Seq == s.next {
-				s.sess.sendEvent(eventFrame(ev))
+				if g != nil {
+					if g.send(eventFrame(ev)) {
+						s.sess.srv.obs.EventsDelivered(1)
+					}
+				} else {
+					s.sess.sendEvent(eventFrame(ev))
+				}
 				s.next++
 			}
 		}

@@ -1126,6 +1126,8 @@ export class Herald {
 
   /**
    * Reads up to limit events of room from fromSeq on (default: the first retained).
+   * The node also bounds a page in bytes (max_page_bytes), so a page of big
+   * events holds fewer than limit: read on from nextSeq while more.
    */
   async history(room, { fromSeq, limit, stale, signal } = {}) {
     const req = { op: 'history', room };

@@ -105,6 +105,8 @@ func serveFlags() []cli.Flag {
 		num("max-sockets", 0, fmt.Sprintf("websockets open on the node at once; more are refused with HTTP 503 (0: the open-files limit less a reserve of a tenth, at least 1000 and at most half: %d on this machine)", wsfront.DefaultMaxSockets())),
 		num("max-sockets-per-ip", lim.MaxSocketsPerIP, "websockets of one client address (IPv4, or IPv6 /64) on the node; more are refused with HTTP 429 (0: no limit; set 0 behind a proxy, where every client has its address)"),
 		num("max-sockets-per-user", lim.MaxSocketsPerUser, "authenticated websockets of one user on the node; an auth over it is refused and its socket closed with 4029 (0: no limit)"),
+		num("max-page-bytes", lim.MaxPageBytes, "bytes of events in one history page (at most half of --max-queue-bytes)"),
+		num("max-read-bytes", lim.MaxReadBytes, "bytes of history pages the node reads and queues at once; more reads are rate_limited"),
 		dur("auth-timeout", lim.AuthTimeout, "time a socket has to authenticate"),
 		dur("idle-timeout", lim.IdleTimeout, "time a socket may stay silent"),
 		dur("ping-interval", lim.PingInterval, "time between the node's pings"),
@@ -222,6 +224,7 @@ func serveConfig(c *cli.Context, logger *slog.Logger) (herald.Config, string, er
 	lim.MaxFrame, lim.MaxData, lim.MaxRooms = c.Int("max-frame"), c.Int("max-data"), c.Int("max-rooms")
 	lim.PublishRate, lim.PublishBurst, lim.MaxInflight = c.Float64("publish-rate"), c.Int("publish-burst"), c.Int("max-inflight")
 	lim.MaxQueueFrames, lim.MaxQueueBytes = c.Int("max-queue-frames"), c.Int("max-queue-bytes")
+	lim.MaxPageBytes, lim.MaxReadBytes = c.Int("max-page-bytes"), c.Int("max-read-bytes")
 	lim.AuthTimeout, lim.IdleTimeout, lim.PingInterval = c.Duration("auth-timeout"), c.Duration("idle-timeout"), c.Duration("ping-interval")
 	lim.RequestTimeout = c.Duration("request-timeout")
 	lim.MaxSockets, lim.MaxSocketsPerIP, lim.MaxSocketsPerUser = c.Int("max-sockets"), c.Int("max-sockets-per-ip"), c.Int("max-sockets-per-user")

@@ -31,6 +31,8 @@ type Options struct {
 	LeaseTTL    time.Duration
 	// Logger receives every node's log (default: none).
 	Logger *slog.Logger
+	// Timing is the nodes' raft timing; nil means Timing().
+	Timing *multiraft.Timing
 }
 
 // Cluster is a running test cluster.
@@ -65,6 +67,10 @@ func Start(t testing.TB, opts Options) *Cluster {
 	if opts.Replication == 0 {
 		opts.Replication = min(3, opts.Nodes)
 	}
+	timing := Timing()
+	if opts.Timing != nil {
+		timing = *opts.Timing
+	}
 	if opts.LeaseTTL == 0 {
 		opts.LeaseTTL = 3 * time.Second
 	}
@@ -96,7 +102,7 @@ func Start(t testing.TB, opts Options) *Cluster {
 			PeerAddr:      "127.0.0.1:0",
 			Auth:          authCfg,
 			Limits:        limits,
-			Timing:        Timing(),
+			Timing:        timing,
 			LeaseTTL:      opts.LeaseTTL,
 			StopTimeout:   10 * time.Second,
 			TickInterval:  time.Second,
