@@ -144,8 +144,8 @@ func TestPeerPortAttacksRefused(t *testing.T) {
 	before := snapshotLeaders(t, "http://"+client(0))
 
 	attackers := map[string]*transport.Manager{
-		"no secret":                 attacker(t, "n2", nil),
-		"wrong secret":              attacker(t, "n2", func(c *transport.Config) { c.ClusterSecret = []byte("a-wrong-guess-of-the-secret-0000") }),
+		"no secret":                attacker(t, "n2", nil),
+		"wrong secret":             attacker(t, "n2", func(c *transport.Config) { c.ClusterSecret = []byte("a-wrong-guess-of-the-secret-0000") }),
 		"right secret, not a node": attacker(t, "mallory", func(c *transport.Config) { c.ClusterSecret = secret }),
 	}
 	for name, m := range attackers {
