@@ -10,9 +10,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/big"
 	"net"
@@ -27,6 +25,7 @@ import (
 
 	"github.com/heraldhq/herald/admin"
 	"github.com/heraldhq/herald/fsm"
+	"github.com/heraldhq/herald/internal/testnet"
 	"github.com/heraldhq/herald/multiraft"
 	"github.com/heraldhq/herald/multiraft/transport"
 )
@@ -171,12 +170,12 @@ func TestPeerPortAttacksRefused(t *testing.T) {
 	}
 
 	// A recorded handshake of a node that knows the secret, replayed.
-	rec := newRecordingProxy(t, peer(0))
+	rec := testnet.NewRecorder(t, peer(0))
 	legit := attacker(t, "n2", func(c *transport.Config) { c.ClusterSecret = secret })
-	if _, err := legit.Call(context.Background(), raft.ServerAddress(rec.addr()), "mr.meta.state", multiraft.MetaGroup, nil); err != nil {
+	if _, err := legit.Call(context.Background(), raft.ServerAddress(rec.Addr()), "mr.meta.state", multiraft.MetaGroup, nil); err != nil {
 		t.Fatalf("a call with the secret: %v", err)
 	}
-	got := replay(t, peer(0), rec.bytes())
+	got := testnet.Exchange(t, peer(0), rec.Bytes(), 5*time.Second)
 	if !bytes.Contains(got, []byte("authentication failed")) || bytes.Contains(got, []byte(`"cluster_id"`)) {
 		t.Fatalf("replayed handshake: want a refusal and no cluster state, got %q", got)
 	}
@@ -268,84 +267,6 @@ func TestServeRefusesOpenPeerPort(t *testing.T) {
 	}
 	p = startProc(t, append(args, "--insecure-peers")...)
 	p.waitOutput(t, "peers are not authenticated", 30*time.Second)
-}
-
-// recordingProxy forwards one TCP connection at a time to target and
-// records what the dialer sent.
-type recordingProxy struct {
-	ln  net.Listener
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func newRecordingProxy(t *testing.T, target string) *recordingProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &recordingProxy{ln: ln}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { _ = ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			u, err := net.Dial("tcp", target)
-			if err != nil {
-				_ = c.Close()
-				continue
-			}
-			wg.Add(2)
-			go func() {
-				defer wg.Done()
-				_, _ = io.Copy(io.MultiWriter(u, p), c)
-				_ = u.Close()
-			}()
-			go func() {
-				defer wg.Done()
-				_, _ = io.Copy(c, u)
-				_ = c.Close()
-			}()
-		}
-	}()
-	return p
-}
-
-func (p *recordingProxy) addr() string { return p.ln.Addr().String() }
-
-func (p *recordingProxy) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.buf.Write(b)
-}
-
-func (p *recordingProxy) bytes() []byte {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return bytes.Clone(p.buf.Bytes())
-}
-
-// replay sends recorded bytes on a fresh connection and returns the answer.
-func replay(t *testing.T, addr string, b []byte) []byte {
-	t.Helper()
-	nc, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = nc.Close() }()
-	_, _ = nc.Write(b)
-	_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
-	got, err := io.ReadAll(nc)
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		t.Fatalf("the node kept a replayed connection open: read %q", got)
-	}
-	return got
 }
 
 // pemCA is a throwaway certificate authority for peer certificates.

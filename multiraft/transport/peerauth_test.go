@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/heraldhq/herald/internal/testnet"
 )
 
 var (
@@ -95,56 +97,6 @@ func TestClusterSecretTooShort(t *testing.T) {
 	}
 }
 
-// recorder is a TCP proxy that records what the dialer sent.
-type recorder struct {
-	ln  net.Listener
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func newRecorder(t *testing.T, target string) *recorder {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &recorder{ln: ln}
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			u, err := net.Dial("tcp", target)
-			if err != nil {
-				_ = c.Close()
-				return
-			}
-			go func() {
-				_, _ = io.Copy(io.MultiWriter(u, r), c)
-				_ = u.Close()
-			}()
-			go func() {
-				_, _ = io.Copy(c, u)
-				_ = c.Close()
-			}()
-		}
-	}()
-	return r
-}
-
-func (r *recorder) Write(p []byte) (int, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.buf.Write(p)
-}
-
-func (r *recorder) bytes() []byte {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return bytes.Clone(r.buf.Bytes())
-}
-
 // TestReplayedHandshakeRefused replays, byte for byte, what a legitimate
 // peer sent: the acceptor's fresh nonce makes the recorded proof useless.
 func TestReplayedHandshakeRefused(t *testing.T) {
@@ -158,22 +110,15 @@ func TestReplayedHandshakeRefused(t *testing.T) {
 		calls.Add(1)
 		return echoHandler(ctx, from, g, req)
 	})
-	rec := newRecorder(t, string(a.Addr()))
-	if _, err := b.Call(context.Background(), raft.ServerAddress(rec.ln.Addr().String()), "echo", 1, []byte("x")); err != nil {
+	rec := testnet.NewRecorder(t, string(a.Addr()))
+	if _, err := b.Call(context.Background(), raft.ServerAddress(rec.Addr()), "echo", 1, []byte("x")); err != nil {
 		t.Fatal(err)
 	}
-	recorded := rec.bytes()
+	recorded := rec.Bytes()
 	if calls.Load() != 1 || len(recorded) == 0 {
 		t.Fatalf("recording failed: %d calls, %d bytes", calls.Load(), len(recorded))
 	}
-	nc, err := net.Dial("tcp", string(a.Addr()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = nc.Close() }()
-	_, _ = nc.Write(recorded)
-	_ = nc.SetReadDeadline(time.Now().Add(3 * time.Second))
-	got, _ := io.ReadAll(nc)
+	got := testnet.Exchange(t, string(a.Addr()), recorded, 3*time.Second)
 	if !bytes.Contains(got, []byte("authentication failed")) {
 		t.Fatalf("replayed handshake: want a refusal, got %q", got)
 	}
