@@ -152,6 +152,15 @@ func (rh *replicaHealth) fill(st *GroupStatus, last time.Time, now time.Time) {
 	}
 }
 
+// cutOff reports whether r, a follower, has gone without hearing from a
+// leader for longer than a stuck replica may.
+func (rh *replicaHealth) cutOff(r *raft.Raft) bool {
+	if r.State() == raft.Leader {
+		return false
+	}
+	return time.Since(later(r.LastContact(), rh.started)) > stuckContactTimeouts*rh.hbTO
+}
+
 // StuckAfter is how long the replica that reported st may go without
 // hearing from a leader before it counts as stuck.
 func (st GroupStatus) StuckAfter() time.Duration {

@@ -126,7 +126,9 @@ func (h *Host) handleReadIndex(ctx context.Context, _ string, group uint64, _ []
 func (h *Host) MetaState(ctx context.Context) (*ClusterState, error) {
 	ctx, cancel := h.withTimeout(ctx)
 	defer cancel()
-	if rep := h.replica(MetaGroup); rep != nil {
+	// A local replica cut off from its leader would only wait for entries
+	// that do not come, spending the time the leader's answer needs.
+	if rep := h.replica(MetaGroup); rep != nil && !rep.health.cutOff(rep.raft) {
 		if err := h.syncRead(ctx, rep); err == nil {
 			st, _ := h.meta.State()
 			return st, nil
