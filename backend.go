@@ -134,11 +134,32 @@ func (b *backend) Ready() error {
 		return errors.New("this node's lease expired: the meta group could not be reached in time")
 	}
 	for _, g := range b.host.LocalGroups() {
-		if id, _ := b.host.Leader(g); id == "" {
-			return fmt.Errorf("group %d has no known leader", g)
+		if id, _ := b.host.Leader(g); id != "" {
+			continue
 		}
+		// A replica that stays without a leader past the stuck bound is
+		// reported by ReadyNotes instead: the node forwards that group's
+		// writes to its leader and serves every other group, and a cut-off
+		// replica on every node must not take every node out of service.
+		if st, err := b.host.Status(g); err == nil && st.Stuck != "" {
+			continue
+		}
+		return fmt.Errorf("group %d has no known leader", g)
 	}
 	return nil
+}
+
+// ReadyNotes lists the local replicas cut off from their groups, for
+// /readyz: the node stays ready, but reads of those groups' rooms through
+// it wait for the replica.
+func (b *backend) ReadyNotes() []string {
+	var out []string
+	for _, g := range b.host.LocalGroups() {
+		if st, err := b.host.Status(g); err == nil && st.Stuck != "" {
+			out = append(out, fmt.Sprintf("group %d: this node's replica %s", g, st.Stuck))
+		}
+	}
+	return out
 }
 
 // groupEventBuffer is the events a local group feed may fall behind by
