@@ -203,7 +203,7 @@ func (r *Results) Summary(w io.Writer) {
 	switch ct := in.Contact; {
 	case ct == nil:
 	case ct.InContact:
-		p("  every replica in contact with its group's leader %.1fs after the final heal (bound %.0fs)", ct.After, ct.Bound)
+		p("  every replica in contact with its group's leader, checked %.1fs after the final heal (bound %.0fs)", ct.After, ct.Bound)
 	default:
 		p("  replicas NOT in contact with their group's leader %.0fs after the final heal (bound %.0fs):", ct.After, ct.Bound)
 		for _, pr := range ct.Problems {

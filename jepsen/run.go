@@ -266,7 +266,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	contact := waitContact(ctx, c, healed, ContactBound)
 	info.Contact = &contact
 	if contact.InContact {
-		logf("every replica in contact with its leader %.1fs after the final heal", contact.After)
+		logf("every replica in contact with its leader, checked %.1fs after the final heal", contact.After)
 	} else {
 		logf("replicas not in contact with their leaders %.0fs after the final heal: %v", contact.After, contact.Problems)
 	}
