@@ -167,8 +167,8 @@ type ReplicaStatus struct {
 	// LastContact is how long ago a follower last heard from a leader,
 	// measured on its own node; absent for the leader.
 	LastContact Duration `json:"last_contact,omitempty"`
-	// Elections is how often the replica became a candidate in the last
-	// 20 heartbeat timeouts.
+	// Elections is how often the replica became a candidate, and did not
+	// win, in the last 20 heartbeat timeouts.
 	Elections int `json:"elections,omitempty"`
 	// Stuck says why the replica is cut off from its group (see the
 	// health verdict); empty when it is not.

@@ -34,7 +34,7 @@ var (
 	groupApplied  = groupDesc("herald_raft_group_applied_index", "Highest log index this node's replica of the group applied.")
 	groupApplyLag = groupDesc("herald_raft_group_apply_lag", "Committed entries this node's replica of the group has not applied yet (commit index minus applied index).")
 	groupContact  = groupDesc("herald_raft_group_last_contact_seconds", "Seconds since this node's replica of the group last heard from a leader (0 while it leads).")
-	groupStuck    = groupDesc("herald_raft_group_stuck", "1 if this node's replica of the group is cut off from it: no contact with a leader for more than 3 heartbeat timeouts, or elections started again and again; else 0.")
+	groupStuck    = groupDesc("herald_raft_group_stuck", "1 if this node's replica of the group is cut off from it: no contact with a leader for more than 3 heartbeat timeouts, or 3 elections lost in 20; else 0.")
 	groupUnreach  = groupDesc("herald_raft_group_unreachable_followers", "On the group's leader: followers that have not answered it for more than 3 heartbeat timeouts (0 elsewhere).")
 )
 

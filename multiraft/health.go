@@ -28,8 +28,8 @@ const (
 	// three.
 	stuckContactTimeouts = 3
 	// campaignWindowTimeouts is the window, in heartbeat timeouts, over
-	// which elections are counted, and campaignLimit the elections in it
-	// that make a replica count as campaigning. A leader's failure costs
+	// which lost elections are counted, and campaignLimit the elections in
+	// it that make a replica count as campaigning. A leader's failure costs
 	// its followers one election, a split vote a second.
 	campaignWindowTimeouts = 20
 	campaignLimit          = 3
@@ -42,8 +42,8 @@ type replicaHealth struct {
 	hbTO    time.Duration
 
 	mu sync.Mutex
-	// elections are the times this replica became a candidate, newest
-	// last, at most campaignLimit of them; guarded by mu.
+	// elections are the times this replica became a candidate and did
+	// not win, newest last, at most campaignLimit of them; guarded by mu.
 	elections []time.Time
 	// failing are the followers whose heartbeats fail, while this replica
 	// leads, with the last time each answered; guarded by mu.
@@ -67,6 +67,11 @@ func (rh *replicaHealth) observe(o *raft.Observation) bool {
 			if len(rh.elections) > campaignLimit {
 				rh.elections = slices.Delete(rh.elections, 0, len(rh.elections)-campaignLimit)
 			}
+		}
+		if d == raft.Leader && len(rh.elections) > 0 {
+			// An election won (a leadership transfer's, or after a leader
+			// failed) is not campaigning in vain.
+			rh.elections = rh.elections[:len(rh.elections)-1]
 		}
 		if d != raft.Leader {
 			// A new leadership starts with fresh replication loops.
@@ -148,7 +153,7 @@ func (rh *replicaHealth) fill(st *GroupStatus, last time.Time, now time.Time) {
 			st.Stuck += "; it is campaigning"
 		}
 	case st.Elections >= campaignLimit:
-		st.Stuck = fmt.Sprintf("started %d elections in the last %v", st.Elections, campaignWindowTimeouts*rh.hbTO)
+		st.Stuck = fmt.Sprintf("started %d elections in the last %v and won none", st.Elections, campaignWindowTimeouts*rh.hbTO)
 	}
 }
 

@@ -163,8 +163,8 @@ type GroupStatus struct {
 	// zero while it leads. A replica that never heard from one counts from
 	// its start.
 	ContactAge Duration `json:"contact_age,omitzero"`
-	// Elections is how many times the replica became a candidate in the
-	// last 20 heartbeat timeouts.
+	// Elections is how many times the replica became a candidate, and did
+	// not win, in the last 20 heartbeat timeouts.
 	Elections int `json:"elections,omitempty"`
 	// Unreachable lists, on a leader, the followers whose heartbeats fail.
 	Unreachable []PeerContact `json:"unreachable,omitempty"`
