@@ -1,6 +1,7 @@
 package admin_test
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -57,7 +58,9 @@ func TestAdminHealthStuckReplica(t *testing.T) {
 				return false
 			}
 		}
-		return st.Health.Verdict == admin.HealthDegraded
+		return st.Health.Verdict == admin.HealthDegraded && slices.ContainsFunc(st.Health.Reasons, func(r string) bool {
+			return strings.HasPrefix(r, "node n3 did not answer") && strings.Contains(r, "have had no answer from it either")
+		})
 	})
 	t.Logf("n1's verdict: %s %q", st.Health.Verdict, st.Health.Reasons)
 

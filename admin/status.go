@@ -306,13 +306,23 @@ func (h *healthBuilder) assess(st *multiraft.ClusterState, groups []Group) {
 	type silence struct {
 		groups []string
 		first  string
+		// cut are the groups whose leader has had no answer from the node
+		// either, and longest the longest such silence: then it is not
+		// only this node that cannot reach it.
+		cut     []string
+		longest Duration
 	}
 	silent := map[string]*silence{}
 	var silentNodes []string
 	defer func() {
 		for _, id := range silentNodes {
 			sl := silent[id]
-			h.degraded("node %s did not answer for its replicas of %s (%s)", id, strings.Join(sl.groups, ", "), sl.first)
+			msg := fmt.Sprintf("node %s did not answer for its replicas of %s (%s)", id, strings.Join(sl.groups, ", "), sl.first)
+			if len(sl.cut) > 0 {
+				msg += fmt.Sprintf("; the leaders of %s have had no answer from it either, for up to %v",
+					strings.Join(sl.cut, ", "), time.Duration(sl.longest).Round(100*time.Millisecond))
+			}
+			h.degraded("%s", msg)
 		}
 	}()
 	for _, g := range groups {
@@ -343,6 +353,12 @@ func (h *healthBuilder) assess(st *multiraft.ClusterState, groups []Group) {
 					silentNodes = append(silentNodes, r.Node)
 				}
 				sl.groups = append(sl.groups, name)
+				for _, u := range g.Unreachable {
+					if u.Node == r.Node && g.StuckAfter > 0 && u.Since > g.StuckAfter {
+						sl.cut = append(sl.cut, name)
+						sl.longest = max(sl.longest, u.Since)
+					}
+				}
 			case r.Status.Stuck != "":
 				h.degraded("%s: the replica on %s %s", name, r.Node, r.Status.Stuck)
 			case r.Status.Lag > lagThreshold:
