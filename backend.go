@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/heraldhq/herald/fsm"
@@ -133,6 +135,7 @@ func (b *backend) Ready() error {
 	case self.LeaseExpired:
 		return errors.New("this node's lease expired: the meta group could not be reached in time")
 	}
+	var stuck map[uint64]string
 	for _, g := range b.host.LocalGroups() {
 		if id, _ := b.host.Leader(g); id != "" {
 			continue
@@ -141,7 +144,10 @@ func (b *backend) Ready() error {
 		// reported by ReadyNotes instead: the node forwards that group's
 		// writes to its leader and serves every other group, and a cut-off
 		// replica on every node must not take every node out of service.
-		if st, err := b.host.Status(g); err == nil && st.Stuck != "" {
+		if stuck == nil {
+			stuck = b.host.StuckReplicas()
+		}
+		if stuck[g] != "" {
 			continue
 		}
 		return fmt.Errorf("group %d has no known leader", g)
@@ -153,11 +159,11 @@ func (b *backend) Ready() error {
 // /readyz: the node stays ready, but reads of those groups' rooms through
 // it wait for the replica.
 func (b *backend) ReadyNotes() []string {
-	var out []string
-	for _, g := range b.host.LocalGroups() {
-		if st, err := b.host.Status(g); err == nil && st.Stuck != "" {
-			out = append(out, fmt.Sprintf("group %d: this node's replica %s", g, st.Stuck))
-		}
+	stuck := b.host.StuckReplicas()
+	groups := slices.Sorted(maps.Keys(stuck))
+	out := make([]string, 0, len(groups))
+	for _, g := range groups {
+		out = append(out, fmt.Sprintf("group %d: this node's replica %s", g, stuck[g]))
 	}
 	return out
 }

@@ -166,6 +166,31 @@ func (rh *replicaHealth) cutOff(r *raft.Raft) bool {
 	return time.Since(later(r.LastContact(), rh.started)) > stuckContactTimeouts*rh.hbTO
 }
 
+// StuckReplicas returns, by group, why each local replica that is stuck is
+// (GroupStatus.Stuck). It asks nothing of raft's main loop, unlike Status,
+// so probes may call it often whatever the number of groups.
+func (h *Host) StuckReplicas() map[uint64]string {
+	h.mu.RLock()
+	reps := make([]*replica, 0, len(h.replicas))
+	for _, rep := range h.replicas {
+		reps = append(reps, rep)
+	}
+	h.mu.RUnlock()
+	var out map[uint64]string
+	now := time.Now()
+	for _, rep := range reps {
+		st := GroupStatus{State: rep.raft.State().String()}
+		rep.health.fill(&st, rep.raft.LastContact(), now)
+		if st.Stuck != "" {
+			if out == nil {
+				out = map[uint64]string{}
+			}
+			out[rep.group] = st.Stuck
+		}
+	}
+	return out
+}
+
 // StuckAfter is how long the replica that reported st may go without
 // hearing from a leader before it counts as stuck.
 func (st GroupStatus) StuckAfter() time.Duration {
