@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/heraldhq/herald/fsm"
@@ -133,12 +135,37 @@ func (b *backend) Ready() error {
 	case self.LeaseExpired:
 		return errors.New("this node's lease expired: the meta group could not be reached in time")
 	}
+	var stuck map[uint64]string
 	for _, g := range b.host.LocalGroups() {
-		if id, _ := b.host.Leader(g); id == "" {
-			return fmt.Errorf("group %d has no known leader", g)
+		if id, _ := b.host.Leader(g); id != "" {
+			continue
 		}
+		// A replica that stays without a leader past the stuck bound is
+		// reported by ReadyNotes instead: the node forwards that group's
+		// writes to its leader and serves every other group, and a cut-off
+		// replica on every node must not take every node out of service.
+		if stuck == nil {
+			stuck = b.host.StuckReplicas()
+		}
+		if stuck[g] != "" {
+			continue
+		}
+		return fmt.Errorf("group %d has no known leader", g)
 	}
 	return nil
+}
+
+// ReadyNotes lists the local replicas cut off from their groups, for
+// /readyz: the node stays ready, but reads of those groups' rooms through
+// it wait for the replica.
+func (b *backend) ReadyNotes() []string {
+	stuck := b.host.StuckReplicas()
+	groups := slices.Sorted(maps.Keys(stuck))
+	out := make([]string, 0, len(groups))
+	for _, g := range groups {
+		out = append(out, fmt.Sprintf("group %d: this node's replica %s", g, stuck[g]))
+	}
+	return out
 }
 
 // groupEventBuffer is the events a local group feed may fall behind by

@@ -112,6 +112,10 @@ func (s *server) groupReport(ctx context.Context, st *multiraft.ClusterState, g 
 		out.Leader, out.Term = ls.LeaderID, ls.Term
 		out.LastIndex, out.CommitIndex, out.AppliedIndex = ls.LastIndex, ls.CommitIndex, ls.AppliedIndex
 		servers = ls.Servers
+		out.StuckAfter = Duration(ls.StuckAfter())
+		for _, u := range ls.Unreachable {
+			out.Unreachable = append(out.Unreachable, Unreachable{Node: u.ID, Since: Duration(u.Since)})
+		}
 	}
 	if g == multiraft.MetaGroup {
 		for _, sv := range servers {
@@ -148,7 +152,8 @@ func (s *server) groupReport(ctx context.Context, st *multiraft.ClusterState, g 
 			r.Status = &ReplicaStatus{Error: err.Error()}
 			return
 		}
-		r.Status = &ReplicaStatus{State: rs.State, LastIndex: rs.LastIndex, AppliedIndex: rs.AppliedIndex}
+		r.Status = &ReplicaStatus{State: rs.State, LastIndex: rs.LastIndex, AppliedIndex: rs.AppliedIndex,
+			LastContact: Duration(rs.ContactAge), Elections: rs.Elections, Stuck: rs.Stuck}
 		if out.Leader != "" && out.CommitIndex > rs.AppliedIndex {
 			r.Status.Lag = out.CommitIndex - rs.AppliedIndex
 		}
@@ -301,13 +306,23 @@ func (h *healthBuilder) assess(st *multiraft.ClusterState, groups []Group) {
 	type silence struct {
 		groups []string
 		first  string
+		// cut are the groups whose leader has had no answer from the node
+		// either, and longest the longest such silence: then it is not
+		// only this node that cannot reach it.
+		cut     []string
+		longest Duration
 	}
 	silent := map[string]*silence{}
 	var silentNodes []string
 	defer func() {
 		for _, id := range silentNodes {
 			sl := silent[id]
-			h.degraded("node %s did not answer for its replicas of %s (%s)", id, strings.Join(sl.groups, ", "), sl.first)
+			msg := fmt.Sprintf("node %s did not answer for its replicas of %s (%s)", id, strings.Join(sl.groups, ", "), sl.first)
+			if len(sl.cut) > 0 {
+				msg += fmt.Sprintf("; the leaders of %s have had no answer from it either, for up to %v",
+					strings.Join(sl.cut, ", "), time.Duration(sl.longest).Round(100*time.Millisecond))
+			}
+			h.degraded("%s", msg)
 		}
 	}()
 	for _, g := range groups {
@@ -338,6 +353,14 @@ func (h *healthBuilder) assess(st *multiraft.ClusterState, groups []Group) {
 					silentNodes = append(silentNodes, r.Node)
 				}
 				sl.groups = append(sl.groups, name)
+				for _, u := range g.Unreachable {
+					if u.Node == r.Node && g.StuckAfter > 0 && u.Since > g.StuckAfter {
+						sl.cut = append(sl.cut, name)
+						sl.longest = max(sl.longest, u.Since)
+					}
+				}
+			case r.Status.Stuck != "":
+				h.degraded("%s: the replica on %s %s", name, r.Node, r.Status.Stuck)
 			case r.Status.Lag > lagThreshold:
 				h.degraded("%s: the replica on %s is %d entries behind the leader", name, r.Node, r.Status.Lag)
 			}
@@ -349,10 +372,48 @@ func (h *healthBuilder) assess(st *multiraft.ClusterState, groups []Group) {
 				h.degraded("%s: node %s is %s; a replica move is under way or was interrupted (finish it with groups move)", name, r.Node, where)
 			}
 		}
+		h.assessContact(name, g)
 		if !g.Meta && st.Replication > 0 && assigned != st.Replication &&
 			!(assigned < st.Replication && len(st.Nodes) < st.Replication) {
 			h.degraded("%s has %d replicas, want %d", name, assigned, st.Replication)
 		}
+	}
+}
+
+// assessContact judges g from its leader's side: followers that do not
+// answer it, and whether it still hears from a quorum of voters.
+func (h *healthBuilder) assessContact(name string, g Group) {
+	if g.Leader == "" || g.StuckAfter == 0 {
+		return
+	}
+	cut := map[string]Duration{}
+	for _, u := range g.Unreachable {
+		if u.Since > g.StuckAfter {
+			cut[u.Node] = u.Since
+		}
+	}
+	voters, heard := 0, 0
+	for _, r := range g.Replicas {
+		if !r.Voter {
+			continue
+		}
+		voters++
+		if _, ok := cut[r.Node]; !ok {
+			heard++
+		}
+	}
+	if voters > 0 && heard <= voters/2 {
+		h.degraded("%s: leader %s hears from only %d of %d voters, not a quorum", name, g.Leader, heard, voters)
+	}
+	for _, r := range g.Replicas {
+		since, ok := cut[r.Node]
+		// A replica that reports itself stuck, or did not answer at all,
+		// already has its reason; this one is for a follower that hears
+		// the leader while the leader does not hear it.
+		if !ok || r.Status == nil || r.Status.Stuck != "" || r.Status.Error != "" {
+			continue
+		}
+		h.degraded("%s: leader %s has had no answer from the replica on %s for %v", name, g.Leader, r.Node, time.Duration(since).Round(100*time.Millisecond))
 	}
 }
 

@@ -126,7 +126,19 @@ type Group struct {
 	CommitIndex  uint64    `json:"commit_index,omitempty"`
 	AppliedIndex uint64    `json:"applied_index,omitempty"`
 	Replicas     []Replica `json:"replicas"`
-	Error        string    `json:"error,omitempty"`
+	// Unreachable lists the followers whose heartbeats fail on the leader,
+	// with how long ago each last answered it.
+	Unreachable []Unreachable `json:"unreachable,omitempty"`
+	// StuckAfter is the leader's bound on a follower's silence (a few
+	// heartbeat timeouts): a replica silent longer is stuck.
+	StuckAfter Duration `json:"stuck_after,omitempty"`
+	Error      string   `json:"error,omitempty"`
+}
+
+// Unreachable is a follower that does not answer its group's leader.
+type Unreachable struct {
+	Node  string   `json:"node"`
+	Since Duration `json:"since"`
 }
 
 // Replica is one node's member of a group.
@@ -151,7 +163,16 @@ type ReplicaStatus struct {
 	AppliedIndex uint64 `json:"applied_index"`
 	// Lag is how far the replica's applied index is behind the leader's
 	// commit index.
-	Lag   uint64 `json:"lag"`
+	Lag uint64 `json:"lag"`
+	// LastContact is how long ago a follower last heard from a leader,
+	// measured on its own node; absent for the leader.
+	LastContact Duration `json:"last_contact,omitempty"`
+	// Elections is how often the replica became a candidate, and did not
+	// win, in the last 20 heartbeat timeouts.
+	Elections int `json:"elections,omitempty"`
+	// Stuck says why the replica is cut off from its group (see the
+	// health verdict); empty when it is not.
+	Stuck string `json:"stuck,omitempty"`
 	Error string `json:"error,omitempty"`
 }
 

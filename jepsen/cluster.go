@@ -408,6 +408,26 @@ func (c *Cluster) Kill(n *Node) error {
 	return nil
 }
 
+// Terminate sends a node SIGTERM, a graceful stop, and returns at once
+// with a channel closed when the process has exited. The node counts as
+// killed from now on (down until Restart), so no other fault picks it
+// while it stops.
+func (c *Cluster) Terminate(n *Node) (<-chan struct{}, error) {
+	n.mu.Lock()
+	if n.state != StateUp {
+		n.mu.Unlock()
+		return nil, fmt.Errorf("%s is %s, not up", n.ID, n.state)
+	}
+	n.expected = true
+	n.state = StateKilled
+	exited := n.exited
+	n.mu.Unlock()
+	if err := n.signal(syscall.SIGTERM); err != nil {
+		return nil, err
+	}
+	return exited, nil
+}
+
 // Restart starts a killed node again with its data.
 func (c *Cluster) Restart(n *Node) error {
 	n.mu.Lock()

@@ -3,13 +3,16 @@
 // processes (kill -9, restart, SIGSTOP, graceful stop), the network between
 // them (a network namespace per node with iptables partitions, or a
 // userspace TCP proxy on every peer link when namespaces are not allowed),
-// a fault schedule drawn from a seed (partitions, kills, pauses, leadership
-// transfers, replica moves, node add and decommission, netem), clients that
+// a fault schedule drawn from a seed (partitions, kills, pauses, a kill
+// with a graceful stop, leadership transfers, replica moves, node add and
+// decommission, netem), clients that
 // speak herald.v1 frame by frame and record every attempt of every
 // operation, and the checkers of the recorded history: lost, duplicated,
 // reordered, skipped and inconsistent messages, aborted and stale reads,
 // subscription streams, replica divergence, linearizability per room with
-// github.com/anishathalye/porcupine, and availability. Each run writes a
+// github.com/anishathalye/porcupine, availability, and, from the admin
+// status after the final heal, every replica's contact with its group's
+// leader. Each run writes a
 // report folder (history.jsonl, results.json, summary.txt, SVG plots,
 // porcupine's HTML for rooms that are not linearizable).
 //

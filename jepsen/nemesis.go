@@ -22,6 +22,7 @@ const (
 	FaultMove      = "move"      // replica moves through the admin API
 	FaultMember    = "member"    // add a node and rebalance; decommission it
 	FaultNetem     = "netem"     // latency and loss on every peer link
+	FaultKillTerm  = "kill-term" // kill -9 one node and SIGTERM another; restart both at heal
 	FaultCrash     = "crash"     // not injected: a node that exited on its own
 	// FaultStartFailed is not injected either: a node that gave up
 	// starting.
@@ -34,7 +35,7 @@ const (
 var errNoTarget = errors.New("every up node holds a replica of it: no node to move one to")
 
 // AllFaults lists every fault kind the nemesis can inject.
-var AllFaults = []string{FaultPartition, FaultKill, FaultPause, FaultTransfer, FaultMove, FaultMember, FaultNetem}
+var AllFaults = []string{FaultPartition, FaultKill, FaultPause, FaultTransfer, FaultMove, FaultMember, FaultNetem, FaultKillTerm}
 
 // NemesisConfig shapes the fault schedule.
 type NemesisConfig struct {
@@ -204,6 +205,8 @@ func (nm *nemesis) start(ctx context.Context, kind string) *active {
 		return nm.member(ctx)
 	case FaultNetem:
 		return nm.netem()
+	case FaultKillTerm:
+		return nm.killTerm(ctx)
 	}
 	nm.note(kind, "unknown fault", errors.New("no such fault"))
 	return nil
@@ -332,6 +335,45 @@ func (nm *nemesis) kill(ctx context.Context) *active {
 		for _, id := range targets {
 			errs = append(errs, nm.c.Restart(nm.c.Node(id)))
 		}
+		return errors.Join(errs...)
+	})
+}
+
+// killTerm kills one node with SIGKILL and stops another with SIGTERM,
+// which stops gracefully (hands over its leaderships, closes its sockets)
+// while the cluster has just lost a node without warning; both restart at
+// the heal. On 3 nodes the window has no quorum: what matters is that the
+// cluster comes back whole.
+func (nm *nemesis) killTerm(ctx context.Context) *active {
+	kill, kdesc := nm.target(ctx, pick(nm.rng, []string{"one", "leader"}))
+	others := without(nm.upIDs(), kill)
+	if kill == "" || len(others) == 0 {
+		nm.note(FaultKillTerm, "kill -9 one node, SIGTERM another", errors.New("fewer than two nodes are up"))
+		return nil
+	}
+	term := others[0]
+	desc := fmt.Sprintf("kill -9 %s, SIGTERM %s", kdesc, term)
+	if err := nm.c.Kill(nm.c.Node(kill)); err != nil {
+		nm.note(FaultKillTerm, desc, err)
+		return nil
+	}
+	exited, err := nm.c.Terminate(nm.c.Node(term))
+	if err != nil {
+		nm.note(FaultKillTerm, desc, err)
+		exited = nil
+	}
+	return nm.begin(FaultKillTerm, desc, []string{kill, term}, func(hctx context.Context) error {
+		var errs []error
+		if exited != nil {
+			// A graceful stop without a quorum waits out its stop timeout;
+			// the node is killed if it takes longer than the heal allows.
+			select {
+			case <-exited:
+			case <-hctx.Done():
+				errs = append(errs, fmt.Errorf("%s did not stop after SIGTERM: %w", term, nm.c.Kill(nm.c.Node(term))))
+			}
+		}
+		errs = append(errs, nm.c.Restart(nm.c.Node(kill)), nm.c.Restart(nm.c.Node(term)))
 		return errors.Join(errs...)
 	})
 }

@@ -20,6 +20,7 @@ const (
 var faultColors = map[string]string{
 	FaultPartition: "#f4cccc", FaultKill: "#fce5cd", FaultPause: "#fff2cc", FaultTransfer: "#d9ead3",
 	FaultMove: "#d0e0e3", FaultMember: "#cfe2f3", FaultNetem: "#d9d2e9", FaultCrash: "#ea9999",
+	FaultKillTerm: "#f9cb9c",
 }
 
 type svg struct {

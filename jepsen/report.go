@@ -76,6 +76,10 @@ func Check(h History, info RunInfo, dir string, linearTimeout time.Duration) *Re
 	if !info.Ready && info.Started != (time.Time{}) {
 		bad("nodes not ready after the final heal: %v", info.NotReady)
 	}
+	if info.Contact != nil && !info.Contact.InContact {
+		bad("replicas not in contact with their group's leader %.0fs after the final heal (bound %.0fs): %s",
+			info.Contact.After, info.Contact.Bound, strings.Join(firstN(info.Contact.Problems, 5), "; "))
+	}
 	if len(info.Crashes) > 0 {
 		bad("nodes that exited on their own: %d", len(info.Crashes))
 	}
@@ -196,6 +200,16 @@ func (r *Results) Summary(w io.Writer) {
 	} else {
 		p("  rooms without a write after the final heal: %v", a.Unrecovered)
 	}
+	switch ct := in.Contact; {
+	case ct == nil:
+	case ct.InContact:
+		p("  every replica in contact with its group's leader, checked %.1fs after the final heal (bound %.0fs)", ct.After, ct.Bound)
+	default:
+		p("  replicas NOT in contact with their group's leader %.0fs after the final heal (bound %.0fs):", ct.After, ct.Bound)
+		for _, pr := range ct.Problems {
+			p("    %s", pr)
+		}
+	}
 	if len(in.StartFailures) > 0 {
 		p("")
 		p("nodes that gave up starting (started again 2s later)")
@@ -251,4 +265,11 @@ func LoadInfo(path string) (RunInfo, error) {
 		return RunInfo{}, fmt.Errorf("%s: %w", path, err)
 	}
 	return r.Info, nil
+}
+
+func firstN(s []string, n int) []string {
+	if len(s) > n {
+		return append(s[:n:n], fmt.Sprintf("and %d more", len(s)-n))
+	}
+	return s
 }

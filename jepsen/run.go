@@ -44,13 +44,14 @@ type Config struct {
 	Logf     func(string, ...any)
 }
 
-// QuickConfig is the short run of CI: 3 nodes, partitions, kills and
-// pauses; about a minute and a half from start to report.
+// QuickConfig is the short run of CI: 3 nodes, partitions, kills, pauses
+// and a kill with a graceful stop together; about a minute and a half
+// from start to report.
 func QuickConfig() Config {
 	return Config{
 		Mode: "auto", Nodes: 3, Groups: 8, Replication: 3, Seed: 1,
 		Time: 80 * time.Second, Recovery: 8 * time.Second,
-		Faults:  []string{FaultPartition, FaultKill, FaultPause},
+		Faults:  []string{FaultPartition, FaultKill, FaultPause, FaultKillTerm},
 		Overlap: 1, Warmup: 4 * time.Second, FaultMin: 5 * time.Second, FaultMax: 9 * time.Second, Quiet: 3 * time.Second,
 		LogRooms: 5, CasRooms: 2, MemRooms: 2,
 		Writers: 6, Readers: 2, Cas: 3, Members: 3, Subscribers: 5,
@@ -93,6 +94,9 @@ type RunInfo struct {
 	Ready    bool     `json:"ready"`
 	NotReady []string `json:"not_ready,omitempty"`
 	Crashes  []string `json:"crashes,omitempty"`
+	// Contact: whether every replica was in contact with its group's
+	// leader within ContactBound of the final heal (nil: not checked).
+	Contact *ContactResult `json:"contact,omitempty"`
 	// StartFailures are nodes that gave up starting (and were started
 	// again): not a safety violation, but worth knowing.
 	StartFailures []string `json:"start_failures,omitempty"`
@@ -225,6 +229,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		logf("nodes no longer in the cluster, stopped: %v", removed)
 	}
 	rec.Record(Op{Process: NemesisProcess, F: FPhase, Value: PhaseFinalHeal, Type: TypeOK})
+	healed := time.Now()
 	logf("healed; workload goes on for %v", cfg.Recovery)
 	sleepCtx(ctx, cfg.Recovery)
 	endPhase()
@@ -258,6 +263,13 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		}()
 	}
 	wg.Wait()
+	contact := waitContact(ctx, c, healed, ContactBound)
+	info.Contact = &contact
+	if contact.InContact {
+		logf("every replica in contact with its leader, checked %.1fs after the final heal", contact.After)
+	} else {
+		logf("replicas not in contact with their leaders %.0fs after the final heal: %v", contact.After, contact.Problems)
+	}
 	rec.Record(Op{Process: NemesisProcess, F: FPhase, Value: PhaseFinal, Type: TypeOK})
 	logf("final reads")
 	longest := finalPhase(ctx, c, rec, all, wcfg.MemRooms, 90*time.Second)

@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -16,7 +17,7 @@ type GroupSource interface {
 }
 
 // WatchGroups exports the state of every local replica of src: leader
-// flag, term, log indexes and apply lag. It reads them at scrape time,
+// flag, term, log indexes, apply lag and its contact with its leader. It reads them at scrape time,
 // from the replicas' raft instances, so no goroutine keeps them current.
 // Per-follower replication lag is not among them: raft keeps it on the
 // leader without exposing it.
@@ -32,6 +33,9 @@ var (
 	groupCommit   = groupDesc("herald_raft_group_commit_index", "Highest log index this node's replica of the group knows to be committed.")
 	groupApplied  = groupDesc("herald_raft_group_applied_index", "Highest log index this node's replica of the group applied.")
 	groupApplyLag = groupDesc("herald_raft_group_apply_lag", "Committed entries this node's replica of the group has not applied yet (commit index minus applied index).")
+	groupContact  = groupDesc("herald_raft_group_last_contact_seconds", "Seconds since this node's replica of the group last heard from a leader (0 while it leads).")
+	groupStuck    = groupDesc("herald_raft_group_stuck", "1 if this node's replica of the group is cut off from it: no contact with a leader for more than 3 heartbeat timeouts, or 3 elections lost in 20; else 0.")
+	groupUnreach  = groupDesc("herald_raft_group_unreachable_followers", "On the group's leader: followers that have not answered it for more than 3 heartbeat timeouts (0 elsewhere).")
 )
 
 func groupDesc(name, help string) *prometheus.Desc {
@@ -41,7 +45,7 @@ func groupDesc(name, help string) *prometheus.Desc {
 type groupCollector struct{ src GroupSource }
 
 func (c *groupCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{groupLeader, groupTerm, groupLast, groupCommit, groupApplied, groupApplyLag} {
+	for _, d := range []*prometheus.Desc{groupLeader, groupTerm, groupLast, groupCommit, groupApplied, groupApplyLag, groupContact, groupStuck, groupUnreach} {
 		ch <- d
 	}
 }
@@ -70,5 +74,17 @@ func (c *groupCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(groupCommit, float64(st.CommitIndex))
 		gauge(groupApplied, float64(st.AppliedIndex))
 		gauge(groupApplyLag, lag)
+		stuck, unreachable := 0.0, 0.0
+		if st.Stuck != "" {
+			stuck = 1
+		}
+		for _, u := range st.Unreachable {
+			if time.Duration(u.Since) > st.StuckAfter() {
+				unreachable++
+			}
+		}
+		gauge(groupContact, time.Duration(st.ContactAge).Seconds())
+		gauge(groupStuck, stuck)
+		gauge(groupUnreach, unreachable)
 	}
 }

@@ -126,7 +126,9 @@ func (h *Host) handleReadIndex(ctx context.Context, _ string, group uint64, _ []
 func (h *Host) MetaState(ctx context.Context) (*ClusterState, error) {
 	ctx, cancel := h.withTimeout(ctx)
 	defer cancel()
-	if rep := h.replica(MetaGroup); rep != nil {
+	// A local replica cut off from its leader would only wait for entries
+	// that do not come, spending the time the leader's answer needs.
+	if rep := h.replica(MetaGroup); rep != nil && !rep.health.cutOff(rep.raft) {
 		if err := h.syncRead(ctx, rep); err == nil {
 			st, _ := h.meta.State()
 			return st, nil
@@ -152,6 +154,24 @@ type GroupStatus struct {
 	LeaderAddr   string       `json:"leader_addr,omitempty"`
 	LastContact  time.Time    `json:"last_contact,omitzero"`
 	Servers      []ServerInfo `json:"servers"`
+
+	// HeartbeatTimeout is the replica's raft heartbeat timeout, the unit
+	// of the judgments below.
+	HeartbeatTimeout Duration `json:"heartbeat_timeout,omitzero"`
+	// ContactAge is how long ago the replica last heard from a leader,
+	// measured on its own node (so clocks of different nodes never meet);
+	// zero while it leads. A replica that never heard from one counts from
+	// its start.
+	ContactAge Duration `json:"contact_age,omitzero"`
+	// Elections is how many times the replica became a candidate, and did
+	// not win, in the last 20 heartbeat timeouts.
+	Elections int `json:"elections,omitempty"`
+	// Unreachable lists, on a leader, the followers whose heartbeats fail.
+	Unreachable []PeerContact `json:"unreachable,omitempty"`
+	// Stuck, when not empty, says why the replica is cut off from its
+	// group: no contact with a leader for more than StuckAfter, or
+	// elections started again and again.
+	Stuck string `json:"stuck,omitempty"`
 }
 
 // ServerInfo is one member of a group's raft configuration.
@@ -171,12 +191,16 @@ func (h *Host) Status(group uint64) (GroupStatus, error) {
 }
 
 func (rep *replica) status(node string) GroupStatus {
+	// Contact first: the configuration read below goes through raft's main
+	// loop, which may take a while on a busy node.
+	last := rep.raft.LastContact()
 	addr, id := rep.raft.LeaderWithID()
 	st := GroupStatus{
 		Group: rep.group, Node: node, State: rep.raft.State().String(), Term: rep.raft.CurrentTerm(),
 		LastIndex: rep.raft.LastIndex(), CommitIndex: rep.raft.CommitIndex(), AppliedIndex: rep.raft.AppliedIndex(),
-		LeaderID: string(id), LeaderAddr: string(addr), LastContact: rep.raft.LastContact(),
+		LeaderID: string(id), LeaderAddr: string(addr), LastContact: last,
 	}
+	rep.health.fill(&st, last, time.Now())
 	if f := rep.raft.GetConfiguration(); f.Error() == nil {
 		for _, s := range f.Configuration().Servers {
 			st.Servers = append(st.Servers, ServerInfo{ID: string(s.ID), Addr: string(s.Address), Voter: s.Suffrage == raft.Voter})

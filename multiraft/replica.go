@@ -38,6 +38,7 @@ type replica struct {
 	barrierTerm atomic.Uint64
 	verify      leaderVerifier
 	stopOnce    sync.Once
+	health      *replicaHealth
 
 	// appendSlots bounds the entries this node has handed to raft and not
 	// seen applied. hashicorp/raft's pipelined replication sends at most
@@ -93,7 +94,7 @@ const drainTimeout = 5 * time.Second
 // startReplica opens the group's storage and transport and starts raft. A
 // non-nil bootstrap is applied only when the group has no state yet.
 func (h *Host) startReplica(group uint64, sm raft.FSM, applied uint64, timing Timing, bootstrap *raft.Configuration) (*replica, error) {
-	rep := &replica{group: group, fsm: sm, tracked: &trackedFSM{inner: sm, group: group, obs: h.cfg.Observer}, snapDir: filepath.Join(h.cfg.DataDir, "snapshots", fmt.Sprintf("g%d", group))}
+	rep := &replica{group: group, fsm: sm, health: newReplicaHealth(timing.HeartbeatTimeout), tracked: &trackedFSM{inner: sm, group: group, obs: h.cfg.Observer}, snapDir: filepath.Join(h.cfg.DataDir, "snapshots", fmt.Sprintf("g%d", group))}
 	fail := func(err error) (*replica, error) {
 		if rep.trans != nil {
 			rep.trans.Close()
@@ -148,6 +149,9 @@ func (h *Host) startReplica(group uint64, sm raft.FSM, applied uint64, timing Ti
 		_, ok := o.Data.(raft.LeaderObservation)
 		return ok
 	}))
+	// An observer without a channel: its filter records what the replica's
+	// health needs, on raft's goroutine, with no goroutine of ours.
+	rep.raft.RegisterObserver(raft.NewObserver(nil, false, rep.health.observe))
 	return rep, nil
 }
 

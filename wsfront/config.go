@@ -43,6 +43,12 @@ type Backend interface {
 	Ready() error
 }
 
+// ReadyNoter is a Backend that can say what is wrong while it is ready
+// all the same; /readyz lists the notes under "degraded" and answers 200.
+type ReadyNoter interface {
+	ReadyNotes() []string
+}
+
 // EventStream is one open feed of a group's committed events.
 type EventStream interface {
 	// Recv returns the next event, or an error once the stream has ended.

@@ -300,7 +300,16 @@ func (s *Server) serveReady(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write(append(b, '\n'))
 		return
 	}
-	_, _ = w.Write([]byte(`{"ok":true}` + "\n"))
+	var notes []string
+	if rn, ok := s.be.(ReadyNoter); ok {
+		notes = rn.ReadyNotes()
+	}
+	if len(notes) == 0 {
+		_, _ = w.Write([]byte(`{"ok":true}` + "\n"))
+		return
+	}
+	b, _ := json.Marshal(map[string]any{"ok": true, "degraded": notes})
+	_, _ = w.Write(append(b, '\n'))
 }
 
 // sweep pings every socket each PingInterval (browsers answer pings

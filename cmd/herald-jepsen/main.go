@@ -48,7 +48,7 @@ func run(args []string) int {
 		}
 	}
 	fs := flag.NewFlagSet("herald-jepsen", flag.ContinueOnError)
-	preset := fs.String("preset", "quick", "quick (3 nodes, partitions, kills, pauses, about a minute) or long (5 nodes, every fault, 5 minutes)")
+	preset := fs.String("preset", "quick", "quick (3 nodes, partitions, kills, pauses, a kill with a graceful stop; about a minute and a half) or long (5 nodes, every fault, 5 minutes)")
 	herald := fs.String("herald", "", "herald binary to run (default: build ./cmd/herald)")
 	tags := fs.String("tags", "", "build tags for the herald binary the harness builds")
 	out := fs.String("out", filepath.Join(os.TempDir(), "herald-jepsen-runs"), "folder for the run folders")

@@ -75,6 +75,11 @@ func replicaCell(g admin.Group, r admin.Replica) string {
 		switch {
 		case st.Error != "":
 			notes = append(notes, "unreachable")
+		case st.Stuck != "":
+			notes = append(notes, fmt.Sprintf("stuck: no contact %v", time.Duration(st.LastContact).Round(100*time.Millisecond)))
+			if st.State == "Candidate" {
+				notes = append(notes, "campaigning")
+			}
 		case st.Lag > 0:
 			notes = append(notes, fmt.Sprintf("lag %d", st.Lag))
 		}
@@ -331,7 +336,7 @@ func printGroup(s *session, g *admin.Group) {
 	if g.Error != "" {
 		fmt.Fprintf(s.out, "  %s\n", g.Error)
 	}
-	t := newTable(s.out, "NODE", "ROLE", "VOTER", "STATE", "APPLIED", "LAST", "LAG", "NOTE")
+	t := newTable(s.out, "NODE", "ROLE", "VOTER", "STATE", "APPLIED", "LAST", "LAG", "CONTACT", "NOTE")
 	for _, r := range g.Replicas {
 		role := "follower"
 		if r.Node == g.Leader {
@@ -344,15 +349,26 @@ func printGroup(s *session, g *admin.Group) {
 		case r.Member && !r.Assigned:
 			note = "in the raft group, no longer assigned"
 		}
-		state, applied, last, lag := "-", "-", "-", "-"
+		state, applied, last, lag, contact := "-", "-", "-", "-", "-"
 		if st := r.Status; st != nil {
 			if st.Error != "" {
 				note = strings.TrimSpace(note + " unreachable: " + st.Error)
 			} else {
 				state, applied, last, lag = st.State, fmt.Sprint(st.AppliedIndex), fmt.Sprint(st.LastIndex), fmt.Sprint(st.Lag)
+				if r.Node != g.Leader {
+					contact = time.Duration(st.LastContact).Round(time.Millisecond).String()
+				}
+				if st.Stuck != "" {
+					note = strings.TrimSpace(note + " stuck: " + st.Stuck)
+				}
 			}
 		}
-		t.row(r.Node, role, r.Voter, state, applied, last, lag, dash(note))
+		for _, u := range g.Unreachable {
+			if u.Node == r.Node {
+				note = strings.TrimSpace(fmt.Sprintf("%s leader has had no answer for %v", note, time.Duration(u.Since).Round(100*time.Millisecond)))
+			}
+		}
+		t.row(r.Node, role, r.Voter, state, applied, last, lag, contact, dash(note))
 	}
 	t.flush()
 }

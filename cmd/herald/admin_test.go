@@ -134,7 +134,7 @@ func TestAdminCLI(t *testing.T) {
 		}
 	}
 	out = mustRun(t, "groups", "show", "1")
-	wantContains(t, "groups show", out, "group 1: leader "+gs.Leader, "ROLE", "leader", "follower", "LAG")
+	wantContains(t, "groups show", out, "group 1: leader "+gs.Leader, "ROLE", "leader", "follower", "LAG", "CONTACT")
 	// Flags after the positional argument, as operators type them.
 	out = mustRun(t, "groups", "transfer-leader", "1", "--to", follower)
 	wantContains(t, "transfer-leader", out, "group 1 is led by "+follower)

@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"log/slog"
+	"net"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -33,6 +34,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Timing is the nodes' raft timing; nil means Timing().
 	Timing *multiraft.Timing
+	// PeerProxies puts a PeerProxy in front of every node's peer port, so
+	// a test can cut the links into a node (Cluster.Proxy).
+	PeerProxies bool
 }
 
 // Cluster is a running test cluster.
@@ -40,9 +44,10 @@ type Cluster struct {
 	t    testing.TB
 	opts Options
 
-	mu    sync.Mutex
-	nodes []*herald.Node // nil while a node is stopped
-	cfgs  []herald.Config
+	mu      sync.Mutex
+	nodes   []*herald.Node // nil while a node is stopped
+	cfgs    []herald.Config
+	proxies []*PeerProxy // with Options.PeerProxies
 }
 
 // Timing is raft timing fast enough for tests on a loaded machine.
@@ -108,16 +113,34 @@ func Start(t testing.TB, opts Options) *Cluster {
 			TickInterval:  time.Second,
 			Logger:        opts.Logger,
 		}
+		if opts.PeerProxies {
+			// The proxy must know its target before the node starts,
+			// since the node advertises the proxy from its start.
+			port, err := freePort()
+			if err != nil {
+				t.Fatalf("node %d: %v", i+1, err)
+			}
+			cfg.PeerAddr = port
+			px, err := NewPeerProxy(port)
+			if err != nil {
+				t.Fatalf("node %d: proxy: %v", i+1, err)
+			}
+			t.Cleanup(px.Close)
+			cfg.AdvertisePeerAddr = px.Addr()
+			c.proxies = append(c.proxies, px)
+		}
 		n, err := herald.Start(ctx, cfg)
 		if err != nil {
 			t.Fatalf("start node %d: %v", i+1, err)
 		}
 		// A restart must come back on the same ports.
 		cfg.ClientAddr = n.URL()[len("http://"):]
-		cfg.PeerAddr = n.PeerAddr()
+		if !opts.PeerProxies {
+			cfg.PeerAddr = n.PeerAddr()
+		}
 		c.nodes = append(c.nodes, n)
 		c.cfgs = append(c.cfgs, cfg)
-		peers = append(peers, multiraft.Peer{ID: cfg.NodeID, Addr: cfg.PeerAddr})
+		peers = append(peers, multiraft.Peer{ID: cfg.NodeID, Addr: n.PeerAddr()})
 	}
 	spec := multiraft.BootstrapSpec{ClusterID: "test", Nodes: peers, Groups: opts.Groups, Replication: opts.Replication}
 	errs := make(chan error, len(c.nodes))
@@ -166,6 +189,26 @@ func (c *Cluster) WaitReady() {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
+}
+
+// Proxy is the proxy in front of node i's peer port; the cluster must be
+// started with Options.PeerProxies.
+func (c *Cluster) Proxy(i int) *PeerProxy {
+	c.t.Helper()
+	if i >= len(c.proxies) {
+		c.t.Fatalf("node %d has no peer proxy: start the cluster with Options.PeerProxies", i+1)
+	}
+	return c.proxies[i]
+}
+
+// freePort returns a loopback address with a port free a moment ago.
+func freePort() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
 }
 
 // Len is the number of nodes, running or not.

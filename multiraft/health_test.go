@@ -1,0 +1,95 @@
+package multiraft
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// The health record judges a replica from the observations raft feeds it:
+// each case is a sequence of observations, the replica's state and last
+// contact, and what its status must say.
+func TestReplicaHealthJudgement(t *testing.T) {
+	const hb = 100 * time.Millisecond
+	for _, tt := range []struct {
+		name          string
+		steps         []any
+		state         raft.RaftState
+		contactAgo    time.Duration // 0: never heard from a leader
+		wantStuck     string        // substring; "" means not stuck
+		wantElections int
+		wantUnreach   []string
+		justStarted   bool // else the replica started long ago
+	}{
+		{name: "fresh follower", state: raft.Follower, contactAgo: hb / 4},
+		{name: "new replica counts from its start", state: raft.Follower, justStarted: true},
+		{name: "silent follower", state: raft.Follower, contactAgo: 4 * hb, wantStuck: "has not heard from a leader"},
+		{name: "silent candidate", state: raft.Candidate, contactAgo: 4 * hb,
+			steps: []any{raft.Candidate}, wantElections: 1, wantStuck: "it is campaigning"},
+		{name: "lost elections", state: raft.Follower, contactAgo: hb / 4,
+			steps:         []any{raft.Candidate, raft.Follower, raft.Candidate, raft.Follower, raft.Candidate, raft.Follower},
+			wantElections: 3, wantStuck: "started 3 elections"},
+		{name: "won elections do not count", state: raft.Follower, contactAgo: hb / 4,
+			steps:         []any{raft.Candidate, raft.Leader, raft.Follower, raft.Candidate, raft.Leader, raft.Follower, raft.Candidate, raft.Follower},
+			wantElections: 1},
+		{name: "leader with a failing follower", state: raft.Leader,
+			steps:       []any{raft.Leader, raft.FailedHeartbeatObservation{PeerID: "n3", LastContact: time.Now()}},
+			wantUnreach: []string{"n3"}},
+		{name: "resumed follower", state: raft.Leader,
+			steps: []any{raft.Leader, raft.FailedHeartbeatObservation{PeerID: "n3", LastContact: time.Now()},
+				raft.ResumedHeartbeatObservation{PeerID: "n3"}}},
+		{name: "removed follower", state: raft.Leader,
+			steps: []any{raft.FailedHeartbeatObservation{PeerID: "n3", LastContact: time.Now()},
+				raft.PeerObservation{Removed: true, Peer: raft.Server{ID: "n3"}}}},
+		{name: "leadership lost", state: raft.Follower, contactAgo: hb / 4,
+			steps: []any{raft.FailedHeartbeatObservation{PeerID: "n3", LastContact: time.Now()}, raft.Follower}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			rh := newReplicaHealth(hb)
+			if !tt.justStarted {
+				rh.started = rh.started.Add(-time.Hour)
+			}
+			for _, d := range tt.steps {
+				if rh.observe(&raft.Observation{Data: d}) {
+					t.Fatal("the observer passed an observation on: it has no channel")
+				}
+			}
+			now := time.Now()
+			var last time.Time
+			if tt.contactAgo > 0 {
+				last = now.Add(-tt.contactAgo)
+			}
+			st := GroupStatus{State: tt.state.String()}
+			rh.fill(&st, last, now)
+			if (tt.wantStuck == "") != (st.Stuck == "") || !strings.Contains(st.Stuck, tt.wantStuck) {
+				t.Errorf("stuck %q, want %q", st.Stuck, tt.wantStuck)
+			}
+			if st.Elections != tt.wantElections {
+				t.Errorf("%d elections, want %d", st.Elections, tt.wantElections)
+			}
+			var unreach []string
+			for _, u := range st.Unreachable {
+				unreach = append(unreach, u.ID)
+			}
+			if strings.Join(unreach, ",") != strings.Join(tt.wantUnreach, ",") {
+				t.Errorf("unreachable %v, want %v", unreach, tt.wantUnreach)
+			}
+			if tt.state == raft.Leader && st.ContactAge != 0 {
+				t.Errorf("a leader reports a contact age of %v", time.Duration(st.ContactAge))
+			}
+		})
+	}
+
+	// Lost elections age out of the window.
+	rh := newReplicaHealth(hb)
+	for range 3 {
+		rh.observe(&raft.Observation{Data: raft.Candidate})
+	}
+	st := GroupStatus{State: raft.Follower.String()}
+	rh.fill(&st, time.Now(), time.Now().Add(campaignWindowTimeouts*hb+time.Millisecond))
+	if st.Elections != 0 || strings.Contains(st.Stuck, "elections") {
+		t.Errorf("elections older than the window still count: %d, %q", st.Elections, st.Stuck)
+	}
+}
