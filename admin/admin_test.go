@@ -549,6 +549,12 @@ func TestAdminJoinRebalanceDecommission(t *testing.T) {
 	apiErr(t, "a job of another node", err, 404, "job_not_found")
 	_, err = cl.Decommission(ctx, "n1")
 	apiErr(t, "decommission with too few nodes left", err, 409, "not_enough_nodes")
+
+	// The removed identity is refused for good: a new process under the
+	// same id cannot join, and says why.
+	again := admin.NewClient(startSpare(t, c, "n4").URL(), token)
+	_, err = again.AddNode(ctx, []string{c.Node(0).PeerAddr()})
+	apiErr(t, "join under a removed node id", err, 409, "node_removed")
 }
 
 func TestAdminRemoveDeadNode(t *testing.T) {

@@ -252,6 +252,8 @@ func toAPIError(err error) *APIError {
 		return &APIError{Status: http.StatusBadRequest, Code: "invalid", Message: msg}
 	case errors.Is(err, multiraft.ErrMetaConflict):
 		return &APIError{Status: http.StatusConflict, Code: "conflict", Message: msg}
+	case errors.Is(err, multiraft.ErrNodeRemoved):
+		return &APIError{Status: http.StatusConflict, Code: "node_removed", Message: msg}
 	case errors.Is(err, multiraft.ErrUnknownOutcome):
 		return &APIError{Status: http.StatusServiceUnavailable, Code: "unknown_outcome",
 			Message: msg + " (the change may or may not have been made; check before retrying)"}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -228,8 +229,8 @@ func (h *Host) handleRegister(ctx context.Context, _ string, _ uint64, req []byt
 		return errReply(fmt.Errorf("multiraft: malformed register request")), nil
 	}
 	if st, _ := h.meta.State(); st.Removed[n.ID] != 0 {
-		return errReply(fmt.Errorf("%w: node %s was removed from cluster %s; start the replacement under a new node id",
-			ErrNodeRemoved, n.ID, st.ClusterID)), nil
+		return errReply(fmt.Errorf("%w: node %s %s %s; start the replacement under a new node id",
+			ErrNodeRemoved, n.ID, removedReason, st.ClusterID)), nil
 	}
 	res, err := h.proposeLocal(ctx, MetaGroup, encodeMeta(metaCommand{Op: metaOpRegister, Node: &n}))
 	if err != nil {
@@ -295,6 +296,9 @@ func (h *Host) leaseLoop() {
 		}
 		cancel()
 		if err != nil && h.ctx.Err() == nil {
+			if epoch == 0 && strings.Contains(err.Error(), removedReason) {
+				h.refuseRemoved(err)
+			}
 			h.log.Debug("lease renewal failed", "err", err)
 		}
 		if !sleepCtx(h.ctx, every) {
@@ -482,7 +486,22 @@ func (h *Host) authorizePeer(id string) (transport.PeerAccess, error) {
 		return transport.AccessFull, nil
 	}
 	if st.Removed[id] != 0 {
-		return 0, fmt.Errorf("%w: node %s was removed from cluster %s", ErrNodeRemoved, id, st.ClusterID)
+		return 0, fmt.Errorf("%w: node %s %s %s", ErrNodeRemoved, id, removedReason, st.ClusterID)
 	}
 	return transport.AccessJoin, nil
+}
+
+// removedReason is in every refusal of a removed node's identity. The
+// refusal reaches the node as the text of a handshake verdict or of a
+// register reply, so the text is what it can recognise.
+const removedReason = "was removed from cluster"
+
+// refuseRemoved ends every wait for registration: the cluster will not
+// take this node id back.
+func (h *Host) refuseRemoved(err error) {
+	h.removedOnce.Do(func() {
+		h.removedErr = fmt.Errorf("%w: %s cannot join: %v", ErrNodeRemoved, h.cfg.NodeID, err)
+		h.log.Error("the cluster refuses this node: it was removed; start the replacement under a new node id", "err", err)
+		close(h.removed)
+	})
 }

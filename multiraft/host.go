@@ -39,6 +39,11 @@ type Host struct {
 
 	epoch      atomic.Uint64
 	epochReady chan struct{} // closed once the node has registered
+	// removed is closed, and removedErr set, when the cluster refuses this
+	// node's identity because it was removed: registering cannot succeed.
+	removed     chan struct{}
+	removedOnce sync.Once
+	removedErr  error
 
 	leases   leaseTable // meaningful on the meta leader only
 	watchers []chan LeaderChange
@@ -97,6 +102,7 @@ func Start(cfg Config) (*Host, error) {
 		observations: make(chan raft.Observation, 1024),
 		replicas:     map[uint64]*replica{}, hints: map[uint64]raft.ServerAddress{},
 		cluster: emptyClusterState(), changed: make(chan struct{}), epochReady: make(chan struct{}),
+		removed: make(chan struct{}),
 	}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	var err error
@@ -158,6 +164,8 @@ func (h *Host) WaitRegistered(ctx context.Context) (uint64, error) {
 	select {
 	case <-h.epochReady:
 		return h.epoch.Load(), nil
+	case <-h.removed:
+		return 0, h.removedErr
 	case <-ctx.Done():
 		return 0, fmt.Errorf("%w: node %s is not registered with the meta group: %v", ErrUnavailable, h.cfg.NodeID, ctx.Err())
 	case <-h.ctx.Done():
