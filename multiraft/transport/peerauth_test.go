@@ -285,3 +285,29 @@ func TestRejectionsLogRateLimited(t *testing.T) {
 		return strings.Contains(logs.String(), "rejected_since_last_log=9")
 	})
 }
+
+// FuzzAcceptHandshake feeds arbitrary bytes to the acceptor's side of the
+// handshake: it must refuse or accept without panicking or hanging, and
+// never accept a peer that did not prove the secret.
+func FuzzAcceptHandshake(f *testing.F) {
+	f.Add(rawHello(kindMux, protocolVersion, "n1"))
+	f.Add(append(rawHello(kindSnapshot, protocolVersion, "n2"), make([]byte, macLen)...))
+	f.Add([]byte("HRLD\x01\x01\x02n1"))
+	f.Add([]byte{})
+	m := &Manager{cfg: Config{NodeID: "a", ClusterSecret: testSecret}}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		if _, _, err := m.acceptHandshake(&scriptConn{r: bytes.NewReader(in)}); err == nil {
+			t.Fatalf("accepted %q without a proof", in)
+		}
+	})
+}
+
+// scriptConn is a connection whose peer sends a fixed script and swallows
+// whatever it is sent.
+type scriptConn struct {
+	net.Conn // nil: only Read and Write are used
+	r        io.Reader
+}
+
+func (c *scriptConn) Read(p []byte) (int, error)  { return c.r.Read(p) }
+func (c *scriptConn) Write(p []byte) (int, error) { return len(p), nil }
