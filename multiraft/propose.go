@@ -142,7 +142,9 @@ func (h *Host) route(ctx context.Context, group uint64, service string, req []by
 					lastErr = err
 					continue
 				}
-			case errors.Is(err, transport.ErrNotSent):
+			case errors.Is(err, transport.ErrNotSent), errors.Is(err, transport.ErrNotMember):
+				// Nothing ran; a peer that has not yet applied this
+				// node's registration will soon have.
 				h.setHint(group, "")
 			case errors.Is(err, transport.ErrUnreachable) || errors.Is(err, transport.ErrTimeout) ||
 				errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):

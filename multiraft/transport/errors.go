@@ -22,6 +22,12 @@ var (
 	// be retried.
 	ErrNotSent = errors.New("transport: request not sent")
 
+	// ErrNotMember is wrapped by errors of requests a peer refused before
+	// running anything because this node is not (yet) a member of the
+	// cluster in its view, e.g. right after joining, before the peer has
+	// applied the registration. Like ErrNotSent, any request may be retried.
+	ErrNotMember = errors.New("transport: not a member of the cluster on the peer (yet)")
+
 	// ErrTimeout is wrapped by errors returned when a peer did not answer a
 	// request within Config.RPCTimeout.
 	ErrTimeout = errors.New("transport: request timed out")

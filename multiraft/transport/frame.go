@@ -67,6 +67,9 @@ const (
 const (
 	statusOK  byte = 0
 	statusErr byte = 1
+	// statusNotMember: the request was refused before anything ran
+	// because the caller is not (yet) a member of the cluster here.
+	statusNotMember byte = 2
 )
 
 // frame is one decoded frame. payload is owned by the frame: it is freshly
@@ -120,8 +123,12 @@ func statusFrame(typ byte, group, id uint64, body []byte, err error) []byte {
 	if len(msg) > maxErrorLen {
 		msg = msg[:maxErrorLen]
 	}
+	status := statusErr
+	if errors.Is(err, ErrNotMember) {
+		status = statusNotMember
+	}
 	b := newFrame(typ, group, id, 1+len(msg))
-	b = append(b, statusErr)
+	b = append(b, status)
 	b = append(b, msg...)
 	fb, _ := finishFrame(b) // cannot fail: the message is bounded
 	return fb
@@ -137,6 +144,8 @@ func parseStatus(p []byte) ([]byte, error) {
 		return p[1:], nil
 	case statusErr:
 		return nil, &RemoteError{Message: string(p[1:])}
+	case statusNotMember:
+		return nil, fmt.Errorf("%w: %w", ErrNotMember, &RemoteError{Message: string(p[1:])})
 	default:
 		return nil, fmt.Errorf("transport: bad response status %d", p[0])
 	}

@@ -141,7 +141,7 @@ func (m *Manager) allowed(c *conn, typ byte, service string) error {
 	if typ == ftCall && slices.Contains(m.cfg.JoinServices, service) {
 		return nil
 	}
-	return fmt.Errorf("transport: node %s is not a member of this cluster (yet); it may only join", c.peerID)
+	return fmt.Errorf("%w: node %s is not a member of the cluster on node %s (yet); it may only join", ErrNotMember, c.peerID, m.cfg.NodeID)
 }
 
 // rejectLog logs refused connections once per remote host per minute with

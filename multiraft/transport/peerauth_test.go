@@ -214,7 +214,7 @@ func TestAuthorizeMembership(t *testing.T) {
 	if got, err := joiner.Call(ctx, a.Addr(), "join", 0, []byte("hi")); err != nil || string(got) != "joiner:hi" {
 		t.Fatalf("join call: %q %v", got, err)
 	}
-	if _, err := joiner.Call(ctx, a.Addr(), "echo", 0, nil); err == nil || !strings.Contains(err.Error(), "not a member") {
+	if _, err := joiner.Call(ctx, a.Addr(), "echo", 0, nil); !errors.Is(err, ErrNotMember) {
 		t.Fatalf("non-join call from a joiner: %v", err)
 	}
 	gj := mustGroup(t, joiner, 1)
