@@ -40,6 +40,11 @@ type Host struct {
 	epoch      atomic.Uint64
 	epochReady chan struct{} // closed once the node has registered
 
+	// fmu guards waits: requests forwarded per group and routes waiting
+	// for a leader (failover.go). Not mu, which every replica lookup takes.
+	fmu   sync.Mutex
+	waits map[uint64]*groupWaits
+
 	leases   leaseTable // meaningful on the meta leader only
 	watchers []chan LeaderChange
 	handlers map[string]transport.Handler
@@ -96,6 +101,7 @@ func Start(cfg Config) (*Host, error) {
 		cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), meta: newMetaFSM(),
 		observations: make(chan raft.Observation, 1024),
 		replicas:     map[uint64]*replica{}, hints: map[uint64]raft.ServerAddress{},
+		waits:   map[uint64]*groupWaits{},
 		cluster: emptyClusterState(), changed: make(chan struct{}), epochReady: make(chan struct{}),
 	}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
@@ -471,6 +477,7 @@ func (h *Host) observeLeaders() {
 			if change.Group == ^uint64(0) {
 				continue // the replica is gone
 			}
+			h.leaderObserved(change.Group, lo.LeaderAddr)
 			for _, w := range watchers {
 				select {
 				case w <- change:
