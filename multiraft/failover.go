@@ -18,10 +18,14 @@ import (
 // leader from raft as soon as it happens; from then on, waiting on the old
 // leader can only end in "not the leader" or silence. So each forwarded
 // request is registered as a flight to its target, and when the local
-// replica observes a new leader elsewhere the flights to other nodes are
-// cancelled:
+// replica observes a new leader elsewhere, each other node that flights of
+// the group wait on gets a ping (answerWithin); the flights to a node that
+// stays silent are cancelled. A node that answers is alive, as after a
+// leadership transfer, and answers its requests itself: cancelling them
+// would turn proposals about to succeed into unknown outcomes, and a
+// leadership transfer's own request into a failure. A cancelled flight:
 //
-//   - reads and other requests without effect are sent to the new leader at
+//   - a read or other request without effect is sent to the new leader at
 //     once, as if the old one had answered with a hint;
 //   - a proposal returns ErrUnknownOutcome: it may sit in the old leader's
 //     log, replicated to a follower that the new leader will commit from, so
@@ -90,8 +94,21 @@ func leaderMoved(ctx, fctx context.Context) bool {
 	return ctx.Err() == nil && errors.Is(context.Cause(fctx), errLeaderMoved)
 }
 
-// leaderObserved cancels the group's flights to nodes other than addr, the
-// leader a local replica now follows or is, and wakes sleeping routes.
+// answerWithin is how long a previous leader has to answer a ping once
+// its group elected another: a live node's reader answers at once, so
+// this covers only scheduling on a loaded machine, and it is what the
+// check adds to a failover (the probe would take two ProbeAfter).
+const answerWithin = 200 * time.Millisecond
+
+// targetCheck is a ping to a node that requests of some groups wait on
+// while those groups have elected another leader.
+type targetCheck struct{ groups map[uint64]struct{} }
+
+// leaderObserved wakes the group's sleeping routes and, for each other
+// node that requests of the group wait on, pings it: a node that does not
+// answer within answerWithin gets those requests cancelled. One that does
+// is alive (a leadership transfer, not a pause) and will answer them
+// itself, with its result or a hint.
 func (h *Host) leaderObserved(group uint64, addr raft.ServerAddress) {
 	if addr == "" {
 		// An election is on: the old leader may still win it.
@@ -103,14 +120,50 @@ func (h *Host) leaderObserved(group uint64, addr raft.ServerAddress) {
 	if w == nil {
 		return
 	}
-	for f := range w.flights {
-		if f.target != addr {
-			f.cancel(errLeaderMoved)
-		}
-	}
 	if w.elected != nil {
 		close(w.elected)
 		w.elected = nil
+	}
+	for f := range w.flights {
+		if f.target == addr {
+			continue
+		}
+		if ck := h.checks[f.target]; ck != nil {
+			ck.groups[group] = struct{}{}
+			continue
+		}
+		ck := &targetCheck{groups: map[uint64]struct{}{group: {}}}
+		h.checks[f.target] = ck
+		// Called from observeLeaders, itself in h.wg: Add cannot race
+		// with Close's Wait.
+		h.wg.Add(1)
+		go h.checkTarget(f.target, ck)
+	}
+}
+
+// checkTarget pings target and, when it stays silent, cancels the flights
+// to it of the groups that elected another leader.
+func (h *Host) checkTarget(target raft.ServerAddress, ck *targetCheck) {
+	defer h.wg.Done()
+	ctx, cancel := context.WithTimeout(h.ctx, answerWithin)
+	alive := h.peers.Answers(ctx, target)
+	cancel()
+	h.fmu.Lock()
+	defer h.fmu.Unlock()
+	delete(h.checks, target)
+	if alive {
+		return
+	}
+	for g := range ck.groups {
+		w := h.waits[g]
+		if w == nil {
+			continue
+		}
+		for f := range w.flights {
+			if f.target == target {
+				f.cancel(errLeaderMoved)
+			}
+		}
 	}
 }
 

@@ -40,10 +40,12 @@ type Host struct {
 	epoch      atomic.Uint64
 	epochReady chan struct{} // closed once the node has registered
 
-	// fmu guards waits: requests forwarded per group and routes waiting
-	// for a leader (failover.go). Not mu, which every replica lookup takes.
-	fmu   sync.Mutex
-	waits map[uint64]*groupWaits
+	// fmu guards waits (requests forwarded per group, routes waiting for a
+	// leader) and checks (pings to nodes they wait on): failover.go. Not
+	// mu, which every replica lookup takes.
+	fmu    sync.Mutex
+	waits  map[uint64]*groupWaits
+	checks map[raft.ServerAddress]*targetCheck
 
 	leases   leaseTable // meaningful on the meta leader only
 	watchers []chan LeaderChange
@@ -101,7 +103,7 @@ func Start(cfg Config) (*Host, error) {
 		cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), meta: newMetaFSM(),
 		observations: make(chan raft.Observation, 1024),
 		replicas:     map[uint64]*replica{}, hints: map[uint64]raft.ServerAddress{},
-		waits:   map[uint64]*groupWaits{},
+		waits: map[uint64]*groupWaits{}, checks: map[raft.ServerAddress]*targetCheck{},
 		cluster: emptyClusterState(), changed: make(chan struct{}), epochReady: make(chan struct{}),
 	}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
