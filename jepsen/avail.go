@@ -18,6 +18,12 @@ type Window struct {
 	// Recovery is how long after the heal the next publish succeeded
 	// (-1: none did).
 	Recovery float64 `json:"recovery"`
+	// Gap is the longest time without an answered write anywhere that
+	// overlaps the window.
+	Gap float64 `json:"gap"`
+	// Failover is the op's: for a pause of a leader, the seconds until its
+	// groups had new leaders (0: not measured, -1: not before the heal).
+	Failover float64 `json:"failover,omitempty"`
 }
 
 // Span counts the attempts of a stretch of time.
@@ -93,7 +99,17 @@ func CheckAvailability(h History) AvailabilityResult {
 	heal, hasHeal := ix.phases[PhaseFinalHeal]
 	for _, f := range faults {
 		w := Window{Kind: f.Fault, Desc: f.Value, Nodes: f.Nodes, Start: secs(f.Start), End: secs(f.End),
-			Outcome: f.Type, Message: f.Message, Recovery: nextWrite(f.End)}
+			Outcome: f.Type, Message: f.Message, Recovery: nextWrite(f.End), Failover: f.Failover}
+		prev := ix.phases[PhaseWorkload]
+		for _, wr := range writes {
+			if wr.End >= f.Start && prev <= f.End {
+				w.Gap = max(w.Gap, secs(wr.End-prev))
+			}
+			if wr.End > f.End {
+				break
+			}
+			prev = max(prev, wr.End)
+		}
 		for i := range h {
 			op := &h[i]
 			if clientOp(op) && op.Start >= f.Start && op.Start <= f.End {

@@ -15,7 +15,7 @@ func TestAvailability(t *testing.T) {
 		{ID: 2, F: FPublish, Room: "r", Value: "a", Type: TypeOK, Seq: 1, Start: 1 * sec, End: 1*sec + 1},
 		// A partition from 2 s to 6 s: two attempts fail, a conflict is an
 		// answer.
-		{ID: 3, F: FFault, Fault: FaultPartition, Value: "isolate n1", Type: TypeOK, Start: 2 * sec, End: 6 * sec},
+		{ID: 3, F: FFault, Fault: FaultPartition, Value: "isolate n1", Type: TypeOK, Start: 2 * sec, End: 6 * sec, Failover: 0.75},
 		{ID: 4, F: FPublish, Room: "r", Value: "b", Type: TypeFail, Error: "unavailable", Start: 3 * sec, End: 3*sec + 1},
 		{ID: 5, F: FPublish, Room: "r", Value: "b", Type: TypeInfo, Error: "timeout", Start: 4 * sec, End: 5 * sec},
 		{ID: 6, F: FPublish, Room: "r", Value: "x", ExpectSeq: u64(0), Type: TypeFail, Error: "conflict", Start: 5 * sec, End: 5*sec + 1},
@@ -34,6 +34,10 @@ func TestAvailability(t *testing.T) {
 	w := a.Windows[0]
 	if w.Attempts != 3 || w.Answered != 1 || math.Abs(w.Rate-1.0/3) > 1e-9 {
 		t.Fatalf("window: %+v", w)
+	}
+	// Answered writes at 1 s, 5 s and 8 s: both gaps touch the window.
+	if math.Abs(w.Gap-4) > 1e-6 || w.Failover != 0.75 {
+		t.Fatalf("window's gap %v, failover %v", w.Gap, w.Failover)
 	}
 	// The next answered write after the heal at 6 s is b's, at 8 s.
 	if math.Abs(w.Recovery-2) > 1e-6 {

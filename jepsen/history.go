@@ -94,6 +94,10 @@ type Op struct {
 	// Fault names a fault's kind (partition, kill, ...); Nodes its targets.
 	Fault string   `json:"fault,omitempty"`
 	Nodes []string `json:"nodes,omitempty"`
+	// Failover, for a pause of a node that led data groups: seconds from
+	// the SIGSTOP until every one of them had a leader on another node
+	// (-1: not before the heal).
+	Failover float64 `json:"failover,omitempty"`
 }
 
 // Conditional reports whether op is a conditional publish.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -79,6 +80,9 @@ type active struct {
 	// describe, when set, gives the fault's final description, known only
 	// once it ran (which replica moved where).
 	describe func() string
+	// annotate, when set, adds what was measured to the completed fault,
+	// after heal returned.
+	annotate func(*Op)
 }
 
 func newNemesis(cfg NemesisConfig, c *Cluster, nw Network, rec *Recorder, logf func(string, ...any)) *nemesis {
@@ -119,6 +123,9 @@ func (nm *nemesis) run(ctx context.Context) {
 				nm.rec.Complete(a.id, outcome(err), func(o *Op) {
 					if a.describe != nil {
 						o.Value = a.describe()
+					}
+					if a.annotate != nil {
+						a.annotate(o)
 					}
 					if err != nil {
 						o.Message = err.Error()
@@ -385,11 +392,30 @@ func (nm *nemesis) pause(ctx context.Context) *active {
 		return nil
 	}
 	n := nm.c.Node(t)
+	lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	led, err := ledGroups(lctx, &http.Client{}, n)
+	cancel()
+	if err != nil {
+		nm.logf("fault: pause: groups led by %s unknown, failover not measured: %v", t, err)
+	}
 	if err := nm.c.Pause(n); err != nil {
 		nm.note(FaultPause, desc, err)
 		return nil
 	}
-	return nm.begin(FaultPause, "SIGSTOP "+desc, []string{t}, func(context.Context) error { return nm.c.Resume(n) })
+	paused := time.Now()
+	if len(led) == 0 {
+		return nm.begin(FaultPause, "SIGSTOP "+desc, []string{t}, func(context.Context) error { return nm.c.Resume(n) })
+	}
+	stop, measured := make(chan struct{}), make(chan float64, 1)
+	go func() { measured <- nm.watchFailover(n, led, paused, stop) }()
+	var failover float64
+	a := nm.begin(FaultPause, "SIGSTOP "+desc, []string{t}, func(context.Context) error {
+		close(stop)
+		failover = <-measured
+		return nm.c.Resume(n)
+	})
+	a.annotate = func(o *Op) { o.Failover = failover }
+	return a
 }
 
 // transfers moves leaderships around until healed, each transfer an

@@ -190,7 +190,14 @@ func (r *Results) Summary(w io.Writer) {
 		if w.Outcome != TypeOK {
 			out = "  [" + w.Outcome + ": " + w.Message + "]"
 		}
-		p("  %6.1f–%6.1fs  %-9s %-44s %5.1f%% of %5d; %s%s", w.Start, w.End, w.Kind, w.Desc, 100*w.Rate, w.Attempts, rec, out)
+		fo := ""
+		switch {
+		case w.Failover > 0:
+			fo = fmt.Sprintf("; new leaders after %.2fs", w.Failover)
+		case w.Failover < 0:
+			fo = "; no new leaders before the heal"
+		}
+		p("  %6.1f–%6.1fs  %-9s %-44s %5.1f%% of %5d; %s; longest write gap %.2fs%s%s", w.Start, w.End, w.Kind, w.Desc, 100*w.Rate, w.Attempts, rec, w.Gap, fo, out)
 	}
 	p("  during faults %.1f%% of %d, outside them %.1f%% of %d, after the final heal %.1f%% of %d",
 		100*a.Faulty.Rate, a.Faulty.Attempts, 100*a.Quiet.Rate, a.Quiet.Attempts, 100*a.AfterHeal.Rate, a.AfterHeal.Attempts)

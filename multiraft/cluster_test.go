@@ -31,10 +31,12 @@ func testTiming() multiraft.Timing {
 // node is one Herald node's consensus half, as a test runs it: a host and
 // the room store of its state machines, on real TCP and real disks.
 type node struct {
-	id    string
-	dir   string
-	addr  string // peer address, kept across restarts
-	store *fsm.Store
+	id   string
+	dir  string
+	addr string // peer address, kept across restarts
+	// advertise is what peers dial when it is not addr (a proxy in front).
+	advertise string
+	store     *fsm.Store
 	// hp is the running host, nil while stopped; atomic because tests
 	// stop and start nodes while clients use them.
 	hp atomic.Pointer[multiraft.Host]
@@ -51,6 +53,9 @@ type cluster struct {
 	timing   multiraft.Timing
 	// proposeTimeout is each host's Config.ProposeTimeout.
 	proposeTimeout time.Duration
+	// front, when set, puts something in front of a new node's peer port
+	// at bound and returns the address peers should dial instead.
+	front func(id, bound string) string
 }
 
 func logger(t *testing.T) *slog.Logger {
@@ -83,6 +88,10 @@ func (c *cluster) start(id string) *node {
 	n := c.nodes[id]
 	if n == nil {
 		n = &node{id: id, dir: filepath.Join(c.dir, id), addr: "127.0.0.1:0"}
+		if c.front != nil {
+			n.addr = freeAddr(c.t)
+			n.advertise = c.front(id, n.addr)
+		}
 		c.nodes[id] = n
 	}
 	scfg := fsm.DefaultStoreConfig(filepath.Join(n.dir, "state"))
@@ -93,7 +102,7 @@ func (c *cluster) start(id string) *node {
 	}
 	n.store = store
 	h, err := multiraft.Start(multiraft.Config{
-		NodeID: id, DataDir: filepath.Join(n.dir, "raft"), PeerAddr: n.addr,
+		NodeID: id, DataDir: filepath.Join(n.dir, "raft"), PeerAddr: n.addr, AdvertisePeerAddr: n.advertise,
 		Timing: c.timing, LeaseTTL: c.leaseTTL, ProposeTimeout: c.proposeTimeout,
 		App:    &herald.Application{Store: store, Logger: logger(c.t)},
 		Logger: logger(c.t),
@@ -102,7 +111,9 @@ func (c *cluster) start(id string) *node {
 		store.Close()
 		c.t.Fatalf("start %s: %v", id, err)
 	}
-	n.addr = h.PeerAddr()
+	if n.advertise == "" {
+		n.addr = h.PeerAddr()
+	}
 	n.hp.Store(h)
 	return n
 }
@@ -122,7 +133,7 @@ func (c *cluster) bootstrap(groups uint64, replication int, ids ...string) {
 	var peers []multiraft.Peer
 	for _, id := range ids {
 		n := c.start(id)
-		peers = append(peers, multiraft.Peer{ID: id, Addr: n.addr})
+		peers = append(peers, multiraft.Peer{ID: id, Addr: n.h().PeerAddr()})
 	}
 	spec := multiraft.BootstrapSpec{ClusterID: "test", Nodes: peers, Groups: groups, Replication: replication}
 	var wg sync.WaitGroup

@@ -45,6 +45,13 @@ type Host struct {
 	removedOnce sync.Once
 	removedErr  error
 
+	// fmu guards waits (requests forwarded per group, routes waiting for a
+	// leader) and checks (pings to nodes they wait on): failover.go. Not
+	// mu, which every replica lookup takes.
+	fmu    sync.Mutex
+	waits  map[uint64]*groupWaits
+	checks map[raft.ServerAddress]*targetCheck
+
 	leases   leaseTable // meaningful on the meta leader only
 	watchers []chan LeaderChange
 	handlers map[string]transport.Handler
@@ -101,6 +108,7 @@ func Start(cfg Config) (*Host, error) {
 		cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), meta: newMetaFSM(),
 		observations: make(chan raft.Observation, 1024),
 		replicas:     map[uint64]*replica{}, hints: map[uint64]raft.ServerAddress{},
+		waits: map[uint64]*groupWaits{}, checks: map[raft.ServerAddress]*targetCheck{},
 		cluster: emptyClusterState(), changed: make(chan struct{}), epochReady: make(chan struct{}),
 		removed: make(chan struct{}),
 	}
@@ -479,6 +487,7 @@ func (h *Host) observeLeaders() {
 			if change.Group == ^uint64(0) {
 				continue // the replica is gone
 			}
+			h.leaderObserved(change.Group, lo.LeaderAddr)
 			for _, w := range watchers {
 				select {
 				case w <- change:

@@ -124,7 +124,16 @@ func (h *Host) route(ctx context.Context, group uint64, service string, req []by
 		}
 		tried++
 		if target != "" {
-			reply, err := h.send(ctx, target, service, group, req)
+			sctx, end := ctx, func() {}
+			if target != h.peers.Addr() {
+				var ok bool
+				if sctx, end, ok = h.startFlight(ctx, group, target); !ok {
+					continue // a leader was observed since the hint was read
+				}
+			}
+			reply, err := h.send(sctx, target, service, group, req)
+			moved := err != nil && leaderMoved(ctx, sctx)
+			end()
 			if err == nil {
 				reply, err = decodeReply(reply)
 			}
@@ -133,6 +142,13 @@ func (h *Host) route(ctx context.Context, group uint64, service string, req []by
 			}
 			var nl *NotLeaderError
 			switch {
+			case moved:
+				// The hint already names the new leader (failover.go).
+				if mutating && !errors.Is(err, transport.ErrNotSent) {
+					return nil, fmt.Errorf("%w: group %d: a new leader was elected while %s, the old one, held the request", ErrUnknownOutcome, group, target)
+				}
+				lastErr = fmt.Errorf("group %d: a new leader was elected while %s held the request", group, target)
+				continue
 			case errors.As(err, &nl):
 				h.setHint(group, raft.ServerAddress(nl.LeaderAddr))
 				if nl.LeaderAddr != "" && nl.LeaderAddr != string(target) && hops < 3 {
@@ -180,7 +196,7 @@ func (h *Host) route(ctx context.Context, group uint64, service string, req []by
 		// Jitter so that many proposers waiting for an election do not
 		// arrive together.
 		d := backoff/2 + rand.N(backoff)
-		if !sleepCtx(ctx, d) {
+		if !h.sleepRoute(ctx, group, d) {
 			if lastErr == nil {
 				lastErr = fmt.Errorf("group %d has no leader", group)
 			}

@@ -1,8 +1,11 @@
 package transport
 
 import (
+	"context"
 	"fmt"
 	"time"
+
+	"github.com/hashicorp/raft"
 )
 
 // Liveness probes.
@@ -66,5 +69,42 @@ func (c *conn) ping() {
 	}
 	if c.send(b) != nil {
 		c.removePending(id)
+	}
+}
+
+// Answers sends the peer at addr a ping over this node's connection to it
+// and reports whether anything arrives on that connection before ctx ends.
+// It is for a caller with its own reason to doubt the peer (its group
+// elected another leader) that cannot wait for the probe above; a busy but
+// live peer answers a ping from its reader at once. Without a connection
+// it reports false: no request can be waiting on one.
+func (m *Manager) Answers(ctx context.Context, addr raft.ServerAddress) bool {
+	m.mu.Lock()
+	p := m.peers[addr]
+	m.mu.Unlock()
+	if p == nil {
+		return false
+	}
+	p.mu.Lock()
+	c := p.conn
+	p.mu.Unlock()
+	if c == nil || c.isClosed() {
+		return false
+	}
+	sent := time.Now().UnixNano()
+	c.ping()
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if c.lastRecv.Load() > sent {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-c.closed:
+			return false
+		case <-t.C:
+		}
 	}
 }

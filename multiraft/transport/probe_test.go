@@ -131,3 +131,52 @@ func TestProbeFailsRequestsToFrozenPeer(t *testing.T) {
 		return err == nil && string(out) == "z"
 	})
 }
+
+// Answers tells a live peer, even one busy with a slow call, from a frozen
+// one within its context, without waiting for the probe.
+func TestAnswersTellsLiveFromFrozenPeer(t *testing.T) {
+	a := newTestManager(t, "a")
+	b := newTestManager(t, "b")
+	b.Handle("slow", func(ctx context.Context, _ string, _ uint64, req []byte) ([]byte, error) {
+		select {
+		case <-time.After(time.Second):
+			return req, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	})
+	b.Handle("echo", func(_ context.Context, _ string, _ uint64, req []byte) ([]byte, error) { return req, nil })
+	proxy := newFreezer(t, string(b.Addr()))
+	target := raft.ServerAddress(proxy.ln.Addr().String())
+	answers := func() bool {
+		ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+		defer cancel()
+		return a.Answers(ctx, target)
+	}
+	if answers() {
+		t.Fatal("Answers is true before any connection to the peer exists")
+	}
+	if _, err := a.Call(t.Context(), target, "echo", 0, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.Call(t.Context(), target, "slow", 0, nil)
+		done <- err
+	}()
+	if !answers() {
+		t.Fatal("a live peer busy with a slow call did not answer")
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("slow call: %v", err)
+	}
+	proxy.freeze()
+	start := time.Now()
+	if answers() {
+		t.Fatal("a frozen peer answered")
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("Answers took %v with a 200ms context", took)
+	}
+	proxy.thaw()
+}
