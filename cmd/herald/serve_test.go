@@ -2,6 +2,8 @@ package main
 
 import (
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -23,8 +25,18 @@ func TestExampleConfigFileParses(t *testing.T) {
 		},
 	}}}
 	dir := t.TempDir()
-	if err := app.Run([]string{"herald", "serve", "--config", "../../deploy/herald.yaml", "--data-dir", dir, "--insecure-auth"}); err != nil {
+	// The file names a cluster secret file in /etc/herald; the command
+	// line points it at one of the test's.
+	secret := filepath.Join(dir, "cluster-secret")
+	if err := os.WriteFile(secret, []byte("0123456789abcdef0123456789abcdef\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := app.Run([]string{"herald", "serve", "--config", "../../deploy/herald.yaml", "--data-dir", dir, "--insecure-auth",
+		"--cluster-secret-file", secret}); err != nil {
 		t.Fatalf("deploy/herald.yaml: %v", err)
+	}
+	if string(got.ClusterSecret) != "0123456789abcdef0123456789abcdef" {
+		t.Fatalf("cluster secret from the file: %q", got.ClusterSecret)
 	}
 	if got.NodeID != "n1" || got.Bootstrap == nil || len(got.Bootstrap.Nodes) != 3 || got.Bootstrap.Groups != 64 ||
 		got.AdvertisePeerAddr != "10.0.0.1:7170" {
@@ -32,7 +44,7 @@ func TestExampleConfigFileParses(t *testing.T) {
 	}
 	// The command line wins over the file.
 	if err := app.Run([]string{"herald", "serve", "--config", "../../deploy/herald.yaml", "--data-dir", dir,
-		"--insecure-auth", "--groups", "16"}); err != nil {
+		"--insecure-auth", "--groups", "16", "--cluster-secret-file", secret}); err != nil {
 		t.Fatal(err)
 	}
 	if got.Bootstrap.Groups != 16 {
