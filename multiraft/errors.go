@@ -21,6 +21,11 @@ var (
 	ErrNoGroup = errors.New("multiraft: no such group")
 	// ErrClosed: the host was closed.
 	ErrClosed = errors.New("multiraft: host closed")
+	// ErrStopTimeout: Shutdown's context ended before every part of the
+	// host stopped. The error names the parts still stopping; they are
+	// left as they are, with the raft log store open, and the process
+	// should exit: what is on disk is then as after a crash.
+	ErrStopTimeout = errors.New("multiraft: stop timed out")
 )
 
 // NotLeaderError says the replica asked is not the group's leader; the
