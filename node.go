@@ -210,7 +210,9 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	n = node // the returns below set n to nil on failure; node stays
 	defer func() {
 		if err != nil {
-			_ = node.release()
+			ctx, cancel := context.WithTimeout(context.Background(), cfg.StopTimeout)
+			defer cancel()
+			_ = node.release(ctx)
 		}
 	}()
 	// The client port is bound first: a port in use fails the start before
@@ -256,6 +258,7 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 		LogStore:          cfg.LogStore,
 		Timing:            timing,
 		LeaseTTL:          cfg.LeaseTTL,
+		StopTimeout:       cfg.StopTimeout,
 		App:               &Application{Store: n.store, Logger: cfg.Logger},
 		Logger:            cfg.Logger,
 		Observer:          raftObs,
@@ -379,48 +382,91 @@ func (n *Node) Metrics() *metrics.Node { return n.metrics }
 // Close stops the node gracefully within StopTimeout: it hands its group
 // leaderships to other replicas (so the cluster does not wait for an
 // election), tells every socket 1001 going away and leaves the rooms they
-// joined, then stops its groups and storage, keeping all data.
+// joined, then stops its groups and storage, keeping all data. Whatever
+// has not stopped when StopTimeout runs out is logged and named in the
+// error, which then wraps multiraft.ErrStopTimeout; it is left running and
+// the process should exit.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.StopTimeout)
 		defer cancel()
+		// The last quarter is kept for stopping the groups and storage,
+		// however long the handover and the sockets take.
+		graceful, gcancel := context.WithTimeout(ctx, n.cfg.StopTimeout-n.cfg.StopTimeout/4)
+		defer gcancel()
 		var errs []error
 		n.front.Drain()
-		// Leave a third of the time for the sockets' leaves.
-		tctx, tcancel := context.WithTimeout(ctx, 2*n.cfg.StopTimeout/3)
+		// The handover gets half; the sockets' leaves at least a quarter.
+		tctx, tcancel := context.WithTimeout(graceful, n.cfg.StopTimeout/2)
 		if err := n.host.TransferLeaderships(tctx); err != nil {
 			n.cfg.Logger.Info("not every leadership was handed over; the groups will elect", "err", err)
 		}
 		tcancel()
-		if err := n.front.Shutdown(ctx); err != nil {
+		if err := n.front.Shutdown(graceful); err != nil {
 			errs = append(errs, err)
 		}
-		n.closeErr = errors.Join(append(errs, n.release())...)
+		n.closeErr = errors.Join(append(errs, n.release(ctx))...)
 	})
 	return n.closeErr
 }
 
-// release stops what Start started, in reverse order.
-func (n *Node) release() error {
+// release stops what Start started, in reverse order, within ctx.
+func (n *Node) release(ctx context.Context) error {
 	var errs []error
 	if n.cancel != nil {
 		n.cancel()
 	}
 	if n.front != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_ = n.front.Shutdown(ctx) // already done by a graceful Close
+		fctx, cancel := context.WithTimeout(ctx, time.Second)
+		_ = n.front.Shutdown(fctx) // already done by a graceful Close
 		cancel()
 	} else if n.listener != nil {
 		_ = n.listener.Close()
 	}
-	n.wg.Wait()
+	loops := make(chan struct{})
+	go func() { // ends with the node's loops, which all watch n.cancel
+		n.wg.Wait()
+		close(loops)
+	}()
+	// A loop can be waiting on a group (a history tick's proposal): give
+	// them a quarter of what is left, then stop the groups under them.
+	first := time.Until(deadlineOf(ctx)) / 4
+	select {
+	case <-loops:
+	case <-time.After(first):
+		n.cfg.Logger.Warn("the node's loops have not returned; stopping the groups under them", "after", first)
+	}
+	hostErr := error(nil)
 	if n.host != nil {
-		errs = append(errs, n.host.Close())
+		hostErr = n.host.Shutdown(ctx)
+		errs = append(errs, hostErr)
+	}
+	select {
+	case <-loops:
+	case <-ctx.Done():
+		n.cfg.Logger.Error("stop timed out: the node's loops (client port, history ticks, leader watch) are still running")
+		errs = append(errs, fmt.Errorf("%w: node %s: its loops (client port, history ticks, leader watch) are still running", multiraft.ErrStopTimeout, n.cfg.NodeID))
 	}
 	if n.store != nil {
-		errs = append(errs, n.store.Close())
+		if errors.Is(hostErr, multiraft.ErrStopTimeout) {
+			// A replica still stopping may yet apply to the store: closing
+			// it under the replica could hang as well. Left open, the store
+			// is as after a crash, which it recovers from.
+			n.cfg.Logger.Error("room state store left open: group replicas are still stopping")
+		} else {
+			errs = append(errs, n.store.Close())
+		}
 	}
 	return errors.Join(errs...)
+}
+
+// deadlineOf is ctx's deadline, or an hour from now for a context without
+// one.
+func deadlineOf(ctx context.Context) time.Time {
+	if d, ok := ctx.Deadline(); ok {
+		return d
+	}
+	return time.Now().Add(time.Hour)
 }
 
 // tickLoop has this node's leaders enforce their rooms' history age limits:
@@ -458,7 +504,9 @@ func (n *Node) tickLoop(ctx context.Context) {
 func (n *Node) Crash() error {
 	n.closeOnce.Do(func() {
 		n.front.Abort()
-		n.closeErr = n.release()
+		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.StopTimeout)
+		defer cancel()
+		n.closeErr = n.release(ctx)
 	})
 	return n.closeErr
 }

@@ -172,8 +172,11 @@ type Config struct {
 	// ProposeTimeout bounds one proposal when the caller's context has no
 	// deadline. Default 10s.
 	ProposeTimeout time.Duration
-	App            Application
-	Logger         *slog.Logger
+	// StopTimeout bounds Close: what has not stopped by then is logged and
+	// named in Close's error (ErrStopTimeout) and left behind. Default 15s.
+	StopTimeout time.Duration
+	App         Application
+	Logger      *slog.Logger
 	// Observer, when set, is told about proposals, applies, log syncs and
 	// forwarded requests, for metrics.
 	Observer Observer
@@ -192,6 +195,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.ProposeTimeout == 0 {
 		c.ProposeTimeout = 10 * time.Second
+	}
+	if c.StopTimeout == 0 {
+		c.StopTimeout = 15 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -214,6 +220,8 @@ func (c *Config) Validate() error {
 		return errors.New("multiraft: an application (state machine factory) is required")
 	case c.LeaseTTL < 100*time.Millisecond:
 		return fmt.Errorf("multiraft: lease TTL %v is below 100ms", c.LeaseTTL)
+	case c.StopTimeout < 0:
+		return fmt.Errorf("multiraft: stop timeout %v is negative", c.StopTimeout)
 	}
 	if err := c.Timing.Validate(); err != nil {
 		return err

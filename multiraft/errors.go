@@ -24,6 +24,11 @@ var (
 	// ErrNodeRemoved: the node was removed from the cluster; its identity
 	// may not connect or register again.
 	ErrNodeRemoved = errors.New("multiraft: node removed")
+	// ErrStopTimeout: Shutdown's context ended before every part of the
+	// host stopped. The error names the parts still stopping; they are
+	// left as they are, with the raft log store open, and the process
+	// should exit: what is on disk is then as after a crash.
+	ErrStopTimeout = errors.New("multiraft: stop timed out")
 )
 
 // NotLeaderError says the replica asked is not the group's leader; the

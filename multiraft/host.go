@@ -60,6 +60,7 @@ type Host struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	closed atomic.Bool
+	stop   hostStop
 }
 
 // Peer names one node of a cluster for bootstrap.
@@ -376,39 +377,13 @@ func (h *Host) GroupForKey(key string) uint64 {
 	return GroupForKey(key, groups)
 }
 
-// Close stops every replica and the peer port, keeping all data. It does
-// not hand leaderships over; TransferLeaderships does that first.
+// Close stops every replica and the peer port, keeping all data, within
+// Config.StopTimeout: it is Shutdown with that bound. It does not hand
+// leaderships over; TransferLeaderships does that first.
 func (h *Host) Close() error {
-	if !h.closed.CompareAndSwap(false, true) {
-		return nil
-	}
-	h.cancel()
-	h.mu.Lock()
-	reps := make([]*replica, 0, len(h.replicas))
-	for _, r := range h.replicas {
-		reps = append(reps, r)
-	}
-	h.replicas = map[uint64]*replica{}
-	h.mu.Unlock()
-	var errs []error
-	var wg sync.WaitGroup
-	var emu sync.Mutex
-	for _, r := range reps {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := h.stopReplica(r); err != nil {
-				emu.Lock()
-				errs = append(errs, err)
-				emu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	errs = append(errs, h.peers.Close())
-	h.wg.Wait()
-	errs = append(errs, h.logs.Close())
-	return errors.Join(errs...)
+	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.StopTimeout)
+	defer cancel()
+	return h.Shutdown(ctx)
 }
 
 // TransferLeaderships hands every group this node leads to another replica,

@@ -155,20 +155,48 @@ func (h *Host) startReplica(group uint64, sm raft.FSM, applied uint64, timing Ti
 	return rep, nil
 }
 
-// stop shuts raft down and releases the transport and log store; the data
-// stays for a restart.
-func (h *Host) stopReplica(rep *replica) error {
+// raftShutdownGrace is how long stopping a replica lets raft shut down
+// before it closes the group's transport under it. raft closes the
+// transport only after all its goroutines have ended, so one of them
+// blocked in a transport call (waiting for a peer, a heartbeat batch)
+// would otherwise hold the shutdown until that call gives up.
+const raftShutdownGrace = 2 * time.Second
+
+// stopReplica shuts raft down and releases the transport and log store;
+// the data stays for a restart. It waits at most drain for appends in
+// flight (drainLog) and tells step what it is doing, so a stop that hangs
+// can say where.
+func (h *Host) stopReplica(rep *replica, drain time.Duration, step func(string)) error {
 	var err error
 	rep.stopOnce.Do(func() {
-		if !rep.drainLog(drainTimeout) {
-			h.log.Warn("stopping a replica with appends in flight", "group", rep.group, "after", drainTimeout)
+		step("waiting for appends in flight")
+		if !rep.drainLog(drain) {
+			h.log.Warn("stopping a replica with appends in flight", "group", rep.group, "after", drain)
 		}
-		err = rep.raft.Shutdown().Error()
+		step("raft shutdown")
+		done := make(chan struct{})
+		go func() { // ends with raft's shutdown, which the wait below waits for
+			defer close(done)
+			err = rep.raft.Shutdown().Error()
+		}()
+		t := time.NewTimer(raftShutdownGrace)
+		select {
+		case <-done:
+		case <-t.C:
+			h.log.Warn("raft shutdown is slow; closing the group's transport under it", "group", rep.group, "after", raftShutdownGrace)
+			step("raft shutdown, transport closed")
+			rep.trans.Close()
+			<-done
+		}
+		t.Stop()
+		step("closing transport")
 		rep.trans.Close()
+		step("closing raft log")
 		if cerr := h.logs.CloseGroup(rep.group); err == nil {
 			err = cerr
 		}
 		if sm, ok := rep.fsm.(StateMachine); ok {
+			step("closing state machine")
 			if cerr := sm.Close(); err == nil {
 				err = cerr
 			}
@@ -180,7 +208,7 @@ func (h *Host) stopReplica(rep *replica) error {
 // dropReplica stops the replica and deletes its raft log, snapshots and,
 // when the state machine can, its state.
 func (h *Host) dropReplica(rep *replica) error {
-	err := h.stopReplica(rep)
+	err := h.stopReplica(rep, drainTimeout, func(string) {})
 	if derr := h.logs.DropGroup(rep.group); err == nil {
 		err = derr
 	}

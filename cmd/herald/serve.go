@@ -481,18 +481,58 @@ func runNodes(parent context.Context, logger *slog.Logger, cfgs []herald.Config,
 		}
 		os.Exit(1)
 	}()
-	closeErrs := make(chan error, len(nodes))
-	for _, n := range nodes {
-		go func() { closeErrs <- n.Close() }()
+	closers := make([]func() error, len(nodes))
+	for i, n := range nodes {
+		closers[i] = n.Close
 	}
-	var all []error
-	for range nodes {
-		all = append(all, <-closeErrs)
-	}
+	err := stopNodes(logger, closers, stopLimit(cfgs))
 	if stopped != nil {
 		stopped()
 	}
 	logger.Info("stopped")
+	return err
+}
+
+// stopGrace is how long past the longest --stop-timeout the process waits
+// for its nodes before it exits anyway.
+const stopGrace = 5 * time.Second
+
+// stopLimit bounds stopping nodes of cfgs: the longest stop timeout (a
+// node's Close keeps to its own) and stopGrace.
+func stopLimit(cfgs []herald.Config) time.Duration {
+	var longest time.Duration
+	for _, c := range cfgs {
+		d := c.StopTimeout
+		if d == 0 {
+			d = 15 * time.Second // herald.Config's default
+		}
+		longest = max(longest, d)
+	}
+	return longest + stopGrace
+}
+
+// stopNodes runs every closer at once and returns their errors, or gives
+// up after limit. Node.Close keeps to its stop timeout; limit guards the
+// process's exit should a stop hang anyway. Closers still running when it
+// gives up are left to the process's exit, which follows.
+func stopNodes(logger *slog.Logger, closers []func() error, limit time.Duration) error {
+	errs := make(chan error, len(closers))
+	for _, c := range closers {
+		go func() { errs <- c() }()
+	}
+	t := time.NewTimer(limit)
+	defer t.Stop()
+	var all []error
+	for range closers {
+		select {
+		case err := <-errs:
+			all = append(all, err)
+		case <-t.C:
+			err := fmt.Errorf("%d of %d nodes did not stop within %v; exiting without them", len(closers)-len(all), len(closers), limit)
+			logger.Error("stop timed out", "err", err)
+			return errors.Join(append(all, err)...)
+		}
+	}
 	return errors.Join(all...)
 }
 

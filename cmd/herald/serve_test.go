@@ -1,11 +1,14 @@
 package main
 
 import (
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
+	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -92,5 +95,31 @@ func TestSocketLimitFlags(t *testing.T) {
 	err := app.Run(append(base, "--max-sockets-per-user", "-1"))
 	if err == nil || !strings.Contains(err.Error(), "max sockets per ip and per user must not be negative") {
 		t.Fatalf("negative per-user limit: %v", err)
+	}
+}
+
+// A node whose stop hangs past every bound must not keep the process from
+// exiting: stopNodes gives up after its limit and says how many nodes did
+// not stop, after collecting the others' results.
+func TestStopNodesGivesUpOnAHangingNode(t *testing.T) {
+	hang := make(chan struct{})
+	defer close(hang)
+	closers := []func() error{
+		func() error { return nil },
+		func() error { <-hang; return nil },
+		func() error { return errors.New("store: close failed") },
+	}
+	const limit = 300 * time.Millisecond
+	start := time.Now()
+	err := stopNodes(slog.New(slog.DiscardHandler), closers, limit)
+	took := time.Since(start)
+	if took > limit+2*time.Second {
+		t.Fatalf("stopNodes returned after %v, limit %v", took, limit)
+	}
+	if err == nil || !strings.Contains(err.Error(), "1 of 3 nodes did not stop") || !strings.Contains(err.Error(), "store: close failed") {
+		t.Fatalf("stopNodes returned %v; want the hanging node counted and the other error kept", err)
+	}
+	if got := stopLimit([]herald.Config{{StopTimeout: 3 * time.Second}, {}}); got != 15*time.Second+stopGrace {
+		t.Errorf("stopLimit = %v, want the default 15s stop timeout plus %v", got, stopGrace)
 	}
 }

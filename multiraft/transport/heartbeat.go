@@ -84,9 +84,35 @@ func (m *Manager) batching() bool { return m.cfg.HeartbeatInterval > 0 }
 type hbWaiter struct {
 	req *raft.AppendEntriesRequest
 	// done receives the follower's answer, or nil when the batch could not
-	// deliver one; it has room for one value so the sender never blocks.
-	done chan *raft.AppendEntriesResponse
+	// deliver one. Only the first answer counts, and a waiter that gave up
+	// takes no answer (settled): so done's one slot always has room and
+	// whoever answers never blocks.
+	done    chan *raft.AppendEntriesResponse
+	settled atomic.Bool
 }
+
+func newHBWaiter(req *raft.AppendEntriesRequest) *hbWaiter {
+	return &hbWaiter{req: req, done: make(chan *raft.AppendEntriesResponse, 1)}
+}
+
+// answer hands r (nil: send it on its own) to the waiting heartbeat unless
+// it has been answered or has given up; it reports whether r was taken.
+func (w *hbWaiter) answer(r *raft.AppendEntriesResponse) bool {
+	if !w.settled.CompareAndSwap(false, true) {
+		return false
+	}
+	w.done <- r
+	return true
+}
+
+// heartbeatWaitIntervals bounds, in heartbeat intervals, how long a
+// heartbeat waits for a batch to answer it: at most one interval until the
+// next tick collects it, at most two for the batch call (sendHeartbeats),
+// and one to spare for a loaded machine. Nothing else is needed for the
+// bound to hold, so a bug elsewhere in the batcher delays one heartbeat of
+// raft's instead of stopping that follower's heartbeats, and raft's
+// Shutdown, for good.
+const heartbeatWaitIntervals = 4
 
 // BeginLeaderCheck makes the group's heartbeats leave at once, not at the
 // next batch, until the returned function is called; heartbeats already
@@ -112,9 +138,12 @@ func (g *GroupTransport) BeginLeaderCheck() (end func()) {
 
 // heartbeatViaBatch lets raft's heartbeat to target wait for the next
 // batch. It returns false when the heartbeat must be sent on its own: a
-// leader check is running or began, or the batch could not deliver an
-// answer (the heartbeat loop gives up on a peer whose previous batch is
-// still unanswered at the next tick).
+// leader check is running or began, a newer heartbeat to target took its
+// place, or the batch could not deliver an answer (the heartbeat loop
+// gives up on a peer whose previous batch is still unanswered at the next
+// tick). It returns an error when the group or the Manager closes, or when
+// no answer came within heartbeatWaitIntervals intervals; raft then backs
+// off and sends the next heartbeat.
 func (g *GroupTransport) heartbeatViaBatch(target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) (bool, error) {
 	g.hbMu.Lock()
 	if g.checking > 0 {
@@ -128,10 +157,24 @@ func (g *GroupTransport) heartbeatViaBatch(target raft.ServerAddress, args *raft
 		g.checkStarted = make(chan struct{})
 	}
 	check := g.checkStarted
-	w := &hbWaiter{req: args, done: make(chan *raft.AppendEntriesResponse, 1)}
+	w := newHBWaiter(args)
+	old := g.waiters[target]
 	g.waiters[target] = w
 	g.hbMu.Unlock()
+	if old != nil {
+		// raft stops a follower's heartbeat loop without waiting for its
+		// call to return (on losing leadership, or when the follower leaves
+		// the configuration), so the loop that replaces it can get here
+		// while the old call still waits. The map holds one heartbeat per
+		// target: the older one goes on its own rather than wait for a
+		// batch that will never carry it.
+		old.answer(nil)
+	}
 
+	bound := time.NewTimer(heartbeatWaitIntervals * g.m.cfg.HeartbeatInterval)
+	defer bound.Stop()
+	var err error
+	timedOut := false
 	select {
 	case r := <-w.done:
 		if r == nil {
@@ -140,15 +183,29 @@ func (g *GroupTransport) heartbeatViaBatch(target raft.ServerAddress, args *raft
 		*resp = *r
 		return true, nil
 	case <-check:
+	case <-bound.C:
+		timedOut = true
+		err = fmt.Errorf("%w: group %d heartbeat to %s: no heartbeat batch answered it within %v",
+			ErrTimeout, g.id, target, heartbeatWaitIntervals*g.m.cfg.HeartbeatInterval)
 	case <-g.ctx.Done():
-		return false, g.errClosed()
+		err = g.errClosed()
+	case <-g.m.ctx.Done():
+		err = fmt.Errorf("%w: node %s is shutting down", ErrClosed, g.m.cfg.NodeID)
 	}
 	g.hbMu.Lock()
 	if g.waiters[target] == w {
 		delete(g.waiters, target)
 	}
 	g.hbMu.Unlock()
-	return false, nil
+	if !w.settled.CompareAndSwap(false, true) {
+		// An answer came just now. A leader check ignores it: it needs a
+		// heartbeat that leaves after the check began.
+		if r := <-w.done; r != nil && timedOut {
+			*resp = *r
+			return true, nil
+		}
+	}
+	return false, err
 }
 
 // takeWaiting moves the group's waiting heartbeats and riders into out,
@@ -160,7 +217,7 @@ func (g *GroupTransport) takeWaiting(out map[raft.ServerAddress][]batchEntry, bu
 	for target, w := range g.waiters {
 		delete(g.waiters, target)
 		if busy[target] != nil {
-			w.done <- nil
+			w.answer(nil)
 			continue
 		}
 		out[target] = append(out[target], batchEntry{g: g, w: w})
@@ -177,8 +234,7 @@ func (g *GroupTransport) takeWaiting(out map[raft.ServerAddress][]batchEntry, bu
 			continue
 		}
 		hb := &raft.AppendEntriesRequest{RPCHeader: r.args.RPCHeader, Term: r.args.Term, Leader: r.args.Leader}
-		w := &hbWaiter{req: hb, done: make(chan *raft.AppendEntriesResponse, 1)}
-		out[target] = append(entries, batchEntry{g: g, w: w, rider: r})
+		out[target] = append(entries, batchEntry{g: g, w: newHBWaiter(hb), rider: r})
 	}
 	g.hbMu.Unlock()
 	for _, r := range release {
@@ -238,6 +294,7 @@ func (m *Manager) heartbeatLoop() {
 			g.takeWaiting(due, inFlight)
 		}
 		for target, entries := range due {
+			delete(due, target)
 			busy := new(atomic.Bool)
 			busy.Store(true)
 			inFlight[target] = busy
@@ -245,14 +302,25 @@ func (m *Manager) heartbeatLoop() {
 				defer busy.Store(false)
 				m.sendHeartbeats(target, entries)
 			}) {
-				for _, e := range entries {
-					e.w.done <- nil
-					if e.rider != nil {
-						e.rider.resolve(nil)
-					}
+				// Closing: nothing will send these batches. Their heartbeats
+				// would give up on their own, after the bound; release them now.
+				releaseEntries(entries)
+				for _, rest := range due {
+					releaseEntries(rest)
 				}
 				return
 			}
+		}
+	}
+}
+
+// releaseEntries lets the heartbeats and riders of a batch that will not be
+// sent go on their own.
+func releaseEntries(entries []batchEntry) {
+	for _, e := range entries {
+		e.w.answer(nil)
+		if e.rider != nil {
+			e.rider.resolve(nil)
 		}
 	}
 }
@@ -268,10 +336,9 @@ func (m *Manager) sendHeartbeats(target raft.ServerAddress, entries []batchEntry
 			if i < len(resps) {
 				r = resps[i]
 			}
-			if r != nil {
+			if e.w.answer(r) && r != nil {
 				m.hb.batched.Add(1)
 			}
-			e.w.done <- r
 			if e.rider != nil {
 				if r != nil && r.Success && i < len(ridden) && ridden[i] {
 					m.hb.ridden.Add(1)
@@ -287,10 +354,7 @@ func (m *Manager) sendHeartbeats(target raft.ServerAddress, entries []batchEntry
 	tmpl := entries[0].w.req
 	for i := 1; i < len(entries); i++ {
 		if !sameHeartbeatSender(entries[i].w.req, tmpl) {
-			entries[i].w.done <- nil
-			if entries[i].rider != nil {
-				entries[i].rider.resolve(nil)
-			}
+			releaseEntries(entries[i : i+1])
 			entries = append(entries[:i], entries[i+1:]...)
 			i--
 		}
