@@ -41,6 +41,7 @@ type Host struct {
 	epochReady chan struct{} // closed once the node has registered
 
 	leases   leaseTable // meaningful on the meta leader only
+	ops      opRegistry // group operations (replica changes) running here
 	watchers []chan LeaderChange
 	handlers map[string]transport.Handler
 
@@ -133,6 +134,7 @@ func Start(cfg Config) (*Host, error) {
 	h.goFunc(h.reconcileLoop)
 	h.goFunc(h.leaseLoop)
 	h.goFunc(h.metaDutyLoop)
+	h.goFunc(h.repairLoop)
 	return h, nil
 }
 
