@@ -354,7 +354,8 @@ func (s *ClusterState) apply(c *metaCommand, index uint64) *MetaResult {
 			return refuse("operation %d of group %d is no longer in progress", c.OpID, c.Group)
 		case o != nil && o.ID != c.OpID:
 			r := refuse("group %d has a replica change in progress: %v", c.Group, o)
-			r.Op = o
+			cp := *o
+			r.Op = &cp
 			return r
 		}
 		if !slices.Equal(s.Replicas[c.Group], c.Expect) {
@@ -383,7 +384,8 @@ func (s *ClusterState) apply(c *metaCommand, index uint64) *MetaResult {
 		cur := s.Ops[c.Group]
 		if cur != nil && cur.ID != c.TakeOver {
 			r := refuse("group %d has a replica change in progress: %v", c.Group, cur)
-			r.Op = cur
+			cp := *cur
+			r.Op = &cp
 			return r
 		}
 		if cur == nil && c.TakeOver != 0 {

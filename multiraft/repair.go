@@ -16,8 +16,9 @@ import (
 // a move leaves them apart, and so did moves from before operation
 // records existed. Rules (docs/multiraft.md, "Repairs"):
 //
-//   - A record whose owner is gone (another epoch, lease run out, removed,
-//     or the owner says it does not run it) is taken over. A move is
+//   - A record whose owner is gone (another epoch, lease run out, removed)
+//     is taken over; one whose owner lives but says it does not run it,
+//     after a lease TTL (its operator may be running it again). A move is
 //     finished when its source has already left the raft configuration, or
 //     when its target is a voter on a live node; else it is rolled back:
 //     the target leaves raft and the list.
@@ -44,32 +45,58 @@ func (h *Host) repairEvery() time.Duration {
 
 // repairLoop runs repair rounds while this node leads the meta group.
 func (h *Host) repairLoop() {
-	var cursor uint64
+	r := repairState{idle: map[uint64]time.Time{}}
 	for sleepCtx(h.ctx, h.repairEvery()) {
 		rep := h.replica(MetaGroup)
 		if rep == nil || rep.raft.State() != raft.Leader {
+			clear(r.idle)
 			continue
 		}
-		cursor = h.repairRound(h.ctx, cursor)
+		h.repairRound(h.ctx, &r)
 	}
 }
 
+// repairState is what the repair loop remembers between rounds (in memory:
+// a new meta leader starts afresh, which only delays a takeover).
+type repairState struct {
+	cursor uint64 // where the next sweep starts
+	// idle maps the id of a record whose owner lives but does not run it
+	// to when this leader first saw that. Such an owner's run ended (an
+	// operator's timeout, say) and the operator may run it again at once,
+	// so it is left alone for a lease TTL before being taken over.
+	idle map[uint64]time.Time
+}
+
 // repairRound takes over abandoned records, then compares up to
-// repairSweep groups from cursor on and repairs those that disagree. It
-// returns where the next round's sweep starts.
-func (h *Host) repairRound(ctx context.Context, cursor uint64) uint64 {
+// repairSweep groups from the cursor on and repairs those that disagree.
+func (h *Host) repairRound(ctx context.Context, r *repairState) {
 	st, _ := h.meta.State()
 	if !st.Initialized() || st.Groups == 0 {
-		return cursor
+		return
+	}
+	for id := range r.idle {
+		if !slices.ContainsFunc(slices.Collect(maps.Values(st.Ops)), func(o *GroupOp) bool { return o.ID == id }) {
+			delete(r.idle, id)
+		}
 	}
 	budget := repairsPerRound
 	for _, g := range slices.Sorted(maps.Keys(st.Ops)) {
 		if budget == 0 || ctx.Err() != nil {
-			return cursor
+			return
 		}
 		op := st.Ops[g]
 		if h.opLive(ctx, st, g, op) {
 			continue
+		}
+		if nodeLive(st, op.Owner) && st.Nodes[op.Owner].Epoch == op.OwnerEpoch {
+			first, ok := r.idle[op.ID]
+			if !ok {
+				r.idle[op.ID] = time.Now()
+				continue
+			}
+			if time.Since(first) < h.cfg.LeaseTTL {
+				continue
+			}
 		}
 		budget--
 		if err := h.takeOver(ctx, g, op); err != nil && ctx.Err() == nil {
@@ -80,8 +107,8 @@ func (h *Host) repairRound(ctx context.Context, cursor uint64) uint64 {
 		if budget == 0 || ctx.Err() != nil {
 			break
 		}
-		g := cursor%st.Groups + 1
-		cursor++
+		g := r.cursor%st.Groups + 1
+		r.cursor = (r.cursor + 1) % st.Groups
 		if st.Ops[g] != nil {
 			continue
 		}
@@ -98,7 +125,6 @@ func (h *Host) repairRound(ctx context.Context, cursor uint64) uint64 {
 			h.log.Warn("repairing a group", "group", g, "err", err)
 		}
 	}
-	return cursor % st.Groups
 }
 
 // takeOver records this node as the owner of the abandoned op and
