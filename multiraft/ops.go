@@ -109,6 +109,21 @@ func nodeLive(st *ClusterState, node string) bool {
 	return n != nil && n.Epoch != 0 && !n.LeaseExpired
 }
 
+// nodeDown reports whether the meta group knows node to be down: its lease
+// ran out, or it is no longer a member. A node that has not registered yet
+// (just joined) is not down.
+func nodeDown(st *ClusterState, node string) bool {
+	n := st.Nodes[node]
+	return n == nil || n.LeaseExpired
+}
+
+// knownDown asks the meta group whether node is down. It reads the meta
+// leader's state: a node's own view may predate its registration.
+func (h *Host) knownDown(ctx context.Context, node string) bool {
+	st, err := h.MetaState(ctx)
+	return err == nil && nodeDown(st, node)
+}
+
 // opLive reports whether someone still runs op. Its owner's process must be
 // the one that began it (same epoch, lease not run out) and must say it
 // runs it; an owner that cannot be asked is given the benefit of the

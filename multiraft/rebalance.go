@@ -228,7 +228,7 @@ func (h *Host) runMove(ctx context.Context, group uint64, op *GroupOp) error {
 	}
 	if err := h.waitFor(ctx, func(ctx context.Context) (bool, error) {
 		_, err := h.NodeGroupStatus(ctx, target.PeerAddr, group)
-		if err != nil && !nodeLive(h.Cluster(), to) {
+		if err != nil && h.knownDown(ctx, to) {
 			return false, fmt.Errorf("node %s is down (its lease ran out)", to)
 		}
 		return err == nil, nil
@@ -255,7 +255,7 @@ func (h *Host) runMove(ctx context.Context, group uint64, op *GroupOp) error {
 	goal := ls.CommitIndex
 	if err := h.waitFor(ctx, func(ctx context.Context) (bool, error) {
 		ts, err := h.NodeGroupStatus(ctx, target.PeerAddr, group)
-		if err != nil && !nodeLive(h.Cluster(), to) {
+		if err != nil && h.knownDown(ctx, to) {
 			return false, fmt.Errorf("node %s is down (its lease ran out)", to)
 		}
 		return err == nil && ts.AppliedIndex >= goal, nil
