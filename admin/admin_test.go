@@ -652,3 +652,133 @@ func TestAdminBadRequests(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// waitAgreement waits until, for every data group, the voters of its raft
+// configuration are exactly the replicas the meta group lists, no
+// non-voter is left and no replica change is recorded as in progress.
+func waitAgreement(t *testing.T, n *herald.Node, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	var last string
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		st, err := n.Host().MetaState(ctx)
+		ok := err == nil
+		if err != nil {
+			last = err.Error()
+		}
+		for g := uint64(1); ok && g <= st.Groups; g++ {
+			ls, err := n.Host().LeaderStatus(ctx, g)
+			switch {
+			case err != nil:
+				ok, last = false, fmt.Sprintf("group %d: %v", g, err)
+			case !multiraft.Agrees(st.Replicas[g], ls):
+				ok, last = false, fmt.Sprintf("group %d: raft configuration %+v, meta group lists %v", g, ls.Servers, st.Replicas[g])
+			case st.Ops[g] != nil:
+				ok, last = false, fmt.Sprintf("group %d: %v still recorded", g, st.Ops[g])
+			}
+		}
+		cancel()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("raft and the meta group still disagree after %v: %s", within, last)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// groupWith finds a data group whose replicas include every node of with
+// and none of without.
+func groupWith(t *testing.T, n *herald.Node, with, without []string) uint64 {
+	t.Helper()
+	st, err := n.Host().MetaState(ctxFor(t, 10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for g := uint64(1); g <= st.Groups; g++ {
+		r := st.Replicas[g]
+		if !slices.ContainsFunc(with, func(id string) bool { return !slices.Contains(r, id) }) &&
+			!slices.ContainsFunc(without, func(id string) bool { return slices.Contains(r, id) }) {
+			return g
+		}
+	}
+	t.Fatalf("no group holds %v without %v: %v", with, without, st.Replicas)
+	return 0
+}
+
+// waitListed waits until the meta group lists node as a replica of g.
+func waitListed(t *testing.T, n *herald.Node, g uint64, node string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !slices.Contains(n.Host().Cluster().Replicas[g], node) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the meta group never listed %s as a replica of group %d", node, g)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// Two moves of one group into the same node, asked of two nodes at once:
+// one is refused, and raft and the meta group agree afterwards.
+func TestAdminConcurrentMovesOfOneGroup(t *testing.T) {
+	c := startCluster(t, testcluster.Options{Nodes: 4, Groups: 4, Replication: 3})
+	ctx := ctxFor(t, 90*time.Second)
+	g := groupWith(t, c.Node(0), []string{"n1", "n2"}, []string{"n4"})
+	cl1, cl2 := admin.NewClient(c.HTTP(0), token), admin.NewClient(c.HTTP(1), token)
+
+	first := make(chan error, 1)
+	go func() {
+		_, err := cl1.MoveReplica(ctx, g, "n1", "n4")
+		first <- err
+	}()
+	// The second starts once the first has recorded its new replica: the
+	// group then lists four replicas, so no replica-count check stops it.
+	waitListed(t, c.Node(1), g, "n4")
+	_, err2 := cl2.MoveReplica(ctx, g, "n2", "n4")
+	err1 := <-first
+	t.Logf("move n1 -> n4 on n1: %v; move n2 -> n4 on n2: %v", err1, err2)
+	if err1 != nil {
+		t.Fatalf("the first move failed: %v", err1)
+	}
+	var ae *admin.APIError
+	if !errors.As(err2, &ae) || ae.Status != 409 || ae.Code != "move_in_progress" && ae.Code != "already_replica" {
+		t.Fatalf("second move: %v, want 409 move_in_progress (or already_replica if the first had ended)", err2)
+	}
+	if ae.Code == "move_in_progress" && !strings.Contains(ae.Message, "from n1 to n4") {
+		t.Errorf("the refusal does not name the running move: %s", ae.Message)
+	}
+	waitAgreement(t, c.Node(2), 30*time.Second)
+	// Running the refused move again works against the new replica set.
+	_, err := cl2.MoveReplica(ctx, g, "n2", "n1")
+	if err != nil {
+		t.Fatalf("move after the conflict: %v", err)
+	}
+	waitAgreement(t, c.Node(2), 30*time.Second)
+}
+
+// The node running a move crashes halfway: the meta leader finishes or
+// rolls back the move, and raft and the meta group agree again.
+func TestAdminMoveOwnerCrashes(t *testing.T) {
+	c := startCluster(t, testcluster.Options{Nodes: 4, Groups: 4, Replication: 3})
+	ctx := ctxFor(t, 90*time.Second)
+	g := groupWith(t, c.Node(0), []string{"n1"}, []string{"n4"})
+	cl2 := admin.NewClient(c.HTTP(1), token)
+	done := make(chan error, 1)
+	go func() {
+		_, err := cl2.MoveReplica(ctx, g, "n1", "n4")
+		done <- err
+	}()
+	waitListed(t, c.Node(0), g, "n4")
+	c.Crash(1)
+	t.Logf("move on the crashed node: %v", <-done)
+	waitAgreement(t, c.Node(0), 45*time.Second)
+	st, err := c.Node(0).Host().MetaState(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := st.Replicas[g]; len(r) != 3 {
+		t.Errorf("group %d lists %v after the repair, want 3 replicas", g, r)
+	}
+}

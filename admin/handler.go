@@ -250,6 +250,10 @@ func toAPIError(err error) *APIError {
 		return &APIError{Status: http.StatusNotFound, Code: "no_local_replica", Message: msg}
 	case errors.Is(err, fsm.ErrInvalid):
 		return &APIError{Status: http.StatusBadRequest, Code: "invalid", Message: msg}
+	case errors.Is(err, multiraft.ErrMoveInProgress):
+		return &APIError{Status: http.StatusConflict, Code: "move_in_progress", Message: msg}
+	case errors.Is(err, multiraft.ErrNotVoter):
+		return &APIError{Status: http.StatusConflict, Code: "not_a_voter", Message: msg}
 	case errors.Is(err, multiraft.ErrMetaConflict):
 		return &APIError{Status: http.StatusConflict, Code: "conflict", Message: msg}
 	case errors.Is(err, multiraft.ErrNodeRemoved):

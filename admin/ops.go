@@ -321,6 +321,10 @@ func (s *server) moveReplica(w http.ResponseWriter, r *http.Request) error {
 	cur := st.Replicas[g]
 	hasFrom, hasTo := slices.Contains(cur, req.From), slices.Contains(cur, req.To)
 	switch {
+	case st.Ops[g] != nil:
+		// The replica list is halfway through another change: multiraft
+		// refuses this move (move_in_progress), or finishes it when it is
+		// the same move and nobody runs it any more.
 	case !hasFrom && hasTo:
 		// A finished move and a mistyped --from look the same here, and
 		// answering the mistake with success would tell the operator a
@@ -338,6 +342,9 @@ func (s *server) moveReplica(w http.ResponseWriter, r *http.Request) error {
 	}
 	s.log.Info("moving a replica", "group", g, "from", req.From, "to", req.To)
 	if err := s.host.MoveReplica(ctx, g, req.From, req.To); err != nil {
+		if errors.Is(err, multiraft.ErrMoveInProgress) {
+			return err
+		}
 		return fmt.Errorf("%w; the same move, run again, finishes it", err)
 	}
 	writeJSON(w, http.StatusOK, s.report(r, g))

@@ -475,7 +475,11 @@ func (nm *nemesis) transfers(ctx context.Context) *active {
 	})
 }
 
-// move moves one replica of a group to a node without one.
+// move moves one replica of a group to a node without one. Every other
+// time it sends two conflicting moves of the group at once, through two
+// different nodes (two replicas moved to one node, or one replica to two
+// nodes): the cluster must run one and refuse the other, or run both one
+// after the other, and either way leave raft and the meta group agreeing.
 func (nm *nemesis) move(ctx context.Context) *active {
 	g := nm.pickGroup(nm.rng)
 	done := make(chan error, 1)
@@ -483,8 +487,10 @@ func (nm *nemesis) move(ctx context.Context) *active {
 	desc := fmt.Sprintf("group %d", g)
 	up := nm.upIDs()
 	pickFrom, pickTo := nm.rng.Uint64(), nm.rng.Uint64()
+	conflicting := nm.rng.IntN(2) == 0
 	go func() {
-		done <- nm.admin(ctx, 100*time.Second, func(ctx context.Context, a *admin.Client) error {
+		var plan []string // from, to, from, to
+		err := nm.admin(ctx, 10*time.Second, func(ctx context.Context, a *admin.Client) error {
 			grp, err := a.Group(ctx, g)
 			if err != nil {
 				return err
@@ -505,12 +511,46 @@ func (nm *nemesis) move(ctx context.Context) *active {
 				return fmt.Errorf("group %d: %w", g, errNoTarget)
 			}
 			src, dst := from[pickFrom%uint64(len(from))], to[pickTo%uint64(len(to))]
-			mu.Lock()
-			desc = fmt.Sprintf("group %d: %s → %s", g, src, dst)
-			mu.Unlock()
-			_, err = a.MoveReplica(ctx, g, src, dst)
-			return err
+			plan = []string{src, dst}
+			if conflicting {
+				src2, dst2 := src, dst
+				switch {
+				case len(from) > 1:
+					src2 = from[(pickFrom+1)%uint64(len(from))]
+				case len(to) > 1:
+					dst2 = to[(pickTo+1)%uint64(len(to))]
+				}
+				if src2 != src || dst2 != dst {
+					plan = append(plan, src2, dst2)
+				}
+			}
+			return nil
 		})
+		if err != nil {
+			done <- err
+			return
+		}
+		if len(plan) == 2 {
+			mu.Lock()
+			desc = fmt.Sprintf("group %d: %s → %s", g, plan[0], plan[1])
+			mu.Unlock()
+			done <- nm.admin(ctx, 100*time.Second, func(ctx context.Context, a *admin.Client) error {
+				_, err := a.MoveReplica(ctx, g, plan[0], plan[1])
+				return err
+			})
+			return
+		}
+		results := nm.conflictingMoves(ctx, g, plan)
+		mu.Lock()
+		desc = fmt.Sprintf("group %d, two at once: %s → %s (%s) and %s → %s (%s)", g, plan[0], plan[1], results[0], plan[2], plan[3], results[1])
+		mu.Unlock()
+		var errs []error
+		for i, r := range results {
+			if r.err != nil && !r.refused {
+				errs = append(errs, fmt.Errorf("%s → %s: %w", plan[2*i], plan[2*i+1], r.err))
+			}
+		}
+		done <- errors.Join(errs...)
 	}()
 	a := nm.begin(FaultMove, fmt.Sprintf("replica move of group %d", g), nil, func(hctx context.Context) error {
 		select {
@@ -526,6 +566,56 @@ func (nm *nemesis) move(ctx context.Context) *active {
 		return "replica move " + desc
 	}
 	return a
+}
+
+// moveResult is how one of two conflicting moves ended.
+type moveResult struct {
+	err error
+	// refused: the cluster declined the move because of the other one (a
+	// change of the group in progress, or the replica set it left): a
+	// valid outcome, not a failure.
+	refused bool
+}
+
+func (r moveResult) String() string {
+	var ae *admin.APIError
+	switch {
+	case r.err == nil:
+		return "done"
+	case r.refused && errors.As(r.err, &ae):
+		return "refused: " + ae.Code
+	}
+	return "failed: " + r.err.Error()
+}
+
+// moveRefusals are the answers a move may validly get because another
+// move of its group ran or runs.
+var moveRefusals = []string{"move_in_progress", "already_replica", "not_a_replica"}
+
+// conflictingMoves sends the moves plan[0] → plan[1] and plan[2] → plan[3]
+// of group g at the same time, each through a different up node.
+func (nm *nemesis) conflictingMoves(ctx context.Context, g uint64, plan []string) [2]moveResult {
+	var out [2]moveResult
+	nodes := nm.c.Up()
+	if len(nodes) == 0 {
+		out[0].err, out[1].err = errors.New("no node is up"), errors.New("no node is up")
+		return out
+	}
+	var wg sync.WaitGroup
+	for i := range 2 {
+		via := nodes[i%len(nodes)]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cctx, cancel := context.WithTimeout(ctx, 100*time.Second)
+			defer cancel()
+			_, err := nm.c.Admin(via).MoveReplica(cctx, g, plan[2*i], plan[2*i+1])
+			var ae *admin.APIError
+			out[i] = moveResult{err: err, refused: errors.As(err, &ae) && ae.Status == 409 && slices.Contains(moveRefusals, ae.Code)}
+		}()
+	}
+	wg.Wait()
+	return out
 }
 
 // member adds a node and rebalances onto it, or decommissions a node it

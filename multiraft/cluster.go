@@ -27,6 +27,7 @@ func (h *Host) registerServices() {
 		svcMetaJoin:   h.handleMetaJoin,
 		svcBarrier:    h.handleBarrier,
 		svcQuery:      h.handleQuery,
+		svcOpRunning:  h.handleOpRunning,
 	}
 	for name, fn := range h.handlers {
 		h.peers.Handle(name, fn)

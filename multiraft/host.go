@@ -53,6 +53,7 @@ type Host struct {
 	checks map[raft.ServerAddress]*targetCheck
 
 	leases   leaseTable // meaningful on the meta leader only
+	ops      opRegistry // group operations (replica changes) running here
 	watchers []chan LeaderChange
 	handlers map[string]transport.Handler
 
@@ -148,6 +149,7 @@ func Start(cfg Config) (*Host, error) {
 	h.goFunc(h.reconcileLoop)
 	h.goFunc(h.leaseLoop)
 	h.goFunc(h.metaDutyLoop)
+	h.goFunc(h.repairLoop)
 	return h, nil
 }
 

@@ -469,3 +469,89 @@ func TestInterruptedMoveResumes(t *testing.T) {
 	c.waitConverged(1)
 	w.check(history(t, c.nodes["n4"], 1, w.room, multiraft.Linearizable))
 }
+
+// A leader transfer to a node that is not a voter of the group cannot
+// happen: it fails at once with a reason instead of retrying until the
+// caller gives up.
+func TestTransferToNonVoterFailsFast(t *testing.T) {
+	c := newCluster(t)
+	c.bootstrap(1, 3, "n1", "n2", "n3")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c.join(ctx, "n4", "n1")
+	start := time.Now()
+	err := c.nodes["n1"].h().TransferLeader(ctx, 1, "n4")
+	if !errors.Is(err, multiraft.ErrNotVoter) || time.Since(start) > 10*time.Second {
+		t.Fatalf("transfer to a non-voter: %v after %v, want ErrNotVoter at once", err, time.Since(start))
+	}
+	// The group leader refuses it too, when asked directly.
+	err = c.nodes["n1"].h().GroupAdminForTest(ctx, 1, "transfer", "n4", c.nodes["n4"].addr)
+	if !errors.Is(err, multiraft.ErrNotVoter) || time.Since(start) > 10*time.Second {
+		t.Fatalf("raw transfer to a non-voter: %v after %v, want ErrNotVoter at once", err, time.Since(start))
+	}
+}
+
+// waitAgrees waits until group's raft voters are the meta group's replicas.
+func (c *cluster) waitAgrees(via *node, group uint64, within time.Duration) []string {
+	c.t.Helper()
+	deadline := time.Now().Add(within)
+	var last string
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		st, err := via.h().MetaState(ctx)
+		if err == nil {
+			var ls multiraft.GroupStatus
+			if ls, err = via.h().LeaderStatus(ctx, group); err == nil {
+				if multiraft.Agrees(st.Replicas[group], ls) && st.Ops[group] == nil {
+					cancel()
+					return st.Replicas[group]
+				}
+				last = fmt.Sprintf("raft %+v, meta %v, op %v", ls.Servers, st.Replicas[group], st.Ops[group])
+			}
+		}
+		if err != nil {
+			last = err.Error()
+		}
+		cancel()
+		time.Sleep(100 * time.Millisecond)
+	}
+	c.t.Fatalf("group %d: raft and the meta group still disagree after %v: %s", group, within, last)
+	return nil
+}
+
+// A group whose raft configuration lost a listed replica, or gained one
+// the meta group does not list, is repaired by the meta leader.
+func TestRepairReconcilesRaftAndMeta(t *testing.T) {
+	c := newCluster(t)
+	c.bootstrap(1, 3, "n1", "n2", "n3")
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	c.join(ctx, "n4", "n1")
+	w, stopWriting := c.startWriter(ctx, 1, 1)
+	defer stopWriting()
+	h := c.nodes["n2"].h()
+
+	// A listed, live replica taken out of raft is added back.
+	out := c.waitLeader(1)
+	if out == "n1" {
+		if err := h.TransferLeader(ctx, 1, "n2"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := h.GroupAdminForTest(ctx, 1, "remove", "n1", ""); err != nil {
+		t.Fatal(err)
+	}
+	if r := c.waitAgrees(c.nodes["n2"], 1, 30*time.Second); len(r) != 3 || !slices.Contains(r, "n1") {
+		t.Fatalf("replicas after the repair: %v, want n1 back", r)
+	}
+	// A non-voter the meta group does not list is taken out of raft.
+	if err := h.GroupAdminForTest(ctx, 1, "add_nonvoter", "n4", c.nodes["n4"].addr); err != nil {
+		t.Fatal(err)
+	}
+	if r := c.waitAgrees(c.nodes["n2"], 1, 30*time.Second); slices.Contains(r, "n4") {
+		t.Fatalf("replicas after the repair: %v, want n4 gone", r)
+	}
+	stopWriting()
+	c.waitConverged(1)
+	w.check(history(t, c.nodes["n1"], 1, w.room, multiraft.Linearizable))
+}

@@ -67,7 +67,48 @@ type ClusterState struct {
 	// meta index that removed it: the identity is refused on the peer port
 	// and cannot register again, so a stale process cannot come back.
 	Removed map[string]uint64 `json:"removed,omitempty"`
-	Index   uint64            `json:"index"` // last applied meta log index
+	// Ops holds, per data group, the replica change in progress. Changes
+	// to one group's replicas are serialized through it: a second move of
+	// the group is refused while a record stands, and a record whose owner
+	// is gone is taken over by the meta leader, which finishes or rolls it
+	// back. Absent in states written before records existed.
+	Ops   map[uint64]*GroupOp `json:"ops,omitempty"`
+	Index uint64              `json:"index"` // last applied meta log index
+}
+
+// Replica change kinds.
+const (
+	// OpMove moves a replica from From to To (Host.MoveReplica).
+	OpMove = "move"
+	// OpRepair makes a group's raft configuration and replica list agree
+	// again; the meta leader's reconciler runs it.
+	OpRepair = "repair"
+)
+
+// GroupOp is the meta group's record of a change to one group's replicas.
+type GroupOp struct {
+	// ID is the meta index of the entry that began (or took over) the
+	// operation: unique, and assigned by the log, not by the proposer.
+	ID   uint64 `json:"id"`
+	Kind string `json:"kind"`
+	From string `json:"from,omitempty"`
+	To   string `json:"to,omitempty"`
+	// Owner runs the operation, as the process registered under
+	// OwnerEpoch: once that node has a newer epoch, an expired lease or is
+	// gone, nobody runs it any more.
+	Owner      string `json:"owner"`
+	OwnerEpoch uint64 `json:"owner_epoch"`
+	// Started is the meta index of the first begin; a takeover keeps it.
+	Started uint64 `json:"started"`
+	// TakenOver counts the owners that took over an abandoned record.
+	TakenOver int `json:"taken_over,omitempty"`
+}
+
+func (o *GroupOp) String() string {
+	if o.Kind == OpMove {
+		return fmt.Sprintf("operation %d: move from %s to %s, run by %s", o.ID, o.From, o.To, o.Owner)
+	}
+	return fmt.Sprintf("operation %d: %s, run by %s", o.ID, o.Kind, o.Owner)
 }
 
 // Initialized reports whether the cluster was bootstrapped into this state.
@@ -86,6 +127,13 @@ func (s *ClusterState) Clone() *ClusterState {
 	}
 	if len(s.Removed) > 0 {
 		c.Removed = maps.Clone(s.Removed)
+	}
+	if len(s.Ops) > 0 {
+		c.Ops = make(map[uint64]*GroupOp, len(s.Ops))
+		for g, o := range s.Ops {
+			cp := *o
+			c.Ops[g] = &cp
+		}
 	}
 	return c
 }
@@ -123,6 +171,8 @@ const (
 	metaOpLeaseExpired = "lease_expired"
 	metaOpExpired      = "expired"
 	metaOpRemoveNode   = "remove_node"
+	metaOpBeginOp      = "begin_op"
+	metaOpEndOp        = "end_op"
 )
 
 const metaCommandVersion = 1
@@ -148,6 +198,17 @@ type metaCommand struct {
 	// Expect makes set_replicas a compare-and-set, so two executors (or a
 	// resumed one) cannot undo each other's steps.
 	Expect []string `json:"expect,omitempty"`
+
+	// OpID is the group operation a set_replicas or end_op belongs to: while
+	// a group has a record, only its own operation may change the group's
+	// replicas. End makes set_replicas also clear the record, so the last
+	// step of a move and its end are one entry.
+	OpID uint64 `json:"op_id,omitempty"`
+	End  bool   `json:"end,omitempty"`
+	// Begin is the record a begin_op asks for (ID and Started come from
+	// the entry); TakeOver names the abandoned record it replaces.
+	Begin    *GroupOp `json:"begin,omitempty"`
+	TakeOver uint64   `json:"take_over,omitempty"`
 }
 
 func encodeMeta(c metaCommand) []byte {
@@ -164,6 +225,9 @@ func encodeMeta(c metaCommand) []byte {
 type MetaResult struct {
 	Epoch uint64 `json:"epoch,omitempty"` // register: the node's new epoch
 	Err   string `json:"err,omitempty"`   // why the command was refused; state unchanged
+	// Op is, for begin_op, the record now standing: the new one, or the
+	// one that made the command fail.
+	Op *GroupOp `json:"op,omitempty"`
 }
 
 // ErrMetaConflict is the error of a meta command refused by the state it
@@ -285,6 +349,15 @@ func (s *ClusterState) apply(c *metaCommand, index uint64) *MetaResult {
 		if c.Group == MetaGroup || c.Group > s.Groups {
 			return refuse("group %d is not a data group of this cluster", c.Group)
 		}
+		switch o := s.Ops[c.Group]; {
+		case o == nil && c.OpID != 0:
+			return refuse("operation %d of group %d is no longer in progress", c.OpID, c.Group)
+		case o != nil && o.ID != c.OpID:
+			r := refuse("group %d has a replica change in progress: %v", c.Group, o)
+			cp := *o
+			r.Op = &cp
+			return r
+		}
 		if !slices.Equal(s.Replicas[c.Group], c.Expect) {
 			return refuse("group %d replicas are %v, not %v", c.Group, s.Replicas[c.Group], c.Expect)
 		}
@@ -294,6 +367,45 @@ func (s *ClusterState) apply(c *metaCommand, index uint64) *MetaResult {
 			}
 		}
 		s.Replicas[c.Group] = slices.Clone(c.Replicas)
+		if c.End {
+			delete(s.Ops, c.Group)
+		}
+	case metaOpBeginOp:
+		if c.Group == MetaGroup || c.Group > s.Groups {
+			return refuse("group %d is not a data group of this cluster", c.Group)
+		}
+		b := c.Begin
+		if b == nil || b.Owner == "" || (b.Kind != OpMove && b.Kind != OpRepair) {
+			return refuse("begin_op needs a kind and an owner")
+		}
+		if _, ok := s.Nodes[b.Owner]; !ok {
+			return refuse("node %q is not in the cluster", b.Owner)
+		}
+		cur := s.Ops[c.Group]
+		if cur != nil && cur.ID != c.TakeOver {
+			r := refuse("group %d has a replica change in progress: %v", c.Group, cur)
+			cp := *cur
+			r.Op = &cp
+			return r
+		}
+		if cur == nil && c.TakeOver != 0 {
+			return refuse("operation %d of group %d has ended", c.TakeOver, c.Group)
+		}
+		op := &GroupOp{ID: index, Kind: b.Kind, From: b.From, To: b.To, Owner: b.Owner, OwnerEpoch: b.OwnerEpoch, Started: index}
+		if cur != nil {
+			op.Started, op.TakenOver = cur.Started, cur.TakenOver+1
+		}
+		if s.Ops == nil {
+			s.Ops = map[uint64]*GroupOp{}
+		}
+		s.Ops[c.Group] = op
+		cp := *op
+		return &MetaResult{Op: &cp}
+	case metaOpEndOp:
+		if o := s.Ops[c.Group]; o == nil || o.ID != c.OpID {
+			return refuse("operation %d of group %d is no longer in progress", c.OpID, c.Group)
+		}
+		delete(s.Ops, c.Group)
 	case metaOpLeaseExpired:
 		n, ok := s.Nodes[c.NodeID]
 		if !ok || n.Epoch != c.Epoch {

@@ -300,3 +300,82 @@ func FuzzDecodeReply(f *testing.F) {
 		_ = payload
 	})
 }
+
+func TestMetaFSMGroupOps(t *testing.T) {
+	m := newMetaFSM()
+	p, _ := InitialPlacement([]string{"a", "b", "c"}, 2, 3)
+	applyMeta(t, m, 1, metaCommand{Op: metaOpInit, ClusterID: "c1", Groups: 2, Replication: 3,
+		Nodes: []NodeInfo{{ID: "a", PeerAddr: "1"}, {ID: "b", PeerAddr: "2"}, {ID: "c", PeerAddr: "3"}, {ID: "d", PeerAddr: "4"}}, Placement: p})
+	move := &GroupOp{Kind: OpMove, From: "a", To: "d", Owner: "a", OwnerEpoch: 7}
+	r := applyMeta(t, m, 2, metaCommand{Op: metaOpBeginOp, Group: 1, Begin: move})
+	if r.err() != nil || r.Op == nil || r.Op.ID != 2 || r.Op.Started != 2 || r.Op.Owner != "a" {
+		t.Fatalf("begin: %v %+v", r.err(), r.Op)
+	}
+	// A second change of the group is refused and told which one runs.
+	r = applyMeta(t, m, 3, metaCommand{Op: metaOpBeginOp, Group: 1, Begin: &GroupOp{Kind: OpMove, From: "b", To: "d", Owner: "b"}})
+	if !errors.Is(r.err(), ErrMetaConflict) || r.Op == nil || r.Op.ID != 2 {
+		t.Fatalf("second begin: %v %+v", r.err(), r.Op)
+	}
+	// Only the record's own operation changes the group's replicas.
+	next := append(slices.Clone(p[1]), "d")
+	if r := applyMeta(t, m, 4, metaCommand{Op: metaOpSetReplicas, Group: 1, Expect: p[1], Replicas: next}); r.err() == nil || r.Op == nil {
+		t.Fatalf("set_replicas outside the operation: %v", r.err())
+	}
+	if r := applyMeta(t, m, 5, metaCommand{Op: metaOpSetReplicas, Group: 1, Expect: p[1], Replicas: next, OpID: 2}); r.err() != nil {
+		t.Fatal(r.err())
+	}
+	// Other groups are not held.
+	if r := applyMeta(t, m, 6, metaCommand{Op: metaOpSetReplicas, Group: 2, Expect: p[2], Replicas: p[2]}); r.err() != nil {
+		t.Fatal(r.err())
+	}
+	// A takeover names the record it replaces and keeps its start.
+	if r := applyMeta(t, m, 7, metaCommand{Op: metaOpBeginOp, Group: 1, Begin: &GroupOp{Kind: OpMove, From: "a", To: "d", Owner: "b"}, TakeOver: 99}); r.err() == nil {
+		t.Fatal("takeover of the wrong record accepted")
+	}
+	r = applyMeta(t, m, 8, metaCommand{Op: metaOpBeginOp, Group: 1, Begin: &GroupOp{Kind: OpMove, From: "a", To: "d", Owner: "b", OwnerEpoch: 3}, TakeOver: 2})
+	if r.err() != nil || r.Op.ID != 8 || r.Op.Started != 2 || r.Op.Owner != "b" || r.Op.TakenOver != 1 {
+		t.Fatalf("takeover: %v %+v", r.err(), r.Op)
+	}
+	// The old owner is fenced off.
+	if r := applyMeta(t, m, 9, metaCommand{Op: metaOpSetReplicas, Group: 1, Expect: next, Replicas: p[1], OpID: 2, End: true}); r.err() == nil {
+		t.Fatal("the replaced owner changed the replicas")
+	}
+	if r := applyMeta(t, m, 10, metaCommand{Op: metaOpEndOp, Group: 1, OpID: 2}); r.err() == nil {
+		t.Fatal("the replaced owner ended the operation")
+	}
+	// The last step ends the operation with the same entry.
+	done := slices.DeleteFunc(slices.Clone(next), func(s string) bool { return s == "a" })
+	if r := applyMeta(t, m, 11, metaCommand{Op: metaOpSetReplicas, Group: 1, Expect: next, Replicas: done, OpID: 8, End: true}); r.err() != nil {
+		t.Fatal(r.err())
+	}
+	st, _ := m.State()
+	if st.Ops[1] != nil || !slices.Equal(st.Replicas[1], done) {
+		t.Fatalf("after the move: ops %v replicas %v", st.Ops, st.Replicas[1])
+	}
+	if r := applyMeta(t, m, 12, metaCommand{Op: metaOpBeginOp, Group: 1, Begin: &GroupOp{Kind: OpRepair, Owner: "zz"}}); r.err() == nil {
+		t.Fatal("an operation owned by an unknown node accepted")
+	}
+	applyMeta(t, m, 13, metaCommand{Op: metaOpBeginOp, Group: 2, Begin: &GroupOp{Kind: OpRepair, Owner: "c"}})
+	// Records survive a snapshot; a snapshot from before records existed
+	// (no "ops" field) restores with none.
+	snap, _ := m.Snapshot()
+	sink := &memSink{}
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	m2 := newMetaFSM()
+	if err := m2.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := m2.State(); st.Ops[2] == nil || st.Ops[2].ID != 13 || st.Ops[2].Kind != OpRepair {
+		t.Fatalf("restored ops: %v", st.Ops)
+	}
+	old := []byte(`{"cluster_id":"c1","groups":2,"replication":3,"nodes":{"a":{"id":"a","peer_addr":"1","state":"active","epoch":1}},"replicas":{"1":["a"],"2":["a"]},"index":5}`)
+	m3 := newMetaFSM()
+	if err := m3.Restore(io.NopCloser(bytes.NewReader(old))); err != nil {
+		t.Fatal(err)
+	}
+	if r := applyMeta(t, m3, 6, metaCommand{Op: metaOpSetReplicas, Group: 1, Expect: []string{"a"}, Replicas: []string{"a"}}); r.err() != nil {
+		t.Fatalf("set_replicas without an operation on an old state: %v", r.err())
+	}
+}

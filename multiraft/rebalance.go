@@ -46,6 +46,16 @@ func (h *Host) handleGroupAdmin(ctx context.Context, _ string, group uint64, req
 	case "remove":
 		f = rep.raft.RemoveServer(id, 0, timeout)
 	case "transfer":
+		// raft refuses a transfer to a server it does not replicate to
+		// with an error that reads as retryable; it never will succeed.
+		cf := rep.raft.GetConfiguration()
+		if err := cf.Error(); err != nil {
+			return errReply(rep.raftError(err, false)), nil
+		}
+		ok := slices.ContainsFunc(cf.Configuration().Servers, func(s raft.Server) bool { return s.ID == id && s.Suffrage == raft.Voter })
+		if !ok {
+			return errReply(fmt.Errorf("%w: node %s is not a voter of group %d", ErrNotVoter, r.ID, group)), nil
+		}
 		f = rep.raft.LeadershipTransferToServer(id, addr)
 	default:
 		return errReply(fmt.Errorf("multiraft: unknown group admin op %q", r.Op)), nil
@@ -115,6 +125,11 @@ func (h *Host) TransferLeader(ctx context.Context, group uint64, to string) erro
 	if ls.LeaderID == to {
 		return nil
 	}
+	if !voter(ls, to) {
+		return fmt.Errorf("multiraft: transfer group %d to %s: %w (voters %v)", group, to, ErrNotVoter, voterIDs(ls))
+	}
+	ctx, cancel := context.WithTimeout(ctx, transferBound)
+	defer cancel()
 	if err := h.groupAdmin(ctx, group, groupAdminRequest{Op: "transfer", ID: to, Addr: n.PeerAddr}); err != nil {
 		return fmt.Errorf("multiraft: transfer group %d to %s: %w", group, to, err)
 	}
@@ -123,11 +138,15 @@ func (h *Host) TransferLeader(ctx context.Context, group uint64, to string) erro
 }
 
 // MoveReplica moves group's replica on node from to node to while the group
-// keeps serving: record the new replica in the meta group, add it as a
-// non-voter, wait until it has caught up, promote it, hand over the
-// leadership if from leads, remove from, and record that. Every step first
-// checks whether it is already done, so an interrupted move is finished by
-// calling MoveReplica again with the same arguments.
+// keeps serving: record the move in the meta group (which refuses it while
+// another change of the group's replicas is in progress), record the new
+// replica (its node starts it), add it as a non-voter, wait until it has
+// caught up, promote it, hand over the leadership if from leads, remove
+// from, and record that, which also ends the move's record. Every step
+// first checks whether it is already done, so a move interrupted on this
+// or another node (whose record is then abandoned) is finished by calling
+// MoveReplica again with the same arguments. A refusal is a
+// *MoveInProgressError.
 func (h *Host) MoveReplica(ctx context.Context, group uint64, from, to string) error {
 	fail := func(step string, err error) error {
 		return fmt.Errorf("multiraft: move group %d from %s to %s: %s: %w", group, from, to, step, err)
@@ -139,27 +158,79 @@ func (h *Host) MoveReplica(ctx context.Context, group uint64, from, to string) e
 	if group == MetaGroup || group > st.Groups {
 		return fail("check", fmt.Errorf("%w: %d", ErrNoGroup, group))
 	}
+	if st.Nodes[to] == nil {
+		return fail("check", fmt.Errorf("node %q is not in the cluster", to))
+	}
+	cur := st.Replicas[group]
+	op := st.Ops[group]
+	switch {
+	case op == nil:
+		if !slices.Contains(cur, from) && slices.Contains(cur, to) {
+			return nil // done before
+		}
+		if !slices.Contains(cur, from) {
+			return fail("check", fmt.Errorf("node %q holds no replica of the group (replicas %v)", from, cur))
+		}
+		op, err = h.beginOp(ctx, group, GroupOp{Kind: OpMove, From: from, To: to}, 0)
+	case op.Kind == OpMove && op.From == from && op.To == to:
+		// The same move: finish it if nobody runs it any more.
+		if h.opLive(ctx, st, group, op) {
+			return &MoveInProgressError{Group: group, Op: *op}
+		}
+		h.log.Info("taking over an abandoned move", "group", group, "op", op.String())
+		op, err = h.beginOp(ctx, group, GroupOp{Kind: OpMove, From: from, To: to}, op.ID)
+	default:
+		return &MoveInProgressError{Group: group, Op: *op, Abandoned: !h.opLive(ctx, st, group, op)}
+	}
+	if err != nil {
+		var mip *MoveInProgressError
+		if errors.As(err, &mip) {
+			return mip
+		}
+		return fail("record the move", err)
+	}
+	defer h.ops.remove(group, op.ID)
+	return h.runMove(ctx, group, op)
+}
+
+// runMove carries out the move op holds, from wherever it stands.
+func (h *Host) runMove(ctx context.Context, group uint64, op *GroupOp) error {
+	from, to := op.From, op.To
+	fail := func(step string, err error) error {
+		return fmt.Errorf("multiraft: move group %d from %s to %s: %s: %w", group, from, to, step, err)
+	}
+	st, err := h.fence(ctx, group, op)
+	if err != nil {
+		return fail("check the move's record", err)
+	}
 	target := st.Nodes[to]
 	if target == nil {
 		return fail("check", fmt.Errorf("node %q is not in the cluster", to))
 	}
 	cur := st.Replicas[group]
-	if !slices.Contains(cur, from) && slices.Contains(cur, to) {
-		return nil // done before
-	}
 	if !slices.Contains(cur, from) {
+		if slices.Contains(cur, to) {
+			return h.endOp(ctx, group, op)
+		}
+		// Nothing of the move happened, and it cannot: give the group back.
+		if err := h.endOp(ctx, group, op); err != nil {
+			return fail("end the move", err)
+		}
 		return fail("check", fmt.Errorf("node %q holds no replica of the group (replicas %v)", from, cur))
 	}
 	// 1. Give the target a replica in the meta group; its host starts it.
 	if !slices.Contains(cur, to) {
 		next := append(slices.Clone(cur), to)
-		if _, err := h.proposeMeta(ctx, encodeMeta(metaCommand{Op: metaOpSetReplicas, Group: group, Expect: cur, Replicas: next})); err != nil {
+		if err := h.setReplicas(ctx, group, op, cur, next, false); err != nil {
 			return fail("record new replica", err)
 		}
 		cur = next
 	}
 	if err := h.waitFor(ctx, func(ctx context.Context) (bool, error) {
 		_, err := h.NodeGroupStatus(ctx, target.PeerAddr, group)
+		if err != nil && h.knownDown(ctx, to) {
+			return false, fmt.Errorf("node %s is down (its lease ran out)", to)
+		}
 		return err == nil, nil
 	}); err != nil {
 		return fail("wait for the new replica to start", err)
@@ -170,7 +241,10 @@ func (h *Host) MoveReplica(ctx context.Context, group uint64, from, to string) e
 	if err != nil {
 		return fail("find leader", err)
 	}
-	if !slices.ContainsFunc(ls.Servers, func(s ServerInfo) bool { return s.ID == to }) {
+	if !member(ls, to) {
+		if _, err := h.fence(ctx, group, op); err != nil {
+			return fail("add non-voter", err)
+		}
 		if err := h.groupAdmin(ctx, group, groupAdminRequest{Op: "add_nonvoter", ID: to, Addr: target.PeerAddr}); err != nil {
 			return fail("add non-voter", err)
 		}
@@ -181,41 +255,66 @@ func (h *Host) MoveReplica(ctx context.Context, group uint64, from, to string) e
 	goal := ls.CommitIndex
 	if err := h.waitFor(ctx, func(ctx context.Context) (bool, error) {
 		ts, err := h.NodeGroupStatus(ctx, target.PeerAddr, group)
+		if err != nil && h.knownDown(ctx, to) {
+			return false, fmt.Errorf("node %s is down (its lease ran out)", to)
+		}
 		return err == nil && ts.AppliedIndex >= goal, nil
 	}); err != nil {
 		return fail(fmt.Sprintf("wait for the new replica to apply index %d", goal), err)
 	}
 	// 3. Promote it.
-	if !slices.ContainsFunc(ls.Servers, func(s ServerInfo) bool { return s.ID == to && s.Voter }) {
+	if !voter(ls, to) {
+		if _, err := h.fence(ctx, group, op); err != nil {
+			return fail("promote to voter", err)
+		}
 		if err := h.groupAdmin(ctx, group, groupAdminRequest{Op: "add_voter", ID: to, Addr: target.PeerAddr}); err != nil {
 			return fail("promote to voter", err)
 		}
 	}
 	// 4. The leader cannot remove itself cleanly: hand leadership over.
-	if err := h.waitFor(ctx, func(ctx context.Context) (bool, error) {
+	// Within a bound, so that a hand-over that cannot happen fails with
+	// its reason instead of holding the group's record until ctx ends.
+	tctx, cancel := context.WithTimeout(ctx, transferBound)
+	var lastErr error
+	err = h.waitFor(tctx, func(ctx context.Context) (bool, error) {
 		ls, err := h.LeaderStatus(ctx, group)
 		if err != nil {
+			lastErr = err
 			return false, nil
 		}
 		if ls.LeaderID != from {
 			return true, nil
 		}
 		// A failed transfer is retried on the next poll.
-		_ = h.groupAdmin(ctx, group, groupAdminRequest{Op: "transfer", ID: to, Addr: target.PeerAddr})
+		lastErr = h.groupAdmin(ctx, group, groupAdminRequest{Op: "transfer", ID: to, Addr: target.PeerAddr})
 		return false, nil
-	}); err != nil {
+	})
+	cancel()
+	if err != nil {
+		if ctx.Err() == nil && lastErr != nil {
+			err = fmt.Errorf("not done within %v: %w", transferBound, lastErr)
+		}
 		return fail("move the leadership away", err)
 	}
-	// 5. Remove the old replica from the raft group, then from the meta group.
+	// 5. Remove the old replica from the raft group, then from the meta
+	// group, which ends the move.
+	if _, err := h.fence(ctx, group, op); err != nil {
+		return fail("remove old replica", err)
+	}
 	if err := h.groupAdmin(ctx, group, groupAdminRequest{Op: "remove", ID: from}); err != nil {
 		return fail("remove old replica", err)
 	}
 	next := slices.DeleteFunc(slices.Clone(cur), func(s string) bool { return s == from })
-	if _, err := h.proposeMeta(ctx, encodeMeta(metaCommand{Op: metaOpSetReplicas, Group: group, Expect: cur, Replicas: next})); err != nil {
+	if err := h.setReplicas(ctx, group, op, cur, next, true); err != nil {
 		return fail("record removal", err)
 	}
 	return nil
 }
+
+// transferBound limits how long a move or a plan step keeps trying to
+// hand a group's leadership over: raft completes or refuses a transfer
+// within an election timeout, so what takes longer will not happen.
+const transferBound = 30 * time.Second
 
 // waitFor polls cond until it is true or ctx ends.
 func (h *Host) waitFor(ctx context.Context, cond func(context.Context) (bool, error)) error {

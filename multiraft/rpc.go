@@ -20,6 +20,7 @@ const (
 	svcMetaJoin   = "mr.meta.join"    // a node: start an empty meta replica to be added
 	svcBarrier    = "mr.barrier"      // group leader: commit a barrier entry
 	svcQuery      = "mr.query"        // a replica (the leader if linearizable): answer an application query
+	svcOpRunning  = "mr.op.running"   // a node: does it run a group operation (replica change) now
 )
 
 const (
@@ -32,6 +33,7 @@ const (
 	replyMetaConflict
 	replyClosed
 	replyOther
+	replyNotVoter
 )
 
 func okReply(payload []byte) []byte {
@@ -63,6 +65,8 @@ func errReply(err error) []byte {
 		code = replyMetaConflict
 	case errors.Is(err, ErrClosed):
 		code = replyClosed
+	case errors.Is(err, ErrNotVoter):
+		code = replyNotVoter
 	}
 	return append([]byte{code}, err.Error()...)
 }
@@ -98,7 +102,7 @@ func decodeReply(b []byte) ([]byte, error) {
 		return nil, &NotLeaderError{Group: group, LeaderID: string(rest[:l]), LeaderAddr: string(rest[l:])}
 	}
 	kinds := map[byte]error{replyUnavailable: ErrUnavailable, replyUnknownOutcome: ErrUnknownOutcome,
-		replyNoReplica: ErrNoReplica, replyNoGroup: ErrNoGroup, replyMetaConflict: ErrMetaConflict, replyClosed: ErrUnavailable}
+		replyNoReplica: ErrNoReplica, replyNoGroup: ErrNoGroup, replyMetaConflict: ErrMetaConflict, replyClosed: ErrUnavailable, replyNotVoter: ErrNotVoter}
 	if kind, ok := kinds[code]; ok {
 		return nil, &remoteError{kind: kind, msg: string(rest)}
 	}

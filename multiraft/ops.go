@@ -1,0 +1,231 @@
+package multiraft
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// Replica changes of one group are serialized through the meta group: a
+// move first records a GroupOp for the group (begin_op, a compare-and-set
+// on the group's record), makes every meta change under that record, and
+// clears it with its last step. Two executors therefore never interleave
+// their steps on one group, which is how raft's configuration and the meta
+// group's replica list came apart when two moves of one group ran at once.
+// A record outlives a crash of its owner; the meta leader's reconciler
+// takes such a record over and finishes or rolls back what it describes.
+
+// ErrMoveInProgress: another change to the group's replicas is in progress
+// (or was left halfway by a node that is gone); nothing was changed.
+var ErrMoveInProgress = errors.New("multiraft: a replica change of the group is in progress")
+
+// ErrNotVoter: the node named is not a voting member of the group's raft
+// configuration, so it cannot take the leadership.
+var ErrNotVoter = errors.New("multiraft: not a voter of the group")
+
+// MoveInProgressError is the error of a change refused because Op holds
+// the group.
+type MoveInProgressError struct {
+	Group uint64
+	Op    GroupOp
+	// Abandoned says nobody runs Op any more: its owner stopped or lost
+	// its lease. The meta leader takes such an operation over within a
+	// reconcile interval.
+	Abandoned bool
+}
+
+func (e *MoveInProgressError) Error() string {
+	if e.Abandoned {
+		return fmt.Sprintf("multiraft: group %d has a replica change left halfway (%v) whose owner is gone; the meta leader finishes or rolls it back shortly, then try again",
+			e.Group, &e.Op)
+	}
+	return fmt.Sprintf("multiraft: group %d has a replica change in progress (%v, since meta index %d); wait for it to end, then try again",
+		e.Group, &e.Op, e.Op.Started)
+}
+
+// Is makes the error match ErrMoveInProgress and, as a refused meta
+// change, ErrMetaConflict.
+func (e *MoveInProgressError) Is(target error) bool {
+	return target == ErrMoveInProgress || target == ErrMetaConflict
+}
+
+// errOpLost: the record this executor worked under was taken over or
+// ended by someone else; it must stop at once.
+var errOpLost = errors.New("the operation's record was taken over or ended by another node; stopped")
+
+// opRegistry is the set of group operations this host is running now; a
+// record whose owner is this node but that is not here was abandoned (its
+// run ended with an error or a timeout).
+type opRegistry struct {
+	mu  sync.Mutex
+	ids map[uint64]uint64 // group -> op id
+}
+
+func (r *opRegistry) add(group, id uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.ids == nil {
+		r.ids = map[uint64]uint64{}
+	}
+	r.ids[group] = id
+}
+
+func (r *opRegistry) remove(group, id uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.ids[group] == id {
+		delete(r.ids, group)
+	}
+}
+
+func (r *opRegistry) has(group, id uint64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.ids[group] == id
+}
+
+// handleOpRunning answers whether this node runs the operation whose id is
+// the request (8 bytes): a reply byte of 1 means it does.
+func (h *Host) handleOpRunning(_ context.Context, _ string, group uint64, req []byte) ([]byte, error) {
+	id, err := getIndex(req)
+	if err != nil {
+		return errReply(err), nil
+	}
+	if h.ops.has(group, id) {
+		return okReply([]byte{1}), nil
+	}
+	return okReply([]byte{0}), nil
+}
+
+// nodeLive reports whether the meta group believes node runs: it is a
+// member, registered, and its lease has not run out.
+func nodeLive(st *ClusterState, node string) bool {
+	n := st.Nodes[node]
+	return n != nil && n.Epoch != 0 && !n.LeaseExpired
+}
+
+// nodeDown reports whether the meta group knows node to be down: its lease
+// ran out, or it is no longer a member. A node that has not registered yet
+// (just joined) is not down.
+func nodeDown(st *ClusterState, node string) bool {
+	n := st.Nodes[node]
+	return n == nil || n.LeaseExpired
+}
+
+// knownDown asks the meta group whether node is down. It reads the meta
+// leader's state: a node's own view may predate its registration.
+func (h *Host) knownDown(ctx context.Context, node string) bool {
+	st, err := h.MetaState(ctx)
+	return err == nil && nodeDown(st, node)
+}
+
+// opLive reports whether someone still runs op. Its owner's process must be
+// the one that began it (same epoch, lease not run out) and must say it
+// runs it; an owner that cannot be asked is given the benefit of the
+// doubt until its lease runs out.
+func (h *Host) opLive(ctx context.Context, st *ClusterState, group uint64, op *GroupOp) bool {
+	n := st.Nodes[op.Owner]
+	if n == nil || n.Epoch != op.OwnerEpoch || n.LeaseExpired {
+		return false
+	}
+	if op.Owner == h.cfg.NodeID {
+		return h.ops.has(group, op.ID)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	b, err := h.send(ctx, raft.ServerAddress(n.PeerAddr), svcOpRunning, group, putIndex(op.ID))
+	if err == nil {
+		b, err = decodeReply(b)
+	}
+	if err != nil {
+		return true
+	}
+	return len(b) == 1 && b[0] == 1
+}
+
+// beginOp records op for group, replacing the abandoned record takeOver
+// when it is not zero. It returns the record as the meta group holds it.
+func (h *Host) beginOp(ctx context.Context, group uint64, op GroupOp, takeOver uint64) (*GroupOp, error) {
+	epoch, err := h.WaitRegistered(ctx)
+	if err != nil {
+		return nil, err
+	}
+	op.Owner, op.OwnerEpoch = h.cfg.NodeID, epoch
+	res, err := h.proposeMeta(ctx, encodeMeta(metaCommand{Op: metaOpBeginOp, Group: group, Begin: &op, TakeOver: takeOver}))
+	if err != nil {
+		if res != nil && res.Op != nil {
+			return nil, &MoveInProgressError{Group: group, Op: *res.Op}
+		}
+		return nil, err
+	}
+	if res.Op == nil {
+		return nil, errors.New("multiraft: the meta group returned no operation record")
+	}
+	h.ops.add(group, res.Op.ID)
+	return res.Op, nil
+}
+
+// endOp clears op's record without changing the replicas.
+func (h *Host) endOp(ctx context.Context, group uint64, op *GroupOp) error {
+	_, err := h.proposeMeta(ctx, encodeMeta(metaCommand{Op: metaOpEndOp, Group: group, OpID: op.ID}))
+	return err
+}
+
+// setReplicas records group's replica list under op, ending op with it
+// when end is set.
+func (h *Host) setReplicas(ctx context.Context, group uint64, op *GroupOp, expect, next []string, end bool) error {
+	_, err := h.proposeMeta(ctx, encodeMeta(metaCommand{Op: metaOpSetReplicas, Group: group, Expect: expect, Replicas: next, OpID: op.ID, End: end}))
+	return err
+}
+
+// fence reads the meta state and checks that op still holds group, so an
+// executor whose record was taken over makes no further raft change.
+func (h *Host) fence(ctx context.Context, group uint64, op *GroupOp) (*ClusterState, error) {
+	st, err := h.MetaState(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if o := st.Ops[group]; o == nil || o.ID != op.ID {
+		return nil, errOpLost
+	}
+	return st, nil
+}
+
+// voter reports whether id is a voting member in a group's status.
+func voter(ls GroupStatus, id string) bool {
+	return slices.ContainsFunc(ls.Servers, func(s ServerInfo) bool { return s.ID == id && s.Voter })
+}
+
+func voterIDs(ls GroupStatus) []string {
+	var out []string
+	for _, s := range ls.Servers {
+		if s.Voter {
+			out = append(out, s.ID)
+		}
+	}
+	return out
+}
+
+func member(ls GroupStatus, id string) bool {
+	return slices.ContainsFunc(ls.Servers, func(s ServerInfo) bool { return s.ID == id })
+}
+
+// Agrees reports whether a group's raft configuration (as its leader
+// reports it) has exactly the meta group's replicas as voters and nothing
+// else.
+func Agrees(replicas []string, ls GroupStatus) bool {
+	var voters []string
+	for _, s := range ls.Servers {
+		if !s.Voter {
+			return false
+		}
+		voters = append(voters, s.ID)
+	}
+	slices.Sort(voters)
+	return slices.Equal(voters, slices.Sorted(slices.Values(replicas)))
+}
