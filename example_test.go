@@ -31,7 +31,7 @@ func ExampleStart() {
 		DataDir:       dataDir,
 		ClientAddr:    "127.0.0.1:0",
 		PeerAddr:      "127.0.0.1:0",
-		ClusterSecret: clusterSecret, // peers prove it to each other; needed off loopback
+		ClusterSecret: clusterSecret,                      // peers prove it to each other; needed off loopback
 		Auth:          auth.Config{HMACSecret: jwtSecret}, // or Insecure: true for local development
 	})
 	if err != nil {
