@@ -2,30 +2,50 @@ package herald_test
 
 import (
 	"context"
+	"fmt"
 	"log"
+	"os"
+	"time"
 
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/multiraft"
 	"github.com/heraldhq/herald/wsfront/auth"
 )
 
-// A one-node cluster embedded in a program; clients connect to
-// ws://127.0.0.1:7071/ws.
+// A one-node cluster embedded in a program. It takes free ports on loopback
+// and a temporary data folder; a service gives fixed addresses, a folder
+// that lasts, and reads its secrets from files.
 func ExampleStart() {
-	ctx := context.Background()
-	secret := []byte("a shared secret of at least 32 bytes!!")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dataDir, err := os.MkdirTemp("", "herald-example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dataDir)
+	jwtSecret := []byte("the HMAC secret tokens are signed with, 32+ bytes")
+	clusterSecret := []byte("the secret every node of the cluster shares")
+
 	node, err := herald.Start(ctx, herald.Config{
-		NodeID:     "n1",
-		DataDir:    "/var/lib/herald",
-		ClientAddr: "127.0.0.1:7071",
-		PeerAddr:   "127.0.0.1:7171",
-		Bootstrap: &multiraft.BootstrapSpec{ClusterID: "demo", Groups: 64, Replication: 1,
-			Nodes: []multiraft.Peer{{ID: "n1", Addr: "127.0.0.1:7171"}}},
-		Auth: auth.Config{HMACSecret: secret},
+		NodeID:        "n1",
+		DataDir:       dataDir,
+		ClientAddr:    "127.0.0.1:0",
+		PeerAddr:      "127.0.0.1:0",
+		ClusterSecret: clusterSecret,                      // peers prove it to each other; needed off loopback
+		Auth:          auth.Config{HMACSecret: jwtSecret}, // or Insecure: true for local development
 	})
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer node.Close() // hands over leaderships, tells sockets 1001, stops
-	log.Println("websockets at", node.WebsocketURL())
+
+	// A new cluster: every initial node gets the same spec. With addresses
+	// known in advance, herald.Config.Bootstrap does the same within Start.
+	err = node.Bootstrap(ctx, multiraft.BootstrapSpec{ClusterID: "demo", Groups: 8, Replication: 1,
+		Nodes: []multiraft.Peer{{ID: "n1", Addr: node.PeerAddr()}}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Fprintln(os.Stderr, "websockets at", node.WebsocketURL())
+	// Output:
 }

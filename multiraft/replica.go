@@ -1,19 +1,16 @@
 package multiraft
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
 	"github.com/heraldhq/herald/multiraft/logstore"
@@ -363,25 +360,6 @@ func (v *leaderVerifier) run(r *raft.Raft, trans *transport.GroupTransport) {
 		round.err = r.VerifyLeader().Error()
 		close(round.done)
 	}
-}
-
-// newRaftLogger sends raft's hclog output to the host's slog logger at
-// warning level and above; raft's info lines are one per election per
-// group, which is noise with hundreds of groups.
-func newRaftLogger(l *slog.Logger, group uint64) hclog.Logger {
-	return hclog.New(&hclog.LoggerOptions{
-		Name:        fmt.Sprintf("raft.g%d", group),
-		Level:       hclog.Warn,
-		Output:      slogWriter{l},
-		DisableTime: true,
-	})
-}
-
-type slogWriter struct{ l *slog.Logger }
-
-func (w slogWriter) Write(p []byte) (int, error) {
-	w.l.Warn(string(bytes.TrimSpace(p)))
-	return len(p), nil
 }
 
 // trackedFSM wraps a replica's state machine to know the last index it has
