@@ -16,9 +16,10 @@ import (
 // Recorder is a TCP proxy to one target that records every byte its
 // dialers sent, so a test can replay a real conversation.
 type Recorder struct {
-	ln  net.Listener
-	mu  sync.Mutex
-	buf bytes.Buffer
+	ln    net.Listener
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	conns []net.Conn // closed at cleanup, so the copies end
 }
 
 // NewRecorder listens on loopback and forwards each connection to target
@@ -31,7 +32,15 @@ func NewRecorder(t testing.TB, target string) *Recorder {
 	}
 	r := &Recorder{ln: ln}
 	var wg sync.WaitGroup
-	t.Cleanup(func() { _ = ln.Close(); wg.Wait() })
+	t.Cleanup(func() {
+		_ = ln.Close()
+		r.mu.Lock()
+		for _, c := range r.conns {
+			_ = c.Close()
+		}
+		r.mu.Unlock()
+		wg.Wait()
+	})
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -45,6 +54,9 @@ func NewRecorder(t testing.TB, target string) *Recorder {
 				_ = c.Close()
 				continue
 			}
+			r.mu.Lock()
+			r.conns = append(r.conns, c, u)
+			r.mu.Unlock()
 			wg.Add(2)
 			go func() {
 				defer wg.Done()
