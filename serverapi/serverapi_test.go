@@ -328,7 +328,12 @@ func TestRefusals(t *testing.T) {
 			t.Fatalf("info with %v: HTTP %d %+v", h, status, e)
 		}
 	}
-	resp, err := http.Get(base + "publish")
+	get, err := http.NewRequest(http.MethodGet, base+"publish", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	get.Header.Set("X-API-Key", key)
+	resp, err := http.DefaultClient.Do(get)
 	if err != nil {
 		t.Fatal(err)
 	}
