@@ -350,4 +350,3 @@ func cmdAPIInfo(s *apiSession) error {
 		}
 	})
 }
-

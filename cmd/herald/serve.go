@@ -25,9 +25,9 @@ import (
 
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/admin"
-	"github.com/heraldhq/herald/serverapi"
 	"github.com/heraldhq/herald/multiraft"
 	"github.com/heraldhq/herald/multiraft/logstore"
+	"github.com/heraldhq/herald/serverapi"
 	"github.com/heraldhq/herald/wsfront"
 	"github.com/heraldhq/herald/wsfront/auth"
 )
