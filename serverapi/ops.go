@@ -38,6 +38,15 @@ func decode(name string, body []byte, v any) *wsfront.Error {
 	return nil
 }
 
+// decodeRoomOp decodes the body of an op on one room and checks the room's
+// name, which *room points into v.
+func decodeRoomOp(name string, body []byte, v any, room *string) *wsfront.Error {
+	if e := decode(name, body, v); e != nil {
+		return e
+	}
+	return wsfront.CheckRoom(*room)
+}
+
 func (s *server) joined() *wsfront.Error {
 	if s.be.NodeEpoch() == 0 {
 		return &wsfront.Error{Code: wsfront.CodeUnavailable, Retryable: true,
@@ -104,10 +113,7 @@ func (s *server) commitPublish(ctx context.Context, room, member string, data []
 
 func (s *server) publish(ctx context.Context, body []byte) (any, *wsfront.Error) {
 	var req api.PublishRequest
-	if e := decode(api.OpPublish, body, &req); e != nil {
-		return nil, e
-	}
-	if e := wsfront.CheckRoom(req.Room); e != nil {
+	if e := decodeRoomOp(api.OpPublish, body, &req, &req.Room); e != nil {
 		return nil, e
 	}
 	member, data, e := s.message(req.Data, req.Key, req.As)
@@ -185,10 +191,7 @@ type historyReply struct {
 
 func (s *server) history(ctx context.Context, body []byte) (any, *wsfront.Error) {
 	var req api.HistoryRequest
-	if e := decode(api.OpHistory, body, &req); e != nil {
-		return nil, e
-	}
-	if e := wsfront.CheckRoom(req.Room); e != nil {
+	if e := decodeRoomOp(api.OpHistory, body, &req, &req.Room); e != nil {
 		return nil, e
 	}
 	stale, e := staleOf(req.Consistency)
@@ -224,10 +227,7 @@ func (s *server) history(ctx context.Context, body []byte) (any, *wsfront.Error)
 
 func (s *server) readMembers(ctx context.Context, name string, body []byte) (fsm.Members, bool, *wsfront.Error) {
 	var req api.RoomRead
-	if e := decode(name, body, &req); e != nil {
-		return fsm.Members{}, false, e
-	}
-	if e := wsfront.CheckRoom(req.Room); e != nil {
+	if e := decodeRoomOp(name, body, &req, &req.Room); e != nil {
 		return fsm.Members{}, false, e
 	}
 	stale, e := staleOf(req.Consistency)
