@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"math"
 	"strings"
-	"time"
 
 	"github.com/heraldhq/herald/fsm"
 	"github.com/heraldhq/herald/multiraft"
@@ -99,6 +98,7 @@ const (
 	QueryHistory QueryKind = 1 // fsm.FSM.History(room, FromSeq, Limit)
 	QueryMembers QueryKind = 2 // fsm.FSM.Members(room)
 	QueryRoom    QueryKind = 3 // fsm.FSM.Room(room)
+	QueryRooms   QueryKind = 4 // the rooms of one group: Room is a name prefix, After a cursor
 )
 
 // MaxQueryHistoryLimit caps the events of one history query: the answer is
@@ -132,25 +132,37 @@ type RoomQuery struct {
 	// event, instead of being built whole. 0 or less means
 	// DefaultQueryPageBytes; above maxHistoryAnswerBytes it is cut to that.
 	MaxBytes int
+	// After pages a rooms query: only rooms whose names sort after it.
+	After string
 }
 
 // The first byte of an encoded query or answer; a decoder keeps accepting
 // every version it ever wrote, so nodes of mixed builds still understand
-// each other. Query version 2 added MaxBytes.
+// each other. Query version 2 added MaxBytes, 3 After (only a rooms query,
+// which older nodes do not know anyway, is sent as version 3).
 const (
 	queryVersion  = 2
+	roomsVersion  = 3
 	answerVersion = 1
 )
 
 // Encode returns the query's versioned binary form, the request to pass to
 // multiraft.Host.Query.
 func (q RoomQuery) Encode() []byte {
-	b := make([]byte, 0, 2+binary.MaxVarintLen64*4+len(q.Room))
-	b = append(b, queryVersion, byte(q.Kind))
+	b := make([]byte, 0, 2+binary.MaxVarintLen64*5+len(q.Room)+len(q.After))
+	v := byte(queryVersion)
+	if q.Kind == QueryRooms {
+		v = roomsVersion
+	}
+	b = append(b, v, byte(q.Kind))
 	b = appendString(b, q.Room)
 	b = binary.AppendUvarint(b, q.FromSeq)
 	b = binary.AppendUvarint(b, uint64(max(q.Limit, 0)))
-	return binary.AppendUvarint(b, uint64(max(q.MaxBytes, 0)))
+	b = binary.AppendUvarint(b, uint64(max(q.MaxBytes, 0)))
+	if v == roomsVersion {
+		b = appendString(b, q.After)
+	}
+	return b
 }
 
 // DecodeRoomQuery reverses Encode. Malformed input is an error, never a
@@ -159,7 +171,7 @@ func (q RoomQuery) Encode() []byte {
 func DecodeRoomQuery(b []byte) (RoomQuery, error) {
 	r := &reader{buf: b}
 	v := r.byte()
-	if r.err == nil && v != 1 && v != queryVersion {
+	if r.err == nil && v != 1 && v != queryVersion && v != roomsVersion {
 		return RoomQuery{}, fmt.Errorf("herald: room query version %d is not known to this node", v)
 	}
 	var q RoomQuery
@@ -170,11 +182,14 @@ func DecodeRoomQuery(b []byte) (RoomQuery, error) {
 	if v >= 2 {
 		q.MaxBytes = int(min(r.uvarint(), maxHistoryAnswerBytes))
 	}
+	if v >= roomsVersion {
+		q.After = r.string(fsm.MaxRoomBytes)
+	}
 	if err := r.done(); err != nil {
 		return RoomQuery{}, fmt.Errorf("herald: decode room query: %w", err)
 	}
 	switch q.Kind {
-	case QueryHistory, QueryMembers, QueryRoom:
+	case QueryHistory, QueryMembers, QueryRoom, QueryRooms:
 	default:
 		return RoomQuery{}, fmt.Errorf("herald: decode room query: unknown kind %d", q.Kind)
 	}
@@ -203,12 +218,13 @@ func (q RoomQuery) maxBytes() int {
 	return q.MaxBytes
 }
 
-// RoomAnswer is what a RoomQuery read: exactly one of History, Members and
-// Room (by the query's kind), or Err.
+// RoomAnswer is what a RoomQuery read: exactly one of History, Members,
+// Room and Rooms (by the query's kind), or Err.
 type RoomAnswer struct {
 	History *fsm.History
 	Members *fsm.Members
 	Room    *fsm.RoomInfo
+	Rooms   *RoomPage
 	// Err is the read's error. fsm's sentinel errors (fsm.ErrRoomNotFound,
 	// fsm.ErrInvalid, fsm.ErrClosed, fsm.ErrNeedsRestore, fsm.ErrStorage)
 	// still match errors.Is after the answer crossed the network.
@@ -222,6 +238,7 @@ const (
 	answerMembers      = byte(QueryMembers)
 	answerRoom         = byte(QueryRoom)
 	answerErr     byte = 4
+	answerRooms   byte = 5
 )
 
 // answerErrors numbers the sentinel errors an answer can carry; code 0 is
@@ -231,7 +248,8 @@ var answerErrors = []error{nil, fsm.ErrRoomNotFound, fsm.ErrInvalid, fsm.ErrClos
 	fsm.ErrNeedsRestore, fsm.ErrStorage}
 
 // EncodeRoomAnswer encodes a for the node that sent the query. Of the
-// fields it keeps the first set, in the order Err, History, Members, Room;
+// fields it keeps the first set, in the order Err, History, Members, Room,
+// Rooms;
 // an answer with none set decodes as one with none set.
 func EncodeRoomAnswer(a RoomAnswer) []byte { return encodeRoomAnswer(a, math.MaxInt) }
 
@@ -286,18 +304,15 @@ func encodeRoomAnswer(a RoomAnswer, budget int) []byte {
 			b = binary.AppendUvarint(b, mb.JoinedSeq)
 		}
 	case a.Room != nil:
-		ri := a.Room
 		b = append(b, answerRoom)
-		b = appendString(b, ri.Room)
-		b = binary.AppendUvarint(b, ri.Epoch)
-		b = binary.AppendUvarint(b, ri.LastSeq)
-		b = binary.AppendUvarint(b, ri.FirstSeq)
-		b = binary.AppendUvarint(b, uint64(max(ri.MemberCount, 0)))
-		b = binary.AppendUvarint(b, ri.Config.HistoryMaxCount)
-		b = binary.AppendVarint(b, int64(ri.Config.HistoryMaxAge))
-		b = binary.AppendUvarint(b, ri.Config.KeyWindowCount)
-		b = binary.AppendVarint(b, int64(ri.Config.KeyWindowAge))
-		b = appendBool(b, ri.Config.MembersOnly)
+		b = appendRoomInfo(b, a.Room)
+	case a.Rooms != nil:
+		b = append(b, answerRooms)
+		b = appendBool(b, a.Rooms.More)
+		b = binary.AppendUvarint(b, uint64(len(a.Rooms.Rooms)))
+		for i := range a.Rooms.Rooms {
+			b = appendRoomInfo(b, &a.Rooms.Rooms[i])
+		}
 	default:
 		b = append(b, answerEmpty)
 	}
@@ -358,11 +373,20 @@ func DecodeRoomAnswer(b []byte) (RoomAnswer, error) {
 		}
 		a.Members = m
 	case answerRoom:
-		ri := &fsm.RoomInfo{Room: r.string(fsm.MaxRoomBytes), Epoch: r.uvarint(), LastSeq: r.uvarint(), FirstSeq: r.uvarint(),
-			MemberCount: int(min(r.uvarint(), math.MaxInt))}
-		ri.Config = fsm.RoomConfig{HistoryMaxCount: r.uvarint(), HistoryMaxAge: time.Duration(r.varint()),
-			KeyWindowCount: r.uvarint(), KeyWindowAge: time.Duration(r.varint()), MembersOnly: r.bool()}
-		a.Room = ri
+		ri := r.roomInfo()
+		a.Room = &ri
+	case answerRooms:
+		p := &RoomPage{More: r.bool()}
+		n := r.count()
+		p.Rooms = make([]fsm.RoomInfo, 0, min(n, MaxQueryHistoryLimit))
+		for range n {
+			ri := r.roomInfo()
+			if r.err != nil {
+				break
+			}
+			p.Rooms = append(p.Rooms, ri)
+		}
+		a.Rooms = p
 	default:
 		r.fail("unknown answer kind %d", tag)
 	}
@@ -415,6 +439,9 @@ func (a *Application) Query(sm multiraft.StateMachine, req []byte) ([]byte, erro
 	case QueryRoom:
 		ri, err := f.Room(q.Room)
 		ans = RoomAnswer{Room: &ri, Err: err}
+	case QueryRooms:
+		p, err := roomsPage(f, q.Room, q.After, q.limit())
+		ans = RoomAnswer{Rooms: &p, Err: err}
 	}
 	return encodeRoomAnswer(ans, maxHistoryAnswerBytes), nil
 }

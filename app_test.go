@@ -24,6 +24,8 @@ func TestRoomQueryRoundTrip(t *testing.T) {
 		{Kind: QueryHistory, Room: strings.Repeat("r", fsm.MaxRoomBytes), FromSeq: 1<<64 - 1, Limit: MaxQueryHistoryLimit},
 		{Kind: QueryMembers, Room: "lobby"},
 		{Kind: QueryRoom, Room: ""},
+		{Kind: QueryRooms, Room: "team-", After: "team-b", Limit: 7},
+		{Kind: QueryRooms},
 	} {
 		got, err := DecodeRoomQuery(q.Encode())
 		if err != nil {
@@ -103,6 +105,10 @@ func sampleAnswers() []RoomAnswer {
 		{Members: &fsm.Members{Epoch: 1, Members: []fsm.Member{}}},
 		{Room: &fsm.RoomInfo{Room: "lobby", Epoch: 2, LastSeq: 9, FirstSeq: 3, MemberCount: 2, Config: fsm.DefaultRoomConfig}},
 		{Room: &fsm.RoomInfo{Room: "r", Config: fsm.RoomConfig{HistoryMaxAge: -time.Second, KeyWindowAge: time.Hour, MembersOnly: true}}},
+		{Rooms: &RoomPage{More: true, Rooms: []fsm.RoomInfo{
+			{Room: "a", Epoch: 1, LastSeq: 4, FirstSeq: 1, MemberCount: 3, Config: fsm.DefaultRoomConfig},
+			{Room: "b", Config: fsm.RoomConfig{MembersOnly: true}}}}},
+		{Rooms: &RoomPage{Rooms: []fsm.RoomInfo{}}},
 		{},
 	}
 }
@@ -144,6 +150,8 @@ func show(a RoomAnswer) string {
 		return fmt.Sprintf("members %+v", *a.Members)
 	case a.Room != nil:
 		return fmt.Sprintf("room %+v", *a.Room)
+	case a.Rooms != nil:
+		return fmt.Sprintf("rooms %+v", *a.Rooms)
 	}
 	return fmt.Sprintf("err %v", a.Err)
 }

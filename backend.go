@@ -17,6 +17,9 @@ import (
 // backend serves the websocket front from the node's multiraft host.
 type backend struct {
 	host *multiraft.Host
+	// scheme is the client port's, "http" or "https": every node of a
+	// cluster serves clients the same way.
+	scheme string
 }
 
 var _ wsfront.Backend = (*backend)(nil)

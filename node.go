@@ -17,6 +17,7 @@ import (
 	"github.com/heraldhq/herald/metrics"
 	"github.com/heraldhq/herald/multiraft"
 	"github.com/heraldhq/herald/multiraft/logstore"
+	"github.com/heraldhq/herald/serverapi"
 	"github.com/heraldhq/herald/web"
 	"github.com/heraldhq/herald/wsfront"
 	"github.com/heraldhq/herald/wsfront/auth"
@@ -181,6 +182,7 @@ type Node struct {
 	store    *fsm.Store
 	host     *multiraft.Host
 	front    *wsfront.Server
+	be       *backend
 	metrics  *metrics.Node // nil when disabled
 	listener net.Listener
 	url      string
@@ -266,8 +268,9 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
+	n.be = &backend{host: n.host, scheme: scheme}
 	n.front, err = wsfront.New(wsfront.Config{
-		Backend:        &backend{host: n.host},
+		Backend:        n.be,
 		Auth:           cfg.Auth,
 		AllowedOrigins: cfg.AllowedOrigins,
 		Limits:         cfg.Limits,
@@ -371,6 +374,10 @@ func (n *Node) PeerAddr() string { return n.host.PeerAddr() }
 
 // Host is the node's multiraft host, for operations (moves, rebalancing).
 func (n *Node) Host() *multiraft.Host { return n.host }
+
+// Rooms is the node's view of the cluster's rooms, the one its websocket
+// front uses, for the server API (serverapi.Handler).
+func (n *Node) Rooms() serverapi.Backend { return n.be }
 
 // Front is the node's client port, to add HTTP endpoints to.
 func (n *Node) Front() *wsfront.Server { return n.front }

@@ -1,16 +1,12 @@
 package admin
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -19,6 +15,7 @@ import (
 
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/fsm"
+	"github.com/heraldhq/herald/internal/httpjson"
 	"github.com/heraldhq/herald/multiraft"
 )
 
@@ -146,7 +143,7 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *server) authorize(r *http.Request) *APIError {
-	tok, has, malformed := bearer(r)
+	tok, has, malformed := httpjson.Bearer(r, "Bearer")
 	if malformed {
 		return &APIError{Status: http.StatusUnauthorized, Code: "bad_authorization",
 			Message: "the Authorization header must be \"Bearer <token>\""}
@@ -161,7 +158,7 @@ func (s *server) authorize(r *http.Request) *APIError {
 		return &APIError{Status: http.StatusUnauthorized, Code: "invalid_token", Message: "the admin token is wrong"}
 	}
 	if s.opts.AllowNoToken {
-		if isLoopback(r.RemoteAddr) {
+		if httpjson.IsLoopback(r.RemoteAddr) {
 			return nil
 		}
 		return &APIError{Status: http.StatusForbidden, Code: "not_loopback",
@@ -175,42 +172,13 @@ func (s *server) authorize(r *http.Request) *APIError {
 		Message: "the admin API needs a token: Authorization: Bearer <token>"}
 }
 
-func bearer(r *http.Request) (tok string, has, malformed bool) {
-	h := r.Header.Get("Authorization")
-	if h == "" {
-		return "", false, false
-	}
-	scheme, tok, ok := strings.Cut(h, " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(tok) == "" {
-		return "", false, true
-	}
-	return strings.TrimSpace(tok), true, false
-}
-
-func isLoopback(remote string) bool {
-	host, _, err := net.SplitHostPort(remote)
-	if err != nil {
-		host = remote
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	// Messages quote names in <angle brackets> and "quotes"; operators
-	// read them raw.
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
+	b, err := httpjson.Marshal(v)
+	if err != nil {
 		status = http.StatusInternalServerError
-		buf.Reset()
-		_ = enc.Encode(errorEnvelope{&APIError{Status: status, Code: "internal", Message: "encode reply: " + err.Error()}})
+		b, _ = httpjson.Marshal(errorEnvelope{&APIError{Status: status, Code: "internal", Message: "encode reply: " + err.Error()}})
 	}
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_, _ = w.Write(buf.Bytes())
+	httpjson.Write(w, status, b)
 }
 
 func writeError(w http.ResponseWriter, e *APIError) {
@@ -274,26 +242,16 @@ func toAPIError(err error) *APIError {
 // decodeBody reads a JSON request body into v. An empty body leaves v as
 // it is; unknown fields are refused, so a typo is an error, not a default.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
-	body := http.MaxBytesReader(w, r.Body, MaxBodyBytes)
-	b, err := io.ReadAll(body)
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return &APIError{Status: http.StatusRequestEntityTooLarge, Code: "too_large",
-				Message: fmt.Sprintf("the request body exceeds %d bytes", MaxBodyBytes)}
-		}
-		return badRequest("read the request body: %v", err)
+	b, err := httpjson.ReadBody(w, r, MaxBodyBytes)
+	switch {
+	case errors.Is(err, httpjson.ErrTooLarge):
+		return &APIError{Status: http.StatusRequestEntityTooLarge, Code: "too_large",
+			Message: fmt.Sprintf("the request body exceeds %d bytes", MaxBodyBytes)}
+	case err != nil:
+		return badRequest("%v", err)
 	}
-	if len(strings.TrimSpace(string(b))) == 0 {
-		return nil
-	}
-	dec := json.NewDecoder(strings.NewReader(string(b)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	if err := httpjson.Decode(b, v); err != nil {
 		return &APIError{Status: http.StatusBadRequest, Code: "bad_json", Message: "the request body is not valid JSON for this endpoint: " + err.Error()}
-	}
-	if dec.More() {
-		return &APIError{Status: http.StatusBadRequest, Code: "bad_json", Message: "the request body holds more than one JSON value"}
 	}
 	return nil
 }

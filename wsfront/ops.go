@@ -333,10 +333,19 @@ var plantedAckEarly = func(r *fsm.Result, p *protoError) (*fsm.Result, *protoErr
 // have committed, a later failure is reported as unknown_outcome, never as a
 // failure the client would take as final.
 func (s *Server) propose(ctx context.Context, cmd fsm.Command, retryUnknown bool) (*fsm.Result, *protoError) {
+	return propose(ctx, s.be, cmd, retryUnknown)
+}
+
+// proposer is the part of Backend that commits.
+type proposer interface {
+	Propose(ctx context.Context, cmd fsm.Command) (*fsm.Result, error)
+}
+
+func propose(ctx context.Context, be proposer, cmd fsm.Command, retryUnknown bool) (*fsm.Result, *protoError) {
 	uncertain := false
 	backoff := 20 * time.Millisecond
 	for {
-		res, err := s.be.Propose(ctx, cmd)
+		res, err := be.Propose(ctx, cmd)
 		if err == nil {
 			if res.Err != nil {
 				return nil, resultError(cmd.Op, res)

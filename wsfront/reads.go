@@ -14,6 +14,10 @@ import (
 // request's deadline passes; reads have no side effects, so any attempt
 // that found no leader may simply be repeated.
 func (s *Server) readRetry(ctx context.Context, read func(context.Context) error) error {
+	return readRetry(ctx, read)
+}
+
+func readRetry(ctx context.Context, read func(context.Context) error) error {
 	backoff := 20 * time.Millisecond
 	for {
 		err := read(ctx)

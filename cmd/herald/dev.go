@@ -15,6 +15,7 @@ import (
 
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/multiraft"
+	"github.com/heraldhq/herald/serverapi"
 	"github.com/heraldhq/herald/wsfront"
 	"github.com/heraldhq/herald/wsfront/auth"
 )
@@ -95,7 +96,10 @@ func runDev(c *cli.Context) error {
 			LeaseTTL:      5 * time.Second,
 			StopTimeout:   10 * time.Second,
 			Logger:        logger,
-			Mount:         func(n *herald.Node) { mountAdmin(n, "", true, true, logger) },
+			Mount: func(n *herald.Node) {
+				mountAdmin(n, "", true, true, logger)
+				mountAPI(n, serverapi.Options{AllowLoopback: true, MaxData: limits.MaxData, Logger: logger})
+			},
 		})
 	}
 	out := c.App.Writer
@@ -112,6 +116,9 @@ func runDev(c *cli.Context) error {
 		fmt.Fprintf(out, "  {\"id\":1,\"op\":\"auth\",\"user\":\"alice\"}\n")
 		fmt.Fprintf(out, "  {\"id\":2,\"op\":\"subscribe\",\"room\":\"lobby\",\"from_seq\":1}\n")
 		fmt.Fprintf(out, "  {\"id\":3,\"op\":\"publish\",\"room\":\"lobby\",\"data\":{\"text\":\"hi\"}}\n")
+		fmt.Fprintf(out, "\nPublish from a backend through the server API (no key needed from loopback):\n")
+		fmt.Fprintf(out, "  curl -s %s/api/v1/publish -d '{\"room\":\"lobby\",\"data\":{\"text\":\"from the server\"}}'\n", first)
+		fmt.Fprintf(out, "  go run ./cmd/herald api --url %s publish lobby '{\"text\":\"hi\"}'\n", first)
 		fmt.Fprintf(out, "\nOperate it:\n")
 		fmt.Fprintf(out, "  go run ./cmd/herald admin --addr %s status\n", first)
 		fmt.Fprintf(out, "  go run ./cmd/herald admin --addr %s groups list\n", first)

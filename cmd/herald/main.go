@@ -31,7 +31,7 @@ func newApp() *cli.App {
 		Usage:                "a strongly consistent real-time room server",
 		HideHelpCommand:      true,
 		EnableBashCompletion: true,
-		Commands:             []*cli.Command{serveCommand(), devCommand(), adminCommand()},
+		Commands:             []*cli.Command{serveCommand(), devCommand(), adminCommand(), apiCommand()},
 	}
 }
 

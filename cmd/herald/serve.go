@@ -27,6 +27,7 @@ import (
 	"github.com/heraldhq/herald/admin"
 	"github.com/heraldhq/herald/multiraft"
 	"github.com/heraldhq/herald/multiraft/logstore"
+	"github.com/heraldhq/herald/serverapi"
 	"github.com/heraldhq/herald/wsfront"
 	"github.com/heraldhq/herald/wsfront/auth"
 )
@@ -94,6 +95,8 @@ func serveFlags() []cli.Flag {
 		boolean("insecure-auth", "accept {\"op\":\"auth\",\"user\":...} without a token (local development only)"),
 		str("admin-token", "", "bearer token of the admin API (prefer HERALD_ADMIN_TOKEN or --admin-token-file); without one the admin API refuses every request"),
 		str("admin-token-file", "", "file holding the admin token"),
+		str("api-key", "", "API keys of the server API under /api/v1/, comma-separated, several while rotating (prefer HERALD_API_KEY or --api-key-file); without one the server API refuses every request"),
+		str("api-key-file", "", "file holding the server API's keys, one per line (# comments)"),
 		num("max-frame", lim.MaxFrame, "bytes of one client frame"),
 		num("max-data", lim.MaxData, "bytes of a publish's data or a join's meta"),
 		num("max-rooms", lim.MaxRooms, "rooms joined plus subscribed per socket"),
@@ -136,7 +139,14 @@ func serveCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			cfg.Mount = func(n *herald.Node) { mountAdmin(n, adminToken, false, c.Bool("pprof"), logger) }
+			apiOpts, err := apiOptions(c, cfg.Limits, logger)
+			if err != nil {
+				return err
+			}
+			cfg.Mount = func(n *herald.Node) {
+				mountAdmin(n, adminToken, false, c.Bool("pprof"), logger)
+				mountAPI(n, apiOpts)
+			}
 			return runNodes(c.Context, logger, []herald.Config{cfg}, nil, nil)
 		},
 	}
@@ -548,6 +558,32 @@ func mountAdmin(n *herald.Node, token string, allowNoToken, withPprof bool, logg
 		n.Front().Handle("/debug/pprof/symbol", guard(token, allowNoToken, http.HandlerFunc(pprof.Symbol)))
 		n.Front().Handle("/debug/pprof/cmdline", guard(token, allowNoToken, http.HandlerFunc(pprof.Cmdline)))
 	}
+}
+
+// apiOptions builds the server API's options from the --api-key flags,
+// checked before the node starts: Mount cannot fail.
+func apiOptions(c *cli.Context, lim wsfront.Limits, logger *slog.Logger) (serverapi.Options, error) {
+	keys, err := secret(c, "api-key")
+	if err != nil {
+		return serverapi.Options{}, err
+	}
+	o := serverapi.Options{Keys: serverapi.ParseKeys(keys), MaxData: lim.MaxData, MaxPageBytes: lim.MaxPageBytes,
+		RequestTimeout: lim.RequestTimeout, Logger: logger}
+	if err := o.Validate(); err != nil {
+		return o, fmt.Errorf("--api-key: %w", err)
+	}
+	return o, nil
+}
+
+// mountAPI adds the server API to a node's client port, as the node's
+// Config.Mount; opts were validated by apiOptions.
+func mountAPI(n *herald.Node, opts serverapi.Options) {
+	h, err := serverapi.Handler(n.Rooms(), opts)
+	if err != nil {
+		opts.Logger.Error("the server API is not mounted", "err", err)
+		return
+	}
+	n.Front().Handle(serverapi.Prefix, h)
 }
 
 // guard lets through requests bearing the admin token (or, in dev mode,

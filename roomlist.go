@@ -1,0 +1,191 @@
+package herald
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/heraldhq/herald/fsm"
+	"github.com/heraldhq/herald/multiraft"
+	"github.com/heraldhq/herald/serverapi"
+)
+
+// RoomPage is one group's answer to a rooms query: its rooms in name order.
+type RoomPage struct {
+	Rooms []fsm.RoomInfo
+	// More says the group has further rooms that match after the last.
+	More bool
+}
+
+// roomsPage lists up to limit rooms of f whose names start with prefix and
+// sort after after. It sorts every room name of the group on each call:
+// fine for thousands of rooms per group, a sorted index past that.
+func roomsPage(f *fsm.FSM, prefix, after string, limit int) (RoomPage, error) {
+	names, err := f.Rooms()
+	if err != nil {
+		return RoomPage{}, err
+	}
+	i := sort.SearchStrings(names, prefix)
+	if after >= prefix {
+		j := sort.SearchStrings(names, after)
+		if j < len(names) && names[j] == after {
+			j++
+		}
+		i = max(i, j)
+	}
+	var p RoomPage
+	for ; i < len(names) && strings.HasPrefix(names[i], prefix); i++ {
+		if len(p.Rooms) == limit {
+			p.More = true
+			break
+		}
+		ri, err := f.Room(names[i])
+		if errors.Is(err, fsm.ErrRoomNotFound) {
+			continue // deleted since Rooms
+		}
+		if err != nil {
+			return RoomPage{}, err
+		}
+		p.Rooms = append(p.Rooms, ri)
+	}
+	return p, nil
+}
+
+func appendRoomInfo(b []byte, ri *fsm.RoomInfo) []byte {
+	b = appendString(b, ri.Room)
+	b = binary.AppendUvarint(b, ri.Epoch)
+	b = binary.AppendUvarint(b, ri.LastSeq)
+	b = binary.AppendUvarint(b, ri.FirstSeq)
+	b = binary.AppendUvarint(b, uint64(max(ri.MemberCount, 0)))
+	b = binary.AppendUvarint(b, ri.Config.HistoryMaxCount)
+	b = binary.AppendVarint(b, int64(ri.Config.HistoryMaxAge))
+	b = binary.AppendUvarint(b, ri.Config.KeyWindowCount)
+	b = binary.AppendVarint(b, int64(ri.Config.KeyWindowAge))
+	return appendBool(b, ri.Config.MembersOnly)
+}
+
+func (r *reader) roomInfo() fsm.RoomInfo {
+	ri := fsm.RoomInfo{Room: r.string(fsm.MaxRoomBytes), Epoch: r.uvarint(), LastSeq: r.uvarint(), FirstSeq: r.uvarint(),
+		MemberCount: int(min(r.uvarint(), math.MaxInt))}
+	ri.Config = fsm.RoomConfig{HistoryMaxCount: r.uvarint(), HistoryMaxAge: time.Duration(r.varint()),
+		KeyWindowCount: r.uvarint(), KeyWindowAge: time.Duration(r.varint()), MembersOnly: r.bool()}
+	return ri
+}
+
+var _ serverapi.Backend = (*backend)(nil)
+
+// roomsQueriesAtOnce bounds the groups one room listing reads at a time,
+// so that a listing on a cluster of a thousand groups does not open a
+// thousand reads at once.
+const roomsQueriesAtOnce = 8
+
+// Rooms lists the rooms of every group whose names start with prefix and
+// sort after after, merged in name order: each group is read (linearizably
+// unless stale) for its first limit matches, so the first limit of their
+// union are the cluster's.
+func (b *backend) Rooms(ctx context.Context, prefix, after string, limit int, stale bool) ([]fsm.RoomInfo, bool, error) {
+	st := b.host.Cluster()
+	if !st.Initialized() {
+		return nil, false, fmt.Errorf("%w: this node does not know its cluster yet", multiraft.ErrUnavailable)
+	}
+	c := multiraft.Linearizable
+	if stale {
+		c = multiraft.Stale
+	}
+	q := RoomQuery{Kind: QueryRooms, Room: prefix, After: after, Limit: limit}
+	req := q.Encode()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	pages := make([]RoomPage, st.Groups)
+	errs := make([]error, st.Groups)
+	sem := make(chan struct{}, roomsQueriesAtOnce)
+	var wg sync.WaitGroup
+	for g := uint64(1); g <= st.Groups; g++ {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			errs[g-1] = ctx.Err()
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			out, err := b.host.Query(ctx, g, c, req)
+			if err == nil {
+				var ans RoomAnswer
+				if ans, err = DecodeRoomAnswer(out); err == nil {
+					err = ans.Err
+					if err == nil && ans.Rooms == nil {
+						err = errors.New("herald: rooms query answered without rooms")
+					}
+				}
+				if err == nil {
+					pages[g-1] = *ans.Rooms
+				}
+			}
+			if err != nil {
+				errs[g-1] = fmt.Errorf("group %d: %w", g, err)
+				cancel() // the listing fails as a whole; stop the others
+			}
+		}()
+	}
+	wg.Wait()
+	if err := firstCause(errs); err != nil {
+		return nil, false, err
+	}
+	var all []fsm.RoomInfo
+	more := false
+	for _, p := range pages {
+		all = append(all, p.Rooms...)
+		more = more || p.More
+	}
+	slices.SortFunc(all, func(a, b fsm.RoomInfo) int { return strings.Compare(a.Room, b.Room) })
+	if len(all) > limit {
+		all, more = all[:limit], true
+	}
+	return all, more, nil
+}
+
+// firstCause is the first error that is not a cancellation caused by
+// another one's failure.
+func firstCause(errs []error) error {
+	var first error
+	for _, err := range errs {
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, context.Canceled) {
+			return err
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// Nodes lists the cluster's nodes as this node knows them, sorted by id.
+func (b *backend) Nodes() (string, []serverapi.NodeInfo) {
+	st := b.host.Cluster()
+	if st == nil {
+		return "", nil
+	}
+	out := make([]serverapi.NodeInfo, 0, len(st.Nodes))
+	for _, n := range st.Nodes {
+		ni := serverapi.NodeInfo{ID: n.ID, State: string(n.State), LeaseExpired: n.LeaseExpired}
+		if n.ClientAddr != "" {
+			ni.ClientURL = b.scheme + "://" + n.ClientAddr
+		}
+		out = append(out, ni)
+	}
+	slices.SortFunc(out, func(a, b serverapi.NodeInfo) int { return strings.Compare(a.ID, b.ID) })
+	return st.ClusterID, out
+}

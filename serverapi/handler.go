@@ -1,0 +1,282 @@
+package serverapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/heraldhq/herald/fsm"
+	"github.com/heraldhq/herald/internal/httpjson"
+	"github.com/heraldhq/herald/wsfront"
+
+	api "github.com/heraldhq/herald/client/serverapi"
+)
+
+// Prefix is the path under which Handler serves; mount it there.
+const Prefix = api.Prefix
+
+// Backend is the replicated room store as the server API sees it: the
+// part of wsfront.Backend it uses, plus the cluster-wide reads only it
+// offers. Errors are multiraft's and fsm's sentinel errors, or the
+// context's; wsfront maps them to the protocol's codes.
+type Backend interface {
+	// NodeID names this node; NodeEpoch is 0 until it has joined its
+	// cluster.
+	NodeID() string
+	NodeEpoch() uint64
+	Propose(ctx context.Context, cmd fsm.Command) (*fsm.Result, error)
+	// History and Members are wsfront.Backend's.
+	History(ctx context.Context, room string, fromSeq uint64, limit, maxBytes int, stale bool) (fsm.History, error)
+	Members(ctx context.Context, room string, stale bool) (fsm.Members, error)
+	// Rooms lists up to limit rooms of the whole cluster whose names
+	// start with prefix and sort after after, in name order; more says
+	// others follow.
+	Rooms(ctx context.Context, prefix, after string, limit int, stale bool) (rooms []fsm.RoomInfo, more bool, err error)
+	// Nodes is the cluster as this node knows it, nodes sorted by id.
+	Nodes() (clusterID string, nodes []NodeInfo)
+}
+
+// NodeInfo is one node of the cluster.
+type NodeInfo struct {
+	ID    string
+	State string
+	// ClientURL is the base URL of its client port ("" if unknown).
+	ClientURL    string
+	LeaseExpired bool
+}
+
+// Options configure the server API. The zero value refuses every request.
+type Options struct {
+	// Keys are the API keys a request may carry (X-API-Key: <key>, or
+	// Authorization: apikey <key> or Bearer <key>); each at least
+	// MinKeyBytes long.
+	Keys []string
+	// AllowLoopback accepts requests without a key from loopback
+	// addresses, for development (herald dev). A request that carries a
+	// key is still checked.
+	AllowLoopback bool
+	// MaxData bounds a publish's data in bytes of JSON (default the
+	// front's, wsfront.DefaultLimits().MaxData): the same bound as a
+	// socket's publish on the node.
+	MaxData int
+	// MaxPageBytes bounds a history page (default
+	// wsfront.DefaultMaxPageBytes).
+	MaxPageBytes int
+	// MaxBroadcastRooms bounds the rooms of one broadcast (default 100).
+	MaxBroadcastRooms int
+	// RequestTimeout bounds each request on the node, retries included
+	// (default 10s).
+	RequestTimeout time.Duration
+	Logger         *slog.Logger
+}
+
+func (o *Options) setDefaults() {
+	def := wsfront.DefaultLimits()
+	if o.MaxData == 0 {
+		o.MaxData = def.MaxData
+	}
+	if o.MaxPageBytes == 0 {
+		o.MaxPageBytes = wsfront.DefaultMaxPageBytes
+	}
+	if o.MaxBroadcastRooms == 0 {
+		o.MaxBroadcastRooms = 100
+	}
+	if o.RequestTimeout == 0 {
+		o.RequestTimeout = def.RequestTimeout
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Validate reports what is wrong with the options.
+func (o *Options) Validate() error {
+	var errs []error
+	if o.MaxData < 0 || o.MaxData > fsm.MaxPayloadBytes {
+		errs = append(errs, fmt.Errorf("max data %d: want 1..%d bytes", o.MaxData, fsm.MaxPayloadBytes))
+	}
+	if o.MaxPageBytes < 0 || o.MaxBroadcastRooms < 0 || o.RequestTimeout < 0 {
+		errs = append(errs, errors.New("max page bytes, max broadcast rooms and request timeout must not be negative"))
+	}
+	if _, err := newKeySet(o.Keys); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("serverapi: %w", err)
+	}
+	return nil
+}
+
+// maxBody bounds a request body: a broadcast's data and its rooms' names,
+// with room for the JSON around them.
+func (o *Options) maxBody() int64 {
+	return int64(o.MaxData) + int64(o.MaxBroadcastRooms)*(fsm.MaxRoomBytes+8) + 16<<10
+}
+
+type server struct {
+	be   Backend
+	opts Options
+	keys keySet
+	log  *slog.Logger
+	mux  *http.ServeMux
+}
+
+// op is one op's handler: it decodes body and returns the reply to encode.
+type op func(ctx context.Context, body []byte) (any, *wsfront.Error)
+
+// Handler returns the server API over be, to mount at Prefix.
+func Handler(be Backend, opts Options) (http.Handler, error) {
+	opts.setDefaults()
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	keys, _ := newKeySet(opts.Keys)
+	s := &server{be: be, opts: opts, keys: keys, log: opts.Logger.With("part", "serverapi"), mux: http.NewServeMux()}
+	for name, fn := range map[string]op{
+		api.OpPublish: s.publish, api.OpBroadcast: s.broadcast, api.OpHistory: s.history, api.OpMembers: s.members,
+		api.OpPresenceStats: s.presenceStats, api.OpRooms: s.rooms, api.OpInfo: s.info,
+	} {
+		s.mux.Handle("POST "+Prefix+name, s.guard(s.serveOp(name, fn)))
+	}
+	s.mux.HandleFunc("GET "+Prefix+"openapi.json", serveOpenAPI)
+	s.mux.Handle(Prefix, s.guard(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		name := strings.TrimPrefix(r.URL.Path, Prefix)
+		for _, o := range api.Ops {
+			if o == name {
+				w.Header().Set("Allow", http.MethodPost)
+				writeError(w, http.StatusMethodNotAllowed, wsfront.Errorf(wsfront.CodeBadRequest, "%s %s: ops take POST with a JSON body", r.Method, r.URL.Path))
+				return
+			}
+		}
+		writeError(w, http.StatusNotFound, wsfront.Errorf(wsfront.CodeNotFound, "no server API op at %s; the ops are %s (docs/server-api.md)", r.URL.Path, strings.Join(api.Ops, ", ")))
+	})))
+	return s, nil
+}
+
+func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	defer func() {
+		// Bad input must never take the node down; a bug here answers 500.
+		if v := recover(); v != nil {
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			s.log.Error("server API handler panicked", "path", r.URL.Path, "panic", v)
+			writeError(w, http.StatusInternalServerError, &wsfront.Error{Code: wsfront.CodeInternal, Retryable: true, Message: fmt.Sprint("internal error: ", v)})
+		}
+	}()
+	s.mux.ServeHTTP(w, r)
+}
+
+// guard lets through requests with a valid API key, or none from loopback
+// in development.
+func (s *server) guard(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if status, e := s.authorize(r); e != nil {
+			if status == http.StatusUnauthorized {
+				w.Header().Set("WWW-Authenticate", `apikey realm="herald server API"`)
+			}
+			writeError(w, status, e)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *server) authorize(r *http.Request) (int, *wsfront.Error) {
+	key, has, malformed := r.Header.Get("X-API-Key"), r.Header.Get("X-API-Key") != "", false
+	if !has {
+		key, has, malformed = httpjson.Bearer(r, "apikey", "Bearer")
+	}
+	switch {
+	case malformed:
+		return http.StatusUnauthorized, wsfront.Errorf(wsfront.CodeUnauthorized, "the Authorization header must be \"apikey <key>\" or \"Bearer <key>\"")
+	case has && s.keys.holds(key):
+		return 0, nil
+	case has:
+		return http.StatusUnauthorized, wsfront.Errorf(wsfront.CodeUnauthorized, "the API key is not one of this node's")
+	case s.opts.AllowLoopback && httpjson.IsLoopback(r.RemoteAddr):
+		return 0, nil
+	case s.opts.AllowLoopback:
+		return http.StatusForbidden, wsfront.Errorf(wsfront.CodeForbidden, "this node takes server API requests without a key only from loopback addresses")
+	case len(s.keys) == 0:
+		return http.StatusForbidden, wsfront.Errorf(wsfront.CodeForbidden, "the server API of this node has no API key configured; it refuses every request (see --api-key)")
+	}
+	return http.StatusUnauthorized, wsfront.Errorf(wsfront.CodeUnauthorized, "the server API needs an API key: X-API-Key: <key>")
+}
+
+func (s *server) serveOp(name string, fn op) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := httpjson.ReadBody(w, r, s.opts.maxBody())
+		switch {
+		case errors.Is(err, httpjson.ErrTooLarge):
+			writeError(w, http.StatusRequestEntityTooLarge, wsfront.Errorf(wsfront.CodeTooLarge, "%s: %v", name, err))
+			return
+		case err != nil:
+			writeError(w, http.StatusBadRequest, wsfront.Errorf(wsfront.CodeBadRequest, "%s: %v", name, err))
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), s.opts.RequestTimeout)
+		defer cancel()
+		reply, perr := fn(ctx, body)
+		if perr != nil {
+			if perr.Code == wsfront.CodeInternal {
+				s.log.Warn("server API request failed", "op", name, "err", perr.Message)
+			}
+			writeError(w, statusOf(perr.Code), perr)
+			return
+		}
+		b, err := httpjson.Marshal(reply)
+		if err != nil {
+			writeError(w, http.StatusInternalServerError, &wsfront.Error{Code: wsfront.CodeInternal, Retryable: true, Message: "encode the reply: " + err.Error()})
+			return
+		}
+		httpjson.Write(w, http.StatusOK, b)
+	})
+}
+
+// statusOf is the HTTP status of a protocol error code.
+func statusOf(code string) int {
+	switch code {
+	case wsfront.CodeBadRequest:
+		return http.StatusBadRequest
+	case wsfront.CodeUnauthorized:
+		return http.StatusUnauthorized
+	case wsfront.CodeForbidden:
+		return http.StatusForbidden
+	case wsfront.CodeNotFound:
+		return http.StatusNotFound
+	case wsfront.CodeConflict:
+		return http.StatusConflict
+	case wsfront.CodeTooLarge:
+		return http.StatusRequestEntityTooLarge
+	case wsfront.CodeRateLimited, wsfront.CodeLimitExceeded:
+		return http.StatusTooManyRequests
+	case wsfront.CodeUnavailable, wsfront.CodeUnknownOutcome:
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+// wireError is e as the API sends it.
+func wireError(e *wsfront.Error) *api.Error {
+	out := &api.Error{Code: e.Code, Message: e.Message, Retryable: e.Retryable}
+	if e.Code == wsfront.CodeConflict {
+		out.LastSeq = e.LastSeq
+	}
+	if e.RetryAfter > 0 {
+		out.RetryAfterMS = uint64((e.RetryAfter + time.Millisecond - 1) / time.Millisecond)
+	}
+	return out
+}
+
+func writeError(w http.ResponseWriter, status int, e *wsfront.Error) {
+	b, err := httpjson.Marshal(api.ErrorReply{Error: wireError(e)})
+	if err != nil {
+		status, b = http.StatusInternalServerError, []byte(`{"error":{"code":"internal","message":"encode the error","retryable":true}}`)
+	}
+	httpjson.Write(w, status, b)
+}
