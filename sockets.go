@@ -15,7 +15,9 @@ func (b *backend) DisconnectUser(user string, code uint16, reason string) int {
 	return b.front.DisconnectUser(user, code, reason)
 }
 
-func (b *backend) BlockUser(user string, until time.Time) error { return b.front.BlockUser(user, until) }
+func (b *backend) BlockUser(user string, until time.Time) error {
+	return b.front.BlockUser(user, until)
+}
 
 func (b *backend) UnsubscribeUser(user, room string) int { return b.front.UnsubscribeUser(user, room) }
 

@@ -506,9 +506,10 @@ func (s *Subscription) offer(cn *conn, f *frame) {
 		s.epoch, s.epochStr, s.deleted = e, f.Epoch, true
 		s.notice(KindRoomDeleted, f.Epoch, f.LastSeq)
 	case "unsubscribed":
-		s.c.log.Info("herald: the node ended a subscription; subscribing again", "room", s.room, "err", f.replyError())
-		s.gaps++
-		s.resubscribe(cn)
+		// The application's backend ended it: subscribing again would
+		// undo that. The events before the notice are still handed out.
+		s.endLocked(ErrUnsubscribed)
+		s.c.goRun(func() { s.c.detach(s, nil) })
 	}
 }
 
