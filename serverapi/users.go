@@ -47,6 +47,15 @@ func checkUser(user string) *wsfront.Error {
 	return nil
 }
 
+// decodeUserRoomOp decodes the body of an op on a user in a room and
+// checks both names, which *user and *room point into v.
+func decodeUserRoomOp(name string, body []byte, v any, user, room *string) *wsfront.Error {
+	if e := decodeRoomOp(name, body, v, room); e != nil {
+		return e
+	}
+	return checkUser(*user)
+}
+
 // until turns an absolute time or seconds from now into the instant a
 // block or expiry ends.
 func until(now time.Time, at *time.Time, in *int64, atName, inName string) (time.Time, *wsfront.Error) {
@@ -132,10 +141,7 @@ func (s *server) disconnect(ctx context.Context, body []byte) (any, *wsfront.Err
 
 func (s *server) unsubscribe(ctx context.Context, body []byte) (any, *wsfront.Error) {
 	var req api.UnsubscribeRequest
-	if e := decodeRoomOp(api.OpUnsubscribe, body, &req, &req.Room); e != nil {
-		return nil, e
-	}
-	if e := checkUser(req.User); e != nil {
+	if e := decodeUserRoomOp(api.OpUnsubscribe, body, &req, &req.User, &req.Room); e != nil {
 		return nil, e
 	}
 	sk, e := s.sockets()
@@ -180,10 +186,7 @@ func (s *server) refresh(ctx context.Context, body []byte) (any, *wsfront.Error)
 
 func (s *server) leave(ctx context.Context, body []byte) (any, *wsfront.Error) {
 	var req api.LeaveRequest
-	if e := decodeRoomOp(api.OpLeave, body, &req, &req.Room); e != nil {
-		return nil, e
-	}
-	if e := checkUser(req.User); e != nil {
+	if e := decodeUserRoomOp(api.OpLeave, body, &req, &req.User, &req.Room); e != nil {
 		return nil, e
 	}
 	if e := s.joined(); e != nil {
