@@ -168,8 +168,8 @@ func (c *Client) Subscribe(ctx context.Context, room string, opts SubscribeOptio
 // Next returns the next event or notice, waiting for one within ctx.
 // After Close it returns ErrClosed. A subscription that ends otherwise
 // first hands out the events it holds, then the reason: the node's refusal
-// to subscribe again (ErrForbidden, say), or the client's closing or
-// fatal error.
+// to subscribe again (ErrForbidden, say), ErrUnsubscribed when the
+// application's backend ended it, or the client's closing or fatal error.
 func (s *Subscription) Next(ctx context.Context) (Event, error) {
 	for {
 		s.mu.Lock()
