@@ -20,6 +20,9 @@ type backend struct {
 	// scheme is the client port's, "http" or "https": every node of a
 	// cluster serves clients the same way.
 	scheme string
+	// front is the node's websocket front, set once it is built: the
+	// server API's user ops act on its sockets.
+	front *wsfront.Server
 }
 
 var _ wsfront.Backend = (*backend)(nil)

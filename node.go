@@ -280,6 +280,7 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
+	n.be.front = n.front
 	if n.metrics != nil {
 		n.metrics.WatchGroups(n.host)
 		n.metrics.SetMaxSockets(n.front.MaxSockets())

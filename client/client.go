@@ -90,8 +90,10 @@ type StateChange struct {
 	// Err says why an attempt failed or a connection ended.
 	Err error
 	// CloseCode is the websocket close code the node ended the connection
-	// with (1001 going away, 4008 slow consumer, ...), or 0.
-	CloseCode uint16
+	// with (1001 going away, 4008 slow consumer, 4010 disconnected by the
+	// server, ...), or 0, and CloseReason the reason it gave.
+	CloseCode   uint16
+	CloseReason string
 }
 
 // Client is a connection to a Herald cluster that survives the loss of any
@@ -302,7 +304,8 @@ func (c *Client) run() {
 			break
 		}
 		err = cn.err()
-		c.state(StateChange{State: Disconnected, URL: url, Node: cn.node, Err: err, CloseCode: closeCode(err)})
+		code, reason := closeFrame(err)
+		c.state(StateChange{State: Disconnected, URL: url, Node: cn.node, Err: err, CloseCode: code, CloseReason: reason})
 		if time.Since(cn.born) >= stableAfter {
 			attempt = 0
 		}

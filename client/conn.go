@@ -129,11 +129,17 @@ func (cn *conn) failOversized() {
 
 // closeCode returns the websocket close code err carries, or 0.
 func closeCode(err error) uint16 {
+	code, _ := closeFrame(err)
+	return code
+}
+
+// closeFrame returns the websocket close code and reason err carries.
+func closeFrame(err error) (uint16, string) {
 	var ce *gws.CloseError
 	if errors.As(err, &ce) {
-		return ce.Code
+		return ce.Code, string(ce.Reason)
 	}
-	return 0
+	return 0, ""
 }
 
 func (cn *conn) err() error {

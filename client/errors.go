@@ -80,6 +80,9 @@ var (
 	// ErrOvertaken is returned by Join or Leave when a later Leave or Join
 	// of the same room changed what the client wants before it completed.
 	ErrOvertaken = errors.New("herald: overtaken by a later Join or Leave of the room")
+	// ErrUnsubscribed ends a subscription the server ended (the server
+	// API's unsubscribe); the client does not subscribe again by itself.
+	ErrUnsubscribed = errors.New("herald: the server ended the subscription")
 )
 
 // errConnLost is an attempt that died with its socket.

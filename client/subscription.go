@@ -168,8 +168,8 @@ func (c *Client) Subscribe(ctx context.Context, room string, opts SubscribeOptio
 // Next returns the next event or notice, waiting for one within ctx.
 // After Close it returns ErrClosed. A subscription that ends otherwise
 // first hands out the events it holds, then the reason: the node's refusal
-// to subscribe again (ErrForbidden, say), or the client's closing or
-// fatal error.
+// to subscribe again (ErrForbidden, say), ErrUnsubscribed when the
+// application's backend ended it, or the client's closing or fatal error.
 func (s *Subscription) Next(ctx context.Context) (Event, error) {
 	for {
 		s.mu.Lock()
@@ -506,9 +506,10 @@ func (s *Subscription) offer(cn *conn, f *frame) {
 		s.epoch, s.epochStr, s.deleted = e, f.Epoch, true
 		s.notice(KindRoomDeleted, f.Epoch, f.LastSeq)
 	case "unsubscribed":
-		s.c.log.Info("herald: the node ended a subscription; subscribing again", "room", s.room, "err", f.replyError())
-		s.gaps++
-		s.resubscribe(cn)
+		// The application's backend ended it: subscribing again would
+		// undo that. The events before the notice are still handed out.
+		s.endLocked(ErrUnsubscribed)
+		s.c.goRun(func() { s.c.detach(s, nil) })
 	}
 }
 

@@ -9,7 +9,10 @@
 // linearizable unless asked stale, and errors carry protocol herald.v1's
 // codes, mapped by package wsfront's one table. It sees the cluster only
 // through Backend, which the root package implements; it must not import
-// multiraft, and it keeps no state beyond its configuration.
+// multiraft, and it keeps no state beyond its configuration. The user ops
+// (disconnect, unsubscribe, refresh) act on the node's own sockets through
+// Sockets, which its Backend may implement, and reach the other nodes by
+// sending each a copy marked local to its own server API.
 //
 // Mount it the way the admin API is mounted, in herald.Config.Mount:
 //

@@ -71,7 +71,16 @@ type Options struct {
 	// RequestTimeout bounds each request on the node, retries included
 	// (default 10s).
 	RequestTimeout time.Duration
-	Logger         *slog.Logger
+	// NodeTimeout bounds the copy of a user op (disconnect, unsubscribe,
+	// refresh) sent to each other node (default 3s, at most
+	// RequestTimeout): a node that does not answer in time is reported
+	// failed instead of holding up the reply.
+	NodeTimeout time.Duration
+	// NodeClient sends those copies to the other nodes' client ports
+	// (default: a client of its own); set it for client ports with TLS
+	// certificates the system roots do not verify.
+	NodeClient *http.Client
+	Logger     *slog.Logger
 }
 
 func (o *Options) setDefaults() {
@@ -88,6 +97,12 @@ func (o *Options) setDefaults() {
 	if o.RequestTimeout == 0 {
 		o.RequestTimeout = def.RequestTimeout
 	}
+	if o.NodeTimeout == 0 {
+		o.NodeTimeout = min(3*time.Second, o.RequestTimeout)
+	}
+	if o.NodeClient == nil {
+		o.NodeClient = &http.Client{}
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -99,8 +114,11 @@ func (o *Options) Validate() error {
 	if o.MaxData < 0 || o.MaxData > fsm.MaxPayloadBytes {
 		errs = append(errs, fmt.Errorf("max data %d: want 1..%d bytes", o.MaxData, fsm.MaxPayloadBytes))
 	}
-	if o.MaxPageBytes < 0 || o.MaxBroadcastRooms < 0 || o.RequestTimeout < 0 {
-		errs = append(errs, errors.New("max page bytes, max broadcast rooms and request timeout must not be negative"))
+	if o.MaxPageBytes < 0 || o.MaxBroadcastRooms < 0 || o.RequestTimeout < 0 || o.NodeTimeout < 0 {
+		errs = append(errs, errors.New("max page bytes, max broadcast rooms, request timeout and node timeout must not be negative"))
+	}
+	if o.NodeTimeout > o.RequestTimeout {
+		errs = append(errs, fmt.Errorf("node timeout %v: at most the request timeout, %v", o.NodeTimeout, o.RequestTimeout))
 	}
 	if _, err := newKeySet(o.Keys); err != nil {
 		errs = append(errs, err)
@@ -139,6 +157,7 @@ func Handler(be Backend, opts Options) (http.Handler, error) {
 	for name, fn := range map[string]op{
 		api.OpPublish: s.publish, api.OpBroadcast: s.broadcast, api.OpHistory: s.history, api.OpMembers: s.members,
 		api.OpPresenceStats: s.presenceStats, api.OpRooms: s.rooms, api.OpInfo: s.info,
+		api.OpDisconnect: s.disconnect, api.OpUnsubscribe: s.unsubscribe, api.OpLeave: s.leave, api.OpRefresh: s.refresh,
 	} {
 		s.mux.Handle("POST "+Prefix+name, s.guard(s.serveOp(name, fn)))
 	}
@@ -175,37 +194,39 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // in development.
 func (s *server) guard(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if status, e := s.authorize(r); e != nil {
+		key, status, e := s.authorize(r)
+		if e != nil {
 			if status == http.StatusUnauthorized {
 				w.Header().Set("WWW-Authenticate", `apikey realm="herald server API"`)
 			}
 			writeError(w, status, e)
 			return
 		}
-		next.ServeHTTP(w, r)
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), apiKeyCtx{}, key)))
 	})
 }
 
-func (s *server) authorize(r *http.Request) (int, *wsfront.Error) {
+// authorize checks r's key and returns it ("" for none).
+func (s *server) authorize(r *http.Request) (string, int, *wsfront.Error) {
 	key, has, malformed := r.Header.Get("X-API-Key"), r.Header.Get("X-API-Key") != "", false
 	if !has {
 		key, has, malformed = httpjson.Bearer(r, "apikey", "Bearer")
 	}
 	switch {
 	case malformed:
-		return http.StatusUnauthorized, wsfront.Errorf(wsfront.CodeUnauthorized, "the Authorization header must be \"apikey <key>\" or \"Bearer <key>\"")
+		return "", http.StatusUnauthorized, wsfront.Errorf(wsfront.CodeUnauthorized, "the Authorization header must be \"apikey <key>\" or \"Bearer <key>\"")
 	case has && s.keys.holds(key):
-		return 0, nil
+		return key, 0, nil
 	case has:
-		return http.StatusUnauthorized, wsfront.Errorf(wsfront.CodeUnauthorized, "the API key is not one of this node's")
+		return "", http.StatusUnauthorized, wsfront.Errorf(wsfront.CodeUnauthorized, "the API key is not one of this node's")
 	case s.opts.AllowLoopback && httpjson.IsLoopback(r.RemoteAddr):
-		return 0, nil
+		return key, 0, nil
 	case s.opts.AllowLoopback:
-		return http.StatusForbidden, wsfront.Errorf(wsfront.CodeForbidden, "this node takes server API requests without a key only from loopback addresses")
+		return "", http.StatusForbidden, wsfront.Errorf(wsfront.CodeForbidden, "this node takes server API requests without a key only from loopback addresses")
 	case len(s.keys) == 0:
-		return http.StatusForbidden, wsfront.Errorf(wsfront.CodeForbidden, "the server API of this node has no API key configured; it refuses every request (see --api-key)")
+		return "", http.StatusForbidden, wsfront.Errorf(wsfront.CodeForbidden, "the server API of this node has no API key configured; it refuses every request (see --api-key)")
 	}
-	return http.StatusUnauthorized, wsfront.Errorf(wsfront.CodeUnauthorized, "the server API needs an API key: X-API-Key: <key>")
+	return "", http.StatusUnauthorized, wsfront.Errorf(wsfront.CodeUnauthorized, "the server API needs an API key: X-API-Key: <key>")
 }
 
 func (s *server) serveOp(name string, fn op) http.Handler {

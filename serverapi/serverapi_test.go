@@ -24,7 +24,12 @@ const key = "test-key-0123456789"
 // startCluster starts a 3-node cluster with the server API on every node.
 func startCluster(t *testing.T, opts serverapi.Options) *testcluster.Cluster {
 	t.Helper()
-	c := testcluster.Start(t, testcluster.Options{})
+	return startClusterWith(t, testcluster.Options{}, opts)
+}
+
+func startClusterWith(t *testing.T, copts testcluster.Options, opts serverapi.Options) *testcluster.Cluster {
+	t.Helper()
+	c := testcluster.Start(t, copts)
 	for i := range c.Len() {
 		h, err := serverapi.Handler(c.Node(i).Rooms(), opts)
 		if err != nil {

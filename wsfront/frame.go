@@ -82,6 +82,22 @@ const (
 	closeTooManySockets = 4029
 )
 
+// Close codes the server API's user ops close sockets with
+// (docs/protocol.md#close-codes).
+const (
+	// CloseDisconnected is the code of a disconnect that names none.
+	CloseDisconnected = 4010
+	// CloseExpired closes a socket whose expiry the server set has come.
+	CloseExpired = 4011
+	// CloseAppMin..CloseAppMax is the range an application may choose a
+	// disconnect's code from; the codes below it are the protocol's.
+	CloseAppMin = 4100
+	CloseAppMax = 4499
+	// MaxCloseReasonBytes bounds a close frame's reason: a control frame
+	// carries at most 125 bytes, two of them the code.
+	MaxCloseReasonBytes = 123
+)
+
 const maxHistoryLimit = 1000
 
 // protoError is an error a client sees in a reply.

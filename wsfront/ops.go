@@ -168,18 +168,33 @@ func (sess *session) auth(req *request) ([]byte, *protoError) {
 			closeReason: "too many sockets for this user on this node",
 			msg:         fmt.Sprintf("user %q holds its maximum of %d sockets on this node; close one before opening another", ident.User, adm.perUser)}
 	}
+	srv := sess.srv
+	srv.blockMu.Lock()
+	until, blocked := srv.blockedLocked(ident.User, time.Now())
 	sess.mu.Lock()
-	if sess.ended {
-		// closed ran already and released what it knew of.
-		sess.mu.Unlock()
+	ended := sess.ended
+	if !ended && !blocked {
+		sess.ident = ident
+		sess.userCounted = true
+		// A fresh token brings its own expiry, in place of one the
+		// server set.
+		sess.stopExpiryLocked()
+	}
+	sess.mu.Unlock()
+	srv.blockMu.Unlock()
+	if ended || blocked {
+		// closed ran already and released what it knew of, or the
+		// socket is refused: either way it does not count for the user.
 		if !counted {
 			adm.releaseUser(ident.User)
 		}
-		return nil, &protoError{code: codeUnavailable, retryable: true, msg: "the socket is closing"}
+		if ended {
+			return nil, &protoError{code: codeUnavailable, retryable: true, msg: "the socket is closing"}
+		}
+		return nil, &protoError{code: codeForbidden, closeCode: CloseDisconnected, closeReason: "blocked by the server",
+			msg: fmt.Sprintf("user %q is blocked by the server until %s; do not reconnect before then",
+				ident.User, until.UTC().Format(time.RFC3339))}
 	}
-	sess.ident = ident
-	sess.userCounted = true
-	sess.mu.Unlock()
 	w := newReply(req.ID, true).str("user", ident.User).str("node", sess.srv.be.NodeID())
 	if !ident.Expires.IsZero() {
 		w.str("expires", ident.Expires.UTC().Format(time.RFC3339))
@@ -190,11 +205,13 @@ func (sess *session) auth(req *request) ([]byte, *protoError) {
 
 // authorized checks that the socket may run op on room.
 func (sess *session) authorized(op, room string) (*auth.Identity, *protoError) {
-	ident := sess.identity()
+	sess.mu.Lock()
+	ident, expires := sess.ident, sess.expires
+	sess.mu.Unlock()
 	if ident == nil {
 		return nil, &protoError{code: codeUnauthorized, msg: "send auth first"}
 	}
-	if ident.Expired(time.Now()) {
+	if now := time.Now(); !expires.IsZero() && !now.Before(expires) || expires.IsZero() && ident.Expired(now) {
 		return nil, &protoError{code: codeUnauthorized, msg: "token expired; send auth with a fresh token"}
 	}
 	if perr := checkRoom(room); perr != nil {

@@ -47,6 +47,13 @@ type Server struct {
 	mu       sync.Mutex
 	sessions map[*session]struct{}
 	closing  bool
+
+	// blockMu guards blocks, the users whose auth is refused until the
+	// time given (BlockUser). An auth checks it and sets its identity
+	// under blockMu, so that a block and the disconnect after it cannot
+	// both miss a socket authenticating meanwhile.
+	blockMu sync.Mutex
+	blocks  map[string]time.Time
 }
 
 // New builds a front; Serve starts it.
@@ -340,6 +347,9 @@ func (s *Server) sweep() {
 				sess.sweep(now, ping)
 			}
 			s.adm.tick()
+			if ping {
+				s.pruneBlocks(now)
+			}
 		}
 	}
 }

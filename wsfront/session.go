@@ -42,6 +42,10 @@ type session struct {
 	// userCounted: ident.User holds one of its MaxSocketsPerUser through
 	// this socket until the socket closes.
 	userCounted bool
+	// expires, when set, is the expiry the server API gave the socket in
+	// place of its token's (RefreshUser); expiryTimer closes it then.
+	expires     time.Time
+	expiryTimer *time.Timer
 }
 
 func (sess *session) init(srv *Server, conn *gws.Conn, addr netip.Prefix, remote string) {
@@ -118,10 +122,11 @@ func (sess *session) sendEvent(frame []byte) {
 }
 
 // closeWith sends a close frame and closes the socket, without blocking
-// the caller on a client that does not read.
-func (sess *session) closeWith(code uint16, reason string) {
+// the caller on a client that does not read. It reports whether this call
+// closed it (false: it was closing already).
+func (sess *session) closeWith(code uint16, reason string) bool {
 	if !sess.closing.CompareAndSwap(false, true) {
-		return
+		return false
 	}
 	sess.srv.obs.ServerClosed(int(code))
 	sess.srv.goOwned(context.Background(), func(context.Context) {
@@ -131,6 +136,7 @@ func (sess *session) closeWith(code uint16, reason string) {
 		// failed); the read loop then ends and closed runs.
 		_ = sess.conn.NetConn().Close()
 	})
+	return true
 }
 
 // closed runs once the socket is gone: subscriptions end, and the rooms the
@@ -148,6 +154,7 @@ func (sess *session) closed(error) {
 	ident := sess.ident
 	userCounted := sess.userCounted
 	sess.subs, sess.joined, sess.userCounted = nil, nil, false
+	sess.stopExpiryLocked()
 	sess.mu.Unlock()
 	sess.cancel()
 	// The connection is gone, and with it the file descriptor the limits

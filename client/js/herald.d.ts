@@ -128,7 +128,7 @@ export interface Subscription {
   readonly room: string;
   /** Resolves at the node's first answer; rejects if the subscription is refused or closed first. */
   readonly ready: Promise<{ epoch: string; fromSeq: number }>;
-  /** Resolves when the subscription ends: null after close(), else why. */
+  /** Resolves when the subscription ends: null after close(), else why (a HeraldError with code 'unsubscribed' when the server ended it). */
   readonly done: Promise<unknown>;
   /** The seq of the last delivered event (or, before any, where delivery starts minus one). */
   readonly lastSeq: number;

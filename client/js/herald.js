@@ -568,9 +568,11 @@ class Subscription {
         this.notice('room_deleted', f.epoch, f.last_seq ?? 0);
         return;
       case 'unsubscribed':
-        this.client.log('info', 'the node ended a subscription; subscribing again', { room: this.room, error: f.error });
-        this.gaps++;
-        this.resubscribe(cn);
+        // The application's backend ended it (the server API's
+        // unsubscribe): subscribing again would undo that.
+        this.inflight = false;
+        this.finish(new HeraldError('unsubscribed', 'the server ended the subscription'));
+        this.client.detach(this, null);
         return;
       default:
     }

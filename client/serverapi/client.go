@@ -92,6 +92,18 @@ func (c *Client) Info(ctx context.Context) (*InfoResult, error) {
 	return call[InfoResult](ctx, c, OpInfo, struct{}{}, true)
 }
 
+// Do sends one request for op to the client's first node, once, and
+// decodes its reply into out: for an op the client has no method for, or
+// a caller that retries itself (a node fanning a user op out to the
+// others). A node's refusal is an *Error.
+func (c *Client) Do(ctx context.Context, op string, in, out any) error {
+	body, err := json.Marshal(in)
+	if err != nil {
+		return fmt.Errorf("serverapi: encode %s: %w", op, err)
+	}
+	return c.do(ctx, c.urls[0], op, body, out)
+}
+
 func call[T any](ctx context.Context, c *Client, op string, in any, repeatable bool) (*T, error) {
 	body, err := json.Marshal(in)
 	if err != nil {

@@ -18,10 +18,15 @@ const (
 	OpPresenceStats = "presence_stats"
 	OpRooms         = "rooms"
 	OpInfo          = "info"
+	OpDisconnect    = "disconnect"
+	OpUnsubscribe   = "unsubscribe"
+	OpLeave         = "leave"
+	OpRefresh       = "refresh"
 )
 
 // Ops lists every op, in the order docs/server-api.md describes them.
-var Ops = []string{OpPublish, OpBroadcast, OpHistory, OpMembers, OpPresenceStats, OpRooms, OpInfo}
+var Ops = []string{OpPublish, OpBroadcast, OpHistory, OpMembers, OpPresenceStats, OpRooms, OpInfo,
+	OpDisconnect, OpUnsubscribe, OpLeave, OpRefresh}
 
 // Consistency of a read: "" or "linearizable" (every write acknowledged
 // before the read), or "stale" (whichever replica answers, maybe behind).

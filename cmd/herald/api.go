@@ -25,7 +25,7 @@ func apiCommand() *cli.Command {
 	stale := &cli.BoolFlag{Name: "stale", Usage: "let any replica answer, maybe behind (default: linearizable)"}
 	return &cli.Command{
 		Name:  "api",
-		Usage: "publish to rooms and read them through the server API",
+		Usage: "publish to rooms, read them and act on users' sockets through the server API",
 		Description: "Commands call the server API on nodes' client ports (--url, repeatable: the next is tried when one fails)\n" +
 			"with an API key (--api-key or HERALD_API_KEY). Global flags go before the subcommand:\n" +
 			"herald api --url http://10.0.0.5:7071 publish lobby '{\"text\":\"hi\"}' --key order-42",
@@ -36,7 +36,7 @@ func apiCommand() *cli.Command {
 			&cli.BoolFlag{Name: "json", Usage: "print the API's JSON reply"},
 			&cli.DurationFlag{Name: "timeout", Value: 30 * time.Second, Usage: "bound on the call, retries included"},
 		},
-		Subcommands: []*cli.Command{
+		Subcommands: append([]*cli.Command{
 			leaf(&cli.Command{Name: "publish", ArgsUsage: "ROOM DATA [--key K] [--expect-seq N] [--as MEMBER]",
 				Usage: "publish DATA (a JSON value; quote strings: '\"hi\"') to ROOM once committed",
 				Flags: []cli.Flag{
@@ -72,7 +72,7 @@ func apiCommand() *cli.Command {
 				},
 				Action: apiAction(cmdAPIRooms)}),
 			leaf(&cli.Command{Name: "info", Usage: "the cluster's nodes and their URLs", Action: apiAction(cmdAPIInfo)}),
-		},
+		}, apiUserCommands()...),
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -102,6 +103,17 @@ func TestAPIPublishOnServeProcesses(t *testing.T) {
 			t.Fatalf("info does not list node 3's client URL:\n%s", out)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+
+	// A user op reaches the socket on node 3 through node 1, which
+	// forwards it with the key it came with.
+	out, code = run(oldKey, "disconnect", "bob", "--code", "4100", "--reason", "bye", "--block-for", "5s")
+	if code != 0 || !regexp.MustCompile(`(?m)^n3\s+1\s*$`).MatchString(out) || !strings.Contains(out, "bob is refused until") {
+		t.Fatalf("disconnect: exit %d\n%s", code, out)
+	}
+	out, code = run(newKey, "refresh", "bob")
+	if code != exitUsage || !strings.Contains(out, "--expire-in") {
+		t.Fatalf("refresh without an expiry: exit %d\n%s", code, out)
 	}
 
 	out, code = run("wrong-key-0123456789", "publish", "lobby", `1`)
