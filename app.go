@@ -226,7 +226,8 @@ type RoomAnswer struct {
 	Room    *fsm.RoomInfo
 	Rooms   *RoomPage
 	// Err is the read's error. fsm's sentinel errors (fsm.ErrRoomNotFound,
-	// fsm.ErrInvalid, fsm.ErrClosed, fsm.ErrNeedsRestore, fsm.ErrStorage)
+	// fsm.ErrInvalid, fsm.ErrClosed, fsm.ErrNeedsRestore, fsm.ErrStorage,
+	// fsm.ErrCorrupt)
 	// still match errors.Is after the answer crossed the network.
 	Err error
 }
@@ -245,7 +246,7 @@ const (
 // any other error, which keeps only its message. The numbers travel between
 // nodes: never reuse one.
 var answerErrors = []error{nil, fsm.ErrRoomNotFound, fsm.ErrInvalid, fsm.ErrClosed,
-	fsm.ErrNeedsRestore, fsm.ErrStorage}
+	fsm.ErrNeedsRestore, fsm.ErrStorage, fsm.ErrCorrupt}
 
 // EncodeRoomAnswer encodes a for the node that sent the query. Of the
 // fields it keeps the first set, in the order Err, History, Members, Room,
@@ -266,6 +267,9 @@ func encodeRoomAnswer(a RoomAnswer, budget int) []byte {
 				code = i + 1
 				break
 			}
+		}
+		if errors.Is(a.Err, fsm.ErrCorrupt) {
+			code = len(answerErrors) - 1 // it matches ErrStorage too, which comes first
 		}
 		b = append(b, answerErr)
 		b = binary.AppendUvarint(b, uint64(code))

@@ -171,6 +171,12 @@ func (b *backend) ReadyNotes() []string {
 	for _, g := range groups {
 		out = append(out, fmt.Sprintf("group %d: this node's replica %s", g, stuck[g]))
 	}
+	// A damaged replica does not make the node unready either: the node
+	// serves that group's rooms from the other replicas.
+	damaged := b.host.DamagedReplicas()
+	for _, g := range slices.Sorted(maps.Keys(damaged)) {
+		out = append(out, fmt.Sprintf("group %d: this node's replica is damaged (%s); rebuild it with: herald admin groups repair %d --node %s", g, damaged[g], g, b.host.NodeID()))
+	}
 	return out
 }
 

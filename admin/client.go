@@ -179,6 +179,12 @@ func (c *Client) MoveReplica(ctx context.Context, id uint64, from, to string) (*
 	return call[Group](ctx, c, http.MethodPost, "groups/"+strconv.FormatUint(id, 10)+"/move", nil, moveRequest(ctx, from, to))
 }
 
+// RepairReplica rebuilds group id's replica on node from the other
+// replicas and returns the group afterwards.
+func (c *Client) RepairReplica(ctx context.Context, id uint64, node string) (*Group, error) {
+	return call[Group](ctx, c, http.MethodPost, "groups/"+strconv.FormatUint(id, 10)+"/repair", nil, RepairRequest{Node: node, Timeout: remaining(ctx)})
+}
+
 // moveRequest passes ctx's deadline on, so the node gives up when the
 // caller does.
 func moveRequest(ctx context.Context, from, to string) MoveRequest {

@@ -107,6 +107,7 @@ func (s *server) routes() {
 	s.handle("groups", endpoint{"GET": s.listGroups})
 	s.handle("groups/{id}", endpoint{"GET": s.showGroup})
 	s.handle("groups/{id}/move", endpoint{"POST": s.moveReplica})
+	s.handle("groups/{id}/repair", endpoint{"POST": s.repairReplica})
 	s.handle("groups/{id}/transfer-leader", endpoint{"POST": s.transferLeader})
 	s.handle("rebalance/plan", endpoint{"GET": s.planRebalance})
 	s.handle("rebalance", endpoint{"POST": s.applyRebalance})

@@ -351,6 +351,54 @@ func (s *server) moveReplica(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// repairReplica rebuilds a group's replica on one node from the others
+// (multiraft.Host.RepairReplica): for a replica whose stored data is
+// corrupt, or any replica an operator no longer trusts.
+func (s *server) repairReplica(w http.ResponseWriter, r *http.Request) error {
+	g, err := parseGroupID(r)
+	if err != nil {
+		return err
+	}
+	var req RepairRequest
+	if err := decodeBody(w, r, &req); err != nil {
+		return err
+	}
+	if req.Node == "" {
+		return badRequest("node is required: the node whose replica to rebuild")
+	}
+	timeout, err := timeoutOf(req.Timeout, defaultMoveTimeout, maxSyncTimeout)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	defer cancel()
+	st, err := s.metaState(ctx)
+	if err != nil {
+		return err
+	}
+	if g == multiraft.MetaGroup {
+		return badRequest("the meta group keeps its state in memory and snapshots; it is not rebuilt this way")
+	}
+	if err := checkGroup(st, g); err != nil {
+		return err
+	}
+	if st.Nodes[req.Node] == nil {
+		return notFound("node_not_found", "node %q is not in the cluster (nodes: %v)", req.Node, st.NodeIDs())
+	}
+	if !slices.Contains(st.Replicas[g], req.Node) {
+		return conflict("not_a_replica", "node %s holds no replica of group %d (replicas: %v)", req.Node, g, st.Replicas[g])
+	}
+	s.log.Info("rebuilding a replica from its peers", "group", g, "node", req.Node)
+	if err := s.host.RepairReplica(ctx, g, req.Node); err != nil {
+		if errors.Is(err, multiraft.ErrMoveInProgress) {
+			return err
+		}
+		return fmt.Errorf("%w; run the repair again", err)
+	}
+	writeJSON(w, http.StatusOK, s.report(r, g))
+	return nil
+}
+
 func (s *server) transferLeader(w http.ResponseWriter, r *http.Request) error {
 	g, err := parseGroupID(r)
 	if err != nil {

@@ -153,7 +153,7 @@ func (s *server) groupReport(ctx context.Context, st *multiraft.ClusterState, g 
 			return
 		}
 		r.Status = &ReplicaStatus{State: rs.State, LastIndex: rs.LastIndex, AppliedIndex: rs.AppliedIndex,
-			LastContact: Duration(rs.ContactAge), Elections: rs.Elections, Stuck: rs.Stuck}
+			LastContact: Duration(rs.ContactAge), Elections: rs.Elections, Stuck: rs.Stuck, Damaged: rs.Damaged}
 		if out.Leader != "" && out.CommitIndex > rs.AppliedIndex {
 			r.Status.Lag = out.CommitIndex - rs.AppliedIndex
 		}
@@ -359,6 +359,8 @@ func (h *healthBuilder) assess(st *multiraft.ClusterState, groups []Group) {
 						sl.longest = max(sl.longest, u.Since)
 					}
 				}
+			case r.Status.Damaged != "":
+				h.degraded("%s: the replica on %s is damaged (%s); rebuild it with: herald admin groups repair %d --node %s", name, r.Node, r.Status.Damaged, g.ID, r.Node)
 			case r.Status.Stuck != "":
 				h.degraded("%s: the replica on %s %s", name, r.Node, r.Status.Stuck)
 			case r.Status.Lag > lagThreshold:

@@ -173,7 +173,11 @@ type ReplicaStatus struct {
 	// Stuck says why the replica is cut off from its group (see the
 	// health verdict); empty when it is not.
 	Stuck string `json:"stuck,omitempty"`
-	Error string `json:"error,omitempty"`
+	// Damaged says why the replica's stored data is corrupt: it serves no
+	// reads and leads no more until it is rebuilt (groups repair); empty
+	// when it is not.
+	Damaged string `json:"damaged,omitempty"`
+	Error   string `json:"error,omitempty"`
 }
 
 // RoomCount counts rooms from the local replicas of the answering node,
@@ -204,6 +208,12 @@ type JobRequest struct {
 type MoveRequest struct {
 	From    string   `json:"from"`
 	To      string   `json:"to"`
+	Timeout Duration `json:"timeout,omitempty"`
+}
+
+// RepairRequest rebuilds a group's replica on a node from the others.
+type RepairRequest struct {
+	Node    string   `json:"node"`
 	Timeout Duration `json:"timeout,omitempty"`
 }
 

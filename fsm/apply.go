@@ -286,7 +286,7 @@ func (t *tx) roomDelete(c *Command) *Result {
 		}
 	}
 	g := t.f.keys.grave(c.Room, old.Epoch)
-	t.set(g, []byte{recordVersion})
+	t.set(g, []byte{graveVersion})
 	t.f.graves[string(g)] = graveRef{room: c.Room, epoch: old.Epoch}
 	delete(t.f.dirty, c.Room)
 	t.events = append(t.events, Event{Room: c.Room, Epoch: old.Epoch, Seq: old.LastSeq, Type: EventRoomDeleted,

@@ -13,8 +13,8 @@ import (
 // live idempotency keys. Replicas that applied the same log have equal
 // digests whatever their batching, snapshots, restarts or sweeping, so
 // comparing digests finds divergence. It reads one consistent view.
-func (f *FSM) Digest() ([32]byte, error) {
-	var sum [32]byte
+func (f *FSM) Digest() (sum [32]byte, err error) {
+	defer func() { err = f.noteCorrupt(err) }()
 	if err := f.checkReadable(); err != nil {
 		return sum, err
 	}
@@ -37,7 +37,13 @@ func (f *FSM) Digest() ([32]byte, error) {
 	if v, err = getValue(txn, f.keys.defaults()); err != nil {
 		return sum, err
 	}
-	field(orDefault(v, encodeRoomConfig(DefaultRoomConfig)))
+	// Records are hashed re-encoded, never as stored: a version 1 record
+	// (no checksum) and its version 2 copy hold the same state.
+	defaults, err := decodeRoomConfig(orDefault(v, encodeRoomConfig(DefaultRoomConfig)))
+	if err != nil {
+		return sum, corrupt("group defaults", f.keys.defaults(), err)
+	}
+	field(encodeRoomConfig(defaults))
 
 	type roomEntry struct {
 		name string
@@ -68,7 +74,11 @@ func (f *FSM) Digest() ([32]byte, error) {
 		field(logical.encode())
 		err := scanPrefix(txn, f.keys.incarnation(kindMember, r.name, r.rec.Epoch), true, func(k, v []byte) error {
 			field(k[len(f.keys.prefix):]) // the digest must not depend on the group id
-			field(v)
+			m, err := decodeMember("", v)
+			if err != nil {
+				return corrupt("member", k, err)
+			}
+			field(m.encode())
 			return nil
 		})
 		if err != nil {
@@ -102,16 +112,25 @@ func (f *FSM) digestKey(txn *badger.Txn, field func([]byte), name string, epoch,
 	if v == nil {
 		return corrupt("key order", ok, errors.New("missing inside the room's key window"))
 	}
-	field(v)
-	key, _, err := decodeOrder(v)
+	key, t, err := decodeOrder(v)
 	if err != nil {
 		return corrupt("key order", ok, err)
 	}
-	kv, err := getValue(txn, f.keys.idemKey(name, epoch, key))
+	field(encodeOrder(key, t))
+	ik := f.keys.idemKey(name, epoch, key)
+	kv, err := getValue(txn, ik)
 	if err != nil {
 		return err
 	}
-	field(kv)
+	if kv == nil {
+		field(nil)
+		return nil
+	}
+	kr, err := decodeKeyRecord(kv)
+	if err != nil {
+		return corrupt("key", ik, err)
+	}
+	field(kr.encode())
 	return nil
 }
 

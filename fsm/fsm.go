@@ -62,6 +62,9 @@ type FSM struct {
 	graves map[string]graveRef
 	// failed is the storage error that stopped the FSM, if any.
 	failed error
+	// damaged is the first corruption found in the group's stored data
+	// (ErrCorrupt), by a read or an apply; nil while none was.
+	damaged atomic.Pointer[error]
 
 	// needsRestore is set while the state is incomplete (see ErrNeedsRestore).
 	needsRestore atomic.Bool
@@ -118,9 +121,42 @@ func New(store *Store, cfg Config) (*FSM, error) {
 	}
 	f.subs.init()
 	if err := f.load(); err != nil {
-		return nil, fmt.Errorf("fsm: load group %d: %w", cfg.Group, err)
+		if !errors.Is(err, ErrCorrupt) {
+			return nil, fmt.Errorf("fsm: load group %d: %w", cfg.Group, err)
+		}
+		// A damaged group still opens, refusing reads and applies, so its
+		// host can report it and rebuild it from the other replicas; an
+		// error here would only keep the replica from starting at all.
+		f.failed = f.noteCorrupt(err)
+		f.appliedIndex.Store(0)
 	}
 	return f, nil
+}
+
+// Damaged returns the corruption that damaged the group's stored data
+// (wrapping ErrCorrupt and naming the group), or nil. Once damaged the FSM
+// refuses reads and applies until a snapshot restore replaces its state.
+func (f *FSM) Damaged() error {
+	if p := f.damaged.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// noteCorrupt records err as the group's damage when it is corruption,
+// and returns err naming the group.
+func (f *FSM) noteCorrupt(err error) error {
+	if err == nil || !errors.Is(err, ErrCorrupt) {
+		return err
+	}
+	if p := f.damaged.Load(); p != nil && err == *p {
+		return err
+	}
+	err = fmt.Errorf("group %d: %w", f.group, err)
+	if f.damaged.CompareAndSwap(nil, &err) {
+		f.logger.Error("stored data is corrupt; the replica refuses reads and applies until it is repaired from its peers", "error", err)
+	}
+	return err
 }
 
 // AppliedIndex is the index of the last log entry whose effects are stored.
@@ -241,6 +277,7 @@ func (f *FSM) commit(t *tx, results []any, logs []*raft.Log) bool {
 	t.sweep(f.cfg.sweepBudget())
 	err := t.write()
 	if err != nil {
+		err = f.noteCorrupt(err)
 		f.failed = err
 		f.logger.Error("state machine stopped: storage write failed; the group must be recovered from a snapshot",
 			"error", err, "index", t.applied.Index)

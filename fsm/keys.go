@@ -41,6 +41,9 @@ func groupPrefix(group uint64) []byte {
 	return binary.BigEndian.AppendUint64([]byte{'g'}, group)
 }
 
+// prefixLen is the length of every group prefix: 'g' and the group id.
+const prefixLen = 9
+
 func restoreMarkKey(group uint64) []byte {
 	return binary.BigEndian.AppendUint64([]byte{'r'}, group)
 }
@@ -172,7 +175,7 @@ func checkRoomRecord(kind byte, rest, value []byte) error {
 	case kindOrder:
 		_, _, err = decodeOrder(value)
 	case kindGrave:
-		if len(value) != 1 || value[0] != recordVersion {
+		if len(value) != 1 || value[0] != graveVersion {
 			err = fmt.Errorf("grave value %x", value)
 		}
 	}
@@ -199,4 +202,49 @@ func kindName(kind byte) string {
 		return "grave"
 	}
 	return fmt.Sprintf("kind %q", kind)
+}
+
+// upgradeRecord rewrites a version 1 record, which checkRecord accepted, as
+// version 2, so that a restored group holds only checksummed records.
+// Other values are returned as they are.
+func upgradeRecord(key, value []byte) []byte {
+	if len(value) < 2 || value[0] != recordV1 || len(key) <= prefixLen {
+		return value
+	}
+	var out []byte
+	switch key[prefixLen] {
+	case kindApplied:
+		if a, err := decodeApplied(value); err == nil {
+			out = a.encode()
+		}
+	case kindDefaults:
+		if c, err := decodeRoomConfig(value); err == nil {
+			out = encodeRoomConfig(c)
+		}
+	case kindRoom:
+		if r, err := decodeRoom(value); err == nil {
+			out = r.encode()
+		}
+	case kindMember:
+		if m, err := decodeMember("", value); err == nil {
+			out = m.encode()
+		}
+	case kindEvent:
+		var ev Event
+		if ts, err := decodeEvent(value, &ev); err == nil {
+			out = encodeEvent(&ev, ts)
+		}
+	case kindKey:
+		if k, err := decodeKeyRecord(value); err == nil {
+			out = k.encode()
+		}
+	case kindOrder:
+		if k, t, err := decodeOrder(value); err == nil {
+			out = encodeOrder(k, t)
+		}
+	}
+	if out == nil {
+		return value
+	}
+	return out
 }

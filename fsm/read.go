@@ -66,7 +66,9 @@ func (f *FSM) checkReadable() error {
 	if f.needsRestore.Load() {
 		return ErrNeedsRestore
 	}
-	return nil
+	// A damaged replica serves nothing, not even what it could still read:
+	// another replica has all of it right.
+	return f.Damaged()
 }
 
 // Room returns a room's state, or ErrRoomNotFound.
@@ -136,7 +138,8 @@ func (f *FSM) History(name string, fromSeq uint64, limit int) (History, error) {
 // its value is read, so an oversized page is never built. The page always
 // holds at least one event when the room has one at or after fromSeq, so
 // a reader paging on makes progress even past an event above the bound.
-func (f *FSM) HistoryBytes(name string, fromSeq uint64, limit, maxBytes int) (History, error) {
+func (f *FSM) HistoryBytes(name string, fromSeq uint64, limit, maxBytes int) (_ History, err error) {
+	defer func() { err = f.noteCorrupt(err) }()
 	if err := f.checkReadable(); err != nil {
 		return History{}, err
 	}

@@ -1,11 +1,37 @@
 package fsm
 
-import "fmt"
+import (
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+)
 
 // Stored records. Each starts with a version byte so a later build can read
 // what an earlier one wrote; decoders reject what they do not understand
 // with an error rather than guess.
-const recordVersion = 1
+//
+// Version 2 ends every record with a CRC-32C (little endian) of the version
+// byte and the body, so that a flipped bit on disk is an error instead of a
+// changed payload: badger checks its own blocks only when asked to, and a
+// value in the value log was read back unchecked. Version 1 records (from
+// builds before the checksum) have none and are read as before; whatever
+// rewrites them writes version 2, and a snapshot restore upgrades them all
+// (docs/fsm.md, "Record format").
+const (
+	recordV1 = 1
+	recordV2 = 2
+	// recordVersion is what every record is written with.
+	recordVersion = recordV2
+	// graveVersion is a grave's whole value: one byte, nothing to checksum.
+	graveVersion = 1
+	crcLen       = 4
+)
+
+// seal appends the checksum of e.buf[start:], the record begun at start.
+func (e *encoder) seal(start int) []byte {
+	e.buf = binary.LittleEndian.AppendUint32(e.buf, crc32.Checksum(e.buf[start:], castagnoli))
+	return e.buf
+}
 
 // appliedState is the group's progress, written in the same badger
 // transaction as the data it covers.
@@ -23,7 +49,7 @@ func (a appliedState) encode() []byte {
 	e.uvarint(a.Index)
 	e.uvarint(a.Term)
 	e.varint(a.Clock)
-	return e.buf
+	return e.seal(0)
 }
 
 func decodeApplied(b []byte) (appliedState, error) {
@@ -33,9 +59,30 @@ func decodeApplied(b []byte) (appliedState, error) {
 	return a, d.done()
 }
 
+// checkVersion reads the version byte and, for a checksummed record,
+// verifies and strips the checksum, so the caller decodes the body alone.
 func checkVersion(d *decoder, what string) {
-	if v := d.byte(); d.err == nil && v != recordVersion {
-		d.fail("%s record version %d is not readable by this build (reads %d)", what, v, recordVersion)
+	v := d.byte()
+	if d.err != nil {
+		return
+	}
+	switch v {
+	case recordV1:
+	case recordV2:
+		if len(d.buf) < crcLen {
+			d.fail("%s record: %w: no room for its checksum", what, errTruncated)
+			return
+		}
+		body := d.buf[:len(d.buf)-crcLen]
+		want := binary.LittleEndian.Uint32(d.buf[len(body):])
+		got := crc32.Update(crc32.Checksum([]byte{v}, castagnoli), castagnoli, body)
+		if got != want {
+			d.fail("%s record: %w (stored %08x, computed %08x)", what, errChecksum, want, got)
+			return
+		}
+		d.buf = body
+	default:
+		d.fail("%s record version %d is not readable by this build (reads %d and %d)", what, v, recordV1, recordV2)
 	}
 }
 
@@ -43,7 +90,7 @@ func encodeRoomConfig(c RoomConfig) []byte {
 	e := encoder{}
 	e.byte(recordVersion)
 	encodeConfig(&e, c, allConfigFields)
-	return e.buf
+	return e.seal(0)
 }
 
 func decodeRoomConfig(b []byte) (RoomConfig, error) {
@@ -94,7 +141,7 @@ func (r *roomRecord) encode() []byte {
 	e.uvarint(r.MemberCount)
 	e.uvarint(r.PhysFirstSeq)
 	e.uvarint(r.PhysKeyFirst)
-	return e.buf
+	return e.seal(0)
 }
 
 func decodeRoom(b []byte) (roomRecord, error) {
@@ -142,7 +189,7 @@ func (m *Member) encode() []byte {
 	e.string(m.NodeID)
 	e.uvarint(m.NodeEpoch)
 	e.uvarint(m.JoinedSeq)
-	return e.buf
+	return e.seal(0)
 }
 
 func decodeMember(name string, b []byte) (Member, error) {
@@ -163,16 +210,17 @@ func encodeEvent(ev *Event, unixNano int64) []byte {
 }
 
 // eventValueCap is enough room for an encoded event.
-func eventValueCap(ev *Event) int { return 32 + len(ev.Member) + len(ev.Data) }
+func eventValueCap(ev *Event) int { return 32 + crcLen + len(ev.Member) + len(ev.Data) }
 
 func appendEvent(buf []byte, ev *Event, unixNano int64) []byte {
+	start := len(buf)
 	e := encoder{buf: buf}
 	e.byte(recordVersion)
 	e.byte(byte(ev.Type))
 	e.string(ev.Member)
 	e.bytes(ev.Data)
 	e.varint(unixNano)
-	return e.buf
+	return e.seal(start)
 }
 
 // decodeEvent fills ev from a stored value; it copies what it keeps.
@@ -202,7 +250,7 @@ func (k keyRecord) encode() []byte {
 	e.uvarint(k.Seq)
 	e.uvarint(k.Ordinal)
 	e.varint(k.Time)
-	return e.buf
+	return e.seal(0)
 }
 
 func decodeKeyRecord(b []byte) (keyRecord, error) {
@@ -218,7 +266,7 @@ func encodeOrder(key string, t int64) []byte {
 	e.byte(recordVersion)
 	e.string(key)
 	e.varint(t)
-	return e.buf
+	return e.seal(0)
 }
 
 func decodeOrder(b []byte) (key string, t int64, err error) {
@@ -230,5 +278,5 @@ func decodeOrder(b []byte) (key string, t int64, err error) {
 }
 
 func corrupt(what string, key []byte, err error) error {
-	return fmt.Errorf("%w: corrupt %s record at key %q: %v", ErrStorage, what, key, err)
+	return fmt.Errorf("%w: %s record at key %q: %v", ErrCorrupt, what, key, err)
 }

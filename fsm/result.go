@@ -27,6 +27,12 @@ var (
 	// behind its log from here on and the host must stop the group and
 	// recover it from a snapshot; FSM.Err reports the cause.
 	ErrStorage = errors.New("storage failure")
+	// ErrCorrupt: a stored record failed its checksum or did not decode.
+	// It matches ErrStorage too. The replica is damaged from then on: it
+	// refuses reads and applies (FSM.Damaged says why) until it is rebuilt
+	// from its peers (docs/operations.md, "Corruption and repair"). Another
+	// replica holds the right data, so a reader should retry elsewhere.
+	ErrCorrupt = fmt.Errorf("%w: corrupt data", ErrStorage)
 	// ErrNeedsRestore: the replica's state is incomplete (a snapshot restore
 	// was interrupted or failed) and it refuses to apply until a restore
 	// succeeds.

@@ -44,13 +44,18 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	if err := f.refuseApply(); err != nil {
 		return nil, fmt.Errorf("fsm: snapshot group %d: %w", f.group, err)
 	}
-	return &snapshot{txn: f.db.NewTransaction(false), keys: f.keys, group: f.group}, nil
+	if err := f.Damaged(); err != nil {
+		return nil, fmt.Errorf("fsm: snapshot: %w", err)
+	}
+	return &snapshot{txn: f.db.NewTransaction(false), keys: f.keys, group: f.group, note: f.noteCorrupt}, nil
 }
 
 type snapshot struct {
 	txn   *badger.Txn
 	keys  keyspace
 	group uint64
+	// note records corruption met while streaming as the FSM's damage.
+	note func(error) error
 }
 
 // Persist writes the snapshot to sink and closes it, or cancels it on error.
@@ -81,8 +86,16 @@ func (s *snapshot) writeTo(w io.Writer) error {
 		if err := sw.field(item.Key()[len(prefix):]); err != nil {
 			return err
 		}
-		if err := item.Value(sw.field); err != nil {
-			return err
+		// Every record is checked as it goes out: a snapshot is how a
+		// replica's data reaches the others, and damage must stop here.
+		err := item.Value(func(v []byte) error {
+			if err := s.keys.checkRecord(item.Key(), v); err != nil {
+				return corrupt("snapshot", item.KeyCopy(nil), err)
+			}
+			return sw.field(v)
+		})
+		if err != nil {
+			return s.note(storageErr(item.KeyCopy(nil), err))
 		}
 		sw.count++
 	}
@@ -146,6 +159,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		return fmt.Errorf("fsm: restore group %d: %w", f.group, err)
 	}
 	f.failed = nil
+	f.damaged.Store(nil)
 	return nil
 }
 
@@ -166,7 +180,7 @@ func (f *FSM) restore(r io.Reader) error {
 		if err := f.keys.checkRecord(key, v); err != nil {
 			return fmt.Errorf("%w: %v", ErrBadSnapshot, err)
 		}
-		return wb.Set(key, v)
+		return wb.Set(key, upgradeRecord(key, v))
 	}); err != nil {
 		return err
 	}

@@ -103,6 +103,13 @@ func OpenStore(cfg StoreConfig) (*Store, error) {
 		// The raft log is the durable record; the FSM state can be rebuilt
 		// from a snapshot and the log (see doc.go, "Durability").
 		WithSyncWrites(false).
+		// Badger checksums every table block and value log entry but
+		// checks neither on read by default, so a flipped bit reached the
+		// FSM as data. Blocks are checked as they are read, not whole
+		// tables at open: a bad block then damages the groups that read
+		// it instead of keeping the whole node from starting.
+		WithChecksumVerificationMode(options.OnBlockRead).
+		WithVerifyValueChecksum(true).
 		WithLogger(badgerLogger{cfg.Logger})
 	db, err := badger.Open(opts)
 	if err != nil {

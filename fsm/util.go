@@ -5,6 +5,7 @@ import (
 	"errors"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/y"
 )
 
 // getValue returns a copy of the value at key, or nil if there is none.
@@ -14,9 +15,22 @@ func getValue(txn *badger.Txn, key []byte) ([]byte, error) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, err
+		return nil, storageErr(key, err)
 	}
-	return item.ValueCopy(nil)
+	v, err := item.ValueCopy(nil)
+	if err != nil {
+		return nil, storageErr(key, err)
+	}
+	return v, nil
+}
+
+// storageErr classifies a badger read error: a failed block or value log
+// checksum is corruption like a failed record checksum.
+func storageErr(key []byte, err error) error {
+	if errors.Is(err, y.ErrChecksumMismatch) {
+		return corrupt("stored", key, err)
+	}
+	return err
 }
 
 // scanPrefix calls fn for every key under prefix in order. The key and value
@@ -35,7 +49,7 @@ func scanPrefix(txn *badger.Txn, prefix []byte, values bool, fn func(k, v []byte
 		if values {
 			var err error
 			if buf, err = item.ValueCopy(buf[:0]); err != nil {
-				return err
+				return storageErr(item.KeyCopy(nil), err)
 			}
 			v = buf
 		}

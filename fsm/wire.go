@@ -15,6 +15,10 @@ import (
 // errTruncated is wrapped by decode errors caused by input that ends early.
 var errTruncated = errors.New("input ends early")
 
+// errChecksum is wrapped by decode errors of a stored record whose
+// checksum does not match its bytes.
+var errChecksum = errors.New("checksum mismatch")
+
 type encoder struct {
 	buf []byte
 }

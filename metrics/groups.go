@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"slices"
 	"strconv"
 	"time"
 
@@ -14,6 +15,10 @@ import (
 type GroupSource interface {
 	LocalGroups() []uint64
 	Status(group uint64) (multiraft.GroupStatus, error)
+	// DamagedReplicas and CorruptionCounts report local replicas whose
+	// stored data failed its checksums, by group.
+	DamagedReplicas() map[uint64]string
+	CorruptionCounts() map[uint64]uint64
 }
 
 // WatchGroups exports the state of every local replica of src: leader
@@ -36,6 +41,8 @@ var (
 	groupContact  = groupDesc("herald_raft_group_last_contact_seconds", "Seconds since this node's replica of the group last heard from a leader (0 while it leads).")
 	groupStuck    = groupDesc("herald_raft_group_stuck", "1 if this node's replica of the group is cut off from it: no contact with a leader for more than 3 heartbeat timeouts, or 3 elections lost in 20; else 0.")
 	groupUnreach  = groupDesc("herald_raft_group_unreachable_followers", "On the group's leader: followers that have not answered it for more than 3 heartbeat timeouts (0 elsewhere).")
+	groupDamaged  = groupDesc("herald_group_damaged", "1 if this node's replica of the group found its stored data corrupt and serves nothing until it is repaired (herald admin groups repair); else 0.")
+	corruptions   = groupDesc("herald_storage_corruptions_total", "Times this node found its replica of the group corrupt (a record, raft log entry or snapshot failing its checksum) since it started.")
 )
 
 func groupDesc(name, help string) *prometheus.Desc {
@@ -45,12 +52,22 @@ func groupDesc(name, help string) *prometheus.Desc {
 type groupCollector struct{ src GroupSource }
 
 func (c *groupCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{groupLeader, groupTerm, groupLast, groupCommit, groupApplied, groupApplyLag, groupContact, groupStuck, groupUnreach} {
+	for _, d := range []*prometheus.Desc{groupLeader, groupTerm, groupLast, groupCommit, groupApplied, groupApplyLag, groupContact, groupStuck, groupUnreach, groupDamaged, corruptions} {
 		ch <- d
 	}
 }
 
 func (c *groupCollector) Collect(ch chan<- prometheus.Metric) {
+	damaged := c.src.DamagedReplicas()
+	for g, n := range c.src.CorruptionCounts() {
+		ch <- prometheus.MustNewConstMetric(corruptions, prometheus.CounterValue, float64(n), strconv.FormatUint(g, 10))
+	}
+	for g := range damaged {
+		// A replica too damaged to start is not among LocalGroups.
+		if _, err := c.src.Status(g); err == nil && !slices.Contains(c.src.LocalGroups(), g) {
+			ch <- prometheus.MustNewConstMetric(groupDamaged, prometheus.GaugeValue, 1, strconv.FormatUint(g, 10))
+		}
+	}
 	for _, g := range c.src.LocalGroups() {
 		st, err := c.src.Status(g)
 		if err != nil {
@@ -86,5 +103,10 @@ func (c *groupCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(groupContact, time.Duration(st.ContactAge).Seconds())
 		gauge(groupStuck, stuck)
 		gauge(groupUnreach, unreachable)
+		dmg := 0.0
+		if damaged[g] != "" {
+			dmg = 1
+		}
+		gauge(groupDamaged, dmg)
 	}
 }

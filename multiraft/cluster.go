@@ -17,17 +17,18 @@ import (
 
 func (h *Host) registerServices() {
 	h.handlers = map[string]transport.Handler{
-		svcPropose:    h.handlePropose,
-		svcReadIndex:  h.handleReadIndex,
-		svcMetaState:  h.handleMetaState,
-		svcRegister:   h.handleRegister,
-		svcLease:      h.handleLease,
-		svcGroupInfo:  h.handleGroupInfo,
-		svcGroupAdmin: h.handleGroupAdmin,
-		svcMetaJoin:   h.handleMetaJoin,
-		svcBarrier:    h.handleBarrier,
-		svcQuery:      h.handleQuery,
-		svcOpRunning:  h.handleOpRunning,
+		svcPropose:      h.handlePropose,
+		svcReadIndex:    h.handleReadIndex,
+		svcMetaState:    h.handleMetaState,
+		svcRegister:     h.handleRegister,
+		svcLease:        h.handleLease,
+		svcGroupInfo:    h.handleGroupInfo,
+		svcGroupAdmin:   h.handleGroupAdmin,
+		svcMetaJoin:     h.handleMetaJoin,
+		svcBarrier:      h.handleBarrier,
+		svcQuery:        h.handleQuery,
+		svcOpRunning:    h.handleOpRunning,
+		svcReplicaReset: h.handleReplicaReset,
 	}
 	for name, fn := range h.handlers {
 		h.peers.Handle(name, fn)
@@ -150,7 +151,7 @@ func (h *Host) reconcile() {
 	}
 	mine := st.GroupsOf(h.cfg.NodeID)
 	for _, g := range mine {
-		if h.replica(g) == nil {
+		if h.replica(g) == nil && !h.damage.isBroken(g) {
 			if err := h.ensureReplica(g, nil); err != nil && !errors.Is(err, ErrClosed) {
 				h.log.Error("cannot start replica", "group", g, "err", err)
 			}

@@ -29,6 +29,10 @@ var (
 	// left as they are, with the raft log store open, and the process
 	// should exit: what is on disk is then as after a crash.
 	ErrStopTimeout = errors.New("multiraft: stop timed out")
+	// ErrDamaged: the local replica's stored data is corrupt; it serves no
+	// reads until it is rebuilt. Such errors also match ErrNoReplica, so
+	// a read goes to another replica.
+	ErrDamaged = errors.New("multiraft: replica damaged")
 )
 
 // NotLeaderError says the replica asked is not the group's leader; the

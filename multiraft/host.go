@@ -52,10 +52,13 @@ type Host struct {
 	waits  map[uint64]*groupWaits
 	checks map[raft.ServerAddress]*targetCheck
 
-	leases   leaseTable // meaningful on the meta leader only
-	ops      opRegistry // group operations (replica changes) running here
-	watchers []chan LeaderChange
-	handlers map[string]transport.Handler
+	leases leaseTable // meaningful on the meta leader only
+	ops    opRegistry // group operations (replica changes) running here
+	damage damageTable
+	// damageKick wakes the damage loop when a replica is found damaged.
+	damageKick chan struct{}
+	watchers   []chan LeaderChange
+	handlers   map[string]transport.Handler
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -112,7 +115,7 @@ func Start(cfg Config) (*Host, error) {
 		replicas:     map[uint64]*replica{}, hints: map[uint64]raft.ServerAddress{},
 		waits: map[uint64]*groupWaits{}, checks: map[raft.ServerAddress]*targetCheck{},
 		cluster: emptyClusterState(), changed: make(chan struct{}), epochReady: make(chan struct{}),
-		removed: make(chan struct{}),
+		removed: make(chan struct{}), damageKick: make(chan struct{}, 1),
 	}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	var err error
@@ -150,6 +153,7 @@ func Start(cfg Config) (*Host, error) {
 	h.goFunc(h.leaseLoop)
 	h.goFunc(h.metaDutyLoop)
 	h.goFunc(h.repairLoop)
+	h.goFunc(h.damageLoop)
 	return h, nil
 }
 
@@ -307,6 +311,9 @@ func (h *Host) ensureReplica(group uint64, bootstrap *raft.Configuration) error 
 	if _, ok := h.replicas[group]; ok {
 		return nil
 	}
+	if h.damage.isBroken(group) {
+		return nil // reported; only a repair starts it again
+	}
 	var (
 		sm      raft.FSM
 		applied uint64
@@ -325,6 +332,10 @@ func (h *Host) ensureReplica(group uint64, bootstrap *raft.Configuration) error 
 	if err != nil {
 		if m, ok := sm.(StateMachine); ok {
 			m.Close()
+		}
+		if bs := (*brokenStart)(nil); errors.As(err, &bs) {
+			h.reportDamage(group, bs.reason, true)
+			return nil
 		}
 		return err
 	}

@@ -95,6 +95,11 @@ func (h *Host) queryLocal(ctx context.Context, q Querier, group uint64, c Consis
 		}
 		return nil
 	})
+	// The answer may carry the corruption this read found (it is the
+	// application's to say so); the replica must stop serving at once.
+	if rep := h.replica(group); rep != nil {
+		h.checkDamage(rep)
+	}
 	return out, err
 }
 

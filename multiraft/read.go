@@ -35,6 +35,9 @@ func (h *Host) Read(ctx context.Context, group uint64, c Consistency, fn func(sm
 	if !ok {
 		return h.noReplica(group)
 	}
+	if reason := h.damage.reason(group); reason != "" {
+		return h.damagedRead(group, reason)
+	}
 	if c == Linearizable && (plantedStaleRead == nil || !plantedStaleRead()) {
 		ctx, cancel := h.withTimeout(ctx)
 		defer cancel()
@@ -172,6 +175,11 @@ type GroupStatus struct {
 	// group: no contact with a leader for more than StuckAfter, or
 	// elections started again and again.
 	Stuck string `json:"stuck,omitempty"`
+	// Damaged, when not empty, says why the replica's stored data is
+	// corrupt: it serves no reads and leads no more until it is rebuilt
+	// (Host.RepairReplica). A replica too damaged to start has State
+	// "Damaged" and nothing else but its group and node.
+	Damaged string `json:"damaged,omitempty"`
 }
 
 // ServerInfo is one member of a group's raft configuration.
@@ -185,9 +193,20 @@ type ServerInfo struct {
 func (h *Host) Status(group uint64) (GroupStatus, error) {
 	rep := h.replica(group)
 	if rep == nil {
+		if h.damage.isBroken(group) {
+			return h.brokenStatus(group), nil
+		}
 		return GroupStatus{}, h.noReplica(group)
 	}
-	return rep.status(h.cfg.NodeID), nil
+	st := rep.status(h.cfg.NodeID)
+	st.Damaged = h.damage.reason(group)
+	return st, nil
+}
+
+// brokenStatus is the status of a replica that could not start because
+// its stored data is corrupt.
+func (h *Host) brokenStatus(group uint64) GroupStatus {
+	return GroupStatus{Group: group, Node: h.cfg.NodeID, State: "Damaged", Damaged: h.damage.reason(group)}
 }
 
 func (rep *replica) status(node string) GroupStatus {

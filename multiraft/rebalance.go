@@ -71,12 +71,17 @@ func (h *Host) handleGroupAdmin(ctx context.Context, _ string, group uint64, req
 func (h *Host) handleGroupInfo(_ context.Context, _ string, group uint64, req []byte) ([]byte, error) {
 	rep := h.replica(group)
 	if rep == nil {
+		if h.damage.isBroken(group) && len(req) == 0 {
+			return jsonReply(h.brokenStatus(group)), nil
+		}
 		return errReply(h.noReplica(group)), nil
 	}
 	if len(req) == 1 && req[0] == 1 && rep.raft.State() != raft.Leader {
 		return errReply(rep.notLeader()), nil
 	}
-	return jsonReply(rep.status(h.cfg.NodeID)), nil
+	st := rep.status(h.cfg.NodeID)
+	st.Damaged = h.damage.reason(group)
+	return jsonReply(st), nil
 }
 
 // NodeGroupStatus asks a node (by peer address) for the status of its

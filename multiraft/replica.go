@@ -91,7 +91,7 @@ const drainTimeout = 5 * time.Second
 // startReplica opens the group's storage and transport and starts raft. A
 // non-nil bootstrap is applied only when the group has no state yet.
 func (h *Host) startReplica(group uint64, sm raft.FSM, applied uint64, timing Timing, bootstrap *raft.Configuration) (*replica, error) {
-	rep := &replica{group: group, fsm: sm, health: newReplicaHealth(timing.HeartbeatTimeout), tracked: &trackedFSM{inner: sm, group: group, obs: h.cfg.Observer}, snapDir: filepath.Join(h.cfg.DataDir, "snapshots", fmt.Sprintf("g%d", group))}
+	rep := &replica{group: group, fsm: sm, health: newReplicaHealth(timing.HeartbeatTimeout), tracked: &trackedFSM{inner: sm, group: group, obs: h.cfg.Observer}, snapDir: h.snapDir(group)}
 	fail := func(err error) (*replica, error) {
 		if rep.trans != nil {
 			rep.trans.Close()
@@ -123,6 +123,13 @@ func (h *Host) startReplica(group uint64, sm raft.FSM, applied uint64, timing Ti
 		// snapshot: restoring it would only move the state backwards.
 		conf.NoSnapshotRestoreOnStart = true
 	}
+	var damage string
+	if group != MetaGroup {
+		var broken bool
+		if _, damage, broken = verifyReplica(snaps, rep.store, applied); broken {
+			return fail(&brokenStart{reason: damage})
+		}
+	}
 	logs, err := raft.NewLogCache(conf.MaxAppendEntries, rep.store)
 	if err != nil {
 		return fail(err)
@@ -149,7 +156,15 @@ func (h *Host) startReplica(group uint64, sm raft.FSM, applied uint64, timing Ti
 	// An observer without a channel: its filter records what the replica's
 	// health needs, on raft's goroutine, with no goroutine of ours.
 	rep.raft.RegisterObserver(raft.NewObserver(nil, false, rep.health.observe))
+	if damage != "" {
+		h.reportDamage(group, damage, false)
+	}
 	return rep, nil
+}
+
+// snapDir is where the raft snapshots of group's replica are kept.
+func (h *Host) snapDir(group uint64) string {
+	return filepath.Join(h.cfg.DataDir, "snapshots", fmt.Sprintf("g%d", group))
 }
 
 // raftShutdownGrace is how long stopping a replica lets raft shut down

@@ -10,17 +10,18 @@ import (
 // Peer services the host serves on the peer port. Each reply starts with a
 // status byte so typed errors survive the trip between nodes.
 const (
-	svcPropose    = "mr.propose"    // group leader: apply a command
-	svcReadIndex  = "mr.readindex"  // group leader: a linearizable read index
-	svcMetaState  = "mr.meta.state" // any meta replica: the cluster state (stale)
-	svcRegister   = "mr.meta.register"
-	svcLease      = "mr.meta.lease"   // meta leader: renew a node lease
-	svcGroupInfo  = "mr.group.status" // any replica: its status
-	svcGroupAdmin = "mr.group.admin"  // group leader: membership changes
-	svcMetaJoin   = "mr.meta.join"    // a node: start an empty meta replica to be added
-	svcBarrier    = "mr.barrier"      // group leader: commit a barrier entry
-	svcQuery      = "mr.query"        // a replica (the leader if linearizable): answer an application query
-	svcOpRunning  = "mr.op.running"   // a node: does it run a group operation (replica change) now
+	svcPropose      = "mr.propose"    // group leader: apply a command
+	svcReadIndex    = "mr.readindex"  // group leader: a linearizable read index
+	svcMetaState    = "mr.meta.state" // any meta replica: the cluster state (stale)
+	svcRegister     = "mr.meta.register"
+	svcLease        = "mr.meta.lease"    // meta leader: renew a node lease
+	svcGroupInfo    = "mr.group.status"  // any replica: its status
+	svcGroupAdmin   = "mr.group.admin"   // group leader: membership changes
+	svcMetaJoin     = "mr.meta.join"     // a node: start an empty meta replica to be added
+	svcBarrier      = "mr.barrier"       // group leader: commit a barrier entry
+	svcQuery        = "mr.query"         // a replica (the leader if linearizable): answer an application query
+	svcOpRunning    = "mr.op.running"    // a node: does it run a group operation (replica change) now
+	svcReplicaReset = "mr.replica.reset" // a node: drop a replica taken out of its group and start it empty
 )
 
 const (

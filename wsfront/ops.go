@@ -410,6 +410,10 @@ func backendError(err error) *protoError {
 		return &protoError{code: codeNotFound, msg: err.Error()}
 	case errors.Is(err, fsm.ErrInvalid):
 		return &protoError{code: codeBadRequest, msg: err.Error()}
+	case errors.Is(err, fsm.ErrCorrupt):
+		// The replica that answered found its stored data corrupt and
+		// stopped serving; another replica has it right.
+		return &protoError{code: codeInternal, retryable: true, msg: err.Error()}
 	case errors.Is(err, multiraft.ErrUnavailable), errors.Is(err, multiraft.ErrClosed),
 		errors.Is(err, multiraft.ErrNoReplica), errors.Is(err, multiraft.ErrUnknownOutcome),
 		errors.Is(err, context.DeadlineExceeded), errors.Is(err, fsm.ErrClosed),

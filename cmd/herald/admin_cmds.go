@@ -75,6 +75,8 @@ func replicaCell(g admin.Group, r admin.Replica) string {
 		switch {
 		case st.Error != "":
 			notes = append(notes, "unreachable")
+		case st.Damaged != "":
+			notes = append(notes, "damaged")
 		case st.Stuck != "":
 			notes = append(notes, fmt.Sprintf("stuck: no contact %v", time.Duration(st.LastContact).Round(100*time.Millisecond)))
 			if st.State == "Candidate" {
@@ -361,6 +363,9 @@ func printGroup(s *session, g *admin.Group) {
 				if st.Stuck != "" {
 					note = strings.TrimSpace(note + " stuck: " + st.Stuck)
 				}
+				if st.Damaged != "" {
+					note = strings.TrimSpace(note + " damaged: " + st.Damaged)
+				}
 			}
 		}
 		for _, u := range g.Unreachable {
@@ -404,6 +409,27 @@ func cmdGroupsMove(s *session) error {
 	}
 	return s.print(grp, func() {
 		fmt.Fprintf(s.out, "moved group %d's replica from %s to %s\n", g, from, to)
+		printGroup(s, grp)
+	})
+}
+
+func cmdGroupsRepair(s *session) error {
+	g, err := s.groupArg()
+	if err != nil {
+		return err
+	}
+	node := s.c.String("node")
+	if node == "" {
+		return usagef("groups repair needs --node NODE")
+	}
+	ctx, cancel := s.request()
+	defer cancel()
+	grp, err := s.client.RepairReplica(ctx, g, node)
+	if err != nil {
+		return err
+	}
+	return s.print(grp, func() {
+		fmt.Fprintf(s.out, "rebuilt group %d's replica on %s from its peers\n", g, node)
 		printGroup(s, grp)
 	})
 }

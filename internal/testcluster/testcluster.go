@@ -233,6 +233,10 @@ func (c *Cluster) URLs() []string {
 	return out
 }
 
+// DataDir is node i's data directory; it stays the same across restarts,
+// so a test may change its files while the node is stopped.
+func (c *Cluster) DataDir(i int) string { return c.cfgs[i].DataDir }
+
 // HTTP is node i's base HTTP URL.
 func (c *Cluster) HTTP(i int) string { return "http://" + c.cfgs[i].ClientAddr }
 

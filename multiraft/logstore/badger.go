@@ -11,6 +11,8 @@ import (
 	"sync"
 
 	badger "github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+	"github.com/dgraph-io/badger/v4/y"
 	"github.com/hashicorp/raft"
 )
 
@@ -63,7 +65,12 @@ func openBadger(opts Options) (*badgerBackend, error) {
 		// value log only holds an empty file; keep its preallocation small.
 		// The size also caps a memtable's WAL, so match the memtable.
 		WithValueLogFileSize(memtable).
-		WithValueThreshold(1 << 20)
+		WithValueThreshold(1 << 20).
+		// Check each table block's checksum as it is read (badger does
+		// not by default), not whole tables at open: a bad block then
+		// damages the group whose entries it holds, not the node.
+		WithChecksumVerificationMode(options.OnBlockRead).
+		WithVerifyValueChecksum(true)
 	db, err := badger.Open(bo)
 	if err != nil {
 		return nil, fmt.Errorf("logstore: open badger at %s: %w", dir, err)
@@ -377,6 +384,9 @@ func (s *badgerStore) GetLog(index uint64, out *raft.Log) error {
 	})
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return raft.ErrLogNotFound
+	}
+	if errors.Is(err, y.ErrChecksumMismatch) {
+		err = fmt.Errorf("%w: %v", errCorruptLog, err)
 	}
 	if err == nil {
 		err = decodeLog(val, out)

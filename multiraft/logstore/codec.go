@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -24,13 +25,37 @@ import (
 // A hand-written format rather than msgpack keeps encoding allocation-free
 // apart from the output buffer and makes corrupt input an error, never a
 // panic. The version byte lets the format change without a migration.
-const logFormatV1 byte = 1
+//
+// Version 2 is version 1 followed by a CRC-32C (4 bytes, little endian) of
+// everything before it, version byte included: a flipped bit in a stored
+// entry must not reach raft as a different command. Entries written as
+// version 1 read as before; raft rewrites none, they leave the log as it
+// is compacted.
+const (
+	logFormatV1 byte = 1
+	logFormatV2 byte = 3 // 2 is logFormatChunked
+	logCRCLen        = 4
+)
 
-var errCorruptLog = errors.New("corrupt log entry")
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// ErrCorrupt is wrapped by every error reading a stored entry that fails
+// its checksum (the entry's own, or badger's block checksum) or does not
+// decode. The group's log on this node is damaged; its other replicas hold
+// the entry.
+var ErrCorrupt = errors.New("corrupt log entry")
+
+var errCorruptLog = ErrCorrupt
 
 // encodeLog appends the encoding of l to dst.
 func encodeLog(dst []byte, l *raft.Log) []byte {
-	dst = append(dst, logFormatV1)
+	start := len(dst)
+	dst = encodeLogBody(dst, l)
+	return binary.LittleEndian.AppendUint32(dst, crc32.Checksum(dst[start:], castagnoli))
+}
+
+func encodeLogBody(dst []byte, l *raft.Log) []byte {
+	dst = append(dst, logFormatV2)
 	dst = binary.AppendUvarint(dst, l.Index)
 	dst = binary.AppendUvarint(dst, l.Term)
 	dst = append(dst, byte(l.Type))
@@ -48,16 +73,31 @@ func encodeLog(dst []byte, l *raft.Log) []byte {
 
 // encodedLogSize is an upper bound of len(encodeLog(nil, l)).
 func encodedLogSize(l *raft.Log) int {
-	return 1 + 3*binary.MaxVarintLen64 + 1 + len(l.Data) + len(l.Extensions) + 2 + 2*binary.MaxVarintLen64
+	return 1 + 3*binary.MaxVarintLen64 + 1 + len(l.Data) + len(l.Extensions) + 2 + 2*binary.MaxVarintLen64 + logCRCLen
 }
 
 // decodeLog decodes b into out. Data and Extensions alias b, so b must not
 // be reused by the caller.
 func decodeLog(b []byte, out *raft.Log) error {
-	d := decoder{b: b}
-	if v := d.byte(); d.err == nil && v != logFormatV1 {
-		return fmt.Errorf("%w: unknown format version %d", errCorruptLog, v)
+	if len(b) == 0 {
+		return fmt.Errorf("%w: empty", errCorruptLog)
 	}
+	switch b[0] {
+	case logFormatV1:
+	case logFormatV2:
+		if len(b) < 1+logCRCLen {
+			return fmt.Errorf("%w: too short for its checksum", errCorruptLog)
+		}
+		body := b[:len(b)-logCRCLen]
+		want := binary.LittleEndian.Uint32(b[len(body):])
+		if got := crc32.Checksum(body, castagnoli); got != want {
+			return fmt.Errorf("%w: checksum mismatch (stored %08x, computed %08x)", errCorruptLog, want, got)
+		}
+		b = body
+	default:
+		return fmt.Errorf("%w: unknown format version %d", errCorruptLog, b[0])
+	}
+	d := decoder{b: b[1:]}
 	l := raft.Log{
 		Index: d.uvarint(),
 		Term:  d.uvarint(),
