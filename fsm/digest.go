@@ -38,6 +38,12 @@ func (f *FSM) Digest() ([32]byte, error) {
 		return sum, err
 	}
 	field(orDefault(v, encodeRoomConfig(DefaultRoomConfig)))
+	if v, err = getValue(txn, f.keys.namespaces()); err != nil {
+		return sum, err
+	}
+	if v != nil { // absent adds nothing, so digests of states without rules stay as they were
+		field(v)
+	}
 
 	type roomEntry struct {
 		name string
