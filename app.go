@@ -298,6 +298,12 @@ func encodeRoomAnswer(a RoomAnswer, budget int) []byte {
 		b = binary.AppendUvarint(b, ri.Config.KeyWindowCount)
 		b = binary.AppendVarint(b, int64(ri.Config.KeyWindowAge))
 		b = appendBool(b, ri.Config.MembersOnly)
+		// Added with namespaces; a node of an earlier build sends the
+		// answer without them.
+		b = appendBool(b, ri.Config.NoClientPublish)
+		b = appendBool(b, ri.Config.TransientPresence)
+		b = binary.AppendUvarint(b, ri.Config.MaxMembers)
+		b = append(b, byte(ri.OwnFields))
 	default:
 		b = append(b, answerEmpty)
 	}
@@ -362,6 +368,11 @@ func DecodeRoomAnswer(b []byte) (RoomAnswer, error) {
 			MemberCount: int(min(r.uvarint(), math.MaxInt))}
 		ri.Config = fsm.RoomConfig{HistoryMaxCount: r.uvarint(), HistoryMaxAge: time.Duration(r.varint()),
 			KeyWindowCount: r.uvarint(), KeyWindowAge: time.Duration(r.varint()), MembersOnly: r.bool()}
+		if len(r.buf) > 0 {
+			ri.Config.NoClientPublish, ri.Config.TransientPresence = r.bool(), r.bool()
+			ri.Config.MaxMembers = r.uvarint()
+			ri.OwnFields = fsm.ConfigField(r.byte())
+		}
 		a.Room = ri
 	default:
 		r.fail("unknown answer kind %d", tag)
