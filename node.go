@@ -301,6 +301,11 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 		defer n.wg.Done()
 		n.tickLoop(bg)
 	}()
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.namespaceLoop(bg)
+	}()
 	if n.metrics != nil {
 		// Watching starts before Bootstrap and Join, so that the first
 		// elections count too.
@@ -444,7 +449,7 @@ func (n *Node) release(ctx context.Context) error {
 	select {
 	case <-loops:
 	case <-ctx.Done():
-		n.cfg.Logger.Error("stop timed out: the node's loops (client port, history ticks, leader watch) are still running")
+		n.cfg.Logger.Error("stop timed out: the node's loops (client port, history ticks, namespace rules, leader watch) are still running")
 		errs = append(errs, fmt.Errorf("%w: node %s: its loops (client port, history ticks, leader watch) are still running", multiraft.ErrStopTimeout, n.cfg.NodeID))
 	}
 	if n.store != nil {

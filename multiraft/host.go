@@ -377,6 +377,14 @@ func (h *Host) Cluster() *ClusterState {
 	return h.cluster.Clone()
 }
 
+// AppSettings returns the application's cluster-wide settings as this node
+// last saw them, and the meta index that set them (0: never).
+func (h *Host) AppSettings() ([]byte, uint64) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return slices.Clone(h.cluster.AppSettings), h.cluster.AppSettingsIndex
+}
+
 // SetAppSettings replaces the application's cluster-wide settings if they
 // are still those recorded at expectIndex (0: never set), and returns the
 // index that recorded the new ones. A lost race is ErrMetaConflict: read
