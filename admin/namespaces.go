@@ -40,12 +40,7 @@ func (s *server) setNamespace(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeBody(w, r, &req); err != nil {
 		return err
 	}
-	if req.Prefix != "" {
-		if err := fsm.CheckRoomName(req.Prefix); err != nil {
-			return badRequest("prefix: %s", err)
-		}
-	}
-	cfg, mask, err := req.fsm()
+	ns, err := req.FSM()
 	if err != nil {
 		return err
 	}
@@ -55,7 +50,7 @@ func (s *server) setNamespace(w http.ResponseWriter, r *http.Request) error {
 	ctx, cancel := context.WithTimeout(r.Context(), roomTimeout)
 	defer cancel()
 	s.log.Info("setting a namespace", "prefix", req.Prefix, "config", req.RoomConfigChange)
-	if _, err := s.node.SetNamespace(ctx, fsm.Namespace{Prefix: req.Prefix, Config: cfg, Mask: mask}); err != nil {
+	if _, err := s.node.SetNamespace(ctx, ns); err != nil {
 		return err
 	}
 	return s.listNamespaces(w, r)
@@ -80,4 +75,19 @@ func (s *server) deleteNamespace(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	return s.listNamespaces(w, r)
+}
+
+// FSM is the rule as the state machine takes it; an error names what is
+// wrong with it. herald serve reads --namespaces-file with it.
+func (n Namespace) FSM() (fsm.Namespace, error) {
+	if n.Prefix != "" {
+		if err := fsm.CheckRoomName(n.Prefix); err != nil {
+			return fsm.Namespace{}, badRequest("prefix: %s", err)
+		}
+	}
+	cfg, mask, err := n.fsm()
+	if err != nil {
+		return fsm.Namespace{}, err
+	}
+	return fsm.Namespace{Prefix: n.Prefix, Config: cfg, Mask: mask}, nil
 }
