@@ -57,8 +57,8 @@ func (k keyspace) kind(kind byte) []byte {
 	return append(append(b, k.prefix...), kind)
 }
 
-func (k keyspace) applied() []byte  { return k.kind(kindApplied) }
-func (k keyspace) defaults() []byte { return k.kind(kindDefaults) }
+func (k keyspace) applied() []byte    { return k.kind(kindApplied) }
+func (k keyspace) defaults() []byte   { return k.kind(kindDefaults) }
 func (k keyspace) namespaces() []byte { return k.kind(kindNS) }
 
 func (k keyspace) roomBase(kind byte, room string, extra int) []byte {

@@ -96,7 +96,7 @@ func adminCommand() *cli.Command {
 					leaf(&cli.Command{Name: "delete", ArgsUsage: "ROOM", Usage: "delete a room: its history and members go; its next use starts a new epoch",
 						Action: adminAction(cmdRoomsDelete)}),
 					leaf(&cli.Command{Name: "config", ArgsUsage: "ROOM [--history-max-count N] [--history-max-age D] ...",
-						Usage: "change a room's retention and rules (0 means no limit; a missing room is created)",
+						Usage:  "change a room's retention and rules (0 means no limit; a missing room is created)",
 						Flags:  roomConfigFlags(),
 						Action: adminAction(cmdRoomsConfig)}),
 				},
