@@ -123,6 +123,14 @@ func (t *tx) join(c *Command) *Result {
 // the group.
 func joinToken(index uint64) uint64 { return 1<<63 | index }
 
+// joinName shows a join's seq, or the index of a join that took none.
+func joinName(token uint64) string {
+	if token&(1<<63) != 0 {
+		return fmt.Sprintf("at index %d (no seq)", token&^(1<<63))
+	}
+	return fmt.Sprintf("at seq %d", token)
+}
+
 // presenceEvent delivers a join or leave that takes no seq and is not
 // stored.
 func (t *tx) presenceEvent(name string, r *roomRecord, typ EventType, member string, data []byte) {
@@ -156,7 +164,7 @@ func (t *tx) leave(c *Command) *Result {
 		// The member joined again since the join this leave undoes (from
 		// another socket, maybe another node): that membership stays.
 		return &Result{Room: c.Room, Epoch: rec.Epoch, LastSeq: rec.LastSeq,
-			Err: fmt.Errorf("%w: %q joined room %q again at seq %d, after the join at seq %d", ErrConflict, c.Member, c.Room, m.JoinedSeq, c.ExpectSeq)}
+			Err: fmt.Errorf("%w: %q joined room %q again %s, after the join %s", ErrConflict, c.Member, c.Room, joinName(m.token()), joinName(c.ExpectSeq))}
 	}
 	r := &t.touch(c.Room).rec
 	seq := t.leaveEvent(c.Room, r, c.Member)

@@ -70,7 +70,10 @@ func DecodeResult(b []byte) (*Result, error) {
 	code := d.uvarint()
 	msg := d.string(64 << 10)
 	if len(d.buf) > 0 {
-		r.JoinToken = d.uvarint()
+		// Encoded only when set, so a zero here is garbage.
+		if r.JoinToken = d.uvarint(); r.JoinToken == 0 && d.err == nil {
+			d.fail("a result's join token is zero")
+		}
 	}
 	if err := d.done(); err != nil {
 		return nil, fmt.Errorf("fsm: decode result: %w", err)
