@@ -222,6 +222,10 @@ const (
 	answerMembers      = byte(QueryMembers)
 	answerRoom         = byte(QueryRoom)
 	answerErr     byte = 4
+	// answerRoomV2 is answerRoom with the config fields added with
+	// namespaces. A new kind rather than optional trailing fields, so a
+	// cut answer is still an error; an earlier build sends answerRoom.
+	answerRoomV2 byte = 5
 )
 
 // answerErrors numbers the sentinel errors an answer can carry; code 0 is
@@ -287,7 +291,7 @@ func encodeRoomAnswer(a RoomAnswer, budget int) []byte {
 		}
 	case a.Room != nil:
 		ri := a.Room
-		b = append(b, answerRoom)
+		b = append(b, answerRoomV2)
 		b = appendString(b, ri.Room)
 		b = binary.AppendUvarint(b, ri.Epoch)
 		b = binary.AppendUvarint(b, ri.LastSeq)
@@ -298,8 +302,6 @@ func encodeRoomAnswer(a RoomAnswer, budget int) []byte {
 		b = binary.AppendUvarint(b, ri.Config.KeyWindowCount)
 		b = binary.AppendVarint(b, int64(ri.Config.KeyWindowAge))
 		b = appendBool(b, ri.Config.MembersOnly)
-		// Added with namespaces; a node of an earlier build sends the
-		// answer without them.
 		b = appendBool(b, ri.Config.NoClientPublish)
 		b = appendBool(b, ri.Config.TransientPresence)
 		b = binary.AppendUvarint(b, ri.Config.MaxMembers)
@@ -363,12 +365,12 @@ func DecodeRoomAnswer(b []byte) (RoomAnswer, error) {
 			m.Members = append(m.Members, mb)
 		}
 		a.Members = m
-	case answerRoom:
+	case answerRoom, answerRoomV2:
 		ri := &fsm.RoomInfo{Room: r.string(fsm.MaxRoomBytes), Epoch: r.uvarint(), LastSeq: r.uvarint(), FirstSeq: r.uvarint(),
 			MemberCount: int(min(r.uvarint(), math.MaxInt))}
 		ri.Config = fsm.RoomConfig{HistoryMaxCount: r.uvarint(), HistoryMaxAge: time.Duration(r.varint()),
 			KeyWindowCount: r.uvarint(), KeyWindowAge: time.Duration(r.varint()), MembersOnly: r.bool()}
-		if len(r.buf) > 0 {
+		if tag == answerRoomV2 {
 			ri.Config.NoClientPublish, ri.Config.TransientPresence = r.bool(), r.bool()
 			ri.Config.MaxMembers = r.uvarint()
 			ri.OwnFields = fsm.ConfigField(r.byte())
