@@ -67,6 +67,27 @@ func TestNamespaceRulesHoldOnEveryNode(t *testing.T) {
 	}
 	checkRules(t, c, "first", true)
 
+	// A closing socket undoes only its own join, also when joins take no
+	// seq: the join's token names it, and a newer join of the same user
+	// (here one with no seq between them) stays.
+	w := login(t, c.URL(2), "watcher")
+	old := login(t, c.URL(0), "carol")
+	old.mustOK(old.call("join", obj{"room": "quiet:close"}))
+	renewed := login(t, c.URL(1), "carol")
+	renewed.mustOK(renewed.call("join", obj{"room": "quiet:close", "meta": obj{"v": 2}}))
+	_ = old.conn.WriteClose(1000, nil)
+	time.Sleep(500 * time.Millisecond) // the old socket's close has been handled
+	if m := w.mustOK(w.call("members", obj{"room": "quiet:close"})); len(m["members"].([]any)) != 1 {
+		t.Fatalf("members after the old socket closed: %v", m)
+	}
+	_ = renewed.conn.WriteClose(1000, nil)
+	waitFor(t, 10*time.Second, "carol's last socket's leave", func() bool {
+		return len(w.mustOK(w.call("members", obj{"room": "quiet:close"}))["members"].([]any)) == 0
+	})
+	if h := w.mustOK(w.call("history", obj{"room": "quiet:close"})); num(h["last_seq"]) != 0 {
+		t.Fatalf("quiet:close history: %v", h)
+	}
+
 	// New leaders (node 1 hands its groups over, node 3 stops) carry a
 	// change the stopped node misses.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
