@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -518,6 +519,14 @@ func printRoom(s *session, r *admin.Room) {
 	}
 }
 
+// shown formats a field a rule sets, and "-" for one it leaves out.
+func shown[T any](v *T, format func(T) string) string {
+	if v == nil {
+		return "-"
+	}
+	return format(*v)
+}
+
 func limit(n uint64) string {
 	if n == 0 {
 		return "no limit"
@@ -662,49 +671,15 @@ func cmdNamespacesDelete(s *session) error {
 
 func printNamespaces(s *session, ns *admin.Namespaces) {
 	if len(ns.Namespaces) == 0 {
-		fmt.Fprintf(s.out, "no namespaces (revision %d): every room has the built-in defaults\n", ns.Revision)
+		fmt.Fprintf(s.out, "no namespaces (revision %d): rooms have the built-in defaults and their own settings\n", ns.Revision)
 		return
 	}
 	t := newTable(s.out, "PREFIX", "HISTORY COUNT", "HISTORY AGE", "KEY COUNT", "KEY AGE", "MEMBERS ONLY", "CLIENT PUBLISH", "PRESENCE HISTORY", "MAX MEMBERS")
-	opt := func(set bool, v string) string {
-		if !set {
-			return "-"
-		}
-		return v
-	}
 	for _, n := range ns.Namespaces {
 		c := n.RoomConfigChange
-		prefix := fmt.Sprintf("%q", n.Prefix)
-		row := []any{prefix}
-		if c.HistoryMaxCount != nil {
-			row = append(row, limit(*c.HistoryMaxCount))
-		} else {
-			row = append(row, "-")
-		}
-		if c.HistoryMaxAge != nil {
-			row = append(row, limitAge(*c.HistoryMaxAge))
-		} else {
-			row = append(row, "-")
-		}
-		if c.KeyWindowCount != nil {
-			row = append(row, limit(*c.KeyWindowCount))
-		} else {
-			row = append(row, "-")
-		}
-		if c.KeyWindowAge != nil {
-			row = append(row, limitAge(*c.KeyWindowAge))
-		} else {
-			row = append(row, "-")
-		}
-		row = append(row, opt(c.MembersOnly != nil, fmt.Sprint(c.MembersOnly != nil && *c.MembersOnly)),
-			opt(c.ClientPublish != nil, fmt.Sprint(c.ClientPublish != nil && *c.ClientPublish)),
-			opt(c.PresenceHistory != nil, fmt.Sprint(c.PresenceHistory != nil && *c.PresenceHistory)))
-		if c.MaxMembers != nil {
-			row = append(row, limit(*c.MaxMembers))
-		} else {
-			row = append(row, "-")
-		}
-		t.row(row...)
+		t.row(fmt.Sprintf("%q", n.Prefix), shown(c.HistoryMaxCount, limit), shown(c.HistoryMaxAge, limitAge),
+			shown(c.KeyWindowCount, limit), shown(c.KeyWindowAge, limitAge), shown(c.MembersOnly, strconv.FormatBool),
+			shown(c.ClientPublish, strconv.FormatBool), shown(c.PresenceHistory, strconv.FormatBool), shown(c.MaxMembers, limit))
 	}
 	t.flush()
 	fmt.Fprintf(s.out, "revision %d; fields shown as - have their defaults\n", ns.Revision)
