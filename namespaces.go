@@ -52,10 +52,12 @@ func checkNamespaces(rules []fsm.Namespace) ([]fsm.Namespace, error) {
 }
 
 // BootstrapSettings encodes the namespace rules a new cluster starts with,
-// for multiraft.BootstrapSpec.AppSettings.
+// for multiraft.BootstrapSpec.AppSettings. Even without rules the cluster
+// gets settings: a cluster founded by this release can use the room options
+// it added from the start (see EnableRoomOptions).
 func BootstrapSettings(rules []fsm.Namespace) ([]byte, error) {
 	if len(rules) == 0 {
-		return nil, nil
+		return json.Marshal(settings{})
 	}
 	rules, err := checkNamespaces(rules)
 	if err != nil {
@@ -99,6 +101,32 @@ func (n *Node) DeleteNamespace(ctx context.Context, prefix string) (uint64, erro
 		}
 		return slices.Delete(rules, i, i+1), nil
 	})
+}
+
+// EnableRoomOptions records in the meta group that the cluster uses the
+// room options added with namespaces (client_publish, presence_history,
+// max_members, namespace rules): nodes then mark their sockets' publishes
+// for rooms to tell them from the backend's. Replicas of an earlier
+// release cannot read the mark or the new options and would skip those
+// entries, diverging from the others, so this must wait until every node
+// runs this release. Setting a namespace does it too; a cluster founded by
+// this release has it from the start.
+func (n *Node) EnableRoomOptions(ctx context.Context) error {
+	if _, rev := n.host.AppSettings(); rev > 0 {
+		return nil
+	}
+	st, err := n.host.MetaState(ctx)
+	if err != nil || st.AppSettingsIndex > 0 {
+		return err
+	}
+	b, err := json.Marshal(settings{})
+	if err != nil {
+		return err
+	}
+	if _, err = n.host.SetAppSettings(ctx, b, 0); errors.Is(err, multiraft.ErrMetaConflict) {
+		return nil // someone else did it first
+	}
+	return err
 }
 
 // changeNamespaces is a read-modify-write of the rules, compare-and-set on

@@ -135,6 +135,12 @@ func (s *server) configRoom(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), roomTimeout)
 	defer cancel()
+	if cmd.ConfigMask&(fsm.FieldNoClientPublish|fsm.FieldTransientPresence|fsm.FieldMaxMembers) != 0 {
+		// The room option needs every node to mark its sockets' publishes.
+		if err := s.node.EnableRoomOptions(ctx); err != nil {
+			return err
+		}
+	}
 	s.log.Info("configuring a room", "room", room, "change", req)
 	if _, err := s.propose(ctx, g, cmd); err != nil {
 		return err

@@ -324,7 +324,7 @@ func (sess *session) publish(ctx context.Context, ident *auth.Identity, req *req
 			msg: fmt.Sprintf("over %v publishes per second on this socket", lim.PublishRate)}
 	}
 	cmd := fsm.Command{Op: fsm.OpPublish, Room: req.Room, Member: ident.User, Data: req.Data, Key: req.Key,
-		FromClient: true}
+		FromClient: sess.srv.marksClientPublishes()}
 	if req.ExpectSeq != nil {
 		cmd.HasExpectSeq, cmd.ExpectSeq = true, *req.ExpectSeq
 	}
@@ -333,6 +333,11 @@ func (sess *session) publish(ctx context.Context, ident *auth.Identity, req *req
 		return nil, perr
 	}
 	return newReply(req.ID, true).uint("seq", res.Seq).epoch(res.Epoch).bool("duplicate", res.Duplicate).done(), nil
+}
+
+func (s *Server) marksClientPublishes() bool {
+	m, ok := s.be.(ClientPublishMarker)
+	return !ok || m.MarkClientPublishes()
 }
 
 var plantedAckEarly = func(r *fsm.Result, p *protoError) (*fsm.Result, *protoError) { return r, p } // see jepsenbug_ackearly.go
