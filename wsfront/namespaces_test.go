@@ -243,3 +243,26 @@ func waitRules(t *testing.T, c *testcluster.Cluster, rev uint64) {
 		return true
 	})
 }
+
+// A cluster founded by a release before namespaces may still have replicas
+// that cannot read a socket publish's mark: nodes mark only once the
+// cluster records that it uses the new room options.
+func TestClientPublishesMarkedOnlyOnceRoomOptionsAreOn(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{NoAppSettings: true})
+	n := c.Node(0)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	// Set as an earlier admin could not, straight through the log.
+	if _, err := n.Host().Propose(ctx, n.Host().GroupForKey("feed"), (&fsm.Command{Op: fsm.OpRoomConfig, Room: "feed",
+		Config: fsm.RoomConfig{NoClientPublish: true}, ConfigMask: fsm.FieldNoClientPublish}).Encode()); err != nil {
+		t.Fatal(err)
+	}
+	u := login(t, c.URL(1), "alice")
+	u.mustOK(u.call("publish", obj{"room": "feed", "data": "unmarked"}))
+	if err := n.EnableRoomOptions(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "socket publishes refused", func() bool {
+		return errCode(u.call("publish", obj{"room": "feed", "data": "marked"})) == "forbidden"
+	})
+}

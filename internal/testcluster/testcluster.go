@@ -40,6 +40,9 @@ type Options struct {
 	PeerProxies bool
 	// Namespaces are the namespace rules the cluster is bootstrapped with.
 	Namespaces []fsm.Namespace
+	// NoAppSettings founds the cluster without application settings, as a
+	// release before namespaces did.
+	NoAppSettings bool
 }
 
 // Cluster is a running test cluster.
@@ -148,6 +151,9 @@ func Start(t testing.TB, opts Options) *Cluster {
 	settings, err := herald.BootstrapSettings(opts.Namespaces)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if opts.NoAppSettings {
+		settings = nil
 	}
 	spec := multiraft.BootstrapSpec{ClusterID: "test", Nodes: peers, Groups: opts.Groups, Replication: opts.Replication,
 		AppSettings: settings}
