@@ -332,14 +332,38 @@ func (c *Command) Encode() []byte {
 	case OpGroupDefaults:
 		encodeConfig(&e, c.Config, c.ConfigMask)
 	case OpNamespaces:
-		e.uvarint(c.Namespaces.Revision)
-		e.uvarint(uint64(len(c.Namespaces.Rules)))
-		for _, r := range c.Namespaces.Rules {
-			e.string(r.Prefix)
-			encodeConfig(&e, r.Config, r.Mask)
-		}
+		encodeRules(&e, &c.Namespaces)
 	}
 	return e.buf
+}
+
+// encodeRules writes a rule set, in commands and in the stored record.
+func encodeRules(e *encoder, n *Namespaces) {
+	e.uvarint(n.Revision)
+	e.uvarint(uint64(len(n.Rules)))
+	for _, r := range n.Rules {
+		e.string(r.Prefix)
+		encodeConfig(e, r.Config, r.Mask)
+	}
+}
+
+func decodeRules(d *decoder) Namespaces {
+	n := Namespaces{Revision: d.uvarint()}
+	count := d.uvarint()
+	if count > MaxNamespaces {
+		d.fail("%d namespaces; at most %d", count, MaxNamespaces)
+		count = 0
+	}
+	for range count {
+		if d.err != nil {
+			break
+		}
+		var r Namespace
+		r.Prefix = d.string(MaxRoomBytes)
+		r.Config, r.Mask = decodeConfig(d)
+		n.Rules = append(n.Rules, r)
+	}
+	return n
 }
 
 func encodeConfig(e *encoder, c RoomConfig, mask ConfigField) {
@@ -446,21 +470,7 @@ func decodeCommand(b []byte, alias bool) (Command, error) {
 	case OpGroupDefaults:
 		c.Config, c.ConfigMask = decodeConfig(&d)
 	case OpNamespaces:
-		c.Namespaces.Revision = d.uvarint()
-		n := d.uvarint()
-		if n > MaxNamespaces {
-			d.fail("%d namespaces; at most %d", n, MaxNamespaces)
-			n = 0
-		}
-		for range n {
-			if d.err != nil {
-				break
-			}
-			var r Namespace
-			r.Prefix = d.string(MaxRoomBytes)
-			r.Config, r.Mask = decodeConfig(&d)
-			c.Namespaces.Rules = append(c.Namespaces.Rules, r)
-		}
+		c.Namespaces = decodeRules(&d)
 	default:
 		if d.err == nil {
 			return Command{}, fmt.Errorf("%w: unknown op %d", ErrBadCommand, uint8(c.Op))

@@ -49,34 +49,15 @@ func encodeRoomConfig(c RoomConfig) []byte {
 func encodeNamespaces(n *Namespaces) []byte {
 	e := encoder{}
 	e.byte(recordVersion)
-	e.uvarint(n.Revision)
-	e.uvarint(uint64(len(n.Rules)))
-	for _, r := range n.Rules {
-		e.string(r.Prefix)
-		encodeConfig(&e, r.Config, r.Mask)
-	}
+	encodeRules(&e, n)
 	return e.buf
 }
 
 func decodeNamespaces(b []byte) (*Namespaces, error) {
 	d := decoder{buf: b}
 	checkVersion(&d, "namespaces")
-	n := &Namespaces{Revision: d.uvarint()}
-	count := d.uvarint()
-	if count > MaxNamespaces {
-		d.fail("%d namespaces; at most %d", count, MaxNamespaces)
-		count = 0
-	}
-	for range count {
-		if d.err != nil {
-			break
-		}
-		var r Namespace
-		r.Prefix = d.string(MaxRoomBytes)
-		r.Config, r.Mask = decodeConfig(&d)
-		n.Rules = append(n.Rules, r)
-	}
-	return n, d.done()
+	n := decodeRules(&d)
+	return &n, d.done()
 }
 
 func decodeRoomConfig(b []byte) (RoomConfig, error) {
