@@ -49,6 +49,9 @@ func TestAdminNamespaces(t *testing.T) {
 			if room == "chat:own" {
 				want = 5
 			}
+			if own := len(r.OwnSettings) == 1 && r.OwnSettings[0] == "history_max_count"; own != (room == "chat:own") {
+				t.Fatalf("node %d: %s own settings %v", i+1, room, r.OwnSettings)
+			}
 			if r.Config.ClientPublish || r.Config.MaxMembers != 5 || r.Config.HistoryMaxCount != want ||
 				r.Config.HistoryMaxAge != day || !r.Config.PresenceHistory {
 				t.Fatalf("node %d: %s config %+v", i+1, room, r.Config)

@@ -51,7 +51,7 @@ func (s *server) readRoom(ctx context.Context, room string, g uint64) (Room, err
 	}
 	ri := ans.Room
 	out := Room{Room: room, Group: g, Epoch: ri.Epoch, LastSeq: ri.LastSeq, FirstSeq: ri.FirstSeq, MemberCount: ri.MemberCount,
-		Config: roomConfigOf(ri.Config), Members: []Member{}}
+		Config: roomConfigOf(ri.Config), OwnSettings: settingNames(ri.OwnFields), Members: []Member{}}
 	ans, err = s.queryRoom(ctx, g, herald.RoomQuery{Kind: herald.QueryMembers, Room: room})
 	if err != nil {
 		return Room{}, err
@@ -234,6 +234,25 @@ func changeOf(cfg fsm.RoomConfig, mask fsm.ConfigField) RoomConfigChange {
 		c.MaxMembers = &cfg.MaxMembers
 	}
 	return c
+}
+
+// settingNames are the API's names of the config fields in mask.
+func settingNames(mask fsm.ConfigField) []string {
+	var out []string
+	for _, f := range []struct {
+		bit  fsm.ConfigField
+		name string
+	}{
+		{fsm.FieldHistoryMaxCount, "history_max_count"}, {fsm.FieldHistoryMaxAge, "history_max_age"},
+		{fsm.FieldKeyWindowCount, "key_window_count"}, {fsm.FieldKeyWindowAge, "key_window_age"},
+		{fsm.FieldMembersOnly, "members_only"}, {fsm.FieldNoClientPublish, "client_publish"},
+		{fsm.FieldTransientPresence, "presence_history"}, {fsm.FieldMaxMembers, "max_members"},
+	} {
+		if mask&f.bit != 0 {
+			out = append(out, f.name)
+		}
+	}
+	return out
 }
 
 // roomConfigOf is the API's view of a room's config.

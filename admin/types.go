@@ -334,9 +334,12 @@ type Room struct {
 	LastSeq uint64 `json:"last_seq"`
 	// FirstSeq is the first seq still in history; above LastSeq the
 	// history is empty.
-	FirstSeq    uint64     `json:"first_seq"`
-	MemberCount int        `json:"member_count"`
+	FirstSeq    uint64 `json:"first_seq"`
+	MemberCount int    `json:"member_count"`
+	// Config is what the room follows: its namespace's rule with the
+	// room's own settings, named by OwnSettings, on top.
 	Config      RoomConfig `json:"config"`
+	OwnSettings []string   `json:"own_settings,omitempty"`
 	Members     []Member   `json:"members"`
 	// MembersTruncated: only the first MaxMembersShown members are listed.
 	MembersTruncated bool `json:"members_truncated,omitempty"`

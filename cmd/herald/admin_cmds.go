@@ -493,6 +493,9 @@ func printRoom(s *session, r *admin.Room) {
 	t.row("client publish:", r.Config.ClientPublish)
 	t.row("presence history:", r.Config.PresenceHistory)
 	t.row("max members:", limit(r.Config.MaxMembers))
+	if len(r.OwnSettings) > 0 {
+		t.row("own settings:", strings.Join(r.OwnSettings, ", ")+" (over the namespace's)")
+	}
 	t.flush()
 	if len(r.Members) == 0 {
 		return
