@@ -379,3 +379,37 @@ func TestMetaFSMGroupOps(t *testing.T) {
 		t.Fatalf("set_replicas without an operation on an old state: %v", r.err())
 	}
 }
+
+// Application settings: given at init, replaced only by a set_app_settings
+// that read the current version, and kept by snapshots.
+func TestMetaFSMAppSettings(t *testing.T) {
+	m := newMetaFSM()
+	if r := applyMeta(t, m, 1, metaCommand{Op: metaOpSetSettings, Settings: []byte(`{"a":1}`)}); r.err() == nil {
+		t.Error("settings accepted before init")
+	}
+	if r := applyMeta(t, m, 2, metaCommand{Op: metaOpInit, ClusterID: "c1", Groups: 1, Replication: 1,
+		Nodes: []NodeInfo{{ID: "a", PeerAddr: "1"}}, Settings: []byte(`{"a":1}`)}); r.err() != nil {
+		t.Fatal(r.err())
+	}
+	if st, _ := m.State(); string(st.AppSettings) != `{"a":1}` || st.AppSettingsIndex != 2 {
+		t.Fatalf("after init: %s at %d", st.AppSettings, st.AppSettingsIndex)
+	}
+	if r := applyMeta(t, m, 3, metaCommand{Op: metaOpSetSettings, Settings: []byte(`{"a":2}`), ExpectIndex: 0}); r.err() == nil {
+		t.Error("a set that read an older version was accepted")
+	}
+	if r := applyMeta(t, m, 4, metaCommand{Op: metaOpSetSettings, Settings: []byte(`{"a":3}`), ExpectIndex: 2}); r.err() != nil || r.Index != 4 {
+		t.Fatalf("set: %+v", r)
+	}
+	snap, _ := m.Snapshot()
+	sink := &memSink{}
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	m2 := newMetaFSM()
+	if err := m2.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := m2.State(); string(st.AppSettings) != `{"a":3}` || st.AppSettingsIndex != 4 {
+		t.Fatalf("restored: %s at %d", st.AppSettings, st.AppSettingsIndex)
+	}
+}
