@@ -240,6 +240,10 @@ const (
 	answerRoom         = byte(QueryRoom)
 	answerErr     byte = 4
 	answerRooms   byte = 5
+	// answerRoomV2 is answerRoom with the config fields added with
+	// namespaces. A new kind rather than optional trailing fields, so a
+	// cut answer is still an error; an earlier build sends answerRoom.
+	answerRoomV2 byte = 6
 )
 
 // answerErrors numbers the sentinel errors an answer can carry; code 0 is
@@ -308,7 +312,7 @@ func encodeRoomAnswer(a RoomAnswer, budget int) []byte {
 			b = binary.AppendUvarint(b, mb.JoinedSeq)
 		}
 	case a.Room != nil:
-		b = append(b, answerRoom)
+		b = append(b, answerRoomV2)
 		b = appendRoomInfo(b, a.Room)
 	case a.Rooms != nil:
 		b = append(b, answerRooms)
@@ -376,15 +380,15 @@ func DecodeRoomAnswer(b []byte) (RoomAnswer, error) {
 			m.Members = append(m.Members, mb)
 		}
 		a.Members = m
-	case answerRoom:
-		ri := r.roomInfo()
+	case answerRoom, answerRoomV2:
+		ri := r.roomInfo(tag == answerRoomV2)
 		a.Room = &ri
 	case answerRooms:
 		p := &RoomPage{More: r.bool()}
 		n := r.count()
 		p.Rooms = make([]fsm.RoomInfo, 0, min(n, MaxQueryHistoryLimit))
 		for range n {
-			ri := r.roomInfo()
+			ri := r.roomInfo(true)
 			if r.err != nil {
 				break
 			}

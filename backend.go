@@ -31,6 +31,13 @@ func (b *backend) NodeID() string           { return b.host.NodeID() }
 func (b *backend) NodeEpoch() uint64        { return b.host.Epoch() }
 func (b *backend) Group(room string) uint64 { return b.host.GroupForKey(room) }
 
+// MarkClientPublishes: once the cluster has room option settings (see
+// Node.EnableRoomOptions), every node runs a release that reads the mark.
+func (b *backend) MarkClientPublishes() bool {
+	_, rev := b.host.AppSettings()
+	return rev > 0
+}
+
 func (b *backend) group(room string) (uint64, error) {
 	g := b.host.GroupForKey(room)
 	if g == 0 {

@@ -293,17 +293,24 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	}
 	n.wg.Add(1)
 	go func() {
-		defer n.wg.Done()
-		if err := n.front.Serve(n.listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		defer node.wg.Done()
+		if err := node.front.Serve(node.listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			cfg.Logger.Error("client port stopped", "err", err)
 		}
 	}()
 	bg, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	n.wg.Add(1)
+	// The loops use node, not n: a failed start sets n to nil while they
+	// may still be running, until release stops them.
 	go func() {
-		defer n.wg.Done()
-		n.tickLoop(bg)
+		defer node.wg.Done()
+		node.tickLoop(bg)
+	}()
+	n.wg.Add(1)
+	go func() {
+		defer node.wg.Done()
+		node.namespaceLoop(bg)
 	}()
 	if n.metrics != nil {
 		// Watching starts before Bootstrap and Join, so that the first
@@ -311,14 +318,14 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 		changes, stop := n.host.WatchLeaders()
 		n.wg.Add(1)
 		go func() {
-			defer n.wg.Done()
+			defer node.wg.Done()
 			defer stop()
 			for {
 				select {
 				case <-bg.Done():
 					return
 				case c := <-changes:
-					n.metrics.LeaderChanged(c)
+					node.metrics.LeaderChanged(c)
 				}
 			}
 		}()
@@ -452,7 +459,7 @@ func (n *Node) release(ctx context.Context) error {
 	select {
 	case <-loops:
 	case <-ctx.Done():
-		n.cfg.Logger.Error("stop timed out: the node's loops (client port, history ticks, leader watch) are still running")
+		n.cfg.Logger.Error("stop timed out: the node's loops (client port, history ticks, namespace rules, leader watch) are still running")
 		errs = append(errs, fmt.Errorf("%w: node %s: its loops (client port, history ticks, leader watch) are still running", multiraft.ErrStopTimeout, n.cfg.NodeID))
 	}
 	if n.store != nil {

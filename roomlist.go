@@ -68,14 +68,25 @@ func appendRoomInfo(b []byte, ri *fsm.RoomInfo) []byte {
 	b = binary.AppendVarint(b, int64(ri.Config.HistoryMaxAge))
 	b = binary.AppendUvarint(b, ri.Config.KeyWindowCount)
 	b = binary.AppendVarint(b, int64(ri.Config.KeyWindowAge))
-	return appendBool(b, ri.Config.MembersOnly)
+	b = appendBool(b, ri.Config.MembersOnly)
+	b = appendBool(b, ri.Config.NoClientPublish)
+	b = appendBool(b, ri.Config.TransientPresence)
+	b = binary.AppendUvarint(b, ri.Config.MaxMembers)
+	return append(b, byte(ri.OwnFields))
 }
 
-func (r *reader) roomInfo() fsm.RoomInfo {
+// roomInfo reads what appendRoomInfo wrote; withOptions false reads the
+// shorter form of builds before the namespace options (answerRoom).
+func (r *reader) roomInfo(withOptions bool) fsm.RoomInfo {
 	ri := fsm.RoomInfo{Room: r.string(fsm.MaxRoomBytes), Epoch: r.uvarint(), LastSeq: r.uvarint(), FirstSeq: r.uvarint(),
 		MemberCount: int(min(r.uvarint(), math.MaxInt))}
 	ri.Config = fsm.RoomConfig{HistoryMaxCount: r.uvarint(), HistoryMaxAge: time.Duration(r.varint()),
 		KeyWindowCount: r.uvarint(), KeyWindowAge: time.Duration(r.varint()), MembersOnly: r.bool()}
+	if withOptions {
+		ri.Config.NoClientPublish, ri.Config.TransientPresence = r.bool(), r.bool()
+		ri.Config.MaxMembers = r.uvarint()
+		ri.OwnFields = fsm.ConfigField(r.byte())
+	}
 	return ri
 }
 

@@ -286,6 +286,23 @@ func (c *Client) ConfigureRoom(ctx context.Context, room string, change RoomConf
 	return call[Room](ctx, c, http.MethodPost, "rooms/"+url.PathEscape(room)+"/config", nil, change)
 }
 
+// Namespaces lists the cluster's namespace rules.
+func (c *Client) Namespaces(ctx context.Context) (*Namespaces, error) {
+	return call[Namespaces](ctx, c, http.MethodGet, "namespaces", nil, nil)
+}
+
+// SetNamespace adds the rule for ns.Prefix, or replaces it, and returns
+// the rules afterwards.
+func (c *Client) SetNamespace(ctx context.Context, ns Namespace) (*Namespaces, error) {
+	return call[Namespaces](ctx, c, http.MethodPost, "namespaces", nil, ns)
+}
+
+// DeleteNamespace removes the rule for prefix and returns the rules
+// afterwards.
+func (c *Client) DeleteNamespace(ctx context.Context, prefix string) (*Namespaces, error) {
+	return call[Namespaces](ctx, c, http.MethodDelete, "namespaces", url.Values{"prefix": {prefix}}, nil)
+}
+
 // Snapshot makes the node snapshot one group (req.Group) or every group it
 // holds a replica of.
 func (c *Client) Snapshot(ctx context.Context, req SnapshotRequest) (*SnapshotReport, error) {

@@ -116,6 +116,7 @@ func (s *server) routes() {
 	s.handle("rooms/{room}", endpoint{"GET": s.showRoom, "DELETE": s.deleteRoom})
 	s.handle("rooms/{room}/config", endpoint{"POST": s.configRoom})
 	s.handle("snapshot", endpoint{"POST": s.snapshot})
+	s.handle("namespaces", endpoint{"GET": s.listNamespaces, "POST": s.setNamespace, "DELETE": s.deleteNamespace})
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &APIError{Status: http.StatusNotFound, Code: "not_found",
 			Message: fmt.Sprintf("no admin endpoint at %s; see docs/admin.md", r.URL.Path)})

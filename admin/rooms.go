@@ -51,9 +51,7 @@ func (s *server) readRoom(ctx context.Context, room string, g uint64) (Room, err
 	}
 	ri := ans.Room
 	out := Room{Room: room, Group: g, Epoch: ri.Epoch, LastSeq: ri.LastSeq, FirstSeq: ri.FirstSeq, MemberCount: ri.MemberCount,
-		Config: RoomConfig{HistoryMaxCount: ri.Config.HistoryMaxCount, HistoryMaxAge: Duration(ri.Config.HistoryMaxAge),
-			KeyWindowCount: ri.Config.KeyWindowCount, KeyWindowAge: Duration(ri.Config.KeyWindowAge), MembersOnly: ri.Config.MembersOnly},
-		Members: []Member{}}
+		Config: roomConfigOf(ri.Config), OwnSettings: settingNames(ri.OwnFields), Members: []Member{}}
 	ans, err = s.queryRoom(ctx, g, herald.RoomQuery{Kind: herald.QueryMembers, Room: room})
 	if err != nil {
 		return Room{}, err
@@ -132,37 +130,17 @@ func (s *server) configRoom(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	cmd := fsm.Command{Op: fsm.OpRoomConfig, Room: room}
-	if req.HistoryMaxCount != nil {
-		cmd.Config.HistoryMaxCount = *req.HistoryMaxCount
-		cmd.ConfigMask |= fsm.FieldHistoryMaxCount
-	}
-	if req.HistoryMaxAge != nil {
-		if *req.HistoryMaxAge < 0 {
-			return badRequest("history_max_age must not be negative")
-		}
-		cmd.Config.HistoryMaxAge = time.Duration(*req.HistoryMaxAge)
-		cmd.ConfigMask |= fsm.FieldHistoryMaxAge
-	}
-	if req.KeyWindowCount != nil {
-		cmd.Config.KeyWindowCount = *req.KeyWindowCount
-		cmd.ConfigMask |= fsm.FieldKeyWindowCount
-	}
-	if req.KeyWindowAge != nil {
-		if *req.KeyWindowAge < 0 {
-			return badRequest("key_window_age must not be negative")
-		}
-		cmd.Config.KeyWindowAge = time.Duration(*req.KeyWindowAge)
-		cmd.ConfigMask |= fsm.FieldKeyWindowAge
-	}
-	if req.MembersOnly != nil {
-		cmd.Config.MembersOnly = *req.MembersOnly
-		cmd.ConfigMask |= fsm.FieldMembersOnly
-	}
-	if cmd.ConfigMask == 0 {
-		return badRequest("nothing to change: set one or more of history_max_count, history_max_age, key_window_count, key_window_age, members_only")
+	if cmd.Config, cmd.ConfigMask, err = req.fsm(); err != nil {
+		return err
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), roomTimeout)
 	defer cancel()
+	if cmd.ConfigMask&(fsm.FieldNoClientPublish|fsm.FieldTransientPresence|fsm.FieldMaxMembers) != 0 {
+		// The room option needs every node to mark its sockets' publishes.
+		if err := s.node.EnableRoomOptions(ctx); err != nil {
+			return err
+		}
+	}
 	s.log.Info("configuring a room", "room", room, "change", req)
 	if _, err := s.propose(ctx, g, cmd); err != nil {
 		return err
@@ -173,6 +151,115 @@ func (s *server) configRoom(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+// fsm gives the fields the change sets and the mask naming them.
+func (c RoomConfigChange) fsm() (fsm.RoomConfig, fsm.ConfigField, error) {
+	var cfg fsm.RoomConfig
+	var mask fsm.ConfigField
+	if c.HistoryMaxCount != nil {
+		cfg.HistoryMaxCount = *c.HistoryMaxCount
+		mask |= fsm.FieldHistoryMaxCount
+	}
+	if c.HistoryMaxAge != nil {
+		if *c.HistoryMaxAge < 0 {
+			return cfg, 0, badRequest("history_max_age must not be negative")
+		}
+		cfg.HistoryMaxAge = time.Duration(*c.HistoryMaxAge)
+		mask |= fsm.FieldHistoryMaxAge
+	}
+	if c.KeyWindowCount != nil {
+		cfg.KeyWindowCount = *c.KeyWindowCount
+		mask |= fsm.FieldKeyWindowCount
+	}
+	if c.KeyWindowAge != nil {
+		if *c.KeyWindowAge < 0 {
+			return cfg, 0, badRequest("key_window_age must not be negative")
+		}
+		cfg.KeyWindowAge = time.Duration(*c.KeyWindowAge)
+		mask |= fsm.FieldKeyWindowAge
+	}
+	if c.MembersOnly != nil {
+		cfg.MembersOnly = *c.MembersOnly
+		mask |= fsm.FieldMembersOnly
+	}
+	if c.ClientPublish != nil {
+		cfg.NoClientPublish = !*c.ClientPublish
+		mask |= fsm.FieldNoClientPublish
+	}
+	if c.PresenceHistory != nil {
+		cfg.TransientPresence = !*c.PresenceHistory
+		mask |= fsm.FieldTransientPresence
+	}
+	if c.MaxMembers != nil {
+		cfg.MaxMembers = *c.MaxMembers
+		mask |= fsm.FieldMaxMembers
+	}
+	if mask == 0 {
+		return cfg, 0, badRequest("nothing to change: set one or more of history_max_count, history_max_age, key_window_count, key_window_age, members_only, client_publish, presence_history, max_members")
+	}
+	return cfg, mask, nil
+}
+
+// changeOf is the change setting the fields of cfg that mask names.
+func changeOf(cfg fsm.RoomConfig, mask fsm.ConfigField) RoomConfigChange {
+	var c RoomConfigChange
+	set := func(f fsm.ConfigField) bool { return mask&f != 0 }
+	if set(fsm.FieldHistoryMaxCount) {
+		c.HistoryMaxCount = &cfg.HistoryMaxCount
+	}
+	if set(fsm.FieldHistoryMaxAge) {
+		d := Duration(cfg.HistoryMaxAge)
+		c.HistoryMaxAge = &d
+	}
+	if set(fsm.FieldKeyWindowCount) {
+		c.KeyWindowCount = &cfg.KeyWindowCount
+	}
+	if set(fsm.FieldKeyWindowAge) {
+		d := Duration(cfg.KeyWindowAge)
+		c.KeyWindowAge = &d
+	}
+	if set(fsm.FieldMembersOnly) {
+		c.MembersOnly = &cfg.MembersOnly
+	}
+	if set(fsm.FieldNoClientPublish) {
+		v := !cfg.NoClientPublish
+		c.ClientPublish = &v
+	}
+	if set(fsm.FieldTransientPresence) {
+		v := !cfg.TransientPresence
+		c.PresenceHistory = &v
+	}
+	if set(fsm.FieldMaxMembers) {
+		c.MaxMembers = &cfg.MaxMembers
+	}
+	return c
+}
+
+// settingNames are the API's names of the config fields in mask.
+func settingNames(mask fsm.ConfigField) []string {
+	var out []string
+	for _, f := range []struct {
+		bit  fsm.ConfigField
+		name string
+	}{
+		{fsm.FieldHistoryMaxCount, "history_max_count"}, {fsm.FieldHistoryMaxAge, "history_max_age"},
+		{fsm.FieldKeyWindowCount, "key_window_count"}, {fsm.FieldKeyWindowAge, "key_window_age"},
+		{fsm.FieldMembersOnly, "members_only"}, {fsm.FieldNoClientPublish, "client_publish"},
+		{fsm.FieldTransientPresence, "presence_history"}, {fsm.FieldMaxMembers, "max_members"},
+	} {
+		if mask&f.bit != 0 {
+			out = append(out, f.name)
+		}
+	}
+	return out
+}
+
+// roomConfigOf is the API's view of a room's config.
+func roomConfigOf(c fsm.RoomConfig) RoomConfig {
+	return RoomConfig{HistoryMaxCount: c.HistoryMaxCount, HistoryMaxAge: Duration(c.HistoryMaxAge),
+		KeyWindowCount: c.KeyWindowCount, KeyWindowAge: Duration(c.KeyWindowAge), MembersOnly: c.MembersOnly,
+		ClientPublish: !c.NoClientPublish, PresenceHistory: !c.TransientPresence, MaxMembers: c.MaxMembers}
 }
 
 func (s *server) snapshot(w http.ResponseWriter, r *http.Request) error {

@@ -296,6 +296,13 @@ type RoomConfig struct {
 	KeyWindowCount  uint64   `json:"key_window_count"`
 	KeyWindowAge    Duration `json:"key_window_age"`
 	MembersOnly     bool     `json:"members_only"`
+	// ClientPublish: sockets may publish (else only the backend may).
+	ClientPublish bool `json:"client_publish"`
+	// PresenceHistory: joins and leaves are events in the history (else
+	// they reach live subscribers only and take no seq).
+	PresenceHistory bool `json:"presence_history"`
+	// MaxMembers caps the room's members; 0 means no limit.
+	MaxMembers uint64 `json:"max_members"`
 }
 
 // RoomConfigChange names the fields of a room's config to change; the
@@ -306,6 +313,27 @@ type RoomConfigChange struct {
 	KeyWindowCount  *uint64   `json:"key_window_count,omitempty"`
 	KeyWindowAge    *Duration `json:"key_window_age,omitempty"`
 	MembersOnly     *bool     `json:"members_only,omitempty"`
+	ClientPublish   *bool     `json:"client_publish,omitempty"`
+	PresenceHistory *bool     `json:"presence_history,omitempty"`
+	MaxMembers      *uint64   `json:"max_members,omitempty"`
+}
+
+// Namespace is a rule giving every room whose name starts with Prefix the
+// config fields it sets. The longest matching prefix is a room's rule; the
+// fields that rule does not set have their built-in defaults, and a room's
+// own config (rooms/{room}/config) overrides it field by field. "" matches
+// every room: the rule for rooms no other prefix matches.
+type Namespace struct {
+	Prefix string `json:"prefix"`
+	RoomConfigChange
+}
+
+// Namespaces is the cluster's namespace rules, sorted by prefix. Revision
+// is the meta group index that last changed them; every data group
+// applies them once its leader has carried that revision into its log.
+type Namespaces struct {
+	Revision   uint64      `json:"revision"`
+	Namespaces []Namespace `json:"namespaces"`
 }
 
 // Room is a room's state, read linearizably.
@@ -316,9 +344,12 @@ type Room struct {
 	LastSeq uint64 `json:"last_seq"`
 	// FirstSeq is the first seq still in history; above LastSeq the
 	// history is empty.
-	FirstSeq    uint64     `json:"first_seq"`
-	MemberCount int        `json:"member_count"`
+	FirstSeq    uint64 `json:"first_seq"`
+	MemberCount int    `json:"member_count"`
+	// Config is what the room follows: its namespace's rule with the
+	// room's own settings, named by OwnSettings, on top.
 	Config      RoomConfig `json:"config"`
+	OwnSettings []string   `json:"own_settings,omitempty"`
 	Members     []Member   `json:"members"`
 	// MembersTruncated: only the first MaxMembersShown members are listed.
 	MembersTruncated bool `json:"members_truncated,omitempty"`

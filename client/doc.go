@@ -50,7 +50,10 @@
 // whichever nodes the client went through. Notices ride in the same
 // stream as Events of their Kind: KindTruncated (events were trimmed
 // before delivery), KindEpochChanged (the room was deleted and created
-// again while the subscription was away) and KindRoomDeleted. LastSeq
+// again while the subscription was away), KindRoomDeleted and
+// KindPresence (a join or leave of a room that keeps them out of its
+// history: no seq of its own, delivered only to a subscription that is
+// live at that point, right after the event it follows). LastSeq
 // gives the position to store for resuming after a restart of the
 // application.
 //

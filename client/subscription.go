@@ -27,6 +27,11 @@ const (
 	// KindRoomDeleted: incarnation Epoch ended with seq Seq. If the room
 	// is used again, its events follow with a new Epoch from seq 1.
 	KindRoomDeleted
+	// KindPresence: a join or leave (Type) in a room that keeps them out
+	// of its history. It has no seq of its own and comes right after the
+	// event with seq Seq (0: before the room's first). It is not stored,
+	// so a subscription that was away or catching up does not get it.
+	KindPresence
 )
 
 func (k Kind) String() string {
@@ -39,6 +44,8 @@ func (k Kind) String() string {
 		return "epoch_changed"
 	case KindRoomDeleted:
 		return "room_deleted"
+	case KindPresence:
+		return "presence"
 	}
 	return fmt.Sprintf("Kind(%d)", uint8(k))
 }
@@ -494,6 +501,15 @@ func (s *Subscription) offer(cn *conn, f *frame) {
 		s.gaps = 0
 		s.next++
 		s.enqueue(f.event())
+	case "presence":
+		// Only in its place, right after the event it follows; never one
+		// that would count against the buffer of events owed.
+		if !s.acceptEpoch(e, f.Epoch) || s.lagging || f.AfterSeq != s.next-1 || len(s.queue)-s.head >= s.opts.Buffer {
+			return
+		}
+		ev := f.event()
+		ev.Kind, ev.Seq = KindPresence, f.AfterSeq
+		s.enqueue(ev)
 	case "truncated":
 		if s.acceptEpoch(e, f.Epoch) && f.FirstSeq > s.next {
 			s.notice(KindTruncated, f.Epoch, f.FirstSeq)

@@ -52,6 +52,7 @@ type frame struct {
 	Room         string          `json:"room"`
 	Epoch        string          `json:"epoch"`
 	Seq          uint64          `json:"seq"`
+	AfterSeq     uint64          `json:"after_seq"`
 	Type         string          `json:"type"`
 	Member       string          `json:"member"`
 	Data         json.RawMessage `json:"data"`

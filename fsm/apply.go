@@ -43,6 +43,8 @@ func (t *tx) apply(c *Command) *Result {
 		return t.tick(c)
 	case OpGroupDefaults:
 		return t.groupDefaults(c)
+	case OpNamespaces:
+		return t.setNamespaces(c)
 	}
 	return &Result{Err: fmt.Errorf("%w: unknown op %d", ErrBadCommand, uint8(c.Op))}
 }
@@ -87,21 +89,62 @@ func (t *tx) join(c *Command) *Result {
 	if c.Ephemeral && c.NodeID == "" {
 		return invalid("ephemeral member %q needs a node id", c.Member)
 	}
+	rec, exists := t.lookup(c.Room)
+	if exists && t.member(c.Room, rec.Epoch, c.Member) == nil {
+		if max := t.config(c.Room, &rec).MaxMembers; max > 0 && rec.MemberCount >= max {
+			return &Result{Room: c.Room, Epoch: rec.Epoch, LastSeq: rec.LastSeq,
+				Err: fmt.Errorf("%w: room %q has its maximum of %d members", ErrRoomFull, c.Room, max)}
+		}
+	}
 	tr := t.touch(c.Room)
 	if !tr.exists {
 		tr = t.create(c.Room)
 	}
 	r := &tr.rec
-	seq := t.appendEvent(c.Room, r, EventJoin, c.Member, c.Meta)
+	m := &Member{Name: c.Member, Meta: c.Meta, Ephemeral: c.Ephemeral}
+	if t.config(c.Room, r).TransientPresence {
+		m.JoinedSeq, m.JoinToken = r.LastSeq, joinToken(t.applied.Index)
+		t.presenceEvent(c.Room, r, EventPresenceJoin, c.Member, c.Meta)
+	} else {
+		m.JoinedSeq = t.appendEvent(c.Room, r, EventJoin, c.Member, c.Meta)
+	}
 	if t.member(c.Room, r.Epoch, c.Member) == nil {
 		r.MemberCount++
 	}
-	m := &Member{Name: c.Member, Meta: c.Meta, Ephemeral: c.Ephemeral, JoinedSeq: seq}
 	if c.Ephemeral {
 		m.NodeID, m.NodeEpoch = c.NodeID, c.NodeEpoch
 	}
 	t.putMember(c.Room, r.Epoch, m)
-	return &Result{Room: c.Room, Epoch: r.Epoch, Seq: seq, LastSeq: r.LastSeq}
+	return &Result{Room: c.Room, Epoch: r.Epoch, Seq: m.JoinedSeq, JoinToken: m.JoinToken, LastSeq: r.LastSeq}
+}
+
+// joinToken names a join that took no seq. Seqs stay far below 2^63, so
+// the top bit keeps tokens and seqs apart; the entry's index is unique in
+// the group.
+func joinToken(index uint64) uint64 { return 1<<63 | index }
+
+// joinName shows a join's seq, or the index of a join that took none.
+func joinName(token uint64) string {
+	if token&(1<<63) != 0 {
+		return fmt.Sprintf("at index %d (no seq)", token&^(1<<63))
+	}
+	return fmt.Sprintf("at seq %d", token)
+}
+
+// presenceEvent delivers a join or leave that takes no seq and is not
+// stored.
+func (t *tx) presenceEvent(name string, r *roomRecord, typ EventType, member string, data []byte) {
+	t.events = append(t.events, Event{Room: name, Epoch: r.Epoch, Seq: r.LastSeq, Type: typ, Member: member,
+		Data: data, Time: time.Unix(0, t.now).UTC()})
+}
+
+// leaveEvent records a member's leave the way the room's config says.
+func (t *tx) leaveEvent(name string, r *roomRecord, member string) uint64 {
+	if t.config(name, r).TransientPresence {
+		t.presenceEvent(name, r, EventPresenceLeave, member, nil)
+		return r.LastSeq
+	}
+	return t.appendEvent(name, r, EventLeave, member, nil)
 }
 
 func (t *tx) leave(c *Command) *Result {
@@ -117,14 +160,14 @@ func (t *tx) leave(c *Command) *Result {
 		return &Result{Room: c.Room, Epoch: rec.Epoch, LastSeq: rec.LastSeq,
 			Err: fmt.Errorf("%w: %q is not in room %q", ErrNotMember, c.Member, c.Room)}
 	}
-	if c.HasExpectSeq && m.JoinedSeq != c.ExpectSeq {
+	if c.HasExpectSeq && m.token() != c.ExpectSeq {
 		// The member joined again since the join this leave undoes (from
 		// another socket, maybe another node): that membership stays.
 		return &Result{Room: c.Room, Epoch: rec.Epoch, LastSeq: rec.LastSeq,
-			Err: fmt.Errorf("%w: %q joined room %q again at seq %d, after the join at seq %d", ErrConflict, c.Member, c.Room, m.JoinedSeq, c.ExpectSeq)}
+			Err: fmt.Errorf("%w: %q joined room %q again %s, after the join %s", ErrConflict, c.Member, c.Room, joinName(m.token()), joinName(c.ExpectSeq))}
 	}
 	r := &t.touch(c.Room).rec
-	seq := t.appendEvent(c.Room, r, EventLeave, c.Member, nil)
+	seq := t.leaveEvent(c.Room, r, c.Member)
 	t.removeMember(c.Room, r.Epoch, c.Member)
 	r.MemberCount--
 	return &Result{Room: c.Room, Epoch: r.Epoch, Seq: seq, LastSeq: r.LastSeq}
@@ -137,9 +180,15 @@ func (t *tx) publish(c *Command) *Result {
 		return res
 	}
 	rec, exists := t.lookup(c.Room)
-	config := rec.Config
-	if !exists {
-		config = t.currentDefaults()
+	var config RoomConfig
+	if exists {
+		config = t.config(c.Room, &rec)
+	} else {
+		config = t.config(c.Room, &roomRecord{Config: t.currentDefaults()})
+	}
+	if c.FromClient && config.NoClientPublish {
+		return &Result{Room: c.Room, Epoch: rec.Epoch, LastSeq: rec.LastSeq,
+			Err: fmt.Errorf("%w: room %q takes publishes from the backend only", ErrForbidden, c.Room)}
 	}
 	// A repeated key answers first: a retry of a conditional publish that
 	// succeeded must see its own success, not a conflict with itself.
@@ -190,11 +239,12 @@ func (t *tx) appendEvent(name string, r *roomRecord, typ EventType, member strin
 // the windows only; sweep deletes what falls out of them. FirstTime and
 // KeyFirstTime stay valid lower bounds because times grow with seq.
 func (t *tx) trimCount(name string, r *roomRecord) {
-	if max := r.Config.HistoryMaxCount; max > 0 && r.LastSeq-r.FirstSeq+1 > max {
+	config := t.config(name, r)
+	if max := config.HistoryMaxCount; max > 0 && r.LastSeq-r.FirstSeq+1 > max {
 		r.FirstSeq = r.LastSeq - max + 1
 		t.f.dirty[name] = struct{}{}
 	}
-	if max := r.Config.KeyWindowCount; max > 0 && r.KeyNext-r.KeyFirst > max {
+	if max := config.KeyWindowCount; max > 0 && r.KeyNext-r.KeyFirst > max {
 		r.KeyFirst = r.KeyNext - max
 		t.f.dirty[name] = struct{}{}
 	}
@@ -214,7 +264,7 @@ func (t *tx) liveKey(name string, r *roomRecord, key string) (keyRecord, bool) {
 	if kr.Ordinal < r.KeyFirst || kr.Ordinal >= r.KeyNext {
 		return keyRecord{}, false
 	}
-	if age := r.Config.KeyWindowAge; age > 0 && kr.Time < t.now-int64(age) {
+	if age := t.config(name, r).KeyWindowAge; age > 0 && kr.Time < t.now-int64(age) {
 		return keyRecord{}, false
 	}
 	return kr, true
@@ -236,11 +286,14 @@ func (t *tx) roomConfig(c *Command) *Result {
 		return &Result{Room: c.Room, Err: err}
 	}
 	rec, exists := t.lookup(c.Room)
-	base := rec.Config
 	if !exists {
-		base = t.currentDefaults()
+		rec = roomRecord{Config: t.currentDefaults()}
 	}
-	next := base.merge(c.Config, c.ConfigMask)
+	own := rec.Config.merge(c.Config, c.ConfigMask)
+	next := own
+	if ns := t.namespaces(); ns != nil {
+		next = ns.Resolve(c.Room, t.currentDefaults()).merge(own, rec.OwnMask|c.ConfigMask)
+	}
 	if err := next.Validate(); err != nil {
 		return &Result{Room: c.Room, Epoch: rec.Epoch, LastSeq: rec.LastSeq, Err: fmt.Errorf("%w: %v", ErrInvalid, err)}
 	}
@@ -248,7 +301,8 @@ func (t *tx) roomConfig(c *Command) *Result {
 	if !tr.exists {
 		tr = t.create(c.Room)
 	}
-	tr.rec.Config = next
+	tr.rec.Config = own
+	tr.rec.OwnMask |= c.ConfigMask
 	t.trimCount(c.Room, &tr.rec)
 	return &Result{Room: c.Room, Epoch: tr.rec.Epoch, LastSeq: tr.rec.LastSeq}
 }
@@ -259,6 +313,23 @@ func (t *tx) groupDefaults(c *Command) *Result {
 		return &Result{Err: fmt.Errorf("%w: %v", ErrInvalid, err)}
 	}
 	t.defaults = &next
+	return &Result{}
+}
+
+// setNamespaces replaces the group's rules. They hold for every room from
+// this entry on: configs are resolved when used, so no room record is
+// rewritten, and histories over a new count limit are cut by the next
+// append or tick.
+func (t *tx) setNamespaces(c *Command) *Result {
+	if cur := t.namespaces(); cur != nil && c.Namespaces.Revision <= cur.Revision {
+		return &Result{} // an older or repeated set: already superseded
+	}
+	if err := c.Namespaces.Validate(t.currentDefaults()); err != nil {
+		return invalid("%v", err)
+	}
+	ns := c.Namespaces
+	ns.Rules = append([]Namespace(nil), ns.Rules...)
+	t.ns = &ns
 	return &Result{}
 }
 
@@ -336,7 +407,7 @@ func (t *tx) expireNode(c *Command) *Result {
 	}
 	for _, v := range victims {
 		r := &t.touch(v.room).rec
-		t.appendEvent(v.room, r, EventLeave, v.member, nil)
+		t.leaveEvent(v.room, r, v.member)
 		t.removeMember(v.room, r.Epoch, v.member)
 		r.MemberCount--
 	}
@@ -353,7 +424,7 @@ func (t *tx) tick(c *Command) *Result {
 	}
 	var due []string
 	consider := func(name string, r *roomRecord) {
-		if t.ageDue(r) {
+		if t.ageDue(name, r) || t.countDue(name, r) {
 			due = append(due, name)
 		}
 	}
@@ -373,7 +444,9 @@ func (t *tx) tick(c *Command) *Result {
 		due, res.More = due[:limit], true
 	}
 	for _, name := range due {
-		t.trimAge(name, &t.touch(name).rec)
+		r := &t.touch(name).rec
+		t.trimAge(name, r)
+		t.trimCount(name, r)
 	}
 	res.Removed = len(due)
 	return res
@@ -381,21 +454,32 @@ func (t *tx) tick(c *Command) *Result {
 
 // ageDue reports whether a window's lower time bound says its front may
 // have expired; only then does tick read stored times.
-func (t *tx) ageDue(r *roomRecord) bool {
-	if age := r.Config.HistoryMaxAge; age > 0 && r.FirstSeq <= r.LastSeq && r.FirstTime < t.now-int64(age) {
+func (t *tx) ageDue(name string, r *roomRecord) bool {
+	config := t.config(name, r)
+	if age := config.HistoryMaxAge; age > 0 && r.FirstSeq <= r.LastSeq && r.FirstTime < t.now-int64(age) {
 		return true
 	}
-	if age := r.Config.KeyWindowAge; age > 0 && r.KeyFirst < r.KeyNext && r.KeyFirstTime < t.now-int64(age) {
+	if age := config.KeyWindowAge; age > 0 && r.KeyFirst < r.KeyNext && r.KeyFirstTime < t.now-int64(age) {
 		return true
 	}
 	return false
+}
+
+// countDue reports a window over its count limit, which only a namespace
+// rule lowering the limit leaves behind (appends and room_config trim at
+// once).
+func (t *tx) countDue(name string, r *roomRecord) bool {
+	config := t.config(name, r)
+	return (config.HistoryMaxCount > 0 && r.LastSeq+1-r.FirstSeq > config.HistoryMaxCount) ||
+		(config.KeyWindowCount > 0 && r.KeyNext-r.KeyFirst > config.KeyWindowCount)
 }
 
 // trimAge advances the room's windows past every entry older than its age
 // limits. Times grow with seq, so a binary search finds the new front in a
 // logarithmic number of reads, and the lower bounds become exact.
 func (t *tx) trimAge(name string, r *roomRecord) {
-	if age := r.Config.HistoryMaxAge; age > 0 && r.FirstSeq <= r.LastSeq {
+	config := t.config(name, r)
+	if age := config.HistoryMaxAge; age > 0 && r.FirstSeq <= r.LastSeq {
 		cutoff := t.now - int64(age)
 		first, firstTime := t.searchTime(r.FirstSeq, r.LastSeq+1, cutoff, func(seq uint64) int64 {
 			return t.eventTime(name, r.Epoch, seq)
@@ -405,7 +489,7 @@ func (t *tx) trimAge(name string, r *roomRecord) {
 			r.FirstTime = firstTime
 		}
 	}
-	if age := r.Config.KeyWindowAge; age > 0 && r.KeyFirst < r.KeyNext {
+	if age := config.KeyWindowAge; age > 0 && r.KeyFirst < r.KeyNext {
 		cutoff := t.now - int64(age)
 		first, firstTime := t.searchTime(r.KeyFirst, r.KeyNext, cutoff, func(ord uint64) int64 {
 			return t.orderTime(name, r.Epoch, ord)

@@ -3,6 +3,7 @@ package fsm
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -19,12 +20,13 @@ const (
 	OpExpireNode    Op = 6 // drop the ephemeral members of a node's old sessions
 	OpTick          Op = 7 // advance the clock and enforce age limits
 	OpGroupDefaults Op = 8 // set the config given to rooms created from now on
+	OpNamespaces    Op = 9 // replace the group's namespace rules (room config by name prefix)
 )
 
 var opNames = map[Op]string{
 	OpJoin: "join", OpLeave: "leave", OpPublish: "publish", OpRoomConfig: "room_config",
 	OpRoomDelete: "room_delete", OpExpireNode: "expire_node", OpTick: "tick",
-	OpGroupDefaults: "group_defaults",
+	OpGroupDefaults: "group_defaults", OpNamespaces: "namespaces",
 }
 
 func (o Op) String() string {
@@ -50,6 +52,9 @@ const (
 	MaxExpireLimit = 1000
 	// MaxTickRooms bounds the rooms one tick command trims.
 	MaxTickRooms = 1000
+	// MaxNamespaces bounds the rules of a namespaces command: every
+	// command resolves a room's rule by scanning them.
+	MaxNamespaces = 256
 )
 
 // commandVersion is the first byte of every encoded command. A decoder keeps
@@ -67,8 +72,16 @@ const (
 	FieldKeyWindowCount
 	FieldKeyWindowAge
 	FieldMembersOnly
-	allConfigFields = FieldHistoryMaxCount | FieldHistoryMaxAge | FieldKeyWindowCount |
+	FieldNoClientPublish
+	FieldTransientPresence
+	FieldMaxMembers
+	// firstConfigFields are the fields of the first release. Their values
+	// are always encoded; the later ones only when the mask names one, so
+	// commands and records that do not use them read as they always did.
+	firstConfigFields = FieldHistoryMaxCount | FieldHistoryMaxAge | FieldKeyWindowCount |
 		FieldKeyWindowAge | FieldMembersOnly
+	laterConfigFields = FieldNoClientPublish | FieldTransientPresence | FieldMaxMembers
+	allConfigFields   = firstConfigFields | laterConfigFields
 )
 
 // RoomConfig is the per-room behaviour that is part of the replicated state.
@@ -88,6 +101,19 @@ type RoomConfig struct {
 	// MembersOnly makes publish fail with ErrNotMember for a member that has
 	// not joined the room.
 	MembersOnly bool
+	// NoClientPublish makes a publish marked FromClient (one a socket sent)
+	// fail with ErrForbidden; the backend's publishes still go through.
+	// The zero value is the first release's behaviour, as for every field
+	// added later: records written before it existed decode to it.
+	NoClientPublish bool
+	// TransientPresence keeps joins and leaves out of the history: they
+	// take no seq and reach live subscribers only (EventPresenceJoin,
+	// EventPresenceLeave), so presence churn cannot push messages out of a
+	// count-limited history.
+	TransientPresence bool
+	// MaxMembers caps the members of the room; a join of one more fails
+	// with ErrRoomFull. 0 means no limit.
+	MaxMembers uint64
 }
 
 // DefaultRoomConfig is what a room gets when nothing else was configured: a
@@ -129,7 +155,97 @@ func (c RoomConfig) merge(patch RoomConfig, mask ConfigField) RoomConfig {
 	if mask&FieldMembersOnly != 0 {
 		c.MembersOnly = patch.MembersOnly
 	}
+	if mask&FieldNoClientPublish != 0 {
+		c.NoClientPublish = patch.NoClientPublish
+	}
+	if mask&FieldTransientPresence != 0 {
+		c.TransientPresence = patch.TransientPresence
+	}
+	if mask&FieldMaxMembers != 0 {
+		c.MaxMembers = patch.MaxMembers
+	}
 	return c
+}
+
+// differs returns the fields in which c and o differ.
+func (c RoomConfig) differs(o RoomConfig) ConfigField {
+	var m ConfigField
+	for _, f := range []struct {
+		bit  ConfigField
+		same bool
+	}{
+		{FieldHistoryMaxCount, c.HistoryMaxCount == o.HistoryMaxCount},
+		{FieldHistoryMaxAge, c.HistoryMaxAge == o.HistoryMaxAge},
+		{FieldKeyWindowCount, c.KeyWindowCount == o.KeyWindowCount},
+		{FieldKeyWindowAge, c.KeyWindowAge == o.KeyWindowAge},
+		{FieldMembersOnly, c.MembersOnly == o.MembersOnly},
+		{FieldNoClientPublish, c.NoClientPublish == o.NoClientPublish},
+		{FieldTransientPresence, c.TransientPresence == o.TransientPresence},
+		{FieldMaxMembers, c.MaxMembers == o.MaxMembers},
+	} {
+		if !f.same {
+			m |= f.bit
+		}
+	}
+	return m
+}
+
+// Namespace is a rule giving the rooms whose names start with Prefix the
+// config fields named by Mask. The longest matching prefix wins; "" matches
+// every room.
+type Namespace struct {
+	Prefix string
+	Config RoomConfig
+	Mask   ConfigField
+}
+
+// Namespaces is a group's set of rules. Revision orders the sets (the
+// cluster uses the meta group index that recorded the set): a set whose
+// revision is not above the group's is ignored, so proposing one twice,
+// or late, is harmless.
+type Namespaces struct {
+	Revision uint64
+	Rules    []Namespace // sorted by Prefix, no prefix twice
+}
+
+// Resolve returns the config a room called name gets from base and the
+// longest rule matching it.
+func (n *Namespaces) Resolve(name string, base RoomConfig) RoomConfig {
+	best := -1
+	for i := range n.Rules {
+		p := n.Rules[i].Prefix
+		if strings.HasPrefix(name, p) && (best < 0 || len(p) > len(n.Rules[best].Prefix)) {
+			best = i
+		}
+	}
+	if best < 0 {
+		return base
+	}
+	return base.merge(n.Rules[best].Config, n.Rules[best].Mask)
+}
+
+// Validate reports a rule set apply would refuse.
+func (n *Namespaces) Validate(base RoomConfig) error {
+	if len(n.Rules) > MaxNamespaces {
+		return fmt.Errorf("%d namespaces; at most %d", len(n.Rules), MaxNamespaces)
+	}
+	for i, r := range n.Rules {
+		if len(r.Prefix) > MaxRoomBytes {
+			return fmt.Errorf("namespace prefix is %d bytes; at most %d", len(r.Prefix), MaxRoomBytes)
+		}
+		if r.Prefix != "" {
+			if err := checkName("namespace", r.Prefix); err != nil {
+				return err
+			}
+		}
+		if i > 0 && n.Rules[i-1].Prefix >= r.Prefix {
+			return fmt.Errorf("namespaces are not sorted by prefix, or %q is given twice", r.Prefix)
+		}
+		if err := base.merge(r.Config, r.Mask).Validate(); err != nil {
+			return fmt.Errorf("namespace %q: %w", r.Prefix, err)
+		}
+	}
+	return nil
 }
 
 // Command is one state machine operation. Which fields matter depends on Op:
@@ -143,6 +259,7 @@ func (c RoomConfig) merge(patch RoomConfig, mask ConfigField) RoomConfig {
 //	expire_node:    NodeID, NodeEpoch (members of epochs below it expire), Limit
 //	tick:           Limit (rooms trimmed at most; 0 means MaxTickRooms)
 //	group_defaults: Config, ConfigMask
+//	namespaces:     Namespaces
 type Command struct {
 	Op           Op
 	Room         string
@@ -158,6 +275,10 @@ type Command struct {
 	Config       RoomConfig
 	ConfigMask   ConfigField
 	Limit        uint32
+	// FromClient marks a publish a client sent through a socket, which a
+	// NoClientPublish room refuses.
+	FromClient bool
+	Namespaces Namespaces
 }
 
 // Encode returns the command's versioned binary form, the bytes to propose
@@ -192,6 +313,11 @@ func (c *Command) Encode() []byte {
 		if c.HasExpectSeq {
 			e.uvarint(c.ExpectSeq)
 		}
+		// Only a client's publish carries the mark, so the backend's
+		// encode as they always have.
+		if c.FromClient {
+			e.bool(true)
+		}
 	case OpRoomConfig:
 		e.string(c.Room)
 		encodeConfig(&e, c.Config, c.ConfigMask)
@@ -205,8 +331,39 @@ func (c *Command) Encode() []byte {
 		e.uvarint(uint64(c.Limit))
 	case OpGroupDefaults:
 		encodeConfig(&e, c.Config, c.ConfigMask)
+	case OpNamespaces:
+		encodeRules(&e, &c.Namespaces)
 	}
 	return e.buf
+}
+
+// encodeRules writes a rule set, in commands and in the stored record.
+func encodeRules(e *encoder, n *Namespaces) {
+	e.uvarint(n.Revision)
+	e.uvarint(uint64(len(n.Rules)))
+	for _, r := range n.Rules {
+		e.string(r.Prefix)
+		encodeConfig(e, r.Config, r.Mask)
+	}
+}
+
+func decodeRules(d *decoder) Namespaces {
+	n := Namespaces{Revision: d.uvarint()}
+	count := d.uvarint()
+	if count > MaxNamespaces {
+		d.fail("%d namespaces; at most %d", count, MaxNamespaces)
+		count = 0
+	}
+	for range count {
+		if d.err != nil {
+			break
+		}
+		var r Namespace
+		r.Prefix = d.string(MaxRoomBytes)
+		r.Config, r.Mask = decodeConfig(d)
+		n.Rules = append(n.Rules, r)
+	}
+	return n
 }
 
 func encodeConfig(e *encoder, c RoomConfig, mask ConfigField) {
@@ -216,6 +373,11 @@ func encodeConfig(e *encoder, c RoomConfig, mask ConfigField) {
 	e.uvarint(c.KeyWindowCount)
 	e.uvarint(uint64(c.KeyWindowAge))
 	e.bool(c.MembersOnly)
+	if mask&laterConfigFields != 0 {
+		e.bool(c.NoClientPublish)
+		e.bool(c.TransientPresence)
+		e.uvarint(c.MaxMembers)
+	}
 }
 
 func decodeConfig(d *decoder) (RoomConfig, ConfigField) {
@@ -229,6 +391,11 @@ func decodeConfig(d *decoder) (RoomConfig, ConfigField) {
 		KeyWindowCount:  d.uvarint(),
 		KeyWindowAge:    time.Duration(d.duration()),
 		MembersOnly:     d.bool(),
+	}
+	if mask&laterConfigFields != 0 {
+		c.NoClientPublish = d.bool()
+		c.TransientPresence = d.bool()
+		c.MaxMembers = d.uvarint()
 	}
 	return c, mask
 }
@@ -284,6 +451,11 @@ func decodeCommand(b []byte, alias bool) (Command, error) {
 		if c.HasExpectSeq {
 			c.ExpectSeq = d.uvarint()
 		}
+		if len(d.buf) > 0 {
+			if c.FromClient = d.bool(); !c.FromClient {
+				d.fail("a publish's client flag is set to false")
+			}
+		}
 	case OpRoomConfig:
 		c.Room = d.string(MaxRoomBytes)
 		c.Config, c.ConfigMask = decodeConfig(&d)
@@ -297,6 +469,8 @@ func decodeCommand(b []byte, alias bool) (Command, error) {
 		c.Limit = decodeLimit(&d)
 	case OpGroupDefaults:
 		c.Config, c.ConfigMask = decodeConfig(&d)
+	case OpNamespaces:
+		c.Namespaces = decodeRules(&d)
 	default:
 		if d.err == nil {
 			return Command{}, fmt.Errorf("%w: unknown op %d", ErrBadCommand, uint8(c.Op))

@@ -44,6 +44,16 @@ func (f *FSM) Digest() (sum [32]byte, err error) {
 		return sum, corrupt("group defaults", f.keys.defaults(), err)
 	}
 	field(encodeRoomConfig(defaults))
+	if v, err = getValue(txn, f.keys.namespaces()); err != nil {
+		return sum, err
+	}
+	if v != nil { // absent adds nothing, so digests of states without rules stay as they were
+		ns, err := decodeNamespaces(v)
+		if err != nil {
+			return sum, corrupt("namespaces", f.keys.namespaces(), err)
+		}
+		field(encodeNamespaces(ns))
+	}
 
 	type roomEntry struct {
 		name string

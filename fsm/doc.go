@@ -52,7 +52,15 @@
 //     nothing. The key is checked before ExpectSeq, so the retry of a
 //     conditional publish that succeeded sees its success. Keys belong to an
 //     incarnation: a deleted room forgets them.
-//   - History is trimmed by count at once and by age at each tick command.
+//   - A namespaces command gives the group rules by room name prefix. Once
+//     it has some, a room follows the longest matching rule with the fields
+//     it was given by room_config on top, resolved when used, so a new rule
+//     set rewrites no room record; before the first, a room follows its
+//     stored config alone, as it always did.
+//   - Joins and leaves of a TransientPresence room take no seq and are not
+//     stored (EventPresenceJoin/Leave): the seqs stay gap-free.
+//   - History is trimmed by count at once and by age at each tick command
+//     (and by count there too, after a rule lowered the limit).
 //     A read below the trimmed point is answered from FirstSeq with
 //     Truncated set.
 //   - expire_node and tick do at most MaxExpireLimit members and

@@ -56,6 +56,11 @@ type FSM struct {
 	applyMu  sync.Mutex
 	applied  appliedState
 	defaults RoomConfig
+	// defaults and ns are written under mu too, for the readers that
+	// resolve a room's config. ns is the group's namespace rules; nil until
+	// a namespaces command, and while nil every room's stored config is its
+	// whole config, as before rules existed.
+	ns *Namespaces
 	// dirty names rooms with swept-but-not-yet-deleted keys below their
 	// windows; graves lists deleted incarnations whose keys remain.
 	dirty  map[string]struct{}
@@ -157,6 +162,33 @@ func (f *FSM) noteCorrupt(err error) error {
 		f.logger.Error("stored data is corrupt; the replica refuses reads and applies until it is repaired from its peers", "error", err)
 	}
 	return err
+}
+
+// NamespacesRevision is the revision of the group's namespace rules as
+// applied on this replica, 0 before the first.
+func (f *FSM) NamespacesRevision() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.ns == nil {
+		return 0
+	}
+	return f.ns.Revision
+}
+
+// effectiveConfig is the config a room follows: its stored config while the
+// group has no namespace rules, else the rule for its name with the fields
+// the room set itself on top. A combination that would not validate (a
+// rule and a room's own setting together leaving the key window without
+// bounds) keeps the room's stored config, which was valid when stored.
+func effectiveConfig(ns *Namespaces, defaults RoomConfig, name string, r *roomRecord) RoomConfig {
+	if ns == nil {
+		return r.Config
+	}
+	c := ns.Resolve(name, defaults).merge(r.Config, r.OwnMask)
+	if c.Validate() != nil {
+		return r.Config
+	}
+	return c
 }
 
 // AppliedIndex is the index of the last log entry whose effects are stored.
@@ -329,10 +361,13 @@ func (f *FSM) install(t *tx) {
 	for _, ev := range t.events {
 		f.subs.deliverLocked(ev)
 	}
-	f.mu.Unlock()
 	if t.defaults != nil {
 		f.defaults = *t.defaults
 	}
+	if t.ns != nil {
+		f.ns = t.ns
+	}
+	f.mu.Unlock()
 	f.applied = t.applied
 	f.appliedIndex.Store(t.applied.Index)
 }
@@ -376,6 +411,7 @@ func (f *FSM) load() error {
 	f.graves = make(map[string]graveRef)
 	f.applied = appliedState{}
 	f.defaults = DefaultRoomConfig
+	f.ns = nil
 	f.appliedIndex.Store(0)
 
 	txn := f.db.NewTransaction(false)
@@ -400,6 +436,13 @@ func (f *FSM) load() error {
 	} else if v != nil {
 		if f.defaults, err = decodeRoomConfig(v); err != nil {
 			return corrupt("group defaults", f.keys.defaults(), err)
+		}
+	}
+	if v, err := getValue(txn, f.keys.namespaces()); err != nil {
+		return err
+	} else if v != nil {
+		if f.ns, err = decodeNamespaces(v); err != nil {
+			return corrupt("namespaces", f.keys.namespaces(), err)
 		}
 	}
 	if err := f.loadRooms(txn); err != nil {

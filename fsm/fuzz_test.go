@@ -20,6 +20,11 @@ func FuzzDecodeCommand(f *testing.F) {
 		{Op: OpExpireNode, NodeID: "n1", NodeEpoch: 3, Limit: 10},
 		{Op: OpTick, Limit: 5},
 		{Op: OpGroupDefaults, ConfigMask: FieldMembersOnly, Config: RoomConfig{MembersOnly: true}},
+		{Op: OpPublish, Room: "feed", Member: "bob", Data: []byte("1"), FromClient: true},
+		{Op: OpNamespaces, Namespaces: Namespaces{Revision: 12, Rules: []Namespace{
+			{Prefix: "", Config: RoomConfig{MaxMembers: 3}, Mask: FieldMaxMembers},
+			{Prefix: "chat:", Config: RoomConfig{HistoryMaxCount: 9, TransientPresence: true}, Mask: FieldHistoryMaxCount | FieldTransientPresence},
+		}}},
 	}
 	for _, c := range seeds {
 		f.Add(c.Encode())

@@ -12,6 +12,7 @@ import (
 //
 //	a                                  applied index, term and clock
 //	d                                  group defaults (RoomConfig)
+//	n                                  namespace rules (Namespaces)
 //	m room                             room record
 //	u room epoch member                member record
 //	e room epoch seq                   event record
@@ -29,6 +30,7 @@ import (
 const (
 	kindApplied  = 'a'
 	kindDefaults = 'd'
+	kindNS       = 'n'
 	kindRoom     = 'm'
 	kindMember   = 'u'
 	kindEvent    = 'e'
@@ -58,8 +60,9 @@ func (k keyspace) kind(kind byte) []byte {
 	return append(append(b, k.prefix...), kind)
 }
 
-func (k keyspace) applied() []byte  { return k.kind(kindApplied) }
-func (k keyspace) defaults() []byte { return k.kind(kindDefaults) }
+func (k keyspace) applied() []byte    { return k.kind(kindApplied) }
+func (k keyspace) defaults() []byte   { return k.kind(kindDefaults) }
+func (k keyspace) namespaces() []byte { return k.kind(kindNS) }
 
 func (k keyspace) roomBase(kind byte, room string, extra int) []byte {
 	b := make([]byte, 0, len(k.prefix)+3+len(room)+extra)
@@ -130,7 +133,7 @@ func (k keyspace) checkRecord(key, value []byte) error {
 		return fmt.Errorf("key %q is too short", key)
 	}
 	kind := key[len(k.prefix)]
-	if (kind == kindApplied || kind == kindDefaults) && len(key) != len(k.prefix)+1 {
+	if (kind == kindApplied || kind == kindDefaults || kind == kindNS) && len(key) != len(k.prefix)+1 {
 		return fmt.Errorf("%s key %q has extra bytes", kindName(kind), key)
 	}
 	var err error
@@ -139,6 +142,8 @@ func (k keyspace) checkRecord(key, value []byte) error {
 		_, err = decodeApplied(value)
 	case kindDefaults:
 		_, err = decodeRoomConfig(value)
+	case kindNS:
+		_, err = decodeNamespaces(value)
 	case kindRoom, kindMember, kindEvent, kindKey, kindOrder, kindGrave:
 		room, rest, ok := k.parseRoomKey(key, kind)
 		if !ok || checkName("room", room) != nil {
@@ -188,6 +193,8 @@ func kindName(kind byte) string {
 		return "applied"
 	case kindDefaults:
 		return "defaults"
+	case kindNS:
+		return "namespaces"
 	case kindRoom:
 		return "room"
 	case kindMember:

@@ -22,7 +22,10 @@ type RoomInfo struct {
 	// the history is empty.
 	FirstSeq    uint64
 	MemberCount int
-	Config      RoomConfig
+	// Config is what the room follows: its namespace's rule with its own
+	// settings (OwnFields) on top.
+	Config    RoomConfig
+	OwnFields ConfigField
 }
 
 // EventOverheadBytes is what an event costs in a page beyond its stored
@@ -82,12 +85,14 @@ func (f *FSM) Room(name string) (RoomInfo, error) {
 	if r == nil {
 		return RoomInfo{}, fmt.Errorf("%w: %q", ErrRoomNotFound, name)
 	}
-	return r.info(name), nil
+	return r.info(f, name), nil
 }
 
-func (r *room) info(name string) RoomInfo {
+// info needs f.mu held, which guards the rules and defaults it resolves.
+func (r *room) info(f *FSM, name string) RoomInfo {
 	return RoomInfo{Room: name, Epoch: r.Epoch, LastSeq: r.LastSeq, FirstSeq: r.FirstSeq,
-		MemberCount: len(r.members), Config: r.Config}
+		MemberCount: len(r.members), Config: effectiveConfig(f.ns, f.defaults, name, &r.roomRecord),
+		OwnFields: r.OwnMask}
 }
 
 // Rooms returns the names of all rooms, sorted.

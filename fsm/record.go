@@ -93,6 +93,20 @@ func encodeRoomConfig(c RoomConfig) []byte {
 	return e.seal(0)
 }
 
+func encodeNamespaces(n *Namespaces) []byte {
+	e := encoder{}
+	e.byte(recordVersion)
+	encodeRules(&e, n)
+	return e.seal(0)
+}
+
+func decodeNamespaces(b []byte) (*Namespaces, error) {
+	d := decoder{buf: b}
+	checkVersion(&d, "namespaces")
+	n := decodeRules(&d)
+	return &n, d.done()
+}
+
 func decodeRoomConfig(b []byte) (RoomConfig, error) {
 	d := decoder{buf: b}
 	checkVersion(&d, "room config")
@@ -125,7 +139,17 @@ type roomRecord struct {
 	// that may still be stored; below them everything was swept.
 	PhysFirstSeq uint64
 	PhysKeyFirst uint64
+	// OwnMask names the Config fields the room was given by room_config;
+	// once the group has namespace rules, the others come from the rules.
+	OwnMask ConfigField
 }
+
+// legacyOwnMask is the OwnMask of a record written before OwnMask
+// existed: the fields in which its config differs from the built-in
+// defaults, which nothing but room_config could have changed (no release
+// proposed group_defaults). It depends on the record alone, so every
+// replica derives the same mask whenever it reads the record.
+func legacyOwnMask(c RoomConfig) ConfigField { return c.differs(DefaultRoomConfig) }
 
 func (r *roomRecord) encode() []byte {
 	e := encoder{buf: make([]byte, 0, 64)}
@@ -141,6 +165,7 @@ func (r *roomRecord) encode() []byte {
 	e.uvarint(r.MemberCount)
 	e.uvarint(r.PhysFirstSeq)
 	e.uvarint(r.PhysKeyFirst)
+	e.byte(byte(r.OwnMask))
 	return e.seal(0)
 }
 
@@ -160,6 +185,11 @@ func decodeRoom(b []byte) (roomRecord, error) {
 	r.MemberCount = d.uvarint()
 	r.PhysFirstSeq = d.uvarint()
 	r.PhysKeyFirst = d.uvarint()
+	if len(d.buf) > 0 {
+		r.OwnMask = ConfigField(d.byte())
+	} else {
+		r.OwnMask = legacyOwnMask(r.Config)
+	}
 	if d.err == nil && (r.FirstSeq > r.LastSeq+1 || r.KeyFirst > r.KeyNext) {
 		d.fail("room record windows are inconsistent (first seq %d, last seq %d, keys %d..%d)",
 			r.FirstSeq, r.LastSeq, r.KeyFirst, r.KeyNext)
@@ -177,8 +207,21 @@ type Member struct {
 	Ephemeral bool
 	NodeID    string
 	NodeEpoch uint64
-	// JoinedSeq is the seq of the member's latest join event.
+	// JoinedSeq is the seq of the member's latest join event, or, when
+	// that join took no seq (TransientPresence), the room's last seq then.
 	JoinedSeq uint64
+	// JoinToken is set when the latest join took no seq: it names that
+	// join for a conditional leave instead (see joinToken).
+	JoinToken uint64
+}
+
+// token is what a conditional leave must name to undo the member's latest
+// join.
+func (m *Member) token() uint64 {
+	if m.JoinToken != 0 {
+		return m.JoinToken
+	}
+	return m.JoinedSeq
 }
 
 func (m *Member) encode() []byte {
@@ -189,6 +232,9 @@ func (m *Member) encode() []byte {
 	e.string(m.NodeID)
 	e.uvarint(m.NodeEpoch)
 	e.uvarint(m.JoinedSeq)
+	if m.JoinToken != 0 {
+		e.uvarint(m.JoinToken)
+	}
 	return e.seal(0)
 }
 
@@ -201,6 +247,9 @@ func decodeMember(name string, b []byte) (Member, error) {
 	m.NodeID = d.string(MaxNodeIDBytes)
 	m.NodeEpoch = d.uvarint()
 	m.JoinedSeq = d.uvarint()
+	if len(d.buf) > 0 {
+		m.JoinToken = d.uvarint()
+	}
 	return m, d.done()
 }
 
@@ -231,7 +280,7 @@ func decodeEvent(b []byte, ev *Event) (unixNano int64, err error) {
 	ev.Member = d.string(MaxMemberBytes)
 	ev.Data = cloneBytes(d.bytes(MaxPayloadBytes))
 	unixNano = d.varint()
-	if d.err == nil && (ev.Type < EventJoin || ev.Type > EventMessage) {
+	if d.err == nil && (ev.Type < EventJoin || ev.Type > EventMessage) { // only these are stored
 		d.fail("unknown event type %d", uint8(ev.Type))
 	}
 	return unixNano, d.done()

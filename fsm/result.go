@@ -21,6 +21,11 @@ var (
 	// ErrNotMember: leave of a member that is not in the room, or publish by
 	// a non-member to a MembersOnly room.
 	ErrNotMember = errors.New("not a member")
+	// ErrForbidden: a client's publish to a room that takes publishes from
+	// the backend only (NoClientPublish).
+	ErrForbidden = errors.New("forbidden")
+	// ErrRoomFull: a join of a new member to a room at its MaxMembers.
+	ErrRoomFull = errors.New("room is full")
 	// ErrRoomNotFound: a read or delete names a room that does not exist.
 	ErrRoomNotFound = errors.New("room not found")
 	// ErrStorage: the local store failed to write. The replica's state is
@@ -55,6 +60,12 @@ const (
 	// EventRoomDeleted is delivered to subscribers only, never stored in
 	// history: the room's epoch ended at Seq. It carries no seq of its own.
 	EventRoomDeleted EventType = 4
+	// EventPresenceJoin and EventPresenceLeave are the join and leave of a
+	// TransientPresence room: delivered to subscribers only, never stored.
+	// They take no seq; Seq is the room's last seq when they happened, so
+	// a subscriber knows which event they follow.
+	EventPresenceJoin  EventType = 5
+	EventPresenceLeave EventType = 6
 )
 
 func (t EventType) String() string {
@@ -67,6 +78,10 @@ func (t EventType) String() string {
 		return "message"
 	case EventRoomDeleted:
 		return "deleted"
+	case EventPresenceJoin:
+		return "presence_join"
+	case EventPresenceLeave:
+		return "presence_leave"
 	}
 	return fmt.Sprintf("event(%d)", uint8(t))
 }
@@ -99,6 +114,9 @@ type Result struct {
 	// LastSeq is the room's last seq after the command (on ErrConflict: the
 	// seq the room is actually at).
 	LastSeq uint64
+	// JoinToken is set by a join that took no seq (TransientPresence): a
+	// conditional leave names that join with it instead of its seq.
+	JoinToken uint64
 	// Removed counts members removed by expire_node, rooms trimmed by tick.
 	Removed int
 	// More reports that expire_node or tick hit its limit and should be

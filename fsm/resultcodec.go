@@ -13,7 +13,7 @@ const resultVersion = 1
 // resultErrors numbers the sentinel errors a Result can carry across nodes.
 // The numbers travel between nodes: never reuse one.
 var resultErrors = []error{nil, ErrBadCommand, ErrInvalid, ErrConflict, ErrNotMember,
-	ErrRoomNotFound, ErrStorage, ErrNeedsRestore, ErrLagged, ErrClosed}
+	ErrRoomNotFound, ErrStorage, ErrNeedsRestore, ErrLagged, ErrClosed, ErrForbidden, ErrRoomFull}
 
 // EncodeResult encodes r so a proposer on another node gets the same Result
 // back from DecodeResult: the sentinel error in Err survives (errors.Is
@@ -43,6 +43,11 @@ func EncodeResult(r *Result) []byte {
 	}
 	e.uvarint(uint64(code))
 	e.string(msg)
+	// Added later, and only present when set, so results without it
+	// encode as before.
+	if r.JoinToken != 0 {
+		e.uvarint(r.JoinToken)
+	}
 	return e.buf
 }
 
@@ -64,6 +69,12 @@ func DecodeResult(b []byte) (*Result, error) {
 	r.More = d.bool()
 	code := d.uvarint()
 	msg := d.string(64 << 10)
+	if len(d.buf) > 0 {
+		// Encoded only when set, so a zero here is garbage.
+		if r.JoinToken = d.uvarint(); r.JoinToken == 0 && d.err == nil {
+			d.fail("a result's join token is zero")
+		}
+	}
 	if err := d.done(); err != nil {
 		return nil, fmt.Errorf("fsm: decode result: %w", err)
 	}

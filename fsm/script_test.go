@@ -114,6 +114,8 @@ type scriptRunner struct {
 	sub  *Subscription
 	// all is every entry applied so far, for replay.
 	all []*raft.Log
+	// rules collects "rule" lines for the next "namespaces" entry.
+	rules []Namespace
 }
 
 func newScriptRunner(t *testing.T) *scriptRunner {
@@ -197,6 +199,9 @@ func (s *scriptRunner) formatResult(l *raft.Log, res *Result) string {
 		return fmt.Sprintf("%s: error: %v", head, res.Err)
 	}
 	line := fmt.Sprintf("%s: ok epoch=%d seq=%d last=%d", head, res.Epoch, res.Seq, res.LastSeq)
+	if res.JoinToken != 0 {
+		line += fmt.Sprintf(" token=top|%d", res.JoinToken&^(1<<63))
+	}
 	if res.Duplicate {
 		line += " duplicate"
 	}
@@ -223,11 +228,18 @@ func (s *scriptRunner) entry(args scriptArgs) (*raft.Log, bool) {
 		if _, ok := args.kv["joined"]; ok {
 			c.HasExpectSeq, c.ExpectSeq = true, args.uint("joined")
 		}
+		if _, ok := args.kv["token"]; ok { // a join that took no seq
+			c.HasExpectSeq, c.ExpectSeq = true, 1<<63|args.uint("token")
+		}
 	case "publish":
 		c = Command{Op: OpPublish, Room: args.pos(0), Member: args.pos(1), Data: []byte(args.pos(2)), Key: args.str("key")}
 		if _, ok := args.kv["expect"]; ok {
 			c.HasExpectSeq, c.ExpectSeq = true, args.uint("expect")
 		}
+		c.FromClient = args.str("from") == "client"
+	case "namespaces":
+		c = Command{Op: OpNamespaces, Namespaces: Namespaces{Revision: args.uint("rev"), Rules: s.rules}}
+		s.rules = nil
 	case "config":
 		c = Command{Op: OpRoomConfig, Room: args.pos(0)}
 		c.Config, c.ConfigMask = args.config()
@@ -306,6 +318,12 @@ func (s *scriptRunner) query(args scriptArgs) []string {
 			s.countKeys(f.keys.incarnation(kindKey, args.pos(0), info.Epoch)))}
 	case "stored-all":
 		return []string{fmt.Sprintf("keys in group=%d", s.countKeys(f.keys.prefix))}
+	case "rule":
+		// A namespace rule for the next "namespaces" entry.
+		n := Namespace{Prefix: args.pos(0)}
+		n.Config, n.Mask = args.config()
+		s.rules = append(s.rules, n)
+		return nil
 	case "restart":
 		before := s.r.digest()
 		s.r.restart()
@@ -455,6 +473,15 @@ func (a scriptArgs) config() (RoomConfig, ConfigField) {
 	}
 	if v, ok := a.kv["members_only"]; ok {
 		c.MembersOnly, mask = v == "true", mask|FieldMembersOnly
+	}
+	if v, ok := a.kv["client_publish"]; ok {
+		c.NoClientPublish, mask = v == "false", mask|FieldNoClientPublish
+	}
+	if v, ok := a.kv["presence_history"]; ok {
+		c.TransientPresence, mask = v == "false", mask|FieldTransientPresence
+	}
+	if _, ok := a.kv["max_members"]; ok {
+		c.MaxMembers, mask = a.uint("max_members"), mask|FieldMaxMembers
 	}
 	return c, mask
 }

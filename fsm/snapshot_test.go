@@ -101,3 +101,74 @@ func TestSnapshotIsAPointInTimeView(t *testing.T) {
 		t.Fatal("snapshot contains writes made after Snapshot returned")
 	}
 }
+
+// A room record written before OwnMask existed has no such byte: the
+// fields its config set away from the built-in defaults count as its own,
+// so namespace rules do not undo what room_config once set.
+func TestRoomRecordWithoutOwnMask(t *testing.T) {
+	cfg := DefaultRoomConfig
+	cfg.HistoryMaxCount, cfg.MembersOnly = 5, true
+	e := encoder{}
+	e.byte(recordVersion)
+	for _, v := range []uint64{7, 3, 1} { // epoch, last seq, first seq
+		e.uvarint(v)
+	}
+	e.varint(0)
+	e.uvarint(1)
+	e.uvarint(1)
+	e.varint(0)
+	encodeConfig(&e, cfg, firstConfigFields) // as the first release wrote it
+	e.uvarint(0)
+	e.uvarint(1)
+	e.uvarint(1)
+	r, err := decodeRoom(e.buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := FieldHistoryMaxCount | FieldMembersOnly; r.OwnMask != want {
+		t.Errorf("own mask %#x, want %#x", r.OwnMask, want)
+	}
+	if r.Config != cfg {
+		t.Errorf("config %+v, want %+v", r.Config, cfg)
+	}
+	again, err := decodeRoom(r.encode())
+	if err != nil || again != r {
+		t.Errorf("re-encoded record reads as %+v (%v), want %+v", again, err, r)
+	}
+}
+
+// Commands that do not use the later fields encode as the first release
+// wrote them, so a log from before them reads the same.
+func TestCommandsWithoutLaterFieldsKeepTheirEncoding(t *testing.T) {
+	pub := (&Command{Op: OpPublish, Room: "r", Member: "m", Data: []byte(`1`)}).Encode()
+	client := (&Command{Op: OpPublish, Room: "r", Member: "m", Data: []byte(`1`), FromClient: true}).Encode()
+	if len(client) != len(pub)+1 {
+		t.Fatalf("a client's publish is %d bytes, the backend's %d: want one more", len(client), len(pub))
+	}
+	cfg := (&Command{Op: OpRoomConfig, Room: "r", Config: RoomConfig{HistoryMaxCount: 3}, ConfigMask: FieldHistoryMaxCount}).Encode()
+	e := encoder{}
+	e.byte(commandVersion)
+	e.byte(byte(OpRoomConfig))
+	e.string("r")
+	e.byte(byte(FieldHistoryMaxCount))
+	for _, v := range []uint64{3, 0, 0, 0} {
+		e.uvarint(v)
+	}
+	e.bool(false)
+	if string(cfg) != string(e.buf) {
+		t.Errorf("room_config encodes as %x, the first release as %x", cfg, e.buf)
+	}
+	c, err := DecodeCommand(client)
+	if err != nil || !c.FromClient {
+		t.Errorf("client publish decodes as %+v, %v", c, err)
+	}
+	full := Command{Op: OpNamespaces, Namespaces: Namespaces{Revision: 9, Rules: []Namespace{
+		{Prefix: "", Config: RoomConfig{MaxMembers: 4}, Mask: FieldMaxMembers},
+		{Prefix: "chat:", Config: RoomConfig{NoClientPublish: true, TransientPresence: true}, Mask: FieldNoClientPublish | FieldTransientPresence},
+	}}}
+	c, err = DecodeCommand(full.Encode())
+	if err != nil || c.Namespaces.Revision != 9 || len(c.Namespaces.Rules) != 2 || c.Namespaces.Rules[1] != full.Namespaces.Rules[1] ||
+		c.Namespaces.Rules[0] != full.Namespaces.Rules[0] {
+		t.Errorf("namespaces decode as %+v, %v; want %+v", c.Namespaces, err, full.Namespaces)
+	}
+}

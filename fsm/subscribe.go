@@ -49,7 +49,7 @@ func (f *FSM) Subscribe(room string, buffer int) (*Subscription, RoomInfo, error
 	}
 	info := RoomInfo{Room: room}
 	if r := f.rooms[room]; r != nil {
-		info = r.info(room)
+		info = r.info(f, room)
 	}
 	if room == "" {
 		f.subs.all[s] = struct{}{}

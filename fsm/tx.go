@@ -31,6 +31,7 @@ type tx struct {
 	members  map[memberKey]*Member // nil: removed
 	events   []Event
 	defaults *RoomConfig
+	ns       *Namespaces
 	// err is the first read failure; the tx is then not committed.
 	err error
 
@@ -146,6 +147,18 @@ func (t *tx) touch(name string) *txRoom {
 	return tr
 }
 
+func (t *tx) namespaces() *Namespaces {
+	if t.ns != nil {
+		return t.ns
+	}
+	return t.f.ns
+}
+
+// config is the config the room follows now (see effectiveConfig).
+func (t *tx) config(name string, r *roomRecord) RoomConfig {
+	return effectiveConfig(t.namespaces(), t.currentDefaults(), name, r)
+}
+
 func (t *tx) currentDefaults() RoomConfig {
 	if t.defaults != nil {
 		return *t.defaults
@@ -208,6 +221,9 @@ func (t *tx) write() error {
 	}
 	if t.defaults != nil {
 		t.set(keys.defaults(), encodeRoomConfig(*t.defaults))
+	}
+	if t.ns != nil {
+		t.set(keys.namespaces(), encodeNamespaces(t.ns))
 	}
 	t.set(keys.applied(), t.applied.encode())
 	w := t.f.db.NewTransaction(true)

@@ -2,6 +2,7 @@ package multiraft
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -81,6 +82,9 @@ type BootstrapSpec struct {
 	Nodes       []Peer
 	Groups      uint64 // data groups, 1..Groups
 	Replication int    // replicas per data group
+	// AppSettings are the application's first cluster-wide settings
+	// (ClusterState.AppSettings); optional.
+	AppSettings []byte
 }
 
 // MaxMetaReplicas caps the meta group's size: more voters only slow it.
@@ -194,6 +198,9 @@ func (h *Host) Bootstrap(ctx context.Context, spec BootstrapSpec) error {
 	if spec.ClusterID == "" || spec.Groups == 0 {
 		return errors.New("multiraft: bootstrap needs a cluster id and at least one data group")
 	}
+	if len(spec.AppSettings) > 0 && !json.Valid(spec.AppSettings) {
+		return errors.New("multiraft: bootstrap: application settings must be JSON")
+	}
 	ids := make([]string, len(spec.Nodes))
 	me := -1
 	for i, p := range spec.Nodes {
@@ -249,7 +256,7 @@ func (h *Host) Bootstrap(ctx context.Context, spec BootstrapSpec) error {
 		}
 	}
 	cmd := encodeMeta(metaCommand{Op: metaOpInit, ClusterID: spec.ClusterID, Groups: spec.Groups,
-		Replication: spec.Replication, Nodes: nodes, Placement: placement})
+		Replication: spec.Replication, Nodes: nodes, Placement: placement, Settings: spec.AppSettings})
 	// Every bootstrap node proposes init; all but the first are refused
 	// as conflicts, and the check below tells a foreign cluster apart.
 	// Until a quorum of the meta group is up (the other initial nodes
@@ -379,6 +386,29 @@ func (h *Host) Cluster() *ClusterState {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	return h.cluster.Clone()
+}
+
+// AppSettings returns the application's cluster-wide settings as this node
+// last saw them, and the meta index that set them (0: never).
+func (h *Host) AppSettings() ([]byte, uint64) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return slices.Clone(h.cluster.AppSettings), h.cluster.AppSettingsIndex
+}
+
+// SetAppSettings replaces the application's cluster-wide settings if they
+// are still those recorded at expectIndex (0: never set), and returns the
+// index that recorded the new ones. A lost race is ErrMetaConflict: read
+// the settings again and redo the change.
+func (h *Host) SetAppSettings(ctx context.Context, settings []byte, expectIndex uint64) (uint64, error) {
+	if !json.Valid(settings) {
+		return 0, errors.New("multiraft: application settings must be JSON")
+	}
+	res, err := h.proposeMeta(ctx, encodeMeta(metaCommand{Op: metaOpSetSettings, Settings: settings, ExpectIndex: expectIndex}))
+	if err != nil {
+		return 0, err
+	}
+	return res.Index, nil
 }
 
 // GroupForKey maps a key to its data group in this cluster (0 before the

@@ -72,8 +72,15 @@ type ClusterState struct {
 	// the group is refused while a record stands, and a record whose owner
 	// is gone is taken over by the meta leader, which finishes or rolls it
 	// back. Absent in states written before records existed.
-	Ops   map[uint64]*GroupOp `json:"ops,omitempty"`
-	Index uint64              `json:"index"` // last applied meta log index
+	Ops map[uint64]*GroupOp `json:"ops,omitempty"`
+	// AppSettings is the application's cluster-wide settings, opaque to
+	// the host; AppSettingsIndex is the meta index that last set them (0:
+	// never), which orders versions of them. The application carries them
+	// into its data groups' logs itself (a data group cannot read the meta
+	// group while it applies). Absent in states written before they existed.
+	AppSettings      json.RawMessage `json:"app_settings,omitempty"`
+	AppSettingsIndex uint64          `json:"app_settings_index,omitempty"`
+	Index            uint64          `json:"index"` // last applied meta log index
 }
 
 // Replica change kinds.
@@ -117,7 +124,8 @@ func (s *ClusterState) Initialized() bool { return s != nil && s.ClusterID != ""
 // Clone returns a deep copy.
 func (s *ClusterState) Clone() *ClusterState {
 	c := &ClusterState{ClusterID: s.ClusterID, Groups: s.Groups, Replication: s.Replication, Index: s.Index,
-		Nodes: make(map[string]*NodeInfo, len(s.Nodes)), Replicas: make(map[uint64][]string, len(s.Replicas))}
+		Nodes: make(map[string]*NodeInfo, len(s.Nodes)), Replicas: make(map[uint64][]string, len(s.Replicas)),
+		AppSettings: slices.Clone(s.AppSettings), AppSettingsIndex: s.AppSettingsIndex}
 	for id, n := range s.Nodes {
 		cp := *n
 		c.Nodes[id] = &cp
@@ -173,6 +181,7 @@ const (
 	metaOpRemoveNode   = "remove_node"
 	metaOpBeginOp      = "begin_op"
 	metaOpEndOp        = "end_op"
+	metaOpSetSettings  = "set_app_settings"
 )
 
 const metaCommandVersion = 1
@@ -209,6 +218,12 @@ type metaCommand struct {
 	// the entry); TakeOver names the abandoned record it replaces.
 	Begin    *GroupOp `json:"begin,omitempty"`
 	TakeOver uint64   `json:"take_over,omitempty"`
+
+	// Settings are the application settings of init and set_app_settings;
+	// set_app_settings replaces them only while they are still those of
+	// ExpectIndex, so that two read-modify-writes cannot lose one's change.
+	Settings    json.RawMessage `json:"settings,omitempty"`
+	ExpectIndex uint64          `json:"expect_index,omitempty"`
 }
 
 func encodeMeta(c metaCommand) []byte {
@@ -228,6 +243,9 @@ type MetaResult struct {
 	// Op is, for begin_op, the record now standing: the new one, or the
 	// one that made the command fail.
 	Op *GroupOp `json:"op,omitempty"`
+	// Index is, for set_app_settings, the entry's index: the settings'
+	// new AppSettingsIndex.
+	Index uint64 `json:"index,omitempty"`
 }
 
 // ErrMetaConflict is the error of a meta command refused by the state it
@@ -316,6 +334,18 @@ func (s *ClusterState) apply(c *metaCommand, index uint64) *MetaResult {
 		for g, r := range c.Placement {
 			s.Replicas[g] = slices.Clone(r)
 		}
+		if len(c.Settings) > 0 {
+			s.AppSettings, s.AppSettingsIndex = slices.Clone(c.Settings), index
+		}
+	case metaOpSetSettings:
+		if !s.Initialized() {
+			return refuse("the cluster is not initialized yet")
+		}
+		if s.AppSettingsIndex != c.ExpectIndex {
+			return refuse("the settings changed at index %d since they were read at index %d; read them again", s.AppSettingsIndex, c.ExpectIndex)
+		}
+		s.AppSettings, s.AppSettingsIndex = slices.Clone(c.Settings), index
+		return &MetaResult{Index: index}
 	case metaOpRegister:
 		if c.Node == nil || c.Node.ID == "" || c.Node.PeerAddr == "" {
 			return refuse("register needs a node id and peer address")

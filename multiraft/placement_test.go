@@ -169,6 +169,21 @@ func applyMeta(t *testing.T, m *MetaFSM, index uint64, c metaCommand) *MetaResul
 	return m.Apply(&raft.Log{Index: index, Type: raft.LogCommand, Data: encodeMeta(c)}).(*MetaResult)
 }
 
+// restoredMeta is a new MetaFSM restored from a snapshot of m.
+func restoredMeta(t *testing.T, m *MetaFSM) *MetaFSM {
+	t.Helper()
+	snap, _ := m.Snapshot()
+	sink := &memSink{}
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	m2 := newMetaFSM()
+	if err := m2.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
+		t.Fatal(err)
+	}
+	return m2
+}
+
 func TestMetaFSMCommandsAndSnapshot(t *testing.T) {
 	m := newMetaFSM()
 	if r := applyMeta(t, m, 1, metaCommand{Op: metaOpRegister, Node: &NodeInfo{ID: "a", PeerAddr: "1"}}); r.err() == nil {
@@ -221,15 +236,7 @@ func TestMetaFSMCommandsAndSnapshot(t *testing.T) {
 	if r := m.Apply(&raft.Log{Index: 10, Type: raft.LogCommand, Data: []byte("{garbage")}).(*MetaResult); r.err() == nil {
 		t.Error("garbage entry accepted")
 	}
-	snap, _ := m.Snapshot()
-	sink := &memSink{}
-	if err := snap.Persist(sink); err != nil {
-		t.Fatal(err)
-	}
-	m2 := newMetaFSM()
-	if err := m2.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
-		t.Fatal(err)
-	}
+	m2 := restoredMeta(t, m)
 	a, _ := m.State()
 	b, _ := m2.State()
 	ja, _ := json.Marshal(a)
@@ -358,15 +365,7 @@ func TestMetaFSMGroupOps(t *testing.T) {
 	applyMeta(t, m, 13, metaCommand{Op: metaOpBeginOp, Group: 2, Begin: &GroupOp{Kind: OpRepair, Owner: "c"}})
 	// Records survive a snapshot; a snapshot from before records existed
 	// (no "ops" field) restores with none.
-	snap, _ := m.Snapshot()
-	sink := &memSink{}
-	if err := snap.Persist(sink); err != nil {
-		t.Fatal(err)
-	}
-	m2 := newMetaFSM()
-	if err := m2.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
-		t.Fatal(err)
-	}
+	m2 := restoredMeta(t, m)
 	if st, _ := m2.State(); st.Ops[2] == nil || st.Ops[2].ID != 13 || st.Ops[2].Kind != OpRepair {
 		t.Fatalf("restored ops: %v", st.Ops)
 	}
@@ -377,5 +376,31 @@ func TestMetaFSMGroupOps(t *testing.T) {
 	}
 	if r := applyMeta(t, m3, 6, metaCommand{Op: metaOpSetReplicas, Group: 1, Expect: []string{"a"}, Replicas: []string{"a"}}); r.err() != nil {
 		t.Fatalf("set_replicas without an operation on an old state: %v", r.err())
+	}
+}
+
+// Application settings: given at init, replaced only by a set_app_settings
+// that read the current version, and kept by snapshots.
+func TestMetaFSMAppSettings(t *testing.T) {
+	m := newMetaFSM()
+	if r := applyMeta(t, m, 1, metaCommand{Op: metaOpSetSettings, Settings: []byte(`{"a":1}`)}); r.err() == nil {
+		t.Error("settings accepted before init")
+	}
+	if r := applyMeta(t, m, 2, metaCommand{Op: metaOpInit, ClusterID: "c1", Groups: 1, Replication: 1,
+		Nodes: []NodeInfo{{ID: "a", PeerAddr: "1"}}, Settings: []byte(`{"a":1}`)}); r.err() != nil {
+		t.Fatal(r.err())
+	}
+	if st, _ := m.State(); string(st.AppSettings) != `{"a":1}` || st.AppSettingsIndex != 2 {
+		t.Fatalf("after init: %s at %d", st.AppSettings, st.AppSettingsIndex)
+	}
+	if r := applyMeta(t, m, 3, metaCommand{Op: metaOpSetSettings, Settings: []byte(`{"a":2}`), ExpectIndex: 0}); r.err() == nil {
+		t.Error("a set that read an older version was accepted")
+	}
+	if r := applyMeta(t, m, 4, metaCommand{Op: metaOpSetSettings, Settings: []byte(`{"a":3}`), ExpectIndex: 2}); r.err() != nil || r.Index != 4 {
+		t.Fatalf("set: %+v", r)
+	}
+	m2 := restoredMeta(t, m)
+	if st, _ := m2.State(); string(st.AppSettings) != `{"a":3}` || st.AppSettingsIndex != 4 {
+		t.Fatalf("restored: %s at %d", st.AppSettings, st.AppSettingsIndex)
 	}
 }

@@ -49,6 +49,16 @@ type ReadyNoter interface {
 	ReadyNotes() []string
 }
 
+// ClientPublishMarker is a Backend that says whether the front may mark the
+// publishes of sockets (fsm.Command.FromClient), which rooms that take
+// publishes from the backend only refuse. A replica of an earlier release
+// cannot read the mark and would skip the entry, so a cluster turns it on
+// only once it runs this release throughout. A Backend without the method
+// always marks them.
+type ClientPublishMarker interface {
+	MarkClientPublishes() bool
+}
+
 // EventStream is one open feed of a group's committed events.
 type EventStream interface {
 	// Recv returns the next event, or an error once the stream has ended.

@@ -305,18 +305,35 @@ func parseEpoch(s string) (uint64, error) {
 }
 
 var eventTypes = [...]string{
-	fsm.EventJoin:    "join",
-	fsm.EventLeave:   "leave",
-	fsm.EventMessage: "message",
+	fsm.EventJoin:          "join",
+	fsm.EventLeave:         "leave",
+	fsm.EventMessage:       "message",
+	fsm.EventPresenceJoin:  "join",
+	fsm.EventPresenceLeave: "leave",
 }
 
-// appendEvent appends an event push.
+// isPresence tells the joins and leaves that take no seq.
+func isPresence(t fsm.EventType) bool {
+	return t == fsm.EventPresenceJoin || t == fsm.EventPresenceLeave
+}
+
+// appendEvent appends an event push, or a presence push for a join or
+// leave that took no seq: it names the seq it follows (after_seq) instead,
+// so that a client tracking seqs never takes it for one.
 func appendEvent(b []byte, ev *fsm.Event) []byte {
-	b = append(b, `{"ev":"event","room":`...)
+	if isPresence(ev.Type) {
+		b = append(b, `{"ev":"presence","room":`...)
+	} else {
+		b = append(b, `{"ev":"event","room":`...)
+	}
 	b = appendString(b, ev.Room)
 	b = append(b, `,"epoch":"`...)
 	b = strconv.AppendUint(b, ev.Epoch, 10)
-	b = append(b, `","seq":`...)
+	if isPresence(ev.Type) {
+		b = append(b, `","after_seq":`...)
+	} else {
+		b = append(b, `","seq":`...)
+	}
 	b = strconv.AppendUint(b, ev.Seq, 10)
 	b = append(b, `,"type":`...)
 	typ := "unknown"

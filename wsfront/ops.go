@@ -267,17 +267,26 @@ func (sess *session) join(ctx context.Context, ident *auth.Identity, req *reques
 		}
 		ended := sess.ended
 		if !ended {
-			sess.joined[req.Room] = res.Seq
+			sess.joined[req.Room] = joinToken(res)
 		}
 		sess.mu.Unlock()
 		if ended {
 			// The socket closed while the join committed: undo it.
 			ctx, cancel := context.WithTimeout(context.Background(), lim.LeaveTimeout)
 			defer cancel()
-			_, _ = sess.srv.leaveJoin(ctx, ident.User, req.Room, res.Seq)
+			_, _ = sess.srv.leaveJoin(ctx, ident.User, req.Room, joinToken(res))
 		}
 	}
 	return seqReply(req.ID, res, perr)
+}
+
+// joinToken is what names a join for the conditional leave that undoes it:
+// its seq, or the token of a join that took none.
+func joinToken(res *fsm.Result) uint64 {
+	if res.JoinToken != 0 {
+		return res.JoinToken
+	}
+	return res.Seq
 }
 
 func (sess *session) leaveOp(ctx context.Context, ident *auth.Identity, req *request) ([]byte, *protoError) {
@@ -331,7 +340,8 @@ func (sess *session) publish(ctx context.Context, ident *auth.Identity, req *req
 		return nil, &protoError{code: codeRateLimited, retryable: true, retryAfter: wait,
 			msg: fmt.Sprintf("over %v publishes per second on this socket", lim.PublishRate)}
 	}
-	cmd := fsm.Command{Op: fsm.OpPublish, Room: req.Room, Member: ident.User, Data: req.Data, Key: req.Key}
+	cmd := fsm.Command{Op: fsm.OpPublish, Room: req.Room, Member: ident.User, Data: req.Data, Key: req.Key,
+		FromClient: sess.srv.marksClientPublishes()}
 	if req.ExpectSeq != nil {
 		cmd.HasExpectSeq, cmd.ExpectSeq = true, *req.ExpectSeq
 	}
@@ -340,6 +350,11 @@ func (sess *session) publish(ctx context.Context, ident *auth.Identity, req *req
 		return nil, perr
 	}
 	return newReply(req.ID, true).uint("seq", res.Seq).epoch(res.Epoch).bool("duplicate", res.Duplicate).done(), nil
+}
+
+func (s *Server) marksClientPublishes() bool {
+	m, ok := s.be.(ClientPublishMarker)
+	return !ok || m.MarkClientPublishes()
 }
 
 var plantedAckEarly = func(r *fsm.Result, p *protoError) (*fsm.Result, *protoError) { return r, p } // see jepsenbug_ackearly.go
@@ -393,8 +408,10 @@ func resultError(op fsm.Op, res *fsm.Result) *protoError {
 		return &protoError{code: codeConflict, lastSeq: res.LastSeq, msg: err.Error()}
 	case errors.Is(err, fsm.ErrNotMember) && op == fsm.OpLeave:
 		return &protoError{code: codeNotFound, msg: err.Error()}
-	case errors.Is(err, fsm.ErrNotMember):
+	case errors.Is(err, fsm.ErrNotMember), errors.Is(err, fsm.ErrForbidden):
 		return &protoError{code: codeForbidden, msg: err.Error()}
+	case errors.Is(err, fsm.ErrRoomFull):
+		return &protoError{code: codeLimitExceeded, msg: err.Error()}
 	case errors.Is(err, fsm.ErrInvalid), errors.Is(err, fsm.ErrBadCommand):
 		return &protoError{code: codeBadRequest, msg: err.Error()}
 	case errors.Is(err, fsm.ErrRoomNotFound):

@@ -107,6 +107,18 @@ func (s *subscription) deliverLocked(ev *fsm.Event, frame []byte) bool {
 		}
 		s.epoch, s.deleted, s.next = ev.Epoch, false, 1
 	}
+	if isPresence(ev.Type) {
+		// It takes no seq and is not in history: it goes out only in its
+		// place, right after the event it follows; a subscription that is
+		// not there (catching up, resuming) never sees it.
+		if ev.Seq == s.next-1 {
+			if frame == nil {
+				frame = eventFrame(ev)
+			}
+			s.sess.sendEvent(frame)
+		}
+		return true
+	}
 	switch {
 	case ev.Seq < s.next:
 		return true

@@ -99,10 +99,12 @@ export interface EventMap {
  * - 'event': an event of the room (type message, join or leave);
  * - 'truncated': events of epoch below seq were trimmed before they could be delivered; delivery continues at seq;
  * - 'epoch_changed': the room was deleted and created again while the subscription was away; delivery continues in epoch at seq;
- * - 'room_deleted': incarnation epoch ended at seq; if the room is used again, its events follow with a new epoch from seq 1.
+ * - 'room_deleted': incarnation epoch ended at seq; if the room is used again, its events follow with a new epoch from seq 1;
+ * - 'presence': a join or leave (type) of a room that keeps them out of its history: no seq of its own, it follows the event at seq
+ *   (0: the room's first is yet to come), and only a subscription live at that point gets it.
  */
 export interface RoomEvent {
-  kind: 'event' | 'truncated' | 'epoch_changed' | 'room_deleted';
+  kind: 'event' | 'truncated' | 'epoch_changed' | 'room_deleted' | 'presence';
   room: string;
   /** The room's incarnation, a decimal string. */
   epoch: string;

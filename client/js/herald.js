@@ -554,6 +554,12 @@ class Subscription {
         this.next++;
         this.deliver(eventOf(f));
         return;
+      case 'presence':
+        // A join or leave kept out of history: no seq of its own, and
+        // delivered only in its place, right after the event it follows.
+        if (!this.acceptEpoch(e, f.epoch) || this.ended || f.after_seq !== this.next - 1) return;
+        this.deliver({ ...eventOf(f), kind: 'presence', seq: f.after_seq });
+        return;
       case 'truncated':
         if (this.acceptEpoch(e, f.epoch) && f.first_seq > this.next) {
           this.next = f.first_seq;

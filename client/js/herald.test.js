@@ -158,6 +158,20 @@ class FakeCluster {
     return r ? r.events.filter((e) => e.type === 'message') : [];
   }
 
+  // presence pushes a join or leave that takes no seq, as a room that
+  // keeps presence out of its history does; afterSeq overrides the seq it
+  // names, to push one out of place.
+  presence(name, type, member, afterSeq) {
+    const r = this.room(name, true);
+    const at = afterSeq ?? r.lastSeq;
+    for (const s of this.sockets) {
+      const sub = s.subs.get(name);
+      if (s.readyState === 1 && sub) {
+        s.push({ ev: 'presence', room: name, epoch: r.epoch, after_seq: at, type, member, data: null, ts: new Date().toISOString() });
+      }
+    }
+  }
+
   trim(name, firstSeq) {
     const r = this.room(name, true);
     r.firstSeq = firstSeq;
@@ -610,6 +624,24 @@ test('truncation and epoch changes are told in the stream', async (t) => {
   fc.append('lobby', 'message', 'carol', 'newer');
   await waitFor(() => got.length === 2, 'deletion and the next incarnation');
   assert.deepEqual(got, ['room_deleted:2:1', 'event:3:1']);
+});
+
+test('presence kept out of history arrives in its place, without a seq of its own', async (t) => {
+  const fc = new FakeCluster();
+  const c = client(fc);
+  t.after(() => c.close());
+  await c.ready();
+  const got = [];
+  const sub = c.subscribe('game', (ev) => got.push(`${ev.kind}:${ev.type}:${ev.seq}`), { fromSeq: 1 });
+  await sub.ready;
+  fc.presence('game', 'join', 'alice');
+  fc.append('game', 'message', 'alice', 'hi');
+  fc.presence('game', 'leave', 'bob', 0); // out of place: it follows no event the client is at
+  fc.presence('game', 'leave', 'alice');
+  fc.append('game', 'message', 'bob', 'bye');
+  await waitFor(() => got.length === 4, 'the events and presence');
+  assert.deepEqual(got, ['presence:join:0', 'event:message:1', 'presence:leave:1', 'event:message:2']);
+  assert.equal(sub.lastSeq, 2);
 });
 
 test('a subscription starting without from_seq gets only new events', async (t) => {

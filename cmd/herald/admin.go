@@ -100,15 +100,22 @@ func adminCommand() *cli.Command {
 					leaf(&cli.Command{Name: "delete", ArgsUsage: "ROOM", Usage: "delete a room: its history and members go; its next use starts a new epoch",
 						Action: adminAction(cmdRoomsDelete)}),
 					leaf(&cli.Command{Name: "config", ArgsUsage: "ROOM [--history-max-count N] [--history-max-age D] ...",
-						Usage: "change a room's retention and rules (0 means no limit; a missing room is created)",
-						Flags: []cli.Flag{
-							&cli.Uint64Flag{Name: "history-max-count", Usage: "events the room keeps"},
-							&cli.DurationFlag{Name: "history-max-age", Usage: "how long events are kept"},
-							&cli.Uint64Flag{Name: "key-window-count", Usage: "idempotency keys remembered"},
-							&cli.DurationFlag{Name: "key-window-age", Usage: "how long idempotency keys are remembered"},
-							&cli.BoolFlag{Name: "members-only", Usage: "only members may publish (--members-only=false to open)"},
-						},
+						Usage:  "change a room's retention and rules (0 means no limit; a missing room is created)",
+						Flags:  roomConfigFlags(),
 						Action: adminAction(cmdRoomsConfig)}),
+				},
+			},
+			{
+				Name:  "namespaces",
+				Usage: "room options by name prefix: the longest matching prefix gives a room its config; a room's own config overrides it",
+				Subcommands: []*cli.Command{
+					leaf(&cli.Command{Name: "list", Usage: "the cluster's namespace rules", Action: adminAction(cmdNamespacesList)}),
+					leaf(&cli.Command{Name: "set", ArgsUsage: "PREFIX [--history-max-count N] [--client-publish=false] ...",
+						Usage:  `add or replace the rule for PREFIX ("" for rooms no other prefix matches); fields left out have their defaults`,
+						Flags:  roomConfigFlags(),
+						Action: adminAction(cmdNamespacesSet)}),
+					leaf(&cli.Command{Name: "delete", ArgsUsage: "PREFIX", Usage: "remove the rule for PREFIX",
+						Action: adminAction(cmdNamespacesDelete)}),
 				},
 			},
 			leaf(&cli.Command{Name: "snapshot", Usage: "make the node at --addr snapshot one group or all of its groups now",
@@ -136,6 +143,21 @@ func adminCommand() *cli.Command {
 				},
 				Action: adminAction(cmdRestore)}),
 		},
+	}
+}
+
+// roomConfigFlags are the options of a room's config, for rooms config and
+// namespaces set.
+func roomConfigFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.Uint64Flag{Name: "history-max-count", Usage: "events the room keeps"},
+		&cli.DurationFlag{Name: "history-max-age", Usage: "how long events are kept"},
+		&cli.Uint64Flag{Name: "key-window-count", Usage: "idempotency keys remembered"},
+		&cli.DurationFlag{Name: "key-window-age", Usage: "how long idempotency keys are remembered"},
+		&cli.BoolFlag{Name: "members-only", Usage: "only members may publish (--members-only=false to open)"},
+		&cli.BoolFlag{Name: "client-publish", Usage: "sockets may publish (--client-publish=false: only the backend may)"},
+		&cli.BoolFlag{Name: "presence-history", Usage: "joins and leaves go into the history (--presence-history=false: live subscribers only)"},
+		&cli.Uint64Flag{Name: "max-members", Usage: "members the room takes"},
 	}
 }
 

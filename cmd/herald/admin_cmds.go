@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -515,6 +516,12 @@ func printRoom(s *session, r *admin.Room) {
 	t.row("key window count:", limit(r.Config.KeyWindowCount))
 	t.row("key window age:", limitAge(r.Config.KeyWindowAge))
 	t.row("members only:", r.Config.MembersOnly)
+	t.row("client publish:", r.Config.ClientPublish)
+	t.row("presence history:", r.Config.PresenceHistory)
+	t.row("max members:", limit(r.Config.MaxMembers))
+	if len(r.OwnSettings) > 0 {
+		t.row("own settings:", strings.Join(r.OwnSettings, ", ")+" (over the namespace's)")
+	}
 	t.flush()
 	if len(r.Members) == 0 {
 		return
@@ -539,6 +546,14 @@ func printRoom(s *session, r *admin.Room) {
 	if r.MembersTruncated {
 		fmt.Fprintf(s.out, "(first %d of %d members)\n", len(r.Members), r.MemberCount)
 	}
+}
+
+// shown formats a field a rule sets, and "-" for one it leaves out.
+func shown[T any](v *T, format func(T) string) string {
+	if v == nil {
+		return "-"
+	}
+	return format(*v)
 }
 
 func limit(n uint64) string {
@@ -590,30 +605,9 @@ func cmdRoomsConfig(s *session) error {
 	if err != nil {
 		return err
 	}
-	var ch admin.RoomConfigChange
-	c := s.c
-	if c.IsSet("history-max-count") {
-		v := c.Uint64("history-max-count")
-		ch.HistoryMaxCount = &v
-	}
-	if c.IsSet("history-max-age") {
-		v := admin.Duration(c.Duration("history-max-age"))
-		ch.HistoryMaxAge = &v
-	}
-	if c.IsSet("key-window-count") {
-		v := c.Uint64("key-window-count")
-		ch.KeyWindowCount = &v
-	}
-	if c.IsSet("key-window-age") {
-		v := admin.Duration(c.Duration("key-window-age"))
-		ch.KeyWindowAge = &v
-	}
-	if c.IsSet("members-only") {
-		v := c.Bool("members-only")
-		ch.MembersOnly = &v
-	}
-	if ch == (admin.RoomConfigChange{}) {
-		return usagef("rooms config needs at least one of --history-max-count, --history-max-age, --key-window-count, --key-window-age, --members-only")
+	ch, err := configChange(s, "rooms config")
+	if err != nil {
+		return err
 	}
 	ctx, cancel := s.request()
 	defer cancel()
@@ -622,6 +616,102 @@ func cmdRoomsConfig(s *session) error {
 		return err
 	}
 	return s.print(r, func() { printRoom(s, r) })
+}
+
+// configChange reads the roomConfigFlags that were given.
+func configChange(s *session, what string) (admin.RoomConfigChange, error) {
+	var ch admin.RoomConfigChange
+	c := s.c
+	u64 := func(name string) *uint64 {
+		if !c.IsSet(name) {
+			return nil
+		}
+		v := c.Uint64(name)
+		return &v
+	}
+	dur := func(name string) *admin.Duration {
+		if !c.IsSet(name) {
+			return nil
+		}
+		v := admin.Duration(c.Duration(name))
+		return &v
+	}
+	flag := func(name string) *bool {
+		if !c.IsSet(name) {
+			return nil
+		}
+		v := c.Bool(name)
+		return &v
+	}
+	ch.HistoryMaxCount, ch.HistoryMaxAge = u64("history-max-count"), dur("history-max-age")
+	ch.KeyWindowCount, ch.KeyWindowAge = u64("key-window-count"), dur("key-window-age")
+	ch.MembersOnly, ch.ClientPublish, ch.PresenceHistory = flag("members-only"), flag("client-publish"), flag("presence-history")
+	ch.MaxMembers = u64("max-members")
+	if ch == (admin.RoomConfigChange{}) {
+		return ch, usagef("%s needs at least one of --history-max-count, --history-max-age, --key-window-count, --key-window-age, --members-only, --client-publish, --presence-history, --max-members", what)
+	}
+	return ch, nil
+}
+
+func cmdNamespacesList(s *session) error {
+	if len(s.args) > 0 {
+		return usagef("namespaces list takes no arguments")
+	}
+	ctx, cancel := s.request()
+	defer cancel()
+	ns, err := s.client.Namespaces(ctx)
+	if err != nil {
+		return err
+	}
+	return s.print(ns, func() { printNamespaces(s, ns) })
+}
+
+func cmdNamespacesSet(s *session) error {
+	prefix, err := s.arg("PREFIX")
+	if err != nil {
+		return err
+	}
+	ch, err := configChange(s, "namespaces set")
+	if err != nil {
+		return err
+	}
+	ctx, cancel := s.request()
+	defer cancel()
+	ns, err := s.client.SetNamespace(ctx, admin.Namespace{Prefix: prefix, RoomConfigChange: ch})
+	if err != nil {
+		return err
+	}
+	return s.print(ns, func() { printNamespaces(s, ns) })
+}
+
+func cmdNamespacesDelete(s *session) error {
+	prefix, err := s.arg("PREFIX")
+	if err != nil {
+		return err
+	}
+	ctx, cancel := s.request()
+	defer cancel()
+	ns, err := s.client.DeleteNamespace(ctx, prefix)
+	if err != nil {
+		return err
+	}
+	return s.print(ns, func() { printNamespaces(s, ns) })
+}
+
+func printNamespaces(s *session, ns *admin.Namespaces) {
+	if len(ns.Namespaces) == 0 {
+		fmt.Fprintf(s.out, "no namespaces (revision %d): rooms have the built-in defaults and their own settings\n", ns.Revision)
+		return
+	}
+	t := newTable(s.out, "PREFIX", "HISTORY COUNT", "HISTORY AGE", "KEY COUNT", "KEY AGE", "MEMBERS ONLY", "CLIENT PUBLISH", "PRESENCE HISTORY", "MAX MEMBERS")
+	for _, n := range ns.Namespaces {
+		c := n.RoomConfigChange
+		t.row(fmt.Sprintf("%q", n.Prefix), shown(c.HistoryMaxCount, limit), shown(c.HistoryMaxAge, limitAge),
+			shown(c.KeyWindowCount, limit), shown(c.KeyWindowAge, limitAge), shown(c.MembersOnly, strconv.FormatBool),
+			shown(c.ClientPublish, strconv.FormatBool), shown(c.PresenceHistory, strconv.FormatBool), shown(c.MaxMembers, limit))
+	}
+	t.flush()
+	fmt.Fprintf(s.out, "revision %d; fields shown as - have their defaults\n", ns.Revision)
 }
 
 func cmdSnapshot(s *session) error {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/subtle"
 	"crypto/tls"
@@ -25,6 +26,7 @@ import (
 
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/admin"
+	"github.com/heraldhq/herald/fsm"
 	"github.com/heraldhq/herald/multiraft"
 	"github.com/heraldhq/herald/multiraft/logstore"
 	"github.com/heraldhq/herald/serverapi"
@@ -68,6 +70,7 @@ func serveFlags() []cli.Flag {
 		str("bootstrap", "", "found a new cluster of these nodes: id=peer-host:port,... (the same list on every initial node)"),
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "join", Usage: "join an existing cluster through this node's peer address (repeatable)", EnvVars: env("JOIN")}),
 		str("cluster-id", "herald", "name of a new cluster (with --bootstrap)"),
+		str("namespaces-file", "", "with --bootstrap: JSON file of the new cluster's namespace rules, as herald admin namespaces list --json prints them"),
 		num("groups", 64, "data groups of a new cluster (fixed for its life)"),
 		num("replication", 3, "replicas per data group of a new cluster"),
 		str("log-store", "badger", "raft log backend: badger (one DB per node) or bolt (a file per group)"),
@@ -226,6 +229,13 @@ func serveConfig(c *cli.Context, logger *slog.Logger) (herald.Config, string, er
 		}
 		cfg.Bootstrap = &multiraft.BootstrapSpec{ClusterID: c.String("cluster-id"), Nodes: peers,
 			Groups: uint64(max(groups, 0)), Replication: repl}
+		if path := c.String("namespaces-file"); path != "" {
+			settings, err := readNamespacesFile(path)
+			if err != nil {
+				bad("--namespaces-file %s: %v", path, err)
+			}
+			cfg.Bootstrap.AppSettings = settings
+		}
 	}
 	if cfg.Bootstrap != nil && len(cfg.Join) > 0 {
 		bad("--bootstrap and --join exclude each other: a node founds a cluster or joins one")
@@ -602,4 +612,28 @@ func guard(token string, allowNoToken bool, next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// readNamespacesFile reads the namespace rules a new cluster starts with,
+// in the admin API's format, and encodes them for the meta group.
+func readNamespacesFile(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var list admin.Namespaces
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&list); err != nil {
+		return nil, fmt.Errorf(`want {"namespaces": [{"prefix": "chat:", "history_max_count": 1000, ...}, ...]}: %v`, err)
+	}
+	rules := make([]fsm.Namespace, 0, len(list.Namespaces))
+	for _, n := range list.Namespaces {
+		r, err := n.FSM()
+		if err != nil {
+			return nil, fmt.Errorf("namespace %q: %v", n.Prefix, err)
+		}
+		rules = append(rules, r)
+	}
+	return herald.BootstrapSettings(rules)
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/fsm"
 	"github.com/heraldhq/herald/multiraft"
 	"github.com/heraldhq/herald/wsfront"
 	"github.com/heraldhq/herald/wsfront/auth"
@@ -37,6 +38,11 @@ type Options struct {
 	// PeerProxies puts a PeerProxy in front of every node's peer port, so
 	// a test can cut the links into a node (Cluster.Proxy).
 	PeerProxies bool
+	// Namespaces are the namespace rules the cluster is bootstrapped with.
+	Namespaces []fsm.Namespace
+	// NoAppSettings founds the cluster without application settings, as a
+	// release before namespaces did.
+	NoAppSettings bool
 }
 
 // Cluster is a running test cluster.
@@ -142,7 +148,15 @@ func Start(t testing.TB, opts Options) *Cluster {
 		c.cfgs = append(c.cfgs, cfg)
 		peers = append(peers, multiraft.Peer{ID: cfg.NodeID, Addr: n.PeerAddr()})
 	}
-	spec := multiraft.BootstrapSpec{ClusterID: "test", Nodes: peers, Groups: opts.Groups, Replication: opts.Replication}
+	settings, err := herald.BootstrapSettings(opts.Namespaces)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if opts.NoAppSettings {
+		settings = nil
+	}
+	spec := multiraft.BootstrapSpec{ClusterID: "test", Nodes: peers, Groups: opts.Groups, Replication: opts.Replication,
+		AppSettings: settings}
 	errs := make(chan error, len(c.nodes))
 	for _, n := range c.nodes {
 		go func() { errs <- n.Bootstrap(ctx, spec) }()

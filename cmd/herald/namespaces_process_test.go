@@ -1,0 +1,111 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/heraldhq/herald/admin"
+)
+
+// Namespace rules given to a new cluster with --namespaces-file and
+// changed with herald admin namespaces hold on every node's websocket.
+func TestNamespacesOnServeProcesses(t *testing.T) {
+	dir := t.TempDir()
+	ports := freePorts(t, 6)
+	client := func(i int) string { return fmt.Sprintf("127.0.0.1:%d", ports[i]) }
+	peer := func(i int) string { return fmt.Sprintf("127.0.0.1:%d", ports[3+i]) }
+	var boot []string
+	for i := range 3 {
+		boot = append(boot, fmt.Sprintf("n%d=%s", i+1, peer(i)))
+	}
+	nsFile := filepath.Join(dir, "namespaces.json")
+	if err := os.WriteFile(nsFile, []byte(`{"namespaces": [{"prefix": "boot:", "members_only": true}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		startProc(t, "serve", "--node-id", fmt.Sprintf("n%d", i+1), "--data-dir", filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
+			"--client-addr", client(i), "--peer-addr", peer(i), "--bootstrap", strings.Join(boot, ","),
+			"--namespaces-file", nsFile, "--insecure-auth", "--groups", "4", "--admin-token", "secret", "--log-level", "warn",
+			"--heartbeat-timeout", "500ms", "--election-timeout", "500ms", "--leader-lease-timeout", "250ms")
+	}
+	for i := range 3 {
+		waitReady(t, "http://"+client(i), 60*time.Second)
+	}
+	run := func(args ...string) (string, error) {
+		cmd := exec.Command(heraldBin, append([]string{"admin", "--addr", "http://" + client(1), "--token", "secret"}, args...)...)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	mustRun := func(args ...string) string {
+		t.Helper()
+		out, err := run(args...)
+		if err != nil {
+			t.Fatalf("herald admin %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return out
+	}
+	// publishCode is a socket publish's error code on every node, once they
+	// agree ("" for ok); rules reach the groups within moments.
+	publishCode := func(room string, want string) {
+		t.Helper()
+		for i := range 3 {
+			conn := dialNode(t, "ws://"+client(i)+"/ws", "alice")
+			var got string
+			for end := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+				r := conn.call(t, map[string]any{"op": "publish", "room": room, "data": 1})
+				got = ""
+				if r["ok"] != true {
+					e, _ := r["error"].(map[string]any)
+					got, _ = e["code"].(string)
+				}
+				if got == want || time.Now().After(end) {
+					break
+				}
+			}
+			if got != want {
+				t.Fatalf("node %d: publish to %s answered %q, want %q", i+1, room, got, want)
+			}
+		}
+	}
+
+	publishCode("boot:1", "forbidden")
+	out := mustRun("namespaces", "set", "chat:", "--history-max-count", "1000", "--history-max-age", "24h",
+		"--client-publish=false", "--presence-history=false")
+	wantContains(t, "namespaces set", out, `"boot:"`, `"chat:"`, "1000", "24h0m0s")
+	publishCode("chat:lobby", "forbidden")
+	publishCode("other", "")
+
+	var list admin.Namespaces
+	if err := json.Unmarshal([]byte(mustRun("--json", "namespaces", "list")), &list); err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Namespaces) != 2 || list.Revision == 0 {
+		t.Fatalf("namespaces list: %+v", list)
+	}
+	chat := list.Namespaces[1]
+	if chat.Prefix != "chat:" || chat.ClientPublish == nil || *chat.ClientPublish || chat.PresenceHistory == nil ||
+		*chat.PresenceHistory || chat.MembersOnly != nil || chat.HistoryMaxCount == nil || *chat.HistoryMaxCount != 1000 {
+		t.Fatalf("the chat: rule reads back as %+v", chat)
+	}
+
+	// The empty prefix is the rule of rooms no other prefix matches.
+	mustRun("namespaces", "set", "", "--members-only")
+	publishCode("other", "forbidden")
+	publishCode("chat:lobby", "forbidden")
+
+	mustRun("namespaces", "delete", "chat:")
+	mustRun("namespaces", "delete", "")
+	publishCode("chat:lobby", "")
+	if out, err := run("namespaces", "delete", "chat:"); err == nil || !strings.Contains(out, "namespace_not_found") {
+		t.Fatalf("deleting a missing namespace: %v\n%s", err, out)
+	}
+	if out, err := run("namespaces", "set", "x:"); err == nil || !strings.Contains(out, "at least one of") {
+		t.Fatalf("a rule without options: %v\n%s", err, out)
+	}
+}

@@ -1,0 +1,268 @@
+package wsfront_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/fsm"
+	"github.com/heraldhq/herald/internal/testcluster"
+	"github.com/heraldhq/herald/multiraft"
+)
+
+// The rules of this test, one option per prefix so each check sees one.
+var testRules = []fsm.Namespace{
+	{Prefix: "hist:", Config: fsm.RoomConfig{HistoryMaxCount: 3}, Mask: fsm.FieldHistoryMaxCount},
+	{Prefix: "backend:", Config: fsm.RoomConfig{NoClientPublish: true}, Mask: fsm.FieldNoClientPublish},
+	{Prefix: "mo:", Config: fsm.RoomConfig{MembersOnly: true}, Mask: fsm.FieldMembersOnly},
+	{Prefix: "max:", Config: fsm.RoomConfig{MaxMembers: 2}, Mask: fsm.FieldMaxMembers},
+	{Prefix: "quiet:", Config: fsm.RoomConfig{TransientPresence: true}, Mask: fsm.FieldTransientPresence},
+}
+
+// Namespace rules set on one node reach every data group through its log
+// and hold for rooms that existed before them and rooms made after, on
+// every node's websocket; they survive a node that missed the change, a
+// change of leaders and a crash and restart of every node.
+func TestNamespaceRulesHoldOnEveryNode(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{Namespaces: []fsm.Namespace{
+		{Prefix: "boot:", Config: fsm.RoomConfig{MembersOnly: true}, Mask: fsm.FieldMembersOnly},
+	}})
+	a := login(t, c.URL(0), "alice")
+	// Rooms that exist before the rules.
+	for i := range 5 {
+		a.mustOK(a.call("publish", obj{"room": "hist:old", "data": i}))
+	}
+	a.mustOK(a.call("publish", obj{"room": "backend:old", "data": "before"}))
+	a.mustOK(a.call("join", obj{"room": "quiet:old"}))
+	// A room's own setting overrides its namespace's.
+	if _, err := c.Node(0).Host().Propose(context.Background(), c.Node(0).Host().GroupForKey("hist:own"),
+		(&fsm.Command{Op: fsm.OpRoomConfig, Room: "hist:own", Config: fsm.RoomConfig{HistoryMaxCount: 4},
+			ConfigMask: fsm.FieldHistoryMaxCount}).Encode()); err != nil {
+		t.Fatal(err)
+	}
+
+	var rev uint64
+	for _, r := range testRules {
+		var err error
+		if rev, err = c.Node(1).SetNamespace(context.Background(), r); err != nil {
+			t.Fatalf("set %q: %v", r.Prefix, err)
+		}
+	}
+	waitRules(t, c, rev)
+
+	// The existing room is cut to its new limit by the groups' next tick.
+	for i := range 3 {
+		u := login(t, c.URL(i), "reader")
+		waitFor(t, 20*time.Second, "hist:old trimmed to 3 events", func() bool {
+			h := u.mustOK(u.call("history", obj{"room": "hist:old", "from_seq": 1}))
+			return num(h["first_seq"]) == 3 && num(h["last_seq"]) == 5 && h["truncated"] == true
+		})
+	}
+	// A join made before the rule stays in history; its leave takes no seq.
+	a.mustOK(a.call("leave", obj{"room": "quiet:old"}))
+	if h := a.mustOK(a.call("history", obj{"room": "quiet:old"})); num(h["last_seq"]) != 1 || len(h["events"].([]any)) != 1 {
+		t.Fatalf("quiet:old history after the rule: %v", h)
+	}
+	checkRules(t, c, "first", true)
+
+	// A closing socket undoes only its own join, also when joins take no
+	// seq: the join's token names it, and a newer join of the same user
+	// (here one with no seq between them) stays.
+	w := login(t, c.URL(2), "watcher")
+	old := login(t, c.URL(0), "carol")
+	old.mustOK(old.call("join", obj{"room": "quiet:close"}))
+	renewed := login(t, c.URL(1), "carol")
+	renewed.mustOK(renewed.call("join", obj{"room": "quiet:close", "meta": obj{"v": 2}}))
+	_ = old.conn.WriteClose(1000, nil)
+	time.Sleep(500 * time.Millisecond) // the old socket's close has been handled
+	if m := w.mustOK(w.call("members", obj{"room": "quiet:close"})); len(m["members"].([]any)) != 1 {
+		t.Fatalf("members after the old socket closed: %v", m)
+	}
+	_ = renewed.conn.WriteClose(1000, nil)
+	waitFor(t, 10*time.Second, "carol's last socket's leave", func() bool {
+		return len(w.mustOK(w.call("members", obj{"room": "quiet:close"}))["members"].([]any)) == 0
+	})
+	if h := w.mustOK(w.call("history", obj{"room": "quiet:close"})); num(h["last_seq"]) != 0 {
+		t.Fatalf("quiet:close history: %v", h)
+	}
+
+	// New leaders (node 1 hands its groups over, node 3 stops) carry a
+	// change the stopped node misses.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.Node(0).Host().TransferLeaderships(ctx); err != nil {
+		t.Fatalf("transfer leaderships: %v", err)
+	}
+	c.Stop(2)
+	rev, err := c.Node(0).SetNamespace(ctx, fsm.Namespace{Prefix: "late:", Config: fsm.RoomConfig{MaxMembers: 1}, Mask: fsm.FieldMaxMembers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Restart(2)
+	c.WaitReady()
+	waitRules(t, c, rev)
+	checkRules(t, c, "moved", false)
+	for i := range 3 {
+		room := fmt.Sprintf("late:%d", i)
+		login(t, c.URL(i), "x").mustOK(login(t, c.URL(i), "x").call("join", obj{"room": room}))
+		if r := login(t, c.URL(i), "y").call("join", obj{"room": room}); errCode(r) != "limit_exceeded" {
+			t.Errorf("node %d: second member of %s: %v", i+1, room, r)
+		}
+	}
+
+	// Every node crashes and comes back, one after the other: each holds
+	// the rules in its stored state and log.
+	for i := range 3 {
+		c.Crash(i)
+		c.Restart(i)
+		c.WaitReady()
+	}
+	waitRules(t, c, rev)
+	checkRules(t, c, "restarted", false)
+}
+
+// checkRules checks every rule through every node's websocket, on rooms
+// new to this call (and, the first time, rooms made before the rules).
+func checkRules(t *testing.T, c *testcluster.Cluster, tag string, first bool) {
+	t.Helper()
+	for i := range 3 {
+		room := func(prefix string) string { return fmt.Sprintf("%s%s-%d", prefix, tag, i) }
+		u := login(t, c.URL(i), "u-"+tag)
+
+		// Bootstrap rule: members only.
+		if r := u.call("publish", obj{"room": room("boot:"), "data": 1}); errCode(r) != "forbidden" {
+			t.Errorf("node %d: publish by a non-member to %s: %v", i+1, room("boot:"), r)
+		}
+
+		// Backend-only rooms: sockets are refused, the backend is not.
+		for _, rm := range []string{"backend:old", room("backend:")} {
+			if r := u.call("publish", obj{"room": rm, "data": 1}); errCode(r) != "forbidden" {
+				t.Errorf("node %d: socket publish to %s: %v", i+1, rm, r)
+			}
+			backendPublish(t, c.Node(i), rm)
+		}
+
+		// Members only.
+		if r := u.call("publish", obj{"room": room("mo:"), "data": 1}); errCode(r) != "forbidden" {
+			t.Errorf("node %d: publish by a non-member to %s: %v", i+1, room("mo:"), r)
+		}
+		u.mustOK(u.call("join", obj{"room": room("mo:")}))
+		u.mustOK(u.call("publish", obj{"room": room("mo:"), "data": 1}))
+
+		// Max members: two.
+		u.mustOK(u.call("join", obj{"room": room("max:")}))
+		login(t, c.URL(i), "v").mustOK(login(t, c.URL(i), "v").call("join", obj{"room": room("max:")}))
+		if r := login(t, c.URL(i), "w").call("join", obj{"room": room("max:")}); errCode(r) != "limit_exceeded" {
+			t.Errorf("node %d: third member of %s: %v", i+1, room("max:"), r)
+		}
+		u.mustOK(u.call("join", obj{"room": room("max:")})) // a member joining again is not one more
+
+		// History count, and a room's own setting over its rule's.
+		for n := range 5 {
+			u.mustOK(u.call("publish", obj{"room": room("hist:"), "data": n}))
+		}
+		if h := u.mustOK(u.call("history", obj{"room": room("hist:"), "from_seq": 1})); num(h["first_seq"]) != 3 ||
+			len(h["events"].([]any)) != 3 || h["truncated"] != true {
+			t.Errorf("node %d: history of %s: %v", i+1, room("hist:"), h)
+		}
+		if first {
+			for n := range 6 {
+				u.mustOK(u.call("publish", obj{"room": "hist:own", "data": n}))
+			}
+			if h := u.mustOK(u.call("history", obj{"room": "hist:own"})); len(h["events"].([]any)) != 4 {
+				t.Errorf("node %d: hist:own keeps its own limit of 4: %v", i+1, h)
+			}
+		}
+
+		// Joins and leaves reach live subscribers but not the history.
+		sub := login(t, c.URL((i+1)%3), "watcher")
+		sub.mustOK(sub.call("subscribe", obj{"room": room("quiet:")}))
+		u.mustOK(u.call("join", obj{"room": room("quiet:"), "meta": "hi"}))
+		u.mustOK(u.call("publish", obj{"room": room("quiet:"), "data": "m"}))
+		u.mustOK(u.call("leave", obj{"room": room("quiet:")}))
+		want := []struct {
+			ev, typ string
+			seq     uint64
+		}{{"presence", "join", 0}, {"event", "message", 1}, {"presence", "leave", 1}}
+		for _, w := range want {
+			f, err := sub.next(10 * time.Second)
+			if err != nil {
+				t.Fatalf("node %d: waiting for %s %s: %v", i+1, w.ev, w.typ, err)
+			}
+			seq := num(f["seq"])
+			if w.ev == "presence" {
+				seq = num(f["after_seq"])
+			}
+			if f["ev"] != w.ev || f["type"] != w.typ || seq != w.seq {
+				t.Errorf("node %d: got %v, want %s %s at %d", i+1, f, w.ev, w.typ, w.seq)
+			}
+		}
+		h := u.mustOK(u.call("history", obj{"room": room("quiet:")}))
+		if evs := h["events"].([]any); num(h["last_seq"]) != 1 || len(evs) != 1 || evs[0].(map[string]any)["type"] != "message" {
+			t.Errorf("node %d: history of %s holds presence: %v", i+1, room("quiet:"), h)
+		}
+	}
+}
+
+func backendPublish(t *testing.T, n *herald.Node, room string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := n.Host().Propose(ctx, n.Host().GroupForKey(room),
+		(&fsm.Command{Op: fsm.OpPublish, Room: room, Member: "backend", Data: []byte(`"from the server"`)}).Encode())
+	if err != nil {
+		t.Fatalf("backend publish to %s: %v", room, err)
+	}
+	if res := out.(*fsm.Result); res.Err != nil {
+		t.Errorf("backend publish to %s: %v", room, res.Err)
+	}
+}
+
+// waitRules waits until every replica of every data group on the running
+// nodes has applied the rules of revision rev.
+func waitRules(t *testing.T, c *testcluster.Cluster, rev uint64) {
+	t.Helper()
+	waitFor(t, 20*time.Second, fmt.Sprintf("every replica at namespace revision %d", rev), func() bool {
+		for i := range c.Len() {
+			n := c.Node(i)
+			if n == nil {
+				continue
+			}
+			for _, g := range n.Host().LocalGroups() {
+				if g == multiraft.MetaGroup {
+					continue
+				}
+				sm, _ := n.Host().LocalStateMachine(g)
+				if f, ok := sm.(*fsm.FSM); !ok || f.NamespacesRevision() < rev {
+					return false
+				}
+			}
+		}
+		return true
+	})
+}
+
+// A cluster founded by a release before namespaces may still have replicas
+// that cannot read a socket publish's mark: nodes mark only once the
+// cluster records that it uses the new room options.
+func TestClientPublishesMarkedOnlyOnceRoomOptionsAreOn(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{NoAppSettings: true})
+	n := c.Node(0)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	// Set as an earlier admin could not, straight through the log.
+	if _, err := n.Host().Propose(ctx, n.Host().GroupForKey("feed"), (&fsm.Command{Op: fsm.OpRoomConfig, Room: "feed",
+		Config: fsm.RoomConfig{NoClientPublish: true}, ConfigMask: fsm.FieldNoClientPublish}).Encode()); err != nil {
+		t.Fatal(err)
+	}
+	u := login(t, c.URL(1), "alice")
+	u.mustOK(u.call("publish", obj{"room": "feed", "data": "unmarked"}))
+	if err := n.EnableRoomOptions(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "socket publishes refused", func() bool {
+		return errCode(u.call("publish", obj{"room": "feed", "data": "marked"})) == "forbidden"
+	})
+}
