@@ -109,7 +109,7 @@ func TestRoomRecordWithoutOwnMask(t *testing.T) {
 	cfg := DefaultRoomConfig
 	cfg.HistoryMaxCount, cfg.MembersOnly = 5, true
 	e := encoder{}
-	e.byte(recordV1) // the only version written before OwnMask
+	e.byte(recordV1)                      // the only version written before OwnMask
 	for _, v := range []uint64{7, 3, 1} { // epoch, last seq, first seq
 		e.uvarint(v)
 	}
