@@ -49,7 +49,7 @@ func findNATSServer(given string) (string, error) {
 			return p, nil
 		}
 	}
-	return "", fmt.Errorf("%w (looked at --nats-server-bin, PATH and $(go env GOPATH)/bin): %s", errNoNATSServer, natsInstallHint)
+	return "", fmt.Errorf("%w (looked at --nats-server-bin or $NATS_SERVER_BIN, PATH and $(go env GOPATH)/bin): %s", errNoNATSServer, natsInstallHint)
 }
 
 // goBinDir is where `go install` puts binaries: $GOBIN, else the first
@@ -101,7 +101,7 @@ type natsNode struct {
 	name        string
 	clientPort  int
 	clusterPort int
-	storeDir    string
+	storeDir    string // nats-server keeps JetStream's files in its jetstream subdirectory
 }
 
 // natsConfig writes the configuration of nodes[i]: JetStream with file
@@ -161,7 +161,7 @@ func startNATS(ctx context.Context, bin string, nodes int, sync string, log io.W
 	ns := make([]natsNode, nodes)
 	for i := range ns {
 		name := fmt.Sprintf("n%d", i+1)
-		ns[i] = natsNode{name: name, clientPort: ports[i], clusterPort: ports[nodes+i], storeDir: filepath.Join(dir, name, "jetstream")}
+		ns[i] = natsNode{name: name, clientPort: ports[i], clusterPort: ports[nodes+i], storeDir: filepath.Join(dir, name)}
 	}
 	for i, n := range ns {
 		conf := filepath.Join(dir, n.name+".conf")
