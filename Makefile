@@ -79,7 +79,7 @@ bench:
 # The end-to-end suite: builds herald and herald-bench, runs every scenario
 # against 3 herald serve processes on loopback (a fresh cluster per step,
 # stopped after it) with its baselines, and rewrites the generated table in
-# docs/benchmarks.md. About 5 minutes on a quiet machine (a step is rerun
+# docs/benchmarks.md. About 10 minutes on a quiet machine (a step is rerun
 # when other processes took CPU during it); bounded by the tool. More flags of
 # `herald-bench suite` go in BENCH_E2E_FLAGS (e.g. "--only conns
 # --json-dir /tmp/e2e --plot-dir /tmp/e2e").
