@@ -367,7 +367,7 @@ func TestSuiteWithoutNATSServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, s := range []string{"JetStream baseline skipped: nats-server not found", "go install github.com/nats-io/nats-server/v2@",
-		"A shortened run", "| publish | herald | 1 publishers", "| publish | raw-commit | 1 publishers"} {
+		"A shortened run", "| publish | herald | 1 publishers × 1 in flight, 1 rooms", "| publish | raw-commit | 1 publishers"} {
 		if !strings.Contains(string(b), s) {
 			t.Fatalf("doc lacks %q:\n%s", s, b)
 		}
