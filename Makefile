@@ -7,6 +7,8 @@
 #   make jepsen  the consistency harness, 5 nodes, every fault, 3 seeds,
 #                then the planted bugs it must find (docs/jepsen.md)
 #   make bench   run benchmarks (BENCH=regexp, BENCHTIME=1s|100x)
+#   make bench-e2e  the end-to-end suite (docs/benchmarks.md), with the
+#                pinned nats-server of its JetStream baseline in ./.bin
 #   make fuzz    run every fuzz target for FUZZTIME each
 
 GO ?= go
@@ -17,12 +19,16 @@ STATICCHECK_VERSION := v0.7.0
 # Evaluated lazily, so `make tools test` in one run finds the fresh binary.
 STATICCHECK ?= $(if $(wildcard $(CURDIR)/.bin/staticcheck),$(CURDIR)/.bin/staticcheck,staticcheck)
 
+# nats-server of herald-bench's JetStream baseline: only make bench-e2e
+# needs it (make nats-server), never make test.
+NATS_SERVER_VERSION := v2.15.2
+
 BENCH ?= .
 BENCHTIME ?= 1s
 FUZZTIME ?= 10s
 TESTTIMEOUT ?= 15m
 
-.PHONY: all build test fmt-check vet staticcheck unit bench fuzz tools jepsen-quick jepsen bench-e2e
+.PHONY: all build test fmt-check vet staticcheck unit bench fuzz tools jepsen-quick jepsen bench-e2e nats-server
 
 all: build
 
@@ -73,15 +79,28 @@ bench:
 # The end-to-end suite: builds herald and herald-bench, runs every scenario
 # against 3 herald serve processes on loopback (a fresh cluster per step,
 # stopped after it) with its baselines, and rewrites the generated table in
-# docs/benchmarks.md. About 5 minutes on a quiet machine (a step is rerun
+# docs/benchmarks.md. About 10 minutes on a quiet machine (a step is rerun
 # when other processes took CPU during it); bounded by the tool. More flags of
 # `herald-bench suite` go in BENCH_E2E_FLAGS (e.g. "--only conns
 # --json-dir /tmp/e2e --plot-dir /tmp/e2e").
+#
+# The publish steps measure a NATS JetStream cluster beside Herald; the
+# pinned nats-server is installed into ./.bin first. Where it cannot be
+# installed (no module proxy), the suite runs without that baseline and
+# says so in the table.
 bench-e2e:
+	@$(MAKE) --no-print-directory nats-server || echo "bench-e2e: nats-server not installed; the suite runs without the JetStream baseline"
 	@dir=$$(mktemp -d) && trap 'rm -rf "$$dir"' EXIT && \
 	$(GO) build -o "$$dir/herald" ./cmd/herald && \
 	$(GO) build -o "$$dir/herald-bench" ./cmd/herald-bench && \
-	"$$dir/herald-bench" suite --herald-bin "$$dir/herald" --doc docs/benchmarks.md $(BENCH_E2E_FLAGS)
+	"$$dir/herald-bench" suite --herald-bin "$$dir/herald" --nats-server-bin "$(CURDIR)/.bin/nats-server" --doc docs/benchmarks.md $(BENCH_E2E_FLAGS)
+
+# Installs the pinned nats-server into ./.bin unless that version is there.
+nats-server:
+	@if [ "$$($(CURDIR)/.bin/nats-server --version 2>/dev/null)" != "nats-server: $(NATS_SERVER_VERSION)" ]; then \
+		echo "GOBIN=$(CURDIR)/.bin $(GO) install github.com/nats-io/nats-server/v2@$(NATS_SERVER_VERSION)"; \
+		GOBIN=$(CURDIR)/.bin $(GO) install github.com/nats-io/nats-server/v2@$(NATS_SERVER_VERSION); \
+	fi
 
 # Discovers fuzz targets per package with `go test -list`; -fuzz accepts
 # exactly one target in exactly one package per run. Zero targets is fine;

@@ -229,49 +229,59 @@ func (l *commitLoad) propose(ctx context.Context, host *multiraft.Host, i int, s
 // start runs the publishers pubs, publisher i through host(i), from t0
 // until halt.
 func (l *commitLoad) start(ctx context.Context, t0 time.Time, pubs []int, host func(i int) *multiraft.Host) {
+	drive(l.p, t0, pubs, l.stop, &l.wg, func(i int, start time.Time) { l.propose(ctx, host(i), i, start) })
+}
+
+// drive runs the publishers pubs of a baseline whose publish call blocks
+// until its ack, from t0 until stop closes: closed loop with p.Inflight
+// calls outstanding per publisher, or open loop at p.Rate over all
+// p.Publishers, with fire(i, start) given the publish's scheduled start. It
+// is one schedule for every baseline, so that they differ from Herald's
+// run in the server alone. wg counts every goroutine it starts, calls in
+// flight included.
+func drive(p Params, t0 time.Time, pubs []int, stop <-chan struct{}, wg *sync.WaitGroup, fire func(i int, start time.Time)) {
 	for _, i := range pubs {
-		h := host(i)
-		if l.p.Rate == 0 {
-			for range max(l.p.Inflight, 1) {
-				l.wg.Add(1)
+		if p.Rate == 0 {
+			for range max(p.Inflight, 1) {
+				wg.Add(1)
 				go func() {
-					defer l.wg.Done()
-					if sleepUntil(t0, l.stop) != nil {
+					defer wg.Done()
+					if sleepUntil(t0, stop) != nil {
 						return
 					}
 					for {
 						select {
-						case <-l.stop:
+						case <-stop:
 							return
 						default:
 						}
-						l.propose(ctx, h, i, time.Now())
+						fire(i, time.Now())
 					}
 				}()
 			}
 			continue
 		}
-		l.wg.Add(1)
+		wg.Add(1)
 		go func() {
-			defer l.wg.Done()
-			interval := time.Duration(float64(l.p.Publishers) / l.p.Rate * float64(time.Second))
-			next := t0.Add(interval * time.Duration(i) / time.Duration(l.p.Publishers))
+			defer wg.Done()
+			interval := time.Duration(float64(p.Publishers) / p.Rate * float64(time.Second))
+			next := t0.Add(interval * time.Duration(i) / time.Duration(p.Publishers))
 			slots := make(chan struct{}, 1024)
 			for {
-				if err := sleepUntil(next, l.stop); err != nil {
+				if err := sleepUntil(next, stop); err != nil {
 					return
 				}
 				select {
 				case slots <- struct{}{}:
-				case <-l.stop:
+				case <-stop:
 					return
 				}
 				start := next
 				next = next.Add(interval)
-				l.wg.Add(1)
+				wg.Add(1)
 				go func() {
-					defer l.wg.Done()
-					l.propose(ctx, h, i, start)
+					defer wg.Done()
+					fire(i, start)
 					<-slots
 				}()
 			}

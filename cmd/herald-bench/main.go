@@ -72,7 +72,9 @@ func commonFlags() []cli.Flag {
 		&cli.IntFlag{Name: "nodes", Value: 3, Usage: "nodes of the cluster to start"},
 		&cli.IntFlag{Name: "groups", Value: 64, Usage: "raft data groups of the cluster to start"},
 		&cli.StringSliceFlag{Name: "server-arg", Usage: "extra flag for every herald serve (repeatable, e.g. --server-arg=--log-store=bolt)"},
-		&cli.BoolFlag{Name: "baseline", Value: true, Usage: "measure the scenario's baseline in the same run (raw commit for publish, raw gws for fanout and conns)"},
+		&cli.StringFlag{Name: "baseline", Value: "default", Usage: "baselines to measure in the same run, comma-separated: default (raw-commit for publish, raw-gws for fanout and conns), none, raw-commit, raw-gws, jetstream (publish: a nats-server cluster)"},
+		&cli.StringFlag{Name: "nats-server-bin", EnvVars: []string{"NATS_SERVER_BIN"}, Usage: "nats-server binary of the jetstream baseline (default: PATH, then $(go env GOPATH)/bin; install: go install " + natsServerModule + "@" + natsServerVersion + ")"},
+		&cli.StringFlag{Name: "jetstream-sync", Value: "always,default", Usage: "jetstream baseline: its runs, comma-separated: always (sync_interval: always, an fsync per write) and default (the server's periodic sync)"},
 		&cli.BoolFlag{Name: "commit-inproc", Usage: "publish: also measure the raw commit baseline with the three nodes in this process"},
 		&cli.StringFlag{Name: "token", Usage: "JWT every socket authenticates with (default: insecure auth by user name)"},
 		&cli.IntFlag{Name: "source-ips", Usage: "spread sockets over 127.0.0.1..N from the start (default: move to the next address when one runs out of ports)"},
@@ -137,8 +139,10 @@ type options struct {
 	nodes      int
 	groups     int
 	serverArgs []string
-	baseline   bool
-	inproc     bool // also the in-process raw commit baseline
+	baselines  []string // --baseline, read by parseBaselines; none with --url
+	natsBin    string   // --nats-server-bin, as given
+	jsSync     []string // the jetstream baseline's sync settings, in run order
+	inproc     bool     // also the in-process raw commit baseline
 	jsonOut    string
 	plot       string
 }
@@ -157,11 +161,21 @@ func newEnv(c *cli.Context) *env {
 	}
 }
 
-func readOptions(c *cli.Context) options {
-	return options{bin: c.String("herald-bin"), urls: c.StringSlice("url"), nodes: c.Int("nodes"),
-		groups: c.Int("groups"), serverArgs: c.StringSlice("server-arg"),
-		baseline: c.Bool("baseline") && len(c.StringSlice("url")) == 0, inproc: c.Bool("commit-inproc"),
-		jsonOut: c.String("json"), plot: c.String("plot")}
+func readOptions(c *cli.Context) (options, error) {
+	o := options{bin: c.String("herald-bin"), urls: c.StringSlice("url"), nodes: c.Int("nodes"),
+		groups: c.Int("groups"), serverArgs: c.StringSlice("server-arg"), natsBin: c.String("nats-server-bin"),
+		inproc: c.Bool("commit-inproc"), jsonOut: c.String("json"), plot: c.String("plot")}
+	var err error
+	if o.baselines, err = parseBaselines(c.String("baseline")); err != nil {
+		return o, err
+	}
+	if len(o.urls) > 0 {
+		o.baselines = nil
+	}
+	if o.jsSync, err = parseSyncs(c.String("jetstream-sync")); err != nil {
+		return o, err
+	}
+	return o, nil
 }
 
 func readParams(c *cli.Context, name string) Params {
@@ -198,9 +212,15 @@ func bound(p Params) time.Duration {
 
 func scenarioAction(c *cli.Context, name string) error {
 	e := newEnv(c)
-	o := readOptions(c)
+	o, err := readOptions(c)
+	if err != nil {
+		return err
+	}
 	p := readParams(c, name)
 	if err := validate(p); err != nil {
+		return err
+	}
+	if err := checkBaselines(o.baselines, name); err != nil {
 		return err
 	}
 	ctx, cancel := runContext(c, bound(p))
@@ -329,11 +349,20 @@ func runOn(ctx context.Context, e *env, tgt *target, p Params, fn func(context.C
 	return res, nil
 }
 
-// runScenario starts the target, runs the scenario and its baseline, and
+// runScenario starts the target, runs the scenario and its baselines, and
 // stops whatever it started.
 func runScenario(ctx context.Context, e *env, o options, p Params) (*Result, error) {
 	if err := checkFiles(p); err != nil {
 		return nil, err
+	}
+	want := baselinesFor(o.baselines, p.Scenario)
+	var natsBin string
+	if want[baseJetStream] {
+		// Before Herald's run: a missing nats-server ends the run at once.
+		var err error
+		if natsBin, err = findNATSServer(o.natsBin); err != nil {
+			return nil, err
+		}
 	}
 	fn := scenarioFuncs[p.Scenario]
 	var tgt *target
@@ -350,36 +379,22 @@ func runScenario(ctx context.Context, e *env, o options, p Params) (*Result, err
 	if err != nil {
 		return nil, err
 	}
-	if !o.baseline {
-		return res, nil
-	}
 	switch p.Scenario {
 	case "publish":
-		base, err := runCommit(ctx, e, p, o.serverArgs)
-		if err != nil {
-			return nil, fmt.Errorf("raw commit baseline: %w", err)
-		}
-		res.Baselines = append(res.Baselines, base)
-		if o.inproc {
-			in, err := runCommitInproc(ctx, e, p, o.serverArgs)
-			if err != nil {
-				return nil, fmt.Errorf("in-process raw commit baseline: %w", err)
-			}
-			res.Baselines = append(res.Baselines, in)
-			if p.Rate == 0 && in.Throughput > 0 {
-				v := res.Throughput / in.Throughput
-				res.Ratios = append(res.Ratios, Ratio{Name: "publish throughput / raw commit in one process", Value: v, Goal: "-", Reference: true})
+		if want[baseRawCommit] {
+			if err := addRawCommit(ctx, e, o, p, res); err != nil {
+				return nil, err
 			}
 		}
-		if p.Rate == 0 && base.Throughput > 0 {
-			v := res.Throughput / base.Throughput
-			res.Ratios = append(res.Ratios, Ratio{Name: "publish throughput / raw commit", Value: v, Goal: ">= 0.6", Met: v >= 0.6})
-		}
-		if res.Ack != nil && base.Ack != nil && base.Ack.Count > 0 {
-			v := res.Ack.P99 - base.Ack.P99
-			res.Ratios = append(res.Ratios, Ratio{Name: "publish-ack p99 - raw commit p99 (ms)", Value: v, Goal: "<= 2", Met: v <= 2})
+		if want[baseJetStream] {
+			if err := addJetStream(ctx, e, natsBin, o.jsSync, p, res); err != nil {
+				return nil, err
+			}
 		}
 	case "fanout", "conns":
+		if !want[baseRawGWS] {
+			return res, nil
+		}
 		raw, err := startRawGWS(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("raw gws baseline: %w", err)
@@ -403,4 +418,34 @@ func runScenario(ctx context.Context, e *env, o options, p Params) (*Result, err
 		}
 	}
 	return res, nil
+}
+
+// addRawCommit measures the raw commit baseline (and the in-process one
+// with --commit-inproc) and adds it, with its ratios, to res.
+func addRawCommit(ctx context.Context, e *env, o options, p Params, res *Result) error {
+	base, err := runCommit(ctx, e, p, o.serverArgs)
+	if err != nil {
+		return fmt.Errorf("raw commit baseline: %w", err)
+	}
+	res.Baselines = append(res.Baselines, base)
+	if o.inproc {
+		in, err := runCommitInproc(ctx, e, p, o.serverArgs)
+		if err != nil {
+			return fmt.Errorf("in-process raw commit baseline: %w", err)
+		}
+		res.Baselines = append(res.Baselines, in)
+		if p.Rate == 0 && in.Throughput > 0 {
+			v := res.Throughput / in.Throughput
+			res.Ratios = append(res.Ratios, Ratio{Name: "publish throughput / raw commit in one process", Value: v, Goal: "-", Reference: true})
+		}
+	}
+	if p.Rate == 0 && base.Throughput > 0 {
+		v := res.Throughput / base.Throughput
+		res.Ratios = append(res.Ratios, Ratio{Name: "publish throughput / raw commit", Value: v, Goal: ">= 0.6", Met: v >= 0.6})
+	}
+	if res.Ack != nil && base.Ack != nil && base.Ack.Count > 0 {
+		v := res.Ack.P99 - base.Ack.P99
+		res.Ratios = append(res.Ratios, Ratio{Name: "publish-ack p99 - raw commit p99 (ms)", Value: v, Goal: "<= 2", Met: v <= 2})
+	}
+	return nil
 }

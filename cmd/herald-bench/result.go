@@ -61,12 +61,14 @@ func (p Params) mode() string {
 
 // Result is one scenario's outcome against one target.
 type Result struct {
-	Scenario string    `json:"scenario"`
-	Target   string    `json:"target"` // herald, raw-gws, raw-commit or external
-	Mode     string    `json:"mode,omitempty"`
-	Params   Params    `json:"params"`
-	Started  time.Time `json:"started"`
-	Window   float64   `json:"window_s"` // the measured time
+	Scenario string `json:"scenario"`
+	Target   string `json:"target"` // herald, raw-gws, raw-commit, jetstream-always, jetstream-default or external
+	// ServerVersion names the servers of a baseline that is not Herald.
+	ServerVersion string    `json:"server_version,omitempty"`
+	Mode          string    `json:"mode,omitempty"`
+	Params        Params    `json:"params"`
+	Started       time.Time `json:"started"`
+	Window        float64   `json:"window_s"` // the measured time
 
 	// Publishes acknowledged ok that started in the window, and their
 	// latency from the (scheduled) send to the reply.
@@ -295,6 +297,12 @@ func printHuman(w io.Writer, r *Result) {
 	}
 	cpu += fmt.Sprintf(", other processes %.2f cores", r.OtherCPU)
 	row("CPU", cpu)
+	if c := cpuPerAck(r); c > 0 {
+		row("server CPU per ack", fmt.Sprintf("%.0f µs", c*1e6))
+	}
+	if r.ServerVersion != "" {
+		row("servers", r.ServerVersion)
+	}
 	for _, n := range r.Notes {
 		row("note", n)
 	}

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -17,9 +18,10 @@ import (
 
 // suiteStep is one row group of the end-to-end table.
 type suiteStep struct {
-	name   string
-	p      Params
-	inproc bool // also the in-process raw commit baseline
+	name      string
+	p         Params
+	inproc    bool // also the in-process raw commit baseline
+	jetstream bool // the default baselines include JetStream's
 }
 
 const (
@@ -30,21 +32,27 @@ const (
 // that runs the three nodes, the baselines and the generator at once. Each
 // step gets a fresh cluster.
 var suiteSteps = []suiteStep{
+	// One publisher publishes to one room (publisher i to room i mod
+	// rooms): the latency of a lone client, no batching to help.
+	{"publish-closed-1", Params{Scenario: "publish", Publishers: 1, Rooms: 1, Inflight: 1, Payload: 100,
+		Duration: 15 * sec, Warmup: 3 * sec, Interval: sec}, false, true},
 	{"publish-closed", Params{Scenario: "publish", Publishers: 64, Rooms: 64, Inflight: 1, Payload: 100,
-		Duration: 15 * sec, Warmup: 3 * sec, Interval: sec}, true},
+		Duration: 15 * sec, Warmup: 3 * sec, Interval: sec}, true, true},
+	{"publish-closed-512", Params{Scenario: "publish", Publishers: 512, Rooms: 64, Inflight: 1, Payload: 100,
+		Duration: 15 * sec, Warmup: 3 * sec, Interval: sec}, false, true},
 	{"publish-open", Params{Scenario: "publish", Publishers: 64, Rooms: 64, Rate: 1000, Payload: 100,
-		Duration: 15 * sec, Warmup: 3 * sec, Interval: sec}, false},
+		Duration: 15 * sec, Warmup: 3 * sec, Interval: sec}, false, false},
 	{"fanout", Params{Scenario: "fanout", Rooms: 10, Subscribers: 100, Publishers: 10, Inflight: 32, Payload: 100,
-		Duration: 10 * sec, Warmup: 3 * sec, Interval: sec, Dialers: 64}, false},
+		Duration: 10 * sec, Warmup: 3 * sec, Interval: sec, Dialers: 64}, false, false},
 	{"fanout-open", Params{Scenario: "fanout", Rooms: 10, Subscribers: 100, Publishers: 10, Rate: 500, Payload: 100,
-		Duration: 10 * sec, Warmup: 3 * sec, Interval: sec, Dialers: 64}, false},
+		Duration: 10 * sec, Warmup: 3 * sec, Interval: sec, Dialers: 64}, false, false},
 	{"conns", Params{Scenario: "conns", Conns: 10_000, Rooms: 100, Dialers: 64,
-		Duration: 5 * sec, Warmup: 2 * sec, Interval: sec}, false},
+		Duration: 5 * sec, Warmup: 2 * sec, Interval: sec}, false, false},
 	{"rooms", Params{Scenario: "rooms", Rooms: 100_000, Conns: 1000, Publishers: 16, Rate: 1000, Payload: 100,
-		Duration: 10 * sec, Warmup: 3 * sec, Interval: sec, Dialers: 32}, false},
+		Duration: 10 * sec, Warmup: 3 * sec, Interval: sec, Dialers: 32}, false, false},
 	{"failover", Params{Scenario: "failover", Publishers: 32, Rooms: 32, Rate: 1000, Payload: 100,
 		Duration: 20 * sec, Warmup: 3 * sec, Interval: dur(100 * time.Millisecond),
-		KillAfter: 5 * sec, KillNode: "leader", KillSignal: "kill"}, false},
+		KillAfter: 5 * sec, KillNode: "leader", KillSignal: "kill"}, false, false},
 }
 
 // Markers around the generated part of docs/benchmarks.md's end-to-end
@@ -72,13 +80,18 @@ func suiteCommand() *cli.Command {
 			&cli.Float64Flag{Name: "max-other-cpu", Value: 0.25, Usage: "rerun a step when other processes used more cores than this during it (a shared machine)"},
 			&cli.IntFlag{Name: "retries", Value: 2, Usage: "reruns of a noisy step; the quietest run is kept"},
 			&cli.DurationFlag{Name: "retry-wait", Value: 30 * time.Second, Usage: "pause before rerunning a noisy step"},
+			&cli.DurationFlag{Name: "duration", Usage: "measure every step for this long instead of its own window (a quick check; the table says so)"},
+			&cli.DurationFlag{Name: "warmup", Usage: "warm every step up for this long instead of its own warm-up (with --duration)"},
 		),
 		Action: suiteAction,
 	}
 }
 
 func suiteAction(c *cli.Context) error {
-	o := readOptions(c)
+	o, err := readOptions(c)
+	if err != nil {
+		return err
+	}
 	if len(o.urls) > 0 {
 		return errors.New("the suite starts its own clusters; --url is for single scenarios")
 	}
@@ -95,6 +108,12 @@ func suiteAction(c *cli.Context) error {
 			continue
 		}
 		s.p.Nodes, s.p.Groups = o.nodes, o.groups
+		if d := c.Duration("duration"); d > 0 {
+			s.p.Duration = dur(d)
+		}
+		if w := c.Duration("warmup"); w > 0 {
+			s.p.Warmup = dur(w)
+		}
 		if err := validate(s.p); err != nil {
 			return fmt.Errorf("step %s: %w", s.name, err)
 		}
@@ -104,13 +123,29 @@ func suiteAction(c *cli.Context) error {
 	if len(steps) == 0 {
 		return fmt.Errorf("no step named in --only %q", c.String("only"))
 	}
+	var notes []string
+	if d, w := c.Duration("duration"), c.Duration("warmup"); d > 0 || w > 0 {
+		notes = append(notes, fmt.Sprintf("A shortened run (`--duration %v --warmup %v`): not comparable with the full suite.", d, w))
+	}
+	jsOK := false
+	if wantsJetStream(o.baselines, steps) {
+		if _, err := findNATSServer(o.natsBin); err != nil {
+			line := fmt.Sprintf("JetStream baseline skipped: %v", err)
+			fmt.Fprintln(os.Stderr, line)
+			notes = append(notes, line+".")
+		} else {
+			jsOK = true
+		}
+	}
 	ctx, cancel := runContext(c, total)
 	defer cancel()
 	started := time.Now()
 	var results []*Result
 	var failed []error
 	for _, s := range steps {
-		res, err := runStep(ctx, c, o, s)
+		so := o
+		so.baselines = stepBaselines(o.baselines, s, jsOK)
+		res, err := runStep(ctx, c, so, s)
 		if err != nil {
 			failed = append(failed, fmt.Errorf("%s: %w", s.name, err))
 			fmt.Fprintf(os.Stderr, "%s failed: %v\n", s.name, err)
@@ -146,7 +181,7 @@ func suiteAction(c *cli.Context) error {
 	if machine == "" {
 		machine = detectMachine()
 	}
-	table := suiteMarkdown(results, failed, machine, gitCommit(c.String("doc")), c.String("command"), started, time.Since(started), o)
+	table := suiteMarkdown(results, failed, notes, machine, gitCommit(c.String("doc")), c.String("command"), started, time.Since(started), o)
 	fmt.Println()
 	fmt.Print(table)
 	if doc := c.String("doc"); doc != "" && len(results) > 0 {
@@ -156,6 +191,32 @@ func suiteAction(c *cli.Context) error {
 		fmt.Fprintf(os.Stderr, "updated %s\n", doc)
 	}
 	return errors.Join(failed...)
+}
+
+// wantsJetStream says whether any step would run the JetStream baseline.
+func wantsJetStream(names []string, steps []suiteStep) bool {
+	for _, s := range steps {
+		if baselinesFor(stepBaselines(names, s, true), s.p.Scenario)[baseJetStream] {
+			return true
+		}
+	}
+	return false
+}
+
+// stepBaselines are the baselines of one suite step: JetStream's join the
+// default ones of the steps that name it, and leave every step when
+// nats-server is missing (the suite then says so instead of failing).
+func stepBaselines(names []string, s suiteStep, jsOK bool) []string {
+	var out []string
+	for _, n := range names {
+		if n != baseJetStream || jsOK {
+			out = append(out, n)
+		}
+		if n == baseDefault && s.jetstream && jsOK && !slices.Contains(names, baseJetStream) {
+			out = append(out, baseJetStream)
+		}
+	}
+	return out
 }
 
 // noise is the most CPU other processes took during a result's windows.
@@ -323,10 +384,17 @@ func resultRows(r *Result) []string {
 	return nil
 }
 
-func suiteMarkdown(results []*Result, failed []error, machine, commit, command string, started time.Time, took time.Duration, o options) string {
+func suiteMarkdown(results []*Result, failed []error, notes []string, machine, commit, command string, started time.Time, took time.Duration, o options) string {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "Run of %s (`%s`, %s), commit `%s`, on %s.\n\n", started.UTC().Format("2006-01-02 15:04 MST"), command, took.Round(time.Second), commit, machine)
+	for _, n := range notes {
+		b.WriteString(n + "\n\n")
+	}
 	fmt.Fprintf(&b, "Each step starts %d `herald serve` processes on loopback (%d groups, 3 replicas, default raft timing, badger logs with fsync, `--insecure-auth`, per-socket rate limits lifted) and stops them after; the baselines run after Herald in the same step. Latencies count from the scheduled send (open loop) or the send (closed loop). CPU is in cores over the window: generator / servers / other processes on the machine (the raw commit baselines propose inside the nodes: all theirs is server CPU).\n\n", o.nodes, o.groups)
+	if v := jetStreamVersion(results); v != "" {
+		fmt.Fprintf(&b, "The `jetstream-always` and `jetstream-default` rows put the same publishers on a NATS JetStream cluster: %d `nats-server` processes (%s) on loopback, one stream replicated on %d of them (R%d) in file storage with one subject per room, published to with nats.go's synchronous `js.Publish` (which waits for the stream's ack; the generator's CPU is the nats.go clients). `always` syncs every write to disk before the ack (`sync_interval: always`), as Herald's raft log does; `default` leaves it to the server's periodic sync (every 2 minutes), which an acknowledged write can outlive only in memory.\n\n",
+			o.nodes, v, min(3, o.nodes), min(3, o.nodes))
+	}
 	b.WriteString("| scenario | target | load | result | latency of | p50 | p90 | p99 | p99.9 | max | errors | CPU |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	var ratios []string
@@ -357,6 +425,19 @@ func suiteMarkdown(results []*Result, failed []error, machine, commit, command s
 		fmt.Fprintf(&b, "\nFailed: %v\n", err)
 	}
 	return b.String()
+}
+
+// jetStreamVersion is the nats-server version of the results' JetStream
+// baselines, empty when none ran.
+func jetStreamVersion(results []*Result) string {
+	for _, r := range results {
+		for _, b := range r.Baselines {
+			if strings.HasPrefix(b.Target, "jetstream") {
+				return b.ServerVersion
+			}
+		}
+	}
+	return ""
 }
 
 // updateDoc replaces the generated block of the markdown file, or appends
