@@ -156,12 +156,37 @@ func (h *Host) beginOp(ctx context.Context, group uint64, op GroupOp, takeOver u
 		return nil, err
 	}
 	op.Owner, op.OwnerEpoch = h.cfg.NodeID, epoch
-	res, err := h.proposeMeta(ctx, encodeMeta(metaCommand{Op: metaOpBeginOp, Group: group, Begin: &op, TakeOver: takeOver}))
-	if err != nil {
+	var res *MetaResult
+	for attempt := 0; ; attempt++ {
+		res, err = h.proposeMeta(ctx, encodeMeta(metaCommand{Op: metaOpBeginOp, Group: group, Begin: &op, TakeOver: takeOver}))
+		if err == nil {
+			break
+		}
 		if res != nil && res.Op != nil {
 			return nil, &MoveInProgressError{Group: group, Op: *res.Op}
 		}
-		return nil, err
+		// A meta election under the proposal leaves its outcome unknown:
+		// the record is ours if it names this process and this change,
+		// and the proposal may be made again if there is none.
+		if !errors.Is(err, ErrUnknownOutcome) && !errors.Is(err, ErrUnavailable) || attempt >= 5 {
+			return nil, err
+		}
+		st, rerr := h.MetaState(ctx)
+		if rerr != nil {
+			return nil, err
+		}
+		if o := st.Ops[group]; o != nil {
+			if o.Owner == op.Owner && o.OwnerEpoch == op.OwnerEpoch && o.Kind == op.Kind && o.From == op.From && o.To == op.To && o.ID != takeOver {
+				h.ops.add(group, o.ID)
+				return o, nil
+			}
+			if o.ID != takeOver {
+				return nil, &MoveInProgressError{Group: group, Op: *o}
+			}
+		}
+		if !sleepCtx(ctx, 100*time.Millisecond) {
+			return nil, err
+		}
 	}
 	if res.Op == nil {
 		return nil, errors.New("multiraft: the meta group returned no operation record")
