@@ -87,10 +87,8 @@ func (sess *session) message(msg *gws.Message) {
 			return
 		}
 	}
-	sess.goOwned(func(ctx context.Context) {
+	sess.goOwned(lim.RequestTimeout, func(ctx context.Context) {
 		defer sess.inflight.Add(-1)
-		ctx, cancel := context.WithTimeout(ctx, lim.RequestTimeout)
-		defer cancel()
 		var reply []byte
 		var perr *protoError
 		switch req.Op {

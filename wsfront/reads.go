@@ -234,9 +234,15 @@ func (sess *session) subscribe(ctx context.Context, req *request, sub *subscript
 	if live {
 		return
 	}
-	if sess.waitDrained(sess.ctx) {
-		sub.catchUp(sess.ctx)
-	}
+	// The catch-up outlives the request's timeout, so it runs on its own;
+	// it holds the request's in-flight slot, as the request did.
+	sess.inflight.Add(1)
+	sess.goOwned(0, func(ctx context.Context) {
+		defer sess.inflight.Add(-1)
+		if sess.waitDrained(ctx) {
+			sub.catchUp(ctx)
+		}
+	})
 }
 
 func (sess *session) dropSubscription(sub *subscription) {
