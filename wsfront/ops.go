@@ -233,7 +233,7 @@ func (sess *session) authorized(op, room string) (*auth.Identity, *protoError) {
 }
 
 // roomsInUse counts the rooms the socket holds against MaxRooms.
-func (sess *session) roomsInUseLocked() int { return len(sess.subs) + len(sess.joined) }
+func (sess *session) roomsInUseLocked() int { return sess.subs.len() + len(sess.joined) }
 
 func (sess *session) join(ctx context.Context, ident *auth.Identity, req *request) ([]byte, *protoError) {
 	lim := sess.srv.cfg.Limits

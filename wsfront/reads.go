@@ -148,15 +148,12 @@ func (sess *session) registerSubscription(req *request) (*subscription, uint64, 
 		sess.mu.Unlock()
 		return nil, 0, nil
 	}
-	old := sess.subs[req.Room]
+	old := sess.subs.get(req.Room)
 	if old == nil && sess.roomsInUseLocked() >= lim.MaxRooms {
 		sess.mu.Unlock()
 		return nil, 0, limitExceeded(lim.MaxRooms)
 	}
-	if sess.subs == nil {
-		sess.subs = make(map[string]*subscription)
-	}
-	sess.subs[req.Room] = sub
+	sess.subs.put(sub)
 	sess.mu.Unlock()
 	if old != nil {
 		old.close()
@@ -247,9 +244,7 @@ func (sess *session) subscribe(ctx context.Context, req *request, sub *subscript
 
 func (sess *session) dropSubscription(sub *subscription) {
 	sess.mu.Lock()
-	if sess.subs[sub.room] == sub {
-		delete(sess.subs, sub.room)
-	}
+	sess.subs.remove(sub)
 	sess.mu.Unlock()
 	sub.close()
 	sess.srv.hub.remove(sub)
@@ -257,7 +252,7 @@ func (sess *session) dropSubscription(sub *subscription) {
 
 func (sess *session) unsubscribe(req *request) []byte {
 	sess.mu.Lock()
-	sub := sess.subs[req.Room]
+	sub := sess.subs.get(req.Room)
 	sess.mu.Unlock()
 	if sub != nil {
 		sess.dropSubscription(sub)

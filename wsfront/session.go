@@ -32,7 +32,7 @@ type session struct {
 
 	mu       sync.Mutex
 	ident    *auth.Identity
-	subs     map[string]*subscription
+	subs     subSet
 	joined   map[string]uint64 // room -> seq of this socket's latest join
 	tokens   float64           // publish token bucket
 	tokensAt time.Time
@@ -213,7 +213,7 @@ func (sess *session) closed(error) {
 	joined := sess.joined
 	ident := sess.ident
 	userCounted := sess.userCounted
-	sess.subs, sess.joined, sess.userCounted = nil, nil, false
+	sess.subs, sess.joined, sess.userCounted = subSet{}, nil, false
 	sess.stopExpiryLocked()
 	// The runs are cancelled outside the lock, since a context's cancel
 	// runs whatever was registered on it; unlinked here, a run ending
@@ -236,10 +236,10 @@ func (sess *session) closed(error) {
 	if userCounted {
 		sess.srv.adm.releaseUser(ident.User)
 	}
-	for _, sub := range subs {
+	subs.each(func(sub *subscription) {
 		sub.close()
 		sess.srv.hub.remove(sub)
-	}
+	})
 	srv := sess.srv
 	if len(joined) == 0 || ident == nil {
 		srv.removeSession(sess)
