@@ -163,19 +163,23 @@ func serveCommand() *cli.Command {
 // the container's memory limit (package mempolicy has the rules), before
 // the node allocates anything that lasts.
 func applyMemoryPolicy(c *cli.Context, logger *slog.Logger) error {
-	p, err := mempolicy.Decide(mempolicy.Input{
-		Env:          os.LookupEnv,
-		FS:           os.DirFS("/"),
-		GCPercent:    c.Int("gc-percent"),
-		GCPercentSet: c.IsSet("gc-percent"),
-		MemoryLimit:  c.String("memory-limit"),
-	})
+	p, err := memoryPolicy(c, os.LookupEnv)
 	if err != nil {
 		return err
 	}
 	p.Apply()
 	logger.Info("memory policy", p.LogAttrs()...)
 	return nil
+}
+
+func memoryPolicy(c *cli.Context, env func(string) (string, bool)) (mempolicy.Policy, error) {
+	return mempolicy.Decide(mempolicy.Input{
+		Env:          env,
+		FS:           os.DirFS("/"),
+		GCPercent:    c.Int("gc-percent"),
+		GCPercentSet: c.IsSet("gc-percent"),
+		MemoryLimit:  c.String("memory-limit"),
+	})
 }
 
 // configFile loads the --config file, picking the format by its extension.
