@@ -101,6 +101,11 @@ func TestBenchFrontNodeProcess(t *testing.T) {
 	if os.Getenv(frontNodeEnv) == "" {
 		t.Skip("runs only as the node process of BenchmarkIdleConnections")
 	}
+	if os.Getenv("HERALD_BENCH_HEAPPROFILE") != "" {
+		// Every allocation sampled, so that the profile's per-socket
+		// entries divided by the sockets are bytes, not estimates.
+		runtime.MemProfileRate = 1
+	}
 	// Every socket comes from one loopback address.
 	lim := wsfront.DefaultLimits()
 	lim.MaxSocketsPerIP = 0

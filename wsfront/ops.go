@@ -87,10 +87,8 @@ func (sess *session) message(msg *gws.Message) {
 			return
 		}
 	}
-	sess.goOwned(func(ctx context.Context) {
+	sess.goOwned(lim.RequestTimeout, func(ctx context.Context) {
 		defer sess.inflight.Add(-1)
-		ctx, cancel := context.WithTimeout(ctx, lim.RequestTimeout)
-		defer cancel()
 		var reply []byte
 		var perr *protoError
 		switch req.Op {
@@ -235,7 +233,7 @@ func (sess *session) authorized(op, room string) (*auth.Identity, *protoError) {
 }
 
 // roomsInUse counts the rooms the socket holds against MaxRooms.
-func (sess *session) roomsInUseLocked() int { return len(sess.subs) + len(sess.joined) }
+func (sess *session) roomsInUseLocked() int { return sess.subs.len() + len(sess.joined) }
 
 func (sess *session) join(ctx context.Context, ident *auth.Identity, req *request) ([]byte, *protoError) {
 	lim := sess.srv.cfg.Limits

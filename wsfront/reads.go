@@ -148,15 +148,12 @@ func (sess *session) registerSubscription(req *request) (*subscription, uint64, 
 		sess.mu.Unlock()
 		return nil, 0, nil
 	}
-	old := sess.subs[req.Room]
+	old := sess.subs.get(req.Room)
 	if old == nil && sess.roomsInUseLocked() >= lim.MaxRooms {
 		sess.mu.Unlock()
 		return nil, 0, limitExceeded(lim.MaxRooms)
 	}
-	if sess.subs == nil {
-		sess.subs = make(map[string]*subscription)
-	}
-	sess.subs[req.Room] = sub
+	sess.subs.put(sub)
 	sess.mu.Unlock()
 	if old != nil {
 		old.close()
@@ -234,16 +231,20 @@ func (sess *session) subscribe(ctx context.Context, req *request, sub *subscript
 	if live {
 		return
 	}
-	if sess.waitDrained(sess.ctx) {
-		sub.catchUp(sess.ctx)
-	}
+	// The catch-up outlives the request's timeout, so it runs on its own;
+	// it holds the request's in-flight slot, as the request did.
+	sess.inflight.Add(1)
+	sess.goOwned(0, func(ctx context.Context) {
+		defer sess.inflight.Add(-1)
+		if sess.waitDrained(ctx) {
+			sub.catchUp(ctx)
+		}
+	})
 }
 
 func (sess *session) dropSubscription(sub *subscription) {
 	sess.mu.Lock()
-	if sess.subs[sub.room] == sub {
-		delete(sess.subs, sub.room)
-	}
+	sess.subs.remove(sub)
 	sess.mu.Unlock()
 	sub.close()
 	sess.srv.hub.remove(sub)
@@ -251,7 +252,7 @@ func (sess *session) dropSubscription(sub *subscription) {
 
 func (sess *session) unsubscribe(req *request) []byte {
 	sess.mu.Lock()
-	sub := sess.subs[req.Room]
+	sub := sess.subs.get(req.Room)
 	sess.mu.Unlock()
 	if sub != nil {
 		sess.dropSubscription(sub)

@@ -17,8 +17,6 @@ import (
 type session struct {
 	srv    *Server
 	conn   *gws.Conn
-	ctx    context.Context
-	cancel context.CancelFunc
 	opened time.Time
 	addr   netip.Prefix // the client address its socket counts against
 	remote string       // the client's address and port, for logs
@@ -34,7 +32,7 @@ type session struct {
 
 	mu       sync.Mutex
 	ident    *auth.Identity
-	subs     map[string]*subscription
+	subs     subSet
 	joined   map[string]uint64 // room -> seq of this socket's latest join
 	tokens   float64           // publish token bucket
 	tokensAt time.Time
@@ -46,13 +44,24 @@ type session struct {
 	// place of its token's (RefreshUser); expiryTimer closes it then.
 	expires     time.Time
 	expiryTimer *time.Timer
+	// runs lists the goroutines working for the socket (requests,
+	// catch-ups) so that its close cancels them. The socket has no
+	// context of its own: a context per socket, with the child map and
+	// done channel its first request leaves behind, cost every idle
+	// socket about 0.5 KB (docs/benchmarks.md); the list is empty then.
+	runs *run
+}
+
+// run is one goroutine working for a socket, in the socket's runs list.
+type run struct {
+	cancel     context.CancelFunc
+	prev, next *run
 }
 
 func (sess *session) init(srv *Server, conn *gws.Conn, addr netip.Prefix, remote string) {
 	sess.srv = srv
 	sess.conn = conn
 	sess.addr, sess.remote = addr, remote
-	sess.ctx, sess.cancel = context.WithCancel(srv.ctx)
 	sess.opened = time.Now()
 	sess.lastRead.Store(sess.opened.UnixNano())
 	sess.tokens = float64(srv.cfg.Limits.PublishBurst)
@@ -71,7 +80,58 @@ func (sess *session) identity() *auth.Identity {
 	defer sess.mu.Unlock()
 	return sess.ident
 }
-func (sess *session) goOwned(fn func(context.Context)) { sess.srv.goOwned(sess.ctx, fn) }
+
+// goOwned runs fn in a goroutine the server waits for at shutdown, with a
+// context that ends when the socket closes, the node stops or, if timeout
+// is not zero, after timeout. On a socket already closed fn gets a
+// context that has ended.
+func (sess *session) goOwned(timeout time.Duration, fn func(context.Context)) {
+	var ctx context.Context
+	var cancel context.CancelFunc
+	if timeout > 0 {
+		ctx, cancel = context.WithTimeout(sess.srv.ctx, timeout)
+	} else {
+		ctx, cancel = context.WithCancel(sess.srv.ctx)
+	}
+	r := &run{cancel: cancel}
+	sess.mu.Lock()
+	if sess.ended {
+		cancel()
+	} else {
+		r.next = sess.runs
+		if r.next != nil {
+			r.next.prev = r
+		}
+		sess.runs = r
+	}
+	sess.mu.Unlock()
+	sess.srv.goOwned(ctx, func(ctx context.Context) {
+		defer func() {
+			sess.mu.Lock()
+			sess.unlinkLocked(r)
+			sess.mu.Unlock()
+			cancel()
+		}()
+		fn(ctx)
+	})
+}
+
+// unlinkLocked takes r out of the socket's runs; taking it out twice, or
+// after closed emptied the list, does nothing.
+func (sess *session) unlinkLocked(r *run) {
+	switch {
+	case r.prev != nil:
+		r.prev.next = r.next
+	case sess.runs == r:
+		sess.runs = r.next
+	default:
+		return
+	}
+	if r.next != nil {
+		r.next.prev = r.prev
+	}
+	r.prev, r.next = nil, nil
+}
 
 // goOwned runs fn in a goroutine the server waits for at shutdown.
 func (s *Server) goOwned(ctx context.Context, fn func(context.Context)) {
@@ -153,20 +213,33 @@ func (sess *session) closed(error) {
 	joined := sess.joined
 	ident := sess.ident
 	userCounted := sess.userCounted
-	sess.subs, sess.joined, sess.userCounted = nil, nil, false
+	sess.subs, sess.joined, sess.userCounted = subSet{}, nil, false
 	sess.stopExpiryLocked()
+	// The runs are cancelled outside the lock, since a context's cancel
+	// runs whatever was registered on it; unlinked here, a run ending
+	// meanwhile finds itself out of the list already.
+	var cancels []context.CancelFunc
+	for r := sess.runs; r != nil; {
+		next := r.next
+		cancels = append(cancels, r.cancel)
+		r.prev, r.next = nil, nil
+		r = next
+	}
+	sess.runs = nil
 	sess.mu.Unlock()
-	sess.cancel()
+	for _, cancel := range cancels {
+		cancel()
+	}
 	// The connection is gone, and with it the file descriptor the limits
 	// protect: the leaves below need none of their own.
 	sess.srv.adm.releaseConn(sess.addr)
 	if userCounted {
 		sess.srv.adm.releaseUser(ident.User)
 	}
-	for _, sub := range subs {
+	subs.each(func(sub *subscription) {
 		sub.close()
 		sess.srv.hub.remove(sub)
-	}
+	})
 	srv := sess.srv
 	if len(joined) == 0 || ident == nil {
 		srv.removeSession(sess)

@@ -142,7 +142,7 @@ func (s *subscription) startCatchUpLocked() {
 	s.catching = true
 	s.overflow = false
 	s.buf = s.buf[:0]
-	s.sess.goOwned(s.catchUp)
+	s.sess.goOwned(0, s.catchUp)
 }
 
 // catchUp reads history from the subscription's position until it has

@@ -107,7 +107,7 @@ func (s *Server) UnsubscribeUser(user, room string) int {
 	n := 0
 	for _, sess := range s.userSessions(user) {
 		sess.mu.Lock()
-		sub := sess.subs[room]
+		sub := sess.subs.get(room)
 		sess.mu.Unlock()
 		if sub == nil {
 			continue

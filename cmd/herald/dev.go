@@ -14,6 +14,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/internal/mempolicy"
 	"github.com/heraldhq/herald/multiraft"
 	"github.com/heraldhq/herald/serverapi"
 	"github.com/heraldhq/herald/wsfront"
@@ -36,6 +37,8 @@ func devCommand() *cli.Command {
 			&cli.IntFlag{Name: "groups", Value: 16, Usage: "data groups of the cluster (on first start)"},
 			&cli.StringFlag{Name: "log-level", Value: "error", Usage: "debug, info, warn or error (raft reports elections as warnings)"},
 			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json"},
+			&cli.IntFlag{Name: "gc-percent", Value: mempolicy.DefaultGCPercent, Usage: "Go's GOGC for the process (as for serve)"},
+			&cli.StringFlag{Name: "memory-limit", Value: "auto", Usage: "Go's soft memory limit for the process (as for serve)"},
 		},
 		Action: runDev,
 	}
@@ -44,6 +47,9 @@ func devCommand() *cli.Command {
 func runDev(c *cli.Context) error {
 	logger, err := newLogger(c.App.ErrWriter, c.String("log-level"), c.String("log-format"))
 	if err != nil {
+		return err
+	}
+	if err := applyMemoryPolicy(c, logger); err != nil {
 		return err
 	}
 	base := c.Int("base-port")

@@ -27,6 +27,7 @@ import (
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/admin"
 	"github.com/heraldhq/herald/fsm"
+	"github.com/heraldhq/herald/internal/mempolicy"
 	"github.com/heraldhq/herald/multiraft"
 	"github.com/heraldhq/herald/multiraft/logstore"
 	"github.com/heraldhq/herald/serverapi"
@@ -121,6 +122,8 @@ func serveFlags() []cli.Flag {
 		str("log-level", "info", "debug, info, warn or error"),
 		str("log-format", "text", "text or json"),
 		boolean("pprof", "serve Go's profiler at /debug/pprof/ on the client port (protected by the admin token)"),
+		num("gc-percent", mempolicy.DefaultGCPercent, "Go's GOGC for the node: heap growth in percent of the live heap before a collection; -1 collects only at --memory-limit (default: the GOGC variable if set, else this)"),
+		str("memory-limit", "auto", "Go's soft memory limit (GOMEMLIMIT), e.g. 2GiB; auto: the GOMEMLIMIT variable if set, else 90% of the container's cgroup memory limit if there is one; none: no limit"),
 	}
 }
 
@@ -138,6 +141,9 @@ func serveCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			if err := applyMemoryPolicy(c, logger); err != nil {
+				return err
+			}
 			cfg, adminToken, err := serveConfig(c, logger)
 			if err != nil {
 				return err
@@ -153,6 +159,30 @@ func serveCommand() *cli.Command {
 			return runNodes(c.Context, logger, []herald.Config{cfg}, nil, nil)
 		},
 	}
+}
+
+// applyMemoryPolicy sets the runtime's GOGC and memory limit from
+// --gc-percent and --memory-limit, the GOGC and GOMEMLIMIT variables and
+// the container's memory limit (package mempolicy has the rules), before
+// the node allocates anything that lasts.
+func applyMemoryPolicy(c *cli.Context, logger *slog.Logger) error {
+	p, err := memoryPolicy(c, os.LookupEnv)
+	if err != nil {
+		return err
+	}
+	p.Apply()
+	logger.Info("memory policy", p.LogAttrs()...)
+	return nil
+}
+
+func memoryPolicy(c *cli.Context, env func(string) (string, bool)) (mempolicy.Policy, error) {
+	return mempolicy.Decide(mempolicy.Input{
+		Env:          env,
+		FS:           os.DirFS("/"),
+		GCPercent:    c.Int("gc-percent"),
+		GCPercentSet: c.IsSet("gc-percent"),
+		MemoryLimit:  c.String("memory-limit"),
+	})
 }
 
 // configFile loads the --config file, picking the format by its extension.

@@ -13,6 +13,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/internal/mempolicy"
 	"github.com/heraldhq/herald/wsfront"
 )
 
@@ -121,5 +122,57 @@ func TestStopNodesGivesUpOnAHangingNode(t *testing.T) {
 	}
 	if got := stopLimit([]herald.Config{{StopTimeout: 3 * time.Second}, {}}); got != 15*time.Second+stopGrace {
 		t.Errorf("stopLimit = %v, want the default 15s stop timeout plus %v", got, stopGrace)
+	}
+}
+
+// serve's memory flags reach the policy, and count as the operator's
+// choice (over GOGC) whether they come from the command line or from
+// HERALD_ variables; package mempolicy tests the rules themselves.
+func TestServeMemoryFlags(t *testing.T) {
+	flags := serveFlags()
+	run := func(t *testing.T, env map[string]string, args ...string) (mempolicy.Policy, error) {
+		t.Helper()
+		for k, v := range env {
+			t.Setenv(k, v)
+		}
+		var p mempolicy.Policy
+		var perr error
+		app := &cli.App{Writer: io.Discard, ErrWriter: io.Discard, Commands: []*cli.Command{{
+			Name: "serve", Flags: flags, Before: configFile(flags),
+			Action: func(c *cli.Context) error {
+				p, perr = memoryPolicy(c, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+				return nil
+			},
+		}}}
+		if err := app.Run(append([]string{"herald", "serve"}, args...)); err != nil {
+			t.Fatal(err)
+		}
+		return p, perr
+	}
+	tests := []struct {
+		name        string
+		env         map[string]string
+		args        []string
+		wantPercent int
+		wantFrom    string
+	}{
+		{"default", nil, nil, mempolicy.DefaultGCPercent, "default"},
+		{"GOGC", map[string]string{"GOGC": "80"}, nil, 80, "GOGC"},
+		{"flag over GOGC", map[string]string{"GOGC": "80"}, []string{"--gc-percent", "40"}, 40, "--gc-percent"},
+		{"HERALD_GC_PERCENT over GOGC", map[string]string{"GOGC": "80", "HERALD_GC_PERCENT": "60"}, nil, 60, "--gc-percent"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := run(t, tt.env, tt.args...)
+			if err != nil || p.GCPercent != tt.wantPercent || p.GCPercentFrom != tt.wantFrom {
+				t.Fatalf("policy %+v, %v; want GOGC %d from %s", p, err, tt.wantPercent, tt.wantFrom)
+			}
+		})
+	}
+	if _, err := run(t, nil, "--memory-limit", "2GB"); err == nil || !strings.Contains(err.Error(), "--memory-limit") {
+		t.Fatalf("--memory-limit 2GB: %v, want an error naming the flag", err)
+	}
+	if p, err := run(t, nil, "--memory-limit", "1GiB"); err != nil || p.Limit != 1<<30 || !p.SetLimit {
+		t.Fatalf("--memory-limit 1GiB: %+v, %v", p, err)
 	}
 }
