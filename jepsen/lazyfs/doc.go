@@ -11,16 +11,21 @@
 //     before-images back and truncates the file to that size. An fsync
 //     forgets the file's before-images: its content is durable. Files are
 //     tracked by backing inode, so a renamed or unlinked file rolls back too.
-//   - Directory entries. Creating, linking, unlinking and renaming are
-//     recorded in one journal, in order; an unlinked or replaced file is
-//     moved aside (to a trash directory beside the backing one) rather than
-//     deleted. Drop undoes the journal from its end. An fsync of a directory
-//     makes durable every journal entry up to the last one that touched that
-//     directory; unless Options.StrictEntries is set, an fsync of a file also
-//     makes durable the entries up to the one that gave the file its name,
-//     as ext4 and XFS do (their journal commits the name with the inode).
-//     The durable part of the journal is always a prefix of it, as in a
-//     filesystem whose metadata journal commits in order.
+//   - Directory entries and sizes (metadata). Creating, linking,
+//     unlinking and renaming are recorded in one journal, in order; an
+//     unlinked or replaced file is moved aside (to a trash directory beside
+//     the backing one) rather than deleted. Drop undoes the journal from
+//     its end. By default the FS behaves as a journaling filesystem (ext4,
+//     XFS) does: any fsync or fdatasync, of any file or directory, commits
+//     the whole journal, and with it the sizes truncate and fallocate set
+//     (the bytes they expose read as zeros after a drop unless the file's
+//     own fsync made its data durable). So a file renamed into place
+//     without an fsync of its data comes back empty, the classic
+//     zero-length-file bug. With Options.StrictMetadata it holds to POSIX's
+//     letter instead: a directory's fsync commits the journal up to the
+//     last entry that touched that directory, and a file's fsync its own
+//     data and size, nothing else. The durable part of the journal is
+//     always a prefix of it.
 //
 // What it does not model: writes reordered within a file (a file is rolled
 // back as a whole, or, with DropTorn, keeps a prefix of its unsynced

@@ -28,10 +28,12 @@ type Options struct {
 	// ("fuse.<Name>"); CleanupStale finds stale mounts by it. Default
 	// "lazyfs".
 	Name string
-	// StrictEntries makes only a directory's fsync durable its entries
-	// (POSIX's letter); by default a file's fsync also makes durable the
-	// name it was created or renamed under, as journaling filesystems do.
-	StrictEntries bool
+	// StrictMetadata holds the FS to POSIX's letter: a directory's fsync
+	// makes durable its own entries, a file's fsync its own data and size,
+	// and nothing else. By default the FS is a journaling one like ext4
+	// or XFS: any fsync commits every name and size change made before it
+	// (data still needs the file's own fsync).
+	StrictMetadata bool
 	// RecordWrites keeps the data of every unsynced write, which DropTorn
 	// needs to keep a prefix of them; it costs as much memory as the
 	// unsynced bytes, up to MaxRecorded (default 256 MiB) in all, beyond

@@ -2,12 +2,16 @@ package lazyfs
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"math/bits"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -158,8 +162,8 @@ func TestSyncedWritesAreKept(t *testing.T) {
 	want(t, g, exp)
 }
 
-func TestStrictEntriesNeedTheDirectorysSync(t *testing.T) {
-	f, mnt := mount(t, Options{StrictEntries: true})
+func TestStrictMetadataNeedsTheDirectorysSync(t *testing.T) {
+	f, mnt := mount(t, Options{StrictMetadata: true})
 	a, b := filepath.Join(mnt, "a"), filepath.Join(mnt, "b")
 	write(t, a, []byte("synced file, unsynced name"), true)
 	write(t, b, []byte("synced file and name"), true)
@@ -219,29 +223,80 @@ func TestRenameAndUnlinkWithoutDirSyncAreUndone(t *testing.T) {
 	want(t, tmp, []byte("B3"))
 }
 
+func TestSizeChangesCommitWithAnyFsync(t *testing.T) {
+	f, mnt := mount(t, Options{})
+	p, q := filepath.Join(mnt, "prealloc"), filepath.Join(mnt, "other")
+	write(t, p, nil, true)
+	syncDir(t, mnt)
+	w, err := os.OpenFile(p, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if err := w.Truncate(3 * pageSize); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.WriteAt([]byte("never synced"), 100); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	// Another file's fsync commits the journal: p's size with it, as on
+	// ext4, but not p's data.
+	write(t, q, []byte("q"), true)
+	drop(t, f)
+	want(t, p, make([]byte, 3*pageSize))
+	want(t, q, []byte("q"))
+}
+
+// mmapWrite writes data at off of the file at p through a shared mapping,
+// msyncing it or not. It runs in a child process: a FUSE server that
+// faults in pages of its own mount deadlocks on its own address space.
+func mmapWrite(p string, off int, data string, sync bool) error {
+	fd, err := unix.Open(p, unix.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	mem, err := unix.Mmap(fd, 0, 3*pageSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return err
+	}
+	copy(mem[off:], data)
+	if sync {
+		if err := unix.Msync(mem, unix.MS_SYNC); err != nil {
+			return err
+		}
+	}
+	return unix.Munmap(mem)
+}
+
+func TestMain(m *testing.M) {
+	if p := os.Getenv("LAZYFS_MMAP_CHILD"); p != "" {
+		off, _ := strconv.Atoi(os.Getenv("LAZYFS_MMAP_OFF"))
+		if err := mmapWrite(p, off, os.Getenv("LAZYFS_MMAP_DATA"), os.Getenv("LAZYFS_MMAP_SYNC") != ""); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
 func TestMmapWritesNeedMsync(t *testing.T) {
 	f, mnt := mount(t, Options{})
 	p := filepath.Join(mnt, "wal")
 	write(t, p, make([]byte, 3*pageSize), true)
 	syncDir(t, mnt)
 	m := func(data string, off int, sync bool) {
-		fd, err := unix.Open(p, unix.O_RDWR, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer unix.Close(fd)
-		mem, err := unix.Mmap(fd, 0, 3*pageSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-		if err != nil {
-			t.Fatal(err)
-		}
-		copy(mem[off:], data)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, os.Args[0])
+		cmd.Env = append(os.Environ(), "LAZYFS_MMAP_CHILD="+p, "LAZYFS_MMAP_OFF="+strconv.Itoa(off), "LAZYFS_MMAP_DATA="+data)
 		if sync {
-			if err := unix.Msync(mem, unix.MS_SYNC); err != nil {
-				t.Fatal(err)
-			}
+			cmd.Env = append(cmd.Env, "LAZYFS_MMAP_SYNC=1")
 		}
-		if err := unix.Munmap(mem); err != nil {
-			t.Fatal(err)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("mmap write in a child: %v\n%s", err, out)
 		}
 	}
 	m("synced", 10, true)

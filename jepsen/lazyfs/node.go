@@ -166,6 +166,7 @@ func (f *FS) truncate(ino uint64, fd int, size int64, in *fs.Inode) syscall.Errn
 		return fs.ToErrno(err)
 	}
 	f.record(s, redo{kind: 't', size: size})
+	s.meta = size
 	return fs.ToErrno(syscall.Ftruncate(fd, size))
 }
 
@@ -429,7 +430,14 @@ func (h *handle) Allocate(_ context.Context, off, size uint64, mode uint32) sysc
 		return fs.ToErrno(err)
 	}
 	f.record(s, redo{kind: 'a', off: int64(off), size: int64(size), mode: mode})
-	return fs.ToErrno(unix.Fallocate(h.fd, mode, int64(off), int64(size)))
+	if err := unix.Fallocate(h.fd, mode, int64(off), int64(size)); err != nil {
+		return fs.ToErrno(err)
+	}
+	var st syscall.Stat_t
+	if syscall.Fstat(h.fd, &st) == nil {
+		s.meta = st.Size
+	}
+	return 0
 }
 
 // Flush does nothing: closing a file syncs nothing.

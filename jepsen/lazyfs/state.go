@@ -20,8 +20,14 @@ type fileState struct {
 	// fd is the FS's own descriptor of the backing file, so the file can
 	// be rolled back wherever its name went (renamed, in the trash).
 	fd *os.File
-	// size is the file's size at its last sync.
+	// size is the file's size at its last sync: below it, the pages
+	// hold what a rollback restores.
 	size int64
+	// restore is the size a rollback leaves: size, or a later size set by
+	// a truncate or fallocate and made durable by a journal commit.
+	restore int64
+	// meta is the size the last truncate or fallocate set, -1 if none.
+	meta int64
 	// pages holds the before-image of every page of [0, size) changed
 	// since; nil means the page was all zeros.
 	pages map[int64][]byte
@@ -61,7 +67,7 @@ func (f *FS) state(ino uint64, fd int, in *fs.Inode) (*fileState, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &fileState{fd: own, size: st.Size,
+	s := &fileState{fd: own, size: st.Size, restore: st.Size, meta: -1,
 		pages: map[int64][]byte{}, complete: f.opts.RecordWrites, inode: in}
 	f.files[ino] = s
 	return s, nil
@@ -115,16 +121,25 @@ func (s *fileState) rollback() (pages int, cut int64, err error) {
 	if err := syscall.Fstat(int(s.fd.Fd()), &st); err != nil {
 		return 0, 0, err
 	}
-	cut = max(st.Size-s.size, 0)
-	if err := s.fd.Truncate(s.size); err != nil {
+	cut = max(st.Size-s.restore, 0)
+	// Down to what the data was synced at, then (a durable size change
+	// since) up with zeros: the data written there never was.
+	if err := s.fd.Truncate(min(s.size, s.restore)); err != nil {
+		return 0, 0, err
+	}
+	if err := s.fd.Truncate(s.restore); err != nil {
 		return 0, 0, err
 	}
 	zero := make([]byte, pageSize)
 	for p, data := range s.pages {
 		start := p * pageSize
+		if start >= s.restore {
+			continue
+		}
 		if data == nil {
 			data = zero[:min(pageSize, s.size-start)]
 		}
+		data = data[:min(int64(len(data)), s.restore-start)]
 		if _, err := s.fd.WriteAt(data, start); err != nil {
 			return pages, cut, err
 		}
@@ -161,8 +176,8 @@ func (s *fileState) replay(rng *rand.Rand) (int, error) {
 	return min(k, len(s.ops)), nil
 }
 
-// syncFile makes a file's data durable and, unless StrictEntries, the
-// journal up to the entry that named it. Callers hold f.mu.
+// syncFile makes a file's data and size durable and, unless
+// StrictMetadata, commits the metadata journal. Callers hold f.mu.
 func (f *FS) syncFile(ino uint64) {
 	if s := f.files[ino]; s != nil {
 		for _, o := range s.ops {
@@ -171,13 +186,21 @@ func (f *FS) syncFile(ino uint64) {
 		_ = s.fd.Close()
 		delete(f.files, ino)
 	}
-	if f.opts.StrictEntries {
-		return
+	if !f.opts.StrictMetadata {
+		f.commitAll()
 	}
-	for i := len(f.journal) - 1; i >= 0; i-- {
-		if e := f.journal[i]; e.ino == ino && e.kind != removed {
-			f.commit(i)
-			return
+}
+
+// commitAll makes every name and size change so far durable, as the
+// commit of a filesystem's metadata journal does: ext4 and XFS commit it
+// at any fsync, whichever file it was for. Data stays unsynced.
+func (f *FS) commitAll() {
+	if len(f.journal) > 0 {
+		f.commit(len(f.journal) - 1)
+	}
+	for _, s := range f.files {
+		if s.meta >= 0 {
+			s.restore, s.meta = s.meta, -1
 		}
 	}
 }
@@ -200,8 +223,12 @@ type entry struct {
 }
 
 // syncDir makes durable the journal up to the last entry that changed
-// dir. Callers hold f.mu.
+// dir, or all of it unless StrictMetadata. Callers hold f.mu.
 func (f *FS) syncDir(dir string) {
+	if !f.opts.StrictMetadata {
+		f.commitAll()
+		return
+	}
 	for i := len(f.journal) - 1; i >= 0; i-- {
 		if e := f.journal[i]; e.dir == dir || (e.kind == renamed && e.dir2 == dir) {
 			f.commit(i)
