@@ -653,6 +653,9 @@ func (c *Cluster) PowerLoss(nodes []*Node) (string, error) {
 			errs = append(errs, fmt.Errorf("%s: drop: %w", n.ID, err))
 		}
 		lost = append(lost, fmt.Sprintf("%s: %v", n.ID, st))
+		if c.cfg.Logf != nil {
+			c.cfg.Logf("power loss of %s: %s", n.ID, strings.Join(st.Detail, "; "))
+		}
 		n.mu.Lock()
 		n.state = StateKilled
 		n.mu.Unlock()

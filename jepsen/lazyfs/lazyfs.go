@@ -222,12 +222,16 @@ type DropStats struct {
 	Files   int   // files rolled back
 	Pages   int   // pages written back from before-images
 	Cut     int64 // bytes cut off files that grew since their last sync
+	Zeroed  int64 // bytes turned to zeros: written, never synced, below a durable size
 	Kept    int   // unsynced writes kept (DropTorn)
 	Entries int   // directory entries undone
+	// Detail lists each file rolled back: its path at the drop, the size
+	// it had and the size it went back to, and the pages restored.
+	Detail []string
 }
 
 func (d DropStats) String() string {
-	s := fmt.Sprintf("%d files rolled back (%d pages restored, %d bytes cut), %d directory entries undone", d.Files, d.Pages, d.Cut, d.Entries)
+	s := fmt.Sprintf("%d files rolled back (%d pages restored, %d bytes zeroed, %d bytes cut), %d directory entries undone", d.Files, d.Pages, d.Zeroed, d.Cut, d.Entries)
 	if d.Kept > 0 {
 		s += fmt.Sprintf(", %d unsynced writes kept", d.Kept)
 	}
@@ -255,10 +259,18 @@ func (f *FS) drop(torn *rand.Rand) (DropStats, error) {
 	var touched []*fs.Inode
 	f.mu.Lock()
 	for ino, s := range f.files {
-		ps, cut, err := s.rollback()
+		var cur syscall.Stat_t
+		_ = syscall.Fstat(int(s.fd.Fd()), &cur)
+		name, _ := os.Readlink("/proc/self/fd/" + strconv.Itoa(int(s.fd.Fd())))
+		ps, cut, zeroed, err := s.rollback()
+		if rel, rerr := filepath.Rel(f.backing, name); rerr == nil {
+			name = rel
+		}
+		st.Detail = append(st.Detail, fmt.Sprintf("%s: %d → %d bytes, %d pages restored, %d bytes zeroed", name, cur.Size, s.restore, ps, zeroed))
 		st.Files++
 		st.Pages += ps
 		st.Cut += cut
+		st.Zeroed += zeroed
 		if err == nil && torn != nil && s.complete && len(s.ops) > 0 {
 			var k int
 			k, err = s.replay(torn)

@@ -116,19 +116,22 @@ func (f *FS) record(s *fileState, r redo) {
 }
 
 // rollback puts the file back as it was at its last sync.
-func (s *fileState) rollback() (pages int, cut int64, err error) {
+// zeroed counts the bytes a rollback turns to zeros: those past the size
+// the data was synced at, below a durable size set since.
+func (s *fileState) rollback() (pages int, cut, zeroed int64, err error) {
 	var st syscall.Stat_t
 	if err := syscall.Fstat(int(s.fd.Fd()), &st); err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	cut = max(st.Size-s.restore, 0)
+	zeroed = max(s.restore-s.size, 0)
 	// Down to what the data was synced at, then (a durable size change
 	// since) up with zeros: the data written there never was.
 	if err := s.fd.Truncate(min(s.size, s.restore)); err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	if err := s.fd.Truncate(s.restore); err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	zero := make([]byte, pageSize)
 	for p, data := range s.pages {
@@ -141,11 +144,11 @@ func (s *fileState) rollback() (pages int, cut int64, err error) {
 		}
 		data = data[:min(int64(len(data)), s.restore-start)]
 		if _, err := s.fd.WriteAt(data, start); err != nil {
-			return pages, cut, err
+			return pages, cut, zeroed, err
 		}
 		pages++
 	}
-	return pages, cut, nil
+	return pages, cut, zeroed, nil
 }
 
 // replay applies a random prefix of the unsynced changes again, the last
