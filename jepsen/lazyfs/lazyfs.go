@@ -123,7 +123,8 @@ func Mount(backing, mountpoint string, opts Options) (*FS, error) {
 			FsName: backing, Name: opts.Name,
 			// Writes of 1 MiB instead of 128 KiB: fewer round trips.
 			MaxWrite: 1 << 20,
-			Debug:    os.Getenv("LAZYFS_DEBUG") != "",
+			// Every request logged, to see what a program does on the FS.
+			Debug: os.Getenv("LAZYFS_DEBUG") != "",
 		},
 	})
 	if err != nil {
@@ -222,7 +223,7 @@ type DropStats struct {
 	Files   int   // files rolled back
 	Pages   int   // pages written back from before-images
 	Cut     int64 // bytes cut off files that grew since their last sync
-	Zeroed  int64 // bytes turned to zeros: written, never synced, below a durable size
+	Zeroed  int64 // bytes reset to zeros: past the size the data was last synced at, below a durable size set since (preallocated)
 	Kept    int   // unsynced writes kept (DropTorn)
 	Entries int   // directory entries undone
 	// Detail lists each file rolled back: its path at the drop, the size
