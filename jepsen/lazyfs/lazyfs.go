@@ -110,6 +110,18 @@ func Mount(backing, mountpoint string, opts Options) (*FS, error) {
 	if err := syscall.Stat(backing, &st); err != nil {
 		return nil, err
 	}
+	// The FUSE mount sits on a shared bind mount of its own mount point.
+	// A process that copies this mount namespace (ip netns exec makes the
+	// copies slaves) then sees the unmount too; with a private parent its
+	// copy would keep the filesystem, and this server, alive as long as it
+	// lives.
+	if err := syscall.Mount(mountpoint, mountpoint, "", syscall.MS_BIND, ""); err != nil {
+		return nil, fmt.Errorf("lazyfs: bind %s: %w", mountpoint, err)
+	}
+	if err := syscall.Mount("", mountpoint, "", syscall.MS_SHARED, ""); err != nil {
+		_ = syscall.Unmount(mountpoint, syscall.MNT_DETACH)
+		return nil, fmt.Errorf("lazyfs: make %s shared: %w", mountpoint, err)
+	}
 	lr := &fs.LoopbackRoot{Path: backing, Dev: st.Dev}
 	f.root = &node{LoopbackNode: &fs.LoopbackNode{RootData: lr}, lfs: f}
 	lr.RootNode = f.root
@@ -128,6 +140,7 @@ func Mount(backing, mountpoint string, opts Options) (*FS, error) {
 		},
 	})
 	if err != nil {
+		_ = syscall.Unmount(mountpoint, syscall.MNT_DETACH)
 		return nil, fmt.Errorf("lazyfs: mount %s on %s: %w", backing, mountpoint, err)
 	}
 	f.server = server
@@ -139,8 +152,9 @@ func (f *FS) Mountpoint() string { return f.mnt }
 
 // Unmount unmounts the FS and waits up to timeout for its server to stop.
 // The server outlives the timeout when a process in another mount
-// namespace (one made by `ip netns exec` while this was mounted) still
-// holds a copy of the mount; it then stops when that process exits.
+// namespace still holds a copy of the mount that the unmount did not
+// reach (a namespace made private, or a copy in use); it then stops when
+// that process exits.
 func (f *FS) Unmount(timeout time.Duration) error {
 	err := syscall.Unmount(f.mnt, 0)
 	if err != nil {
@@ -151,6 +165,8 @@ func (f *FS) Unmount(timeout time.Duration) error {
 	if err != nil && !errors.Is(err, syscall.EINVAL) {
 		return fmt.Errorf("lazyfs: unmount %s: %w", f.mnt, err)
 	}
+	// The bind mount below it.
+	_ = syscall.Unmount(f.mnt, syscall.MNT_DETACH)
 	done := make(chan struct{})
 	go func() { f.server.Wait(); close(done) }()
 	select {
@@ -196,6 +212,8 @@ func unmountStale(match func(mountpoint, fstype string) bool) []string {
 		}
 		mp := unescapeMount(fields[4])
 		if match(mp, fields[sep+1]) && syscall.Unmount(mp, syscall.MNT_DETACH) == nil {
+			// And the shared bind mount Mount put below it.
+			_ = syscall.Unmount(mp, syscall.MNT_DETACH)
 			out = append(out, mp)
 		}
 	}

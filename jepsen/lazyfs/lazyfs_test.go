@@ -408,3 +408,35 @@ func TestCleanupStaleUnmountsLeftovers(t *testing.T) {
 	}
 	want(t, filepath.Join(dir, "disk", "x"), []byte("x"))
 }
+
+// TestUnmountReachesCopiedNamespaces copies the mount namespace while the
+// FS is mounted, as `ip netns exec` does for every node the harness starts,
+// and expects the unmount to reach the copy, so the server stops.
+func TestUnmountReachesCopiedNamespaces(t *testing.T) {
+	if err := Available(); err != nil {
+		t.Skipf("no FUSE here: %v", err)
+	}
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Skip("no unshare(1) to copy the mount namespace")
+	}
+	dir := t.TempDir()
+	f, err := Mount(filepath.Join(dir, "disk"), filepath.Join(dir, "mnt"), Options{Name: "lazyfs-test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// A slave copy, as ip netns exec makes, held open for the test.
+	cmd := exec.CommandContext(ctx, "unshare", "-m", "--propagation", "slave", "sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cancel()
+		_ = cmd.Wait()
+	}()
+	time.Sleep(200 * time.Millisecond) // let it copy the namespace
+	if err := f.Unmount(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
