@@ -45,5 +45,12 @@
 // but only when no process has a file of the mount open (the harness kills
 // the node first): writes in flight would race the rollback. It tells the
 // kernel to forget cached pages and names it rolled back, and file pages
-// are reloaded at each open anyway.
+// are reloaded at each open anyway. The process must not touch its own
+// mount through a shared mapping: a page fault it takes there waits on a
+// FUSE server that needs its address space to answer.
+//
+// The FUSE mount sits on a shared bind mount of its mount point, so that
+// an unmount reaches the slave copies other mount namespaces made of it
+// (ip netns exec makes one per node the harness starts); a copy the
+// unmount does not reach keeps the server alive until its process exits.
 package lazyfs
