@@ -166,7 +166,7 @@ func (c *Cluster) newNode(id string, nn NodeNet) (*Node, error) {
 		// The node sees the mount; the files live in data/<id> as they
 		// would without it, so a kept run's data dirs are where they
 		// always are.
-		disk, err := lazyfs.Mount(n.dataDir, filepath.Join(c.cfg.Dir, "mnt", id), lazyfs.Options{Name: diskName})
+		disk, err := lazyfs.Mount(n.dataDir, filepath.Join(c.cfg.Dir, "mnt", id), lazyfs.Options{Name: diskName, Logf: c.cfg.Logf})
 		if err != nil {
 			return nil, fmt.Errorf("lazy filesystem for %s: %w", id, err)
 		}

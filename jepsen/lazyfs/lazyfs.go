@@ -40,6 +40,11 @@ type Options struct {
 	// which a file's torn drop falls back to a whole one.
 	RecordWrites bool
 	MaxRecorded  int64
+	// Logf, when set, hears of every operation that waited for or held
+	// the FS's lock longer than SlowOp (default 2 s): a stalled node can
+	// then be told apart from a stalled filesystem.
+	Logf   func(format string, args ...any)
+	SlowOp time.Duration
 }
 
 // FS is one mounted lazy filesystem.
@@ -57,7 +62,27 @@ type FS struct {
 
 	flips   atomic.Pointer[flipper]
 	flipped atomic.Int64
+	slow    atomic.Int64
 }
+
+// lock takes the FS's lock for op; the func it returns releases it and
+// reports op if it waited and held it longer than Options.SlowOp.
+func (f *FS) lock(op string) func() {
+	start := time.Now()
+	f.mu.Lock()
+	return func() {
+		f.mu.Unlock()
+		if d := time.Since(start); d > f.opts.SlowOp {
+			f.slow.Add(1)
+			if f.opts.Logf != nil {
+				f.opts.Logf("lazyfs %s: %s took %v", f.mnt, op, d.Round(time.Millisecond))
+			}
+		}
+	}
+}
+
+// Slow is how many operations took longer than Options.SlowOp.
+func (f *FS) Slow() int64 { return f.slow.Load() }
 
 // Available says why this process cannot mount a lazy filesystem, or nil.
 func Available() error {
@@ -82,6 +107,9 @@ func Mount(backing, mountpoint string, opts Options) (*FS, error) {
 	}
 	if opts.MaxRecorded <= 0 {
 		opts.MaxRecorded = 256 << 20
+	}
+	if opts.SlowOp <= 0 {
+		opts.SlowOp = 2 * time.Second
 	}
 	backing, err := filepath.Abs(backing)
 	if err != nil {

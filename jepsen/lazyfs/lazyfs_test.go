@@ -12,6 +12,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -438,5 +440,21 @@ func TestUnmountReachesCopiedNamespaces(t *testing.T) {
 	time.Sleep(200 * time.Millisecond) // let it copy the namespace
 	if err := f.Unmount(5 * time.Second); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestSlowOperationsAreReported(t *testing.T) {
+	var mu sync.Mutex
+	var lines []string
+	f, mnt := mount(t, Options{SlowOp: time.Nanosecond, Logf: func(format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		lines = append(lines, fmt.Sprintf(format, args...))
+	}})
+	write(t, filepath.Join(mnt, "a"), []byte("a"), true)
+	mu.Lock()
+	defer mu.Unlock()
+	if f.Slow() == 0 || int64(len(lines)) != f.Slow() || !strings.Contains(strings.Join(lines, "\n"), ": write took ") {
+		t.Fatalf("%d slow operations counted, reported: %q", f.Slow(), lines)
 	}
 }

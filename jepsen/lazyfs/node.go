@@ -57,29 +57,25 @@ func (n *node) created(name string, err syscall.Errno) syscall.Errno {
 }
 
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	n.lfs.mu.Lock()
-	defer n.lfs.mu.Unlock()
+	defer n.lfs.lock("mkdir")()
 	in, err := n.LoopbackNode.Mkdir(ctx, name, mode, out)
 	return in, n.created(name, err)
 }
 
 func (n *node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	n.lfs.mu.Lock()
-	defer n.lfs.mu.Unlock()
+	defer n.lfs.lock("mknod")()
 	in, err := n.LoopbackNode.Mknod(ctx, name, mode, rdev, out)
 	return in, n.created(name, err)
 }
 
 func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	n.lfs.mu.Lock()
-	defer n.lfs.mu.Unlock()
+	defer n.lfs.lock("symlink")()
 	in, err := n.LoopbackNode.Symlink(ctx, target, name, out)
 	return in, n.created(name, err)
 }
 
 func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	n.lfs.mu.Lock()
-	defer n.lfs.mu.Unlock()
+	defer n.lfs.lock("link")()
 	in, err := n.LoopbackNode.Link(ctx, target, name, out)
 	return in, n.created(name, err)
 }
@@ -98,8 +94,7 @@ func (n *node) CopyFileRange(context.Context, fs.FileHandle, uint64, *fs.Inode, 
 
 func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
 	f := n.lfs
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	defer f.lock("create")()
 	p := f.path(n.rel(), name)
 	var st syscall.Stat_t
 	existed := syscall.Lstat(p, &st) == nil
@@ -126,8 +121,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 
 func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	f := n.lfs
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	defer f.lock("open")()
 	h, errno := f.open(n.backing(), n.rel(), flags, n.EmbeddedInode())
 	return h, 0, errno
 }
@@ -173,7 +167,7 @@ func (f *FS) truncate(ino uint64, fd int, size int64, in *fs.Inode) syscall.Errn
 func (n *node) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	if size, ok := in.GetSize(); ok {
 		f := n.lfs
-		f.mu.Lock()
+		unlock := f.lock("truncate")
 		var errno syscall.Errno
 		if h, ok := fh.(*handle); ok {
 			errno = f.truncate(h.ino, h.fd, int64(size), n.EmbeddedInode())
@@ -191,7 +185,7 @@ func (n *node) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn
 				_ = syscall.Close(fd)
 			}
 		}
-		f.mu.Unlock()
+		unlock()
 		if errno != 0 {
 			return errno
 		}
@@ -203,8 +197,7 @@ func (n *node) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn
 
 func (n *node) Fsync(_ context.Context, fh fs.FileHandle, _ uint32) syscall.Errno {
 	f := n.lfs
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	defer f.lock("fsync")()
 	if h, ok := fh.(*handle); ok {
 		f.syncFile(h.ino)
 		return 0
@@ -233,8 +226,7 @@ func (n *node) Rmdir(_ context.Context, name string) syscall.Errno {
 // can bring it back.
 func (n *node) remove(name string, dir bool) syscall.Errno {
 	f := n.lfs
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	defer f.lock("remove")()
 	p := f.path(n.rel(), name)
 	var st syscall.Stat_t
 	if err := syscall.Lstat(p, &st); err != nil {
@@ -276,8 +268,7 @@ func (n *node) Rename(_ context.Context, name string, newParent fs.InodeEmbedder
 		return syscall.EINVAL // RENAME_EXCHANGE and whiteouts are not modelled
 	}
 	f := n.lfs
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	defer f.lock("rename")()
 	src, dst := f.path(n.rel(), name), f.path(np.rel(), newName)
 	var sst, dst2 syscall.Stat_t
 	if err := syscall.Lstat(src, &sst); err != nil {
@@ -340,8 +331,7 @@ var (
 
 func (d *dirHandle) Fsyncdir(context.Context, uint32) syscall.Errno {
 	f := d.n.lfs
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	defer f.lock("fsyncdir")()
 	f.syncDir(d.n.rel())
 	return 0
 }
@@ -399,8 +389,7 @@ func (h *handle) Read(_ context.Context, buf []byte, off int64) (fuse.ReadResult
 
 func (h *handle) Write(_ context.Context, data []byte, off int64) (uint32, syscall.Errno) {
 	f := h.lfs
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	defer f.lock("write")()
 	s, err := f.state(h.ino, h.fd, h.inode)
 	if err != nil {
 		return 0, fs.ToErrno(err)
@@ -420,8 +409,7 @@ func (h *handle) Write(_ context.Context, data []byte, off int64) (uint32, sysca
 
 func (h *handle) Allocate(_ context.Context, off, size uint64, mode uint32) syscall.Errno {
 	f := h.lfs
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	defer f.lock("allocate")()
 	s, err := f.state(h.ino, h.fd, h.inode)
 	if err != nil {
 		return fs.ToErrno(err)
