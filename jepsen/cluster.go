@@ -615,7 +615,7 @@ func (c *Cluster) Close() {
 // already down lose their unsynced data too. The nodes stay down (killed)
 // until Restart. It returns what each disk lost.
 func (c *Cluster) PowerLoss(nodes []*Node) (string, error) {
-	var exits []chan struct{}
+	exits := map[*Node]chan struct{}{}
 	var errs []error
 	for _, n := range nodes {
 		if n.disk == nil {
@@ -632,17 +632,26 @@ func (c *Cluster) PowerLoss(nodes []*Node) (string, error) {
 				errs = append(errs, err)
 				continue
 			}
-			exits = append(exits, exited)
+			exits[n] = exited
 		}
 	}
-	// All at once: every node dies before any disk is rolled back.
-	for _, e := range exits {
-		<-e
+	// All at once: every node dies before any disk is rolled back. One
+	// that outlives SIGKILL (stuck in the kernel) keeps its disk: rolling
+	// back under a live process would race its writes.
+	deadline := time.After(30 * time.Second)
+	alive := map[*Node]bool{}
+	for n, e := range exits {
+		select {
+		case <-e:
+		case <-deadline:
+			alive[n] = true
+			errs = append(errs, fmt.Errorf("%s did not exit 30s after SIGKILL: its disk keeps its unsynced data", n.ID))
+		}
 	}
 	var lost []string
 	for _, n := range nodes {
 		n.mu.Lock()
-		if n.state == StateStopped {
+		if n.state == StateStopped || alive[n] {
 			n.mu.Unlock()
 			continue
 		}
