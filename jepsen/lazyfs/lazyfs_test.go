@@ -458,3 +458,35 @@ func TestSlowOperationsAreReported(t *testing.T) {
 		t.Fatalf("%d slow operations counted, reported: %q", f.Slow(), lines)
 	}
 }
+
+func TestSparseFilesRollBack(t *testing.T) {
+	f, mnt := mount(t, Options{})
+	p := filepath.Join(mnt, "sparse")
+	w, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	// A hole of 1 MiB, one page of data, another hole: synced.
+	if _, err := w.WriteAt(bytes.Repeat([]byte("d"), pageSize), 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Truncate(4 << 20); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	exp := make([]byte, 4<<20)
+	copy(exp[1<<20:], bytes.Repeat([]byte("d"), pageSize))
+	// Overwrite all of it, then cut it short, without a sync.
+	if _, err := w.WriteAt(bytes.Repeat([]byte("x"), 4<<20), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Truncate(1000); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	drop(t, f)
+	want(t, p, exp)
+}

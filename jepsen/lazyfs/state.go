@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -80,11 +81,22 @@ func (s *fileState) save(off, end int64) error {
 	if off < 0 || off >= end {
 		return nil
 	}
+	// Holes read as zeros: find them with SEEK_DATA instead of reading
+	// them, since files preallocated by ftruncate (badger's memtables and
+	// value logs, hundreds of MB) are mostly holes.
+	next := int64(-1) // the first data at or after the page, as last seen
 	for p := off / pageSize; p*pageSize < end; p++ {
 		if _, ok := s.pages[p]; ok {
 			continue
 		}
 		start := p * pageSize
+		if next < start {
+			next = dataAt(s.fd, start)
+		}
+		if next >= start+min(pageSize, s.size-start) {
+			s.pages[p] = nil
+			continue
+		}
 		buf := make([]byte, min(pageSize, s.size-start))
 		// Bytes past the end of the file now were cut off by a truncate
 		// that saved them first; a short read here only meets zeros.
@@ -286,6 +298,20 @@ func (e entry) String() string {
 		return "remove " + filepath.Join(e.dir, e.name)
 	}
 	return "rename " + filepath.Join(e.dir, e.name) + " to " + filepath.Join(e.dir2, e.name2)
+}
+
+// dataAt is the offset of the first data at or after off, or the largest
+// offset when only a hole follows (or the filesystem cannot tell, then
+// every page is read).
+func dataAt(f *os.File, off int64) int64 {
+	n, err := unix.Seek(int(f.Fd()), off, unix.SEEK_DATA)
+	if errors.Is(err, unix.ENXIO) {
+		return math.MaxInt64
+	}
+	if err != nil {
+		return off
+	}
+	return n
 }
 
 func allZero(b []byte) bool {
