@@ -22,19 +22,29 @@ func TestPlantedBugs(t *testing.T) {
 	bugs := []struct {
 		tag    string
 		faults []string
+		// disks, when set, is the run's Config.Disks.
+		disks string
 		// found counts the anomalies the bug must cause.
 		found func(*Results) int
 		what  string
 	}{
-		{"jepsenbug_ackearly", []string{FaultPartition, FaultPause},
+		{"jepsenbug_ackearly", []string{FaultPartition, FaultPause}, "",
 			func(r *Results) int { return r.Log.Lost.Count }, "lost messages"},
-		{"jepsenbug_staleread", []string{FaultPartition},
+		{"jepsenbug_staleread", []string{FaultPartition}, "",
 			func(r *Results) int { return r.Log.Stale.Count + r.Linear.Illegal }, "stale reads and rooms not linearizable"},
 		// Without the key check a retry of a publish that did commit
 		// appends it again, or, for a conditional one, is refused as a
 		// conflict although it took effect: porcupine sees the latter.
-		{"jepsenbug_nodedup", []string{FaultPartition, FaultPause},
+		{"jepsenbug_nodedup", []string{FaultPartition, FaultPause}, "",
 			func(r *Results) int { return r.Log.Duplicated.Count + r.Linear.Illegal }, "duplicated messages and rooms not linearizable"},
+		// A log store that never fsyncs loses acknowledged entries only
+		// when a quorum loses its page cache; kill -9 alone does not show
+		// it (docs/jepsen.md). A quorum that forgot its log may also
+		// fail to come back: that counts too.
+		{"jepsenbug_nosync", []string{FaultPowerLoss}, "lazy",
+			func(r *Results) int {
+				return r.Log.Lost.Count + r.Linear.Illegal + len(r.Info.Crashes) + len(r.Info.NotReady)
+			}, "lost messages, rooms not linearizable or nodes that did not recover"},
 	}
 	out := os.Getenv("HERALD_JEPSEN_OUT")
 	for _, bug := range bugs {
@@ -55,6 +65,9 @@ func TestPlantedBugs(t *testing.T) {
 				cfg := QuickConfig()
 				cfg.Herald, cfg.Out, cfg.Name, cfg.Seed = bin, runs, bug.tag+"-", seed
 				cfg.Time, cfg.Faults = 40*time.Second, bug.faults
+				if bug.disks != "" {
+					cfg.Disks = bug.disks
+				}
 				cfg.Logf = t.Logf
 				res, err := Run(context.Background(), cfg)
 				if err != nil {

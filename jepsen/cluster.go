@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/admin"
+	"github.com/heraldhq/herald/jepsen/lazyfs"
 )
 
 var errAnotherRun = errors.New("another herald-jepsen run holds the lock on this machine")
@@ -30,7 +31,14 @@ const (
 	StateKilled  = "killed"
 	StatePaused  = "paused"
 	StateStopped = "stopped" // gracefully, for good (a removed node)
+	// StateOff is a node killed by a power loss whose unsynced data is
+	// being dropped: nothing may restart it until that is done.
+	StateOff = "off"
 )
+
+// diskName is the lazy filesystems' type suffix in mountinfo, by which a
+// later run finds the mounts a crashed one left.
+const diskName = "herald-jepsen"
 
 // Node is one herald serve process.
 type Node struct {
@@ -38,7 +46,9 @@ type Node struct {
 	Net     NodeNet
 	dataDir string
 	logPath string
-	args    []string
+	// disk is the lazy filesystem dataDir is mounted from, nil without.
+	disk *lazyfs.FS
+	args []string
 
 	mu       sync.Mutex
 	state    string
@@ -64,6 +74,9 @@ type ClusterConfig struct {
 	Replication int
 	// ServeArgs are added to every node's serve flags.
 	ServeArgs []string
+	// LazyDisks puts each node's data dir on a lazy filesystem of its
+	// own (package lazyfs), which the power-loss fault needs.
+	LazyDisks bool
 	Logf      func(string, ...any)
 	Rec       *Recorder
 }
@@ -122,7 +135,12 @@ func StartCluster(ctx context.Context, cfg ClusterConfig, nw Network, pids *pidF
 			c.Close()
 			return nil, fmt.Errorf("network for %s: %w", id, err)
 		}
-		c.nodes = append(c.nodes, c.newNode(id, nn))
+		n, err := c.newNode(id, nn)
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		c.nodes = append(c.nodes, n)
 		boot = append(boot, id+"="+nn.PeerAdvertise)
 	}
 	for _, n := range c.nodes {
@@ -142,15 +160,25 @@ func StartCluster(ctx context.Context, cfg ClusterConfig, nw Network, pids *pidF
 	return c, nil
 }
 
-func (c *Cluster) newNode(id string, nn NodeNet) *Node {
+func (c *Cluster) newNode(id string, nn NodeNet) (*Node, error) {
 	n := &Node{ID: id, Net: nn, dataDir: filepath.Join(c.cfg.Dir, "data", id), logPath: filepath.Join(c.cfg.Dir, id+".log")}
+	if c.cfg.LazyDisks {
+		// The node sees the mount; the files live in data/<id> as they
+		// would without it, so a kept run's data dirs are where they
+		// always are.
+		disk, err := lazyfs.Mount(n.dataDir, filepath.Join(c.cfg.Dir, "mnt", id), lazyfs.Options{Name: diskName, Logf: c.cfg.Logf})
+		if err != nil {
+			return nil, fmt.Errorf("lazy filesystem for %s: %w", id, err)
+		}
+		n.disk, n.dataDir = disk, disk.Mountpoint()
+	}
 	n.args = append([]string{"serve",
 		"--node-id", id, "--data-dir", n.dataDir,
 		"--client-addr", nn.ClientAddr, "--advertise-client-addr", nn.ClientAddr,
 		"--peer-addr", nn.PeerBind, "--advertise-peer-addr", nn.PeerAdvertise,
 		"--insecure-auth", "--admin-token", c.token, "--cluster-secret-file", c.secretFile,
 	}, c.cfg.ServeArgs...)
-	return n
+	return n, nil
 }
 
 // start launches a node's process.
@@ -537,7 +565,10 @@ func (c *Cluster) AddNode(ctx context.Context) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := c.newNode(id, nn)
+	n, err := c.newNode(id, nn)
+	if err != nil {
+		return nil, err
+	}
 	for _, m := range c.Members() {
 		n.args = append(n.args, "--join", m.Net.PeerAdvertise)
 	}
@@ -570,6 +601,75 @@ func (c *Cluster) Close() {
 		}
 	}
 	close(c.spawn)
+	for _, n := range c.Nodes() {
+		if n.disk != nil {
+			if err := n.disk.Unmount(10 * time.Second); err != nil && c.cfg.Logf != nil {
+				c.cfg.Logf("%s: %v", n.ID, err)
+			}
+		}
+	}
+}
+
+// PowerLoss kills the nodes with SIGKILL at once and then drops what
+// their disks hold that was never fsynced, as a power cut would. Nodes
+// already down lose their unsynced data too. The nodes stay down (killed)
+// until Restart. It returns what each disk lost.
+func (c *Cluster) PowerLoss(nodes []*Node) (string, error) {
+	exits := map[*Node]chan struct{}{}
+	var errs []error
+	for _, n := range nodes {
+		if n.disk == nil {
+			return "", fmt.Errorf("%s has no lazy filesystem", n.ID)
+		}
+		n.mu.Lock()
+		state, exited := n.state, n.exited
+		if state == StateUp || state == StatePaused {
+			n.expected = true
+		}
+		n.mu.Unlock()
+		if state == StateUp || state == StatePaused {
+			if err := n.signal(syscall.SIGKILL); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			exits[n] = exited
+		}
+	}
+	// All at once: every node dies before any disk is rolled back. One
+	// that outlives SIGKILL (stuck in the kernel) keeps its disk: rolling
+	// back under a live process would race its writes.
+	deadline := time.After(30 * time.Second)
+	alive := map[*Node]bool{}
+	for n, e := range exits {
+		select {
+		case <-e:
+		case <-deadline:
+			alive[n] = true
+			errs = append(errs, fmt.Errorf("%s did not exit 30s after SIGKILL: its disk keeps its unsynced data", n.ID))
+		}
+	}
+	var lost []string
+	for _, n := range nodes {
+		n.mu.Lock()
+		if n.state == StateStopped || alive[n] {
+			n.mu.Unlock()
+			continue
+		}
+		n.state = StateOff
+		n.mu.Unlock()
+		st, err := n.disk.Drop()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: drop: %w", n.ID, err))
+		}
+		lost = append(lost, fmt.Sprintf("%s: %v", n.ID, st))
+		if c.cfg.Logf != nil {
+			c.cfg.Logf("power loss of %s: %s", n.ID, strings.Join(st.Detail, "; "))
+		}
+		n.mu.Lock()
+		n.state = StateKilled
+		n.mu.Unlock()
+	}
+	return strings.Join(lost, "; "), errors.Join(errs...)
 }
 
 // pidFile lists the processes a run started, so that the next run can

@@ -24,7 +24,11 @@ const (
 	FaultMember    = "member"    // add a node and rebalance; decommission it
 	FaultNetem     = "netem"     // latency and loss on every peer link
 	FaultKillTerm  = "kill-term" // kill -9 one node and SIGTERM another; restart both at heal
-	FaultCrash     = "crash"     // not injected: a node that exited on its own
+	// FaultPowerLoss kills nodes and drops what their disks hold that was
+	// never fsynced (one node, a group's leader, a minority, or every
+	// node at once); restart at heal. It needs the lazy filesystems.
+	FaultPowerLoss = "power-loss"
+	FaultCrash     = "crash" // not injected: a node that exited on its own
 	// FaultStartFailed is not injected either: a node that gave up
 	// starting.
 	FaultStartFailed = "start-failed"
@@ -36,7 +40,7 @@ const (
 var errNoTarget = errors.New("every up node holds a replica of it: no node to move one to")
 
 // AllFaults lists every fault kind the nemesis can inject.
-var AllFaults = []string{FaultPartition, FaultKill, FaultPause, FaultTransfer, FaultMove, FaultMember, FaultNetem, FaultKillTerm}
+var AllFaults = []string{FaultPartition, FaultKill, FaultPause, FaultTransfer, FaultMove, FaultMember, FaultNetem, FaultKillTerm, FaultPowerLoss}
 
 // NemesisConfig shapes the fault schedule.
 type NemesisConfig struct {
@@ -214,6 +218,8 @@ func (nm *nemesis) start(ctx context.Context, kind string) *active {
 		return nm.netem()
 	case FaultKillTerm:
 		return nm.killTerm(ctx)
+	case FaultPowerLoss:
+		return nm.powerLoss(ctx)
 	}
 	nm.note(kind, "unknown fault", errors.New("no such fault"))
 	return nil
@@ -381,6 +387,54 @@ func (nm *nemesis) killTerm(ctx context.Context) *active {
 			}
 		}
 		errs = append(errs, nm.c.Restart(nm.c.Node(kill)), nm.c.Restart(nm.c.Node(term)))
+		return errors.Join(errs...)
+	})
+}
+
+// powerLoss cuts the power of one node, a group's leader, a minority or
+// every node: each is killed and its disk forgets what was not fsynced.
+// Every node at once is drawn as often as the rest together, since only a
+// quorum losing its unsynced writes can lose what the cluster
+// acknowledged.
+func (nm *nemesis) powerLoss(ctx context.Context) *active {
+	members := nm.c.Members()
+	variants := []string{"all", "all", "one", "leader"}
+	if len(members) >= 5 {
+		variants = append(variants, "minority", "all")
+	}
+	v := pick(nm.rng, variants)
+	var targets []string
+	var desc string
+	switch v {
+	case "all":
+		targets = nm.ids(members)
+		slices.Sort(targets)
+		desc = fmt.Sprintf("every node %v", targets)
+	case "minority":
+		up := nm.upIDs()
+		targets = up[:min((len(members)-1)/2, len(up))]
+		desc = fmt.Sprintf("minority %v", targets)
+	default:
+		t, d := nm.target(ctx, v)
+		if t == "" {
+			nm.note(FaultPowerLoss, "power loss", errors.New("no node is up"))
+			return nil
+		}
+		targets, desc = []string{t}, d
+	}
+	nodes := make([]*Node, len(targets))
+	for i, id := range targets {
+		nodes[i] = nm.c.Node(id)
+	}
+	lost, err := nm.c.PowerLoss(nodes)
+	if err != nil {
+		nm.note(FaultPowerLoss, desc, err)
+	}
+	return nm.begin(FaultPowerLoss, "power loss of "+desc+" ("+lost+")", targets, func(context.Context) error {
+		var errs []error
+		for _, n := range nodes {
+			errs = append(errs, nm.c.Restart(n))
+		}
 		return errors.Join(errs...)
 	})
 }

@@ -127,6 +127,9 @@ func (r *Results) Summary(w io.Writer) {
 	p("  folder       %s", in.Dir)
 	p("  cluster      %d nodes, %d groups, replication %d; seed %d", in.Nodes, in.Groups, in.Replication, in.Seed)
 	p("  network      %s", in.Network)
+	if in.Disks != "" {
+		p("  disks        %s", in.Disks)
+	}
 	if in.Fallback != "" {
 		p("               (%s)", in.Fallback)
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/admin"
+	"github.com/heraldhq/herald/jepsen/lazyfs"
 )
 
 // Config describes one run.
@@ -19,6 +20,9 @@ type Config struct {
 	Out    string // the run's folder is made in here
 	Name   string // prefix of the run's folder name
 	Mode   string // auto, netns or proxy
+	// Disks is auto (a lazy filesystem per node when this machine can
+	// mount one), lazy (required) or plain (the data dirs as they are).
+	Disks string
 
 	Nodes, Groups, Replication int
 	Seed                       int64
@@ -49,7 +53,7 @@ type Config struct {
 // from start to report.
 func QuickConfig() Config {
 	return Config{
-		Mode: "auto", Nodes: 3, Groups: 8, Replication: 3, Seed: 1,
+		Mode: "auto", Disks: "auto", Nodes: 3, Groups: 8, Replication: 3, Seed: 1,
 		Time: 80 * time.Second, Recovery: 8 * time.Second,
 		Faults:  []string{FaultPartition, FaultKill, FaultPause, FaultKillTerm},
 		Overlap: 1, Warmup: 4 * time.Second, FaultMin: 5 * time.Second, FaultMax: 9 * time.Second, Quiet: 3 * time.Second,
@@ -72,24 +76,37 @@ func LongConfig() Config {
 	return c
 }
 
+// PowerLossConfig is the quick run with power losses (one node, or every
+// node at once) mixed with kills, partitions and pauses.
+func PowerLossConfig() Config {
+	c := QuickConfig()
+	c.Disks = "lazy"
+	c.Time = 60 * time.Second
+	c.Faults = []string{FaultPowerLoss, FaultKill, FaultPartition, FaultPause}
+	return c
+}
+
 // RunInfo is what a run was, for the report.
 type RunInfo struct {
-	Started     time.Time `json:"started"`
-	Dir         string    `json:"dir"`
-	Mode        string    `json:"mode"`
-	Network     string    `json:"network"`
-	Fallback    string    `json:"fallback,omitempty"`
-	Herald      string    `json:"herald"`
-	Seed        int64     `json:"seed"`
-	Nodes       int       `json:"nodes"`
-	Groups      int       `json:"groups"`
-	Replication int       `json:"replication"`
-	Faults      []string  `json:"faults"`
-	Overlap     int       `json:"overlap"`
-	Time        float64   `json:"time"`
-	Recovery    float64   `json:"recovery"`
-	Rooms       []string  `json:"rooms"`
-	Notes       []string  `json:"notes,omitempty"`
+	Started  time.Time `json:"started"`
+	Dir      string    `json:"dir"`
+	Mode     string    `json:"mode"`
+	Network  string    `json:"network"`
+	Fallback string    `json:"fallback,omitempty"`
+	// Disks says whether the data dirs were on lazy filesystems, and
+	// why not.
+	Disks       string   `json:"disks"`
+	Herald      string   `json:"herald"`
+	Seed        int64    `json:"seed"`
+	Nodes       int      `json:"nodes"`
+	Groups      int      `json:"groups"`
+	Replication int      `json:"replication"`
+	Faults      []string `json:"faults"`
+	Overlap     int      `json:"overlap"`
+	Time        float64  `json:"time"`
+	Recovery    float64  `json:"recovery"`
+	Rooms       []string `json:"rooms"`
+	Notes       []string `json:"notes,omitempty"`
 	// Ready: every node answered /readyz after the final heal.
 	Ready    bool     `json:"ready"`
 	NotReady []string `json:"not_ready,omitempty"`
@@ -118,7 +135,37 @@ func Cleanup(logf func(string, ...any)) error {
 	defer unlock()
 	openPidFile(filepath.Join(stateDir(), "pids")).killStale(logf)
 	CleanupNetns()
+	cleanupDisks(logf)
 	return nil
+}
+
+// cleanupDisks unmounts the lazy filesystems a crashed run left mounted
+// (their server died with it: every access fails until then).
+func cleanupDisks(logf func(string, ...any)) {
+	for _, mp := range lazyfs.CleanupStale(diskName) {
+		logf("unmounted a lazy filesystem left by an earlier run: %s", mp)
+	}
+}
+
+// chooseDisks decides whether the nodes' data dirs go on lazy
+// filesystems, and says why not when they do not.
+func chooseDisks(mode string) (lazy bool, desc string, err error) {
+	avail := lazyfs.Available()
+	switch mode {
+	case "", "auto":
+		if avail != nil {
+			return false, fmt.Sprintf("plain data dirs: no lazy filesystem (%v), so no power loss", avail), nil
+		}
+	case "lazy":
+		if avail != nil {
+			return false, "", fmt.Errorf("lazy disks asked for, but %w", avail)
+		}
+	case "plain":
+		return false, "plain data dirs (asked for)", nil
+	default:
+		return false, "", fmt.Errorf("disks %q: want auto, lazy or plain", mode)
+	}
+	return true, "each node's data dir on a lazy FUSE filesystem of its own (unsynced writes dropped at a power loss)", nil
 }
 
 // Run runs the cluster, the workload and the faults, checks the history
@@ -145,6 +192,12 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	pids := openPidFile(filepath.Join(stateDir(), "pids"))
 	pids.killStale(logf)
 	CleanupNetns()
+	cleanupDisks(logf)
+	lazy, disks, err := chooseDisks(cfg.Disks)
+	if err != nil {
+		return nil, err
+	}
+	logf("disks: %s", disks)
 
 	nw, fallback, err := OpenNetwork(cfg.Mode)
 	if err != nil {
@@ -164,7 +217,15 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 			return nil, errors.New("no fault left to inject")
 		}
 	}
-	info := RunInfo{Started: started, Dir: dir, Mode: nw.Mode(), Network: nw.Describe(), Fallback: fallback,
+	if slices.Contains(cfg.Faults, FaultPowerLoss) && !lazy {
+		notes = append(notes, "power-loss left out: the data dirs are not on lazy filesystems")
+		logf("power-loss needs lazy filesystems: leaving that fault out")
+		cfg.Faults = slices.DeleteFunc(slices.Clone(cfg.Faults), func(f string) bool { return f == FaultPowerLoss })
+		if len(cfg.Faults) == 0 {
+			return nil, errors.New("no fault left to inject")
+		}
+	}
+	info := RunInfo{Started: started, Dir: dir, Mode: nw.Mode(), Network: nw.Describe(), Fallback: fallback, Disks: disks,
 		Herald: cfg.Herald, Seed: cfg.Seed, Nodes: cfg.Nodes, Groups: cfg.Groups, Replication: cfg.Replication,
 		Faults: cfg.Faults, Overlap: cfg.Overlap, Time: cfg.Time.Seconds(), Recovery: cfg.Recovery.Seconds(), Notes: notes}
 
@@ -176,7 +237,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	}
 	logf("starting %d nodes in %s", cfg.Nodes, dir)
 	c, err := StartCluster(ctx, ClusterConfig{Bin: cfg.Herald, Dir: dir, Nodes: cfg.Nodes, Groups: cfg.Groups,
-		Replication: cfg.Replication, ServeArgs: serveArgs, Logf: logf, Rec: rec}, nw, pids)
+		Replication: cfg.Replication, ServeArgs: serveArgs, LazyDisks: lazy, Logf: logf, Rec: rec}, nw, pids)
 	if err != nil {
 		return nil, err
 	}
@@ -290,6 +351,8 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	if res.Valid && !cfg.KeepData {
 		_ = os.RemoveAll(filepath.Join(dir, "data"))
 	}
+	// The mount points, empty once unmounted.
+	_ = os.RemoveAll(filepath.Join(dir, "mnt"))
 	return res, nil
 }
 

@@ -48,7 +48,7 @@ func run(args []string) int {
 		}
 	}
 	fs := flag.NewFlagSet("herald-jepsen", flag.ContinueOnError)
-	preset := fs.String("preset", "quick", "quick (3 nodes, partitions, kills, pauses, a kill with a graceful stop; about a minute and a half) or long (5 nodes, every fault, 5 minutes)")
+	preset := fs.String("preset", "quick", "quick (3 nodes, partitions, kills, pauses, a kill with a graceful stop; about a minute and a half), long (5 nodes, every fault, 5 minutes) or powerloss (quick with power losses, kills, partitions, pauses; 60 s)")
 	herald := fs.String("herald", "", "herald binary to run (default: build ./cmd/herald)")
 	tags := fs.String("tags", "", "build tags for the herald binary the harness builds")
 	out := fs.String("out", filepath.Join(os.TempDir(), "herald-jepsen-runs"), "folder for the run folders")
@@ -64,6 +64,7 @@ func run(args []string) int {
 	interval := fs.Duration("interval", 0, "each client's pause between operations (default: the preset's)")
 	linearTimeout := fs.Duration("linear-timeout", 0, "porcupine's bound per room (default: the preset's)")
 	keep := fs.Bool("keep-data", false, "keep the nodes' data dirs of valid runs")
+	disks := fs.String("disks", "", "data dirs: auto (a lazy FUSE filesystem per node when this machine can mount one), lazy (required; power-loss needs it) or plain (default: the preset's)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -73,11 +74,16 @@ func run(args []string) int {
 		base = jepsen.QuickConfig()
 	case "long":
 		base = jepsen.LongConfig()
+	case "powerloss":
+		base = jepsen.PowerLossConfig()
 	default:
-		logf("-preset %s: want quick or long", *preset)
+		logf("-preset %s: want quick, long or powerloss", *preset)
 		return 2
 	}
 	base.Mode, base.Out, base.KeepData, base.Logf = *mode, *out, *keep, logf
+	if *disks != "" {
+		base.Disks = *disks
+	}
 	setInt := func(dst *int, v int) {
 		if v > 0 {
 			*dst = v

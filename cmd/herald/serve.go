@@ -464,13 +464,39 @@ func readIdentity(dir string) (*identity, error) {
 	return &id, nil
 }
 
+// writeIdentity replaces the identity file durably: a power cut after it
+// returns must not leave the name pointing at an empty file (the data was
+// never fsynced) nor lose the name (the directory was never fsynced), or
+// the node refuses its own data dir at the next start.
 func writeIdentity(dir string, id identity) error {
 	b, _ := json.MarshalIndent(id, "", "  ")
 	tmp := filepath.Join(dir, identityFile+".tmp")
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o640); err != nil {
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o640)
+	if err != nil {
 		return err
 	}
-	return os.Rename(tmp, filepath.Join(dir, identityFile))
+	_, err = f.Write(append(b, '\n'))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, identityFile)); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
 }
 
 // runNodes starts the nodes, runs ready once they serve, and stops them

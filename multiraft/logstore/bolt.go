@@ -56,7 +56,7 @@ func (b *boltBackend) Group(id uint64) (Store, error) {
 	_, statErr := os.Stat(path)
 	bs, err := raftboltdb.New(raftboltdb.Options{
 		Path:   path,
-		NoSync: false,
+		NoSync: plantedNoSync != nil && plantedNoSync(),
 		// The new msgpack time format keeps AppendedAt's nanoseconds.
 		MsgpackUseNewTimeFormat: true,
 	})
