@@ -9,7 +9,6 @@ import (
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/fsm"
 	"github.com/heraldhq/herald/internal/testcluster"
-	"github.com/heraldhq/herald/multiraft"
 )
 
 // The rules of this test, one option per prefix so each check sees one.
@@ -224,24 +223,7 @@ func backendPublish(t *testing.T, n *herald.Node, room string) {
 // nodes has applied the rules of revision rev.
 func waitRules(t *testing.T, c *testcluster.Cluster, rev uint64) {
 	t.Helper()
-	waitFor(t, 20*time.Second, fmt.Sprintf("every replica at namespace revision %d", rev), func() bool {
-		for i := range c.Len() {
-			n := c.Node(i)
-			if n == nil {
-				continue
-			}
-			for _, g := range n.Host().LocalGroups() {
-				if g == multiraft.MetaGroup {
-					continue
-				}
-				sm, _ := n.Host().LocalStateMachine(g)
-				if f, ok := sm.(*fsm.FSM); !ok || f.NamespacesRevision() < rev {
-					return false
-				}
-			}
-		}
-		return true
-	})
+	c.WaitNamespaces(rev)
 }
 
 // A cluster founded by a release before namespaces may still have replicas

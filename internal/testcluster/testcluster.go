@@ -167,7 +167,44 @@ func Start(t testing.TB, opts Options) *Cluster {
 		}
 	}
 	c.WaitReady()
+	if len(opts.Namespaces) > 0 {
+		c.WaitNamespaces(1)
+	}
 	return c
+}
+
+// WaitNamespaces waits until every data replica of every running node has
+// applied namespace rules of at least revision rev. Group leaders carry
+// the meta group's rules into their groups shortly after they change (or
+// after bootstrap), so a test that relies on them waits for this first.
+func (c *Cluster) WaitNamespaces(rev uint64) {
+	c.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		behind := ""
+		for i := range c.Len() {
+			n := c.Node(i)
+			if n == nil {
+				continue
+			}
+			for _, g := range n.Host().LocalGroups() {
+				if g == multiraft.MetaGroup {
+					continue
+				}
+				sm, _ := n.Host().LocalStateMachine(g)
+				if f, ok := sm.(*fsm.FSM); !ok || f.NamespacesRevision() < rev {
+					behind = fmt.Sprintf("group %d on node %d", g, i+1)
+				}
+			}
+		}
+		if behind == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("namespace rules of revision %d did not reach %s within 20s", rev, behind)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // ClusterSecret is the peer secret of the cluster's nodes, for a node a
