@@ -73,10 +73,11 @@ func (rh *replicaHealth) observe(o *raft.Observation) bool {
 			// failed) is not campaigning in vain.
 			rh.elections = rh.elections[:len(rh.elections)-1]
 		}
-		if d != raft.Leader {
-			// A new leadership starts with fresh replication loops.
-			rh.failing = nil
-		}
+		// Every change of state starts over: a new leadership has fresh
+		// replication loops, and the loops of an old one keep reporting
+		// failed heartbeats for a while after it ended, which no resumed
+		// heartbeat of theirs will ever clear.
+		rh.failing = nil
 		rh.mu.Unlock()
 	case raft.FailedHeartbeatObservation:
 		rh.mu.Lock()

@@ -45,6 +45,13 @@ func TestReplicaHealthJudgement(t *testing.T) {
 				raft.PeerObservation{Removed: true, Peer: raft.Server{ID: "n3"}}}},
 		{name: "leadership lost", state: raft.Follower, contactAgo: hb / 4,
 			steps: []any{raft.FailedHeartbeatObservation{PeerID: "n3", LastContact: time.Now()}, raft.Follower}},
+		// The heartbeat loop of a leadership that ended can report a
+		// failure after the step-down, even once the replica campaigns;
+		// the next leadership's loop starts fresh and never reports that
+		// follower resumed.
+		{name: "stale failure of an old leadership", state: raft.Leader,
+			steps: []any{raft.Leader, raft.Follower, raft.Candidate,
+				raft.FailedHeartbeatObservation{PeerID: "n3", LastContact: time.Now()}, raft.Leader}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			rh := newReplicaHealth(hb)
