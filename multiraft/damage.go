@@ -300,30 +300,15 @@ func (h *Host) RepairReplica(ctx context.Context, group uint64, node string) err
 	}
 	defer h.ops.remove(group, op.ID)
 	// 1. Hand the leadership to another voter.
-	tctx, cancel := context.WithTimeout(ctx, transferBound)
-	var lastErr error
-	err = h.waitFor(tctx, func(ctx context.Context) (bool, error) {
-		ls, err := h.LeaderStatus(ctx, group)
-		if err != nil {
-			lastErr = err
-			return false, nil
-		}
-		if ls.LeaderID != node {
-			return true, nil
-		}
+	otherVoter := func(ls *GroupStatus) (string, string) {
 		for _, s := range ls.Servers {
 			if s.Voter && s.ID != node {
-				lastErr = h.groupAdmin(ctx, group, groupAdminRequest{Op: "transfer", ID: s.ID, Addr: s.Addr})
-				break
+				return s.ID, s.Addr
 			}
 		}
-		return false, nil
-	})
-	cancel()
-	if err != nil {
-		if lastErr != nil {
-			err = fmt.Errorf("%w: %w", err, lastErr)
-		}
+		return "", ""
+	}
+	if err := h.leadershipOff(ctx, group, node, otherVoter); err != nil {
 		return fail("move the leadership away", err)
 	}
 	// 2. Take it out of the configuration, then drop its data.

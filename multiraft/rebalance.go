@@ -277,28 +277,7 @@ func (h *Host) runMove(ctx context.Context, group uint64, op *GroupOp) error {
 		}
 	}
 	// 4. The leader cannot remove itself cleanly: hand leadership over.
-	// Within a bound, so that a hand-over that cannot happen fails with
-	// its reason instead of holding the group's record until ctx ends.
-	tctx, cancel := context.WithTimeout(ctx, transferBound)
-	var lastErr error
-	err = h.waitFor(tctx, func(ctx context.Context) (bool, error) {
-		ls, err := h.LeaderStatus(ctx, group)
-		if err != nil {
-			lastErr = err
-			return false, nil
-		}
-		if ls.LeaderID != from {
-			return true, nil
-		}
-		// A failed transfer is retried on the next poll.
-		lastErr = h.groupAdmin(ctx, group, groupAdminRequest{Op: "transfer", ID: to, Addr: target.PeerAddr})
-		return false, nil
-	})
-	cancel()
-	if err != nil {
-		if ctx.Err() == nil && lastErr != nil {
-			err = fmt.Errorf("not done within %v: %w", transferBound, lastErr)
-		}
+	if err := h.leadershipOff(ctx, group, from, func(*GroupStatus) (string, string) { return to, target.PeerAddr }); err != nil {
 		return fail("move the leadership away", err)
 	}
 	// 5. Remove the old replica from the raft group, then from the meta
@@ -452,4 +431,33 @@ func (h *Host) Decommission(ctx context.Context, node string) error {
 		return fmt.Errorf("multiraft: remove %s: %w", node, err)
 	}
 	return nil
+}
+
+// leadershipOff waits, within transferBound, until node no longer leads
+// group, asking the leader to transfer to the voter next names on every
+// poll it still leads (a failed transfer is retried on the next poll). The
+// bound makes a hand-over that cannot happen fail with its reason instead
+// of holding the group's operation record until ctx ends.
+func (h *Host) leadershipOff(ctx context.Context, group uint64, node string, next func(*GroupStatus) (id, addr string)) error {
+	tctx, cancel := context.WithTimeout(ctx, transferBound)
+	defer cancel()
+	var lastErr error
+	err := h.waitFor(tctx, func(ctx context.Context) (bool, error) {
+		ls, err := h.LeaderStatus(ctx, group)
+		if err != nil {
+			lastErr = err
+			return false, nil
+		}
+		if ls.LeaderID != node {
+			return true, nil
+		}
+		if id, addr := next(&ls); id != "" {
+			lastErr = h.groupAdmin(ctx, group, groupAdminRequest{Op: "transfer", ID: id, Addr: addr})
+		}
+		return false, nil
+	})
+	if err != nil && ctx.Err() == nil && lastErr != nil {
+		err = fmt.Errorf("not done within %v: %w", transferBound, lastErr)
+	}
+	return err
 }
