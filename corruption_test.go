@@ -14,10 +14,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/fsm"
 	"github.com/heraldhq/herald/internal/testcluster"
 	"github.com/heraldhq/herald/multiraft"
+	"github.com/heraldhq/herald/rooms"
 )
 
 // Each case changes one byte of one stored copy of a known payload while
@@ -188,11 +188,11 @@ func flipInside(t *testing.T, pattern string, payload []byte) {
 func readHistory(h *multiraft.Host, g uint64, room string, c multiraft.Consistency) (fsm.History, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	out, err := h.Query(ctx, g, c, herald.RoomQuery{Kind: herald.QueryHistory, Room: room, FromSeq: 1, Limit: 100, MaxBytes: 1 << 20}.Encode())
+	out, err := h.Query(ctx, g, c, rooms.Query{Kind: rooms.QueryHistory, Room: room, FromSeq: 1, Limit: 100, MaxBytes: 1 << 20}.Encode())
 	if err != nil {
 		return fsm.History{}, err
 	}
-	ans, err := herald.DecodeRoomAnswer(out)
+	ans, err := rooms.DecodeAnswer(out)
 	if err != nil {
 		return fsm.History{}, err
 	}

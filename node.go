@@ -17,7 +17,7 @@ import (
 	"github.com/heraldhq/herald/metrics"
 	"github.com/heraldhq/herald/multiraft"
 	"github.com/heraldhq/herald/multiraft/logstore"
-	"github.com/heraldhq/herald/serverapi"
+	"github.com/heraldhq/herald/rooms"
 	"github.com/heraldhq/herald/web"
 	"github.com/heraldhq/herald/wsfront"
 	"github.com/heraldhq/herald/wsfront/auth"
@@ -182,7 +182,7 @@ type Node struct {
 	store    *fsm.Store
 	host     *multiraft.Host
 	front    *wsfront.Server
-	be       *backend
+	rooms    *rooms.Service
 	metrics  *metrics.Node // nil when disabled
 	listener net.Listener
 	url      string
@@ -261,16 +261,20 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 		Timing:            timing,
 		LeaseTTL:          cfg.LeaseTTL,
 		StopTimeout:       cfg.StopTimeout,
-		App:               &Application{Store: n.store, Logger: cfg.Logger},
+		App:               &rooms.Application{Store: n.store, Logger: cfg.Logger},
 		Logger:            cfg.Logger,
 		Observer:          raftObs,
 	})
 	if err != nil {
 		return nil, err
 	}
-	n.be = &backend{host: n.host, scheme: scheme}
+	n.rooms, err = rooms.New(rooms.Config{Host: n.host, Scheme: scheme, TickInterval: cfg.TickInterval,
+		Logger: cfg.Logger.With("part", "rooms")})
+	if err != nil {
+		return nil, err
+	}
 	n.front, err = wsfront.New(wsfront.Config{
-		Backend:        n.be,
+		Backend:        n.rooms,
 		Auth:           cfg.Auth,
 		AllowedOrigins: cfg.AllowedOrigins,
 		Limits:         cfg.Limits,
@@ -280,7 +284,6 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	n.be.front = n.front
 	if n.metrics != nil {
 		n.metrics.WatchGroups(n.host)
 		n.metrics.SetMaxSockets(n.front.MaxSockets())
@@ -300,18 +303,8 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	}()
 	bg, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
-	n.wg.Add(1)
 	// The loops use node, not n: a failed start sets n to nil while they
 	// may still be running, until release stops them.
-	go func() {
-		defer node.wg.Done()
-		node.tickLoop(bg)
-	}()
-	n.wg.Add(1)
-	go func() {
-		defer node.wg.Done()
-		node.namespaceLoop(bg)
-	}()
 	if n.metrics != nil {
 		// Watching starts before Bootstrap and Join, so that the first
 		// elections count too.
@@ -383,9 +376,9 @@ func (n *Node) PeerAddr() string { return n.host.PeerAddr() }
 // Host is the node's multiraft host, for operations (moves, rebalancing).
 func (n *Node) Host() *multiraft.Host { return n.host }
 
-// Rooms is the node's view of the cluster's rooms, the one its websocket
-// front uses, for the server API (serverapi.Handler).
-func (n *Node) Rooms() serverapi.Backend { return n.be }
+// Rooms is the node's room layer, the one its websocket front uses: for
+// the server API (serverapi.Handler), the admin API and an embedder.
+func (n *Node) Rooms() *rooms.Service { return n.rooms }
 
 // Front is the node's client port, to add HTTP endpoints to.
 func (n *Node) Front() *wsfront.Server { return n.front }
@@ -443,24 +436,32 @@ func (n *Node) release(ctx context.Context) error {
 		n.wg.Wait()
 		close(loops)
 	}()
-	// A loop can be waiting on a group (a history tick's proposal): give
-	// them a quarter of what is left, then stop the groups under them.
-	first := time.Until(deadlineOf(ctx)) / 4
-	select {
-	case <-loops:
-	case <-time.After(first):
-		n.cfg.Logger.Warn("the node's loops have not returned; stopping the groups under them", "after", first)
+	// The room layer's loops can be waiting on a group (a history tick's
+	// proposal): give them a quarter of what is left, then stop the groups
+	// under them.
+	if n.rooms != nil {
+		first, cancel := context.WithTimeout(ctx, time.Until(deadlineOf(ctx))/4)
+		if err := n.rooms.Shutdown(first); err != nil {
+			n.cfg.Logger.Warn("the room layer's loops have not returned; stopping the groups under them")
+		}
+		cancel()
 	}
 	hostErr := error(nil)
 	if n.host != nil {
 		hostErr = n.host.Shutdown(ctx)
 		errs = append(errs, hostErr)
 	}
+	if n.rooms != nil {
+		if err := n.rooms.Shutdown(ctx); err != nil {
+			n.cfg.Logger.Error("stop timed out", "err", err)
+			errs = append(errs, fmt.Errorf("node %s: %w", n.cfg.NodeID, err))
+		}
+	}
 	select {
 	case <-loops:
 	case <-ctx.Done():
-		n.cfg.Logger.Error("stop timed out: the node's loops (client port, history ticks, namespace rules, leader watch) are still running")
-		errs = append(errs, fmt.Errorf("%w: node %s: its loops (client port, history ticks, leader watch) are still running", multiraft.ErrStopTimeout, n.cfg.NodeID))
+		n.cfg.Logger.Error("stop timed out: the node's loops (client port, leader watch) are still running")
+		errs = append(errs, fmt.Errorf("%w: node %s: its loops (client port, leader watch) are still running", multiraft.ErrStopTimeout, n.cfg.NodeID))
 	}
 	if n.store != nil {
 		if errors.Is(hostErr, multiraft.ErrStopTimeout) {
@@ -482,34 +483,6 @@ func deadlineOf(ctx context.Context) time.Time {
 		return d
 	}
 	return time.Now().Add(time.Hour)
-}
-
-// tickLoop has this node's leaders enforce their rooms' history age limits:
-// time in the state machine moves only with the log.
-func (n *Node) tickLoop(ctx context.Context) {
-	t := time.NewTicker(n.cfg.TickInterval)
-	defer t.Stop()
-	cmd := (&fsm.Command{Op: fsm.OpTick}).Encode()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		for _, g := range n.host.LocalGroups() {
-			if id, _ := n.host.Leader(g); id != n.host.NodeID() {
-				continue
-			}
-			for range 100 { // a tick trims at most MaxTickRooms rooms
-				pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-				out, err := n.host.Propose(pctx, g, cmd)
-				cancel()
-				if err != nil || !(&Application{}).MoreToDo(out) {
-					break
-				}
-			}
-		}
-	}
 }
 
 // Crash stops the node at once, as a crash would, for fault injection:

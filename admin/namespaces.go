@@ -5,8 +5,8 @@ import (
 	"errors"
 	"net/http"
 
-	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/fsm"
+	"github.com/heraldhq/herald/rooms"
 )
 
 func (s *server) listNamespaces(w http.ResponseWriter, r *http.Request) error {
@@ -24,7 +24,7 @@ func (s *server) readNamespaces(ctx context.Context) (Namespaces, error) {
 	if !s.joined() {
 		return Namespaces{}, s.notJoined()
 	}
-	rules, rev, err := s.node.Namespaces(ctx)
+	rules, rev, err := s.node.Rooms().Namespaces(ctx)
 	if err != nil {
 		return Namespaces{}, err
 	}
@@ -50,7 +50,7 @@ func (s *server) setNamespace(w http.ResponseWriter, r *http.Request) error {
 	ctx, cancel := context.WithTimeout(r.Context(), roomTimeout)
 	defer cancel()
 	s.log.Info("setting a namespace", "prefix", req.Prefix, "config", req.RoomConfigChange)
-	if _, err := s.node.SetNamespace(ctx, ns); err != nil {
+	if _, err := s.node.Rooms().SetNamespace(ctx, ns); err != nil {
 		return err
 	}
 	return s.listNamespaces(w, r)
@@ -68,8 +68,8 @@ func (s *server) deleteNamespace(w http.ResponseWriter, r *http.Request) error {
 	defer cancel()
 	prefix := q.Get("prefix")
 	s.log.Info("deleting a namespace", "prefix", prefix)
-	if _, err := s.node.DeleteNamespace(ctx, prefix); err != nil {
-		if errors.Is(err, herald.ErrNoNamespace) {
+	if _, err := s.node.Rooms().DeleteNamespace(ctx, prefix); err != nil {
+		if errors.Is(err, rooms.ErrNoNamespace) {
 			return notFound("namespace_not_found", "%v", err)
 		}
 		return err

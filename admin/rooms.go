@@ -8,9 +8,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/fsm"
-	"github.com/heraldhq/herald/multiraft"
 )
 
 const roomTimeout = 10 * time.Second
@@ -28,38 +26,20 @@ func (s *server) roomGroup(r *http.Request) (string, uint64, error) {
 	return room, g, nil
 }
 
-func (s *server) queryRoom(ctx context.Context, g uint64, q herald.RoomQuery) (herald.RoomAnswer, error) {
-	b, err := s.host.Query(ctx, g, multiraft.Linearizable, q.Encode())
-	if err != nil {
-		return herald.RoomAnswer{}, err
-	}
-	ans, err := herald.DecodeRoomAnswer(b)
-	if err != nil {
-		return herald.RoomAnswer{}, err
-	}
-	return ans, ans.Err
-}
-
 // readRoom reads a room and its members, each linearizably.
 func (s *server) readRoom(ctx context.Context, room string, g uint64) (Room, error) {
-	ans, err := s.queryRoom(ctx, g, herald.RoomQuery{Kind: herald.QueryRoom, Room: room})
+	rs := s.node.Rooms()
+	ri, err := rs.Room(ctx, room)
 	if err != nil {
 		return Room{}, err
 	}
-	if ans.Room == nil {
-		return Room{}, fmt.Errorf("the room query of %q answered without a room", room)
-	}
-	ri := ans.Room
 	out := Room{Room: room, Group: g, Epoch: ri.Epoch, LastSeq: ri.LastSeq, FirstSeq: ri.FirstSeq, MemberCount: ri.MemberCount,
 		Config: roomConfigOf(ri.Config), OwnSettings: settingNames(ri.OwnFields), Members: []Member{}}
-	ans, err = s.queryRoom(ctx, g, herald.RoomQuery{Kind: herald.QueryMembers, Room: room})
+	ms, err := rs.Members(ctx, room, false)
 	if err != nil {
 		return Room{}, err
 	}
-	if ans.Members == nil {
-		return Room{}, fmt.Errorf("the members query of %q answered without members", room)
-	}
-	for i, m := range ans.Members.Members {
+	for i, m := range ms.Members {
 		if i == MaxMembersShown {
 			out.MembersTruncated = true
 			break
@@ -137,7 +117,7 @@ func (s *server) configRoom(w http.ResponseWriter, r *http.Request) error {
 	defer cancel()
 	if cmd.ConfigMask&(fsm.FieldNoClientPublish|fsm.FieldTransientPresence|fsm.FieldMaxMembers) != 0 {
 		// The room option needs every node to mark its sockets' publishes.
-		if err := s.node.EnableRoomOptions(ctx); err != nil {
+		if err := s.node.Rooms().EnableRoomOptions(ctx); err != nil {
 			return err
 		}
 	}

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/heraldhq/herald/internal/wait"
 )
 
 // Options configure a Client.
@@ -285,7 +287,7 @@ func (c *Client) run() {
 			c.lastErr = fmt.Errorf("%s: %w", url, err)
 			c.mu.Unlock()
 			c.state(StateChange{State: Disconnected, URL: url, Err: err})
-			if !sleep(c.ctx, c.opts.Backoff.Delay(attempt)) {
+			if !wait.Sleep(c.ctx, c.opts.Backoff.Delay(attempt)) {
 				break
 			}
 			attempt++
@@ -309,7 +311,7 @@ func (c *Client) run() {
 		if time.Since(cn.born) >= stableAfter {
 			attempt = 0
 		}
-		if !sleep(c.ctx, c.opts.Backoff.Delay(attempt)) {
+		if !wait.Sleep(c.ctx, c.opts.Backoff.Delay(attempt)) {
 			break
 		}
 		attempt++

@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/heraldhq/herald/internal/wait"
 )
 
 // PublishResult is where a publish landed.
@@ -78,14 +80,14 @@ func (c *Client) Publish(ctx context.Context, room string, data any, opts ...Pub
 		if err == nil {
 			return PublishResult{Seq: f.Seq, Epoch: f.Epoch, Duplicate: f.Duplicate, Key: po.key}, nil
 		}
-		retry, wait, maybe := c.retryable(err, sent, attempt)
+		retry, pause, maybe := c.retryable(err, sent, attempt)
 		uncertain = uncertain || maybe
 		if !retry {
 			return PublishResult{}, publishError(err, last, uncertain, po.key)
 		}
 		last = err
 		c.log.Debug("herald: retrying publish", "room", room, "key", po.key, "attempt", attempt+1, "err", err)
-		if !sleep(ctx, wait) {
+		if !wait.Sleep(ctx, pause) {
 			return PublishResult{}, publishError(ctx.Err(), last, uncertain, po.key)
 		}
 	}
@@ -130,13 +132,13 @@ func (c *Client) do(ctx context.Context, req *request) (*frame, error) {
 		if err == nil {
 			return f, nil
 		}
-		retry, wait, _ := c.retryable(err, sent, attempt)
+		retry, pause, _ := c.retryable(err, sent, attempt)
 		if !retry {
 			return nil, stopError(err, last)
 		}
 		last = err
 		c.log.Debug("herald: retrying "+req.Op, "room", req.Room, "attempt", attempt+1, "err", err)
-		if !sleep(ctx, wait) {
+		if !wait.Sleep(ctx, pause) {
 			return nil, stopError(ctx.Err(), last)
 		}
 	}
@@ -347,7 +349,7 @@ func (c *Client) Join(ctx context.Context, room string, meta any) (uint64, error
 			j.unlock()
 			return f.Seq, nil
 		}
-		retry, wait, maybe := c.retryable(err, sent, attempt)
+		retry, pause, maybe := c.retryable(err, sent, attempt)
 		if maybe && !uncertain {
 			// The member may be joined: keep it so on later sockets, as
 			// for a join that succeeded.
@@ -359,7 +361,7 @@ func (c *Client) Join(ctx context.Context, room string, meta any) (uint64, error
 			return 0, joinError(err, last, uncertain)
 		}
 		last = err
-		if !sleep(ctx, wait) {
+		if !wait.Sleep(ctx, pause) {
 			return 0, joinError(ctx.Err(), last, uncertain)
 		}
 	}
@@ -411,12 +413,12 @@ func (c *Client) Leave(ctx context.Context, room string) (uint64, error) {
 			return f.Seq, nil
 		}
 		j.unlock()
-		retry, wait, _ := c.retryable(err, sent, attempt)
+		retry, pause, _ := c.retryable(err, sent, attempt)
 		if !retry {
 			return 0, stopError(err, last)
 		}
 		last = err
-		if !sleep(ctx, wait) {
+		if !wait.Sleep(ctx, pause) {
 			return 0, stopError(ctx.Err(), last)
 		}
 	}
@@ -477,7 +479,7 @@ func (c *Client) rejoin(cn *conn, j *joinState) {
 			j.unlock()
 			return
 		}
-		retry, wait, _ := c.retryable(err, true, attempt)
+		retry, pause, _ := c.retryable(err, true, attempt)
 		if !retry {
 			if !errors.Is(err, errConnLost) && cn.ctx.Err() == nil {
 				// The node will not have this member any more (the
@@ -490,7 +492,7 @@ func (c *Client) rejoin(cn *conn, j *joinState) {
 			return
 		}
 		j.unlock()
-		if errors.Is(err, errConnLost) || !sleep(cn.ctx, wait) {
+		if errors.Is(err, errConnLost) || !wait.Sleep(cn.ctx, pause) {
 			return
 		}
 	}

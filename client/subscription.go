@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/heraldhq/herald/internal/wait"
 )
 
 // Kind tells a room event from the notices a subscription delivers in
@@ -324,7 +326,7 @@ func (s *Subscription) lost(cn *conn) {
 // the node accepts it, refuses it for good, or cn ends.
 func (s *Subscription) subscribe(cn *conn, delay time.Duration) {
 	for attempt := 0; ; attempt++ {
-		if !sleep(cn.ctx, delay) {
+		if !wait.Sleep(cn.ctx, delay) {
 			return
 		}
 		s.mu.Lock()

@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/fsm"
 	"github.com/heraldhq/herald/multiraft"
+	"github.com/heraldhq/herald/rooms"
 )
 
 // testTiming is fast enough for tests on a loaded 2-core machine with -race,
@@ -104,7 +104,7 @@ func (c *cluster) start(id string) *node {
 	h, err := multiraft.Start(multiraft.Config{
 		NodeID: id, DataDir: filepath.Join(n.dir, "raft"), PeerAddr: n.addr, AdvertisePeerAddr: n.advertise,
 		Timing: c.timing, LeaseTTL: c.leaseTTL, ProposeTimeout: c.proposeTimeout,
-		App:    &herald.Application{Store: store, Logger: logger(c.t)},
+		App:    &rooms.Application{Store: store, Logger: logger(c.t)},
 		Logger: logger(c.t),
 	})
 	if err != nil {

@@ -10,20 +10,20 @@ import (
 	"testing"
 	"time"
 
-	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/fsm"
 	"github.com/heraldhq/herald/multiraft"
+	"github.com/heraldhq/herald/rooms"
 )
 
 // roomQuery asks n about a room of group through Host.Query.
-func roomQuery(n *node, group uint64, c multiraft.Consistency, q herald.RoomQuery, timeout time.Duration) (herald.RoomAnswer, error) {
+func roomQuery(n *node, group uint64, c multiraft.Consistency, q rooms.Query, timeout time.Duration) (rooms.Answer, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	b, err := n.h().Query(ctx, group, c, q.Encode())
 	if err != nil {
-		return herald.RoomAnswer{}, err
+		return rooms.Answer{}, err
 	}
-	return herald.DecodeRoomAnswer(b)
+	return rooms.DecodeAnswer(b)
 }
 
 // outsider returns the running node that holds no replica of group, once
@@ -68,7 +68,7 @@ func TestQueryFromNodeWithoutReplica(t *testing.T) {
 		if _, err := c.publish(via, 1, room, "", fmt.Sprint(i)); err != nil {
 			t.Fatalf("publish %d via %s: %v", i, via.id, err)
 		}
-		ans, err := roomQuery(out, 1, multiraft.Linearizable, herald.RoomQuery{Kind: herald.QueryRoom, Room: room}, 10*time.Second)
+		ans, err := roomQuery(out, 1, multiraft.Linearizable, rooms.Query{Kind: rooms.QueryRoom, Room: room}, 10*time.Second)
 		if err != nil || ans.Room == nil {
 			t.Fatalf("linearizable query on %s after write %d: %+v, %v", out.id, i, ans, err)
 		}
@@ -76,16 +76,16 @@ func TestQueryFromNodeWithoutReplica(t *testing.T) {
 			t.Fatalf("linearizable query on %s after write %d via %s saw last seq %d", out.id, i, via.id, ans.Room.LastSeq)
 		}
 	}
-	ans, err := roomQuery(out, 1, multiraft.Linearizable, herald.RoomQuery{Kind: herald.QueryHistory, Room: room, FromSeq: 2, Limit: 100}, 10*time.Second)
+	ans, err := roomQuery(out, 1, multiraft.Linearizable, rooms.Query{Kind: rooms.QueryHistory, Room: room, FromSeq: 2, Limit: 100}, 10*time.Second)
 	if err != nil || ans.History == nil || len(ans.History.Events) != total-1 || string(ans.History.Events[total-2].Data) != fmt.Sprint(total) {
 		t.Fatalf("history from %s: %+v, %v", out.id, ans.History, err)
 	}
-	ans, err = roomQuery(out, 1, multiraft.Linearizable, herald.RoomQuery{Kind: herald.QueryMembers, Room: room}, 10*time.Second)
+	ans, err = roomQuery(out, 1, multiraft.Linearizable, rooms.Query{Kind: rooms.QueryMembers, Room: room}, 10*time.Second)
 	if err != nil || ans.Members == nil || len(ans.Members.Members) != 1 || ans.Members.Members[0].Name != "alice" {
 		t.Fatalf("members from %s: %+v, %v", out.id, ans.Members, err)
 	}
 	// The room's own errors come back as answers, sentinel intact.
-	ans, err = roomQuery(out, 1, multiraft.Stale, herald.RoomQuery{Kind: herald.QueryRoom, Room: "nowhere"}, 10*time.Second)
+	ans, err = roomQuery(out, 1, multiraft.Stale, rooms.Query{Kind: rooms.QueryRoom, Room: "nowhere"}, 10*time.Second)
 	if err != nil || !errors.Is(ans.Err, fsm.ErrRoomNotFound) {
 		t.Fatalf("query of a missing room: %+v, %v; want an answer with ErrRoomNotFound", ans, err)
 	}
@@ -97,7 +97,7 @@ func TestQueryFromNodeWithoutReplica(t *testing.T) {
 
 	stale := func(n *node) uint64 {
 		t.Helper()
-		ans, err := roomQuery(n, 1, multiraft.Stale, herald.RoomQuery{Kind: herald.QueryRoom, Room: room}, 10*time.Second)
+		ans, err := roomQuery(n, 1, multiraft.Stale, rooms.Query{Kind: rooms.QueryRoom, Room: room}, 10*time.Second)
 		if err != nil || ans.Room == nil {
 			t.Fatalf("stale query on %s: %+v, %v", n.id, ans, err)
 		}
@@ -113,7 +113,7 @@ func TestQueryFromNodeWithoutReplica(t *testing.T) {
 		if n == out {
 			continue
 		}
-		ans, err := roomQuery(n, 1, multiraft.Linearizable, herald.RoomQuery{Kind: herald.QueryRoom, Room: room}, 10*time.Second)
+		ans, err := roomQuery(n, 1, multiraft.Linearizable, rooms.Query{Kind: rooms.QueryRoom, Room: room}, 10*time.Second)
 		if err != nil || ans.Room == nil || ans.Room.LastSeq != total {
 			t.Errorf("linearizable query on replica %s: %+v, %v", n.id, ans.Room, err)
 		}
@@ -138,7 +138,7 @@ func TestQueryFromNodeWithoutReplica(t *testing.T) {
 	if seq := stale(out); seq != total {
 		t.Errorf("stale query on %s with leader %s stopped saw last seq %d, want %d", out.id, leader, seq, total)
 	}
-	_, err = roomQuery(out, 1, multiraft.Linearizable, herald.RoomQuery{Kind: herald.QueryRoom, Room: room}, 1500*time.Millisecond)
+	_, err = roomQuery(out, 1, multiraft.Linearizable, rooms.Query{Kind: rooms.QueryRoom, Room: room}, 1500*time.Millisecond)
 	if !errors.Is(err, multiraft.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("linearizable query without a quorum: %v, want ErrUnavailable and the context's deadline", err)
 	}
@@ -157,7 +157,7 @@ func TestQueryFollowsLeaderChanges(t *testing.T) {
 	room := roomFor(1, 1)
 	lastSeq := func(c multiraft.Consistency) uint64 {
 		t.Helper()
-		ans, err := roomQuery(n4, 1, c, herald.RoomQuery{Kind: herald.QueryRoom, Room: room}, 15*time.Second)
+		ans, err := roomQuery(n4, 1, c, rooms.Query{Kind: rooms.QueryRoom, Room: room}, 15*time.Second)
 		if err != nil || ans.Room == nil {
 			t.Fatalf("query on n4: %+v, %v", ans, err)
 		}
@@ -218,7 +218,7 @@ func TestQueryNeedsAQuerier(t *testing.T) {
 	h, err := multiraft.Start(multiraft.Config{
 		NodeID: n.id, DataDir: filepath.Join(n.dir, "raft"), PeerAddr: n.addr,
 		Timing: c.timing, LeaseTTL: c.leaseTTL, ProposeTimeout: 5 * time.Second,
-		App:    plainApp{&herald.Application{Store: store, Logger: logger(t)}},
+		App:    plainApp{&rooms.Application{Store: store, Logger: logger(t)}},
 		Logger: logger(t),
 	})
 	if err != nil {
@@ -234,7 +234,7 @@ func TestQueryNeedsAQuerier(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	_, err = h.Query(ctx, 1, multiraft.Stale, herald.RoomQuery{Kind: herald.QueryRoom, Room: "r"}.Encode())
+	_, err = h.Query(ctx, 1, multiraft.Stale, rooms.Query{Kind: rooms.QueryRoom, Room: "r"}.Encode())
 	if err == nil || !strings.Contains(err.Error(), "not a Querier") || errors.Is(err, multiraft.ErrUnavailable) {
 		t.Fatalf("query through an application that answers none: %v", err)
 	}

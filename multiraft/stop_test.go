@@ -10,9 +10,9 @@ import (
 
 	"github.com/hashicorp/raft"
 
-	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/fsm"
 	"github.com/heraldhq/herald/multiraft"
+	"github.com/heraldhq/herald/rooms"
 )
 
 // blockCommand is a command the state machines of blockingApp stop at
@@ -24,7 +24,7 @@ const blockCommand = "test: block the state machine"
 // goroutine applying entries, so a replica stuck there cannot stop: as
 // stuck as a raft waiting on a heartbeat that never returns.
 type blockingApp struct {
-	*herald.Application
+	*rooms.Application
 	blocked chan struct{} // receives once a state machine blocks
 	release chan struct{}
 }
@@ -78,7 +78,7 @@ func TestCloseIsBoundedWhenRaftShutdownHangs(t *testing.T) {
 	}
 	defer store.Close()
 	app := &blockingApp{
-		Application: &herald.Application{Store: store, Logger: logger(t)},
+		Application: &rooms.Application{Store: store, Logger: logger(t)},
 		blocked:     make(chan struct{}, 1),
 		release:     make(chan struct{}),
 	}

@@ -7,15 +7,16 @@
 // op into the same commits and reads the websocket front makes, with the
 // same guarantees: a publish is answered only once committed, reads are
 // linearizable unless asked stale, and errors carry protocol herald.v1's
-// codes, mapped by package wsfront's one table. It sees the cluster only
-// through Backend, which the root package implements; it must not import
-// multiraft, and it keeps no state beyond its configuration. The user ops
+// codes (package protocol), mapped by the room layer's one table
+// (rooms.Commit, rooms.Read). It sees the cluster only through Backend,
+// which the room layer's Service implements; it must not import multiraft,
+// and it keeps no state beyond its configuration. The user ops
 // (disconnect, unsubscribe, refresh) act on the node's own sockets through
-// Sockets, which its Backend may implement, and reach the other nodes by
-// sending each a copy marked local to its own server API.
+// Options.Sockets, and reach the other nodes by sending each a copy marked
+// local to its own server API.
 //
 // Mount it the way the admin API is mounted, in herald.Config.Mount:
 //
-//	h, err := serverapi.Handler(node.Rooms(), serverapi.Options{Keys: keys})
+//	h, err := serverapi.Handler(node.Rooms(), serverapi.Options{Keys: keys, Sockets: node.Front()})
 //	node.Front().Handle(serverapi.Prefix, h)
 package serverapi

@@ -11,6 +11,8 @@ import (
 
 	"github.com/heraldhq/herald/fsm"
 	"github.com/heraldhq/herald/internal/httpjson"
+	"github.com/heraldhq/herald/protocol"
+	"github.com/heraldhq/herald/rooms"
 	"github.com/heraldhq/herald/wsfront"
 
 	api "github.com/heraldhq/herald/client/serverapi"
@@ -21,8 +23,8 @@ const Prefix = api.Prefix
 
 // Backend is the replicated room store as the server API sees it: the
 // part of wsfront.Backend it uses, plus the cluster-wide reads only it
-// offers. Errors are multiraft's and fsm's sentinel errors, or the
-// context's; wsfront maps them to the protocol's codes.
+// offers; *rooms.Service is the node's. Errors are the room layer's, which
+// rooms.ErrorOf maps to the protocol's codes.
 type Backend interface {
 	// NodeID names this node; NodeEpoch is 0 until it has joined its
 	// cluster.
@@ -35,18 +37,9 @@ type Backend interface {
 	// Rooms lists up to limit rooms of the whole cluster whose names
 	// start with prefix and sort after after, in name order; more says
 	// others follow.
-	Rooms(ctx context.Context, prefix, after string, limit int, stale bool) (rooms []fsm.RoomInfo, more bool, err error)
+	Rooms(ctx context.Context, prefix, after string, limit int, stale bool) (list []fsm.RoomInfo, more bool, err error)
 	// Nodes is the cluster as this node knows it, nodes sorted by id.
-	Nodes() (clusterID string, nodes []NodeInfo)
-}
-
-// NodeInfo is one node of the cluster.
-type NodeInfo struct {
-	ID    string
-	State string
-	// ClientURL is the base URL of its client port ("" if unknown).
-	ClientURL    string
-	LeaseExpired bool
+	Nodes() (clusterID string, nodes []rooms.NodeInfo)
 }
 
 // Options configure the server API. The zero value refuses every request.
@@ -80,7 +73,11 @@ type Options struct {
 	// (default: a client of its own); set it for client ports with TLS
 	// certificates the system roots do not verify.
 	NodeClient *http.Client
-	Logger     *slog.Logger
+	// Sockets are the node's own sockets, which the user ops (disconnect,
+	// unsubscribe, refresh) act on: its websocket front (Node.Front). A
+	// server API without them answers those ops with an internal error.
+	Sockets Sockets
+	Logger  *slog.Logger
 }
 
 func (o *Options) setDefaults() {
@@ -144,7 +141,7 @@ type server struct {
 }
 
 // op is one op's handler: it decodes body and returns the reply to encode.
-type op func(ctx context.Context, body []byte) (any, *wsfront.Error)
+type op func(ctx context.Context, body []byte) (any, *protocol.Error)
 
 // Handler returns the server API over be, to mount at Prefix.
 func Handler(be Backend, opts Options) (http.Handler, error) {
@@ -167,11 +164,11 @@ func Handler(be Backend, opts Options) (http.Handler, error) {
 		for _, o := range api.Ops {
 			if o == name {
 				w.Header().Set("Allow", http.MethodPost)
-				writeError(w, http.StatusMethodNotAllowed, wsfront.Errorf(wsfront.CodeBadRequest, "%s %s: ops take POST with a JSON body", r.Method, r.URL.Path))
+				writeError(w, http.StatusMethodNotAllowed, protocol.Errorf(protocol.CodeBadRequest, "%s %s: ops take POST with a JSON body", r.Method, r.URL.Path))
 				return
 			}
 		}
-		writeError(w, http.StatusNotFound, wsfront.Errorf(wsfront.CodeNotFound, "no server API op at %s; the ops are %s (docs/server-api.md)", r.URL.Path, strings.Join(api.Ops, ", ")))
+		writeError(w, http.StatusNotFound, protocol.Errorf(protocol.CodeNotFound, "no server API op at %s; the ops are %s (docs/server-api.md)", r.URL.Path, strings.Join(api.Ops, ", ")))
 	})))
 	return s, nil
 }
@@ -184,7 +181,7 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				panic(v)
 			}
 			s.log.Error("server API handler panicked", "path", r.URL.Path, "panic", v)
-			writeError(w, http.StatusInternalServerError, &wsfront.Error{Code: wsfront.CodeInternal, Retryable: true, Message: fmt.Sprint("internal error: ", v)})
+			writeError(w, http.StatusInternalServerError, &protocol.Error{Code: protocol.CodeInternal, Retryable: true, Message: fmt.Sprint("internal error: ", v)})
 		}
 	}()
 	s.mux.ServeHTTP(w, r)
@@ -207,26 +204,26 @@ func (s *server) guard(next http.Handler) http.Handler {
 }
 
 // authorize checks r's key and returns it ("" for none).
-func (s *server) authorize(r *http.Request) (string, int, *wsfront.Error) {
+func (s *server) authorize(r *http.Request) (string, int, *protocol.Error) {
 	key, has, malformed := r.Header.Get("X-API-Key"), r.Header.Get("X-API-Key") != "", false
 	if !has {
 		key, has, malformed = httpjson.Bearer(r, "apikey", "Bearer")
 	}
 	switch {
 	case malformed:
-		return "", http.StatusUnauthorized, wsfront.Errorf(wsfront.CodeUnauthorized, "the Authorization header must be \"apikey <key>\" or \"Bearer <key>\"")
+		return "", http.StatusUnauthorized, protocol.Errorf(protocol.CodeUnauthorized, "the Authorization header must be \"apikey <key>\" or \"Bearer <key>\"")
 	case has && s.keys.holds(key):
 		return key, 0, nil
 	case has:
-		return "", http.StatusUnauthorized, wsfront.Errorf(wsfront.CodeUnauthorized, "the API key is not one of this node's")
+		return "", http.StatusUnauthorized, protocol.Errorf(protocol.CodeUnauthorized, "the API key is not one of this node's")
 	case s.opts.AllowLoopback && httpjson.IsLoopback(r.RemoteAddr):
 		return key, 0, nil
 	case s.opts.AllowLoopback:
-		return "", http.StatusForbidden, wsfront.Errorf(wsfront.CodeForbidden, "this node takes server API requests without a key only from loopback addresses")
+		return "", http.StatusForbidden, protocol.Errorf(protocol.CodeForbidden, "this node takes server API requests without a key only from loopback addresses")
 	case len(s.keys) == 0:
-		return "", http.StatusForbidden, wsfront.Errorf(wsfront.CodeForbidden, "the server API of this node has no API key configured; it refuses every request (see --api-key)")
+		return "", http.StatusForbidden, protocol.Errorf(protocol.CodeForbidden, "the server API of this node has no API key configured; it refuses every request (see --api-key)")
 	}
-	return "", http.StatusUnauthorized, wsfront.Errorf(wsfront.CodeUnauthorized, "the server API needs an API key: X-API-Key: <key>")
+	return "", http.StatusUnauthorized, protocol.Errorf(protocol.CodeUnauthorized, "the server API needs an API key: X-API-Key: <key>")
 }
 
 func (s *server) serveOp(name string, fn op) http.Handler {
@@ -234,17 +231,17 @@ func (s *server) serveOp(name string, fn op) http.Handler {
 		body, err := httpjson.ReadBody(w, r, s.opts.maxBody())
 		switch {
 		case errors.Is(err, httpjson.ErrTooLarge):
-			writeError(w, http.StatusRequestEntityTooLarge, wsfront.Errorf(wsfront.CodeTooLarge, "%s: %v", name, err))
+			writeError(w, http.StatusRequestEntityTooLarge, protocol.Errorf(protocol.CodeTooLarge, "%s: %v", name, err))
 			return
 		case err != nil:
-			writeError(w, http.StatusBadRequest, wsfront.Errorf(wsfront.CodeBadRequest, "%s: %v", name, err))
+			writeError(w, http.StatusBadRequest, protocol.Errorf(protocol.CodeBadRequest, "%s: %v", name, err))
 			return
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), s.opts.RequestTimeout)
 		defer cancel()
 		reply, perr := fn(ctx, body)
 		if perr != nil {
-			if perr.Code == wsfront.CodeInternal {
+			if perr.Code == protocol.CodeInternal {
 				s.log.Warn("server API request failed", "op", name, "err", perr.Message)
 			}
 			writeError(w, statusOf(perr.Code), perr)
@@ -252,7 +249,7 @@ func (s *server) serveOp(name string, fn op) http.Handler {
 		}
 		b, err := httpjson.Marshal(reply)
 		if err != nil {
-			writeError(w, http.StatusInternalServerError, &wsfront.Error{Code: wsfront.CodeInternal, Retryable: true, Message: "encode the reply: " + err.Error()})
+			writeError(w, http.StatusInternalServerError, &protocol.Error{Code: protocol.CodeInternal, Retryable: true, Message: "encode the reply: " + err.Error()})
 			return
 		}
 		httpjson.Write(w, http.StatusOK, b)
@@ -262,30 +259,30 @@ func (s *server) serveOp(name string, fn op) http.Handler {
 // statusOf is the HTTP status of a protocol error code.
 func statusOf(code string) int {
 	switch code {
-	case wsfront.CodeBadRequest:
+	case protocol.CodeBadRequest:
 		return http.StatusBadRequest
-	case wsfront.CodeUnauthorized:
+	case protocol.CodeUnauthorized:
 		return http.StatusUnauthorized
-	case wsfront.CodeForbidden:
+	case protocol.CodeForbidden:
 		return http.StatusForbidden
-	case wsfront.CodeNotFound:
+	case protocol.CodeNotFound:
 		return http.StatusNotFound
-	case wsfront.CodeConflict:
+	case protocol.CodeConflict:
 		return http.StatusConflict
-	case wsfront.CodeTooLarge:
+	case protocol.CodeTooLarge:
 		return http.StatusRequestEntityTooLarge
-	case wsfront.CodeRateLimited, wsfront.CodeLimitExceeded:
+	case protocol.CodeRateLimited, protocol.CodeLimitExceeded:
 		return http.StatusTooManyRequests
-	case wsfront.CodeUnavailable, wsfront.CodeUnknownOutcome:
+	case protocol.CodeUnavailable, protocol.CodeUnknownOutcome:
 		return http.StatusServiceUnavailable
 	}
 	return http.StatusInternalServerError
 }
 
 // wireError is e as the API sends it.
-func wireError(e *wsfront.Error) *api.Error {
+func wireError(e *protocol.Error) *api.Error {
 	out := &api.Error{Code: e.Code, Message: e.Message, Retryable: e.Retryable}
-	if e.Code == wsfront.CodeConflict {
+	if e.Code == protocol.CodeConflict {
 		out.LastSeq = e.LastSeq
 	}
 	if e.RetryAfter > 0 {
@@ -294,7 +291,7 @@ func wireError(e *wsfront.Error) *api.Error {
 	return out
 }
 
-func writeError(w http.ResponseWriter, status int, e *wsfront.Error) {
+func writeError(w http.ResponseWriter, status int, e *protocol.Error) {
 	b, err := httpjson.Marshal(api.ErrorReply{Error: wireError(e)})
 	if err != nil {
 		status, b = http.StatusInternalServerError, []byte(`{"error":{"code":"internal","message":"encode the error","retryable":true}}`)

@@ -10,6 +10,8 @@ import (
 
 	"github.com/heraldhq/herald/fsm"
 	"github.com/heraldhq/herald/internal/httpjson"
+	"github.com/heraldhq/herald/protocol"
+	"github.com/heraldhq/herald/rooms"
 	"github.com/heraldhq/herald/wsfront"
 
 	api "github.com/heraldhq/herald/client/serverapi"
@@ -27,73 +29,73 @@ const (
 // broadcastsAtOnce bounds the rooms of one broadcast committed at once.
 const broadcastsAtOnce = 16
 
-func decode(name string, body []byte, v any) *wsfront.Error {
+func decode(name string, body []byte, v any) *protocol.Error {
 	if err := httpjson.Decode(body, v); err != nil {
 		var typeErr *json.UnmarshalTypeError
 		if errors.As(err, &typeErr) && typeErr.Field != "" {
-			return wsfront.Errorf(wsfront.CodeBadRequest, "%s: field %q must not be a JSON %s", name, typeErr.Field, typeErr.Value)
+			return protocol.Errorf(protocol.CodeBadRequest, "%s: field %q must not be a JSON %s", name, typeErr.Field, typeErr.Value)
 		}
-		return wsfront.Errorf(wsfront.CodeBadRequest, "%s: the body is not a valid request: %v", name, err)
+		return protocol.Errorf(protocol.CodeBadRequest, "%s: the body is not a valid request: %v", name, err)
 	}
 	return nil
 }
 
 // decodeRoomOp decodes the body of an op on one room and checks the room's
 // name, which *room points into v.
-func decodeRoomOp(name string, body []byte, v any, room *string) *wsfront.Error {
+func decodeRoomOp(name string, body []byte, v any, room *string) *protocol.Error {
 	if e := decode(name, body, v); e != nil {
 		return e
 	}
 	return wsfront.CheckRoom(*room)
 }
 
-func (s *server) joined() *wsfront.Error {
+func (s *server) joined() *protocol.Error {
 	if s.be.NodeEpoch() == 0 {
-		return &wsfront.Error{Code: wsfront.CodeUnavailable, Retryable: true,
+		return &protocol.Error{Code: protocol.CodeUnavailable, Retryable: true,
 			Message: "this node has not joined its cluster yet; retry or use another node"}
 	}
 	return nil
 }
 
-func staleOf(consistency string) (bool, *wsfront.Error) {
+func staleOf(consistency string) (bool, *protocol.Error) {
 	switch consistency {
 	case "", api.Linearizable:
 		return false, nil
 	case api.Stale:
 		return true, nil
 	}
-	return false, wsfront.Errorf(wsfront.CodeBadRequest, "consistency must be %q or %q, not %q", api.Linearizable, api.Stale, consistency)
+	return false, protocol.Errorf(protocol.CodeBadRequest, "consistency must be %q or %q, not %q", api.Linearizable, api.Stale, consistency)
 }
 
-func limitOf(n int) (int, *wsfront.Error) {
+func limitOf(n int) (int, *protocol.Error) {
 	switch {
 	case n == 0:
 		return defaultLimit, nil
 	case n < 0 || n > maxLimit:
-		return 0, wsfront.Errorf(wsfront.CodeBadRequest, "limit must be 1..%d", maxLimit)
+		return 0, protocol.Errorf(protocol.CodeBadRequest, "limit must be 1..%d", maxLimit)
 	}
 	return n, nil
 }
 
 // message checks what a publish and a broadcast share and returns the
 // member and the data to commit.
-func (s *server) message(data json.RawMessage, key, as string) (string, []byte, *wsfront.Error) {
+func (s *server) message(data json.RawMessage, key, as string) (string, []byte, *protocol.Error) {
 	switch {
 	case len(data) == 0:
-		return "", nil, wsfront.Errorf(wsfront.CodeBadRequest, "data is required: any JSON value")
+		return "", nil, protocol.Errorf(protocol.CodeBadRequest, "data is required: any JSON value")
 	case len(key) > fsm.MaxKeyBytes:
-		return "", nil, wsfront.Errorf(wsfront.CodeBadRequest, "key is %d bytes; at most %d", len(key), fsm.MaxKeyBytes)
+		return "", nil, protocol.Errorf(protocol.CodeBadRequest, "key is %d bytes; at most %d", len(key), fsm.MaxKeyBytes)
 	case as != "" && !wsfront.ValidName(as):
-		return "", nil, wsfront.Errorf(wsfront.CodeBadRequest, "as must be 1..%d bytes of UTF-8 without control characters", fsm.MaxMemberBytes)
+		return "", nil, protocol.Errorf(protocol.CodeBadRequest, "as must be 1..%d bytes of UTF-8 without control characters", fsm.MaxMemberBytes)
 	}
 	// Stored compact, as a socket's frame would be after its own
 	// encoder: the API's pretty-printed bodies should not cost history.
 	var buf bytes.Buffer
 	if err := json.Compact(&buf, data); err != nil {
-		return "", nil, wsfront.Errorf(wsfront.CodeBadRequest, "data: %v", err)
+		return "", nil, protocol.Errorf(protocol.CodeBadRequest, "data: %v", err)
 	}
 	if buf.Len() > s.opts.MaxData {
-		return "", nil, wsfront.Errorf(wsfront.CodeTooLarge, "data is %d bytes; at most %d (the node's max_data)", buf.Len(), s.opts.MaxData)
+		return "", nil, protocol.Errorf(protocol.CodeTooLarge, "data is %d bytes; at most %d (the node's max_data)", buf.Len(), s.opts.MaxData)
 	}
 	if as == "" {
 		as = DefaultMember
@@ -101,17 +103,17 @@ func (s *server) message(data json.RawMessage, key, as string) (string, []byte, 
 	return as, buf.Bytes(), nil
 }
 
-func (s *server) commitPublish(ctx context.Context, room, member string, data []byte, key string, expect *uint64) (*fsm.Result, *wsfront.Error) {
+func (s *server) commitPublish(ctx context.Context, room, member string, data []byte, key string, expect *uint64) (*fsm.Result, *protocol.Error) {
 	cmd := fsm.Command{Op: fsm.OpPublish, Room: room, Member: member, Data: data, Key: key}
 	if expect != nil {
 		cmd.HasExpectSeq, cmd.ExpectSeq = true, *expect
 	}
 	// With a key a lost outcome is retried on the node: the key makes the
 	// retry harmless, as it does for a socket's publish.
-	return wsfront.Commit(ctx, s.be, cmd, key != "")
+	return rooms.Commit(ctx, s.be, cmd, key != "")
 }
 
-func (s *server) publish(ctx context.Context, body []byte) (any, *wsfront.Error) {
+func (s *server) publish(ctx context.Context, body []byte) (any, *protocol.Error) {
 	var req api.PublishRequest
 	if e := decodeRoomOp(api.OpPublish, body, &req, &req.Room); e != nil {
 		return nil, e
@@ -130,22 +132,22 @@ func (s *server) publish(ctx context.Context, body []byte) (any, *wsfront.Error)
 	return api.PublishResult{Seq: res.Seq, Epoch: wsfront.EpochString(res.Epoch), Duplicate: res.Duplicate}, nil
 }
 
-func (s *server) broadcast(ctx context.Context, body []byte) (any, *wsfront.Error) {
+func (s *server) broadcast(ctx context.Context, body []byte) (any, *protocol.Error) {
 	var req api.BroadcastRequest
 	if e := decode(api.OpBroadcast, body, &req); e != nil {
 		return nil, e
 	}
 	if len(req.Rooms) == 0 || len(req.Rooms) > s.opts.MaxBroadcastRooms {
-		return nil, wsfront.Errorf(wsfront.CodeBadRequest, "rooms must list 1..%d rooms, not %d", s.opts.MaxBroadcastRooms, len(req.Rooms))
+		return nil, protocol.Errorf(protocol.CodeBadRequest, "rooms must list 1..%d rooms, not %d", s.opts.MaxBroadcastRooms, len(req.Rooms))
 	}
 	seen := make(map[string]int, len(req.Rooms))
 	for i, room := range req.Rooms {
 		if e := wsfront.CheckRoom(room); e != nil {
-			return nil, wsfront.Errorf(e.Code, "rooms[%d]: %s", i, e.Message)
+			return nil, protocol.Errorf(e.Code, "rooms[%d]: %s", i, e.Message)
 		}
 		if j, dup := seen[room]; dup {
 			// With one key, the second would only answer duplicate.
-			return nil, wsfront.Errorf(wsfront.CodeBadRequest, "rooms[%d] repeats rooms[%d]", i, j)
+			return nil, protocol.Errorf(protocol.CodeBadRequest, "rooms[%d] repeats rooms[%d]", i, j)
 		}
 		seen[room] = i
 	}
@@ -189,7 +191,7 @@ type historyReply struct {
 	api.HistoryResult
 }
 
-func (s *server) history(ctx context.Context, body []byte) (any, *wsfront.Error) {
+func (s *server) history(ctx context.Context, body []byte) (any, *protocol.Error) {
 	var req api.HistoryRequest
 	if e := decodeRoomOp(api.OpHistory, body, &req, &req.Room); e != nil {
 		return nil, e
@@ -210,7 +212,7 @@ func (s *server) history(ctx context.Context, body []byte) (any, *wsfront.Error)
 		return nil, e
 	}
 	var page fsm.History
-	if e := wsfront.Read(ctx, func(ctx context.Context) (err error) {
+	if e := rooms.Read(ctx, func(ctx context.Context) (err error) {
 		page, err = s.be.History(ctx, req.Room, from, limit, s.opts.MaxPageBytes, stale)
 		return err
 	}); e != nil {
@@ -225,7 +227,7 @@ func (s *server) history(ctx context.Context, body []byte) (any, *wsfront.Error)
 	return out, nil
 }
 
-func (s *server) readMembers(ctx context.Context, name string, body []byte) (fsm.Members, bool, *wsfront.Error) {
+func (s *server) readMembers(ctx context.Context, name string, body []byte) (fsm.Members, bool, *protocol.Error) {
 	var req api.RoomRead
 	if e := decodeRoomOp(name, body, &req, &req.Room); e != nil {
 		return fsm.Members{}, false, e
@@ -238,14 +240,14 @@ func (s *server) readMembers(ctx context.Context, name string, body []byte) (fsm
 		return fsm.Members{}, false, e
 	}
 	var ms fsm.Members
-	e = wsfront.Read(ctx, func(ctx context.Context) (err error) {
+	e = rooms.Read(ctx, func(ctx context.Context) (err error) {
 		ms, err = s.be.Members(ctx, req.Room, stale)
 		return err
 	})
 	return ms, stale, e
 }
 
-func (s *server) members(ctx context.Context, body []byte) (any, *wsfront.Error) {
+func (s *server) members(ctx context.Context, body []byte) (any, *protocol.Error) {
 	ms, stale, e := s.readMembers(ctx, api.OpMembers, body)
 	if e != nil {
 		return nil, e
@@ -257,7 +259,7 @@ func (s *server) members(ctx context.Context, body []byte) (any, *wsfront.Error)
 	return out, nil
 }
 
-func (s *server) presenceStats(ctx context.Context, body []byte) (any, *wsfront.Error) {
+func (s *server) presenceStats(ctx context.Context, body []byte) (any, *protocol.Error) {
 	ms, stale, e := s.readMembers(ctx, api.OpPresenceStats, body)
 	if e != nil {
 		return nil, e
@@ -271,13 +273,13 @@ func (s *server) presenceStats(ctx context.Context, body []byte) (any, *wsfront.
 	return out, nil
 }
 
-func (s *server) rooms(ctx context.Context, body []byte) (any, *wsfront.Error) {
+func (s *server) rooms(ctx context.Context, body []byte) (any, *protocol.Error) {
 	var req api.RoomsRequest
 	if e := decode(api.OpRooms, body, &req); e != nil {
 		return nil, e
 	}
 	if len(req.Prefix) > fsm.MaxRoomBytes || len(req.After) > fsm.MaxRoomBytes {
-		return nil, wsfront.Errorf(wsfront.CodeBadRequest, "prefix and after are at most %d bytes", fsm.MaxRoomBytes)
+		return nil, protocol.Errorf(protocol.CodeBadRequest, "prefix and after are at most %d bytes", fsm.MaxRoomBytes)
 	}
 	stale, e := staleOf(req.Consistency)
 	if e != nil {
@@ -290,26 +292,26 @@ func (s *server) rooms(ctx context.Context, body []byte) (any, *wsfront.Error) {
 	if e := s.joined(); e != nil {
 		return nil, e
 	}
-	var rooms []fsm.RoomInfo
+	var list []fsm.RoomInfo
 	var more bool
-	if e := wsfront.Read(ctx, func(ctx context.Context) (err error) {
-		rooms, more, err = s.be.Rooms(ctx, req.Prefix, req.After, limit, stale)
+	if e := rooms.Read(ctx, func(ctx context.Context) (err error) {
+		list, more, err = s.be.Rooms(ctx, req.Prefix, req.After, limit, stale)
 		return err
 	}); e != nil {
 		return nil, e
 	}
-	out := api.RoomsResult{Rooms: make([]api.RoomSummary, len(rooms)), Stale: stale}
-	for i, ri := range rooms {
+	out := api.RoomsResult{Rooms: make([]api.RoomSummary, len(list)), Stale: stale}
+	for i, ri := range list {
 		out.Rooms[i] = api.RoomSummary{Room: ri.Room, Epoch: wsfront.EpochString(ri.Epoch), FirstSeq: ri.FirstSeq,
 			LastSeq: ri.LastSeq, MemberCount: ri.MemberCount}
 	}
-	if more && len(rooms) > 0 {
-		out.Next = rooms[len(rooms)-1].Room
+	if more && len(list) > 0 {
+		out.Next = list[len(list)-1].Room
 	}
 	return out, nil
 }
 
-func (s *server) info(_ context.Context, body []byte) (any, *wsfront.Error) {
+func (s *server) info(_ context.Context, body []byte) (any, *protocol.Error) {
 	var req struct{}
 	if e := decode(api.OpInfo, body, &req); e != nil {
 		return nil, e

@@ -31,6 +31,7 @@ func startClusterWith(t *testing.T, copts testcluster.Options, opts serverapi.Op
 	t.Helper()
 	c := testcluster.Start(t, copts)
 	for i := range c.Len() {
+		opts.Sockets = c.Node(i).Front()
 		h, err := serverapi.Handler(c.Node(i).Rooms(), opts)
 		if err != nil {
 			t.Fatal(err)
@@ -360,7 +361,7 @@ func TestNoKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Node(0).Front().Handle(serverapi.Prefix, closed)
-	dev, err := serverapi.Handler(c.Node(1).Rooms(), serverapi.Options{AllowLoopback: true, Keys: []string{key}})
+	dev, err := serverapi.Handler(c.Node(1).Rooms(), serverapi.Options{AllowLoopback: true, Keys: []string{key}, Sockets: c.Node(1).Front()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,14 +8,15 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/fsm"
+	"github.com/heraldhq/herald/protocol"
+	"github.com/heraldhq/herald/rooms"
 	"github.com/heraldhq/herald/wsfront"
 
 	api "github.com/heraldhq/herald/client/serverapi"
 )
 
-// Sockets is what a node can do to the sockets it holds itself. A Backend
-// that also implements it (the root package's does) serves disconnect,
-// unsubscribe and refresh; *wsfront.Server has these methods.
+// Sockets is what a node can do to the sockets it holds itself
+// (Options.Sockets); *wsfront.Server has these methods.
 type Sockets interface {
 	DisconnectUser(user string, code uint16, reason string) int
 	BlockUser(user string, until time.Time) error
@@ -33,23 +34,23 @@ const skew = time.Minute
 // defaultReason is a disconnect's close reason when it names none.
 const defaultReason = "disconnected by the server"
 
-func (s *server) sockets() (Sockets, *wsfront.Error) {
-	if sk, ok := s.be.(Sockets); ok {
-		return sk, nil
+func (s *server) sockets() (Sockets, *protocol.Error) {
+	if s.opts.Sockets != nil {
+		return s.opts.Sockets, nil
 	}
-	return nil, wsfront.Errorf(wsfront.CodeInternal, "this node's server API was mounted without access to its sockets (its Backend does not implement serverapi.Sockets)")
+	return nil, protocol.Errorf(protocol.CodeInternal, "this node's server API was mounted without access to its sockets (serverapi.Options.Sockets)")
 }
 
-func checkUser(user string) *wsfront.Error {
+func checkUser(user string) *protocol.Error {
 	if !wsfront.ValidName(user) {
-		return wsfront.Errorf(wsfront.CodeBadRequest, "user must be 1..%d bytes of UTF-8 without control characters", fsm.MaxMemberBytes)
+		return protocol.Errorf(protocol.CodeBadRequest, "user must be 1..%d bytes of UTF-8 without control characters", fsm.MaxMemberBytes)
 	}
 	return nil
 }
 
 // decodeUserRoomOp decodes the body of an op on a user in a room and
 // checks both names, which *user and *room point into v.
-func decodeUserRoomOp(name string, body []byte, v any, user, room *string) *wsfront.Error {
+func decodeUserRoomOp(name string, body []byte, v any, user, room *string) *protocol.Error {
 	if e := decodeRoomOp(name, body, v, room); e != nil {
 		return e
 	}
@@ -58,25 +59,25 @@ func decodeUserRoomOp(name string, body []byte, v any, user, room *string) *wsfr
 
 // until turns an absolute time or seconds from now into the instant a
 // block or expiry ends.
-func until(now time.Time, at *time.Time, in *int64, atName, inName string) (time.Time, *wsfront.Error) {
+func until(now time.Time, at *time.Time, in *int64, atName, inName string) (time.Time, *protocol.Error) {
 	switch {
 	case at != nil && in != nil:
-		return time.Time{}, wsfront.Errorf(wsfront.CodeBadRequest, "give %s or %s, not both", atName, inName)
+		return time.Time{}, protocol.Errorf(protocol.CodeBadRequest, "give %s or %s, not both", atName, inName)
 	case in != nil:
 		if *in < 0 || *in > int64(MaxAhead/time.Second) {
-			return time.Time{}, wsfront.Errorf(wsfront.CodeBadRequest, "%s must be 0..%d seconds", inName, int64(MaxAhead/time.Second))
+			return time.Time{}, protocol.Errorf(protocol.CodeBadRequest, "%s must be 0..%d seconds", inName, int64(MaxAhead/time.Second))
 		}
 		return now.Add(time.Duration(*in) * time.Second), nil
 	case at != nil:
 		if at.After(now.Add(MaxAhead + skew)) {
-			return time.Time{}, wsfront.Errorf(wsfront.CodeBadRequest, "%s %s is more than %v ahead", atName, at.UTC().Format(time.RFC3339), MaxAhead)
+			return time.Time{}, protocol.Errorf(protocol.CodeBadRequest, "%s %s is more than %v ahead", atName, at.UTC().Format(time.RFC3339), MaxAhead)
 		}
 		return *at, nil
 	}
 	return time.Time{}, nil
 }
 
-func (s *server) disconnect(ctx context.Context, body []byte) (any, *wsfront.Error) {
+func (s *server) disconnect(ctx context.Context, body []byte) (any, *protocol.Error) {
 	var req api.DisconnectRequest
 	if e := decode(api.OpDisconnect, body, &req); e != nil {
 		return nil, e
@@ -88,14 +89,14 @@ func (s *server) disconnect(ctx context.Context, body []byte) (any, *wsfront.Err
 	case req.Code == 0:
 		req.Code = wsfront.CloseDisconnected
 	case req.Code != wsfront.CloseDisconnected && (req.Code < wsfront.CloseAppMin || req.Code > wsfront.CloseAppMax):
-		return nil, wsfront.Errorf(wsfront.CodeBadRequest, "code must be %d..%d (or %d, the default); the others are the protocol's",
+		return nil, protocol.Errorf(protocol.CodeBadRequest, "code must be %d..%d (or %d, the default); the others are the protocol's",
 			wsfront.CloseAppMin, wsfront.CloseAppMax, wsfront.CloseDisconnected)
 	}
 	switch {
 	case req.Reason == "":
 		req.Reason = defaultReason
 	case len(req.Reason) > wsfront.MaxCloseReasonBytes || !wsfront.ValidName(req.Reason):
-		return nil, wsfront.Errorf(wsfront.CodeBadRequest, "reason must be 1..%d bytes of UTF-8 without control characters (a close frame's bound)", wsfront.MaxCloseReasonBytes)
+		return nil, protocol.Errorf(protocol.CodeBadRequest, "reason must be 1..%d bytes of UTF-8 without control characters (a close frame's bound)", wsfront.MaxCloseReasonBytes)
 	}
 	var blockFor *int64
 	if req.BlockFor != 0 {
@@ -107,7 +108,7 @@ func (s *server) disconnect(ctx context.Context, body []byte) (any, *wsfront.Err
 		return nil, e
 	}
 	if !req.Local && req.BlockUntil != nil && !block.After(now) {
-		return nil, wsfront.Errorf(wsfront.CodeBadRequest, "block_until %s is not in the future", block.UTC().Format(time.RFC3339))
+		return nil, protocol.Errorf(protocol.CodeBadRequest, "block_until %s is not in the future", block.UTC().Format(time.RFC3339))
 	}
 	sk, e := s.sockets()
 	if e != nil {
@@ -120,12 +121,12 @@ func (s *server) disconnect(ctx context.Context, body []byte) (any, *wsfront.Err
 		block = block.UTC()
 		req.BlockUntil = &block
 	}
-	out, e := s.fanOut(ctx, api.OpDisconnect, &req.Local, &req, func() (int, *wsfront.Error) {
+	out, e := s.fanOut(ctx, api.OpDisconnect, &req.Local, &req, func() (int, *protocol.Error) {
 		if !block.IsZero() {
 			// Blocked first: a socket authenticating meanwhile is then
 			// either refused or already seen by the disconnect.
 			if err := sk.BlockUser(req.User, block); err != nil {
-				return 0, wsfront.Errorf(wsfront.CodeLimitExceeded, "%v", err)
+				return 0, protocol.Errorf(protocol.CodeLimitExceeded, "%v", err)
 			}
 		}
 		return sk.DisconnectUser(req.User, uint16(req.Code), req.Reason), nil
@@ -139,7 +140,7 @@ func (s *server) disconnect(ctx context.Context, body []byte) (any, *wsfront.Err
 	return out, nil
 }
 
-func (s *server) unsubscribe(ctx context.Context, body []byte) (any, *wsfront.Error) {
+func (s *server) unsubscribe(ctx context.Context, body []byte) (any, *protocol.Error) {
 	var req api.UnsubscribeRequest
 	if e := decodeUserRoomOp(api.OpUnsubscribe, body, &req, &req.User, &req.Room); e != nil {
 		return nil, e
@@ -148,12 +149,12 @@ func (s *server) unsubscribe(ctx context.Context, body []byte) (any, *wsfront.Er
 	if e != nil {
 		return nil, e
 	}
-	return s.fanOut(ctx, api.OpUnsubscribe, &req.Local, &req, func() (int, *wsfront.Error) {
+	return s.fanOut(ctx, api.OpUnsubscribe, &req.Local, &req, func() (int, *protocol.Error) {
 		return sk.UnsubscribeUser(req.User, req.Room), nil
 	})
 }
 
-func (s *server) refresh(ctx context.Context, body []byte) (any, *wsfront.Error) {
+func (s *server) refresh(ctx context.Context, body []byte) (any, *protocol.Error) {
 	var req api.RefreshRequest
 	if e := decode(api.OpRefresh, body, &req); e != nil {
 		return nil, e
@@ -162,7 +163,7 @@ func (s *server) refresh(ctx context.Context, body []byte) (any, *wsfront.Error)
 		return nil, e
 	}
 	if req.ExpireAt == nil && req.ExpireIn == nil {
-		return nil, wsfront.Errorf(wsfront.CodeBadRequest, "refresh needs expire_at (RFC 3339) or expire_in (seconds)")
+		return nil, protocol.Errorf(protocol.CodeBadRequest, "refresh needs expire_at (RFC 3339) or expire_in (seconds)")
 	}
 	at, e := until(time.Now(), req.ExpireAt, req.ExpireIn, "expire_at", "expire_in")
 	if e != nil {
@@ -174,7 +175,7 @@ func (s *server) refresh(ctx context.Context, body []byte) (any, *wsfront.Error)
 	}
 	at = at.UTC()
 	req.ExpireAt, req.ExpireIn = &at, nil
-	out, e := s.fanOut(ctx, api.OpRefresh, &req.Local, &req, func() (int, *wsfront.Error) {
+	out, e := s.fanOut(ctx, api.OpRefresh, &req.Local, &req, func() (int, *protocol.Error) {
 		return sk.RefreshUser(req.User, at), nil
 	})
 	if e != nil {
@@ -184,7 +185,7 @@ func (s *server) refresh(ctx context.Context, body []byte) (any, *wsfront.Error)
 	return out, nil
 }
 
-func (s *server) leave(ctx context.Context, body []byte) (any, *wsfront.Error) {
+func (s *server) leave(ctx context.Context, body []byte) (any, *protocol.Error) {
 	var req api.LeaveRequest
 	if e := decodeUserRoomOp(api.OpLeave, body, &req, &req.User, &req.Room); e != nil {
 		return nil, e
@@ -195,7 +196,7 @@ func (s *server) leave(ctx context.Context, body []byte) (any, *wsfront.Error) {
 	// The member's latest join goes, whichever socket or node made it: a
 	// socket of the user that closes later finds nothing of its own to
 	// undo.
-	res, e := wsfront.Commit(ctx, s.be, fsm.Command{Op: fsm.OpLeave, Room: req.Room, Member: req.User}, false)
+	res, e := rooms.Commit(ctx, s.be, fsm.Command{Op: fsm.OpLeave, Room: req.Room, Member: req.User}, false)
 	if e != nil {
 		return nil, e
 	}
@@ -210,7 +211,7 @@ func (s *server) leave(ctx context.Context, body []byte) (any, *wsfront.Error) {
 // Each node knows only its own sockets, and the cluster has no replicated
 // state for them; the reply says which nodes acted and which failed, and
 // the caller repeats the request for the failed ones.
-func (s *server) fanOut(ctx context.Context, op string, localFlag *bool, req any, local func() (int, *wsfront.Error)) (*api.UserResult, *wsfront.Error) {
+func (s *server) fanOut(ctx context.Context, op string, localFlag *bool, req any, local func() (int, *protocol.Error)) (*api.UserResult, *protocol.Error) {
 	self := s.be.NodeID()
 	if *localFlag {
 		n, e := local()
@@ -234,7 +235,7 @@ func (s *server) fanOut(ctx context.Context, op string, localFlag *bool, req any
 		// A node that is not in its own view of the cluster (just
 		// removed, say) still has sockets.
 		out.Nodes = append([]api.NodeResult{{Node: self}}, out.Nodes...)
-		nodes = append([]NodeInfo{{ID: self}}, nodes...)
+		nodes = append([]rooms.NodeInfo{{ID: self}}, nodes...)
 	}
 	key, _ := ctx.Value(apiKeyCtx{}).(string)
 	var wg sync.WaitGroup
@@ -249,7 +250,7 @@ func (s *server) fanOut(ctx context.Context, op string, localFlag *bool, req any
 			continue
 		}
 		if n.ClientURL == "" {
-			r.Error = &api.Error{Code: wsfront.CodeUnavailable, Retryable: true,
+			r.Error = &api.Error{Code: protocol.CodeUnavailable, Retryable: true,
 				Message: fmt.Sprintf("node %s has not told the cluster its client address yet", n.ID)}
 			continue
 		}
@@ -269,10 +270,10 @@ func (s *server) fanOut(ctx context.Context, op string, localFlag *bool, req any
 }
 
 // callNode runs a local copy of a user op on another node.
-func (s *server) callNode(ctx context.Context, n NodeInfo, key, op string, req any) (int, *api.Error) {
+func (s *server) callNode(ctx context.Context, n rooms.NodeInfo, key, op string, req any) (int, *api.Error) {
 	c, err := api.New(key, n.ClientURL)
 	if err != nil {
-		return 0, &api.Error{Code: wsfront.CodeInternal, Message: fmt.Sprintf("node %s: %v", n.ID, err)}
+		return 0, &api.Error{Code: protocol.CodeInternal, Message: fmt.Sprintf("node %s: %v", n.ID, err)}
 	}
 	c.SetHTTPClient(s.opts.NodeClient)
 	ctx, cancel := context.WithTimeout(ctx, s.opts.NodeTimeout)
@@ -284,7 +285,7 @@ func (s *server) callNode(ctx context.Context, n NodeInfo, key, op string, req a
 	case errors.As(err, &ae):
 		return 0, ae
 	case err != nil:
-		return 0, &api.Error{Code: wsfront.CodeUnavailable, Retryable: true, Message: fmt.Sprintf("node %s: %v", n.ID, err)}
+		return 0, &api.Error{Code: protocol.CodeUnavailable, Retryable: true, Message: fmt.Sprintf("node %s: %v", n.ID, err)}
 	}
 	return res.Sockets, nil
 }

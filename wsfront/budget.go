@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/heraldhq/herald/internal/wait"
+	"github.com/heraldhq/herald/protocol"
 	"github.com/lxzan/gws"
 )
 
@@ -39,15 +41,15 @@ type readGrant struct {
 // or says which budget is exhausted. A socket with nothing queued or
 // reserved, and a node with no read in flight, always get their grant, so
 // that a page bound above the budget slows reads instead of stopping them.
-func (sess *session) tryRead(n int) (*readGrant, *protoError) {
+func (sess *session) tryRead(n int) (*readGrant, *protocol.Error) {
 	lim := sess.srv.cfg.Limits
 	need := int64(n)
 	for {
 		held := sess.reservedBytes.Load()
 		used := held + sess.queuedBytes.Load()
 		if used > 0 && used+need > int64(lim.MaxQueueBytes) {
-			return nil, &protoError{code: codeRateLimited, retryable: true, retryAfter: socketBudgetRetry,
-				msg: fmt.Sprintf("this socket has %d bytes of replies queued or being read (at most %d); read them, then retry",
+			return nil, &protocol.Error{Code: protocol.CodeRateLimited, Retryable: true, RetryAfter: socketBudgetRetry,
+				Message: fmt.Sprintf("this socket has %d bytes of replies queued or being read (at most %d); read them, then retry",
 					used, lim.MaxQueueBytes)}
 		}
 		if sess.reservedBytes.CompareAndSwap(held, held+need) {
@@ -56,8 +58,8 @@ func (sess *session) tryRead(n int) (*readGrant, *protoError) {
 	}
 	if !sess.srv.reads.take(need, int64(lim.readBytes())) {
 		sess.reservedBytes.Add(-need)
-		return nil, &protoError{code: codeRateLimited, retryable: true, retryAfter: nodeBudgetRetry,
-			msg: fmt.Sprintf("this node is reading %d bytes of history for its sockets (at most %d); retry",
+		return nil, &protocol.Error{Code: protocol.CodeRateLimited, Retryable: true, RetryAfter: nodeBudgetRetry,
+			Message: fmt.Sprintf("this node is reading %d bytes of history for its sockets (at most %d); retry",
 				sess.srv.reads.load(), lim.readBytes())}
 	}
 	return &readGrant{sess: sess, n: need}, nil
@@ -72,7 +74,7 @@ func (sess *session) waitRead(ctx context.Context, n int) (*readGrant, bool) {
 		if g, perr := sess.tryRead(n); perr == nil {
 			return g, true
 		}
-		if sess.closing.Load() || !sleep(ctx, backoff) {
+		if sess.closing.Load() || !wait.Sleep(ctx, backoff) {
 			return nil, false
 		}
 		backoff = min(2*backoff, 100*time.Millisecond)

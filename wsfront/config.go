@@ -9,15 +9,17 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/fsm"
+	"github.com/heraldhq/herald/rooms"
 	"github.com/heraldhq/herald/wsfront/auth"
 )
 
 // Subprotocol is the websocket sub-protocol the front speaks.
 const Subprotocol = "herald.v1"
 
-// Backend is the replicated room store behind the front: the root package
-// implements it on multiraft and fsm. Errors are multiraft's and fsm's
-// sentinel errors (test with errors.Is), or the context's.
+// Backend is the replicated room store behind the front: the room layer's
+// rooms.Service implements it. Errors are the room layer's (rooms.ErrorOf
+// maps them to the protocol's codes), fsm's sentinel errors, or the
+// context's.
 type Backend interface {
 	// NodeID names this node; NodeEpoch is its current registration in the
 	// cluster (0 until registered), to which ephemeral joins are bound.
@@ -38,7 +40,7 @@ type Backend interface {
 	// GroupEvents opens a stream of the events the group applies from now
 	// on, from its leader. The stream ends when the leadership moves; the
 	// caller then opens a new one.
-	GroupEvents(ctx context.Context, group uint64) (EventStream, error)
+	GroupEvents(ctx context.Context, group uint64) (rooms.Feed, error)
 	// Ready reports why the node cannot serve yet, or nil.
 	Ready() error
 }
@@ -57,13 +59,6 @@ type ReadyNoter interface {
 // always marks them.
 type ClientPublishMarker interface {
 	MarkClientPublishes() bool
-}
-
-// EventStream is one open feed of a group's committed events.
-type EventStream interface {
-	// Recv returns the next event, or an error once the stream has ended.
-	Recv() (fsm.Event, error)
-	Close()
 }
 
 // Limits bound what one socket may cost the node. docs/protocol.md lists

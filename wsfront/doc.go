@@ -10,7 +10,8 @@
 // to live events or from one event source to another.
 //
 // It must not reach into raft: it sees the cluster only through Backend,
-// which the root package implements on multiraft's API, and it interprets
+// which the room layer (package rooms) implements, answers failures with
+// the room layer's table from errors to protocol codes, and interprets
 // room state only through package fsm's types.
 //
 // # Event delivery

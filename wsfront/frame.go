@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/heraldhq/herald/fsm"
+	"github.com/heraldhq/herald/protocol"
 )
 
 // request is one client frame. Pointers tell an absent field from a zero
@@ -55,21 +56,6 @@ func opLabel(op string) string {
 	return "unknown"
 }
 
-// Error codes of protocol herald.v1.
-const (
-	codeBadRequest     = "bad_request"
-	codeUnauthorized   = "unauthorized"
-	codeForbidden      = "forbidden"
-	codeNotFound       = "not_found"
-	codeConflict       = "conflict"
-	codeTooLarge       = "too_large"
-	codeRateLimited    = "rate_limited"
-	codeLimitExceeded  = "limit_exceeded"
-	codeUnavailable    = "unavailable"
-	codeUnknownOutcome = "unknown_outcome"
-	codeInternal       = "internal"
-)
-
 // Close codes of protocol herald.v1 beyond the standard ones.
 const (
 	closeNormal       = 1000
@@ -100,29 +86,13 @@ const (
 
 const maxHistoryLimit = 1000
 
-// protoError is an error a client sees in a reply.
-type protoError struct {
-	code      string
-	msg       string
-	retryable bool
-	// lastSeq goes with conflict; retryAfter with rate_limited.
-	lastSeq    uint64
-	retryAfter time.Duration
-	// closeCode, when set, closes the socket once the error is written,
-	// with closeReason.
-	closeCode   uint16
-	closeReason string
-}
-
-func (e *protoError) Error() string { return e.code + ": " + e.msg }
-
-func badRequest(format string, args ...any) *protoError {
-	return &protoError{code: codeBadRequest, msg: fmt.Sprintf(format, args...)}
+func badRequest(format string, args ...any) *protocol.Error {
+	return &protocol.Error{Code: protocol.CodeBadRequest, Message: fmt.Sprintf(format, args...)}
 }
 
 // decodeRequest parses and checks one text frame. On error the returned
 // request still carries the id if one could be read, so the reply can name it.
-func decodeRequest(frame []byte) (request, *protoError) {
+func decodeRequest(frame []byte) (request, *protocol.Error) {
 	var req request
 	trimmed := bytes.TrimSpace(frame)
 	if len(trimmed) == 0 || trimmed[0] != '{' {
@@ -178,7 +148,7 @@ func jsonKind(goKind string) string {
 }
 
 // checkRoom validates a room name as the protocol defines it.
-func checkRoom(room string) *protoError {
+func checkRoom(room string) *protocol.Error {
 	if room == "" {
 		return badRequest("missing room")
 	}
@@ -260,27 +230,27 @@ func (w *replyWriter) raw(k string, v []byte) *replyWriter {
 
 func (w *replyWriter) epoch(e uint64) *replyWriter { return w.str("epoch", epochString(e)) }
 
-func (w *replyWriter) err(e *protoError) *replyWriter {
+func (w *replyWriter) err(e *protocol.Error) *replyWriter {
 	w.key("error")
 	w.b = append(w.b, `{"code":`...)
-	w.b = appendString(w.b, e.code)
+	w.b = appendString(w.b, e.Code)
 	w.b = append(w.b, `,"message":`...)
-	w.b = appendString(w.b, e.msg)
+	w.b = appendString(w.b, e.Message)
 	w.b = append(w.b, `,"retryable":`...)
-	w.b = strconv.AppendBool(w.b, e.retryable)
+	w.b = strconv.AppendBool(w.b, e.Retryable)
 	w.b = append(w.b, '}')
-	if e.code == codeConflict {
-		w.uint("last_seq", e.lastSeq)
+	if e.Code == protocol.CodeConflict {
+		w.uint("last_seq", e.LastSeq)
 	}
-	if e.retryAfter > 0 {
-		w.uint("retry_after_ms", uint64((e.retryAfter+time.Millisecond-1)/time.Millisecond))
+	if e.RetryAfter > 0 {
+		w.uint("retry_after_ms", uint64((e.RetryAfter+time.Millisecond-1)/time.Millisecond))
 	}
 	return w
 }
 
 func (w *replyWriter) done() []byte { return append(w.b, '}') }
 
-func errorReply(id json.RawMessage, e *protoError) []byte {
+func errorReply(id json.RawMessage, e *protocol.Error) []byte {
 	return newReply(id, false).err(e).done()
 }
 

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/fsm"
+	"github.com/heraldhq/herald/internal/wait"
+	"github.com/heraldhq/herald/rooms"
 )
 
 // hub owns the node's group feeds: one per raft group that has a subscriber
@@ -103,7 +105,7 @@ func (h *hub) run(ctx context.Context, gf *groupFeed) {
 		stream, err := h.be.GroupEvents(ctx, gf.group)
 		if err != nil {
 			h.log.Debug("group event stream did not open", "group", gf.group, "err", err)
-			if !sleep(ctx, backoff) {
+			if !wait.Sleep(ctx, backoff) {
 				return
 			}
 			backoff = min(2*backoff, feedRetryMax)
@@ -128,7 +130,7 @@ func (h *hub) run(ctx context.Context, gf *groupFeed) {
 	}
 }
 
-func (h *hub) pump(ctx context.Context, gf *groupFeed, stream EventStream) {
+func (h *hub) pump(ctx context.Context, gf *groupFeed, stream rooms.Feed) {
 	stop := context.AfterFunc(ctx, stream.Close)
 	defer stop()
 	for {
@@ -148,17 +150,5 @@ func (h *hub) pump(ctx context.Context, gf *groupFeed, stream EventStream) {
 			sub.offer(&ev, frame)
 		}
 		gf.mu.Unlock()
-	}
-}
-
-// sleep waits d or until ctx ends, reporting whether ctx is still live.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }

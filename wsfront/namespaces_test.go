@@ -45,7 +45,7 @@ func TestNamespaceRulesHoldOnEveryNode(t *testing.T) {
 	var rev uint64
 	for _, r := range testRules {
 		var err error
-		if rev, err = c.Node(1).SetNamespace(context.Background(), r); err != nil {
+		if rev, err = c.Node(1).Rooms().SetNamespace(context.Background(), r); err != nil {
 			t.Fatalf("set %q: %v", r.Prefix, err)
 		}
 	}
@@ -95,7 +95,7 @@ func TestNamespaceRulesHoldOnEveryNode(t *testing.T) {
 		t.Fatalf("transfer leaderships: %v", err)
 	}
 	c.Stop(2)
-	rev, err := c.Node(0).SetNamespace(ctx, fsm.Namespace{Prefix: "late:", Config: fsm.RoomConfig{MaxMembers: 1}, Mask: fsm.FieldMaxMembers})
+	rev, err := c.Node(0).Rooms().SetNamespace(ctx, fsm.Namespace{Prefix: "late:", Config: fsm.RoomConfig{MaxMembers: 1}, Mask: fsm.FieldMaxMembers})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,7 +241,7 @@ func TestClientPublishesMarkedOnlyOnceRoomOptionsAreOn(t *testing.T) {
 	}
 	u := login(t, c.URL(1), "alice")
 	u.mustOK(u.call("publish", obj{"room": "feed", "data": "unmarked"}))
-	if err := n.EnableRoomOptions(ctx); err != nil {
+	if err := n.Rooms().EnableRoomOptions(ctx); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 20*time.Second, "socket publishes refused", func() bool {

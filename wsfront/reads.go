@@ -7,29 +7,9 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/fsm"
-	"github.com/heraldhq/herald/multiraft"
+	"github.com/heraldhq/herald/protocol"
+	"github.com/heraldhq/herald/rooms"
 )
-
-// readRetry runs a read until it succeeds, fails for good, or the
-// request's deadline passes; reads have no side effects, so any attempt
-// that found no leader may simply be repeated.
-func (s *Server) readRetry(ctx context.Context, read func(context.Context) error) error {
-	return readRetry(ctx, read)
-}
-
-func readRetry(ctx context.Context, read func(context.Context) error) error {
-	backoff := 20 * time.Millisecond
-	for {
-		err := read(ctx)
-		if err == nil || !(errors.Is(err, multiraft.ErrUnavailable) || errors.Is(err, multiraft.ErrUnknownOutcome)) {
-			return err
-		}
-		if !sleep(ctx, backoff) {
-			return err
-		}
-		backoff = min(2*backoff, 500*time.Millisecond)
-	}
-}
 
 // history answers a history request. The page's bytes are taken from the
 // socket's and the node's budgets before it is read, and held until its
@@ -61,12 +41,12 @@ func (sess *session) history(ctx context.Context, req *request) {
 	}
 	defer g.release()
 	var page fsm.History
-	err := sess.srv.readRetry(ctx, func(ctx context.Context) (err error) {
+	perr = rooms.Read(ctx, func(ctx context.Context) (err error) {
 		page, err = sess.srv.be.History(ctx, req.Room, from, limit, pageBytes, stale)
 		return err
 	})
-	if err != nil {
-		sess.answer(req, nil, backendError(err))
+	if perr != nil {
+		sess.answer(req, nil, perr)
 		return
 	}
 	w := newReply(req.ID, true)
@@ -93,18 +73,18 @@ func (sess *session) history(ctx context.Context, req *request) {
 	g.send(w.done())
 }
 
-func (sess *session) members(ctx context.Context, req *request) ([]byte, *protoError) {
+func (sess *session) members(ctx context.Context, req *request) ([]byte, *protocol.Error) {
 	stale, perr := consistencyOf(req)
 	if perr != nil {
 		return nil, perr
 	}
 	var ms fsm.Members
-	err := sess.srv.readRetry(ctx, func(ctx context.Context) (err error) {
+	perr = rooms.Read(ctx, func(ctx context.Context) (err error) {
 		ms, err = sess.srv.be.Members(ctx, req.Room, stale)
 		return err
 	})
-	if err != nil {
-		return nil, backendError(err)
+	if perr != nil {
+		return nil, perr
 	}
 	w := newReply(req.ID, true)
 	w.key("members")
@@ -132,7 +112,7 @@ func (sess *session) members(ctx context.Context, req *request) ([]byte, *protoE
 // registerSubscription makes the socket's subscription to a room (replacing
 // an earlier one) and registers it with the room's feed; nil without an
 // error means the socket is closing.
-func (sess *session) registerSubscription(req *request) (*subscription, uint64, *protoError) {
+func (sess *session) registerSubscription(req *request) (*subscription, uint64, *protocol.Error) {
 	lim := sess.srv.cfg.Limits
 	var wantEpoch uint64
 	if req.Epoch != nil {
@@ -178,22 +158,23 @@ func (sess *session) subscribe(ctx context.Context, req *request, sub *subscript
 	}
 	defer g.release()
 	var page fsm.History
-	err := sess.srv.readRetry(ctx, func(ctx context.Context) error {
+	perr := rooms.Read(ctx, func(ctx context.Context) error {
+		var err error
 		if g != nil {
-			p, err := sess.srv.be.History(ctx, req.Room, max(*req.FromSeq, 1), maxHistoryLimit, pageBytes, false)
-			page = p
-			return err
+			page, err = sess.srv.be.History(ctx, req.Room, max(*req.FromSeq, 1), maxHistoryLimit, pageBytes, false)
+		} else {
+			var info fsm.RoomInfo
+			info, err = sess.srv.be.Room(ctx, req.Room)
+			page = fsm.History{Epoch: info.Epoch, FirstSeq: info.FirstSeq, LastSeq: info.LastSeq}
 		}
-		info, err := sess.srv.be.Room(ctx, req.Room)
-		page = fsm.History{Epoch: info.Epoch, FirstSeq: info.FirstSeq, LastSeq: info.LastSeq}
+		if errors.Is(err, fsm.ErrRoomNotFound) {
+			page, err = fsm.History{FirstSeq: 1}, nil
+		}
 		return err
 	})
-	if errors.Is(err, fsm.ErrRoomNotFound) {
-		page, err = fsm.History{FirstSeq: 1}, nil
-	}
-	if err != nil {
+	if perr != nil {
 		sess.dropSubscription(sub)
-		sess.answer(req, nil, backendError(err))
+		sess.answer(req, nil, perr)
 		return
 	}
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/lxzan/gws"
 
+	"github.com/heraldhq/herald/internal/wait"
 	"github.com/heraldhq/herald/wsfront/auth"
 )
 
@@ -177,7 +178,7 @@ func (s *Server) waitSessions() {
 		if n == 0 {
 			return
 		}
-		if !sleep(s.ctx, 10*time.Millisecond) {
+		if !wait.Sleep(s.ctx, 10*time.Millisecond) {
 			return
 		}
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/lxzan/gws"
 
+	"github.com/heraldhq/herald/internal/wait"
 	"github.com/heraldhq/herald/wsfront/auth"
 )
 
@@ -319,7 +320,7 @@ func (sess *session) backlogged() bool {
 // the session ended first.
 func (sess *session) waitDrained(ctx context.Context) bool {
 	for sess.backlogged() {
-		if sess.closing.Load() || !sleep(ctx, 5*time.Millisecond) {
+		if sess.closing.Load() || !wait.Sleep(ctx, 5*time.Millisecond) {
 			return false
 		}
 	}

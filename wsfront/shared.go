@@ -1,81 +1,18 @@
 package wsfront
 
 import (
-	"context"
-	"fmt"
-	"time"
-
 	"github.com/heraldhq/herald/fsm"
+	"github.com/heraldhq/herald/protocol"
 )
 
 // This file is what the front shares with the node's other client-facing
-// API (package serverapi): the error codes, the mapping of backend errors
-// to them and the retry rules behind the protocol's guarantees, so that a
-// request gets the same answer whichever way it came in.
-
-// Error codes of protocol herald.v1 (docs/protocol.md#errors).
-const (
-	CodeBadRequest     = codeBadRequest
-	CodeUnauthorized   = codeUnauthorized
-	CodeForbidden      = codeForbidden
-	CodeNotFound       = codeNotFound
-	CodeConflict       = codeConflict
-	CodeTooLarge       = codeTooLarge
-	CodeRateLimited    = codeRateLimited
-	CodeLimitExceeded  = codeLimitExceeded
-	CodeUnavailable    = codeUnavailable
-	CodeUnknownOutcome = codeUnknownOutcome
-	CodeInternal       = codeInternal
-)
-
-// Error is a request's failure as protocol herald.v1 reports it.
-type Error struct {
-	Code      string
-	Message   string
-	Retryable bool
-	// LastSeq goes with CodeConflict: the room's last seq.
-	LastSeq uint64
-	// RetryAfter goes with CodeRateLimited.
-	RetryAfter time.Duration
-}
-
-func (e *Error) Error() string { return e.Code + ": " + e.Message }
-
-// Errorf makes an Error that is not retryable.
-func Errorf(code, format string, args ...any) *Error {
-	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
-}
-
-func (e *protoError) public() *Error {
-	if e == nil {
-		return nil
-	}
-	return &Error{Code: e.code, Message: e.msg, Retryable: e.retryable, LastSeq: e.lastSeq, RetryAfter: e.retryAfter}
-}
-
-// Commit commits cmd through be under the protocol's rules: it retries
-// while ctx allows when nothing was written (no leader yet) and, when
-// retryUnknown is set (a publish with a key), after a lost outcome; once
-// any attempt may have committed, a failure is CodeUnknownOutcome, never a
-// final one. What the state machine refused maps to the protocol's codes.
-func Commit(ctx context.Context, be interface {
-	Propose(ctx context.Context, cmd fsm.Command) (*fsm.Result, error)
-}, cmd fsm.Command, retryUnknown bool) (*fsm.Result, *Error) {
-	res, perr := propose(ctx, be, cmd, retryUnknown)
-	return res, perr.public()
-}
-
-// Read runs a read of the backend, repeating it while ctx allows when no
-// leader answered, and maps its failure to the protocol's codes.
-func Read(ctx context.Context, read func(context.Context) error) *Error {
-	if err := readRetry(ctx, read); err != nil {
-		return backendError(err).public()
-	}
-	return nil
-}
+// API (package serverapi): its rules for names and its JSON forms, so that
+// a request gets the same answer whichever way it came in. The error codes
+// are package protocol's, and the mapping of cluster errors to them the
+// room layer's (rooms.Commit, rooms.Read, rooms.ErrorOf).
 
 // CheckRoom applies the protocol's rule for room names.
-func CheckRoom(room string) *Error { return checkRoom(room).public() }
+func CheckRoom(room string) *protocol.Error { return checkRoom(room) }
 
 // ValidName reports whether s can name a member: UTF-8 without control
 // characters, at most fsm.MaxMemberBytes, not empty.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/fsm"
+	"github.com/heraldhq/herald/internal/wait"
 )
 
 // maxCatchUpBuffer bounds the live events a subscription holds while it
@@ -171,7 +172,7 @@ func (s *subscription) catchUp(ctx context.Context) {
 		page, err := s.readHistory(ctx, from, pageBytes)
 		if err != nil {
 			g.release()
-			if !sleep(ctx, backoff) {
+			if !wait.Sleep(ctx, backoff) {
 				return
 			}
 			backoff = min(2*backoff, feedRetryMax)

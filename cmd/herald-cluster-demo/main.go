@@ -27,9 +27,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/fsm"
 	"github.com/heraldhq/herald/multiraft"
+	"github.com/heraldhq/herald/rooms"
 )
 
 func main() {
@@ -59,7 +59,7 @@ func (n *node) start() error {
 	quiet := slog.New(slog.DiscardHandler)
 	h, err := multiraft.Start(multiraft.Config{
 		NodeID: n.id, DataDir: filepath.Join(n.dir, "raft"), PeerAddr: n.addr,
-		App: &herald.Application{Store: store, Logger: quiet}, Logger: quiet,
+		App: &rooms.Application{Store: store, Logger: quiet}, Logger: quiet,
 	})
 	if err != nil {
 		store.Close()

@@ -20,6 +20,7 @@ import (
 	"github.com/heraldhq/herald/fsm"
 	"github.com/heraldhq/herald/internal/testcluster"
 	"github.com/heraldhq/herald/multiraft"
+	"github.com/heraldhq/herald/rooms"
 	"github.com/heraldhq/herald/wsfront/auth"
 )
 
@@ -305,11 +306,11 @@ func TestAdminCLIBackupRestore(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	b, err := n.Host().Query(ctx, n.Host().GroupForKey("lobby"), multiraft.Linearizable,
-		herald.RoomQuery{Kind: herald.QueryHistory, Room: "lobby", Limit: 100}.Encode())
+		rooms.Query{Kind: rooms.QueryHistory, Room: "lobby", Limit: 100}.Encode())
 	if err != nil {
 		t.Fatal(err)
 	}
-	ans, err := herald.DecodeRoomAnswer(b)
+	ans, err := rooms.DecodeAnswer(b)
 	if err != nil || ans.Err != nil || ans.History == nil || ans.History.LastSeq != 10 || len(ans.History.Events) != 10 ||
 		string(ans.History.Events[9].Data) != "m9" {
 		t.Fatalf("history after restore: %v %+v", err, ans)

@@ -30,6 +30,7 @@ import (
 	"github.com/heraldhq/herald/internal/mempolicy"
 	"github.com/heraldhq/herald/multiraft"
 	"github.com/heraldhq/herald/multiraft/logstore"
+	"github.com/heraldhq/herald/rooms"
 	"github.com/heraldhq/herald/serverapi"
 	"github.com/heraldhq/herald/wsfront"
 	"github.com/heraldhq/herald/wsfront/auth"
@@ -644,6 +645,7 @@ func apiOptions(c *cli.Context, lim wsfront.Limits, logger *slog.Logger) (server
 // mountAPI adds the server API to a node's client port, as the node's
 // Config.Mount; opts were validated by apiOptions.
 func mountAPI(n *herald.Node, opts serverapi.Options) {
+	opts.Sockets = n.Front()
 	h, err := serverapi.Handler(n.Rooms(), opts)
 	if err != nil {
 		opts.Logger.Error("the server API is not mounted", "err", err)
@@ -691,5 +693,5 @@ func readNamespacesFile(path string) ([]byte, error) {
 		}
 		rules = append(rules, r)
 	}
-	return herald.BootstrapSettings(rules)
+	return rooms.BootstrapSettings(rules)
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/fsm"
 	"github.com/heraldhq/herald/multiraft"
+	"github.com/heraldhq/herald/rooms"
 	"github.com/heraldhq/herald/wsfront"
 	"github.com/heraldhq/herald/wsfront/auth"
 )
@@ -148,7 +149,7 @@ func Start(t testing.TB, opts Options) *Cluster {
 		c.cfgs = append(c.cfgs, cfg)
 		peers = append(peers, multiraft.Peer{ID: cfg.NodeID, Addr: n.PeerAddr()})
 	}
-	settings, err := herald.BootstrapSettings(opts.Namespaces)
+	settings, err := rooms.BootstrapSettings(opts.Namespaces)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package herald
+package rooms
 
 import (
 	"context"
@@ -33,7 +33,7 @@ func decodeSettings(b []byte) (settings, error) {
 		return s, nil
 	}
 	if err := json.Unmarshal(b, &s); err != nil {
-		return s, fmt.Errorf("herald: decode cluster settings: %w", err)
+		return s, fmt.Errorf("rooms: decode cluster settings: %w", err)
 	}
 	return s, nil
 }
@@ -61,40 +61,40 @@ func BootstrapSettings(rules []fsm.Namespace) ([]byte, error) {
 	}
 	rules, err := checkNamespaces(rules)
 	if err != nil {
-		return nil, fmt.Errorf("herald: bootstrap namespaces: %w", err)
+		return nil, fmt.Errorf("rooms: bootstrap namespaces: %w", err)
 	}
 	return json.Marshal(settings{Namespaces: rules})
 }
 
 // Namespaces returns the cluster's namespace rules, sorted by prefix, read
 // linearizably from the meta group, and their revision (0: never set).
-func (n *Node) Namespaces(ctx context.Context) ([]fsm.Namespace, uint64, error) {
-	st, err := n.host.MetaState(ctx)
+func (s *Service) Namespaces(ctx context.Context) ([]fsm.Namespace, uint64, error) {
+	st, err := s.host.MetaState(ctx)
 	if err != nil {
 		return nil, 0, err
 	}
-	s, err := decodeSettings(st.AppSettings)
+	set, err := decodeSettings(st.AppSettings)
 	if err != nil {
 		return nil, 0, err
 	}
-	return s.Namespaces, st.AppSettingsIndex, nil
+	return set.Namespaces, st.AppSettingsIndex, nil
 }
 
 // SetNamespace adds the rule for ns.Prefix or replaces it, and returns the
 // new revision.
-func (n *Node) SetNamespace(ctx context.Context, ns fsm.Namespace) (uint64, error) {
-	return n.changeNamespaces(ctx, func(rules []fsm.Namespace) ([]fsm.Namespace, error) {
+func (s *Service) SetNamespace(ctx context.Context, ns fsm.Namespace) (uint64, error) {
+	return s.changeNamespaces(ctx, func(rules []fsm.Namespace) ([]fsm.Namespace, error) {
 		rules = slices.DeleteFunc(rules, func(r fsm.Namespace) bool { return r.Prefix == ns.Prefix })
 		return append(rules, ns), nil
 	})
 }
 
 // ErrNoNamespace is DeleteNamespace's answer for a prefix without a rule.
-var ErrNoNamespace = errors.New("herald: no namespace with this prefix")
+var ErrNoNamespace = errors.New("rooms: no namespace with this prefix")
 
 // DeleteNamespace removes the rule for prefix and returns the new revision.
-func (n *Node) DeleteNamespace(ctx context.Context, prefix string) (uint64, error) {
-	return n.changeNamespaces(ctx, func(rules []fsm.Namespace) ([]fsm.Namespace, error) {
+func (s *Service) DeleteNamespace(ctx context.Context, prefix string) (uint64, error) {
+	return s.changeNamespaces(ctx, func(rules []fsm.Namespace) ([]fsm.Namespace, error) {
 		i := slices.IndexFunc(rules, func(r fsm.Namespace) bool { return r.Prefix == prefix })
 		if i < 0 {
 			return nil, fmt.Errorf("%w: %q", ErrNoNamespace, prefix)
@@ -111,11 +111,11 @@ func (n *Node) DeleteNamespace(ctx context.Context, prefix string) (uint64, erro
 // entries, diverging from the others, so this must wait until every node
 // runs this release. Setting a namespace does it too; a cluster founded by
 // this release has it from the start.
-func (n *Node) EnableRoomOptions(ctx context.Context) error {
-	if _, rev := n.host.AppSettings(); rev > 0 {
+func (s *Service) EnableRoomOptions(ctx context.Context) error {
+	if _, rev := s.host.AppSettings(); rev > 0 {
 		return nil
 	}
-	st, err := n.host.MetaState(ctx)
+	st, err := s.host.MetaState(ctx)
 	if err != nil || st.AppSettingsIndex > 0 {
 		return err
 	}
@@ -123,7 +123,7 @@ func (n *Node) EnableRoomOptions(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if _, err = n.host.SetAppSettings(ctx, b, 0); errors.Is(err, multiraft.ErrMetaConflict) {
+	if _, err = s.host.SetAppSettings(ctx, b, 0); errors.Is(err, multiraft.ErrMetaConflict) {
 		return nil // someone else did it first
 	}
 	return err
@@ -131,28 +131,28 @@ func (n *Node) EnableRoomOptions(ctx context.Context) error {
 
 // changeNamespaces is a read-modify-write of the rules, compare-and-set on
 // their revision, so two operators' changes cannot lose one another.
-func (n *Node) changeNamespaces(ctx context.Context, change func([]fsm.Namespace) ([]fsm.Namespace, error)) (uint64, error) {
+func (s *Service) changeNamespaces(ctx context.Context, change func([]fsm.Namespace) ([]fsm.Namespace, error)) (uint64, error) {
 	for attempt := 0; ; attempt++ {
-		st, err := n.host.MetaState(ctx)
+		st, err := s.host.MetaState(ctx)
 		if err != nil {
 			return 0, err
 		}
-		s, err := decodeSettings(st.AppSettings)
+		set, err := decodeSettings(st.AppSettings)
 		if err != nil {
 			return 0, err
 		}
-		rules, err := change(slices.Clone(s.Namespaces))
+		rules, err := change(slices.Clone(set.Namespaces))
 		if err != nil {
 			return 0, err
 		}
-		if s.Namespaces, err = checkNamespaces(rules); err != nil {
+		if set.Namespaces, err = checkNamespaces(rules); err != nil {
 			return 0, fmt.Errorf("%w: %v", fsm.ErrInvalid, err)
 		}
-		b, err := json.Marshal(s)
+		b, err := json.Marshal(set)
 		if err != nil {
 			return 0, err
 		}
-		rev, err := n.host.SetAppSettings(ctx, b, st.AppSettingsIndex)
+		rev, err := s.host.SetAppSettings(ctx, b, st.AppSettingsIndex)
 		if err == nil || !errors.Is(err, multiraft.ErrMetaConflict) || attempt == 4 {
 			return rev, err
 		}
@@ -162,7 +162,7 @@ func (n *Node) changeNamespaces(ctx context.Context, change func([]fsm.Namespace
 // namespaceLoop has this node's group leaders bring their groups' rules up
 // to the meta group's revision. Checking is cheap (a local comparison per
 // led group), so it polls rather than tracking leader and meta changes.
-func (n *Node) namespaceLoop(ctx context.Context) {
+func (s *Service) namespaceLoop(ctx context.Context) {
 	t := time.NewTicker(namespaceSyncInterval)
 	defer t.Stop()
 	for {
@@ -171,48 +171,45 @@ func (n *Node) namespaceLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		n.syncNamespaces(ctx)
+		s.syncNamespaces(ctx)
 	}
 }
 
 const namespaceSyncInterval = 250 * time.Millisecond
 
-func (n *Node) syncNamespaces(ctx context.Context) {
-	raw, rev := n.host.AppSettings()
+func (s *Service) syncNamespaces(ctx context.Context) {
+	raw, rev := s.host.AppSettings()
 	if rev == 0 {
 		return
 	}
 	var cmd []byte
-	for _, g := range n.host.LocalGroups() {
+	for _, g := range s.host.LocalGroups() {
 		if g == multiraft.MetaGroup {
 			continue
 		}
-		if id, _ := n.host.Leader(g); id != n.host.NodeID() {
+		if !s.leaderHere(g) {
 			continue
 		}
-		sm, ok := n.host.LocalStateMachine(g)
-		f, isFSM := sm.(*fsm.FSM)
-		if !ok || !isFSM || f.NamespacesRevision() >= rev {
+		f, ok := s.localFSM(g)
+		if !ok || f.NamespacesRevision() >= rev {
 			continue
 		}
 		if cmd == nil {
-			s, err := decodeSettings(raw)
+			set, err := decodeSettings(raw)
 			if err != nil {
-				n.cfg.Logger.Error("cannot read the cluster's namespace rules", "revision", rev, "err", err)
+				s.cfg.Logger.Error("cannot read the cluster's namespace rules", "revision", rev, "err", err)
 				return
 			}
-			cmd = (&fsm.Command{Op: fsm.OpNamespaces, Namespaces: fsm.Namespaces{Revision: rev, Rules: s.Namespaces}}).Encode()
+			cmd = (&fsm.Command{Op: fsm.OpNamespaces, Namespaces: fsm.Namespaces{Revision: rev, Rules: set.Namespaces}}).Encode()
 		}
 		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		out, err := n.host.Propose(pctx, g, cmd)
+		res, err := s.propose(pctx, g, cmd)
 		cancel()
-		if err == nil {
-			if res, ok := out.(*fsm.Result); ok && res.Err != nil {
-				err = res.Err
-			}
+		if err == nil && res.Err != nil {
+			err = res.Err
 		}
 		if err != nil && ctx.Err() == nil {
-			n.cfg.Logger.Warn("cannot bring a group's namespace rules up to date; retrying", "group", g, "revision", rev, "err", err)
+			s.cfg.Logger.Warn("cannot bring a group's namespace rules up to date; retrying", "group", g, "revision", rev, "err", err)
 		}
 	}
 }

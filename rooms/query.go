@@ -1,94 +1,14 @@
-// Package herald assembles a Herald node: the room state machine (package
-// fsm) replicated by many raft groups (package multiraft) behind the
-// websocket front (package wsfront). Application is the glue between the
-// first two: it tells multiraft how to open, and talk about, a room group.
-package herald
+package rooms
 
 import (
-	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"log/slog"
 	"math"
 	"strings"
 
 	"github.com/heraldhq/herald/fsm"
-	"github.com/heraldhq/herald/multiraft"
 )
-
-// Application runs package fsm's room state machine in multiraft's data
-// groups. All groups of a node share one fsm.Store.
-type Application struct {
-	Store  *fsm.Store
-	Logger *slog.Logger
-}
-
-var (
-	_ multiraft.Application = (*Application)(nil)
-	_ multiraft.EventSource = (*Application)(nil)
-	_ multiraft.Querier     = (*Application)(nil)
-)
-
-// NewStateMachine opens the room state machine of one data group.
-func (a *Application) NewStateMachine(group uint64) (multiraft.StateMachine, error) {
-	return fsm.New(a.Store, fsm.Config{Group: group, Logger: a.Logger})
-}
-
-// EncodeResult encodes an fsm.Result for a proposer on another node.
-func (a *Application) EncodeResult(r any) ([]byte, error) {
-	res, ok := r.(*fsm.Result)
-	if !ok {
-		return nil, fmt.Errorf("herald: apply returned %T, not *fsm.Result", r)
-	}
-	return fsm.EncodeResult(res), nil
-}
-
-// DecodeResult decodes what EncodeResult made into an *fsm.Result.
-func (a *Application) DecodeResult(b []byte) (any, error) { return fsm.DecodeResult(b) }
-
-// ExpireNodeCommand is fsm's expire_node: members held by the node's
-// sessions of epochs below before leave their rooms.
-func (a *Application) ExpireNodeCommand(node string, before uint64) []byte {
-	c := fsm.Command{Op: fsm.OpExpireNode, NodeID: node, NodeEpoch: before}
-	return c.Encode()
-}
-
-// MoreToDo reports an expire_node or tick that stopped at its per-entry limit.
-func (a *Application) MoreToDo(r any) bool {
-	res, ok := r.(*fsm.Result)
-	return ok && res.More
-}
-
-// ServeEvents streams the events of one room of sm, or of every room when
-// req is empty, encoded with fsm.EncodeEvent. It ends with fsm.ErrLagged
-// when the subscriber falls behind.
-func (a *Application) ServeEvents(ctx context.Context, sm multiraft.StateMachine, req []byte, send func([]byte) error) error {
-	f, ok := sm.(*fsm.FSM)
-	if !ok {
-		return fmt.Errorf("herald: state machine is %T, not *fsm.FSM", sm)
-	}
-	sub, _, err := f.Subscribe(string(req), 0)
-	if err != nil {
-		return err
-	}
-	defer sub.Close()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case ev, ok := <-sub.C:
-			if !ok {
-				// Lagged, or the replica closed: either way the
-				// subscriber must catch up and subscribe again.
-				return sub.Err()
-			}
-			if err := send(fsm.EncodeEvent(ev)); err != nil {
-				return err
-			}
-		}
-	}
-}
 
 // QueryKind names a read of one room.
 type QueryKind uint8
@@ -116,10 +36,10 @@ const maxHistoryAnswerBytes = 16 << 20
 // page bound.
 const DefaultQueryPageBytes = 1 << 20
 
-// RoomQuery is a read of one room, sent encoded through
+// Query is a read of one room, sent encoded through
 // multiraft.Host.Query so that a node without a replica of the room's group
 // can read it.
-type RoomQuery struct {
+type Query struct {
 	Kind QueryKind
 	Room string
 	// FromSeq and Limit page a history query: up to Limit events from
@@ -148,7 +68,7 @@ const (
 
 // Encode returns the query's versioned binary form, the request to pass to
 // multiraft.Host.Query.
-func (q RoomQuery) Encode() []byte {
+func (q Query) Encode() []byte {
 	b := make([]byte, 0, 2+binary.MaxVarintLen64*5+len(q.Room)+len(q.After))
 	v := byte(queryVersion)
 	if q.Kind == QueryRooms {
@@ -165,16 +85,16 @@ func (q RoomQuery) Encode() []byte {
 	return b
 }
 
-// DecodeRoomQuery reverses Encode. Malformed input is an error, never a
+// DecodeQuery reverses Encode. Malformed input is an error, never a
 // panic; a Limit above MaxQueryHistoryLimit comes back cut to it, and a
 // MaxBytes above maxHistoryAnswerBytes to that.
-func DecodeRoomQuery(b []byte) (RoomQuery, error) {
+func DecodeQuery(b []byte) (Query, error) {
 	r := &reader{buf: b}
 	v := r.byte()
 	if r.err == nil && v != 1 && v != queryVersion && v != roomsVersion {
-		return RoomQuery{}, fmt.Errorf("herald: room query version %d is not known to this node", v)
+		return Query{}, fmt.Errorf("rooms: room query version %d is not known to this node", v)
 	}
-	var q RoomQuery
+	var q Query
 	q.Kind = QueryKind(r.byte())
 	q.Room = r.string(fsm.MaxRoomBytes)
 	q.FromSeq = r.uvarint()
@@ -186,18 +106,18 @@ func DecodeRoomQuery(b []byte) (RoomQuery, error) {
 		q.After = r.string(fsm.MaxRoomBytes)
 	}
 	if err := r.done(); err != nil {
-		return RoomQuery{}, fmt.Errorf("herald: decode room query: %w", err)
+		return Query{}, fmt.Errorf("rooms: decode room query: %w", err)
 	}
 	switch q.Kind {
 	case QueryHistory, QueryMembers, QueryRoom, QueryRooms:
 	default:
-		return RoomQuery{}, fmt.Errorf("herald: decode room query: unknown kind %d", q.Kind)
+		return Query{}, fmt.Errorf("rooms: decode room query: unknown kind %d", q.Kind)
 	}
 	return q, nil
 }
 
 // limit is the history page size the query gets.
-func (q RoomQuery) limit() int {
+func (q Query) limit() int {
 	switch {
 	case q.Limit <= 0:
 		return fsm.DefaultHistoryLimit
@@ -208,7 +128,7 @@ func (q RoomQuery) limit() int {
 }
 
 // maxBytes is the history page's byte bound the query gets.
-func (q RoomQuery) maxBytes() int {
+func (q Query) maxBytes() int {
 	switch {
 	case q.MaxBytes <= 0:
 		return DefaultQueryPageBytes
@@ -218,9 +138,9 @@ func (q RoomQuery) maxBytes() int {
 	return q.MaxBytes
 }
 
-// RoomAnswer is what a RoomQuery read: exactly one of History, Members,
+// Answer is what a Query read: exactly one of History, Members,
 // Room and Rooms (by the query's kind), or Err.
-type RoomAnswer struct {
+type Answer struct {
 	History *fsm.History
 	Members *fsm.Members
 	Room    *fsm.RoomInfo
@@ -252,16 +172,16 @@ const (
 var answerErrors = []error{nil, fsm.ErrRoomNotFound, fsm.ErrInvalid, fsm.ErrClosed,
 	fsm.ErrNeedsRestore, fsm.ErrStorage, fsm.ErrCorrupt}
 
-// EncodeRoomAnswer encodes a for the node that sent the query. Of the
+// EncodeAnswer encodes a for the node that sent the query. Of the
 // fields it keeps the first set, in the order Err, History, Members, Room,
 // Rooms;
 // an answer with none set decodes as one with none set.
-func EncodeRoomAnswer(a RoomAnswer) []byte { return encodeRoomAnswer(a, math.MaxInt) }
+func EncodeAnswer(a Answer) []byte { return encodeAnswer(a, math.MaxInt) }
 
-// encodeRoomAnswer is EncodeRoomAnswer with a history's events cut off
+// encodeAnswer is EncodeAnswer with a history's events cut off
 // once they would take more than budget bytes (keeping at least one, so a
 // page always makes progress).
-func encodeRoomAnswer(a RoomAnswer, budget int) []byte {
+func encodeAnswer(a Answer, budget int) []byte {
 	b := []byte{answerVersion}
 	switch {
 	case a.Err != nil:
@@ -327,15 +247,15 @@ func encodeRoomAnswer(a RoomAnswer, budget int) []byte {
 	return b
 }
 
-// DecodeRoomAnswer reverses EncodeRoomAnswer. Malformed input is an error,
+// DecodeAnswer reverses EncodeAnswer. Malformed input is an error,
 // never a panic. Byte slices in the answer (event data, member meta) share
 // b's memory.
-func DecodeRoomAnswer(b []byte) (RoomAnswer, error) {
+func DecodeAnswer(b []byte) (Answer, error) {
 	r := &reader{buf: b}
 	if v := r.byte(); r.err == nil && v != answerVersion {
-		return RoomAnswer{}, fmt.Errorf("herald: room answer version %d is not known to this node", v)
+		return Answer{}, fmt.Errorf("rooms: room answer version %d is not known to this node", v)
 	}
-	var a RoomAnswer
+	var a Answer
 	switch tag := r.byte(); tag {
 	case answerEmpty:
 	case answerErr:
@@ -399,7 +319,7 @@ func DecodeRoomAnswer(b []byte) (RoomAnswer, error) {
 		r.fail("unknown answer kind %d", tag)
 	}
 	if err := r.done(); err != nil {
-		return RoomAnswer{}, fmt.Errorf("herald: decode room answer: %w", err)
+		return Answer{}, fmt.Errorf("rooms: decode room answer: %w", err)
 	}
 	return a, nil
 }
@@ -422,37 +342,6 @@ func (e *answerError) Error() string {
 }
 
 func (e *answerError) Unwrap() error { return e.sentinel }
-
-// Query answers an encoded RoomQuery from sm with an encoded RoomAnswer,
-// for multiraft.Host.Query. What the read found, errors included (no such
-// room, a replica closed or awaiting a restore), travels in the answer; an
-// error means req is not a RoomQuery or sm is not a room state machine.
-func (a *Application) Query(sm multiraft.StateMachine, req []byte) ([]byte, error) {
-	f, ok := sm.(*fsm.FSM)
-	if !ok {
-		return nil, fmt.Errorf("herald: state machine is %T, not *fsm.FSM", sm)
-	}
-	q, err := DecodeRoomQuery(req)
-	if err != nil {
-		return nil, err
-	}
-	var ans RoomAnswer
-	switch q.Kind {
-	case QueryHistory:
-		h, err := f.HistoryBytes(q.Room, q.FromSeq, q.limit(), q.maxBytes())
-		ans = RoomAnswer{History: &h, Err: err}
-	case QueryMembers:
-		m, err := f.Members(q.Room)
-		ans = RoomAnswer{Members: &m, Err: err}
-	case QueryRoom:
-		ri, err := f.Room(q.Room)
-		ans = RoomAnswer{Room: &ri, Err: err}
-	case QueryRooms:
-		p, err := roomsPage(f, q.Room, q.After, q.limit())
-		ans = RoomAnswer{Rooms: &p, Err: err}
-	}
-	return encodeRoomAnswer(ans, maxHistoryAnswerBytes), nil
-}
 
 // The binary form of queries and answers: unsigned varints, and byte
 // strings prefixed by their varint length, as in package fsm.

@@ -1,4 +1,4 @@
-package herald
+package rooms
 
 import (
 	"context"
@@ -13,8 +13,6 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/fsm"
-	"github.com/heraldhq/herald/multiraft"
-	"github.com/heraldhq/herald/serverapi"
 )
 
 // RoomPage is one group's answer to a rooms query: its rooms in name order.
@@ -90,8 +88,6 @@ func (r *reader) roomInfo(withOptions bool) fsm.RoomInfo {
 	return ri
 }
 
-var _ serverapi.Backend = (*backend)(nil)
-
 // roomsQueriesAtOnce bounds the groups one room listing reads at a time,
 // so that a listing on a cluster of a thousand groups does not open a
 // thousand reads at once.
@@ -101,17 +97,12 @@ const roomsQueriesAtOnce = 8
 // sort after after, merged in name order: each group is read (linearizably
 // unless stale) for its first limit matches, so the first limit of their
 // union are the cluster's.
-func (b *backend) Rooms(ctx context.Context, prefix, after string, limit int, stale bool) ([]fsm.RoomInfo, bool, error) {
-	st := b.host.Cluster()
+func (s *Service) Rooms(ctx context.Context, prefix, after string, limit int, stale bool) ([]fsm.RoomInfo, bool, error) {
+	st := s.host.Cluster()
 	if !st.Initialized() {
-		return nil, false, fmt.Errorf("%w: this node does not know its cluster yet", multiraft.ErrUnavailable)
+		return nil, false, unavailable("this node does not know its cluster yet")
 	}
-	c := multiraft.Linearizable
-	if stale {
-		c = multiraft.Stale
-	}
-	q := RoomQuery{Kind: QueryRooms, Room: prefix, After: after, Limit: limit}
-	req := q.Encode()
+	q := Query{Kind: QueryRooms, Room: prefix, After: after, Limit: limit}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	pages := make([]RoomPage, st.Groups)
@@ -129,18 +120,12 @@ func (b *backend) Rooms(ctx context.Context, prefix, after string, limit int, st
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			out, err := b.host.Query(ctx, g, c, req)
+			ans, err := s.queryGroup(ctx, g, q, stale)
+			if err == nil && ans.Rooms == nil {
+				err = errors.New("rooms: rooms query answered without rooms")
+			}
 			if err == nil {
-				var ans RoomAnswer
-				if ans, err = DecodeRoomAnswer(out); err == nil {
-					err = ans.Err
-					if err == nil && ans.Rooms == nil {
-						err = errors.New("herald: rooms query answered without rooms")
-					}
-				}
-				if err == nil {
-					pages[g-1] = *ans.Rooms
-				}
+				pages[g-1] = *ans.Rooms
 			}
 			if err != nil {
 				errs[g-1] = fmt.Errorf("group %d: %w", g, err)
@@ -183,20 +168,29 @@ func firstCause(errs []error) error {
 	return first
 }
 
+// NodeInfo is one node of the cluster.
+type NodeInfo struct {
+	ID    string
+	State string
+	// ClientURL is the base URL of its client port ("" if unknown).
+	ClientURL    string
+	LeaseExpired bool
+}
+
 // Nodes lists the cluster's nodes as this node knows them, sorted by id.
-func (b *backend) Nodes() (string, []serverapi.NodeInfo) {
-	st := b.host.Cluster()
+func (s *Service) Nodes() (string, []NodeInfo) {
+	st := s.host.Cluster()
 	if st == nil {
 		return "", nil
 	}
-	out := make([]serverapi.NodeInfo, 0, len(st.Nodes))
+	out := make([]NodeInfo, 0, len(st.Nodes))
 	for _, n := range st.Nodes {
-		ni := serverapi.NodeInfo{ID: n.ID, State: string(n.State), LeaseExpired: n.LeaseExpired}
+		ni := NodeInfo{ID: n.ID, State: string(n.State), LeaseExpired: n.LeaseExpired}
 		if n.ClientAddr != "" {
-			ni.ClientURL = b.scheme + "://" + n.ClientAddr
+			ni.ClientURL = s.cfg.Scheme + "://" + n.ClientAddr
 		}
 		out = append(out, ni)
 	}
-	slices.SortFunc(out, func(a, b serverapi.NodeInfo) int { return strings.Compare(a.ID, b.ID) })
+	slices.SortFunc(out, func(a, b NodeInfo) int { return strings.Compare(a.ID, b.ID) })
 	return st.ClusterID, out
 }

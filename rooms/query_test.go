@@ -1,4 +1,4 @@
-package herald
+package rooms
 
 import (
 	"bytes"
@@ -17,7 +17,7 @@ import (
 )
 
 func TestRoomQueryRoundTrip(t *testing.T) {
-	for _, q := range []RoomQuery{
+	for _, q := range []Query{
 		{Kind: QueryHistory, Room: "lobby", FromSeq: 42, Limit: 10},
 		{Kind: QueryHistory, Room: "lobby", FromSeq: 7, Limit: 1000, MaxBytes: 1 << 20},
 		{Kind: QueryHistory, Room: "lobby"},
@@ -27,7 +27,7 @@ func TestRoomQueryRoundTrip(t *testing.T) {
 		{Kind: QueryRooms, Room: "team-", After: "team-b", Limit: 7},
 		{Kind: QueryRooms},
 	} {
-		got, err := DecodeRoomQuery(q.Encode())
+		got, err := DecodeQuery(q.Encode())
 		if err != nil {
 			t.Fatalf("%+v: %v", q, err)
 		}
@@ -36,13 +36,13 @@ func TestRoomQueryRoundTrip(t *testing.T) {
 		}
 	}
 	// Limits outside 0..MaxQueryHistoryLimit cannot travel as they are.
-	if got, _ := DecodeRoomQuery(RoomQuery{Kind: QueryHistory, Room: "r", Limit: 1 << 40}.Encode()); got.Limit != MaxQueryHistoryLimit {
+	if got, _ := DecodeQuery(Query{Kind: QueryHistory, Room: "r", Limit: 1 << 40}.Encode()); got.Limit != MaxQueryHistoryLimit {
 		t.Errorf("limit 1<<40 decoded as %d, want %d", got.Limit, MaxQueryHistoryLimit)
 	}
-	if got, _ := DecodeRoomQuery(RoomQuery{Kind: QueryHistory, Room: "r", Limit: -5}.Encode()); got.Limit != 0 {
+	if got, _ := DecodeQuery(Query{Kind: QueryHistory, Room: "r", Limit: -5}.Encode()); got.Limit != 0 {
 		t.Errorf("limit -5 decoded as %d, want 0 (the default page)", got.Limit)
 	}
-	if got, _ := DecodeRoomQuery(RoomQuery{Kind: QueryHistory, Room: "r", MaxBytes: 1 << 40}.Encode()); got.MaxBytes != maxHistoryAnswerBytes {
+	if got, _ := DecodeQuery(Query{Kind: QueryHistory, Room: "r", MaxBytes: 1 << 40}.Encode()); got.MaxBytes != maxHistoryAnswerBytes {
 		t.Errorf("max bytes 1<<40 decoded as %d, want %d", got.MaxBytes, maxHistoryAnswerBytes)
 	}
 }
@@ -54,11 +54,11 @@ func TestDecodeRoomQueryVersion1(t *testing.T) {
 	b = appendString(b, "lobby")
 	b = binary.AppendUvarint(b, 42)
 	b = binary.AppendUvarint(b, 1000)
-	q, err := DecodeRoomQuery(b)
+	q, err := DecodeQuery(b)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := RoomQuery{Kind: QueryHistory, Room: "lobby", FromSeq: 42, Limit: 1000}
+	want := Query{Kind: QueryHistory, Room: "lobby", FromSeq: 42, Limit: 1000}
 	if q != want {
 		t.Fatalf("decoded %+v, want %+v", q, want)
 	}
@@ -68,20 +68,20 @@ func TestDecodeRoomQueryVersion1(t *testing.T) {
 }
 
 func TestDecodeRoomQueryRejectsMalformed(t *testing.T) {
-	valid := RoomQuery{Kind: QueryHistory, Room: "lobby", FromSeq: 300, Limit: 20}.Encode()
+	valid := Query{Kind: QueryHistory, Room: "lobby", FromSeq: 300, Limit: 20}.Encode()
 	cases := map[string][]byte{
 		"empty":          nil,
 		"version":        append([]byte{9}, valid[1:]...),
-		"unknown kind":   RoomQuery{Kind: 77, Room: "lobby"}.Encode(),
-		"no kind":        RoomQuery{Room: "lobby"}.Encode(),
+		"unknown kind":   Query{Kind: 77, Room: "lobby"}.Encode(),
+		"no kind":        Query{Room: "lobby"}.Encode(),
 		"trailing bytes": append(bytes.Clone(valid), 0),
-		"room too long":  RoomQuery{Kind: QueryRoom, Room: strings.Repeat("r", fsm.MaxRoomBytes+1)}.Encode(),
+		"room too long":  Query{Kind: QueryRoom, Room: strings.Repeat("r", fsm.MaxRoomBytes+1)}.Encode(),
 	}
 	for i := range len(valid) {
 		cases[fmt.Sprintf("cut at %d", i)] = valid[:i]
 	}
 	for name, b := range cases {
-		if q, err := DecodeRoomQuery(b); err == nil {
+		if q, err := DecodeQuery(b); err == nil {
 			t.Errorf("%s: decoded %+v", name, q)
 		}
 	}
@@ -89,9 +89,9 @@ func TestDecodeRoomQueryRejectsMalformed(t *testing.T) {
 
 // sampleAnswers covers every kind of answer, one of each error code
 // included.
-func sampleAnswers() []RoomAnswer {
+func sampleAnswers() []Answer {
 	at := time.Date(2026, 3, 1, 12, 0, 0, 123, time.UTC)
-	return []RoomAnswer{
+	return []Answer{
 		{History: &fsm.History{Epoch: 2, FirstSeq: 3, LastSeq: 5, Truncated: true, Events: []fsm.Event{
 			{Room: "lobby", Epoch: 2, Seq: 3, Type: fsm.EventJoin, Member: "alice", Data: []byte(`{"a":1}`), Time: at},
 			{Room: "lobby", Epoch: 2, Seq: 4, Type: fsm.EventMessage, Member: "alice", Data: []byte("hi"), Time: at.Add(time.Second)},
@@ -115,7 +115,7 @@ func sampleAnswers() []RoomAnswer {
 
 func TestRoomAnswerRoundTrip(t *testing.T) {
 	for _, a := range sampleAnswers() {
-		got, err := DecodeRoomAnswer(EncodeRoomAnswer(a))
+		got, err := DecodeAnswer(EncodeAnswer(a))
 		if err != nil {
 			t.Fatalf("%+v: %v", a, err)
 		}
@@ -127,7 +127,7 @@ func TestRoomAnswerRoundTrip(t *testing.T) {
 
 // normalize makes empty byte slices nil: the encoding does not tell them
 // apart.
-func normalize(a RoomAnswer) RoomAnswer {
+func normalize(a Answer) Answer {
 	if a.History != nil {
 		h := *a.History
 		h.Events = nil
@@ -142,7 +142,7 @@ func normalize(a RoomAnswer) RoomAnswer {
 	return a
 }
 
-func show(a RoomAnswer) string {
+func show(a Answer) string {
 	switch {
 	case a.History != nil:
 		return fmt.Sprintf("history %+v", *a.History)
@@ -160,7 +160,7 @@ func TestRoomAnswerErrorsKeepTheirKind(t *testing.T) {
 	for _, sentinel := range []error{fsm.ErrRoomNotFound, fsm.ErrInvalid, fsm.ErrClosed, fsm.ErrNeedsRestore, fsm.ErrStorage} {
 		for _, err := range []error{sentinel, fmt.Errorf("%w: %q", sentinel, "lobby"), fmt.Errorf("reading lobby: %w", sentinel)} {
 			// A history that came with the error is not sent: Err wins.
-			got, derr := DecodeRoomAnswer(EncodeRoomAnswer(RoomAnswer{Err: err, History: &fsm.History{}}))
+			got, derr := DecodeAnswer(EncodeAnswer(Answer{Err: err, History: &fsm.History{}}))
 			if derr != nil {
 				t.Fatalf("%v: %v", err, derr)
 			}
@@ -173,7 +173,7 @@ func TestRoomAnswerErrorsKeepTheirKind(t *testing.T) {
 		}
 	}
 	other := errors.New("disk on fire")
-	got, err := DecodeRoomAnswer(EncodeRoomAnswer(RoomAnswer{Err: other}))
+	got, err := DecodeAnswer(EncodeAnswer(Answer{Err: other}))
 	if err != nil || got.Err == nil || got.Err.Error() != other.Error() {
 		t.Fatalf("other error came back as %v (decode error %v)", got.Err, err)
 	}
@@ -190,7 +190,7 @@ func TestHistoryAnswerKeepsToItsBudget(t *testing.T) {
 		h.Events = append(h.Events, fsm.Event{Room: "r", Epoch: 1, Seq: uint64(i + 1), Type: fsm.EventMessage, Data: bytes.Repeat([]byte{'x'}, 100)})
 	}
 	for budget, want := range map[int]int{0: 1, 250: 2, 1 << 20: 10} {
-		got, err := DecodeRoomAnswer(encodeRoomAnswer(RoomAnswer{History: h}, budget))
+		got, err := DecodeAnswer(encodeAnswer(Answer{History: h}, budget))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -206,14 +206,14 @@ func TestHistoryAnswerKeepsToItsBudget(t *testing.T) {
 }
 
 func TestDecodeRoomAnswerRejectsMalformed(t *testing.T) {
-	for _, a := range append(sampleAnswers(), RoomAnswer{Err: fsm.ErrRoomNotFound}) {
-		b := EncodeRoomAnswer(a)
+	for _, a := range append(sampleAnswers(), Answer{Err: fsm.ErrRoomNotFound}) {
+		b := EncodeAnswer(a)
 		for i := range len(b) {
-			if got, err := DecodeRoomAnswer(b[:i]); err == nil {
+			if got, err := DecodeAnswer(b[:i]); err == nil {
 				t.Errorf("%s cut at %d of %d bytes decoded as %s", show(a), i, len(b), show(got))
 			}
 		}
-		if _, err := DecodeRoomAnswer(append(bytes.Clone(b), 0)); err == nil {
+		if _, err := DecodeAnswer(append(bytes.Clone(b), 0)); err == nil {
 			t.Errorf("%s with a trailing byte decoded", show(a))
 		}
 	}
@@ -225,24 +225,24 @@ func TestDecodeRoomAnswerRejectsMalformed(t *testing.T) {
 		"bad event":   {answerVersion, answerHistory, 1, 1, 1, 0, 1, 2, 9, 9},
 		"bad bool":    {answerVersion, answerHistory, 1, 1, 1, 7, 0},
 	} {
-		if got, err := DecodeRoomAnswer(b); err == nil {
+		if got, err := DecodeAnswer(b); err == nil {
 			t.Errorf("%s: decoded %s", name, show(got))
 		}
 	}
 }
 
 func FuzzDecodeRoomQuery(f *testing.F) {
-	f.Add(RoomQuery{Kind: QueryHistory, Room: "lobby", FromSeq: 7, Limit: 50}.Encode())
-	f.Add(RoomQuery{Kind: QueryMembers, Room: "lobby"}.Encode())
-	f.Add(RoomQuery{Kind: QueryRoom, Room: "x"}.Encode())
+	f.Add(Query{Kind: QueryHistory, Room: "lobby", FromSeq: 7, Limit: 50}.Encode())
+	f.Add(Query{Kind: QueryMembers, Room: "lobby"}.Encode())
+	f.Add(Query{Kind: QueryRoom, Room: "x"}.Encode())
 	f.Add([]byte{})
 	f.Add([]byte{queryVersion, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		q, err := DecodeRoomQuery(b)
+		q, err := DecodeQuery(b)
 		if err != nil {
 			return
 		}
-		again, err := DecodeRoomQuery(q.Encode())
+		again, err := DecodeQuery(q.Encode())
 		if err != nil || again != q {
 			t.Fatalf("%+v re-encoded decodes as %+v (%v)", q, again, err)
 		}
@@ -251,25 +251,25 @@ func FuzzDecodeRoomQuery(f *testing.F) {
 
 func FuzzDecodeRoomAnswer(f *testing.F) {
 	for _, a := range sampleAnswers() {
-		f.Add(EncodeRoomAnswer(a))
+		f.Add(EncodeAnswer(a))
 	}
-	f.Add(EncodeRoomAnswer(RoomAnswer{Err: fmt.Errorf("%w: %q", fsm.ErrRoomNotFound, "lobby")}))
-	f.Add(EncodeRoomAnswer(RoomAnswer{Err: errors.New("other")}))
+	f.Add(EncodeAnswer(Answer{Err: fmt.Errorf("%w: %q", fsm.ErrRoomNotFound, "lobby")}))
+	f.Add(EncodeAnswer(Answer{Err: errors.New("other")}))
 	f.Add([]byte{})
 	f.Add([]byte{answerVersion, answerHistory, 1, 1, 1, 0, 0x80, 0x94, 0xeb, 0xdc, 0x03})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		a, err := DecodeRoomAnswer(b)
+		a, err := DecodeAnswer(b)
 		if err != nil {
 			return
 		}
 		// Whatever decodes re-encodes to bytes that decode to the same
 		// answer, and encode the same again.
-		enc := EncodeRoomAnswer(a)
-		again, err := DecodeRoomAnswer(enc)
+		enc := EncodeAnswer(a)
+		again, err := DecodeAnswer(enc)
 		if err != nil {
 			t.Fatalf("re-encoded answer does not decode: %v", err)
 		}
-		if !bytes.Equal(EncodeRoomAnswer(again), enc) {
+		if !bytes.Equal(EncodeAnswer(again), enc) {
 			t.Fatalf("%s re-encoded changes again: %s", show(a), show(again))
 		}
 	})
@@ -309,13 +309,13 @@ func apply(t *testing.T, f *fsm.FSM, index uint64, cmds ...fsm.Command) {
 	}
 }
 
-func query(t *testing.T, a *Application, sm multiraft.StateMachine, q RoomQuery) RoomAnswer {
+func query(t *testing.T, a *Application, sm multiraft.StateMachine, q Query) Answer {
 	t.Helper()
 	b, err := a.Query(sm, q.Encode())
 	if err != nil {
 		t.Fatalf("query %+v: %v", q, err)
 	}
-	ans, err := DecodeRoomAnswer(b)
+	ans, err := DecodeAnswer(b)
 	if err != nil {
 		t.Fatalf("answer to %+v: %v", q, err)
 	}
@@ -335,7 +335,7 @@ func TestApplicationQuery(t *testing.T) {
 	const last = 1202
 	a := &Application{}
 
-	ans := query(t, a, f, RoomQuery{Kind: QueryHistory, Room: "lobby", FromSeq: 2, Limit: 3})
+	ans := query(t, a, f, Query{Kind: QueryHistory, Room: "lobby", FromSeq: 2, Limit: 3})
 	if ans.Err != nil || ans.History == nil {
 		t.Fatalf("history: %s", show(ans))
 	}
@@ -345,13 +345,13 @@ func TestApplicationQuery(t *testing.T) {
 		t.Errorf("history from 2, limit 3: %+v", *h)
 	}
 	for limit, want := range map[int]int{0: fsm.DefaultHistoryLimit, -1: fsm.DefaultHistoryLimit, 5000: MaxQueryHistoryLimit} {
-		ans := query(t, a, f, RoomQuery{Kind: QueryHistory, Room: "lobby", Limit: limit})
+		ans := query(t, a, f, Query{Kind: QueryHistory, Room: "lobby", Limit: limit})
 		if ans.History == nil || len(ans.History.Events) != want {
 			t.Errorf("history with limit %d: %s, want %d events", limit, show(ans), want)
 		}
 	}
 
-	ans = query(t, a, f, RoomQuery{Kind: QueryMembers, Room: "lobby"})
+	ans = query(t, a, f, Query{Kind: QueryMembers, Room: "lobby"})
 	want := fsm.Members{Epoch: 1, Seq: last, Members: []fsm.Member{
 		{Name: "alice", Ephemeral: true, NodeID: "n1", NodeEpoch: 4, JoinedSeq: 2},
 		{Name: "bob", Meta: []byte("b"), JoinedSeq: 1},
@@ -360,14 +360,14 @@ func TestApplicationQuery(t *testing.T) {
 		t.Errorf("members: %s, want %+v", show(ans), want)
 	}
 
-	ans = query(t, a, f, RoomQuery{Kind: QueryRoom, Room: "lobby"})
+	ans = query(t, a, f, Query{Kind: QueryRoom, Room: "lobby"})
 	if ans.Err != nil || ans.Room == nil || ans.Room.Room != "lobby" || ans.Room.LastSeq != last || ans.Room.MemberCount != 2 ||
 		ans.Room.Config != fsm.DefaultRoomConfig {
 		t.Errorf("room: %s", show(ans))
 	}
 
 	for _, kind := range []QueryKind{QueryHistory, QueryMembers, QueryRoom} {
-		ans := query(t, a, f, RoomQuery{Kind: kind, Room: "nowhere"})
+		ans := query(t, a, f, Query{Kind: kind, Room: "nowhere"})
 		if !errors.Is(ans.Err, fsm.ErrRoomNotFound) || ans.History != nil || ans.Members != nil || ans.Room != nil {
 			t.Errorf("kind %d of a missing room: %s, want only ErrRoomNotFound", kind, show(ans))
 		}
@@ -378,14 +378,14 @@ func TestApplicationQuery(t *testing.T) {
 	if _, err := a.Query(f, []byte{queryVersion, 99}); err == nil {
 		t.Error("a query of unknown kind ran")
 	}
-	if _, err := a.Query(notRooms{}, RoomQuery{Kind: QueryRoom, Room: "lobby"}.Encode()); err == nil || !strings.Contains(err.Error(), "not *fsm.FSM") {
+	if _, err := a.Query(notRooms{}, Query{Kind: QueryRoom, Room: "lobby"}.Encode()); err == nil || !strings.Contains(err.Error(), "not *fsm.FSM") {
 		t.Errorf("query of a foreign state machine: %v", err)
 	}
 
 	// A closed replica answers with fsm.ErrClosed, so the caller can try
 	// another one.
 	f.Close()
-	if ans := query(t, a, f, RoomQuery{Kind: QueryRoom, Room: "lobby"}); !errors.Is(ans.Err, fsm.ErrClosed) {
+	if ans := query(t, a, f, Query{Kind: QueryRoom, Room: "lobby"}); !errors.Is(ans.Err, fsm.ErrClosed) {
 		t.Errorf("room on a closed replica: %s", show(ans))
 	}
 }

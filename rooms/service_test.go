@@ -1,0 +1,128 @@
+package rooms_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/heraldhq/herald/fsm"
+	"github.com/heraldhq/herald/internal/testcluster"
+	"github.com/heraldhq/herald/rooms"
+)
+
+// A feed opened on the leader's node comes from its own state machine and
+// ends as soon as the leadership moves, so that the front reopens it from
+// the new leader; events committed before the move are still delivered.
+func TestLocalFeedEndsWhenLeadershipMoves(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{Nodes: 3, Groups: 1, Replication: 3})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const room = "lobby"
+	leader := -1
+	var g uint64
+	deadline := time.Now().Add(10 * time.Second)
+	for leader < 0 && time.Now().Before(deadline) {
+		for i := range c.Len() {
+			rs := c.Node(i).Rooms()
+			g = rs.Group(room)
+			if id, _ := c.Node(i).Host().Leader(g); id == rs.NodeID() {
+				leader = i
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if leader < 0 {
+		t.Fatal("group has no leader")
+	}
+	rs := c.Node(leader).Rooms()
+	feed, err := rs.GroupEvents(ctx, g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer feed.Close()
+
+	if _, err := rs.Propose(ctx, fsm.Command{Op: fsm.OpPublish, Room: room, Member: "tester", Data: []byte(`"before"`)}); err != nil {
+		t.Fatal(err)
+	}
+	ev, err := feed.Recv()
+	if err != nil || string(ev.Data) != `"before"` {
+		t.Fatalf("first event: %+v, %v", ev, err)
+	}
+
+	other := c.Node((leader + 1) % c.Len()).Rooms().NodeID()
+	if err := c.Node(leader).Host().TransferLeader(ctx, g, other); err != nil {
+		t.Fatal(err)
+	}
+	ended := make(chan error, 1)
+	go func() {
+		for {
+			if _, err := feed.Recv(); err != nil {
+				ended <- err
+				return
+			}
+		}
+	}()
+	select {
+	case err := <-ended:
+		if !errors.Is(err, rooms.ErrUnavailable) {
+			t.Fatalf("feed ended with %v, want ErrUnavailable", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the feed outlived its node's leadership")
+	}
+
+	// A feed opened now on the old leader's node comes from the new one.
+	feed2, err := rs.GroupEvents(ctx, g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer feed2.Close()
+	if _, err := rs.Propose(ctx, fsm.Command{Op: fsm.OpPublish, Room: room, Member: "tester", Data: []byte(`"after"`)}); err != nil {
+		t.Fatal(err)
+	}
+	if ev, err := feed2.Recv(); err != nil || string(ev.Data) != `"after"` {
+		t.Fatalf("event after the move: %+v, %v", ev, err)
+	}
+}
+
+// Commit retries a write that found no leader, and turns a lost outcome
+// into unknown_outcome rather than a failure the client would take as
+// final.
+func TestCommitRetryRules(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	calls := 0
+	p := proposerFunc(func(context.Context, fsm.Command) (*fsm.Result, error) {
+		calls++
+		if calls < 3 {
+			return nil, rooms.ErrUnavailable
+		}
+		return &fsm.Result{Seq: 7}, nil
+	})
+	res, perr := rooms.Commit(ctx, p, fsm.Command{Op: fsm.OpPublish, Room: "r"}, false)
+	if perr != nil || res.Seq != 7 || calls != 3 {
+		t.Fatalf("got %+v, %v after %d calls", res, perr, calls)
+	}
+
+	calls = 0
+	lost := proposerFunc(func(context.Context, fsm.Command) (*fsm.Result, error) {
+		calls++
+		return nil, rooms.ErrUnknownOutcome
+	})
+	_, perr = rooms.Commit(ctx, lost, fsm.Command{Op: fsm.OpPublish, Room: "r"}, false)
+	if perr == nil || perr.Code != "unknown_outcome" || !perr.Retryable || calls != 1 {
+		t.Fatalf("unkeyed lost outcome: %v after %d calls", perr, calls)
+	}
+	calls = 0
+	_, perr = rooms.Commit(ctx, lost, fsm.Command{Op: fsm.OpPublish, Room: "r", Key: "k"}, true)
+	if perr == nil || perr.Code != "unknown_outcome" || calls < 2 {
+		t.Fatalf("keyed lost outcome: %v after %d calls (want retries)", perr, calls)
+	}
+}
+
+type proposerFunc func(context.Context, fsm.Command) (*fsm.Result, error)
+
+func (f proposerFunc) Propose(ctx context.Context, cmd fsm.Command) (*fsm.Result, error) {
+	return f(ctx, cmd)
+}
