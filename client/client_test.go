@@ -19,7 +19,9 @@ import (
 
 	"github.com/heraldhq/herald/client"
 	"github.com/heraldhq/herald/fsm"
+	"github.com/heraldhq/herald/internal/memcluster"
 	"github.com/heraldhq/herald/internal/testcluster"
+	"github.com/heraldhq/herald/rooms"
 	"github.com/heraldhq/herald/wsfront"
 	"github.com/heraldhq/herald/wsfront/auth"
 )
@@ -93,7 +95,7 @@ func collect(t *testing.T, s *client.Subscription, n int, d time.Duration) []cli
 }
 
 func TestPublishSubscribeHistory(t *testing.T) {
-	c := testcluster.Start(t, testcluster.Options{})
+	c := memcluster.Start(t, memcluster.Options{})
 	alice := dial(t, "alice", c.URLs()...)
 	ctx := timeout(t, 20*time.Second)
 
@@ -189,7 +191,7 @@ func TestPublishSubscribeHistory(t *testing.T) {
 }
 
 func TestMembersJoinLeave(t *testing.T) {
-	c := testcluster.Start(t, testcluster.Options{})
+	c := memcluster.Start(t, memcluster.Options{})
 	alice := dial(t, "alice", c.URL(0))
 	bob := dial(t, "bob", c.URL(1))
 	ctx := timeout(t, 20*time.Second)
@@ -253,7 +255,7 @@ func TestMembersJoinLeave(t *testing.T) {
 }
 
 func TestConflictAndKeys(t *testing.T) {
-	c := testcluster.Start(t, testcluster.Options{})
+	c := memcluster.Start(t, memcluster.Options{})
 	alice := dial(t, "alice", c.URLs()...)
 	ctx := timeout(t, 20*time.Second)
 
@@ -302,7 +304,7 @@ func TestConflictAndKeys(t *testing.T) {
 
 func TestAuth(t *testing.T) {
 	secret := []byte("0123456789abcdef0123456789abcdef")
-	c := testcluster.Start(t, testcluster.Options{Auth: &auth.Config{HMACSecret: secret}})
+	c := memcluster.Start(t, memcluster.Options{Auth: &auth.Config{HMACSecret: secret}})
 	token := func(key []byte, sub string, grants map[string][]string) string {
 		t.Helper()
 		s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
@@ -671,7 +673,7 @@ func TestRejoinAfterCrash(t *testing.T) {
 // A subscriber slower than the publisher: its buffer overflows, and it
 // still gets every seq once, in order.
 func TestSlowSubscriber(t *testing.T) {
-	c := testcluster.Start(t, testcluster.Options{})
+	c := memcluster.Start(t, memcluster.Options{})
 	cl := dial(t, "alice", c.URLs()...)
 	ctx := timeout(t, 30*time.Second)
 	sub, err := cl.Subscribe(ctx, "busy", client.SubscribeOptions{FromSeq: 1, Buffer: 4})
@@ -700,7 +702,7 @@ func TestSlowSubscriber(t *testing.T) {
 func TestRateLimitedPublishWaits(t *testing.T) {
 	limits := wsfront.DefaultLimits()
 	limits.PublishRate, limits.PublishBurst = 20, 2
-	c := testcluster.Start(t, testcluster.Options{Nodes: 1, Limits: &limits})
+	c := memcluster.Start(t, memcluster.Options{Nodes: 1, Limits: &limits})
 	cl := dial(t, "alice", c.URL(0))
 	ctx := timeout(t, 20*time.Second)
 	start := time.Now()
@@ -717,15 +719,13 @@ func TestRateLimitedPublishWaits(t *testing.T) {
 
 // propose commits an fsm command no client op makes (room deletion,
 // retention), as an operator's tool would.
-func propose(t *testing.T, c *testcluster.Cluster, cmd fsm.Command) {
+func propose(t *testing.T, p rooms.Proposer, cmd fsm.Command) {
 	t.Helper()
-	ctx := timeout(t, 10*time.Second)
-	h := c.Node(2).Host()
-	out, err := h.Propose(ctx, h.GroupForKey(cmd.Room), cmd.Encode())
+	res, err := p.Propose(timeout(t, 10*time.Second), cmd)
 	if err != nil {
 		t.Fatalf("propose %v: %v", cmd.Op, err)
 	}
-	if res, ok := out.(*fsm.Result); ok && res.Err != nil {
+	if res.Err != nil {
 		t.Fatalf("propose %v: %v", cmd.Op, res.Err)
 	}
 }
@@ -734,7 +734,7 @@ func propose(t *testing.T, c *testcluster.Cluster, cmd fsm.Command) {
 // events of the next one from seq 1, trimmed history, and a resume into
 // an incarnation that replaced the one the application stored.
 func TestSubscriptionNotices(t *testing.T) {
-	c := testcluster.Start(t, testcluster.Options{})
+	c := memcluster.Start(t, memcluster.Options{})
 	cl := dial(t, "alice", c.URLs()...)
 	ctx := timeout(t, 20*time.Second)
 	next := func(s *client.Subscription) client.Event {
@@ -756,7 +756,7 @@ func TestSubscriptionNotices(t *testing.T) {
 		}
 	}
 	first := collect(t, sub, 3, 10*time.Second)
-	propose(t, c, fsm.Command{Op: fsm.OpRoomDelete, Room: "notes"})
+	propose(t, c.Backend(2), fsm.Command{Op: fsm.OpRoomDelete, Room: "notes"})
 	if ev := next(sub); ev.Kind != client.KindRoomDeleted || ev.Epoch != first[0].Epoch || ev.Seq != 3 {
 		t.Fatalf("after the deletion: %+v", ev)
 	}
@@ -777,7 +777,7 @@ func TestSubscriptionNotices(t *testing.T) {
 
 	// While no one listens, the room is deleted and used again: resuming
 	// from the stored position says so, then delivers the new incarnation.
-	propose(t, c, fsm.Command{Op: fsm.OpRoomDelete, Room: "notes"})
+	propose(t, c.Backend(2), fsm.Command{Op: fsm.OpRoomDelete, Room: "notes"})
 	third, err := cl.Publish(ctx, "notes", "third")
 	if err != nil {
 		t.Fatal(err)
@@ -795,7 +795,7 @@ func TestSubscriptionNotices(t *testing.T) {
 
 	// A room keeping 5 events: a subscription from seq 1 learns that 1..5
 	// are gone, then gets 6..10.
-	propose(t, c, fsm.Command{Op: fsm.OpRoomConfig, Room: "trim",
+	propose(t, c.Backend(2), fsm.Command{Op: fsm.OpRoomConfig, Room: "trim",
 		Config: fsm.RoomConfig{HistoryMaxCount: 5}, ConfigMask: fsm.FieldHistoryMaxCount})
 	for i := range 10 {
 		if _, err := cl.Publish(ctx, "trim", i); err != nil {
@@ -887,7 +887,7 @@ func TestBackoff(t *testing.T) {
 }
 
 func TestCloseEndsEverything(t *testing.T) {
-	c := testcluster.Start(t, testcluster.Options{Nodes: 1})
+	c := memcluster.Start(t, memcluster.Options{Nodes: 1})
 	cl := dial(t, "alice", c.URL(0))
 	ctx := timeout(t, 10*time.Second)
 	sub, err := cl.Subscribe(ctx, "r", client.SubscribeOptions{})

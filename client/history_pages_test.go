@@ -8,14 +8,14 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/client"
-	"github.com/heraldhq/herald/internal/testcluster"
+	"github.com/heraldhq/herald/internal/memcluster"
 )
 
 // A room of big events comes back in pages the node bounds in bytes, fewer
 // events than asked for; History's paging (NextSeq while More) and a
 // subscription resuming from seq 1 both get every event once, in order.
 func TestBigEventsPageThrough(t *testing.T) {
-	c := testcluster.Start(t, testcluster.Options{Nodes: 1})
+	c := memcluster.Start(t, memcluster.Options{Nodes: 1})
 	const room, events = "big", 100
 	data := json.RawMessage(`"` + strings.Repeat("b", 64_000) + `"`)
 	var wg sync.WaitGroup

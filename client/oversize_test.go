@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/client"
-	"github.com/heraldhq/herald/internal/testcluster"
+	"github.com/heraldhq/herald/internal/memcluster"
 	"github.com/heraldhq/herald/wsfront"
 )
 
@@ -19,7 +19,7 @@ import (
 // past 4 × max_frame would make the node close the socket (and a client
 // that resent it on the next socket would loop).
 func TestOversizedPublishFailsPromptly(t *testing.T) {
-	c := testcluster.Start(t, testcluster.Options{Nodes: 1})
+	c := memcluster.Start(t, memcluster.Options{Nodes: 1})
 	var disconnects atomic.Int32
 	cl := dialOpts(t, client.Options{URLs: c.URLs(), User: "alice", OnState: func(s client.StateChange) {
 		if s.State == client.Disconnected {

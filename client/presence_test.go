@@ -7,14 +7,14 @@ import (
 
 	"github.com/heraldhq/herald/client"
 	"github.com/heraldhq/herald/fsm"
-	"github.com/heraldhq/herald/internal/testcluster"
+	"github.com/heraldhq/herald/internal/memcluster"
 )
 
 // In a room that keeps joins and leaves out of its history, a subscriber
 // gets them as presence notices between the events they came among, and
 // the events keep their gap-free seqs.
 func TestPresenceOutOfHistory(t *testing.T) {
-	c := testcluster.Start(t, testcluster.Options{Namespaces: []fsm.Namespace{
+	c := memcluster.Start(t, memcluster.Options{Namespaces: []fsm.Namespace{
 		{Prefix: "game:", Config: fsm.RoomConfig{TransientPresence: true}, Mask: fsm.FieldTransientPresence},
 	}})
 	ctx := timeout(t, 30*time.Second)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/admin"
+	"github.com/heraldhq/herald/internal/memcluster"
 	"github.com/heraldhq/herald/internal/testcluster"
 	"github.com/heraldhq/herald/wsfront"
 )
@@ -84,7 +85,7 @@ func TestSocketLimitPerIP(t *testing.T) {
 	requireLoopbackAlias(t, "127.0.0.2")
 	lim := wsfront.DefaultLimits()
 	lim.MaxSocketsPerIP = 3
-	c := testcluster.Start(t, testcluster.Options{Nodes: 1, Groups: 2, Limits: &lim})
+	c := memcluster.Start(t, memcluster.Options{Nodes: 1, Groups: 2, Limits: &lim})
 	var fromTwo []*wsClient
 	for i := range lim.MaxSocketsPerIP {
 		s, err := tryDialFrom(t, c.URL(0), "127.0.0.2")
@@ -120,7 +121,7 @@ func TestSocketLimitPerIP(t *testing.T) {
 func TestSocketLimitPerUser(t *testing.T) {
 	lim := wsfront.DefaultLimits()
 	lim.MaxSocketsPerUser = 2
-	c := testcluster.Start(t, testcluster.Options{Nodes: 1, Groups: 2, Limits: &lim})
+	c := memcluster.Start(t, memcluster.Options{Nodes: 1, Groups: 2, Limits: &lim})
 	a1 := login(t, c.URL(0), "alice")
 	a2 := login(t, c.URL(0), "alice")
 	a1.mustOK(a1.call("auth", obj{"user": "alice"}))

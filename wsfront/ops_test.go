@@ -13,13 +13,15 @@ import (
 	"github.com/lxzan/gws"
 
 	"github.com/heraldhq/herald/fsm"
+	"github.com/heraldhq/herald/internal/memcluster"
 	"github.com/heraldhq/herald/internal/testcluster"
+	"github.com/heraldhq/herald/rooms"
 	"github.com/heraldhq/herald/wsfront"
 	"github.com/heraldhq/herald/wsfront/auth"
 )
 
 func TestPublishKeyAndExpectSeq(t *testing.T) {
-	c := testcluster.Start(t, testcluster.Options{})
+	c := memcluster.Start(t, memcluster.Options{})
 	a := login(t, c.URL(0), "alice")
 	r := a.mustOK(a.call("publish", obj{"room": "r", "data": "one", "key": "k1"}))
 	if num(r["seq"]) != 1 || r["duplicate"] != false || r["epoch"] == "" {
@@ -55,7 +57,7 @@ func TestPublishKeyAndExpectSeq(t *testing.T) {
 // A publish whose socket dies before the reply is retried with its key on
 // another node and lands once.
 func TestPublishRetriedAfterDroppedConnection(t *testing.T) {
-	c := testcluster.Start(t, testcluster.Options{})
+	c := memcluster.Start(t, memcluster.Options{})
 	a := login(t, c.URL(0), "alice")
 	a.sendRaw([]byte(`{"id":1,"op":"publish","room":"drop","data":{"v":1},"key":"once"}`))
 	_ = a.conn.NetConn().Close() // no reply will be read
@@ -76,7 +78,7 @@ func TestPublishRetriedAfterDroppedConnection(t *testing.T) {
 }
 
 func TestMembersJoinLeaveAndSocketClose(t *testing.T) {
-	c := testcluster.Start(t, testcluster.Options{})
+	c := memcluster.Start(t, memcluster.Options{})
 	watcher := login(t, c.URL(2), "watcher")
 	watcher.mustOK(watcher.call("subscribe", obj{"room": "m"}))
 	a := login(t, c.URL(0), "alice")
@@ -125,7 +127,7 @@ func TestBadInputKeepsSocketUsable(t *testing.T) {
 	lim := wsfront.DefaultLimits()
 	lim.MaxFrame = 1024
 	lim.MaxData = 512
-	c := testcluster.Start(t, testcluster.Options{Nodes: 1, Limits: &lim})
+	c := memcluster.Start(t, memcluster.Options{Nodes: 1, Limits: &lim})
 	s := dialWS(t, c.URL(0))
 	expect := func(raw string, code string) {
 		t.Helper()
@@ -189,7 +191,7 @@ func TestOversizedFrameAnsweredWithItsID(t *testing.T) {
 	lim := wsfront.DefaultLimits()
 	lim.MaxFrame = 1024
 	lim.MaxData = 512
-	c := testcluster.Start(t, testcluster.Options{Nodes: 1, Limits: &lim})
+	c := memcluster.Start(t, memcluster.Options{Nodes: 1, Limits: &lim})
 	s := dialWS(t, c.URL(0))
 	r := s.mustOK(s.call("auth", obj{"user": "alice"}))
 	limits, _ := r["limits"].(obj)
@@ -225,7 +227,7 @@ func TestLimitsOnRoomsAndRate(t *testing.T) {
 	lim.MaxRooms = 2
 	lim.PublishRate = 1
 	lim.PublishBurst = 3
-	c := testcluster.Start(t, testcluster.Options{Nodes: 1, Limits: &lim})
+	c := memcluster.Start(t, memcluster.Options{Nodes: 1, Limits: &lim})
 	s := login(t, c.URL(0), "alice")
 	s.mustOK(s.call("subscribe", obj{"room": "a"}))
 	s.mustOK(s.call("join", obj{"room": "b"}))
@@ -247,7 +249,7 @@ func TestLimitsOnRoomsAndRate(t *testing.T) {
 func TestTokensAndPermissions(t *testing.T) {
 	secret := make([]byte, 32)
 	_, _ = rand.Read(secret)
-	c := testcluster.Start(t, testcluster.Options{Auth: &auth.Config{HMACSecret: secret}})
+	c := memcluster.Start(t, memcluster.Options{Auth: &auth.Config{HMACSecret: secret}})
 	token := func(claims jwt.MapClaims) string {
 		s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(secret)
 		if err != nil {
@@ -301,7 +303,7 @@ func TestTokensAndPermissions(t *testing.T) {
 func TestTokenInLeewayWorksAfterAuth(t *testing.T) {
 	secret := make([]byte, 32)
 	_, _ = rand.Read(secret)
-	c := testcluster.Start(t, testcluster.Options{Nodes: 1, Auth: &auth.Config{HMACSecret: secret, Leeway: 30 * time.Second}})
+	c := memcluster.Start(t, memcluster.Options{Nodes: 1, Auth: &auth.Config{HMACSecret: secret, Leeway: 30 * time.Second}})
 	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "alice",
 		"exp": time.Now().Add(-10 * time.Second).Unix(), "herald": obj{"rooms": []string{"*"}}}).SignedString(secret)
 	if err != nil {
@@ -350,9 +352,9 @@ func TestCrashedNodesMembersExpire(t *testing.T) {
 }
 
 func TestHistoryTruncated(t *testing.T) {
-	c := testcluster.Start(t, testcluster.Options{})
+	c := memcluster.Start(t, memcluster.Options{})
 	room := "short"
-	setHistoryLimit(t, c, room, 5)
+	setHistoryLimit(t, c.Backend(0), room, 5)
 	a := login(t, c.URL(0), "alice")
 	for i := range 12 {
 		a.mustOK(a.call("publish", obj{"room": room, "data": i}))
@@ -379,15 +381,14 @@ func TestHistoryTruncated(t *testing.T) {
 
 // setHistoryLimit configures a room through the state machine's room_config
 // command (an operator action, not a client one).
-func setHistoryLimit(t *testing.T, c *testcluster.Cluster, room string, n uint64) {
+func setHistoryLimit(t *testing.T, p rooms.Proposer, room string, n uint64) {
 	t.Helper()
-	h := c.Node(0).Host()
 	cmd := fsm.Command{Op: fsm.OpRoomConfig, Room: room, Config: fsm.RoomConfig{HistoryMaxCount: n}, ConfigMask: fsm.FieldHistoryMaxCount}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	out, err := h.Propose(ctx, h.GroupForKey(room), cmd.Encode())
-	if err != nil || out.(*fsm.Result).Err != nil {
-		t.Fatalf("room_config: %v %v", err, out)
+	res, err := p.Propose(ctx, cmd)
+	if err != nil || res.Err != nil {
+		t.Fatalf("room_config: %v %v", err, res)
 	}
 }
 
@@ -396,7 +397,7 @@ func TestAuthAndIdleTimeouts(t *testing.T) {
 	lim.AuthTimeout = 500 * time.Millisecond
 	lim.IdleTimeout = 1500 * time.Millisecond
 	lim.PingInterval = 300 * time.Millisecond
-	c := testcluster.Start(t, testcluster.Options{Nodes: 1, Limits: &lim})
+	c := memcluster.Start(t, memcluster.Options{Nodes: 1, Limits: &lim})
 	silent := dialWS(t, c.URL(0))
 	if code := silent.closeCode(5 * time.Second); code != 4001 {
 		t.Fatalf("unauthenticated socket closed with %d, want 4001", code)
@@ -460,7 +461,7 @@ func TestHTTPEndpointsAndSubprotocol(t *testing.T) {
 // A socket's close undoes its own join only: a member who joined again
 // from another socket (a reconnect) stays.
 func TestCloseLeavesOnlyItsOwnJoin(t *testing.T) {
-	c := testcluster.Start(t, testcluster.Options{})
+	c := memcluster.Start(t, memcluster.Options{})
 	w := login(t, c.URL(2), "watcher")
 	old := login(t, c.URL(0), "alice")
 	old.mustOK(old.call("join", obj{"room": "presence"}))
@@ -488,7 +489,7 @@ func TestCloseLeavesOnlyItsOwnJoin(t *testing.T) {
 
 // subscribe then unsubscribe, sent back to back, leave no subscription.
 func TestUnsubscribeRightAfterSubscribe(t *testing.T) {
-	c := testcluster.Start(t, testcluster.Options{Nodes: 1})
+	c := memcluster.Start(t, memcluster.Options{Nodes: 1})
 	s := login(t, c.URL(0), "alice")
 	s.sendRaw([]byte(`{"id":"s","op":"subscribe","room":"quick"}`))
 	s.sendRaw([]byte(`{"id":"u","op":"unsubscribe","room":"quick"}`))
@@ -500,7 +501,7 @@ func TestUnsubscribeRightAfterSubscribe(t *testing.T) {
 
 // In insecure mode only pages from loopback origins may open sockets.
 func TestInsecureModeRefusesForeignOrigins(t *testing.T) {
-	c := testcluster.Start(t, testcluster.Options{Nodes: 1})
+	c := memcluster.Start(t, memcluster.Options{Nodes: 1})
 	dial := func(origin string) error {
 		conn, _, err := gws.NewClient(new(gws.BuiltinEventHandler), &gws.ClientOption{Addr: c.URL(0),
 			RequestHeader: http.Header{"Origin": []string{origin}, "Sec-WebSocket-Protocol": []string{"herald.v1"}}})
