@@ -610,4 +610,5 @@ func (g badgerLogger) logf(level slog.Level, f string, a []any) {
 	}
 	g.l.Log(context.Background(), level, msg, "component", "badger")
 }
+
 var _ DamageReporter = (*badgerBackend)(nil)
