@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -259,4 +261,111 @@ func get(t *testing.T, url string) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
+}
+
+// A snapshot that a byte flip on the way damaged fails its checks at the
+// receiver, which refuses it; the leader sends it again, and the replica
+// ends equal to the others. The flip is made by the proxy in front of the
+// receiver's peer port, in the stream behind the snapshot's header.
+func TestCorruptSnapshotIsRefusedAndSentAgain(t *testing.T) {
+	timing := testcluster.Timing()
+	timing.SnapshotThreshold = 1 << 30 // only when the test asks
+	timing.TrailingLogs = 0            // so a lagging replica needs the snapshot
+	var logs lockedBuffer
+	c := testcluster.Start(t, testcluster.Options{Groups: 2, Timing: &timing, PeerProxies: true,
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	const room = "vault"
+	h0 := c.Node(0).Host()
+	g := h0.GroupForKey(room)
+	var payloads [][]byte
+	publish := func(h *multiraft.Host) {
+		t.Helper()
+		p := make([]byte, 700)
+		_, _ = rand.Read(p)
+		payloads = append(payloads, p)
+		cmd := fsm.Command{Op: fsm.OpPublish, Room: room, Member: "a", Data: p}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := h.Propose(ctx, g, cmd.Encode()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish(h0)
+	waitDigestsEqual(t, c, g)
+	leaderID, _ := h0.Leader(g)
+	victim, other := -1, -1
+	for i := 0; i < c.Len(); i++ {
+		switch {
+		case c.Node(i).Host().NodeID() == leaderID:
+		case victim < 0:
+			victim = i
+		default:
+			other = i
+		}
+	}
+	c.Stop(victim)
+	h := c.Node(other).Host()
+	for range 5 {
+		publish(h)
+	}
+	for i := 0; i < c.Len(); i++ {
+		if i == victim {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := c.Node(i).Host().Snapshot(ctx, g)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// fsm's snapshot stream starts with this header; the changed byte is
+	// in its first records.
+	c.Proxy(victim).CorruptOnce([]byte("HERALDS1"), 40)
+	c.Restart(victim)
+	waitDigestsEqual(t, c, g)
+	if n := c.Proxy(victim).Corrupted(); n != 1 {
+		t.Fatalf("the proxy changed %d snapshot streams, want 1: the test did not run", n)
+	}
+	vid := c.Node(victim).Host().NodeID()
+	refused := false
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(l, "node="+vid) && strings.Contains(l, "failed to restore snapshot") && strings.Contains(l, "bad snapshot") {
+			t.Log(l)
+			refused = true
+		}
+	}
+	if !refused {
+		t.Fatalf("%s did not log refusing the changed snapshot", vid)
+	}
+	hist, err := readHistory(c.Node(victim).Host(), g, room, multiraft.Stale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hist.Events) != len(payloads) {
+		t.Fatalf("%d events, want %d", len(hist.Events), len(payloads))
+	}
+	for i, ev := range hist.Events {
+		if !bytes.Equal(ev.Data, payloads[i]) {
+			t.Fatalf("event %d changed", ev.Seq)
+		}
+	}
+}
+
+// lockedBuffer is a bytes.Buffer that nodes may log to at once.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
