@@ -100,39 +100,42 @@ type entry struct {
 
 var errEntries = errors.New("entry layout")
 
-// readBlock decompresses and verifies one block and returns its entries,
-// which share no memory with raw.
-func readBlock(raw []byte, c options.CompressionType) ([]entry, error) {
-	var data []byte
+// verifyBlock decompresses and verifies one block. It returns the block's
+// uncompressed bytes, in buf when they fit, and where its entries end.
+func verifyBlock(raw, buf []byte, c options.CompressionType) (data []byte, end int, err error) {
 	switch c {
 	case options.None:
 		data = raw
 	case options.Snappy:
-		var err error
-		if data, err = snappy.Decode(nil, raw); err != nil {
-			return nil, fmt.Errorf("decompress: %w", err)
+		if data, err = snappy.Decode(buf[:cap(buf)], raw); err != nil {
+			return nil, 0, fmt.Errorf("decompress: %w", err)
 		}
 	case options.ZSTD:
-		var err error
-		if data, err = y.ZSTDDecompress(nil, raw); err != nil {
-			return nil, fmt.Errorf("decompress: %w", err)
+		if data, err = y.ZSTDDecompress(buf[:cap(buf)], raw); err != nil {
+			return nil, 0, fmt.Errorf("decompress: %w", err)
 		}
 	default:
-		return nil, fmt.Errorf("unknown compression %d", c)
+		return nil, 0, fmt.Errorf("unknown compression %d", c)
 	}
-	end := len(data)
+	end = len(data)
 	if end < 4 {
-		return nil, fmt.Errorf("%w: block of %d bytes", errEntries, end)
+		return nil, 0, fmt.Errorf("%w: block of %d bytes", errEntries, end)
 	}
 	end -= 4
 	n := int(binary.BigEndian.Uint32(data[end:]))
 	if n > end-4 {
-		return nil, fmt.Errorf("%w: checksum length %d", errEntries, n)
+		return nil, 0, fmt.Errorf("%w: checksum length %d", errEntries, n)
 	}
 	end -= n
 	if err := verify(data[:end], data[end:end+n]); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
+	return data, end, nil
+}
+
+// blockEntries returns the entries of a verified block (verifyBlock),
+// which share no memory with data.
+func blockEntries(data []byte, end int) ([]entry, error) {
 	end -= 4
 	count := int(binary.BigEndian.Uint32(data[end:]))
 	if count < 1 || count > end/4 {

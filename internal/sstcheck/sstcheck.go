@@ -29,6 +29,7 @@ import (
 	"github.com/dgraph-io/badger/v4/options"
 	"github.com/dgraph-io/badger/v4/table"
 	"github.com/dgraph-io/badger/v4/y"
+	"github.com/dgraph-io/ristretto/v2/z"
 )
 
 // Range is an inclusive range of keys as the DB's users see them (without
@@ -87,14 +88,17 @@ func Repair(opts badger.Options, record func([]Cut) error) ([]Cut, error) {
 			return nil, fmt.Errorf("sstcheck: table %d is encrypted; encrypted DBs are not checked", id)
 		}
 		name := table.NewFilename(id, opts.Dir)
-		data, err := os.ReadFile(name)
-		if errors.Is(err, fs.ErrNotExist) {
+		if _, err := os.Stat(name); errors.Is(err, fs.ErrNotExist) {
 			continue // badger reports a missing table itself
 		}
+		mf, err := z.OpenMmapFile(name, os.O_RDONLY, 0)
 		if err != nil {
 			return nil, fmt.Errorf("sstcheck: %w", err)
 		}
-		good, bad, err := checkTable(data, tm.Compression)
+		good, bad, err := checkTable(mf.Data, tm.Compression)
+		if cerr := mf.Close(-1); err == nil && cerr != nil {
+			return nil, fmt.Errorf("sstcheck: %w", cerr)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("sstcheck: table %s cannot be read: %w", name, err)
 		}
@@ -123,9 +127,10 @@ func Repair(opts badger.Options, record func([]Cut) error) ([]Cut, error) {
 	return cuts, nil
 }
 
-// checkTable reads every block of one table. It returns the entries of
-// the good blocks, in order, and the bad blocks; entries are read only
-// when a block is bad, since only then is the table rewritten.
+// checkTable reads every block of one table; what it returns shares no
+// memory with data. It returns the bad blocks
+// and, when there are some, the entries of the good ones in order, which
+// are what the table is rewritten with.
 func checkTable(data []byte, c options.CompressionType) (good []entry, bad []Cut, err error) {
 	defer func() {
 		// The index passed its checksum, so its flatbuffer is as badger
@@ -139,34 +144,57 @@ func checkTable(data []byte, c options.CompressionType) (good []entry, bad []Cut
 		return nil, nil, err
 	}
 	n := idx.blocks()
-	blocks := make([][]entry, n)
-	for i := range n {
+	var buf []byte
+	// read verifies block i; with entries it also decodes its entries.
+	read := func(i int, entries bool) ([]entry, error) {
 		first, raw, err := idx.block(data, i)
-		if err == nil {
-			blocks[i], err = readBlock(raw, c)
+		if err != nil {
+			return nil, err
 		}
-		if err == nil && !bytes.Equal(blocks[i][0].key, first) {
-			err = fmt.Errorf("first key differs from the index's")
+		blk, end, err := verifyBlock(raw, buf, c)
+		if err != nil {
+			return nil, err
 		}
-		if err == nil {
-			continue
+		if cap(blk) > cap(buf) {
+			buf = blk
 		}
-		// Block i holds keys from its first key to the next block's
-		// first key; versions of one key may straddle the boundary, so
-		// both ends are in. The last block's end is not in the index:
-		// its range has no upper bound.
-		r := Range{Lo: y.ParseKey(first)}
-		if i+1 < n {
-			next, _, _ := idx.block(data, i+1)
-			r.Hi = y.ParseKey(next)
+		if len(blk) < 4 || binary.NativeEndian.Uint16(blk) != 0 || int(binary.NativeEndian.Uint16(blk[2:])) != len(first) || !bytes.HasPrefix(blk[4:], first) {
+			return nil, errors.New("first key differs from the index's")
 		}
-		bad = append(bad, Cut{Block: i, Range: r, Err: err.Error()})
+		if !entries {
+			return nil, nil
+		}
+		return blockEntries(blk, end)
+	}
+	cut := map[int]bool{}
+	for i := range n {
+		if _, err := read(i, false); err != nil {
+			// Block i holds keys from its first key to the next block's
+			// first key; versions of one key may straddle the boundary,
+			// so both ends are in. The last block's end is not in the
+			// index: its range has no upper bound.
+			first, _, _ := idx.block(data, i)
+			r := Range{Lo: bytes.Clone(y.ParseKey(first))}
+			if i+1 < n {
+				next, _, _ := idx.block(data, i+1)
+				r.Hi = bytes.Clone(y.ParseKey(next))
+			}
+			bad = append(bad, Cut{Block: i, Range: r, Err: err.Error()})
+			cut[i] = true
+		}
 	}
 	if len(bad) == 0 {
 		return nil, nil, nil
 	}
-	for _, b := range blocks {
-		good = append(good, b...)
+	for i := range n {
+		if cut[i] {
+			continue
+		}
+		entries, err := read(i, true)
+		if err != nil {
+			return nil, nil, fmt.Errorf("block %d: %w", i, err)
+		}
+		good = append(good, entries...)
 	}
 	if len(good) == 0 {
 		// A table must hold a key. Everything the table held is in a cut
