@@ -12,9 +12,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/heraldhq/herald/internal/testnet"
 
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/fsm"
@@ -271,7 +272,7 @@ func TestCorruptSnapshotIsRefusedAndSentAgain(t *testing.T) {
 	timing := testcluster.Timing()
 	timing.SnapshotThreshold = 1 << 30 // only when the test asks
 	timing.TrailingLogs = 0            // so a lagging replica needs the snapshot
-	var logs lockedBuffer
+	var logs testnet.LogBuffer
 	c := testcluster.Start(t, testcluster.Options{Groups: 2, Timing: &timing, PeerProxies: true,
 		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	const room = "vault"
@@ -350,22 +351,4 @@ func TestCorruptSnapshotIsRefusedAndSentAgain(t *testing.T) {
 			t.Fatalf("event %d changed", ev.Seq)
 		}
 	}
-}
-
-// lockedBuffer is a bytes.Buffer that nodes may log to at once.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
