@@ -9,6 +9,8 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/hashicorp/raft"
+
+	"github.com/heraldhq/herald/internal/sstcheck"
 )
 
 // Config configures the state machine of one group.
@@ -46,6 +48,7 @@ func (c Config) Validate() error {
 // are safe for concurrent use with them and with each other.
 type FSM struct {
 	db     *badger.DB
+	cuts   *sstcheck.Ledger // the store's record of cut table blocks
 	keys   keyspace
 	group  uint64
 	cfg    Config
@@ -119,13 +122,19 @@ func New(store *Store, cfg Config) (*FSM, error) {
 	}
 	f := &FSM{
 		db:     store.db,
+		cuts:   store.cuts,
 		keys:   keyspace{prefix: groupPrefix(cfg.Group)},
 		group:  cfg.Group,
 		cfg:    cfg,
 		logger: logger.With("group", cfg.Group),
 	}
 	f.subs.init()
-	if err := f.load(); err != nil {
+	err := f.load()
+	if why := store.cuts.Damaged(f.group, f.keyPrefixes()...); why != "" {
+		// What loaded may be incomplete, or older versions of cut keys.
+		err = fmt.Errorf("%w: %s", ErrCorrupt, why)
+	}
+	if err != nil {
 		if !errors.Is(err, ErrCorrupt) {
 			return nil, fmt.Errorf("fsm: load group %d: %w", cfg.Group, err)
 		}
@@ -218,7 +227,7 @@ func (f *FSM) Close() error {
 }
 
 // Drop closes the FSM and deletes the group's state from the store, for a
-// replica that has been moved off this node.
+// replica that has been moved off this node or is rebuilt.
 func (f *FSM) Drop() error {
 	f.Close()
 	f.applyMu.Lock()
@@ -227,7 +236,33 @@ func (f *FSM) Drop() error {
 		return fmt.Errorf("fsm: drop group %d: %w", f.group, err)
 	}
 	mark := restoreMarkKey(f.group)
-	return f.db.Update(func(txn *badger.Txn) error { return txn.Delete(mark) })
+	if err := f.db.Update(func(txn *badger.Txn) error { return txn.Delete(mark) }); err != nil {
+		return fmt.Errorf("fsm: drop group %d: %w", f.group, err)
+	}
+	return f.forgetCuts()
+}
+
+// keyPrefixes are the prefixes of every key the group owns in the store.
+func (f *FSM) keyPrefixes() [][]byte {
+	return [][]byte{f.keys.prefix, restoreMarkKey(f.group)}
+}
+
+// forgetCuts records that the group's keys were all replaced, so table
+// blocks cut out before no longer damage it. The replacement is made
+// durable first (the store does not sync its writes): were the record
+// to outlive a lost replacement, older versions of cut keys would be
+// served as the group's state.
+func (f *FSM) forgetCuts() error {
+	if f.cuts.Damaged(f.group, f.keyPrefixes()...) == "" {
+		return nil
+	}
+	if err := f.db.Sync(); err != nil {
+		return fmt.Errorf("fsm: group %d: sync the store: %w", f.group, err)
+	}
+	if err := f.cuts.Dropped(f.group, f.keyPrefixes()...); err != nil {
+		return fmt.Errorf("fsm: group %d: %w", f.group, err)
+	}
+	return nil
 }
 
 // Apply applies one committed entry; see ApplyBatch.

@@ -158,6 +158,9 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		f.resetMemory()
 		return fmt.Errorf("fsm: restore group %d: %w", f.group, err)
 	}
+	if err := f.forgetCuts(); err != nil {
+		return err
+	}
 	f.failed = nil
 	f.damaged.Store(nil)
 	return nil

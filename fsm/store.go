@@ -8,6 +8,8 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
+
+	"github.com/heraldhq/herald/internal/sstcheck"
 )
 
 // StoreConfig sizes the node's badger DB. Its zero value is not usable;
@@ -78,6 +80,9 @@ func (c StoreConfig) Validate() error {
 // group hosted on the node. Each group keeps its keys under its own prefix.
 type Store struct {
 	db *badger.DB
+	// cuts records the table blocks found corrupt at open and cut out,
+	// and the groups that lost keys to them (see internal/sstcheck).
+	cuts *sstcheck.Ledger
 }
 
 // OpenStore opens (or creates) the DB in cfg.Dir.
@@ -111,11 +116,22 @@ func OpenStore(cfg StoreConfig) (*Store, error) {
 		WithChecksumVerificationMode(options.OnBlockRead).
 		WithVerifyValueChecksum(true).
 		WithLogger(badgerLogger{cfg.Logger})
+	// Badger would serve around a bad table block without a word, and a
+	// compaction would drop it and the rest of its table, so every block
+	// is checked before the DB opens, and bad ones are cut out and
+	// recorded: the groups whose keys they held open damaged (New).
+	cuts, found, err := sstcheck.Open(opts)
+	if err != nil {
+		return nil, fmt.Errorf("check state store in %s: %w", cfg.Dir, err)
+	}
+	for _, c := range found {
+		badgerLogger{cfg.Logger}.Errorf("state store: block %d of table %s is corrupt (%s); cut out, the groups whose keys it held are damaged until repaired", c.Block, c.Table, c.Err)
+	}
 	db, err := badger.Open(opts)
 	if err != nil {
 		return nil, fmt.Errorf("open state store in %s: %w", cfg.Dir, err)
 	}
-	return &Store{db: db}, nil
+	return &Store{db: db, cuts: cuts}, nil
 }
 
 // Close closes the DB. Close every FSM on the store first.

@@ -101,6 +101,16 @@ func (h *Host) startReplica(group uint64, sm raft.FSM, applied uint64, timing Ti
 		}
 		return nil, fmt.Errorf("multiraft: start group %d on node %s: %w", group, h.cfg.NodeID, err)
 	}
+	if dr, ok := h.logs.(logstore.DamageReporter); ok {
+		if why := dr.Damaged(group); why != "" {
+			if group == MetaGroup {
+				// A meta replica that lost log entries or its vote must
+				// not take part; it is not rebuilt by a repair.
+				return fail(fmt.Errorf("%w: the meta group's raft log lost data: %s; remove this node from the cluster and replace its disk", logstore.ErrCorrupt, why))
+			}
+			return fail(&brokenStart{reason: "raft log: " + why})
+		}
+	}
 	var err error
 	if rep.store, err = h.logs.Group(group); err != nil {
 		return fail(err)

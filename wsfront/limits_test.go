@@ -1,7 +1,6 @@
 package wsfront_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -9,9 +8,10 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/heraldhq/herald/internal/testnet"
 
 	"github.com/heraldhq/herald/admin"
 	"github.com/heraldhq/herald/internal/memcluster"
@@ -26,7 +26,7 @@ func TestNodeSocketLimit(t *testing.T) {
 	const limit = 20
 	lim := wsfront.DefaultLimits()
 	lim.MaxSockets = limit
-	logs := &logBuffer{}
+	logs := &testnet.LogBuffer{}
 	c := testcluster.Start(t, testcluster.Options{Nodes: 1, Groups: 2, Limits: &lim,
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	const adminToken = "admin-secret"
@@ -64,7 +64,7 @@ func TestNodeSocketLimit(t *testing.T) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
-	if n := logs.count("socket limits"); n != 1 {
+	if n := strings.Count(logs.String(), "socket limits"); n != 1 {
 		t.Fatalf("%d warnings about socket limits, want 1 (rate-limited):\n%s", n, logs.String())
 	}
 
@@ -232,23 +232,3 @@ func requireLoopbackAlias(t *testing.T, ip string) {
 	}
 	_ = l.Close()
 }
-
-// logBuffer collects a node's log lines; safe for concurrent writes.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func (b *logBuffer) count(substr string) int { return strings.Count(b.String(), substr) }

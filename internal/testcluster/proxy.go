@@ -1,6 +1,7 @@
 package testcluster
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"net"
@@ -20,6 +21,8 @@ type PeerProxy struct {
 
 	mu      sync.Mutex
 	blocked map[string]bool          // guarded by mu
+	corrupt *corruption              // armed by CorruptOnce; guarded by mu
+	changed int                      // bytes changed; guarded by mu
 	conns   map[net.Conn]proxiedConn // accepted connections, by their client side; guarded by mu
 	closed  bool                     // guarded by mu
 	wg      sync.WaitGroup
@@ -154,9 +157,82 @@ func (p *PeerProxy) serve(c net.Conn) {
 		_, _ = io.Copy(c, s)
 		_ = c.Close()
 	}()
-	_, _ = io.Copy(s, c)
+	p.forward(s, c)
 	_ = s.Close()
 	<-done
+}
+
+// corruption is one armed CorruptOnce.
+type corruption struct {
+	pattern []byte
+	skip    int
+}
+
+// CorruptOnce has the proxy change one byte of what it forwards to the
+// node, once: the byte skip bytes past the end of the next occurrence of
+// pattern. It models a flip on the way that the network's checksums did
+// not catch (they are weak, and a proxy recomputes them).
+func (p *PeerProxy) CorruptOnce(pattern []byte, skip int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.corrupt = &corruption{pattern: pattern, skip: skip}
+}
+
+// Corrupted returns how many bytes CorruptOnce changed so far.
+func (p *PeerProxy) Corrupted() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.changed
+}
+
+// forward copies src to dst, changing a byte where CorruptOnce says.
+func (p *PeerProxy) forward(dst io.Writer, src io.Reader) {
+	buf := make([]byte, 32<<10)
+	var tail []byte // the end of what was forwarded, to find a pattern across reads
+	togo := -1      // bytes left before the one to change; -1: none found
+	for {
+		n, err := src.Read(buf)
+		chunk := buf[:n]
+		if togo < 0 && n > 0 {
+			togo = p.find(tail, chunk)
+		}
+		if togo >= 0 && togo < n {
+			chunk[togo] ^= 0x5a
+			togo = -1
+		} else if togo >= 0 {
+			togo -= n
+		}
+		if n > 0 {
+			if _, werr := dst.Write(chunk); werr != nil {
+				return
+			}
+			tail = append(tail, chunk[max(0, n-64):]...)
+			tail = tail[max(0, len(tail)-64):]
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// find returns, if a CorruptOnce is armed and its pattern ends in chunk,
+// the offset in chunk of the byte to change (it may lie past chunk's end),
+// and disarms it; else -1.
+func (p *PeerProxy) find(tail, chunk []byte) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.corrupt == nil {
+		return -1
+	}
+	hay := append(append([]byte(nil), tail...), chunk...)
+	i := bytes.Index(hay, p.corrupt.pattern)
+	if i < 0 || i+len(p.corrupt.pattern) <= len(tail) {
+		return -1
+	}
+	at := i + len(p.corrupt.pattern) + p.corrupt.skip - len(tail)
+	p.corrupt = nil
+	p.changed++
+	return at
 }
 
 // readHello reads the start of the peer transport's hello and returns the

@@ -1,6 +1,7 @@
 // Package testnet holds TCP helpers for tests that attack or observe a
-// real port: a proxy that records what a dialer sent, and a one-shot
-// exchange of raw bytes. It is for tests only.
+// real port: a proxy that records what a dialer sent, a one-shot
+// exchange of raw bytes, and a buffer for the logs of the nodes under
+// test. It is for tests only.
 package testnet
 
 import (
@@ -107,4 +108,22 @@ func Exchange(t testing.TB, addr string, b []byte, d time.Duration) []byte {
 		t.Fatalf("%s kept the connection open for %v after %q...; read %q", addr, d, b[:min(len(b), 16)], got)
 	}
 	return got
+}
+
+// LogBuffer collects log output that many goroutines write at once.
+type LogBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *LogBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *LogBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -14,6 +14,8 @@ import (
 	"github.com/dgraph-io/badger/v4/options"
 	"github.com/dgraph-io/badger/v4/y"
 	"github.com/hashicorp/raft"
+
+	"github.com/heraldhq/herald/internal/sstcheck"
 )
 
 const (
@@ -32,6 +34,9 @@ type badgerBackend struct {
 	dir string
 	log *slog.Logger
 	c   *committer
+	// cuts records the table blocks found corrupt at open and cut out,
+	// and the groups that lost entries to them.
+	cuts *sstcheck.Ledger
 
 	mu     sync.Mutex // guards closed and open, serialises Group/DropGroup/Close
 	closed bool
@@ -71,6 +76,19 @@ func openBadger(opts Options) (*badgerBackend, error) {
 		// damages the group whose entries it holds, not the node.
 		WithChecksumVerificationMode(options.OnBlockRead).
 		WithVerifyValueChecksum(true)
+	// Badger reads around a bad block without a word (an entry in it reads
+	// as missing, an iterator stops at it) and a compaction drops it and
+	// the rest of its table. Every block is checked before the DB opens,
+	// and bad ones are cut out and recorded; their groups are damaged
+	// (Damaged) until dropped.
+	cuts, found, err := sstcheck.Open(bo)
+	if err != nil {
+		return nil, fmt.Errorf("logstore: check badger at %s: %w", dir, err)
+	}
+	for _, c := range found {
+		opts.Logger.Error("raft log store: a table block is corrupt; cut out, the groups whose entries it held are damaged until repaired",
+			"table", c.Table, "block", c.Block, "err", c.Err)
+	}
 	db, err := badger.Open(bo)
 	if err != nil {
 		return nil, fmt.Errorf("logstore: open badger at %s: %w", dir, err)
@@ -80,6 +98,7 @@ func openBadger(opts Options) (*badgerBackend, error) {
 		dir:  dir,
 		log:  opts.Logger,
 		c:    newCommitter(db, opts.Logger, opts.OnSync),
+		cuts: cuts,
 		open: make(map[uint64]*badgerStore),
 	}
 	if err := b.recoverIntents(); err != nil {
@@ -183,6 +202,9 @@ func (b *badgerBackend) Group(id uint64) (Store, error) {
 	if _, ok := b.open[id]; ok {
 		return nil, fmt.Errorf("logstore: group %d is already open", id)
 	}
+	if why := b.cuts.Damaged(id, groupPrefixes(id)...); why != "" {
+		return nil, fmt.Errorf("logstore: group %d: %w: %s", id, ErrCorrupt, why)
+	}
 	s := &badgerStore{b: b, id: id}
 	exists := false
 	err := b.db.View(func(txn *badger.Txn) error {
@@ -262,10 +284,22 @@ func (b *badgerBackend) DropGroup(id uint64) error {
 	if err == nil && len(r.ops) > 0 {
 		err = b.c.submit(r)
 	}
+	if err == nil {
+		// The deletes are durable (the committer syncs each batch), so
+		// the cut blocks no longer damage the group.
+		err = b.cuts.Dropped(id, groupPrefixes(id)...)
+	}
 	if err != nil {
 		return fmt.Errorf("logstore: group %d: drop: %w", id, err)
 	}
 	return nil
+}
+
+// Damaged returns why group's log or stable values lost data to table
+// blocks that were corrupt at open and cut out, or "". The group cannot
+// be opened until DropGroup clears it.
+func (b *badgerBackend) Damaged(group uint64) string {
+	return b.cuts.Damaged(group, groupPrefixes(group)...)
 }
 
 func (b *badgerBackend) Groups() ([]uint64, error) {
@@ -576,3 +610,5 @@ func (g badgerLogger) logf(level slog.Level, f string, a []any) {
 	}
 	g.l.Log(context.Background(), level, msg, "component", "badger")
 }
+
+var _ DamageReporter = (*badgerBackend)(nil)

@@ -32,6 +32,15 @@ func groupPrefix(ns byte, group uint64) []byte {
 	return k
 }
 
+// groupPrefixes are the prefixes of every key of group.
+func groupPrefixes(group uint64) [][]byte {
+	out := make([][]byte, 0, 5)
+	for _, ns := range []byte{nsLog, nsChunk, nsStable, nsGroup, nsIntent} {
+		out = append(out, groupPrefix(ns, group))
+	}
+	return out
+}
+
 func logKey(group, index uint64) []byte {
 	return binary.BigEndian.AppendUint64(groupPrefix(nsLog, group), index)
 }

@@ -43,6 +43,14 @@ type Backend interface {
 	Close() error
 }
 
+// DamageReporter is implemented by a Backend that checks its files at
+// open and may find that a group lost stored data (the badger backend:
+// corrupt table blocks are cut out). Damaged returns why group lost data,
+// or ""; such a group cannot be opened until DropGroup.
+type DamageReporter interface {
+	Damaged(group uint64) string
+}
+
 // Kind selects a Backend implementation.
 type Kind string
 

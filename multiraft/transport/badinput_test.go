@@ -9,9 +9,10 @@ import (
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/heraldhq/herald/internal/testnet"
 )
 
 func stringsReader(s string) io.Reader { return strings.NewReader(s) }
@@ -54,26 +55,8 @@ func expectDisconnect(t *testing.T, addr string, input []byte, halfClose bool, d
 	return got
 }
 
-// syncBuffer collects log output from many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestBadInput(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &testnet.LogBuffer{}
 	a := newTestManager(t, "a", func(c *Config) {
 		c.RPCTimeout = 300 * time.Millisecond
 		c.Logger = slog.New(slog.NewTextHandler(logs, nil))

@@ -100,7 +100,7 @@ func TestClusterSecretTooShort(t *testing.T) {
 // TestReplayedHandshakeRefused replays, byte for byte, what a legitimate
 // peer sent: the acceptor's fresh nonce makes the recorded proof useless.
 func TestReplayedHandshakeRefused(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &testnet.LogBuffer{}
 	a := newTestManager(t, "a", withSecret(testSecret), func(c *Config) {
 		c.Logger = slog.New(slog.NewTextHandler(logs, nil))
 	})
@@ -253,7 +253,7 @@ func TestAuthorizeMembership(t *testing.T) {
 }
 
 func TestRejectionsLogRateLimited(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &testnet.LogBuffer{}
 	a := newTestManager(t, "a", withSecret(testSecret), func(c *Config) {
 		c.Logger = slog.New(slog.NewTextHandler(logs, nil))
 	})
