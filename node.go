@@ -67,7 +67,7 @@ type Config struct {
 	// AllowedOrigins are the browser origins whose pages may open sockets
 	// (see wsfront.Config.AllowedOrigins).
 	AllowedOrigins []string
-	Limits         wsfront.Limits // zero: wsfront.DefaultLimits()
+	Limits         wsfront.Limits // zero fields get wsfront.DefaultLimits' (Limits.WithDefaults)
 	LogStore       logstore.Kind
 	Timing         multiraft.Timing // zero: multiraft.DefaultTiming()
 	// LeaseTTL is how long the node's ephemeral members outlive it when it
@@ -102,9 +102,7 @@ func (c *Config) setDefaults() {
 	if c.StopTimeout == 0 {
 		c.StopTimeout = 15 * time.Second
 	}
-	if c.Limits == (wsfront.Limits{}) {
-		c.Limits = wsfront.DefaultLimits()
-	}
+	c.Limits = c.Limits.WithDefaults()
 }
 
 // Validate reports the first problems with the configuration.

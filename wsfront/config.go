@@ -208,7 +208,42 @@ func DefaultLimits() Limits {
 	}
 }
 
-// Validate reports a limit that would make the front unusable.
+// WithDefaults returns l with every zero field that must be positive set
+// to DefaultLimits' value, so that a configuration may set only the limits
+// it changes. Zero Limits are DefaultLimits. Fields where 0 has a meaning
+// of its own keep it (MaxSockets, MaxPageBytes and MaxReadBytes: derived
+// or default; MaxSocketsPerIP and MaxSocketsPerUser: no limit).
+func (l Limits) WithDefaults() Limits {
+	d := DefaultLimits()
+	if l == (Limits{}) {
+		return d
+	}
+	for _, f := range []struct{ v, def *int }{
+		{&l.MaxFrame, &d.MaxFrame}, {&l.MaxData, &d.MaxData}, {&l.MaxRooms, &d.MaxRooms},
+		{&l.PublishBurst, &d.PublishBurst}, {&l.MaxInflight, &d.MaxInflight},
+		{&l.MaxQueueFrames, &d.MaxQueueFrames}, {&l.MaxQueueBytes, &d.MaxQueueBytes},
+	} {
+		if *f.v == 0 {
+			*f.v = *f.def
+		}
+	}
+	if l.PublishRate == 0 {
+		l.PublishRate = d.PublishRate
+	}
+	for _, f := range []struct{ v, def *time.Duration }{
+		{&l.AuthTimeout, &d.AuthTimeout}, {&l.IdleTimeout, &d.IdleTimeout}, {&l.PingInterval, &d.PingInterval},
+		{&l.RequestTimeout, &d.RequestTimeout}, {&l.HandshakeTimeout, &d.HandshakeTimeout}, {&l.LeaveTimeout, &d.LeaveTimeout},
+	} {
+		if *f.v == 0 {
+			*f.v = *f.def
+		}
+	}
+	return l
+}
+
+// Validate reports a limit that would make the front unusable. Zero
+// fields are errors here: Config and herald.Config fill them through
+// WithDefaults first.
 func (l Limits) Validate() error {
 	var errs []error
 	positive := func(name string, v int) {
@@ -308,9 +343,7 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() {
-	if c.Limits == (Limits{}) {
-		c.Limits = DefaultLimits()
-	}
+	c.Limits = c.Limits.WithDefaults()
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}

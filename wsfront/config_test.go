@@ -1,6 +1,9 @@
 package wsfront
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 // The read budgets: zero means the documented default, a page is cut to
 // half the socket's queue, and a node budget below one page is refused.
@@ -30,5 +33,31 @@ func TestReadBudgetLimits(t *testing.T) {
 				t.Errorf("Validate() = %v, want error: %v", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+// A configuration sets only the limits it changes: every other field that
+// must be positive gets its default, and fields where zero has a meaning
+// of its own keep it.
+func TestLimitsWithDefaults(t *testing.T) {
+	if got := (Limits{}).WithDefaults(); got != DefaultLimits() {
+		t.Fatalf("zero limits: %+v, want the defaults", got)
+	}
+	l := Limits{MaxFrame: 1024, IdleTimeout: 90 * time.Second}.WithDefaults()
+	d := DefaultLimits()
+	if l.MaxFrame != 1024 || l.IdleTimeout != 90*time.Second {
+		t.Fatalf("set fields changed: %+v", l)
+	}
+	if l.MaxData != d.MaxData || l.PublishRate != d.PublishRate || l.PingInterval != d.PingInterval || l.MaxQueueBytes != d.MaxQueueBytes {
+		t.Fatalf("zero fields not defaulted: %+v", l)
+	}
+	if l.MaxSocketsPerIP != 0 || l.MaxSocketsPerUser != 0 || l.MaxSockets != 0 {
+		t.Fatalf("fields where zero means no limit or derived were changed: %+v", l)
+	}
+	if err := l.Validate(); err != nil {
+		t.Fatalf("one field set: %v", err)
+	}
+	if err := (Limits{MaxFrame: -1}).WithDefaults().Validate(); err == nil {
+		t.Fatal("a negative limit passed")
 	}
 }
