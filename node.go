@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -185,6 +184,8 @@ type Node struct {
 	listener net.Listener
 	url      string
 
+	// ctx ends when the node begins to stop (Context).
+	ctx       context.Context
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -203,10 +204,11 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 		cfg.Logger.Warn("peers are not authenticated (insecure peers): anyone who reaches the peer port can act as a node of this cluster",
 			"peer_addr", cfg.PeerAddr)
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
-		return nil, fmt.Errorf("herald: data dir: %w", err)
+	if err := checkDataDir(cfg.DataDir, cfg.NodeID, cfg.Bootstrap); err != nil {
+		return nil, err
 	}
 	node := &Node{cfg: cfg}
+	node.ctx, node.cancel = context.WithCancel(context.Background())
 	n = node // the returns below set n to nil on failure; node stays
 	defer func() {
 		if err != nil {
@@ -299,8 +301,7 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 			cfg.Logger.Error("client port stopped", "err", err)
 		}
 	}()
-	bg, cancel := context.WithCancel(context.Background())
-	n.cancel = cancel
+	bg := n.ctx
 	// The loops use node, not n: a failed start sets n to nil while they
 	// may still be running, until release stops them.
 	if n.metrics != nil {
@@ -333,6 +334,7 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
+	n.recordCluster()
 	return n, nil
 }
 
@@ -343,6 +345,7 @@ func (n *Node) Bootstrap(ctx context.Context, spec multiraft.BootstrapSpec) erro
 		return err
 	}
 	_, err := n.host.WaitRegistered(ctx)
+	n.recordCluster()
 	return err
 }
 
@@ -353,6 +356,7 @@ func (n *Node) Join(ctx context.Context, seeds []string) error {
 		return err
 	}
 	_, err := n.host.WaitRegistered(ctx)
+	n.recordCluster()
 	return err
 }
 
@@ -378,6 +382,11 @@ func (n *Node) Host() *multiraft.Host { return n.host }
 // the server API (serverapi.Handler), the admin API and an embedder.
 func (n *Node) Rooms() *rooms.Service { return n.rooms }
 
+// Context ends when the node begins to stop: work started on the node's
+// behalf (the admin API's jobs, say) derives its context from it, so that
+// Close does not leave it running.
+func (n *Node) Context() context.Context { return n.ctx }
+
 // Front is the node's client port, to add HTTP endpoints to.
 func (n *Node) Front() *wsfront.Server { return n.front }
 
@@ -385,25 +394,38 @@ func (n *Node) Front() *wsfront.Server { return n.front }
 // metrics onto /metrics; nil when Config.DisableMetrics is set.
 func (n *Node) Metrics() *metrics.Node { return n.metrics }
 
-// Close stops the node gracefully within StopTimeout: it hands its group
+// Close stops the node gracefully within Config.StopTimeout: it is
+// Shutdown with that bound.
+func (n *Node) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.StopTimeout)
+	defer cancel()
+	return n.Shutdown(ctx)
+}
+
+// Shutdown stops the node gracefully within ctx: it hands its group
 // leaderships to other replicas (so the cluster does not wait for an
 // election), tells every socket 1001 going away and leaves the rooms they
-// joined, then stops its groups and storage, keeping all data. Whatever
-// has not stopped when StopTimeout runs out is logged and named in the
-// error, which then wraps multiraft.ErrStopTimeout; it is left running and
-// the process should exit.
-func (n *Node) Close() error {
+// joined, then stops its room layer, groups and storage, keeping all data.
+// Whatever has not stopped when ctx ends is logged and named in the error,
+// which then wraps multiraft.ErrStopTimeout; it is left running and the
+// process should exit. A ctx without a deadline gets Config.StopTimeout.
+// Later calls return the first one's result.
+func (n *Node) Shutdown(ctx context.Context) error {
 	n.closeOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.StopTimeout)
-		defer cancel()
+		if _, ok := ctx.Deadline(); !ok {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, n.cfg.StopTimeout)
+			defer cancel()
+		}
+		total := time.Until(deadlineOf(ctx))
 		// The last quarter is kept for stopping the groups and storage,
 		// however long the handover and the sockets take.
-		graceful, gcancel := context.WithTimeout(ctx, n.cfg.StopTimeout-n.cfg.StopTimeout/4)
+		graceful, gcancel := context.WithTimeout(ctx, total-total/4)
 		defer gcancel()
 		var errs []error
 		n.front.Drain()
 		// The handover gets half; the sockets' leaves at least a quarter.
-		tctx, tcancel := context.WithTimeout(graceful, n.cfg.StopTimeout/2)
+		tctx, tcancel := context.WithTimeout(graceful, total/2)
 		if err := n.host.TransferLeaderships(tctx); err != nil {
 			n.cfg.Logger.Info("not every leadership was handed over; the groups will elect", "err", err)
 		}

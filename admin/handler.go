@@ -39,13 +39,50 @@ type Options struct {
 
 // server is the admin API of one node.
 type server struct {
-	node  *herald.Node
-	host  *multiraft.Host
+	guard
+	node *herald.Node
+	host *multiraft.Host
+	opts Options
+	log  *slog.Logger
+	jobs *jobs
+	mux  *http.ServeMux
+}
+
+// guard is the admin token check: the admin API's, and Guard's for the
+// other endpoints an operator reaches with the same token.
+type guard struct {
 	opts  Options
-	log   *slog.Logger
 	token [sha256.Size]byte
-	jobs  *jobs
-	mux   *http.ServeMux
+}
+
+func newGuard(opts Options) guard { return guard{opts: opts, token: sha256.Sum256([]byte(opts.Token))} }
+
+// Guard lets through to next only the requests the admin API would take
+// (the admin token, or with AllowNoToken any request from loopback), and
+// answers the others as the admin API does: for endpoints such as Go's
+// profiler that an embedder mounts beside it.
+func Guard(opts Options, next http.Handler) http.Handler {
+	g := newGuard(opts)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if g.refuse(w, r) {
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// refuse answers a request without the right to the admin endpoints and
+// reports whether it did.
+func (g *guard) refuse(w http.ResponseWriter, r *http.Request) bool {
+	e := g.authorize(r)
+	if e == nil {
+		return false
+	}
+	if e.Status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="herald admin"`)
+	}
+	writeError(w, e)
+	return true
 }
 
 // Handler returns the admin API of node, to be mounted at Prefix on the
@@ -57,12 +94,12 @@ func Handler(node *herald.Node, opts Options) http.Handler {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &server{
-		node: node, host: node.Host(), opts: opts,
-		log:   opts.Logger.With("part", "admin"),
-		token: sha256.Sum256([]byte(opts.Token)),
-		mux:   http.NewServeMux(),
+		guard: newGuard(opts),
+		node:  node, host: node.Host(), opts: opts,
+		log: opts.Logger.With("part", "admin"),
+		mux: http.NewServeMux(),
 	}
-	s.jobs = newJobs(s.host.NodeID(), s.log)
+	s.jobs = newJobs(node.Context(), s.host.NodeID(), s.log)
 	s.routes()
 	return s
 }
@@ -134,39 +171,35 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeError(w, &APIError{Status: http.StatusInternalServerError, Code: "internal", Message: fmt.Sprint("internal error: ", v)})
 		}
 	}()
-	if e := s.authorize(r); e != nil {
-		if e.Status == http.StatusUnauthorized {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="herald admin"`)
-		}
-		writeError(w, e)
+	if s.refuse(w, r) {
 		return
 	}
 	s.mux.ServeHTTP(w, r)
 }
 
-func (s *server) authorize(r *http.Request) *APIError {
+func (g *guard) authorize(r *http.Request) *APIError {
 	tok, has, malformed := httpjson.Bearer(r, "Bearer")
 	if malformed {
 		return &APIError{Status: http.StatusUnauthorized, Code: "bad_authorization",
 			Message: "the Authorization header must be \"Bearer <token>\""}
 	}
-	if has && s.opts.Token != "" {
+	if has && g.opts.Token != "" {
 		// Comparing hashes keeps the time independent of the token's
 		// length as well as its content.
 		got := sha256.Sum256([]byte(tok))
-		if subtle.ConstantTimeCompare(got[:], s.token[:]) == 1 {
+		if subtle.ConstantTimeCompare(got[:], g.token[:]) == 1 {
 			return nil
 		}
 		return &APIError{Status: http.StatusUnauthorized, Code: "invalid_token", Message: "the admin token is wrong"}
 	}
-	if s.opts.AllowNoToken {
+	if g.opts.AllowNoToken {
 		if httpjson.IsLoopback(r.RemoteAddr) {
 			return nil
 		}
 		return &APIError{Status: http.StatusForbidden, Code: "not_loopback",
 			Message: "this node accepts admin requests without a token only from loopback addresses"}
 	}
-	if s.opts.Token == "" {
+	if g.opts.Token == "" {
 		return &APIError{Status: http.StatusForbidden, Code: "no_token_configured",
 			Message: "the admin API of this node has no token configured; it refuses every request"}
 	}

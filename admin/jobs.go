@@ -24,6 +24,9 @@ const (
 type jobs struct {
 	node string
 	log  *slog.Logger
+	// base ends when the node stops, and every job with it: a job may run
+	// for hours, and must not outlive its node.
+	base context.Context
 
 	mu   sync.Mutex
 	seq  int
@@ -41,8 +44,8 @@ type jobState struct {
 	done   chan struct{}
 }
 
-func newJobs(node string, log *slog.Logger) *jobs {
-	return &jobs{node: node, log: log}
+func newJobs(base context.Context, node string, log *slog.Logger) *jobs {
+	return &jobs{base: base, node: node, log: log}
 }
 
 // progress is how a running job reports.
@@ -69,7 +72,7 @@ func (j *jobs) start(kind, node string, timeout time.Duration, fn func(ctx conte
 	}
 	j.seq++
 	now := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	ctx, cancel := context.WithTimeout(j.base, timeout)
 	st := &jobState{
 		job: Job{ID: fmt.Sprintf("%s-%d", j.node, j.seq), Kind: kind, Node: node, State: JobRunning,
 			Started: now.UTC(), Deadline: now.Add(timeout).UTC()},

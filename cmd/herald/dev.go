@@ -86,9 +86,6 @@ func runDev(c *cli.Context) error {
 	var cfgs []herald.Config
 	for i, p := range peers {
 		nodeDir := filepath.Join(dir, p.ID)
-		if err := checkDataDir(nodeDir, p.ID, spec); err != nil {
-			return err
-		}
 		cfgs = append(cfgs, herald.Config{
 			NodeID:        p.ID,
 			DataDir:       nodeDir,

@@ -241,7 +241,7 @@ func TestServeRefusesBadFlags(t *testing.T) {
 	if err := os.MkdirAll(owned, 0o750); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(owned, identityFile), []byte(`{"node_id":"other"}`), 0o640); err != nil {
+	if err := os.WriteFile(filepath.Join(owned, "herald-node.json"), []byte(`{"node_id":"other"}`), 0o640); err != nil {
 		t.Fatal(err)
 	}
 	notDir := filepath.Join(dir, "file")
@@ -257,7 +257,7 @@ func TestServeRefusesBadFlags(t *testing.T) {
 		{[]string{"--node-id", "n1", "--data-dir", dir + "/e", "--log-store", "tape"}, "--log-store"},
 		{[]string{"--node-id", "n1", "--data-dir", dir + "/f", "--max-frame", "-1"}, "max frame"},
 		{[]string{"--node-id", "n1", "--data-dir", owned}, "belongs to node other"},
-		{[]string{"--node-id", "n1", "--data-dir", notDir}, "--data-dir"},
+		{[]string{"--node-id", "n1", "--data-dir", notDir}, "data dir"},
 		{[]string{"--node-id", "n1", "--data-dir", dir + "/g", "--heartbeat-timeout", "1ms"}, "raft timeouts"},
 		{[]string{"--node-id", "n1", "--data-dir", dir + "/h", "--jwt-public-keys", notDir}, "--jwt-public-keys"},
 	}

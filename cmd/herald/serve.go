@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/subtle"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -302,11 +301,6 @@ func serveConfig(c *cli.Context, logger *slog.Logger) (herald.Config, string, er
 	if err != nil {
 		errs = append(errs, err)
 	}
-	if len(errs) == 0 {
-		if err := checkDataDir(cfg.DataDir, cfg.NodeID, cfg.Bootstrap); err != nil {
-			errs = append(errs, err)
-		}
-	}
 	return cfg, token, errors.Join(errs...)
 }
 
@@ -415,91 +409,6 @@ func peerTLS(certFile, keyFile, caFile string) (server, client *tls.Config, err 
 	return server, client, nil
 }
 
-// identityFile records which node and cluster a data dir belongs to, so a
-// node is never started on another's data.
-const identityFile = "herald-node.json"
-
-type identity struct {
-	NodeID    string `json:"node_id"`
-	ClusterID string `json:"cluster_id,omitempty"`
-}
-
-// checkDataDir makes sure the data dir is usable and is this node's.
-func checkDataDir(dir, nodeID string, boot *multiraft.BootstrapSpec) error {
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return fmt.Errorf("--data-dir %s: %w", dir, err)
-	}
-	probe, err := os.CreateTemp(dir, ".probe-*")
-	if err != nil {
-		return fmt.Errorf("--data-dir %s is not writable: %w", dir, err)
-	}
-	_ = probe.Close()
-	_ = os.Remove(probe.Name())
-	id, err := readIdentity(dir)
-	if err != nil {
-		return err
-	}
-	switch {
-	case id == nil:
-		return writeIdentity(dir, identity{NodeID: nodeID})
-	case id.NodeID != nodeID:
-		return fmt.Errorf("--data-dir %s belongs to node %s, not %s", dir, id.NodeID, nodeID)
-	case boot != nil && id.ClusterID != "" && id.ClusterID != boot.ClusterID:
-		return fmt.Errorf("--data-dir %s belongs to cluster %s, not %s", dir, id.ClusterID, boot.ClusterID)
-	}
-	return nil
-}
-
-func readIdentity(dir string) (*identity, error) {
-	b, err := os.ReadFile(filepath.Join(dir, identityFile))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("--data-dir %s: %w", dir, err)
-	}
-	var id identity
-	if err := json.Unmarshal(b, &id); err != nil || id.NodeID == "" {
-		return nil, fmt.Errorf("--data-dir %s: %s is damaged (%v); it names the node the directory belongs to", dir, identityFile, err)
-	}
-	return &id, nil
-}
-
-// writeIdentity replaces the identity file durably: a power cut after it
-// returns must not leave the name pointing at an empty file (the data was
-// never fsynced) nor lose the name (the directory was never fsynced), or
-// the node refuses its own data dir at the next start.
-func writeIdentity(dir string, id identity) error {
-	b, _ := json.MarshalIndent(id, "", "  ")
-	tmp := filepath.Join(dir, identityFile+".tmp")
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o640)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(append(b, '\n'))
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, identityFile)); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
-}
-
 // runNodes starts the nodes, runs ready once they serve, and stops them
 // gracefully on SIGINT or SIGTERM; a second signal stops them at once.
 func runNodes(parent context.Context, logger *slog.Logger, cfgs []herald.Config,
@@ -539,10 +448,6 @@ func runNodes(parent context.Context, logger *slog.Logger, cfgs []herald.Config,
 	}
 	cancel() // the startup watcher is done; signals now stop the nodes
 	for i, n := range nodes {
-		id := identity{NodeID: cfgs[i].NodeID, ClusterID: n.Host().Cluster().ClusterID}
-		if err := writeIdentity(cfgs[i].DataDir, id); err != nil {
-			logger.Warn("could not record the node's cluster in its data dir", "err", err)
-		}
 		logger.Info("node serving", "node", cfgs[i].NodeID, "websocket", n.WebsocketURL(), "peer", n.PeerAddr())
 	}
 	if ready != nil {
@@ -616,14 +521,14 @@ func stopNodes(logger *slog.Logger, closers []func() error, limit time.Duration)
 // mountAdmin adds the admin API (and the profiler, when asked) to a node's
 // client port. It runs as the node's Config.Mount, before the port opens.
 func mountAdmin(n *herald.Node, token string, allowNoToken, withPprof bool, logger *slog.Logger) {
-	h := admin.Handler(n, admin.Options{Token: token, AllowNoToken: allowNoToken, Logger: logger})
-	n.Front().Handle("/admin/v1/", h)
+	opts := admin.Options{Token: token, AllowNoToken: allowNoToken, Logger: logger}
+	n.Front().Handle(admin.Prefix, admin.Handler(n, opts))
 	if withPprof {
-		n.Front().Handle("/debug/pprof/", guard(token, allowNoToken, http.HandlerFunc(pprof.Index)))
-		n.Front().Handle("/debug/pprof/profile", guard(token, allowNoToken, http.HandlerFunc(pprof.Profile)))
-		n.Front().Handle("/debug/pprof/trace", guard(token, allowNoToken, http.HandlerFunc(pprof.Trace)))
-		n.Front().Handle("/debug/pprof/symbol", guard(token, allowNoToken, http.HandlerFunc(pprof.Symbol)))
-		n.Front().Handle("/debug/pprof/cmdline", guard(token, allowNoToken, http.HandlerFunc(pprof.Cmdline)))
+		n.Front().Handle("/debug/pprof/", admin.Guard(opts, http.HandlerFunc(pprof.Index)))
+		n.Front().Handle("/debug/pprof/profile", admin.Guard(opts, http.HandlerFunc(pprof.Profile)))
+		n.Front().Handle("/debug/pprof/trace", admin.Guard(opts, http.HandlerFunc(pprof.Trace)))
+		n.Front().Handle("/debug/pprof/symbol", admin.Guard(opts, http.HandlerFunc(pprof.Symbol)))
+		n.Front().Handle("/debug/pprof/cmdline", admin.Guard(opts, http.HandlerFunc(pprof.Cmdline)))
 	}
 }
 
@@ -652,24 +557,6 @@ func mountAPI(n *herald.Node, opts serverapi.Options) {
 		return
 	}
 	n.Front().Handle(serverapi.Prefix, h)
-}
-
-// guard lets through requests bearing the admin token (or, in dev mode,
-// coming from loopback).
-func guard(token string, allowNoToken bool, next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		host, _, _ := net.SplitHostPort(r.RemoteAddr)
-		ip := net.ParseIP(host)
-		switch {
-		case token != "" && subtle.ConstantTimeCompare([]byte(got), []byte(token)) == 1:
-		case allowNoToken && ip != nil && ip.IsLoopback():
-		default:
-			http.Error(w, "the profiler needs the admin token", http.StatusUnauthorized)
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
 }
 
 // readNamespacesFile reads the namespace rules a new cluster starts with,
