@@ -10,6 +10,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -74,6 +75,18 @@ func (s countSnap) Persist(sink raft.SnapshotSink) error {
 }
 func (countSnap) Release() {}
 
+// syncCounter counts the log store's syncs of every host in the process.
+type syncCounter struct{ n atomic.Uint64 }
+
+func (*syncCounter) Committed(uint64, time.Duration)    {}
+func (*syncCounter) Applied(uint64, int, time.Duration) {}
+func (c *syncCounter) LogSynced(time.Duration)          { c.n.Add(1) }
+func (*syncCounter) Forwarded(string)                   {}
+
+// benchSyncs is the Observer of every benchmark cluster; benchmarks run one
+// at a time, so runProposers reads the syncs of the run it measures.
+var benchSyncs = &syncCounter{}
+
 // benchCluster starts three hosts in this process with the count app.
 func benchCluster(b *testing.B, groups uint64, kind logstore.Kind, timing multiraft.Timing) []*multiraft.Host {
 	b.Helper()
@@ -84,7 +97,7 @@ func benchCluster(b *testing.B, groups uint64, kind logstore.Kind, timing multir
 		id := fmt.Sprintf("n%d", i)
 		h, err := multiraft.Start(multiraft.Config{
 			NodeID: id, DataDir: filepath.Join(dir, id), PeerAddr: "127.0.0.1:0", LogStore: kind,
-			Timing: timing, App: countApp{}, LeaseTTL: 10 * time.Second,
+			Timing: timing, App: countApp{}, LeaseTTL: 10 * time.Second, Observer: benchSyncs,
 		})
 		if err != nil {
 			b.Fatal(err)
@@ -137,6 +150,18 @@ func (l *latencies) add(d []time.Duration) {
 	l.mu.Unlock()
 }
 
+// processCPU is the CPU time (user and system) this process has used: all
+// three hosts of a benchmark cluster run in it, so CPU per commit is the
+// whole cluster's, and unlike commits/s it holds up on a machine other work
+// is loading.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 func (l *latencies) report(b *testing.B, elapsed time.Duration) {
 	sort.Slice(l.d, func(i, j int) bool { return l.d[i] < l.d[j] })
 	if len(l.d) == 0 {
@@ -161,7 +186,7 @@ func runProposers(b *testing.B, proposers int, propose func(ctx context.Context,
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	b.ResetTimer()
-	start := time.Now()
+	start, cpu0, syncs0 := time.Now(), processCPU(b), benchSyncs.n.Load()
 	for p := range proposers {
 		wg.Add(1)
 		go func() {
@@ -184,9 +209,12 @@ func runProposers(b *testing.B, proposers int, propose func(ctx context.Context,
 		}()
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
+	elapsed, cpu := time.Since(start), processCPU(b)-cpu0
 	b.StopTimer()
 	lat.report(b, elapsed)
+	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-us/commit")
+	// Summed over the three hosts: each commit is stored on all three.
+	b.ReportMetric(float64(benchSyncs.n.Load()-syncs0)/float64(b.N), "syncs/commit")
 }
 
 // BenchmarkCommit measures 100-byte proposals committed by 3 replicas with
@@ -218,6 +246,26 @@ func BenchmarkCommit(b *testing.B) {
 				})
 			}
 		}
+	}
+}
+
+// BenchmarkCommitGroups measures 64 proposers, the closed loop of
+// herald-bench's 64 publishers, spread over 1 to 64 groups: the trade
+// behind the default group count of a small cluster (docs/benchmarks.md).
+func BenchmarkCommitGroups(b *testing.B) {
+	for _, groups := range []uint64{1, 2, 4, 8, 16, 32, 64} {
+		b.Run(fmt.Sprintf("groups=%d", groups), func(b *testing.B) {
+			hosts := benchCluster(b, groups, logstore.KindBadger, multiraft.DefaultTiming())
+			leaders := make([]*multiraft.Host, groups+1)
+			for g := uint64(1); g <= groups; g++ {
+				leaders[g] = leaderHost(b, hosts, g)
+			}
+			runProposers(b, 64, func(ctx context.Context, i int, cmd []byte) error {
+				g := 1 + uint64(i)%groups
+				_, err := leaders[g].Propose(ctx, g, cmd)
+				return err
+			})
+		})
 	}
 }
 

@@ -26,11 +26,30 @@ func (h *Host) Propose(ctx context.Context, group uint64, cmd []byte) (any, erro
 	}
 	ctx, cancel := h.withTimeout(ctx)
 	defer cancel()
-	b, err := h.route(ctx, group, svcPropose, cmd, true)
-	if err != nil {
-		return nil, err
-	}
-	return h.cfg.App.DecodeResult(b)
+	return h.routeCall(ctx, group, true, func(ctx context.Context, target raft.ServerAddress) (any, error) {
+		if target == h.peers.Addr() {
+			// Served here, the result is the state machine's own value:
+			// no encode and decode of it, no reply framing. Errors still
+			// take the wire's form, so both paths fail alike.
+			res, err := h.proposeLocal(ctx, group, cmd)
+			if err != nil {
+				_, err = decodeReply(errReply(err))
+				return nil, err
+			}
+			return res, nil
+		}
+		b, err := h.sendDecoded(ctx, target, svcPropose, group, cmd)
+		if err != nil {
+			return nil, err
+		}
+		res, err := h.cfg.App.DecodeResult(b)
+		if err != nil {
+			// The command committed on the leader; only its result was
+			// lost on the way.
+			return nil, &callError{fmt.Errorf("%w: group %d: decode result: %v", ErrUnknownOutcome, group, err)}
+		}
+		return res, nil
+	})
 }
 
 func (h *Host) proposeMeta(ctx context.Context, cmd []byte) (*MetaResult, error) {
@@ -105,6 +124,35 @@ func (h *Host) handlePropose(ctx context.Context, _ string, group uint64, cmd []
 // has no leader, until ctx ends. A request served on this node skips the
 // peer port. mutating says an unanswered request may have taken effect.
 func (h *Host) route(ctx context.Context, group uint64, service string, req []byte, mutating bool) ([]byte, error) {
+	res, err := h.routeCall(ctx, group, mutating, func(ctx context.Context, target raft.ServerAddress) (any, error) {
+		return h.sendDecoded(ctx, target, service, group, req)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return res.([]byte), nil
+}
+
+// sendDecoded is send followed by decodeReply.
+func (h *Host) sendDecoded(ctx context.Context, target raft.ServerAddress, service string, group uint64, req []byte) ([]byte, error) {
+	reply, err := h.send(ctx, target, service, group, req)
+	if err == nil {
+		reply, err = decodeReply(reply)
+	}
+	return reply, err
+}
+
+// callError is an error of a routed call that ends the routing at once,
+// whatever its kind.
+type callError struct{ err error }
+
+func (e *callError) Error() string { return e.err.Error() }
+func (e *callError) Unwrap() error { return e.err }
+
+// routeCall is route with the request made by call, which asks target for
+// group and returns what it answered (as send and decodeReply would fail).
+// A *callError from call is returned as its inner error without a retry.
+func (h *Host) routeCall(ctx context.Context, group uint64, mutating bool, call func(ctx context.Context, target raft.ServerAddress) (any, error)) (any, error) {
 	var lastErr error
 	backoff := 10 * time.Millisecond
 	tried, hops := 0, 0
@@ -131,17 +179,17 @@ func (h *Host) route(ctx context.Context, group uint64, service string, req []by
 					continue // a leader was observed since the hint was read
 				}
 			}
-			reply, err := h.send(sctx, target, service, group, req)
+			reply, err := call(sctx, target)
 			moved := err != nil && leaderMoved(ctx, sctx)
 			end()
-			if err == nil {
-				reply, err = decodeReply(reply)
-			}
 			if err == nil {
 				return reply, nil
 			}
 			var nl *NotLeaderError
+			var final *callError
 			switch {
+			case errors.As(err, &final):
+				return nil, final.err
 			case moved:
 				// The hint already names the new leader (failover.go).
 				if mutating && !errors.Is(err, transport.ErrNotSent) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -260,6 +261,11 @@ func (c *conn) writeLoop() {
 		case <-c.closed:
 			return
 		}
+		// As the committer does before a sync (logstore): the goroutines
+		// that are ready, often other groups' raft loops with frames for
+		// this peer, queue them before this write, so one syscall carries
+		// them all. With nothing else ready the yield returns at once.
+		runtime.Gosched()
 		for {
 			c.qmu.Lock()
 			batch := c.queue
