@@ -68,7 +68,7 @@ type Config struct {
 	AllowedOrigins []string
 	Limits         wsfront.Limits // zero fields get wsfront.DefaultLimits' (Limits.WithDefaults)
 	LogStore       logstore.Kind
-	Timing         multiraft.Timing // zero: multiraft.DefaultTiming()
+	Timing         multiraft.Timing // zero fields get multiraft.DefaultTiming's (Timing.WithDefaults)
 	// LeaseTTL is how long the node's ephemeral members outlive it when it
 	// dies without closing (default multiraft's).
 	LeaseTTL time.Duration
@@ -236,10 +236,7 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	if n.store, err = fsm.OpenStore(fsm.DefaultStoreConfig(filepath.Join(cfg.DataDir, "state"))); err != nil {
 		return nil, fmt.Errorf("herald: room state: %w", err)
 	}
-	timing := cfg.Timing
-	if timing == (multiraft.Timing{}) {
-		timing = multiraft.DefaultTiming()
-	}
+	timing := cfg.Timing.WithDefaults()
 	// Left nil, not set to a nil *metrics.Node, so that they mean "no
 	// observer" to the packages.
 	var raftObs multiraft.Observer

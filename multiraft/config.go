@@ -90,7 +90,41 @@ func DefaultTiming() Timing {
 	}
 }
 
-// Validate rejects timeouts raft would refuse or that contradict each other.
+// WithDefaults returns t with every zero field set to DefaultTiming's, so
+// that a configuration sets only the timings it changes; zero Timing is
+// DefaultTiming.
+func (t Timing) WithDefaults() Timing {
+	d := DefaultTiming()
+	leaseUnset := t.LeaderLeaseTimeout == 0
+	for _, f := range []struct{ v, def *time.Duration }{
+		{&t.HeartbeatTimeout, &d.HeartbeatTimeout}, {&t.ElectionTimeout, &d.ElectionTimeout},
+		{&t.LeaderLeaseTimeout, &d.LeaderLeaseTimeout}, {&t.CommitTimeout, &d.CommitTimeout},
+		{&t.SnapshotInterval, &d.SnapshotInterval},
+	} {
+		if *f.v == 0 {
+			*f.v = *f.def
+		}
+	}
+	if t.MaxAppendEntries == 0 {
+		t.MaxAppendEntries = d.MaxAppendEntries
+	}
+	// The lease may not outlast the heartbeat timeout: a default lease
+	// follows a shorter heartbeat timeout down.
+	if leaseUnset && t.LeaderLeaseTimeout > t.HeartbeatTimeout {
+		t.LeaderLeaseTimeout = t.HeartbeatTimeout
+	}
+	if t.SnapshotThreshold == 0 {
+		t.SnapshotThreshold = d.SnapshotThreshold
+	}
+	if t.TrailingLogs == 0 {
+		t.TrailingLogs = d.TrailingLogs
+	}
+	return t
+}
+
+// Validate rejects timeouts raft would refuse or that contradict each
+// other. Zero fields are errors here: Config fills them through
+// WithDefaults first.
 func (t Timing) Validate() error {
 	switch {
 	case t.HeartbeatTimeout < 5*time.Millisecond:
@@ -183,11 +217,12 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() {
-	if c.Timing == (Timing{}) {
-		c.Timing = DefaultTiming()
-	}
+	c.Timing = c.Timing.WithDefaults()
 	if c.MetaTiming == nil {
 		t := c.Timing
+		c.MetaTiming = &t
+	} else {
+		t := c.MetaTiming.WithDefaults()
 		c.MetaTiming = &t
 	}
 	if c.LeaseTTL == 0 {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -402,5 +403,27 @@ func TestMetaFSMAppSettings(t *testing.T) {
 	m2 := restoredMeta(t, m)
 	if st, _ := m2.State(); string(st.AppSettings) != `{"a":3}` || st.AppSettingsIndex != 4 {
 		t.Fatalf("restored: %s at %d", st.AppSettings, st.AppSettingsIndex)
+	}
+}
+
+// A configuration sets only the timings it changes.
+func TestTimingWithDefaults(t *testing.T) {
+	if got := (Timing{}).WithDefaults(); got != DefaultTiming() {
+		t.Fatalf("zero timing: %+v, want the defaults", got)
+	}
+	tm := Timing{HeartbeatTimeout: 2 * time.Second, PerGroupHeartbeats: true}.WithDefaults()
+	d := DefaultTiming()
+	if tm.HeartbeatTimeout != 2*time.Second || !tm.PerGroupHeartbeats || tm.ElectionTimeout != d.ElectionTimeout ||
+		tm.MaxAppendEntries != d.MaxAppendEntries || tm.TrailingLogs != d.TrailingLogs {
+		t.Fatalf("one field set: %+v", tm)
+	}
+	if err := tm.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if short := (Timing{HeartbeatTimeout: 200 * time.Millisecond}).WithDefaults(); short.LeaderLeaseTimeout != 200*time.Millisecond || short.Validate() != nil {
+		t.Fatalf("the default lease does not follow a shorter heartbeat timeout: %+v", short)
+	}
+	if err := (Timing{CommitTimeout: -1}).WithDefaults().Validate(); err == nil {
+		t.Fatal("a negative commit timeout passed")
 	}
 }
