@@ -284,82 +284,82 @@ type Command struct {
 // Encode returns the command's versioned binary form, the bytes to propose
 // to raft.
 func (c *Command) Encode() []byte {
-	e := encoder{buf: make([]byte, 0, 32+len(c.Room)+len(c.Member)+len(c.Meta)+len(c.Data)+len(c.Key))}
-	e.byte(commandVersion)
-	e.byte(byte(c.Op))
+	e := encoder{Buf: make([]byte, 0, 32+len(c.Room)+len(c.Member)+len(c.Meta)+len(c.Data)+len(c.Key))}
+	e.Byte(commandVersion)
+	e.Byte(byte(c.Op))
 	switch c.Op {
 	case OpJoin:
-		e.string(c.Room)
-		e.string(c.Member)
-		e.bytes(c.Meta)
-		e.bool(c.Ephemeral)
-		e.string(c.NodeID)
-		e.uvarint(c.NodeEpoch)
+		e.String(c.Room)
+		e.String(c.Member)
+		e.Bytes(c.Meta)
+		e.Bool(c.Ephemeral)
+		e.String(c.NodeID)
+		e.Uvarint(c.NodeEpoch)
 	case OpLeave:
-		e.string(c.Room)
-		e.string(c.Member)
+		e.String(c.Room)
+		e.String(c.Member)
 		// Only a conditional leave carries its condition, so a plain
 		// leave encodes as it always has.
 		if c.HasExpectSeq {
-			e.bool(true)
-			e.uvarint(c.ExpectSeq)
+			e.Bool(true)
+			e.Uvarint(c.ExpectSeq)
 		}
 	case OpPublish:
-		e.string(c.Room)
-		e.string(c.Member)
-		e.bytes(c.Data)
-		e.string(c.Key)
-		e.bool(c.HasExpectSeq)
+		e.String(c.Room)
+		e.String(c.Member)
+		e.Bytes(c.Data)
+		e.String(c.Key)
+		e.Bool(c.HasExpectSeq)
 		if c.HasExpectSeq {
-			e.uvarint(c.ExpectSeq)
+			e.Uvarint(c.ExpectSeq)
 		}
 		// Only a client's publish carries the mark, so the backend's
 		// encode as they always have.
 		if c.FromClient {
-			e.bool(true)
+			e.Bool(true)
 		}
 	case OpRoomConfig:
-		e.string(c.Room)
+		e.String(c.Room)
 		encodeConfig(&e, c.Config, c.ConfigMask)
 	case OpRoomDelete:
-		e.string(c.Room)
+		e.String(c.Room)
 	case OpExpireNode:
-		e.string(c.NodeID)
-		e.uvarint(c.NodeEpoch)
-		e.uvarint(uint64(c.Limit))
+		e.String(c.NodeID)
+		e.Uvarint(c.NodeEpoch)
+		e.Uvarint(uint64(c.Limit))
 	case OpTick:
-		e.uvarint(uint64(c.Limit))
+		e.Uvarint(uint64(c.Limit))
 	case OpGroupDefaults:
 		encodeConfig(&e, c.Config, c.ConfigMask)
 	case OpNamespaces:
 		encodeRules(&e, &c.Namespaces)
 	}
-	return e.buf
+	return e.Buf
 }
 
 // encodeRules writes a rule set, in commands and in the stored record.
 func encodeRules(e *encoder, n *Namespaces) {
-	e.uvarint(n.Revision)
-	e.uvarint(uint64(len(n.Rules)))
+	e.Uvarint(n.Revision)
+	e.Uvarint(uint64(len(n.Rules)))
 	for _, r := range n.Rules {
-		e.string(r.Prefix)
+		e.String(r.Prefix)
 		encodeConfig(e, r.Config, r.Mask)
 	}
 }
 
 func decodeRules(d *decoder) Namespaces {
-	n := Namespaces{Revision: d.uvarint()}
-	count := d.uvarint()
+	n := Namespaces{Revision: d.Uvarint()}
+	count := d.Uvarint()
 	if count > MaxNamespaces {
-		d.fail("%d namespaces; at most %d", count, MaxNamespaces)
+		d.Fail("%d namespaces; at most %d", count, MaxNamespaces)
 		count = 0
 	}
 	for range count {
-		if d.err != nil {
+		if d.Err() != nil {
 			break
 		}
 		var r Namespace
-		r.Prefix = d.string(MaxRoomBytes)
+		r.Prefix = d.String(MaxRoomBytes)
 		r.Config, r.Mask = decodeConfig(d)
 		n.Rules = append(n.Rules, r)
 	}
@@ -367,35 +367,35 @@ func decodeRules(d *decoder) Namespaces {
 }
 
 func encodeConfig(e *encoder, c RoomConfig, mask ConfigField) {
-	e.byte(byte(mask))
-	e.uvarint(c.HistoryMaxCount)
-	e.uvarint(uint64(c.HistoryMaxAge))
-	e.uvarint(c.KeyWindowCount)
-	e.uvarint(uint64(c.KeyWindowAge))
-	e.bool(c.MembersOnly)
+	e.Byte(byte(mask))
+	e.Uvarint(c.HistoryMaxCount)
+	e.Uvarint(uint64(c.HistoryMaxAge))
+	e.Uvarint(c.KeyWindowCount)
+	e.Uvarint(uint64(c.KeyWindowAge))
+	e.Bool(c.MembersOnly)
 	if mask&laterConfigFields != 0 {
-		e.bool(c.NoClientPublish)
-		e.bool(c.TransientPresence)
-		e.uvarint(c.MaxMembers)
+		e.Bool(c.NoClientPublish)
+		e.Bool(c.TransientPresence)
+		e.Uvarint(c.MaxMembers)
 	}
 }
 
 func decodeConfig(d *decoder) (RoomConfig, ConfigField) {
-	mask := ConfigField(d.byte())
+	mask := ConfigField(d.Byte())
 	if mask&^allConfigFields != 0 {
-		d.fail("unknown room config fields %#x", uint8(mask&^allConfigFields))
+		d.Fail("unknown room config fields %#x", uint8(mask&^allConfigFields))
 	}
 	c := RoomConfig{
-		HistoryMaxCount: d.uvarint(),
-		HistoryMaxAge:   time.Duration(d.duration()),
-		KeyWindowCount:  d.uvarint(),
-		KeyWindowAge:    time.Duration(d.duration()),
-		MembersOnly:     d.bool(),
+		HistoryMaxCount: d.Uvarint(),
+		HistoryMaxAge:   time.Duration(d.Duration()),
+		KeyWindowCount:  d.Uvarint(),
+		KeyWindowAge:    time.Duration(d.Duration()),
+		MembersOnly:     d.Bool(),
 	}
 	if mask&laterConfigFields != 0 {
-		c.NoClientPublish = d.bool()
-		c.TransientPresence = d.bool()
-		c.MaxMembers = d.uvarint()
+		c.NoClientPublish = d.Bool()
+		c.TransientPresence = d.Bool()
+		c.MaxMembers = d.Uvarint()
 	}
 	return c, mask
 }
@@ -409,7 +409,7 @@ func DecodeCommand(b []byte) (Command, error) { return decodeCommand(b, false) }
 // change an entry after handing it to the FSM, and apply copies what it
 // stores.
 func decodeCommand(b []byte, alias bool) (Command, error) {
-	d := decoder{buf: b}
+	d := decoder{Buf: b}
 	clone := cloneBytes
 	if alias {
 		clone = func(b []byte) []byte {
@@ -420,50 +420,50 @@ func decodeCommand(b []byte, alias bool) (Command, error) {
 		}
 	}
 	var c Command
-	if v := d.byte(); d.err == nil && v != commandVersion {
+	if v := d.Byte(); d.Err() == nil && v != commandVersion {
 		return c, fmt.Errorf("%w: unknown command version %d (this build reads version %d)", ErrBadCommand, v, commandVersion)
 	}
-	c.Op = Op(d.byte())
+	c.Op = Op(d.Byte())
 	switch c.Op {
 	case OpJoin:
-		c.Room = d.string(MaxRoomBytes)
-		c.Member = d.string(MaxMemberBytes)
-		c.Meta = clone(d.bytes(MaxMetaBytes))
-		c.Ephemeral = d.bool()
-		c.NodeID = d.string(MaxNodeIDBytes)
-		c.NodeEpoch = d.uvarint()
+		c.Room = d.String(MaxRoomBytes)
+		c.Member = d.String(MaxMemberBytes)
+		c.Meta = clone(d.Bytes(MaxMetaBytes))
+		c.Ephemeral = d.Bool()
+		c.NodeID = d.String(MaxNodeIDBytes)
+		c.NodeEpoch = d.Uvarint()
 	case OpLeave:
-		c.Room = d.string(MaxRoomBytes)
-		c.Member = d.string(MaxMemberBytes)
-		if len(d.buf) > 0 {
-			c.HasExpectSeq = d.bool()
+		c.Room = d.String(MaxRoomBytes)
+		c.Member = d.String(MaxMemberBytes)
+		if len(d.Buf) > 0 {
+			c.HasExpectSeq = d.Bool()
 			if !c.HasExpectSeq {
-				d.fail("a leave's condition flag is set to false")
+				d.Fail("a leave's condition flag is set to false")
 			}
-			c.ExpectSeq = d.uvarint()
+			c.ExpectSeq = d.Uvarint()
 		}
 	case OpPublish:
-		c.Room = d.string(MaxRoomBytes)
-		c.Member = d.string(MaxMemberBytes)
-		c.Data = clone(d.bytes(MaxPayloadBytes))
-		c.Key = d.string(MaxKeyBytes)
-		c.HasExpectSeq = d.bool()
+		c.Room = d.String(MaxRoomBytes)
+		c.Member = d.String(MaxMemberBytes)
+		c.Data = clone(d.Bytes(MaxPayloadBytes))
+		c.Key = d.String(MaxKeyBytes)
+		c.HasExpectSeq = d.Bool()
 		if c.HasExpectSeq {
-			c.ExpectSeq = d.uvarint()
+			c.ExpectSeq = d.Uvarint()
 		}
-		if len(d.buf) > 0 {
-			if c.FromClient = d.bool(); !c.FromClient {
-				d.fail("a publish's client flag is set to false")
+		if len(d.Buf) > 0 {
+			if c.FromClient = d.Bool(); !c.FromClient {
+				d.Fail("a publish's client flag is set to false")
 			}
 		}
 	case OpRoomConfig:
-		c.Room = d.string(MaxRoomBytes)
+		c.Room = d.String(MaxRoomBytes)
 		c.Config, c.ConfigMask = decodeConfig(&d)
 	case OpRoomDelete:
-		c.Room = d.string(MaxRoomBytes)
+		c.Room = d.String(MaxRoomBytes)
 	case OpExpireNode:
-		c.NodeID = d.string(MaxNodeIDBytes)
-		c.NodeEpoch = d.uvarint()
+		c.NodeID = d.String(MaxNodeIDBytes)
+		c.NodeEpoch = d.Uvarint()
 		c.Limit = decodeLimit(&d)
 	case OpTick:
 		c.Limit = decodeLimit(&d)
@@ -472,20 +472,20 @@ func decodeCommand(b []byte, alias bool) (Command, error) {
 	case OpNamespaces:
 		c.Namespaces = decodeRules(&d)
 	default:
-		if d.err == nil {
+		if d.Err() == nil {
 			return Command{}, fmt.Errorf("%w: unknown op %d", ErrBadCommand, uint8(c.Op))
 		}
 	}
-	if err := d.done(); err != nil {
+	if err := d.Done(); err != nil {
 		return Command{}, fmt.Errorf("%w: %s: %v", ErrBadCommand, c.Op, err)
 	}
 	return c, nil
 }
 
 func decodeLimit(d *decoder) uint32 {
-	v := d.uvarint()
+	v := d.Uvarint()
 	if v > 1<<32-1 {
-		d.fail("limit %d overflows 32 bits", v)
+		d.Fail("limit %d overflows 32 bits", v)
 	}
 	return uint32(v)
 }

@@ -27,10 +27,10 @@ const (
 	crcLen       = 4
 )
 
-// seal appends the checksum of e.buf[start:], the record begun at start.
-func (e *encoder) seal(start int) []byte {
-	e.buf = binary.LittleEndian.AppendUint32(e.buf, crc32.Checksum(e.buf[start:], castagnoli))
-	return e.buf
+// seal appends the checksum of e.Buf[start:], the record begun at start.
+func seal(e *encoder, start int) []byte {
+	e.Buf = binary.LittleEndian.AppendUint32(e.Buf, crc32.Checksum(e.Buf[start:], castagnoli))
+	return e.Buf
 }
 
 // appliedState is the group's progress, written in the same badger
@@ -45,73 +45,73 @@ type appliedState struct {
 
 func (a appliedState) encode() []byte {
 	e := encoder{}
-	e.byte(recordVersion)
-	e.uvarint(a.Index)
-	e.uvarint(a.Term)
-	e.varint(a.Clock)
-	return e.seal(0)
+	e.Byte(recordVersion)
+	e.Uvarint(a.Index)
+	e.Uvarint(a.Term)
+	e.Varint(a.Clock)
+	return seal(&e, 0)
 }
 
 func decodeApplied(b []byte) (appliedState, error) {
-	d := decoder{buf: b}
+	d := decoder{Buf: b}
 	checkVersion(&d, "applied state")
-	a := appliedState{Index: d.uvarint(), Term: d.uvarint(), Clock: d.varint()}
-	return a, d.done()
+	a := appliedState{Index: d.Uvarint(), Term: d.Uvarint(), Clock: d.Varint()}
+	return a, d.Done()
 }
 
 // checkVersion reads the version byte and, for a checksummed record,
 // verifies and strips the checksum, so the caller decodes the body alone.
 func checkVersion(d *decoder, what string) {
-	v := d.byte()
-	if d.err != nil {
+	v := d.Byte()
+	if d.Err() != nil {
 		return
 	}
 	switch v {
 	case recordV1:
 	case recordV2:
-		if len(d.buf) < crcLen {
-			d.fail("%s record: %w: no room for its checksum", what, errTruncated)
+		if len(d.Buf) < crcLen {
+			d.Fail("%s record: %w: no room for its checksum", what, errTruncated)
 			return
 		}
-		body := d.buf[:len(d.buf)-crcLen]
-		want := binary.LittleEndian.Uint32(d.buf[len(body):])
+		body := d.Buf[:len(d.Buf)-crcLen]
+		want := binary.LittleEndian.Uint32(d.Buf[len(body):])
 		got := crc32.Update(crc32.Checksum([]byte{v}, castagnoli), castagnoli, body)
 		if got != want {
-			d.fail("%s record: %w (stored %08x, computed %08x)", what, errChecksum, want, got)
+			d.Fail("%s record: %w (stored %08x, computed %08x)", what, errChecksum, want, got)
 			return
 		}
-		d.buf = body
+		d.Buf = body
 	default:
-		d.fail("%s record version %d is not readable by this build (reads %d and %d)", what, v, recordV1, recordV2)
+		d.Fail("%s record version %d is not readable by this build (reads %d and %d)", what, v, recordV1, recordV2)
 	}
 }
 
 func encodeRoomConfig(c RoomConfig) []byte {
 	e := encoder{}
-	e.byte(recordVersion)
+	e.Byte(recordVersion)
 	encodeConfig(&e, c, allConfigFields)
-	return e.seal(0)
+	return seal(&e, 0)
 }
 
 func encodeNamespaces(n *Namespaces) []byte {
 	e := encoder{}
-	e.byte(recordVersion)
+	e.Byte(recordVersion)
 	encodeRules(&e, n)
-	return e.seal(0)
+	return seal(&e, 0)
 }
 
 func decodeNamespaces(b []byte) (*Namespaces, error) {
-	d := decoder{buf: b}
+	d := decoder{Buf: b}
 	checkVersion(&d, "namespaces")
 	n := decodeRules(&d)
-	return &n, d.done()
+	return &n, d.Done()
 }
 
 func decodeRoomConfig(b []byte) (RoomConfig, error) {
-	d := decoder{buf: b}
+	d := decoder{Buf: b}
 	checkVersion(&d, "room config")
 	c, _ := decodeConfig(&d)
-	return c, d.done()
+	return c, d.Done()
 }
 
 // roomRecord is a room's stored state. The phys* fields track what is still
@@ -152,49 +152,49 @@ type roomRecord struct {
 func legacyOwnMask(c RoomConfig) ConfigField { return c.differs(DefaultRoomConfig) }
 
 func (r *roomRecord) encode() []byte {
-	e := encoder{buf: make([]byte, 0, 64)}
-	e.byte(recordVersion)
-	e.uvarint(r.Epoch)
-	e.uvarint(r.LastSeq)
-	e.uvarint(r.FirstSeq)
-	e.varint(r.FirstTime)
-	e.uvarint(r.KeyFirst)
-	e.uvarint(r.KeyNext)
-	e.varint(r.KeyFirstTime)
+	e := encoder{Buf: make([]byte, 0, 64)}
+	e.Byte(recordVersion)
+	e.Uvarint(r.Epoch)
+	e.Uvarint(r.LastSeq)
+	e.Uvarint(r.FirstSeq)
+	e.Varint(r.FirstTime)
+	e.Uvarint(r.KeyFirst)
+	e.Uvarint(r.KeyNext)
+	e.Varint(r.KeyFirstTime)
 	encodeConfig(&e, r.Config, allConfigFields)
-	e.uvarint(r.MemberCount)
-	e.uvarint(r.PhysFirstSeq)
-	e.uvarint(r.PhysKeyFirst)
-	e.byte(byte(r.OwnMask))
-	return e.seal(0)
+	e.Uvarint(r.MemberCount)
+	e.Uvarint(r.PhysFirstSeq)
+	e.Uvarint(r.PhysKeyFirst)
+	e.Byte(byte(r.OwnMask))
+	return seal(&e, 0)
 }
 
 func decodeRoom(b []byte) (roomRecord, error) {
-	d := decoder{buf: b}
+	d := decoder{Buf: b}
 	checkVersion(&d, "room")
 	r := roomRecord{
-		Epoch:        d.uvarint(),
-		LastSeq:      d.uvarint(),
-		FirstSeq:     d.uvarint(),
-		FirstTime:    d.varint(),
-		KeyFirst:     d.uvarint(),
-		KeyNext:      d.uvarint(),
-		KeyFirstTime: d.varint(),
+		Epoch:        d.Uvarint(),
+		LastSeq:      d.Uvarint(),
+		FirstSeq:     d.Uvarint(),
+		FirstTime:    d.Varint(),
+		KeyFirst:     d.Uvarint(),
+		KeyNext:      d.Uvarint(),
+		KeyFirstTime: d.Varint(),
 	}
 	r.Config, _ = decodeConfig(&d)
-	r.MemberCount = d.uvarint()
-	r.PhysFirstSeq = d.uvarint()
-	r.PhysKeyFirst = d.uvarint()
-	if len(d.buf) > 0 {
-		r.OwnMask = ConfigField(d.byte())
+	r.MemberCount = d.Uvarint()
+	r.PhysFirstSeq = d.Uvarint()
+	r.PhysKeyFirst = d.Uvarint()
+	if len(d.Buf) > 0 {
+		r.OwnMask = ConfigField(d.Byte())
 	} else {
 		r.OwnMask = legacyOwnMask(r.Config)
 	}
-	if d.err == nil && (r.FirstSeq > r.LastSeq+1 || r.KeyFirst > r.KeyNext) {
-		d.fail("room record windows are inconsistent (first seq %d, last seq %d, keys %d..%d)",
+	if d.Err() == nil && (r.FirstSeq > r.LastSeq+1 || r.KeyFirst > r.KeyNext) {
+		d.Fail("room record windows are inconsistent (first seq %d, last seq %d, keys %d..%d)",
 			r.FirstSeq, r.LastSeq, r.KeyFirst, r.KeyNext)
 	}
-	return r, d.done()
+	return r, d.Done()
 }
 
 // Member is one member of a room.
@@ -225,32 +225,32 @@ func (m *Member) token() uint64 {
 }
 
 func (m *Member) encode() []byte {
-	e := encoder{buf: make([]byte, 0, 16+len(m.Meta)+len(m.NodeID))}
-	e.byte(recordVersion)
-	e.bytes(m.Meta)
-	e.bool(m.Ephemeral)
-	e.string(m.NodeID)
-	e.uvarint(m.NodeEpoch)
-	e.uvarint(m.JoinedSeq)
+	e := encoder{Buf: make([]byte, 0, 16+len(m.Meta)+len(m.NodeID))}
+	e.Byte(recordVersion)
+	e.Bytes(m.Meta)
+	e.Bool(m.Ephemeral)
+	e.String(m.NodeID)
+	e.Uvarint(m.NodeEpoch)
+	e.Uvarint(m.JoinedSeq)
 	if m.JoinToken != 0 {
-		e.uvarint(m.JoinToken)
+		e.Uvarint(m.JoinToken)
 	}
-	return e.seal(0)
+	return seal(&e, 0)
 }
 
 func decodeMember(name string, b []byte) (Member, error) {
-	d := decoder{buf: b}
+	d := decoder{Buf: b}
 	checkVersion(&d, "member")
 	m := Member{Name: name}
-	m.Meta = cloneBytes(d.bytes(MaxMetaBytes))
-	m.Ephemeral = d.bool()
-	m.NodeID = d.string(MaxNodeIDBytes)
-	m.NodeEpoch = d.uvarint()
-	m.JoinedSeq = d.uvarint()
-	if len(d.buf) > 0 {
-		m.JoinToken = d.uvarint()
+	m.Meta = cloneBytes(d.Bytes(MaxMetaBytes))
+	m.Ephemeral = d.Bool()
+	m.NodeID = d.String(MaxNodeIDBytes)
+	m.NodeEpoch = d.Uvarint()
+	m.JoinedSeq = d.Uvarint()
+	if len(d.Buf) > 0 {
+		m.JoinToken = d.Uvarint()
 	}
-	return m, d.done()
+	return m, d.Done()
 }
 
 // encodeEvent stores an event; room, epoch and seq are in its key.
@@ -263,27 +263,27 @@ func eventValueCap(ev *Event) int { return 32 + crcLen + len(ev.Member) + len(ev
 
 func appendEvent(buf []byte, ev *Event, unixNano int64) []byte {
 	start := len(buf)
-	e := encoder{buf: buf}
-	e.byte(recordVersion)
-	e.byte(byte(ev.Type))
-	e.string(ev.Member)
-	e.bytes(ev.Data)
-	e.varint(unixNano)
-	return e.seal(start)
+	e := encoder{Buf: buf}
+	e.Byte(recordVersion)
+	e.Byte(byte(ev.Type))
+	e.String(ev.Member)
+	e.Bytes(ev.Data)
+	e.Varint(unixNano)
+	return seal(&e, start)
 }
 
 // decodeEvent fills ev from a stored value; it copies what it keeps.
 func decodeEvent(b []byte, ev *Event) (unixNano int64, err error) {
-	d := decoder{buf: b}
+	d := decoder{Buf: b}
 	checkVersion(&d, "event")
-	ev.Type = EventType(d.byte())
-	ev.Member = d.string(MaxMemberBytes)
-	ev.Data = cloneBytes(d.bytes(MaxPayloadBytes))
-	unixNano = d.varint()
-	if d.err == nil && (ev.Type < EventJoin || ev.Type > EventMessage) { // only these are stored
-		d.fail("unknown event type %d", uint8(ev.Type))
+	ev.Type = EventType(d.Byte())
+	ev.Member = d.String(MaxMemberBytes)
+	ev.Data = cloneBytes(d.Bytes(MaxPayloadBytes))
+	unixNano = d.Varint()
+	if d.Err() == nil && (ev.Type < EventJoin || ev.Type > EventMessage) { // only these are stored
+		d.Fail("unknown event type %d", uint8(ev.Type))
 	}
-	return unixNano, d.done()
+	return unixNano, d.Done()
 }
 
 // keyRecord remembers one idempotency key of a room.
@@ -295,35 +295,35 @@ type keyRecord struct {
 
 func (k keyRecord) encode() []byte {
 	e := encoder{}
-	e.byte(recordVersion)
-	e.uvarint(k.Seq)
-	e.uvarint(k.Ordinal)
-	e.varint(k.Time)
-	return e.seal(0)
+	e.Byte(recordVersion)
+	e.Uvarint(k.Seq)
+	e.Uvarint(k.Ordinal)
+	e.Varint(k.Time)
+	return seal(&e, 0)
 }
 
 func decodeKeyRecord(b []byte) (keyRecord, error) {
-	d := decoder{buf: b}
+	d := decoder{Buf: b}
 	checkVersion(&d, "key")
-	k := keyRecord{Seq: d.uvarint(), Ordinal: d.uvarint(), Time: d.varint()}
-	return k, d.done()
+	k := keyRecord{Seq: d.Uvarint(), Ordinal: d.Uvarint(), Time: d.Varint()}
+	return k, d.Done()
 }
 
 // orderRecord maps a key ordinal back to its key, for sweeping.
 func encodeOrder(key string, t int64) []byte {
 	e := encoder{}
-	e.byte(recordVersion)
-	e.string(key)
-	e.varint(t)
-	return e.seal(0)
+	e.Byte(recordVersion)
+	e.String(key)
+	e.Varint(t)
+	return seal(&e, 0)
 }
 
 func decodeOrder(b []byte) (key string, t int64, err error) {
-	d := decoder{buf: b}
+	d := decoder{Buf: b}
 	checkVersion(&d, "key order")
-	key = d.string(MaxKeyBytes)
-	t = d.varint()
-	return key, t, d.done()
+	key = d.String(MaxKeyBytes)
+	t = d.Varint()
+	return key, t, d.Done()
 }
 
 func corrupt(what string, key []byte, err error) error {

@@ -20,15 +20,15 @@ var resultErrors = []error{nil, ErrBadCommand, ErrInvalid, ErrConflict, ErrNotMe
 // still works), with its message.
 func EncodeResult(r *Result) []byte {
 	e := &encoder{}
-	e.byte(resultVersion)
-	e.byte(byte(r.Op))
-	e.string(r.Room)
-	e.uvarint(r.Epoch)
-	e.uvarint(r.Seq)
-	e.bool(r.Duplicate)
-	e.uvarint(r.LastSeq)
-	e.uvarint(uint64(r.Removed))
-	e.bool(r.More)
+	e.Byte(resultVersion)
+	e.Byte(byte(r.Op))
+	e.String(r.Room)
+	e.Uvarint(r.Epoch)
+	e.Uvarint(r.Seq)
+	e.Bool(r.Duplicate)
+	e.Uvarint(r.LastSeq)
+	e.Uvarint(uint64(r.Removed))
+	e.Bool(r.More)
 	code := 0
 	msg := ""
 	if r.Err != nil {
@@ -41,41 +41,41 @@ func EncodeResult(r *Result) []byte {
 		}
 		msg = r.Err.Error()
 	}
-	e.uvarint(uint64(code))
-	e.string(msg)
+	e.Uvarint(uint64(code))
+	e.String(msg)
 	// Added later, and only present when set, so results without it
 	// encode as before.
 	if r.JoinToken != 0 {
-		e.uvarint(r.JoinToken)
+		e.Uvarint(r.JoinToken)
 	}
-	return e.buf
+	return e.Buf
 }
 
 // DecodeResult reverses EncodeResult. Malformed input is an error, never a
 // panic.
 func DecodeResult(b []byte) (*Result, error) {
-	d := &decoder{buf: b}
-	if v := d.byte(); d.err == nil && v != resultVersion {
+	d := &decoder{Buf: b}
+	if v := d.Byte(); d.Err() == nil && v != resultVersion {
 		return nil, fmt.Errorf("fsm: result version %d is not known to this node", v)
 	}
 	r := &Result{}
-	r.Op = Op(d.byte())
-	r.Room = d.string(MaxRoomBytes)
-	r.Epoch = d.uvarint()
-	r.Seq = d.uvarint()
-	r.Duplicate = d.bool()
-	r.LastSeq = d.uvarint()
-	r.Removed = int(min(d.uvarint(), 1<<31))
-	r.More = d.bool()
-	code := d.uvarint()
-	msg := d.string(64 << 10)
-	if len(d.buf) > 0 {
+	r.Op = Op(d.Byte())
+	r.Room = d.String(MaxRoomBytes)
+	r.Epoch = d.Uvarint()
+	r.Seq = d.Uvarint()
+	r.Duplicate = d.Bool()
+	r.LastSeq = d.Uvarint()
+	r.Removed = int(min(d.Uvarint(), 1<<31))
+	r.More = d.Bool()
+	code := d.Uvarint()
+	msg := d.String(64 << 10)
+	if len(d.Buf) > 0 {
 		// Encoded only when set, so a zero here is garbage.
-		if r.JoinToken = d.uvarint(); r.JoinToken == 0 && d.err == nil {
-			d.fail("a result's join token is zero")
+		if r.JoinToken = d.Uvarint(); r.JoinToken == 0 && d.Err() == nil {
+			d.Fail("a result's join token is zero")
 		}
 	}
-	if err := d.done(); err != nil {
+	if err := d.Done(); err != nil {
 		return nil, fmt.Errorf("fsm: decode result: %w", err)
 	}
 	switch {

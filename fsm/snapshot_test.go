@@ -109,19 +109,19 @@ func TestRoomRecordWithoutOwnMask(t *testing.T) {
 	cfg := DefaultRoomConfig
 	cfg.HistoryMaxCount, cfg.MembersOnly = 5, true
 	e := encoder{}
-	e.byte(recordV1)                      // the only version written before OwnMask
+	e.Byte(recordV1)                      // the only version written before OwnMask
 	for _, v := range []uint64{7, 3, 1} { // epoch, last seq, first seq
-		e.uvarint(v)
+		e.Uvarint(v)
 	}
-	e.varint(0)
-	e.uvarint(1)
-	e.uvarint(1)
-	e.varint(0)
+	e.Varint(0)
+	e.Uvarint(1)
+	e.Uvarint(1)
+	e.Varint(0)
 	encodeConfig(&e, cfg, firstConfigFields) // as the first release wrote it
-	e.uvarint(0)
-	e.uvarint(1)
-	e.uvarint(1)
-	r, err := decodeRoom(e.buf)
+	e.Uvarint(0)
+	e.Uvarint(1)
+	e.Uvarint(1)
+	r, err := decodeRoom(e.Buf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,16 +147,16 @@ func TestCommandsWithoutLaterFieldsKeepTheirEncoding(t *testing.T) {
 	}
 	cfg := (&Command{Op: OpRoomConfig, Room: "r", Config: RoomConfig{HistoryMaxCount: 3}, ConfigMask: FieldHistoryMaxCount}).Encode()
 	e := encoder{}
-	e.byte(commandVersion)
-	e.byte(byte(OpRoomConfig))
-	e.string("r")
-	e.byte(byte(FieldHistoryMaxCount))
+	e.Byte(commandVersion)
+	e.Byte(byte(OpRoomConfig))
+	e.String("r")
+	e.Byte(byte(FieldHistoryMaxCount))
 	for _, v := range []uint64{3, 0, 0, 0} {
-		e.uvarint(v)
+		e.Uvarint(v)
 	}
-	e.bool(false)
-	if string(cfg) != string(e.buf) {
-		t.Errorf("room_config encodes as %x, the first release as %x", cfg, e.buf)
+	e.Bool(false)
+	if string(cfg) != string(e.Buf) {
+		t.Errorf("room_config encodes as %x, the first release as %x", cfg, e.Buf)
 	}
 	c, err := DecodeCommand(client)
 	if err != nil || !c.FromClient {

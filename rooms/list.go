@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/fsm"
+	"github.com/heraldhq/herald/internal/wire"
 )
 
 // RoomPage is one group's answer to a rooms query: its rooms in name order.
@@ -57,7 +58,7 @@ func roomsPage(f *fsm.FSM, prefix, after string, limit int) (RoomPage, error) {
 }
 
 func appendRoomInfo(b []byte, ri *fsm.RoomInfo) []byte {
-	b = appendString(b, ri.Room)
+	b = wire.AppendString(b, ri.Room)
 	b = binary.AppendUvarint(b, ri.Epoch)
 	b = binary.AppendUvarint(b, ri.LastSeq)
 	b = binary.AppendUvarint(b, ri.FirstSeq)
@@ -66,24 +67,24 @@ func appendRoomInfo(b []byte, ri *fsm.RoomInfo) []byte {
 	b = binary.AppendVarint(b, int64(ri.Config.HistoryMaxAge))
 	b = binary.AppendUvarint(b, ri.Config.KeyWindowCount)
 	b = binary.AppendVarint(b, int64(ri.Config.KeyWindowAge))
-	b = appendBool(b, ri.Config.MembersOnly)
-	b = appendBool(b, ri.Config.NoClientPublish)
-	b = appendBool(b, ri.Config.TransientPresence)
+	b = wire.AppendBool(b, ri.Config.MembersOnly)
+	b = wire.AppendBool(b, ri.Config.NoClientPublish)
+	b = wire.AppendBool(b, ri.Config.TransientPresence)
 	b = binary.AppendUvarint(b, ri.Config.MaxMembers)
 	return append(b, byte(ri.OwnFields))
 }
 
-// roomInfo reads what appendRoomInfo wrote; withOptions false reads the
+// readRoomInfo reads what appendRoomInfo wrote; withOptions false reads the
 // shorter form of builds before the namespace options (answerRoom).
-func (r *reader) roomInfo(withOptions bool) fsm.RoomInfo {
-	ri := fsm.RoomInfo{Room: r.string(fsm.MaxRoomBytes), Epoch: r.uvarint(), LastSeq: r.uvarint(), FirstSeq: r.uvarint(),
-		MemberCount: int(min(r.uvarint(), math.MaxInt))}
-	ri.Config = fsm.RoomConfig{HistoryMaxCount: r.uvarint(), HistoryMaxAge: time.Duration(r.varint()),
-		KeyWindowCount: r.uvarint(), KeyWindowAge: time.Duration(r.varint()), MembersOnly: r.bool()}
+func readRoomInfo(r *reader, withOptions bool) fsm.RoomInfo {
+	ri := fsm.RoomInfo{Room: r.String(fsm.MaxRoomBytes), Epoch: r.Uvarint(), LastSeq: r.Uvarint(), FirstSeq: r.Uvarint(),
+		MemberCount: int(min(r.Uvarint(), math.MaxInt))}
+	ri.Config = fsm.RoomConfig{HistoryMaxCount: r.Uvarint(), HistoryMaxAge: time.Duration(r.Varint()),
+		KeyWindowCount: r.Uvarint(), KeyWindowAge: time.Duration(r.Varint()), MembersOnly: r.Bool()}
 	if withOptions {
-		ri.Config.NoClientPublish, ri.Config.TransientPresence = r.bool(), r.bool()
-		ri.Config.MaxMembers = r.uvarint()
-		ri.OwnFields = fsm.ConfigField(r.byte())
+		ri.Config.NoClientPublish, ri.Config.TransientPresence = r.Bool(), r.Bool()
+		ri.Config.MaxMembers = r.Uvarint()
+		ri.OwnFields = fsm.ConfigField(r.Byte())
 	}
 	return ri
 }

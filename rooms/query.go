@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/heraldhq/herald/fsm"
+	"github.com/heraldhq/herald/internal/wire"
 )
 
 // QueryKind names a read of one room.
@@ -75,12 +76,12 @@ func (q Query) Encode() []byte {
 		v = roomsVersion
 	}
 	b = append(b, v, byte(q.Kind))
-	b = appendString(b, q.Room)
+	b = wire.AppendString(b, q.Room)
 	b = binary.AppendUvarint(b, q.FromSeq)
 	b = binary.AppendUvarint(b, uint64(max(q.Limit, 0)))
 	b = binary.AppendUvarint(b, uint64(max(q.MaxBytes, 0)))
 	if v == roomsVersion {
-		b = appendString(b, q.After)
+		b = wire.AppendString(b, q.After)
 	}
 	return b
 }
@@ -89,23 +90,23 @@ func (q Query) Encode() []byte {
 // panic; a Limit above MaxQueryHistoryLimit comes back cut to it, and a
 // MaxBytes above maxHistoryAnswerBytes to that.
 func DecodeQuery(b []byte) (Query, error) {
-	r := &reader{buf: b}
-	v := r.byte()
-	if r.err == nil && v != 1 && v != queryVersion && v != roomsVersion {
+	r := &reader{Buf: b}
+	v := r.Byte()
+	if r.Err() == nil && v != 1 && v != queryVersion && v != roomsVersion {
 		return Query{}, fmt.Errorf("rooms: room query version %d is not known to this node", v)
 	}
 	var q Query
-	q.Kind = QueryKind(r.byte())
-	q.Room = r.string(fsm.MaxRoomBytes)
-	q.FromSeq = r.uvarint()
-	q.Limit = int(min(r.uvarint(), MaxQueryHistoryLimit))
+	q.Kind = QueryKind(r.Byte())
+	q.Room = r.String(fsm.MaxRoomBytes)
+	q.FromSeq = r.Uvarint()
+	q.Limit = int(min(r.Uvarint(), MaxQueryHistoryLimit))
 	if v >= 2 {
-		q.MaxBytes = int(min(r.uvarint(), maxHistoryAnswerBytes))
+		q.MaxBytes = int(min(r.Uvarint(), maxHistoryAnswerBytes))
 	}
 	if v >= roomsVersion {
-		q.After = r.string(fsm.MaxRoomBytes)
+		q.After = r.String(fsm.MaxRoomBytes)
 	}
-	if err := r.done(); err != nil {
+	if err := r.Done(); err != nil {
 		return Query{}, fmt.Errorf("rooms: decode room query: %w", err)
 	}
 	switch q.Kind {
@@ -197,7 +198,7 @@ func encodeAnswer(a Answer, budget int) []byte {
 		}
 		b = append(b, answerErr)
 		b = binary.AppendUvarint(b, uint64(code))
-		b = appendString(b, a.Err.Error())
+		b = wire.AppendString(b, a.Err.Error())
 	case a.History != nil:
 		h := a.History
 		var events []byte
@@ -207,14 +208,14 @@ func encodeAnswer(a Answer, budget int) []byte {
 			if n > 0 && len(events)+len(e) > budget {
 				break
 			}
-			events = appendBytes(events, e)
+			events = wire.AppendBytes(events, e)
 			n++
 		}
 		b = append(b, answerHistory)
 		b = binary.AppendUvarint(b, h.Epoch)
 		b = binary.AppendUvarint(b, h.FirstSeq)
 		b = binary.AppendUvarint(b, h.LastSeq)
-		b = appendBool(b, h.Truncated)
+		b = wire.AppendBool(b, h.Truncated)
 		b = binary.AppendUvarint(b, uint64(n))
 		b = append(b, events...)
 	case a.Members != nil:
@@ -224,10 +225,10 @@ func encodeAnswer(a Answer, budget int) []byte {
 		b = binary.AppendUvarint(b, m.Seq)
 		b = binary.AppendUvarint(b, uint64(len(m.Members)))
 		for _, mb := range m.Members {
-			b = appendString(b, mb.Name)
-			b = appendBytes(b, mb.Meta)
-			b = appendBool(b, mb.Ephemeral)
-			b = appendString(b, mb.NodeID)
+			b = wire.AppendString(b, mb.Name)
+			b = wire.AppendBytes(b, mb.Meta)
+			b = wire.AppendBool(b, mb.Ephemeral)
+			b = wire.AppendString(b, mb.NodeID)
 			b = binary.AppendUvarint(b, mb.NodeEpoch)
 			b = binary.AppendUvarint(b, mb.JoinedSeq)
 		}
@@ -236,7 +237,7 @@ func encodeAnswer(a Answer, budget int) []byte {
 		b = appendRoomInfo(b, a.Room)
 	case a.Rooms != nil:
 		b = append(b, answerRooms)
-		b = appendBool(b, a.Rooms.More)
+		b = wire.AppendBool(b, a.Rooms.More)
 		b = binary.AppendUvarint(b, uint64(len(a.Rooms.Rooms)))
 		for i := range a.Rooms.Rooms {
 			b = appendRoomInfo(b, &a.Rooms.Rooms[i])
@@ -251,16 +252,16 @@ func encodeAnswer(a Answer, budget int) []byte {
 // never a panic. Byte slices in the answer (event data, member meta) share
 // b's memory.
 func DecodeAnswer(b []byte) (Answer, error) {
-	r := &reader{buf: b}
-	if v := r.byte(); r.err == nil && v != answerVersion {
+	r := &reader{Buf: b}
+	if v := r.Byte(); r.Err() == nil && v != answerVersion {
 		return Answer{}, fmt.Errorf("rooms: room answer version %d is not known to this node", v)
 	}
 	var a Answer
-	switch tag := r.byte(); tag {
+	switch tag := r.Byte(); tag {
 	case answerEmpty:
 	case answerErr:
-		code := r.uvarint()
-		msg := r.string(64 << 10)
+		code := r.Uvarint()
+		msg := r.String(64 << 10)
 		if code > 0 && code < uint64(len(answerErrors)) {
 			a.Err = &answerError{sentinel: answerErrors[code], msg: msg}
 		} else {
@@ -269,56 +270,59 @@ func DecodeAnswer(b []byte) (Answer, error) {
 			a.Err = errors.New(msg)
 		}
 	case answerHistory:
-		h := &fsm.History{Epoch: r.uvarint(), FirstSeq: r.uvarint(), LastSeq: r.uvarint(), Truncated: r.bool()}
-		n := r.count()
+		h := &fsm.History{Epoch: r.Uvarint(), FirstSeq: r.Uvarint(), LastSeq: r.Uvarint(), Truncated: r.Bool()}
+		n := r.Count()
 		if n > 0 {
 			h.Events = make([]fsm.Event, 0, min(n, MaxQueryHistoryLimit))
 		}
 		for range n {
-			e := r.bytes(len(r.buf))
-			if r.err != nil {
+			e := r.Bytes(len(r.Buf))
+			if r.Err() != nil {
 				break
 			}
 			ev, err := fsm.DecodeEvent(e)
 			if err != nil {
-				r.fail("event %d: %v", len(h.Events), err)
+				r.Fail("event %d: %v", len(h.Events), err)
 				break
 			}
 			h.Events = append(h.Events, ev)
 		}
 		a.History = h
 	case answerMembers:
-		m := &fsm.Members{Epoch: r.uvarint(), Seq: r.uvarint()}
-		n := r.count()
+		m := &fsm.Members{Epoch: r.Uvarint(), Seq: r.Uvarint()}
+		n := r.Count()
 		m.Members = make([]fsm.Member, 0, min(n, 1024))
 		for range n {
-			mb := fsm.Member{Name: r.string(fsm.MaxMemberBytes), Meta: r.bytes(fsm.MaxMetaBytes), Ephemeral: r.bool(),
-				NodeID: r.string(fsm.MaxNodeIDBytes), NodeEpoch: r.uvarint(), JoinedSeq: r.uvarint()}
-			if r.err != nil {
+			mb := fsm.Member{Name: r.String(fsm.MaxMemberBytes), Meta: r.Bytes(fsm.MaxMetaBytes), Ephemeral: r.Bool(),
+				NodeID: r.String(fsm.MaxNodeIDBytes), NodeEpoch: r.Uvarint(), JoinedSeq: r.Uvarint()}
+			if r.Err() != nil {
 				break
+			}
+			if len(mb.Meta) == 0 {
+				mb.Meta = nil // as the state machine reads a member without meta
 			}
 			m.Members = append(m.Members, mb)
 		}
 		a.Members = m
 	case answerRoom, answerRoomV2:
-		ri := r.roomInfo(tag == answerRoomV2)
+		ri := readRoomInfo(r, tag == answerRoomV2)
 		a.Room = &ri
 	case answerRooms:
-		p := &RoomPage{More: r.bool()}
-		n := r.count()
+		p := &RoomPage{More: r.Bool()}
+		n := r.Count()
 		p.Rooms = make([]fsm.RoomInfo, 0, min(n, MaxQueryHistoryLimit))
 		for range n {
-			ri := r.roomInfo(true)
-			if r.err != nil {
+			ri := readRoomInfo(r, true)
+			if r.Err() != nil {
 				break
 			}
 			p.Rooms = append(p.Rooms, ri)
 		}
 		a.Rooms = p
 	default:
-		r.fail("unknown answer kind %d", tag)
+		r.Fail("unknown answer kind %d", tag)
 	}
-	if err := r.done(); err != nil {
+	if err := r.Done(); err != nil {
 		return Answer{}, fmt.Errorf("rooms: decode room answer: %w", err)
 	}
 	return a, nil
@@ -343,125 +347,5 @@ func (e *answerError) Error() string {
 
 func (e *answerError) Unwrap() error { return e.sentinel }
 
-// The binary form of queries and answers: unsigned varints, and byte
-// strings prefixed by their varint length, as in package fsm.
-
-func appendBytes(b, p []byte) []byte {
-	return append(binary.AppendUvarint(b, uint64(len(p))), p...)
-}
-
-func appendString(b []byte, s string) []byte {
-	return append(binary.AppendUvarint(b, uint64(len(s))), s...)
-}
-
-func appendBool(b []byte, v bool) []byte {
-	if v {
-		return append(b, 1)
-	}
-	return append(b, 0)
-}
-
-// reader decodes that form. It never panics: the first problem is kept in
-// err and every later read returns a zero value.
-type reader struct {
-	buf []byte
-	err error
-}
-
-func (r *reader) fail(format string, args ...any) {
-	if r.err == nil {
-		r.err = fmt.Errorf(format, args...)
-	}
-}
-
-func (r *reader) byte() byte {
-	if r.err != nil {
-		return 0
-	}
-	if len(r.buf) == 0 {
-		r.fail("input ends early")
-		return 0
-	}
-	v := r.buf[0]
-	r.buf = r.buf[1:]
-	return v
-}
-
-func (r *reader) uvarint() uint64 {
-	if r.err != nil {
-		return 0
-	}
-	v, n := binary.Uvarint(r.buf)
-	if n <= 0 {
-		r.fail("malformed or truncated varint")
-		return 0
-	}
-	r.buf = r.buf[n:]
-	return v
-}
-
-func (r *reader) varint() int64 {
-	if r.err != nil {
-		return 0
-	}
-	v, n := binary.Varint(r.buf)
-	if n <= 0 {
-		r.fail("malformed or truncated varint")
-		return 0
-	}
-	r.buf = r.buf[n:]
-	return v
-}
-
-// bytes returns a length-prefixed byte string of at most max bytes,
-// sharing the input's memory.
-func (r *reader) bytes(max int) []byte {
-	n := r.uvarint()
-	switch {
-	case r.err != nil:
-		return nil
-	case n > uint64(max):
-		r.fail("field of %d bytes exceeds the limit of %d", n, max)
-		return nil
-	case n > uint64(len(r.buf)):
-		r.fail("input ends early: field of %d bytes, %d left", n, len(r.buf))
-		return nil
-	case n == 0:
-		return nil
-	}
-	p := r.buf[:n:n]
-	r.buf = r.buf[n:]
-	return p
-}
-
-func (r *reader) string(max int) string { return string(r.bytes(max)) }
-
-func (r *reader) bool() bool {
-	switch v := r.byte(); v {
-	case 0:
-		return false
-	case 1:
-		return true
-	default:
-		r.fail("boolean byte is %d, want 0 or 1", v)
-		return false
-	}
-}
-
-// count reads the length of a list whose elements take at least a byte
-// each, so a lying count fails here instead of allocating.
-func (r *reader) count() int {
-	n := r.uvarint()
-	if n > uint64(len(r.buf)) {
-		r.fail("list of %d elements in %d bytes", n, len(r.buf))
-		return 0
-	}
-	return int(n)
-}
-
-func (r *reader) done() error {
-	if r.err == nil && len(r.buf) != 0 {
-		r.err = fmt.Errorf("%d unexpected trailing bytes", len(r.buf))
-	}
-	return r.err
-}
+// reader decodes the binary form of queries and answers (package wire).
+type reader = wire.Reader

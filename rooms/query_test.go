@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/heraldhq/herald/fsm"
+	"github.com/heraldhq/herald/internal/wire"
 	"github.com/heraldhq/herald/multiraft"
 )
 
@@ -51,7 +52,7 @@ func TestRoomQueryRoundTrip(t *testing.T) {
 // MaxBytes: they still decode, and get the default bound.
 func TestDecodeRoomQueryVersion1(t *testing.T) {
 	b := []byte{1, byte(QueryHistory)}
-	b = appendString(b, "lobby")
+	b = wire.AppendString(b, "lobby")
 	b = binary.AppendUvarint(b, 42)
 	b = binary.AppendUvarint(b, 1000)
 	q, err := DecodeQuery(b)
