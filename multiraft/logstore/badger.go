@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/heraldhq/herald/internal/sstcheck"
+	"github.com/heraldhq/herald/internal/wire"
 )
 
 const (
@@ -433,13 +434,13 @@ func (s *badgerStore) GetLog(index uint64, out *raft.Log) error {
 
 // readChunks reassembles an entry stored as chunks; head is the 'l' value.
 func readChunks(txn *badger.Txn, group, index uint64, head []byte) ([]byte, error) {
-	d := decoder{b: head[1:]}
-	total, n := d.uvarint(), d.uvarint()
-	if d.err != nil || total <= maxInlineValue || total > math.MaxInt32 || n != (total-1)/maxInlineValue {
+	d := wire.Reader{Buf: head[1:]}
+	total, n := d.Uvarint(), d.Uvarint()
+	if d.Err() != nil || total <= maxInlineValue || total > math.MaxInt32 || n != (total-1)/maxInlineValue {
 		return nil, fmt.Errorf("%w: bad chunk header", errCorruptLog)
 	}
 	out := make([]byte, 0, total)
-	out = append(out, d.b...)
+	out = append(out, d.Buf...)
 	for i := uint32(1); i <= uint32(n); i++ {
 		item, err := txn.Get(chunkKey(group, index, i))
 		if err != nil {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/heraldhq/herald/internal/wire"
 )
 
 // Stored raft.Log format, version 1:
@@ -97,97 +98,38 @@ func decodeLog(b []byte, out *raft.Log) error {
 	default:
 		return fmt.Errorf("%w: unknown format version %d", errCorruptLog, b[0])
 	}
-	d := decoder{b: b[1:]}
+	d := wire.Reader{Buf: b[1:]}
 	l := raft.Log{
-		Index: d.uvarint(),
-		Term:  d.uvarint(),
-		Type:  raft.LogType(d.byte()),
+		Index: d.Uvarint(),
+		Term:  d.Uvarint(),
+		Type:  raft.LogType(d.Byte()),
 	}
-	l.Data = d.bytes()
-	l.Extensions = d.bytes()
-	switch d.byte() {
+	// An empty field decodes as nil, the way raft builds logs without
+	// data.
+	l.Data = nilIfEmpty(d.Bytes(len(d.Buf)))
+	l.Extensions = nilIfEmpty(d.Bytes(len(d.Buf)))
+	switch d.Byte() {
 	case 0:
 	case 1:
-		sec := d.varint()
-		nsec := d.uvarint()
-		if d.err == nil && nsec >= 1e9 {
+		sec := d.Varint()
+		nsec := d.Uvarint()
+		if d.Err() == nil && nsec >= 1e9 {
 			return fmt.Errorf("%w: nanoseconds %d out of range", errCorruptLog, nsec)
 		}
 		l.AppendedAt = time.Unix(sec, int64(nsec))
 	default:
-		if d.err == nil {
-			return fmt.Errorf("%w: bad time flag", errCorruptLog)
-		}
+		d.Fail("bad time flag")
 	}
-	if d.err != nil {
-		return d.err
-	}
-	if len(d.b) != 0 {
-		return fmt.Errorf("%w: %d trailing bytes", errCorruptLog, len(d.b))
+	if err := d.Done(); err != nil {
+		return fmt.Errorf("%w: %v", errCorruptLog, err)
 	}
 	*out = l
 	return nil
 }
 
-// decoder reads fields from b and remembers the first error, so decodeLog
-// can read every field unconditionally and check once.
-type decoder struct {
-	b   []byte
-	err error
-}
-
-func (d *decoder) fail(what string) {
-	if d.err == nil {
-		d.err = fmt.Errorf("%w: truncated or invalid %s", errCorruptLog, what)
-	}
-	d.b = nil
-}
-
-func (d *decoder) byte() byte {
-	if len(d.b) < 1 {
-		d.fail("byte")
-		return 0
-	}
-	v := d.b[0]
-	d.b = d.b[1:]
-	return v
-}
-
-func (d *decoder) uvarint() uint64 {
-	v, n := binary.Uvarint(d.b)
-	if n <= 0 {
-		d.fail("uvarint")
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
-}
-
-func (d *decoder) varint() int64 {
-	v, n := binary.Varint(d.b)
-	if n <= 0 {
-		d.fail("varint")
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
-}
-
-// bytes reads a length-prefixed field. An empty field decodes as nil, the
-// way raft builds logs without data.
-func (d *decoder) bytes() []byte {
-	n := d.uvarint()
-	if d.err != nil {
+func nilIfEmpty(b []byte) []byte {
+	if len(b) == 0 {
 		return nil
 	}
-	if n > uint64(len(d.b)) {
-		d.fail("length")
-		return nil
-	}
-	if n == 0 {
-		return nil
-	}
-	v := d.b[:n:n]
-	d.b = d.b[n:]
-	return v
+	return b
 }

@@ -3,6 +3,8 @@ package logstore
 import (
 	"encoding/binary"
 	"fmt"
+
+	"github.com/heraldhq/herald/internal/wire"
 )
 
 // Badger key layout. Every key starts with a one-byte namespace and the
@@ -111,17 +113,17 @@ func encodeIntent(kind byte, lo, hi uint64) []byte {
 }
 
 func decodeIntent(b []byte) (kind byte, lo, hi uint64, err error) {
-	d := decoder{b: b}
-	kind = d.byte()
+	d := wire.Reader{Buf: b}
+	kind = d.Byte()
 	switch {
-	case d.err != nil:
+	case d.Err() != nil:
 	case kind == intentDeleteLogs:
-		lo, hi = d.uvarint(), d.uvarint()
+		lo, hi = d.Uvarint(), d.Uvarint()
 	case kind != intentDropGroup:
 		return 0, 0, 0, fmt.Errorf("logstore: unknown intent kind %d", kind)
 	}
-	if d.err == nil && len(d.b) != 0 {
-		return 0, 0, 0, fmt.Errorf("logstore: %d trailing bytes in intent", len(d.b))
+	if err := d.Done(); err != nil {
+		return 0, 0, 0, fmt.Errorf("%w: intent: %v", errCorruptLog, err)
 	}
-	return kind, lo, hi, d.err
+	return kind, lo, hi, nil
 }
