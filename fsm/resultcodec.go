@@ -1,9 +1,9 @@
 package fsm
 
 import (
-	"errors"
 	"fmt"
-	"strings"
+
+	"github.com/heraldhq/herald/internal/wire"
 )
 
 // resultVersion prefixes an encoded Result, so a node of a newer build can
@@ -12,7 +12,7 @@ const resultVersion = 1
 
 // resultErrors numbers the sentinel errors a Result can carry across nodes.
 // The numbers travel between nodes: never reuse one.
-var resultErrors = []error{nil, ErrBadCommand, ErrInvalid, ErrConflict, ErrNotMember,
+var resultErrors = wire.Sentinels{nil, ErrBadCommand, ErrInvalid, ErrConflict, ErrNotMember,
 	ErrRoomNotFound, ErrStorage, ErrNeedsRestore, ErrLagged, ErrClosed, ErrForbidden, ErrRoomFull}
 
 // EncodeResult encodes r so a proposer on another node gets the same Result
@@ -32,12 +32,8 @@ func EncodeResult(r *Result) []byte {
 	code := 0
 	msg := ""
 	if r.Err != nil {
-		code = len(resultErrors) // an error outside the known set
-		for i, s := range resultErrors[1:] {
-			if errors.Is(r.Err, s) {
-				code = i + 1
-				break
-			}
+		if code = resultErrors.Code(r.Err); code == 0 {
+			code = len(resultErrors) // an error outside the known set
 		}
 		msg = r.Err.Error()
 	}
@@ -78,32 +74,8 @@ func DecodeResult(b []byte) (*Result, error) {
 	if err := d.Done(); err != nil {
 		return nil, fmt.Errorf("fsm: decode result: %w", err)
 	}
-	switch {
-	case code == 0:
-	case code < uint64(len(resultErrors)):
-		s := resultErrors[code]
-		r.Err = &remoteResultError{sentinel: s, msg: msg}
-	default:
-		r.Err = errors.New(msg)
+	if code != 0 {
+		r.Err = resultErrors.Error(code, msg)
 	}
 	return r, nil
 }
-
-// remoteResultError is a sentinel error with the message it had on the
-// node that applied the command.
-type remoteResultError struct {
-	sentinel error
-	msg      string
-}
-
-func (e *remoteResultError) Error() string {
-	switch {
-	case e.msg == "":
-		return e.sentinel.Error()
-	case strings.Contains(e.msg, e.sentinel.Error()):
-		return e.msg
-	}
-	return e.sentinel.Error() + ": " + e.msg
-}
-
-func (e *remoteResultError) Unwrap() error { return e.sentinel }

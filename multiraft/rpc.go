@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+
+	"github.com/heraldhq/herald/internal/wire"
 )
 
 // Peer services the host serves on the peer port. Each reply starts with a
@@ -72,15 +74,6 @@ func errReply(err error) []byte {
 	return append([]byte{code}, err.Error()...)
 }
 
-// remoteError rebuilds the typed error of a reply.
-type remoteError struct {
-	kind error
-	msg  string
-}
-
-func (e *remoteError) Error() string { return e.msg }
-func (e *remoteError) Unwrap() error { return e.kind }
-
 func decodeReply(b []byte) ([]byte, error) {
 	if len(b) == 0 {
 		return nil, errors.New("multiraft: empty reply from peer")
@@ -105,7 +98,7 @@ func decodeReply(b []byte) ([]byte, error) {
 	kinds := map[byte]error{replyUnavailable: ErrUnavailable, replyUnknownOutcome: ErrUnknownOutcome,
 		replyNoReplica: ErrNoReplica, replyNoGroup: ErrNoGroup, replyMetaConflict: ErrMetaConflict, replyClosed: ErrUnavailable, replyNotVoter: ErrNotVoter}
 	if kind, ok := kinds[code]; ok {
-		return nil, &remoteError{kind: kind, msg: string(rest)}
+		return nil, wire.Remote(kind, string(rest))
 	}
 	if code == replyOther {
 		return nil, errors.New(string(rest))

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"strings"
 
 	"github.com/heraldhq/herald/fsm"
 	"github.com/heraldhq/herald/internal/wire"
@@ -170,7 +169,7 @@ const (
 // answerErrors numbers the sentinel errors an answer can carry; code 0 is
 // any other error, which keeps only its message. The numbers travel between
 // nodes: never reuse one.
-var answerErrors = []error{nil, fsm.ErrRoomNotFound, fsm.ErrInvalid, fsm.ErrClosed,
+var answerErrors = wire.Sentinels{nil, fsm.ErrRoomNotFound, fsm.ErrInvalid, fsm.ErrClosed,
 	fsm.ErrNeedsRestore, fsm.ErrStorage, fsm.ErrCorrupt}
 
 // EncodeAnswer encodes a for the node that sent the query. Of the
@@ -186,13 +185,7 @@ func encodeAnswer(a Answer, budget int) []byte {
 	b := []byte{answerVersion}
 	switch {
 	case a.Err != nil:
-		code := 0
-		for i, s := range answerErrors[1:] {
-			if errors.Is(a.Err, s) {
-				code = i + 1
-				break
-			}
-		}
+		code := answerErrors.Code(a.Err)
 		if errors.Is(a.Err, fsm.ErrCorrupt) {
 			code = len(answerErrors) - 1 // it matches ErrStorage too, which comes first
 		}
@@ -262,13 +255,9 @@ func DecodeAnswer(b []byte) (Answer, error) {
 	case answerErr:
 		code := r.Uvarint()
 		msg := r.String(64 << 10)
-		if code > 0 && code < uint64(len(answerErrors)) {
-			a.Err = &answerError{sentinel: answerErrors[code], msg: msg}
-		} else {
-			// Code 0, or a sentinel a newer build added: the message
-			// is all this node can keep.
-			a.Err = errors.New(msg)
-		}
+		// Code 0, or a sentinel a newer build added, keeps only the
+		// message.
+		a.Err = answerErrors.Error(code, msg)
 	case answerHistory:
 		h := &fsm.History{Epoch: r.Uvarint(), FirstSeq: r.Uvarint(), LastSeq: r.Uvarint(), Truncated: r.Bool()}
 		n := r.Count()
@@ -327,25 +316,6 @@ func DecodeAnswer(b []byte) (Answer, error) {
 	}
 	return a, nil
 }
-
-// answerError is a sentinel error with the message it had on the node that
-// read the room.
-type answerError struct {
-	sentinel error
-	msg      string
-}
-
-func (e *answerError) Error() string {
-	switch {
-	case e.msg == "":
-		return e.sentinel.Error()
-	case strings.Contains(e.msg, e.sentinel.Error()):
-		return e.msg
-	}
-	return e.sentinel.Error() + ": " + e.msg
-}
-
-func (e *answerError) Unwrap() error { return e.sentinel }
 
 // reader decodes the binary form of queries and answers (package wire).
 type reader = wire.Reader

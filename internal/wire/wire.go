@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 )
 
 // ErrTruncated is wrapped by the errors of input that ends early.
@@ -178,3 +179,51 @@ func (r *Reader) Done() error {
 	}
 	return r.err
 }
+
+// Sentinels numbers the sentinel errors an encoded message may carry from
+// one node to another, so that errors.Is still matches them on the node
+// that decodes it. Element 0 is nil: code 0 is no sentinel. The numbers
+// travel between nodes: a list only ever grows at its end.
+type Sentinels []error
+
+// Code is the number of the first sentinel err matches, or 0.
+func (s Sentinels) Code(err error) int {
+	for i, sentinel := range s {
+		if i > 0 && errors.Is(err, sentinel) {
+			return i
+		}
+	}
+	return 0
+}
+
+// Error rebuilds an error from its code and the message it had: the
+// sentinel, carrying the message, for a known code; the message alone for
+// code 0 or one this build does not know (a newer node's).
+func (s Sentinels) Error(code uint64, msg string) error {
+	if code > 0 && code < uint64(len(s)) {
+		return Remote(s[code], msg)
+	}
+	return errors.New(msg)
+}
+
+// Remote is sentinel as another node reported it, with its message there:
+// errors.Is matches the sentinel, and Error is the message (prefixed by
+// the sentinel's text when the message does not already hold it).
+func Remote(sentinel error, msg string) error { return &remoteError{sentinel: sentinel, msg: msg} }
+
+type remoteError struct {
+	sentinel error
+	msg      string
+}
+
+func (e *remoteError) Error() string {
+	switch {
+	case e.msg == "":
+		return e.sentinel.Error()
+	case strings.Contains(e.msg, e.sentinel.Error()):
+		return e.msg
+	}
+	return e.sentinel.Error() + ": " + e.msg
+}
+
+func (e *remoteError) Unwrap() error { return e.sentinel }
