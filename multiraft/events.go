@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
-
-	"github.com/heraldhq/herald/multiraft/transport"
 )
 
 // EventSource is implemented by an Application whose state machines
@@ -66,12 +64,20 @@ func (h *Host) handleEvents(ctx context.Context, _ string, group uint64, req []b
 	return err
 }
 
+// EventStream is an open stream of the events a group's leader applies,
+// each as the Application's EventSource encoded it.
+type EventStream interface {
+	// Recv returns the next event, or an error once the stream ended.
+	Recv() ([]byte, error)
+	Close() error
+}
+
 // SubscribeEvents opens a stream of the events group's leader applies from
 // now on, over the peer port. The stream ends (Recv returns an error) when
 // the leader changes or the subscriber falls behind; the subscriber then
 // reads what it missed and subscribes again. Events already applied before
 // the stream opened are not sent: read them first, then compare positions.
-func (h *Host) SubscribeEvents(ctx context.Context, group uint64, req []byte) (*transport.Stream, error) {
+func (h *Host) SubscribeEvents(ctx context.Context, group uint64, req []byte) (EventStream, error) {
 	ls, err := h.LeaderStatus(ctx, group)
 	if err != nil {
 		return nil, err

@@ -557,6 +557,3 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// HeartbeatStats returns the node's raft heartbeat counters: sent alone,
-// answered from node-level batches, and batches sent and served.
-func (h *Host) HeartbeatStats() transport.HeartbeatStats { return h.peers.HeartbeatStats() }

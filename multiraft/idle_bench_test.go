@@ -100,7 +100,7 @@ func runBenchNode(spec string, in io.Reader, out io.Writer) error {
 		case "goroutines":
 			fmt.Fprintln(out, "goroutines", runtime.NumGoroutine())
 		case "heartbeats":
-			fmt.Fprintf(out, "heartbeats %+v\n", h.HeartbeatStats())
+			fmt.Fprintf(out, "heartbeats %+v\n", multiraft.HeartbeatStatsOf(h))
 
 		case "leaders":
 			n := 0
