@@ -105,10 +105,7 @@ type Subscription struct {
 	awaiting   bool  // its request is sent and the answer not yet applied
 	resync     bool  // subscribe again once the loop's request is answered
 	positioned bool  // the first subscribe was answered
-	epoch      uint64
-	epochStr   string
-	deleted    bool   // epoch ended: only a newer one may follow
-	next       uint64 // the seq owed next
+	cur        cursor // where delivery stands
 	lagging    bool   // the queue overflowed: events are dropped until Next catches up
 	gaps       int    // subscribes since the last accepted event, for backoff
 	queue      []Event
@@ -336,8 +333,8 @@ func (s *Subscription) subscribe(cn *conn, delay time.Duration) {
 		}
 		req := request{Op: opSubscribe, Room: s.room}
 		if s.positioned {
-			from := s.next
-			req.FromSeq, req.Epoch = &from, s.epochStr
+			from := s.cur.next
+			req.FromSeq, req.Epoch = &from, s.cur.epochStr
 		} else {
 			if s.opts.FromSeq > 0 {
 				from := s.opts.FromSeq
@@ -406,67 +403,32 @@ func (s *Subscription) answered(cn *conn, req *request, f *frame) error {
 	if !s.positioned {
 		s.positioned = true
 		if req.FromSeq == nil {
-			s.epoch, s.epochStr, s.next = e, f.Epoch, f.LastSeq+1
+			s.cur.epoch, s.cur.epochStr, s.cur.next = e, f.Epoch, f.LastSeq+1
 		} else {
-			s.epoch, _ = parseEpoch(req.Epoch)
-			s.epochStr, s.next = req.Epoch, *req.FromSeq
+			s.cur.epoch, _ = parseEpoch(req.Epoch)
+			s.cur.epochStr, s.cur.next = req.Epoch, *req.FromSeq
 		}
-		s.posSeq, s.posEpoch = s.next-1, s.epochStr
+		s.posSeq, s.posEpoch = s.cur.next-1, s.cur.epochStr
 		s.signalReadyLocked()
 	}
-	switch {
-	case f.EpochChanged && e == 0:
-		// The incarnation asked for is gone and none replaced it.
-		if s.epoch != 0 && !s.deleted {
-			s.notice(KindRoomDeleted, s.epochStr, s.next-1)
-			s.deleted = true
-		}
-		return nil
-	case f.EpochChanged && e > s.epoch:
-		start := uint64(1)
-		if f.Truncated && f.FirstSeq > 1 {
-			start = f.FirstSeq
-		}
-		switch {
-		case !s.deleted && s.epoch != 0:
-			s.notice(KindEpochChanged, f.Epoch, start)
-		case start > 1:
-			s.notice(KindTruncated, f.Epoch, start)
-		}
-		s.enterEpoch(e, f.Epoch)
-		s.next = start
-		return nil
-	case s.epoch == 0 && !s.deleted:
-		// Subscribed without an epoch: the room's is the one.
-		s.epoch, s.epochStr = e, f.Epoch
-	}
-	if f.Truncated && f.FirstSeq > s.next && e == s.epoch {
-		s.notice(KindTruncated, s.epochStr, f.FirstSeq)
-		s.next = f.FirstSeq
-	}
+	s.notices(s.cur.answered(subscribed{epoch: e, epochStr: f.Epoch, epochChanged: f.EpochChanged,
+		truncated: f.Truncated, firstSeq: f.FirstSeq}))
 	return nil
 }
 
-func (s *Subscription) enterEpoch(e uint64, str string) {
-	s.epoch, s.epochStr, s.deleted, s.next = e, str, false, 1
+// notices queues the notices the cursor said the application is owed.
+func (s *Subscription) notices(ns []notice) {
+	for _, n := range ns {
+		s.notice(n.kind, n.epoch, n.seq)
+	}
 }
 
 // acceptEpoch reports whether a push of incarnation e (already parsed)
 // belongs to what the subscription delivers, moving it to e if e is newer.
 func (s *Subscription) acceptEpoch(e uint64, str string) bool {
-	switch {
-	case e == 0 || e < s.epoch:
-		return false
-	case e == s.epoch:
-		return !s.deleted
-	}
-	if s.epoch != 0 && !s.deleted {
-		// The node announces the end of an incarnation before the next
-		// one's events; should it not have, the application still learns.
-		s.notice(KindRoomDeleted, s.epochStr, s.next-1)
-	}
-	s.enterEpoch(e, str)
-	return true
+	ok, ns := s.cur.accept(e, str)
+	s.notices(ns)
+	return ok
 }
 
 // offer takes a push of cn for this subscription's room, on the read
@@ -489,10 +451,10 @@ func (s *Subscription) offer(cn *conn, f *frame) {
 		if !s.acceptEpoch(e, f.Epoch) || s.lagging {
 			return
 		}
-		switch {
-		case f.Seq < s.next:
-			return // already delivered: a resumed subscription repeats
-		case f.Seq > s.next:
+		switch s.cur.event(f.Seq) {
+		case repeat:
+			return
+		case gap:
 			s.resubscribe(cn)
 			return
 		}
@@ -501,28 +463,21 @@ func (s *Subscription) offer(cn *conn, f *frame) {
 			return
 		}
 		s.gaps = 0
-		s.next++
+		s.cur.next++
 		s.enqueue(f.event())
 	case "presence":
 		// Only in its place, right after the event it follows; never one
 		// that would count against the buffer of events owed.
-		if !s.acceptEpoch(e, f.Epoch) || s.lagging || f.AfterSeq != s.next-1 || len(s.queue)-s.head >= s.opts.Buffer {
+		if !s.acceptEpoch(e, f.Epoch) || s.lagging || f.AfterSeq != s.cur.next-1 || len(s.queue)-s.head >= s.opts.Buffer {
 			return
 		}
 		ev := f.event()
 		ev.Kind, ev.Seq = KindPresence, f.AfterSeq
 		s.enqueue(ev)
 	case "truncated":
-		if s.acceptEpoch(e, f.Epoch) && f.FirstSeq > s.next {
-			s.notice(KindTruncated, f.Epoch, f.FirstSeq)
-			s.next = f.FirstSeq
-		}
+		s.notices(s.cur.truncated(e, f.Epoch, f.FirstSeq))
 	case "room_deleted":
-		if e == 0 || e < s.epoch || (e == s.epoch && s.deleted) {
-			return
-		}
-		s.epoch, s.epochStr, s.deleted = e, f.Epoch, true
-		s.notice(KindRoomDeleted, f.Epoch, f.LastSeq)
+		s.notices(s.cur.roomDeleted(e, f.Epoch, f.LastSeq))
 	case "unsubscribed":
 		// The application's backend ended it: subscribing again would
 		// undo that. The events before the notice are still handed out.

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/hashicorp/raft"
+	"github.com/heraldhq/herald/internal/leakcheck"
 )
 
 // publishBatches prepares batches of size publishes of payload bytes each,
@@ -112,11 +113,11 @@ func millionEvents(b *testing.B) *replica {
 }
 
 func TestMain(m *testing.M) {
-	code := m.Run()
-	if million.dir != "" {
-		os.RemoveAll(million.dir)
-	}
-	os.Exit(code)
+	leakcheck.Main(m, func() {
+		if million.dir != "" {
+			os.RemoveAll(million.dir)
+		}
+	})
 }
 
 // midStream measures the heap held halfway through a stream: after half

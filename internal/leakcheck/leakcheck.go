@@ -6,6 +6,7 @@
 package leakcheck
 
 import (
+	"os"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -21,8 +22,15 @@ var ignored = []goleak.Option{
 	goleak.IgnoreAnyFunction("github.com/golang/glog.(*fileSink).flushDaemon"),
 }
 
-// Main runs the package's tests, then fails if goroutines they started are
-// left (goleak waits a moment for goroutines on their way out).
-func Main(m *testing.M) {
-	goleak.VerifyTestMain(m, ignored...)
+// Main runs the package's tests, then the cleanups, then fails if
+// goroutines they started are left (goleak waits a moment for goroutines
+// on their way out).
+func Main(m *testing.M, cleanups ...func()) {
+	opts := append([]goleak.Option{goleak.Cleanup(func(code int) {
+		for _, c := range cleanups {
+			c()
+		}
+		os.Exit(code)
+	})}, ignored...)
+	goleak.VerifyTestMain(m, opts...)
 }
