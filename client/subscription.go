@@ -98,13 +98,13 @@ type Subscription struct {
 	mu         sync.Mutex
 	notify     chan struct{}
 	readyDone  bool
-	err        error // why it ended; nil while it runs
-	closed     bool  // Close was called
-	wire       *conn // the socket subscribed on, or being subscribed on
-	inflight   bool  // a subscribe loop runs for wire
-	awaiting   bool  // its request is sent and the answer not yet applied
-	resync     bool  // subscribe again once the loop's request is answered
-	positioned bool  // the first subscribe was answered
+	err        error  // why it ended; nil while it runs
+	closed     bool   // Close was called
+	wire       *conn  // the socket subscribed on, or being subscribed on
+	inflight   bool   // a subscribe loop runs for wire
+	awaiting   bool   // its request is sent and the answer not yet applied
+	resync     bool   // subscribe again once the loop's request is answered
+	positioned bool   // the first subscribe was answered
 	cur        cursor // where delivery stands
 	lagging    bool   // the queue overflowed: events are dropped until Next catches up
 	gaps       int    // subscribes since the last accepted event, for backoff
