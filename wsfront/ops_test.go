@@ -468,7 +468,9 @@ func TestCloseLeavesOnlyItsOwnJoin(t *testing.T) {
 	renewed := login(t, c.URL(1), "alice")
 	renewed.mustOK(renewed.call("join", obj{"room": "presence", "meta": obj{"v": 2}}))
 	_ = old.conn.WriteClose(1000, nil)
-	time.Sleep(500 * time.Millisecond) // the old socket's close has been handled
+	// A session goes once its socket's leaves have run: then the old
+	// socket's close has done all it will.
+	waitFor(t, 10*time.Second, "the old socket's close is handled", func() bool { return c.Front(0).Sessions() == 0 })
 	m := w.mustOK(w.call("members", obj{"room": "presence"}))
 	if ms := m["members"].([]any); len(ms) != 1 || ms[0].(obj)["meta"].(obj)["v"] != 2.0 {
 		t.Fatalf("members after the old socket closed: %v", m)
