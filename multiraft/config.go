@@ -92,9 +92,14 @@ func DefaultTiming() Timing {
 
 // WithDefaults returns t with every zero field set to DefaultTiming's, so
 // that a configuration sets only the timings it changes; zero Timing is
-// DefaultTiming.
+// DefaultTiming. TrailingLogs keeps a zero of a Timing that sets anything
+// else: it means no trailing logs (every lagging follower gets a
+// snapshot), which tests and small deployments choose.
 func (t Timing) WithDefaults() Timing {
 	d := DefaultTiming()
+	if t == (Timing{}) {
+		return d
+	}
 	leaseUnset := t.LeaderLeaseTimeout == 0
 	for _, f := range []struct{ v, def *time.Duration }{
 		{&t.HeartbeatTimeout, &d.HeartbeatTimeout}, {&t.ElectionTimeout, &d.ElectionTimeout},
@@ -115,9 +120,6 @@ func (t Timing) WithDefaults() Timing {
 	}
 	if t.SnapshotThreshold == 0 {
 		t.SnapshotThreshold = d.SnapshotThreshold
-	}
-	if t.TrailingLogs == 0 {
-		t.TrailingLogs = d.TrailingLogs
 	}
 	return t
 }

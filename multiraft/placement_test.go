@@ -414,7 +414,7 @@ func TestTimingWithDefaults(t *testing.T) {
 	tm := Timing{HeartbeatTimeout: 2 * time.Second, PerGroupHeartbeats: true}.WithDefaults()
 	d := DefaultTiming()
 	if tm.HeartbeatTimeout != 2*time.Second || !tm.PerGroupHeartbeats || tm.ElectionTimeout != d.ElectionTimeout ||
-		tm.MaxAppendEntries != d.MaxAppendEntries || tm.TrailingLogs != d.TrailingLogs {
+		tm.MaxAppendEntries != d.MaxAppendEntries || tm.TrailingLogs != 0 {
 		t.Fatalf("one field set: %+v", tm)
 	}
 	if err := tm.Validate(); err != nil {
