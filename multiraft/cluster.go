@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/heraldhq/herald/internal/wait"
 	"github.com/heraldhq/herald/multiraft/transport"
 )
 
@@ -303,7 +304,7 @@ func (h *Host) leaseLoop() {
 			}
 			h.log.Debug("lease renewal failed", "err", err)
 		}
-		if !sleepCtx(h.ctx, every) {
+		if !wait.Sleep(h.ctx, every) {
 			return
 		}
 	}
@@ -342,7 +343,7 @@ func mustJSON(v any) []byte {
 // state of expired epochs from every data group.
 func (h *Host) metaDutyLoop() {
 	every := max(h.cfg.LeaseTTL/4, 10*time.Millisecond)
-	for sleepCtx(h.ctx, every) {
+	for wait.Sleep(h.ctx, every) {
 		rep := h.replica(MetaGroup)
 		if rep == nil || rep.raft.State() != raft.Leader {
 			continue

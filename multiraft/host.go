@@ -544,16 +544,3 @@ func (h *Host) WatchLeaders() (changes <-chan LeaderChange, stop func()) {
 		})
 	}
 }
-
-// sleepCtx waits d or until ctx ends; false means ctx ended.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
-

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/heraldhq/herald/internal/wait"
 )
 
 // Replica changes of one group are serialized through the meta group: a
@@ -184,7 +185,7 @@ func (h *Host) beginOp(ctx context.Context, group uint64, op GroupOp, takeOver u
 				return nil, &MoveInProgressError{Group: group, Op: *o}
 			}
 		}
-		if !sleepCtx(ctx, 100*time.Millisecond) {
+		if !wait.Sleep(ctx, 100*time.Millisecond) {
 			return nil, err
 		}
 	}

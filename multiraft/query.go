@@ -10,6 +10,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/heraldhq/herald/internal/wait"
 	"github.com/heraldhq/herald/multiraft/transport"
 )
 
@@ -154,7 +155,7 @@ func (h *Host) queryStale(ctx context.Context, group uint64, payload []byte) ([]
 			lastErr = fmt.Errorf("%s: %w", target, err)
 		}
 		d := backoff/2 + rand.N(backoff)
-		if ctx.Err() != nil || !sleepCtx(ctx, d) {
+		if ctx.Err() != nil || !wait.Sleep(ctx, d) {
 			if lastErr == nil {
 				lastErr = errors.New("no replica answered")
 			}

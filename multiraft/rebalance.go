@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/heraldhq/herald/internal/wait"
 )
 
 // Group membership changes run on the group's leader; the host routes them
@@ -311,7 +312,7 @@ func (h *Host) waitFor(ctx context.Context, cond func(context.Context) (bool, er
 		if ok {
 			return nil
 		}
-		if !sleepCtx(ctx, delay) {
+		if !wait.Sleep(ctx, delay) {
 			return ctx.Err()
 		}
 		delay = min(2*delay, 200*time.Millisecond)

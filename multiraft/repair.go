@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/heraldhq/herald/internal/wait"
 )
 
 // The meta leader's repair loop keeps each data group's raft configuration
@@ -46,7 +47,7 @@ func (h *Host) repairEvery() time.Duration {
 // repairLoop runs repair rounds while this node leads the meta group.
 func (h *Host) repairLoop() {
 	r := repairState{idle: map[uint64]time.Time{}}
-	for sleepCtx(h.ctx, h.repairEvery()) {
+	for wait.Sleep(h.ctx, h.repairEvery()) {
 		rep := h.replica(MetaGroup)
 		if rep == nil || rep.raft.State() != raft.Leader {
 			clear(r.idle)

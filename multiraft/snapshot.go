@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/heraldhq/herald/internal/wait"
 )
 
 // Snapshot makes the local replica of group (the meta group included) take
@@ -40,7 +41,7 @@ func (h *Host) Snapshot(ctx context.Context, group uint64) error {
 		// Raft refuses while its state machine has not yet applied a
 		// committed configuration change (a replica move just happened);
 		// that passes as soon as the entry is applied.
-		if !sleepCtx(ctx, delay) {
+		if !wait.Sleep(ctx, delay) {
 			return fmt.Errorf("multiraft: snapshot of group %d on node %s: %w (last: %v)", group, h.cfg.NodeID, ctx.Err(), err)
 		}
 		delay = min(2*delay, 200*time.Millisecond)
