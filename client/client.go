@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/internal/wait"
+	"github.com/heraldhq/herald/protocol"
 )
 
 // Options configure a Client.
@@ -405,7 +406,7 @@ func (c *Client) waitConn(ctx context.Context) (*conn, error) {
 }
 
 // push hands an event or notice to the subscription of its room.
-func (c *Client) push(cn *conn, f *frame) {
+func (c *Client) push(cn *conn, f *protocol.Frame) {
 	c.mu.Lock()
 	s := c.subs[f.Room]
 	c.mu.Unlock()

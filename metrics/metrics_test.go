@@ -15,6 +15,7 @@ import (
 
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/internal/testcluster"
+	"github.com/heraldhq/herald/internal/wstest"
 	"github.com/heraldhq/herald/metrics"
 	"github.com/heraldhq/herald/multiraft"
 	"github.com/heraldhq/herald/wsfront"
@@ -126,8 +127,8 @@ func TestClusterMetrics(t *testing.T) {
 	c := testcluster.Start(t, testcluster.Options{})
 	base := c.HTTP(0)
 	front := c.Node(0).Front()
-	sub := login(t, c.URL(0), "reader")
-	pub := login(t, c.URL(0), "writer")
+	sub := wstest.Login(t, c.URL(0), "reader")
+	pub := wstest.Login(t, c.URL(0), "writer")
 
 	// Publishing through node 1 into a group it does not lead forwards
 	// the proposal. Leadership may move under the test: try rooms until
@@ -142,9 +143,9 @@ func TestClusterMetrics(t *testing.T) {
 			}
 		}
 		before := scrapeNode(t, base).value("herald_raft_forwarded_total", "kind", "propose")
-		sub.mustOK(sub.call("subscribe", obj{"room": room}))
-		pub.mustOK(pub.call("publish", obj{"room": room, "data": "hello"}))
-		if ev := sub.event(10 * time.Second); ev["room"] != room {
+		sub.MustOK(sub.Call("subscribe", wstest.Obj{"room": room}))
+		pub.MustOK(pub.Call("publish", wstest.Obj{"room": room, "data": "hello"}))
+		if ev := sub.Event(10 * time.Second); ev["room"] != room {
 			return fmt.Errorf("event from room %v, want %s", ev["room"], room)
 		}
 		if after := scrapeNode(t, base).value("herald_raft_forwarded_total", "kind", "propose"); after <= before {
@@ -152,10 +153,10 @@ func TestClusterMetrics(t *testing.T) {
 		}
 		return nil
 	})
-	if r := pub.call("publish", obj{"room": room}); errCode(r) != "bad_request" {
+	if r := pub.Call("publish", wstest.Obj{"room": room}); wstest.ErrCode(r) != "bad_request" {
 		t.Fatalf("publish without data: %v", r)
 	}
-	if r := pub.call("frobnicate", obj{"room": room}); errCode(r) != "bad_request" {
+	if r := pub.Call("frobnicate", wstest.Obj{"room": room}); wstest.ErrCode(r) != "bad_request" {
 		t.Fatalf("unknown op: %v", r)
 	}
 
@@ -207,7 +208,7 @@ func TestClusterMetrics(t *testing.T) {
 	}
 
 	// The socket count follows a close.
-	pub.close()
+	pub.Close()
 	eventually(t, 10*time.Second, func() error {
 		got := scrapeNode(t, base).value("herald_ws_sockets_open")
 		if want := float64(front.Sessions()); got != want || want != 1 {
@@ -299,11 +300,11 @@ func TestSlowConsumerCloseCounted(t *testing.T) {
 		}
 	}
 	room := "firehose"
-	slow := dialRaw(t, base)
-	slow.send(t, `{"id":1,"op":"auth","user":"slow"}`)
-	slow.send(t, `{"id":2,"op":"subscribe","room":"`+room+`"}`)
+	slow := wstest.DialRaw(t, base)
+	slow.Send(t, `{"id":1,"op":"auth","user":"slow"}`)
+	slow.Send(t, `{"id":2,"op":"subscribe","room":"`+room+`"}`)
 	front := c.Node(0).Front()
-	pub := login(t, c.URL(0), "writer")
+	pub := wstest.Login(t, c.URL(0), "writer")
 	eventually(t, 10*time.Second, func() error {
 		if got := scrapeNode(t, base).value("herald_ws_ops_total", "op", "subscribe", "code", "ok"); got != 1 {
 			return fmt.Errorf("the slow socket has not subscribed yet")
@@ -315,7 +316,7 @@ func TestSlowConsumerCloseCounted(t *testing.T) {
 		if published == 2000 {
 			t.Fatalf("the slow socket was not closed after %d events of 8 KiB", published)
 		}
-		pub.mustOK(pub.call("publish", obj{"room": room, "data": payload}))
+		pub.MustOK(pub.Call("publish", wstest.Obj{"room": room, "data": payload}))
 	}
 	m = scrapeNode(t, base)
 	if got := m.value("herald_ws_server_closes_total", "code", "4008"); got != 1 {
