@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -344,10 +346,7 @@ func (c *Client) connected(cn *conn) {
 	default:
 		close(c.firstUp)
 	}
-	subs := make([]*Subscription, 0, len(c.subs))
-	for _, s := range c.subs {
-		subs = append(subs, s)
-	}
+	subs := slices.Collect(maps.Values(c.subs))
 	c.mu.Unlock()
 	for _, s := range subs {
 		s.ensure(cn)
@@ -367,10 +366,7 @@ func (c *Client) unpublish(cn *conn) {
 func (c *Client) disconnected(cn *conn) {
 	c.unpublish(cn)
 	c.mu.Lock()
-	subs := make([]*Subscription, 0, len(c.subs))
-	for _, s := range c.subs {
-		subs = append(subs, s)
-	}
+	subs := slices.Collect(maps.Values(c.subs))
 	c.mu.Unlock()
 	for _, s := range subs {
 		s.lost(cn)
@@ -419,10 +415,7 @@ func (c *Client) push(cn *conn, f *protocol.Frame) {
 func (c *Client) endSubs() {
 	c.mu.Lock()
 	err := c.err
-	subs := make([]*Subscription, 0, len(c.subs))
-	for _, s := range c.subs {
-		subs = append(subs, s)
-	}
+	subs := slices.Collect(maps.Values(c.subs))
 	c.mu.Unlock()
 	for _, s := range subs {
 		s.end(err)
