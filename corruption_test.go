@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/fsm"
+	"github.com/heraldhq/herald/internal/eventually"
 	"github.com/heraldhq/herald/internal/testcluster"
 	"github.com/heraldhq/herald/multiraft"
 	"github.com/heraldhq/herald/rooms"
@@ -125,14 +126,14 @@ func testCorruption(t *testing.T, size int, glob string, snapshot bool, noRepair
 		}
 	}
 	// The fault is reported: the host, /readyz, the leadership.
-	waitFor(t, 20*time.Second, "damage reported", func() bool { return h.DamagedReplicas()[g] != "" })
+	eventually.True(t, 20*time.Second, "damage reported", func() bool { return h.DamagedReplicas()[g] != "" })
 	t.Logf("reported: %s", h.DamagedReplicas()[g])
-	waitFor(t, 20*time.Second, "damaged replica gives up the leadership", func() bool {
+	eventually.True(t, 20*time.Second, "damaged replica gives up the leadership", func() bool {
 		id, _ := h.Leader(g)
 		return id != "" && id != vid
 	})
 	var body string
-	waitFor(t, 20*time.Second, "/readyz reports the damage", func() bool {
+	eventually.True(t, 20*time.Second, "/readyz reports the damage", func() bool {
 		body = get(t, c.HTTP(victim)+"/readyz")
 		return strings.Contains(body, `"ok":true`) && strings.Contains(body, "damaged")
 	})
@@ -152,7 +153,7 @@ func testCorruption(t *testing.T, size int, glob string, snapshot bool, noRepair
 	if err := c.Node(other).Host().RepairReplica(ctx, g, vid); err != nil {
 		t.Fatalf("repair: %v", err)
 	}
-	waitFor(t, 20*time.Second, "repaired replica no longer damaged", func() bool { return h.DamagedReplicas()[g] == "" })
+	eventually.True(t, 20*time.Second, "repaired replica no longer damaged", func() bool { return h.DamagedReplicas()[g] == "" })
 	waitDigestsEqual(t, c, g)
 	hist, err := readHistory(h, g, room, multiraft.Stale)
 	if err != nil || len(hist.Events) != len(payloads) || !bytes.Equal(hist.Events[2].Data, target) {
@@ -212,7 +213,7 @@ func waitDigestsEqual(t *testing.T, c *testcluster.Cluster, g uint64) {
 			t.Logf("last digest errors: %v", last)
 		}
 	}()
-	waitFor(t, 30*time.Second, "equal digests", func() bool {
+	eventually.True(t, 30*time.Second, "equal digests", func() bool {
 		last = last[:0]
 		var first [32]byte
 		for i := 0; i < c.Len(); i++ {
@@ -235,17 +236,6 @@ func waitDigestsEqual(t *testing.T, c *testcluster.Cluster, g uint64) {
 		}
 		return true
 	})
-}
-
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, d)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 func get(t *testing.T, url string) string {

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/internal/eventually"
 	"github.com/heraldhq/herald/internal/testcluster"
 	"github.com/heraldhq/herald/internal/wstest"
 	"github.com/heraldhq/herald/metrics"
@@ -104,22 +105,6 @@ func (s scrape) value(name string, labels ...string) float64 {
 	return v
 }
 
-// eventually retries check until it returns nil or d passes.
-func eventually(t *testing.T, d time.Duration, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal(err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // A cluster serving sockets reports them, their requests and deliveries,
 // its raft groups' state, proposals, log syncs, forwarding and leader
 // changes, each node on its own /metrics.
@@ -134,7 +119,7 @@ func TestClusterMetrics(t *testing.T) {
 	// the proposal. Leadership may move under the test: try rooms until
 	// one publish was forwarded.
 	var room string
-	eventually(t, 20*time.Second, func() error {
+	eventually.Nil(t, 20*time.Second, "a forwarded publish", func() error {
 		h := c.Node(0).Host()
 		for i := 0; ; i++ {
 			room = fmt.Sprintf("room-%d", i)
@@ -209,7 +194,7 @@ func TestClusterMetrics(t *testing.T) {
 
 	// The socket count follows a close.
 	pub.Close()
-	eventually(t, 10*time.Second, func() error {
+	eventually.Nil(t, 10*time.Second, "the socket count after a close", func() error {
 		got := scrapeNode(t, base).value("herald_ws_sockets_open")
 		if want := float64(front.Sessions()); got != want || want != 1 {
 			return fmt.Errorf("after a close: sockets open metric %v, front %v, want 1", got, want)
@@ -219,7 +204,7 @@ func TestClusterMetrics(t *testing.T) {
 
 	// Every local replica reports its group, and exactly one replica of
 	// each group leads.
-	eventually(t, 10*time.Second, func() error {
+	eventually.Nil(t, 10*time.Second, "a leader for every group", func() error {
 		leaders := map[string]float64{}
 		for i := range c.Len() {
 			s := scrapeNode(t, c.HTTP(i))
@@ -276,7 +261,7 @@ func TestClusterMetrics(t *testing.T) {
 	if err := h.TransferLeader(ctx, g, to); err != nil {
 		t.Fatalf("transfer group %d from %s to %s: %v", g, id, to, err)
 	}
-	eventually(t, 10*time.Second, func() error {
+	eventually.Nil(t, 10*time.Second, "a leader change counted", func() error {
 		if after := changes(); after <= before {
 			return fmt.Errorf("leader changes %v -> %v after a transfer", before, after)
 		}
@@ -305,7 +290,7 @@ func TestSlowConsumerCloseCounted(t *testing.T) {
 	slow.Send(t, `{"id":2,"op":"subscribe","room":"`+room+`"}`)
 	front := c.Node(0).Front()
 	pub := wstest.Login(t, c.URL(0), "writer")
-	eventually(t, 10*time.Second, func() error {
+	eventually.Nil(t, 10*time.Second, "the slow socket subscribed", func() error {
 		if got := scrapeNode(t, base).value("herald_ws_ops_total", "op", "subscribe", "code", "ok"); got != 1 {
 			return fmt.Errorf("the slow socket has not subscribed yet")
 		}

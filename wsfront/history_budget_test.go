@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heraldhq/herald/internal/eventually"
 	"github.com/heraldhq/herald/internal/testcluster"
 	"github.com/heraldhq/herald/internal/wstest"
 	"github.com/heraldhq/herald/multiraft"
@@ -184,7 +185,7 @@ func TestHistoryFloodFromOneSocketIsBounded(t *testing.T) {
 		t.Errorf("%d pages and %d refusals; want both", okPages, limited)
 	}
 	_ = attacker.Conn.Close()
-	waitFor(t, 10*time.Second, "read budget released after the socket closed", func() bool { return front.ReadBytesInFlight() == 0 })
+	eventually.True(t, 10*time.Second, "read budget released after the socket closed", func() bool { return front.ReadBytesInFlight() == 0 })
 }
 
 // A page over the socket's queue bound used to close the socket with 4008,
@@ -320,15 +321,6 @@ func TestNodeReadBudgetIsSharedBySockets(t *testing.T) {
 		}
 		if f["ok"] != true {
 			t.Errorf("retry after the budget freed: %v", f)
-		}
-	}
-}
-
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	for end := time.Now().Add(d); !cond(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(end) {
-			t.Fatalf("%s: not within %v", what, d)
 		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/admin"
+	"github.com/heraldhq/herald/internal/eventually"
 	"github.com/heraldhq/herald/internal/testcluster"
 	"github.com/heraldhq/herald/internal/wstest"
 	"github.com/heraldhq/herald/wsfront"
@@ -69,7 +70,7 @@ func TestNodeSocketLimit(t *testing.T) {
 	}
 
 	_ = socks[0].Conn.WriteClose(1000, nil)
-	eventually(t, 10*time.Second, func() error {
+	eventually.Nil(t, 10*time.Second, "a socket once one closed", func() error {
 		s, err := wstest.TryDial(t, c.URL(0))
 		if err != nil {
 			return err
@@ -106,7 +107,7 @@ func TestSocketLimitPerIP(t *testing.T) {
 	other.MustOK(other.Call("auth", wstest.Obj{"user": "other"}))
 
 	_ = fromTwo[0].Conn.WriteClose(1000, nil)
-	eventually(t, 10*time.Second, func() error {
+	eventually.Nil(t, 10*time.Second, "a socket from the address once one closed", func() error {
 		_, err := wstest.TryDialFrom(t, c.URL(0), "127.0.0.2")
 		return err
 	})
@@ -139,7 +140,7 @@ func TestSocketLimitPerUser(t *testing.T) {
 	a2.MustOK(a2.Call("ping", nil))
 
 	_ = a1.Conn.WriteClose(1000, nil)
-	eventually(t, 10*time.Second, func() error {
+	eventually.Nil(t, 10*time.Second, "an auth of the user once one socket closed", func() error {
 		s := wstest.Dial(t, c.URL(0))
 		if r := s.Call("auth", wstest.Obj{"user": "alice"}); r["ok"] != true {
 			return fmt.Errorf("auth: %v", r)
@@ -204,22 +205,6 @@ func get(t *testing.T, url, bearer string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
-}
-
-// eventually retries fn until it succeeds or the timeout passes.
-func eventually(t *testing.T, timeout time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %v", timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // requireLoopbackAlias skips the test where the loopback interface does

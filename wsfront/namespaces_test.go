@@ -8,6 +8,7 @@ import (
 
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/fsm"
+	"github.com/heraldhq/herald/internal/eventually"
 	"github.com/heraldhq/herald/internal/testcluster"
 	"github.com/heraldhq/herald/internal/wstest"
 )
@@ -55,7 +56,7 @@ func TestNamespaceRulesHoldOnEveryNode(t *testing.T) {
 	// The existing room is cut to its new limit by the groups' next tick.
 	for i := range 3 {
 		u := wstest.Login(t, c.URL(i), "reader")
-		waitFor(t, 20*time.Second, "hist:old trimmed to 3 events", func() bool {
+		eventually.True(t, 20*time.Second, "hist:old trimmed to 3 events", func() bool {
 			h := u.MustOK(u.Call("history", wstest.Obj{"room": "hist:old", "from_seq": 1}))
 			return wstest.Num(h["first_seq"]) == 3 && wstest.Num(h["last_seq"]) == 5 && h["truncated"] == true
 		})
@@ -81,7 +82,7 @@ func TestNamespaceRulesHoldOnEveryNode(t *testing.T) {
 		t.Fatalf("members after the old socket closed: %v", m)
 	}
 	_ = renewed.Conn.WriteClose(1000, nil)
-	waitFor(t, 10*time.Second, "carol's last socket's leave", func() bool {
+	eventually.True(t, 10*time.Second, "carol's last socket's leave", func() bool {
 		return len(w.MustOK(w.Call("members", wstest.Obj{"room": "quiet:close"}))["members"].([]any)) == 0
 	})
 	if h := w.MustOK(w.Call("history", wstest.Obj{"room": "quiet:close"})); wstest.Num(h["last_seq"]) != 0 {
@@ -245,7 +246,7 @@ func TestClientPublishesMarkedOnlyOnceRoomOptionsAreOn(t *testing.T) {
 	if err := n.Rooms().EnableRoomOptions(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "socket publishes refused", func() bool {
+	eventually.True(t, 20*time.Second, "socket publishes refused", func() bool {
 		return wstest.ErrCode(u.Call("publish", wstest.Obj{"room": "feed", "data": "marked"})) == "forbidden"
 	})
 }
