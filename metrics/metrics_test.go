@@ -254,7 +254,9 @@ func TestClusterMetrics(t *testing.T) {
 	}
 	h := c.Node(0).Host()
 	g := h.GroupForKey(room)
-	id, _ := h.Leader(g)
+	// Node 1 may not have heard from a leader the others already report.
+	var id string
+	eventually.True(t, 10*time.Second, "node 1 knows the room's leader", func() bool { id, _ = h.Leader(g); return id != "" })
 	to := map[string]string{"n1": "n2", "n2": "n3", "n3": "n1"}[id]
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
