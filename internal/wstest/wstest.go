@@ -28,8 +28,8 @@ import (
 // (numbers are float64).
 type Obj = map[string]any
 
-// ReplyTimeout bounds Call's wait for its reply.
-const ReplyTimeout = 20 * time.Second
+// replyTimeout bounds Call's wait for its reply.
+const replyTimeout = 20 * time.Second
 
 // Client is a herald.v1 socket of a test.
 type Client struct {
@@ -126,17 +126,8 @@ func (c *Client) SendRaw(b []byte) {
 	}
 }
 
-// Send writes a request of op with fields and a fresh numeric id, and
-// returns the id as the reply carries it, for ReplyTo.
-func (c *Client) Send(op string, fields Obj) float64 {
-	c.t.Helper()
-	id, err := c.send(op, fields)
-	if err != nil {
-		c.t.Fatalf("send: %v", err)
-	}
-	return id
-}
-
+// send writes a request of op with fields and a fresh numeric id, and
+// returns the id as the reply carries it.
 func (c *Client) send(op string, fields Obj) (float64, error) {
 	id := c.nextID.Add(1)
 	req := Obj{"id": id, "op": op}
@@ -168,7 +159,7 @@ func (c *Client) TryCall(op string, fields Obj) (Obj, error) {
 	if err != nil {
 		return nil, err
 	}
-	return c.wait(func(f Obj) bool { return !isPush(f) && f["id"] == id }, ReplyTimeout)
+	return c.wait(func(f Obj) bool { return !isPush(f) && f["id"] == id }, replyTimeout)
 }
 
 // ReplyTo waits for the reply with id (a float64 for a numeric id, a
