@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/fsm"
+	"github.com/heraldhq/herald/internal/eventually"
 	"github.com/heraldhq/herald/internal/testcluster"
 	"github.com/heraldhq/herald/internal/testnet"
 	"github.com/heraldhq/herald/multiraft"
@@ -122,15 +123,15 @@ func testCorruption(t *testing.T, size int, glob string, garble int, snapshot bo
 		}
 	}
 	// The fault is reported: the host, /readyz, the leadership.
-	waitFor(t, 20*time.Second, "damage reported", func() bool { return h.DamagedReplicas()[g] != "" })
+	eventually.True(t, 20*time.Second, "damage reported", func() bool { return h.DamagedReplicas()[g] != "" })
 	t.Logf("reported: %s", h.DamagedReplicas()[g])
 	other := (victim + 1) % c.Len()
-	waitFor(t, 20*time.Second, "damaged replica gives up the leadership", func() bool {
+	eventually.True(t, 20*time.Second, "damaged replica gives up the leadership", func() bool {
 		id, _ := c.Node(other).Host().Leader(g)
 		return id != "" && id != vid
 	})
 	var body string
-	waitFor(t, 20*time.Second, "/readyz reports the damage", func() bool {
+	eventually.True(t, 20*time.Second, "/readyz reports the damage", func() bool {
 		body = get(t, c.HTTP(victim)+"/readyz")
 		return strings.Contains(body, `"ok":true`) && strings.Contains(body, "damaged")
 	})
@@ -149,7 +150,7 @@ func testCorruption(t *testing.T, size int, glob string, garble int, snapshot bo
 			t.Fatalf("repair group %d: %v", dg, err)
 		}
 	}
-	waitFor(t, 20*time.Second, "repaired replicas no longer damaged", func() bool { return len(h.DamagedReplicas()) == 0 })
+	eventually.True(t, 20*time.Second, "repaired replicas no longer damaged", func() bool { return len(h.DamagedReplicas()) == 0 })
 	for dg := uint64(1); dg <= 2; dg++ {
 		waitDigestsEqual(t, c, dg)
 	}
@@ -216,7 +217,7 @@ func waitDigestsEqual(t *testing.T, c *testcluster.Cluster, g uint64) {
 			t.Logf("last digest errors: %v", last)
 		}
 	}()
-	waitFor(t, 30*time.Second, "equal digests", func() bool {
+	eventually.True(t, 30*time.Second, "equal digests", func() bool {
 		last = last[:0]
 		var first [32]byte
 		for i := 0; i < c.Len(); i++ {
@@ -239,17 +240,6 @@ func waitDigestsEqual(t *testing.T, c *testcluster.Cluster, g uint64) {
 		}
 		return true
 	})
-}
-
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, d)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 func get(t *testing.T, url string) string {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heraldhq/herald/internal/eventually"
 	"github.com/heraldhq/herald/internal/testcluster"
 )
 
@@ -63,21 +64,6 @@ func metricValues(base, name string) (map[string]float64, error) {
 	return out, nil
 }
 
-func eventually(t *testing.T, what string, d time.Duration, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 // A node whose replicas are cut off from their leaders (its incoming peer
 // links cut, its outgoing ones up) stays ready, says why it is degraded on
 // /readyz, and exports the stuck replicas; its groups' leader exports the
@@ -94,7 +80,7 @@ func TestStuckReplicaReadinessAndMetrics(t *testing.T) {
 	n1, n3 := c.HTTP(0), c.HTTP(2)
 
 	c.Proxy(2).Block("n1", "n2")
-	eventually(t, "n3 cut off", 20*time.Second, func() error {
+	eventually.Nil(t, 20*time.Second, "n3 cut off", func() error {
 		r, err := getReadyz(n3)
 		if err != nil {
 			return err
@@ -133,7 +119,7 @@ func TestStuckReplicaReadinessAndMetrics(t *testing.T) {
 	})
 
 	c.Proxy(2).Unblock()
-	eventually(t, "healed", 20*time.Second, func() error {
+	eventually.Nil(t, 20*time.Second, "healed", func() error {
 		r, err := getReadyz(n3)
 		if err != nil {
 			return err

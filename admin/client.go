@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/heraldhq/herald/internal/httpjson"
 )
 
 // Client talks to one node's admin API. Its methods return *APIError when
@@ -76,10 +78,7 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 		}
 		// Not the admin API answering (a proxy, an old node, a wrong
 		// address): keep what it said.
-		text := strings.TrimSpace(string(b))
-		if len(text) > 200 {
-			text = text[:200] + "..."
-		}
+		text := httpjson.Excerpt(b)
 		if text == "" {
 			text = http.StatusText(resp.StatusCode)
 		}

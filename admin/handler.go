@@ -238,40 +238,41 @@ func unavailable(format string, args ...any) *APIError {
 	return &APIError{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: fmt.Sprintf(format, args...)}
 }
 
+// apiErrors gives the errors handlers let through their status and code;
+// the first entry that the error wraps applies.
+var apiErrors = []struct {
+	err    error
+	status int
+	code   string
+	hint   string // added to the message
+}{
+	{err: fsm.ErrRoomNotFound, status: http.StatusNotFound, code: "room_not_found"},
+	{err: multiraft.ErrNoGroup, status: http.StatusNotFound, code: "group_not_found"},
+	{err: multiraft.ErrNoReplica, status: http.StatusNotFound, code: "no_local_replica"},
+	{err: fsm.ErrInvalid, status: http.StatusBadRequest, code: "invalid"},
+	{err: multiraft.ErrMoveInProgress, status: http.StatusConflict, code: "move_in_progress"},
+	{err: multiraft.ErrNotVoter, status: http.StatusConflict, code: "not_a_voter"},
+	{err: multiraft.ErrMetaConflict, status: http.StatusConflict, code: "conflict"},
+	{err: multiraft.ErrNodeRemoved, status: http.StatusConflict, code: "node_removed"},
+	{err: multiraft.ErrUnknownOutcome, status: http.StatusServiceUnavailable, code: "unknown_outcome",
+		hint: " (the change may or may not have been made; check before retrying)"},
+	{err: context.DeadlineExceeded, status: http.StatusServiceUnavailable, code: "timeout"},
+	{err: context.Canceled, status: http.StatusServiceUnavailable, code: "canceled"},
+	{err: multiraft.ErrUnavailable, status: http.StatusServiceUnavailable, code: "unavailable"},
+	{err: multiraft.ErrClosed, status: http.StatusServiceUnavailable, code: "unavailable"},
+}
+
 func toAPIError(err error) *APIError {
 	var ae *APIError
 	if errors.As(err, &ae) {
 		return ae
 	}
-	msg := err.Error()
-	switch {
-	case errors.Is(err, fsm.ErrRoomNotFound):
-		return &APIError{Status: http.StatusNotFound, Code: "room_not_found", Message: msg}
-	case errors.Is(err, multiraft.ErrNoGroup):
-		return &APIError{Status: http.StatusNotFound, Code: "group_not_found", Message: msg}
-	case errors.Is(err, multiraft.ErrNoReplica):
-		return &APIError{Status: http.StatusNotFound, Code: "no_local_replica", Message: msg}
-	case errors.Is(err, fsm.ErrInvalid):
-		return &APIError{Status: http.StatusBadRequest, Code: "invalid", Message: msg}
-	case errors.Is(err, multiraft.ErrMoveInProgress):
-		return &APIError{Status: http.StatusConflict, Code: "move_in_progress", Message: msg}
-	case errors.Is(err, multiraft.ErrNotVoter):
-		return &APIError{Status: http.StatusConflict, Code: "not_a_voter", Message: msg}
-	case errors.Is(err, multiraft.ErrMetaConflict):
-		return &APIError{Status: http.StatusConflict, Code: "conflict", Message: msg}
-	case errors.Is(err, multiraft.ErrNodeRemoved):
-		return &APIError{Status: http.StatusConflict, Code: "node_removed", Message: msg}
-	case errors.Is(err, multiraft.ErrUnknownOutcome):
-		return &APIError{Status: http.StatusServiceUnavailable, Code: "unknown_outcome",
-			Message: msg + " (the change may or may not have been made; check before retrying)"}
-	case errors.Is(err, context.DeadlineExceeded):
-		return &APIError{Status: http.StatusServiceUnavailable, Code: "timeout", Message: msg}
-	case errors.Is(err, context.Canceled):
-		return &APIError{Status: http.StatusServiceUnavailable, Code: "canceled", Message: msg}
-	case errors.Is(err, multiraft.ErrUnavailable), errors.Is(err, multiraft.ErrClosed):
-		return &APIError{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: msg}
+	for _, e := range apiErrors {
+		if errors.Is(err, e.err) {
+			return &APIError{Status: e.status, Code: e.code, Message: err.Error() + e.hint}
+		}
 	}
-	return &APIError{Status: http.StatusInternalServerError, Code: "internal", Message: msg}
+	return &APIError{Status: http.StatusInternalServerError, Code: "internal", Message: err.Error()}
 }
 
 // decodeBody reads a JSON request body into v. An empty body leaves v as

@@ -25,18 +25,7 @@ const (
 
 func (s *server) addNode(w http.ResponseWriter, r *http.Request) error {
 	var req AddNodeRequest
-	if err := decodeBody(w, r, &req); err != nil {
-		return err
-	}
-	if len(req.Seeds) == 0 {
-		return badRequest("seeds is required: the peer addresses of one or more nodes of the cluster to join")
-	}
-	for _, seed := range req.Seeds {
-		if seed == "" {
-			return badRequest("a seed address is empty")
-		}
-	}
-	timeout, err := timeoutOf(req.Timeout, defaultJoinTimeout, maxSyncTimeout)
+	timeout, err := readChange(w, r, &req, defaultJoinTimeout, maxSyncTimeout)
 	if err != nil {
 		return err
 	}
@@ -98,16 +87,12 @@ func capacityCheck(st *multiraft.ClusterState, id string) error {
 func (s *server) decommission(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("id")
 	var req JobRequest
-	if err := decodeBody(w, r, &req); err != nil {
-		return err
-	}
-	timeout, err := timeoutOf(req.Timeout, defaultJobTimeout, maxJobTimeout)
+	timeout, err := readChange(w, r, &req, defaultJobTimeout, maxJobTimeout)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), metaReadTimeout)
+	_, cancel, st, err := s.clusterWithin(r, metaReadTimeout)
 	defer cancel()
-	st, err := s.metaState(ctx)
 	if err != nil {
 		return err
 	}
@@ -140,16 +125,12 @@ func (s *server) alive(ctx context.Context, peerAddr string) bool {
 func (s *server) removeNode(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("id")
 	var req JobRequest
-	if err := decodeBody(w, r, &req); err != nil {
-		return err
-	}
-	timeout, err := timeoutOf(req.Timeout, defaultJobTimeout, maxJobTimeout)
+	timeout, err := readChange(w, r, &req, defaultJobTimeout, maxJobTimeout)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), metaReadTimeout)
+	ctx, cancel, st, err := s.clusterWithin(r, metaReadTimeout)
 	defer cancel()
-	st, err := s.metaState(ctx)
 	if err != nil {
 		return err
 	}
@@ -281,42 +262,21 @@ func (s *server) report(r *http.Request, g uint64) Group {
 }
 
 func (s *server) moveReplica(w http.ResponseWriter, r *http.Request) error {
-	g, err := parseGroupID(r)
-	if err != nil {
-		return err
-	}
 	var req MoveRequest
-	if err := decodeBody(w, r, &req); err != nil {
-		return err
-	}
-	switch {
-	case req.From == "" || req.To == "":
-		return badRequest("from and to are required: the node to move the replica off and the node to move it to")
-	case req.From == req.To:
-		return badRequest("from and to are both %q", req.From)
-	}
-	timeout, err := timeoutOf(req.Timeout, defaultMoveTimeout, maxSyncTimeout)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	g, ctx, cancel, st, err := s.openGroupChange(w, r, &req, defaultMoveTimeout, maxSyncTimeout)
 	defer cancel()
-	st, err := s.metaState(ctx)
 	if err != nil {
 		return err
 	}
 	if g == multiraft.MetaGroup {
 		return badRequest("the meta group's members follow the nodes by themselves (up to %d voters); decommission a node to take it out", multiraft.MaxMetaReplicas)
 	}
-	if err := checkGroup(st, g); err != nil {
+	if _, err := clusterNode(st, req.From); err != nil {
 		return err
 	}
-	if st.Nodes[req.From] == nil {
-		return notFound("node_not_found", "node %q is not in the cluster (nodes: %v)", req.From, st.NodeIDs())
-	}
-	to := st.Nodes[req.To]
-	if to == nil {
-		return notFound("node_not_found", "node %q is not in the cluster (nodes: %v)", req.To, st.NodeIDs())
+	to, err := clusterNode(st, req.To)
+	if err != nil {
+		return err
 	}
 	cur := st.Replicas[g]
 	hasFrom, hasTo := slices.Contains(cur, req.From), slices.Contains(cur, req.To)
@@ -341,11 +301,8 @@ func (s *server) moveReplica(w http.ResponseWriter, r *http.Request) error {
 		return conflict("node_not_active", "node %s is %s: it takes no new replicas", req.To, to.State)
 	}
 	s.log.Info("moving a replica", "group", g, "from", req.From, "to", req.To)
-	if err := s.host.MoveReplica(ctx, g, req.From, req.To); err != nil {
-		if errors.Is(err, multiraft.ErrMoveInProgress) {
-			return err
-		}
-		return fmt.Errorf("%w; the same move, run again, finishes it", err)
+	if err := rerunnable(s.host.MoveReplica(ctx, g, req.From, req.To), "the same move, run again, finishes it"); err != nil {
+		return err
 	}
 	writeJSON(w, http.StatusOK, s.report(r, g))
 	return nil
@@ -355,77 +312,38 @@ func (s *server) moveReplica(w http.ResponseWriter, r *http.Request) error {
 // (multiraft.Host.RepairReplica): for a replica whose stored data is
 // corrupt, or any replica an operator no longer trusts.
 func (s *server) repairReplica(w http.ResponseWriter, r *http.Request) error {
-	g, err := parseGroupID(r)
-	if err != nil {
-		return err
-	}
 	var req RepairRequest
-	if err := decodeBody(w, r, &req); err != nil {
-		return err
-	}
-	if req.Node == "" {
-		return badRequest("node is required: the node whose replica to rebuild")
-	}
-	timeout, err := timeoutOf(req.Timeout, defaultMoveTimeout, maxSyncTimeout)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	g, ctx, cancel, st, err := s.openGroupChange(w, r, &req, defaultMoveTimeout, maxSyncTimeout)
 	defer cancel()
-	st, err := s.metaState(ctx)
 	if err != nil {
 		return err
 	}
 	if g == multiraft.MetaGroup {
 		return badRequest("the meta group keeps its state in memory and snapshots; it is not rebuilt this way")
 	}
-	if err := checkGroup(st, g); err != nil {
+	if _, err := clusterNode(st, req.Node); err != nil {
 		return err
-	}
-	if st.Nodes[req.Node] == nil {
-		return notFound("node_not_found", "node %q is not in the cluster (nodes: %v)", req.Node, st.NodeIDs())
 	}
 	if !slices.Contains(st.Replicas[g], req.Node) {
 		return conflict("not_a_replica", "node %s holds no replica of group %d (replicas: %v)", req.Node, g, st.Replicas[g])
 	}
 	s.log.Info("rebuilding a replica from its peers", "group", g, "node", req.Node)
-	if err := s.host.RepairReplica(ctx, g, req.Node); err != nil {
-		if errors.Is(err, multiraft.ErrMoveInProgress) {
-			return err
-		}
-		return fmt.Errorf("%w; run the repair again", err)
+	if err := rerunnable(s.host.RepairReplica(ctx, g, req.Node), "run the repair again"); err != nil {
+		return err
 	}
 	writeJSON(w, http.StatusOK, s.report(r, g))
 	return nil
 }
 
 func (s *server) transferLeader(w http.ResponseWriter, r *http.Request) error {
-	g, err := parseGroupID(r)
-	if err != nil {
-		return err
-	}
 	var req TransferRequest
-	if err := decodeBody(w, r, &req); err != nil {
-		return err
-	}
-	if req.To == "" {
-		return badRequest("to is required: the node to hand the leadership to")
-	}
-	timeout, err := timeoutOf(req.Timeout, defaultTransferTimeout, maxSyncTimeout)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	g, ctx, cancel, st, err := s.openGroupChange(w, r, &req, defaultTransferTimeout, maxSyncTimeout)
 	defer cancel()
-	st, err := s.metaState(ctx)
 	if err != nil {
 		return err
 	}
-	if err := checkGroup(st, g); err != nil {
+	if _, err := clusterNode(st, req.To); err != nil {
 		return err
-	}
-	if st.Nodes[req.To] == nil {
-		return notFound("node_not_found", "node %q is not in the cluster (nodes: %v)", req.To, st.NodeIDs())
 	}
 	ls, err := s.host.LeaderStatus(ctx, g)
 	if err != nil {
@@ -469,9 +387,8 @@ func (s *server) planRebalance(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	ctx, cancel, st, err := s.clusterWithin(r, timeout)
 	defer cancel()
-	st, err := s.metaState(ctx)
 	if err != nil {
 		return err
 	}
@@ -534,10 +451,7 @@ func summarize(st *multiraft.ClusterState, leaders map[uint64]string, moves []Mo
 
 func (s *server) applyRebalance(w http.ResponseWriter, r *http.Request) error {
 	var req JobRequest
-	if err := decodeBody(w, r, &req); err != nil {
-		return err
-	}
-	timeout, err := timeoutOf(req.Timeout, defaultJobTimeout, maxJobTimeout)
+	timeout, err := readChange(w, r, &req, defaultJobTimeout, maxJobTimeout)
 	if err != nil {
 		return err
 	}

@@ -244,10 +244,7 @@ func roomConfigOf(c fsm.RoomConfig) RoomConfig {
 
 func (s *server) snapshot(w http.ResponseWriter, r *http.Request) error {
 	var req SnapshotRequest
-	if err := decodeBody(w, r, &req); err != nil {
-		return err
-	}
-	timeout, err := timeoutOf(req.Timeout, 2*time.Minute, maxSyncTimeout)
+	timeout, err := readChange(w, r, &req, 2*time.Minute, maxSyncTimeout)
 	if err != nil {
 		return err
 	}

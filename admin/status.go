@@ -420,9 +420,8 @@ func (h *healthBuilder) assessContact(name string, g Group) {
 }
 
 func (s *server) listNodes(w http.ResponseWriter, r *http.Request) error {
-	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	_, cancel, st, err := s.clusterWithin(r, metaReadTimeout)
 	defer cancel()
-	st, err := s.metaState(ctx)
 	if err != nil {
 		return err
 	}
@@ -443,9 +442,8 @@ func (s *server) listGroups(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	ctx, cancel, st, err := s.clusterWithin(r, timeout)
 	defer cancel()
-	st, err := s.metaState(ctx)
 	if err != nil {
 		return err
 	}
@@ -472,13 +470,9 @@ func (s *server) showGroup(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	ctx, cancel, st, err := s.groupWithin(r, g, timeout)
 	defer cancel()
-	st, err := s.metaState(ctx)
 	if err != nil {
-		return err
-	}
-	if err := checkGroup(st, g); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, s.groupReport(ctx, st, g, true))

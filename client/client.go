@@ -6,12 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/heraldhq/herald/internal/wait"
+	"github.com/heraldhq/herald/protocol"
 )
 
 // Options configure a Client.
@@ -343,10 +346,7 @@ func (c *Client) connected(cn *conn) {
 	default:
 		close(c.firstUp)
 	}
-	subs := make([]*Subscription, 0, len(c.subs))
-	for _, s := range c.subs {
-		subs = append(subs, s)
-	}
+	subs := slices.Collect(maps.Values(c.subs))
 	c.mu.Unlock()
 	for _, s := range subs {
 		s.ensure(cn)
@@ -366,10 +366,7 @@ func (c *Client) unpublish(cn *conn) {
 func (c *Client) disconnected(cn *conn) {
 	c.unpublish(cn)
 	c.mu.Lock()
-	subs := make([]*Subscription, 0, len(c.subs))
-	for _, s := range c.subs {
-		subs = append(subs, s)
-	}
+	subs := slices.Collect(maps.Values(c.subs))
 	c.mu.Unlock()
 	for _, s := range subs {
 		s.lost(cn)
@@ -405,7 +402,7 @@ func (c *Client) waitConn(ctx context.Context) (*conn, error) {
 }
 
 // push hands an event or notice to the subscription of its room.
-func (c *Client) push(cn *conn, f *frame) {
+func (c *Client) push(cn *conn, f *protocol.Frame) {
 	c.mu.Lock()
 	s := c.subs[f.Room]
 	c.mu.Unlock()
@@ -418,10 +415,7 @@ func (c *Client) push(cn *conn, f *frame) {
 func (c *Client) endSubs() {
 	c.mu.Lock()
 	err := c.err
-	subs := make([]*Subscription, 0, len(c.subs))
-	for _, s := range c.subs {
-		subs = append(subs, s)
-	}
+	subs := slices.Collect(maps.Values(c.subs))
 	c.mu.Unlock()
 	for _, s := range subs {
 		s.end(err)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/heraldhq/herald/client"
 	"github.com/heraldhq/herald/fsm"
+	"github.com/heraldhq/herald/internal/eventually"
 	"github.com/heraldhq/herald/internal/memcluster"
 	"github.com/heraldhq/herald/internal/testcluster"
 	"github.com/heraldhq/herald/rooms"
@@ -419,14 +420,14 @@ func TestExactlyOncePublishAcrossCrash(t *testing.T) {
 	// the publisher moved to.
 	const total = workers * perWorker
 	for cycle := 1; cycle <= 3 && retries.n.Load() == 0; cycle++ {
-		waitFor(t, 20*time.Second, func() bool { return done.Load() >= int32(cycle*total/5) })
+		eventually.True(t, 20*time.Second, "a fifth more publishes done", func() bool { return done.Load() >= int32(cycle*total/5) })
 		node := 0
 		if cycle > 1 {
-			waitFor(t, 20*time.Second, func() bool { return pub.Node() != "" })
+			eventually.True(t, 20*time.Second, "the publisher connected", func() bool { return pub.Node() != "" })
 			node = int(pub.Node()[1] - '1')
 		}
 		c.Crash(node)
-		waitFor(t, 20*time.Second, func() bool { return done.Load() >= int32(cycle*total/5+total/10) })
+		eventually.True(t, 20*time.Second, "a tenth more publishes done after the crash", func() bool { return done.Load() >= int32(cycle*total/5+total/10) })
 		c.Restart(node)
 		c.WaitReady()
 	}
@@ -640,7 +641,7 @@ func TestRejoinAfterCrash(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Crash(0)
-	waitFor(t, 20*time.Second, func() bool { n := alice.Node(); return n != "" && n != "n1" })
+	eventually.True(t, 20*time.Second, "alice on another node", func() bool { n := alice.Node(); return n != "" && n != "n1" })
 	hasAlice := func() bool {
 		ml, err := bob.Members(ctx, "presence")
 		if err != nil {
@@ -653,7 +654,7 @@ func TestRejoinAfterCrash(t *testing.T) {
 		}
 		return false
 	}
-	waitFor(t, 10*time.Second, hasAlice)
+	eventually.True(t, 10*time.Second, "alice a member again", hasAlice)
 	c.Restart(0)
 	c.WaitReady()
 	// The restarted node expires the members its old incarnation held;
@@ -937,15 +938,4 @@ func clientGoroutines() string {
 		}
 	}
 	return strings.Join(out, "\n\n")
-}
-
-func waitFor(t *testing.T, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v", d)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }

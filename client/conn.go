@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/heraldhq/herald/protocol"
 	"github.com/lxzan/gws"
 )
 
@@ -50,11 +51,11 @@ type conn struct {
 
 // call is a request waiting for its reply.
 type call struct {
-	reply chan *frame
+	reply chan *protocol.Frame
 	// apply, if set, runs on the read goroutine as a successful reply
 	// arrives, before any later frame of the socket is handled: a
 	// subscription must learn its position before its first event.
-	apply func(*frame) error
+	apply func(*protocol.Frame) error
 	err   error // set by apply's failure, read after reply is received
 	size  int   // bytes of the request's frame
 }
@@ -122,7 +123,7 @@ func (cn *conn) failOversized() {
 	}
 	cn.mu.Unlock()
 	for _, id := range ids {
-		cn.deliver(id, &frame{}, &Error{Code: CodeTooLarge,
+		cn.deliver(id, &protocol.Frame{}, &Error{Code: CodeTooLarge,
 			Message: fmt.Sprintf("the node closed the socket (1009) for a frame of %d bytes, over its hard frame limit", largest)})
 	}
 }
@@ -231,7 +232,7 @@ func (c *Client) connect(rawURL string) (*conn, error) {
 	stop := context.AfterFunc(ctx, func() { _ = nc.Close() })
 	ws, _, err := gws.NewClientFromConn(handler{cn: cn}, &gws.ClientOption{
 		Addr:                rawURL,
-		RequestHeader:       http.Header{"Sec-WebSocket-Protocol": []string{subprotocol}},
+		RequestHeader:       http.Header{"Sec-WebSocket-Protocol": []string{protocol.Subprotocol}},
 		HandshakeTimeout:    c.opts.DialTimeout,
 		ReadMaxPayloadSize:  c.opts.MaxFrame,
 		WriteMaxPayloadSize: maxWriteFrame,
@@ -254,7 +255,7 @@ func (c *Client) connect(rawURL string) (*conn, error) {
 	}
 	c.goRun(cn.keepalive)
 
-	req := request{Op: opAuth, User: c.opts.User, Token: c.opts.Token}
+	req := protocol.Request{Op: protocol.OpAuth, User: c.opts.User, Token: c.opts.Token}
 	if c.opts.TokenSource != nil {
 		if req.Token, err = c.opts.TokenSource(ctx); err != nil {
 			cn.close()
@@ -275,8 +276,9 @@ func (c *Client) connect(rawURL string) (*conn, error) {
 // roundTrip sends req on cn and waits for its reply. sent reports whether
 // the request may have reached the node, so whether it may have taken
 // effect when no reply came.
-func (c *Client) roundTrip(ctx context.Context, cn *conn, req *request, apply func(*frame) error) (f *frame, sent bool, err error) {
-	req.ID = c.ids.Add(1)
+func (c *Client) roundTrip(ctx context.Context, cn *conn, req *protocol.Request, apply func(*protocol.Frame) error) (f *protocol.Frame, sent bool, err error) {
+	id := c.ids.Add(1)
+	req.ID = protocol.NumericID(id)
 	b, err := json.Marshal(req)
 	if err != nil {
 		return nil, false, fmt.Errorf("herald: encode %s: %w", req.Op, err)
@@ -293,24 +295,24 @@ func (c *Client) roundTrip(ctx context.Context, cn *conn, req *request, apply fu
 			"the %s request is %d bytes as JSON; this client writes frames of at most %d bytes",
 			req.Op, len(b), maxWriteFrame)}
 	}
-	cl := &call{reply: make(chan *frame, 1), apply: apply, size: len(b)}
+	cl := &call{reply: make(chan *protocol.Frame, 1), apply: apply, size: len(b)}
 	cn.mu.Lock()
 	if cn.gone {
 		cn.mu.Unlock()
 		return nil, false, errConnLost
 	}
-	cn.pending[req.ID] = cl
+	cn.pending[id] = cl
 	cn.mu.Unlock()
 	defer func() {
 		cn.mu.Lock()
-		delete(cn.pending, req.ID)
+		delete(cn.pending, id)
 		cn.mu.Unlock()
 	}()
-	received := func(f *frame) (*frame, bool, error) {
+	received := func(f *protocol.Frame) (*protocol.Frame, bool, error) {
 		if cl.err != nil {
 			return nil, true, cl.err
 		}
-		if err := f.replyError(); err != nil {
+		if err := replyError(f); err != nil {
 			return nil, true, err
 		}
 		return f, true, nil
@@ -359,7 +361,7 @@ func (c *Client) roundTrip(ctx context.Context, cn *conn, req *request, apply fu
 // blocks: replies go to buffered channels and events to subscription
 // queues.
 func (c *Client) dispatch(cn *conn, b []byte) {
-	var f frame
+	var f protocol.Frame
 	if err := json.Unmarshal(b, &f); err != nil {
 		c.log.Warn("herald: unreadable frame", "url", cn.url, "err", err)
 		// Fail the request it answers, if that much can be read, rather
@@ -368,8 +370,8 @@ func (c *Client) dispatch(cn *conn, b []byte) {
 			ID json.RawMessage `json:"id"`
 		}
 		if json.Unmarshal(b, &idOnly) == nil {
-			if id, ok := parseID(idOnly.ID); ok {
-				cn.deliver(id, &frame{OK: true}, &Error{Code: CodeInternal, Retryable: true,
+			if id, ok := protocol.ParseID(idOnly.ID); ok {
+				cn.deliver(id, &protocol.Frame{OK: true}, &Error{Code: CodeInternal, Retryable: true,
 					Message: fmt.Sprintf("unreadable reply: %v", err)})
 			}
 		}
@@ -379,16 +381,16 @@ func (c *Client) dispatch(cn *conn, b []byte) {
 		c.push(cn, &f)
 		return
 	}
-	id, ok := parseID(f.ID)
+	id, ok := protocol.ParseID(f.ID)
 	if !ok {
 		// Replies to frames the node could not attribute (id null).
-		c.log.Warn("herald: reply to no request of this client", "url", cn.url, "id", string(f.ID), "err", f.replyError())
+		c.log.Warn("herald: reply to no request of this client", "url", cn.url, "id", string(f.ID), "err", replyError(&f))
 		return
 	}
 	cn.deliver(id, &f, nil)
 }
 
-func (cn *conn) deliver(id uint64, f *frame, err error) {
+func (cn *conn) deliver(id uint64, f *protocol.Frame, err error) {
 	cn.mu.Lock()
 	cl := cn.pending[id]
 	delete(cn.pending, id)

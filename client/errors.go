@@ -4,21 +4,23 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/heraldhq/herald/protocol"
 )
 
-// Error codes of protocol herald.v1.
+// Error codes of protocol herald.v1 (package protocol holds the list).
 const (
-	CodeBadRequest     = "bad_request"
-	CodeUnauthorized   = "unauthorized"
-	CodeForbidden      = "forbidden"
-	CodeNotFound       = "not_found"
-	CodeConflict       = "conflict"
-	CodeTooLarge       = "too_large"
-	CodeRateLimited    = "rate_limited"
-	CodeLimitExceeded  = "limit_exceeded"
-	CodeUnavailable    = "unavailable"
-	CodeUnknownOutcome = "unknown_outcome"
-	CodeInternal       = "internal"
+	CodeBadRequest     = protocol.CodeBadRequest
+	CodeUnauthorized   = protocol.CodeUnauthorized
+	CodeForbidden      = protocol.CodeForbidden
+	CodeNotFound       = protocol.CodeNotFound
+	CodeConflict       = protocol.CodeConflict
+	CodeTooLarge       = protocol.CodeTooLarge
+	CodeRateLimited    = protocol.CodeRateLimited
+	CodeLimitExceeded  = protocol.CodeLimitExceeded
+	CodeUnavailable    = protocol.CodeUnavailable
+	CodeUnknownOutcome = protocol.CodeUnknownOutcome
+	CodeInternal       = protocol.CodeInternal
 )
 
 // Error is an error a node answered, or one this client reports in the

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/internal/wait"
+	"github.com/heraldhq/herald/protocol"
 )
 
 // PublishResult is where a publish landed.
@@ -68,7 +69,7 @@ func (c *Client) Publish(ctx context.Context, room string, data any, opts ...Pub
 	if po.key == "" {
 		po.key = newKey()
 	}
-	req := request{Op: opPublish, Room: room, Data: raw, Key: po.key, ExpectSeq: po.expectSeq}
+	req := protocol.Request{Op: protocol.OpPublish, Room: room, Data: raw, Key: po.key, ExpectSeq: po.expectSeq}
 	uncertain := false
 	var last error
 	for attempt := 0; ; attempt++ {
@@ -121,7 +122,7 @@ func marshal(what string, v any) (json.RawMessage, error) {
 
 // do runs a request that may be repeated freely (reads), retrying on any
 // node until it succeeds, fails for good or ctx ends.
-func (c *Client) do(ctx context.Context, req *request) (*frame, error) {
+func (c *Client) do(ctx context.Context, req *protocol.Request) (*protocol.Frame, error) {
 	var last error
 	for attempt := 0; ; attempt++ {
 		cn, err := c.waitConn(ctx)
@@ -145,11 +146,14 @@ func (c *Client) do(ctx context.Context, req *request) (*frame, error) {
 }
 
 // ReadOption adjusts a History or Members read.
-type ReadOption func(*request)
+type ReadOption func(*readRequest)
+
+// readRequest keeps ReadOption's argument this package's own.
+type readRequest protocol.Request
 
 // Stale lets any replica answer from what it has applied, possibly behind
 // the latest writes, without a round to the leader.
-func Stale() ReadOption { return func(r *request) { r.Consistency = "stale" } }
+func Stale() ReadOption { return func(r *readRequest) { r.Consistency = protocol.ConsistencyStale } }
 
 // HistoryPage is a page of a room's events, in seq order without gaps.
 type HistoryPage struct {
@@ -182,12 +186,15 @@ func (p *HistoryPage) NextSeq() uint64 {
 // default), so a page of big events holds fewer than limit. Page with
 // NextSeq while More.
 func (c *Client) History(ctx context.Context, room string, fromSeq uint64, limit int, opts ...ReadOption) (*HistoryPage, error) {
-	req := request{Op: opHistory, Room: room, Limit: limit}
+	req := protocol.Request{Op: protocol.OpHistory, Room: room}
+	if limit != 0 {
+		req.Limit = &limit
+	}
 	if fromSeq > 0 {
 		req.FromSeq = &fromSeq
 	}
 	for _, o := range opts {
-		o(&req)
+		o((*readRequest)(&req))
 	}
 	f, err := c.do(ctx, &req)
 	if err != nil {
@@ -196,7 +203,7 @@ func (c *Client) History(ctx context.Context, room string, fromSeq uint64, limit
 	p := &HistoryPage{FirstSeq: f.FirstSeq, LastSeq: f.LastSeq, Epoch: f.Epoch, Truncated: f.Truncated, Stale: f.Stale,
 		Events: make([]Event, len(f.Events))}
 	for i := range f.Events {
-		p.Events[i] = f.Events[i].event()
+		p.Events[i] = eventOf(&f.Events[i])
 	}
 	return p, nil
 }
@@ -218,9 +225,9 @@ type MemberList struct {
 
 // Members reads who is in room.
 func (c *Client) Members(ctx context.Context, room string, opts ...ReadOption) (*MemberList, error) {
-	req := request{Op: opMembers, Room: room}
+	req := protocol.Request{Op: protocol.OpMembers, Room: room}
 	for _, o := range opts {
-		o(&req)
+		o((*readRequest)(&req))
 	}
 	f, err := c.do(ctx, &req)
 	if err != nil {
@@ -342,7 +349,7 @@ func (c *Client) Join(ctx context.Context, room string, meta any) (uint64, error
 				return seq, nil
 			}
 		}
-		f, sent, err := c.roundTrip(ctx, cn, &request{Op: opJoin, Room: room, Meta: raw}, nil)
+		f, sent, err := c.roundTrip(ctx, cn, &protocol.Request{Op: protocol.OpJoin, Room: room, Meta: raw}, nil)
 		if err == nil {
 			j.want, j.meta = true, raw
 			j.wire, j.wireMeta, j.seq = cn, raw, f.Seq
@@ -403,7 +410,7 @@ func (c *Client) Leave(ctx context.Context, room string) (uint64, error) {
 			j.unlock()
 			return 0, ErrOvertaken
 		}
-		f, sent, err := c.roundTrip(ctx, cn, &request{Op: opLeave, Room: room}, nil)
+		f, sent, err := c.roundTrip(ctx, cn, &protocol.Request{Op: protocol.OpLeave, Room: room}, nil)
 		if err == nil || (errors.Is(err, ErrNotFound) && wasJoined) {
 			j.wire, j.wireMeta = nil, nil
 			j.unlock()
@@ -473,7 +480,7 @@ func (c *Client) rejoin(cn *conn, j *joinState) {
 			return
 		}
 		meta := j.meta
-		f, _, err := c.roundTrip(cn.ctx, cn, &request{Op: opJoin, Room: j.room, Meta: meta}, nil)
+		f, _, err := c.roundTrip(cn.ctx, cn, &protocol.Request{Op: protocol.OpJoin, Room: j.room, Meta: meta}, nil)
 		if err == nil {
 			j.wire, j.wireMeta, j.seq = cn, meta, f.Seq
 			j.unlock()

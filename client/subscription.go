@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/internal/wait"
+	"github.com/heraldhq/herald/protocol"
 )
 
 // Kind tells a room event from the notices a subscription delivers in
@@ -285,7 +286,7 @@ func (c *Client) detach(s *Subscription, cn *conn) {
 		return
 	}
 	// The reply is not waited for: an unknown id is ignored when it comes.
-	req := request{ID: c.ids.Add(1), Op: opUnsubscribe, Room: s.room}
+	req := protocol.Request{ID: protocol.NumericID(c.ids.Add(1)), Op: protocol.OpUnsubscribe, Room: s.room}
 	if b, err := json.Marshal(&req); err == nil {
 		_ = cn.write(b)
 	}
@@ -331,21 +332,21 @@ func (s *Subscription) subscribe(cn *conn, delay time.Duration) {
 			s.mu.Unlock()
 			return
 		}
-		req := request{Op: opSubscribe, Room: s.room}
+		req := protocol.Request{Op: protocol.OpSubscribe, Room: s.room}
 		if s.positioned {
 			from := s.cur.next
-			req.FromSeq, req.Epoch = &from, s.cur.epochStr
+			req.FromSeq, req.Epoch = &from, optional(s.cur.epochStr)
 		} else {
 			if s.opts.FromSeq > 0 {
 				from := s.opts.FromSeq
 				req.FromSeq = &from
 			}
-			req.Epoch = s.opts.Epoch
+			req.Epoch = optional(s.opts.Epoch)
 		}
 		s.awaiting = true
 		s.mu.Unlock()
 
-		_, sent, err := s.c.roundTrip(cn.ctx, cn, &req, func(f *frame) error { return s.answered(cn, &req, f) })
+		_, sent, err := s.c.roundTrip(cn.ctx, cn, &req, func(f *protocol.Frame) error { return s.answered(cn, &req, f) })
 
 		s.mu.Lock()
 		if s.wire != cn {
@@ -389,7 +390,7 @@ func (s *Subscription) subscribe(cn *conn, delay time.Duration) {
 
 // answered applies the node's answer to req on the read goroutine, before
 // the subscription's first event can arrive.
-func (s *Subscription) answered(cn *conn, req *request, f *frame) error {
+func (s *Subscription) answered(cn *conn, req *protocol.Request, f *protocol.Frame) error {
 	e, err := parseEpoch(f.Epoch)
 	if err != nil {
 		return &Error{Code: CodeInternal, Retryable: true, Message: "subscribe reply: " + err.Error()}
@@ -405,8 +406,8 @@ func (s *Subscription) answered(cn *conn, req *request, f *frame) error {
 		if req.FromSeq == nil {
 			s.cur.epoch, s.cur.epochStr, s.cur.next = e, f.Epoch, f.LastSeq+1
 		} else {
-			s.cur.epoch, _ = parseEpoch(req.Epoch)
-			s.cur.epochStr, s.cur.next = req.Epoch, *req.FromSeq
+			s.cur.epochStr, s.cur.next = valueOf(req.Epoch), *req.FromSeq
+			s.cur.epoch, _ = parseEpoch(s.cur.epochStr)
 		}
 		s.posSeq, s.posEpoch = s.cur.next-1, s.cur.epochStr
 		s.signalReadyLocked()
@@ -433,7 +434,7 @@ func (s *Subscription) acceptEpoch(e uint64, str string) bool {
 
 // offer takes a push of cn for this subscription's room, on the read
 // goroutine.
-func (s *Subscription) offer(cn *conn, f *frame) {
+func (s *Subscription) offer(cn *conn, f *protocol.Frame) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.wire != cn || !s.positioned || s.err != nil {
@@ -447,7 +448,7 @@ func (s *Subscription) offer(cn *conn, f *frame) {
 		return
 	}
 	switch f.Ev {
-	case "event":
+	case protocol.EvEvent:
 		if !s.acceptEpoch(e, f.Epoch) || s.lagging {
 			return
 		}
@@ -464,21 +465,21 @@ func (s *Subscription) offer(cn *conn, f *frame) {
 		}
 		s.gaps = 0
 		s.cur.next++
-		s.enqueue(f.event())
-	case "presence":
+		s.enqueue(eventOf(&f.Event))
+	case protocol.EvPresence:
 		// Only in its place, right after the event it follows; never one
 		// that would count against the buffer of events owed.
 		if !s.acceptEpoch(e, f.Epoch) || s.lagging || f.AfterSeq != s.cur.next-1 || len(s.queue)-s.head >= s.opts.Buffer {
 			return
 		}
-		ev := f.event()
+		ev := eventOf(&f.Event)
 		ev.Kind, ev.Seq = KindPresence, f.AfterSeq
 		s.enqueue(ev)
-	case "truncated":
+	case protocol.EvTruncated:
 		s.notices(s.cur.truncated(e, f.Epoch, f.FirstSeq))
-	case "room_deleted":
+	case protocol.EvRoomDeleted:
 		s.notices(s.cur.roomDeleted(e, f.Epoch, f.LastSeq))
-	case "unsubscribed":
+	case protocol.EvUnsubscribed:
 		// The application's backend ended it: subscribing again would
 		// undo that. The events before the notice are still handed out.
 		s.endLocked(ErrUnsubscribed)

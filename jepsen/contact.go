@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/admin"
+	"github.com/heraldhq/herald/internal/wait"
 )
 
 // Replica contact after the final heal.
@@ -99,6 +100,6 @@ func waitContact(ctx context.Context, c *Cluster, heal time.Time, bound time.Dur
 			res.After, res.Problems = time.Since(heal).Seconds(), slices.Clone(problems)
 			return res
 		}
-		sleepCtx(ctx, 500*time.Millisecond)
+		wait.Sleep(ctx, 500*time.Millisecond)
 	}
 }

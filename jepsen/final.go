@@ -2,10 +2,12 @@ package jepsen
 
 import (
 	"context"
-	"fmt"
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/heraldhq/herald/internal/wait"
+	"github.com/heraldhq/herald/protocol"
 )
 
 // finalReader reads whole rooms from one node once the faults are healed.
@@ -40,22 +42,22 @@ func (fr *finalReader) history(ctx context.Context, room string, stale bool) ([]
 	var evs []Ev
 	from := uint64(1)
 	for {
-		req := map[string]any{"op": "history", "room": room, "from_seq": from, "limit": 1000}
+		req := historyRequest(room, from)
 		if stale {
-			req["consistency"] = "stale"
+			req.Consistency = protocol.ConsistencyStale
 		}
 		f, err := c.call(ctx, req, 15*time.Second)
 		if err != nil {
 			c.close()
 			return nil, 0, err
 		}
-		if !f.OK {
-			if f.code() == "not_found" {
+		if e := f.Err(); e != nil {
+			if e.Code == protocol.CodeNotFound {
 				return nil, 0, nil
 			}
-			return nil, 0, fmt.Errorf("%s: %s", f.code(), f.message())
+			return nil, 0, e
 		}
-		page := f.events()
+		page := events(f)
 		evs = append(evs, page...)
 		if len(page) == 0 || page[len(page)-1].Seq >= f.LastSeq {
 			return evs, f.LastSeq, nil
@@ -69,13 +71,13 @@ func (fr *finalReader) members(ctx context.Context, room string) ([]string, uint
 	if err != nil {
 		return nil, 0, err
 	}
-	f, err := c.call(ctx, map[string]any{"op": "members", "room": room}, 15*time.Second)
+	f, err := c.call(ctx, &protocol.Request{Op: protocol.OpMembers, Room: room}, 15*time.Second)
 	if err != nil {
 		c.close()
 		return nil, 0, err
 	}
-	if !f.OK {
-		return nil, 0, fmt.Errorf("%s: %s", f.code(), f.message())
+	if e := f.Err(); e != nil {
+		return nil, 0, e
 	}
 	var ms []string
 	for _, m := range f.Members {
@@ -98,7 +100,7 @@ func (fr *finalReader) finalRead(ctx context.Context, room string, deadline time
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return nil
 		}
-		sleepCtx(ctx, 500*time.Millisecond)
+		wait.Sleep(ctx, 500*time.Millisecond)
 	}
 }
 
@@ -114,7 +116,7 @@ func (fr *finalReader) finalMembers(ctx context.Context, room string, deadline t
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return
 		}
-		sleepCtx(ctx, 500*time.Millisecond)
+		wait.Sleep(ctx, 500*time.Millisecond)
 	}
 }
 
@@ -134,7 +136,7 @@ func (fr *finalReader) staleRead(ctx context.Context, room string, want []Ev, de
 			fr.rec.Record(op)
 			return
 		}
-		sleepCtx(ctx, 300*time.Millisecond)
+		wait.Sleep(ctx, 300*time.Millisecond)
 	}
 }
 

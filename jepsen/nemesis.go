@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/admin"
+	"github.com/heraldhq/herald/internal/wait"
 )
 
 // Fault kinds.
@@ -98,7 +99,7 @@ func newNemesis(cfg NemesisConfig, c *Cluster, nw Network, rec *Recorder, logf f
 // the next; the last window is healed when ctx ends.
 func (nm *nemesis) run(ctx context.Context) {
 	nm.resolveRooms(ctx)
-	sleepCtx(ctx, nm.cfg.Warmup)
+	wait.Sleep(ctx, nm.cfg.Warmup)
 	for ctx.Err() == nil {
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < nm.cfg.Min {
 			break // too little time left for a fault to matter
@@ -114,7 +115,7 @@ func (nm *nemesis) run(ctx context.Context) {
 		if nm.cfg.Max > nm.cfg.Min {
 			span += time.Duration(nm.rng.Int64N(int64(nm.cfg.Max - nm.cfg.Min)))
 		}
-		sleepCtx(ctx, span)
+		wait.Sleep(ctx, span)
 		// Faults heal together: a slow one (a decommission waiting for
 		// its moves) must not keep a node paused or a partition up.
 		hctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -139,7 +140,7 @@ func (nm *nemesis) run(ctx context.Context) {
 		}
 		wg.Wait()
 		cancel()
-		sleepCtx(ctx, nm.cfg.Quiet)
+		wait.Sleep(ctx, nm.cfg.Quiet)
 	}
 }
 

@@ -43,6 +43,19 @@ func hello(id string) []byte {
 	return append([]byte{'H', 'R', 'L', 'D', 1, 1, byte(len(id))}, id...)
 }
 
+// proxiedEcho is a proxy network with node n2 an echo server; addr is
+// n2's address through the proxy.
+func proxiedEcho(t *testing.T) (p *proxyNet, addr string) {
+	t.Helper()
+	p = newProxyNet()
+	t.Cleanup(func() { _ = p.Close() })
+	addr, err := p.listen("n2", echoServer(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, addr
+}
+
 // dialAs connects to a proxy as node id.
 func dialAs(t *testing.T, addr, id string) (net.Conn, *bufio.Reader) {
 	t.Helper()
@@ -69,12 +82,7 @@ func roundTrip(c net.Conn, r *bufio.Reader, line string, d time.Duration) bool {
 }
 
 func TestProxyPartitionHoldsAndHeals(t *testing.T) {
-	p := newProxyNet()
-	defer p.Close()
-	addr, err := p.listen("n2", echoServer(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, addr := proxiedEcho(t)
 	c1, r1 := dialAs(t, addr, "n1")
 	c3, r3 := dialAs(t, addr, "n3")
 	if !roundTrip(c1, r1, "one", time.Second) || !roundTrip(c3, r3, "three", time.Second) {
@@ -114,12 +122,7 @@ func TestProxyPartitionHoldsAndHeals(t *testing.T) {
 }
 
 func TestProxyOneWayPartitionStallsReplies(t *testing.T) {
-	p := newProxyNet()
-	defer p.Close()
-	addr, err := p.listen("n2", echoServer(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, addr := proxiedEcho(t)
 	c1, r1 := dialAs(t, addr, "n1")
 	if !roundTrip(c1, r1, "x", time.Second) {
 		t.Fatal("no traffic")
@@ -133,12 +136,7 @@ func TestProxyOneWayPartitionStallsReplies(t *testing.T) {
 }
 
 func TestProxyResetAndDelay(t *testing.T) {
-	p := newProxyNet()
-	defer p.Close()
-	addr, err := p.listen("n2", echoServer(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, addr := proxiedEcho(t)
 	c1, r1 := dialAs(t, addr, "n1")
 	if !roundTrip(c1, r1, "x", time.Second) {
 		t.Fatal("no traffic")

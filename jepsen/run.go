@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/admin"
+	"github.com/heraldhq/herald/internal/wait"
 	"github.com/heraldhq/herald/jepsen/lazyfs"
 )
 
@@ -292,7 +293,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	rec.Record(Op{Process: NemesisProcess, F: FPhase, Value: PhaseFinalHeal, Type: TypeOK})
 	healed := time.Now()
 	logf("healed; workload goes on for %v", cfg.Recovery)
-	sleepCtx(ctx, cfg.Recovery)
+	wait.Sleep(ctx, cfg.Recovery)
 	endPhase()
 	rec.Record(Op{Process: NemesisProcess, F: FPhase, Value: PhaseQuiesce, Type: TypeOK})
 	waited := make(chan struct{})

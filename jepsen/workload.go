@@ -2,10 +2,14 @@ package jepsen
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"sync"
 	"time"
+
+	"github.com/heraldhq/herald/internal/wait"
+	"github.com/heraldhq/herald/protocol"
 )
 
 // WorkloadConfig shapes the clients of a run.
@@ -136,7 +140,7 @@ func (s *session) close() { s.drop() }
 // request sends one request as one operation of the history. write says
 // whether an unanswered request may have taken effect. It returns the
 // reply (nil when there was none) and the operation's outcome.
-func (s *session) request(ctx context.Context, op Op, req map[string]any, write bool, fill func(*Op, *frame)) (*frame, string, string) {
+func (s *session) request(ctx context.Context, op Op, req *protocol.Request, write bool, fill func(*Op, *protocol.Frame)) (*protocol.Frame, string, string) {
 	op.Process = s.proc
 	c, err := s.ensure(ctx)
 	if err != nil {
@@ -167,7 +171,8 @@ func (s *session) request(ctx context.Context, op Op, req map[string]any, write 
 		})
 		return f, TypeOK, ""
 	}
-	code := f.code()
+	e := f.Err()
+	code := e.Code
 	typ := TypeFail
 	if write && indeterminate(code) {
 		typ = TypeInfo
@@ -178,7 +183,7 @@ func (s *session) request(ctx context.Context, op Op, req map[string]any, write 
 		s.drop()
 	}
 	s.w.rec.Complete(id, typ, func(o *Op) {
-		o.Error, o.Message, o.LastSeq = code, f.message(), f.LastSeq
+		o.Error, o.Message, o.LastSeq = code, e.Message, f.LastSeq
 	})
 	return f, typ, code
 }
@@ -186,16 +191,14 @@ func (s *session) request(ctx context.Context, op Op, req map[string]any, write 
 // publish publishes value once, with value as its key, retrying what
 // leaves the outcome open or certainly failed for want of a leader, until
 // it succeeds, fails for good, or RetryFor passes.
-func (s *session) publish(ctx context.Context, room, value string, expect *uint64) (*frame, string) {
+func (s *session) publish(ctx context.Context, room, value string, expect *uint64) (*protocol.Frame, string) {
 	deadline := time.Now().Add(s.w.cfg.RetryFor)
 	backoff := 50 * time.Millisecond
 	for {
-		req := map[string]any{"op": "publish", "room": room, "data": value, "key": value}
-		if expect != nil {
-			req["expect_seq"] = *expect
-		}
+		data, _ := json.Marshal(value)
+		req := &protocol.Request{Op: protocol.OpPublish, Room: room, Data: data, Key: value, ExpectSeq: expect}
 		op := Op{F: FPublish, Room: room, Value: value, Key: value, ExpectSeq: expect}
-		f, typ, code := s.request(ctx, op, req, true, func(o *Op, f *frame) {
+		f, typ, code := s.request(ctx, op, req, true, func(o *Op, f *protocol.Frame) {
 			o.Seq, o.Duplicate, o.LastSeq = f.Seq, f.Duplicate, f.LastSeq
 		})
 		if typ == TypeOK {
@@ -207,26 +210,23 @@ func (s *session) publish(ctx context.Context, room, value string, expect *uint6
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return nil, typ
 		}
-		sleepCtx(ctx, backoff+time.Duration(s.rng.Int64N(int64(backoff))))
+		wait.Sleep(ctx, backoff+time.Duration(s.rng.Int64N(int64(backoff))))
 		backoff = min(2*backoff, time.Second)
 	}
 }
 
-func (s *session) read(ctx context.Context, room string, from uint64) (*frame, string) {
-	req := map[string]any{"op": "history", "room": room, "from_seq": from, "limit": 1000}
-	f, typ, _ := s.request(ctx, Op{F: FRead, Room: room, FromSeq: from}, req, false, func(o *Op, f *frame) {
-		o.Events, o.LastSeq, o.Truncated = f.events(), f.LastSeq, f.Truncated
+func (s *session) read(ctx context.Context, room string, from uint64) (*protocol.Frame, string) {
+	f, typ, _ := s.request(ctx, Op{F: FRead, Room: room, FromSeq: from}, historyRequest(room, from), false, func(o *Op, f *protocol.Frame) {
+		o.Events, o.LastSeq, o.Truncated = events(f), f.LastSeq, f.Truncated
 	})
 	return f, typ
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
+// historyRequest reads a room's history from seq from, in pages as
+// large as a node gives.
+func historyRequest(room string, from uint64) *protocol.Request {
+	limit := 1000
+	return &protocol.Request{Op: protocol.OpHistory, Room: room, FromSeq: &from, Limit: &limit}
 }
 
 // pause waits a process's interval, jittered.
@@ -235,7 +235,7 @@ func (s *session) pause(ctx context.Context) {
 	if iv <= 0 {
 		return
 	}
-	sleepCtx(ctx, iv/2+time.Duration(s.rng.Int64N(int64(iv))))
+	wait.Sleep(ctx, iv/2+time.Duration(s.rng.Int64N(int64(iv))))
 }
 
 func pick[T any](rng *rand.Rand, xs []T) T { return xs[rng.IntN(len(xs))] }
@@ -321,7 +321,7 @@ func (w *workload) casWriter(phase, hard context.Context, s *session) {
 		case typ == TypeOK:
 			seq := f.Seq
 			known[room] = &seq
-		case f != nil && f.code() == "conflict":
+		case f != nil && replyCode(f) == protocol.CodeConflict:
 			last := f.LastSeq
 			known[room] = &last
 		default:
@@ -356,14 +356,14 @@ func (w *workload) member(phase, hard context.Context, s *session) {
 		room := pick(s.rng, w.cfg.MemRooms)
 		switch r := s.rng.IntN(10); {
 		case r < 4:
-			s.request(hard, Op{F: FJoin, Room: room, Value: s.user}, map[string]any{"op": "join", "room": room}, true,
-				func(o *Op, f *frame) { o.Seq = f.Seq })
+			s.request(hard, Op{F: FJoin, Room: room, Value: s.user}, &protocol.Request{Op: protocol.OpJoin, Room: room}, true,
+				func(o *Op, f *protocol.Frame) { o.Seq = f.Seq })
 		case r < 7:
-			s.request(hard, Op{F: FLeave, Room: room, Value: s.user}, map[string]any{"op": "leave", "room": room}, true,
-				func(o *Op, f *frame) { o.Seq = f.Seq })
+			s.request(hard, Op{F: FLeave, Room: room, Value: s.user}, &protocol.Request{Op: protocol.OpLeave, Room: room}, true,
+				func(o *Op, f *protocol.Frame) { o.Seq = f.Seq })
 		default:
-			s.request(hard, Op{F: FMembers, Room: room}, map[string]any{"op": "members", "room": room}, false,
-				func(o *Op, f *frame) {
+			s.request(hard, Op{F: FMembers, Room: room}, &protocol.Request{Op: protocol.OpMembers, Room: room}, false,
+				func(o *Op, f *protocol.Frame) {
 					o.Seq = f.Seq
 					for _, m := range f.Members {
 						o.Members = append(o.Members, m.Member)
@@ -411,21 +411,22 @@ func (sub *subscriber) run(hard context.Context) {
 		default:
 		}
 		from := sub.position() + 1
-		req := map[string]any{"op": "subscribe", "room": sub.room, "from_seq": from}
+		req := &protocol.Request{Op: protocol.OpSubscribe, Room: sub.room, FromSeq: &from}
 		sub.mu.Lock()
 		if sub.epoch != "" {
-			req["epoch"] = sub.epoch
+			epoch := sub.epoch
+			req.Epoch = &epoch
 		}
 		sub.mu.Unlock()
 		var streamID int
 		op := Op{F: FSubscribe, Room: sub.room, FromSeq: from, Sub: sub.id}
-		f, typ, _ := sub.s.request(hard, op, req, false, func(o *Op, f *frame) {
+		f, typ, _ := sub.s.request(hard, op, req, false, func(o *Op, f *protocol.Frame) {
 			o.LastSeq, o.Truncated = f.LastSeq, f.Truncated || f.EpochChanged
 			streamID = o.ID
 		})
 		if typ != TypeOK {
 			sub.s.drop()
-			sleepCtx(hard, backoff)
+			wait.Sleep(hard, backoff)
 			backoff = min(2*backoff, time.Second)
 			continue
 		}
@@ -460,7 +461,7 @@ func (sub *subscriber) drain(hard context.Context, stream int) {
 			}
 			op := Op{Process: sub.s.proc, Node: c.node, F: FDeliver, Room: sub.room, Type: TypeOK, Sub: sub.id, Stream: stream}
 			switch f.Ev {
-			case "event":
+			case protocol.EvEvent:
 				ev := Ev{Seq: f.Seq, Type: evType(f.Type), Member: f.Member}
 				if ev.Type == "" {
 					ev.Value = dataValue(f.Data)
@@ -475,7 +476,7 @@ func (sub *subscriber) drain(hard context.Context, stream int) {
 				// in these rooms; record it and start over.
 				op.Error, op.Seq = f.Ev, f.FirstSeq
 				sub.w.rec.Record(op)
-				if f.Ev == "unsubscribed" {
+				if f.Ev == protocol.EvUnsubscribed {
 					return
 				}
 			}

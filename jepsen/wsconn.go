@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/heraldhq/herald/protocol"
 	"github.com/lxzan/gws"
 )
 
@@ -25,55 +26,12 @@ var (
 	errTimeout = errors.New("timeout")
 )
 
-// frame is any server frame this harness reads.
-type frame struct {
-	ID    json.RawMessage `json:"id"`
-	OK    bool            `json:"ok"`
-	Ev    string          `json:"ev"`
-	Error *struct {
-		Code      string `json:"code"`
-		Message   string `json:"message"`
-		Retryable bool   `json:"retryable"`
-	} `json:"error"`
-	Room         string          `json:"room"`
-	Epoch        string          `json:"epoch"`
-	Seq          uint64          `json:"seq"`
-	Type         string          `json:"type"`
-	Member       string          `json:"member"`
-	Data         json.RawMessage `json:"data"`
-	FirstSeq     uint64          `json:"first_seq"`
-	LastSeq      uint64          `json:"last_seq"`
-	Truncated    bool            `json:"truncated"`
-	EpochChanged bool            `json:"epoch_changed"`
-	Duplicate    bool            `json:"duplicate"`
-	Stale        bool            `json:"stale"`
-	Events       []struct {
-		Seq    uint64          `json:"seq"`
-		Type   string          `json:"type"`
-		Member string          `json:"member"`
-		Data   json.RawMessage `json:"data"`
-	} `json:"events"`
-	Members []struct {
-		Member string `json:"member"`
-	} `json:"members"`
-}
-
-// code is the reply's error code, "" for success.
-func (f *frame) code() string {
-	if f.OK {
-		return ""
+// code is a reply's error code, "" for success.
+func replyCode(f *protocol.Frame) string {
+	if e := f.Err(); e != nil {
+		return e.Code
 	}
-	if f.Error == nil || f.Error.Code == "" {
-		return "internal"
-	}
-	return f.Error.Code
-}
-
-func (f *frame) message() string {
-	if f.Error == nil {
-		return ""
-	}
-	return f.Error.Message
+	return ""
 }
 
 // dataValue turns an event's data back into the value the harness
@@ -87,7 +45,7 @@ func dataValue(raw json.RawMessage) string {
 	return string(raw)
 }
 
-func (f *frame) events() []Ev {
+func events(f *protocol.Frame) []Ev {
 	evs := make([]Ev, len(f.Events))
 	for i, e := range f.Events {
 		evs[i] = Ev{Seq: e.Seq, Type: evType(e.Type), Member: e.Member}
@@ -114,10 +72,10 @@ type wsConn struct {
 
 	mu      sync.Mutex
 	nextID  uint64
-	pending map[uint64]chan *frame
+	pending map[uint64]chan *protocol.Frame
 	closed  bool
 
-	pushes chan *frame
+	pushes chan *protocol.Frame
 	done   chan struct{}
 }
 
@@ -128,7 +86,7 @@ type wsHandler struct {
 
 func (h wsHandler) OnMessage(_ *gws.Conn, m *gws.Message) {
 	defer m.Close()
-	f := new(frame)
+	f := new(protocol.Frame)
 	if json.Unmarshal(m.Bytes(), f) != nil {
 		return
 	}
@@ -142,8 +100,8 @@ func (h wsHandler) OnMessage(_ *gws.Conn, m *gws.Message) {
 		}
 		return
 	}
-	var id uint64
-	if json.Unmarshal(f.ID, &id) != nil {
+	id, ok := protocol.ParseID(f.ID)
+	if !ok {
 		return
 	}
 	c.mu.Lock()
@@ -176,12 +134,12 @@ func dialWS(ctx context.Context, node, addr, user string, timeout time.Duration)
 	if err != nil {
 		return nil, err
 	}
-	c := &wsConn{node: node, pending: map[uint64]chan *frame{}, pushes: make(chan *frame, 4096), done: make(chan struct{})}
+	c := &wsConn{node: node, pending: map[uint64]chan *protocol.Frame{}, pushes: make(chan *protocol.Frame, 4096), done: make(chan struct{})}
 	dl, _ := ctx.Deadline()
 	_ = nc.SetDeadline(dl)
 	conn, _, err := gws.NewClientFromConn(wsHandler{c: c}, &gws.ClientOption{
 		Addr:               "ws://" + addr + "/ws",
-		RequestHeader:      http.Header{"Sec-WebSocket-Protocol": []string{"herald.v1"}},
+		RequestHeader:      http.Header{"Sec-WebSocket-Protocol": []string{protocol.Subprotocol}},
 		ReadMaxPayloadSize: 64 << 20,
 		HandshakeTimeout:   timeout,
 	}, nc)
@@ -192,21 +150,21 @@ func dialWS(ctx context.Context, node, addr, user string, timeout time.Duration)
 	_ = nc.SetDeadline(time.Time{})
 	c.conn = conn
 	go conn.ReadLoop()
-	f, err := c.call(ctx, map[string]any{"op": "auth", "user": user}, timeout)
+	f, err := c.call(ctx, &protocol.Request{Op: protocol.OpAuth, User: user}, timeout)
 	if err != nil {
 		c.close()
 		return nil, fmt.Errorf("auth: %w", err)
 	}
-	if !f.OK {
+	if e := f.Err(); e != nil {
 		c.close()
-		return nil, fmt.Errorf("auth: %s: %s", f.code(), f.message())
+		return nil, fmt.Errorf("auth: %w", e)
 	}
 	return c, nil
 }
 
 // call sends req and waits for its reply, the socket's end or timeout.
-func (c *wsConn) call(ctx context.Context, req map[string]any, timeout time.Duration) (*frame, error) {
-	ch := make(chan *frame, 1)
+func (c *wsConn) call(ctx context.Context, req *protocol.Request, timeout time.Duration) (*protocol.Frame, error) {
+	ch := make(chan *protocol.Frame, 1)
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -216,7 +174,7 @@ func (c *wsConn) call(ctx context.Context, req map[string]any, timeout time.Dura
 	id := c.nextID
 	c.pending[id] = ch
 	c.mu.Unlock()
-	req["id"] = id
+	req.ID = protocol.NumericID(id)
 	b, _ := json.Marshal(req)
 	if err := c.conn.WriteMessage(gws.OpcodeText, b); err != nil {
 		c.close()

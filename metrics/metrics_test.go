@@ -14,7 +14,9 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/heraldhq/herald"
+	"github.com/heraldhq/herald/internal/eventually"
 	"github.com/heraldhq/herald/internal/testcluster"
+	"github.com/heraldhq/herald/internal/wstest"
 	"github.com/heraldhq/herald/metrics"
 	"github.com/heraldhq/herald/multiraft"
 	"github.com/heraldhq/herald/wsfront"
@@ -103,22 +105,6 @@ func (s scrape) value(name string, labels ...string) float64 {
 	return v
 }
 
-// eventually retries check until it returns nil or d passes.
-func eventually(t *testing.T, d time.Duration, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal(err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // A cluster serving sockets reports them, their requests and deliveries,
 // its raft groups' state, proposals, log syncs, forwarding and leader
 // changes, each node on its own /metrics.
@@ -126,14 +112,14 @@ func TestClusterMetrics(t *testing.T) {
 	c := testcluster.Start(t, testcluster.Options{})
 	base := c.HTTP(0)
 	front := c.Node(0).Front()
-	sub := login(t, c.URL(0), "reader")
-	pub := login(t, c.URL(0), "writer")
+	sub := wstest.Login(t, c.URL(0), "reader")
+	pub := wstest.Login(t, c.URL(0), "writer")
 
 	// Publishing through node 1 into a group it does not lead forwards
 	// the proposal. Leadership may move under the test: try rooms until
 	// one publish was forwarded.
 	var room string
-	eventually(t, 20*time.Second, func() error {
+	eventually.Nil(t, 20*time.Second, "a forwarded publish", func() error {
 		h := c.Node(0).Host()
 		for i := 0; ; i++ {
 			room = fmt.Sprintf("room-%d", i)
@@ -142,9 +128,9 @@ func TestClusterMetrics(t *testing.T) {
 			}
 		}
 		before := scrapeNode(t, base).value("herald_raft_forwarded_total", "kind", "propose")
-		sub.mustOK(sub.call("subscribe", obj{"room": room}))
-		pub.mustOK(pub.call("publish", obj{"room": room, "data": "hello"}))
-		if ev := sub.event(10 * time.Second); ev["room"] != room {
+		sub.MustOK(sub.Call("subscribe", wstest.Obj{"room": room}))
+		pub.MustOK(pub.Call("publish", wstest.Obj{"room": room, "data": "hello"}))
+		if ev := sub.Event(10 * time.Second); ev["room"] != room {
 			return fmt.Errorf("event from room %v, want %s", ev["room"], room)
 		}
 		if after := scrapeNode(t, base).value("herald_raft_forwarded_total", "kind", "propose"); after <= before {
@@ -152,10 +138,10 @@ func TestClusterMetrics(t *testing.T) {
 		}
 		return nil
 	})
-	if r := pub.call("publish", obj{"room": room}); errCode(r) != "bad_request" {
+	if r := pub.Call("publish", wstest.Obj{"room": room}); wstest.ErrCode(r) != "bad_request" {
 		t.Fatalf("publish without data: %v", r)
 	}
-	if r := pub.call("frobnicate", obj{"room": room}); errCode(r) != "bad_request" {
+	if r := pub.Call("frobnicate", wstest.Obj{"room": room}); wstest.ErrCode(r) != "bad_request" {
 		t.Fatalf("unknown op: %v", r)
 	}
 
@@ -207,8 +193,8 @@ func TestClusterMetrics(t *testing.T) {
 	}
 
 	// The socket count follows a close.
-	pub.close()
-	eventually(t, 10*time.Second, func() error {
+	pub.Close()
+	eventually.Nil(t, 10*time.Second, "the socket count after a close", func() error {
 		got := scrapeNode(t, base).value("herald_ws_sockets_open")
 		if want := float64(front.Sessions()); got != want || want != 1 {
 			return fmt.Errorf("after a close: sockets open metric %v, front %v, want 1", got, want)
@@ -218,7 +204,7 @@ func TestClusterMetrics(t *testing.T) {
 
 	// Every local replica reports its group, and exactly one replica of
 	// each group leads.
-	eventually(t, 10*time.Second, func() error {
+	eventually.Nil(t, 10*time.Second, "a leader for every group", func() error {
 		leaders := map[string]float64{}
 		for i := range c.Len() {
 			s := scrapeNode(t, c.HTTP(i))
@@ -268,14 +254,16 @@ func TestClusterMetrics(t *testing.T) {
 	}
 	h := c.Node(0).Host()
 	g := h.GroupForKey(room)
-	id, _ := h.Leader(g)
+	// Node 1 may not have heard from a leader the others already report.
+	var id string
+	eventually.True(t, 10*time.Second, "node 1 knows the room's leader", func() bool { id, _ = h.Leader(g); return id != "" })
 	to := map[string]string{"n1": "n2", "n2": "n3", "n3": "n1"}[id]
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := h.TransferLeader(ctx, g, to); err != nil {
 		t.Fatalf("transfer group %d from %s to %s: %v", g, id, to, err)
 	}
-	eventually(t, 10*time.Second, func() error {
+	eventually.Nil(t, 10*time.Second, "a leader change counted", func() error {
 		if after := changes(); after <= before {
 			return fmt.Errorf("leader changes %v -> %v after a transfer", before, after)
 		}
@@ -299,12 +287,12 @@ func TestSlowConsumerCloseCounted(t *testing.T) {
 		}
 	}
 	room := "firehose"
-	slow := dialRaw(t, base)
-	slow.send(t, `{"id":1,"op":"auth","user":"slow"}`)
-	slow.send(t, `{"id":2,"op":"subscribe","room":"`+room+`"}`)
+	slow := wstest.DialRaw(t, base)
+	slow.Send(t, `{"id":1,"op":"auth","user":"slow"}`)
+	slow.Send(t, `{"id":2,"op":"subscribe","room":"`+room+`"}`)
 	front := c.Node(0).Front()
-	pub := login(t, c.URL(0), "writer")
-	eventually(t, 10*time.Second, func() error {
+	pub := wstest.Login(t, c.URL(0), "writer")
+	eventually.Nil(t, 10*time.Second, "the slow socket subscribed", func() error {
 		if got := scrapeNode(t, base).value("herald_ws_ops_total", "op", "subscribe", "code", "ok"); got != 1 {
 			return fmt.Errorf("the slow socket has not subscribed yet")
 		}
@@ -315,7 +303,7 @@ func TestSlowConsumerCloseCounted(t *testing.T) {
 		if published == 2000 {
 			t.Fatalf("the slow socket was not closed after %d events of 8 KiB", published)
 		}
-		pub.mustOK(pub.call("publish", obj{"room": room, "data": payload}))
+		pub.MustOK(pub.Call("publish", wstest.Obj{"room": room, "data": payload}))
 	}
 	m = scrapeNode(t, base)
 	if got := m.value("herald_ws_server_closes_total", "code", "4008"); got != 1 {

@@ -1,8 +1,14 @@
-// Package protocol holds what protocol herald.v1 (docs/protocol.md) says
-// of failures: the error codes every client-facing API of a node answers
-// with (the websocket front and the server API), and the error type that
-// carries one. The room layer maps the cluster's errors onto these codes,
-// so a request gets the same answer whichever way it came in.
+// Package protocol holds the vocabulary of protocol herald.v1
+// (docs/protocol.md), written once for every side that speaks it: the
+// sub-protocol name, the ops and pushes, the request frame and the server
+// frame as clients decode it (frames.go), and the error codes every
+// client-facing API of a node answers with (the websocket front and the
+// server API) with the error type that carries one. The room layer maps
+// the cluster's errors onto these codes, so a request gets the same answer
+// whichever way it came in.
+//
+// A node writes its replies and pushes by hand, without reflection, since
+// they are on every request's path; Frame is the reading side's type.
 package protocol
 
 import (

@@ -242,16 +242,21 @@ func js(s string) string {
 	return string(b)
 }
 
-func openChat(t *testing.T, tab context.Context, base, name, room string) {
+// openPage opens the page at url and enters as name in room. Enter in a
+// field submits the form: the pages work from the keyboard.
+func openPage(t *testing.T, tab context.Context, url, name, room string) {
 	t.Helper()
 	do(t, tab, 20*time.Second,
-		chromedp.Navigate(base+"/"),
+		chromedp.Navigate(url),
 		chromedp.WaitVisible(chromedp.CSS("#name")),
 		chromedp.SetValue(chromedp.CSS("#room"), room),
-		// Enter in a field submits the form: the page works from the
-		// keyboard.
 		chromedp.SendKeys(chromedp.CSS("#name"), name+kb.Enter),
 	)
+}
+
+func openChat(t *testing.T, tab context.Context, base, name, room string) {
+	t.Helper()
+	openPage(t, tab, base+"/", name, room)
 	waitJS(t, tab, name+" in the member list",
 		`document.querySelector('#conn').dataset.state === 'connected' &&
 		 document.querySelector('#members li[data-member='+`+js(js(name))+`+']')`, 20*time.Second)
@@ -376,12 +381,7 @@ func TestChatSurvivesItsNodeDying(t *testing.T) {
 
 func openCall(t *testing.T, tab context.Context, base, name, room string) {
 	t.Helper()
-	do(t, tab, 20*time.Second,
-		chromedp.Navigate(base+"/call"),
-		chromedp.WaitVisible(chromedp.CSS("#name")),
-		chromedp.SetValue(chromedp.CSS("#room"), room),
-		chromedp.SendKeys(chromedp.CSS("#name"), name+kb.Enter),
-	)
+	openPage(t, tab, base+"/call", name, room)
 	waitJS(t, tab, name+" connected to Herald", `document.querySelector('#conn').dataset.state === 'connected'`, 20*time.Second)
 }
 

@@ -57,7 +57,7 @@ func dialBench(tb testing.TB, url string, onEvent func([]byte, time.Time)) *benc
 	c := &benchConn{replies: make(chan []byte, 256), onEvent: onEvent}
 	conn, _, err := gws.NewClient(benchHandler{c: c}, &gws.ClientOption{
 		Addr:             url,
-		RequestHeader:    http.Header{"Sec-WebSocket-Protocol": []string{"herald.v1"}},
+		RequestHeader:    http.Header{"Sec-WebSocket-Protocol": []string{wsfront.Subprotocol}},
 		HandshakeTimeout: 10 * time.Second,
 		ReadBufferSize:   1024,
 		WriteBufferSize:  1024,

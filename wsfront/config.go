@@ -9,12 +9,13 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/fsm"
+	"github.com/heraldhq/herald/protocol"
 	"github.com/heraldhq/herald/rooms"
 	"github.com/heraldhq/herald/wsfront/auth"
 )
 
 // Subprotocol is the websocket sub-protocol the front speaks.
-const Subprotocol = "herald.v1"
+const Subprotocol = protocol.Subprotocol
 
 // Backend is the replicated room store behind the front: the room layer's
 // rooms.Service implements it. Errors are the room layer's (rooms.ErrorOf

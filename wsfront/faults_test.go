@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/internal/memcluster"
+	"github.com/heraldhq/herald/internal/wstest"
 	"github.com/heraldhq/herald/rooms"
 )
 
@@ -15,13 +16,13 @@ import (
 // the front with its key, and the client sees one publish with its seq.
 func TestKeyedPublishWithLostOutcomeLandsOnce(t *testing.T) {
 	c := memcluster.Start(t, memcluster.Options{Nodes: 1})
-	a := login(t, c.URL(0), "alice")
+	a := wstest.Login(t, c.URL(0), "alice")
 	c.Rooms().FailNext(rooms.ErrUnknownOutcome, true)
-	r := a.mustOK(a.call("publish", obj{"room": "k", "data": 1, "key": "once"}))
-	if num(r["seq"]) != 1 {
+	r := a.MustOK(a.Call("publish", wstest.Obj{"room": "k", "data": 1, "key": "once"}))
+	if wstest.Num(r["seq"]) != 1 {
 		t.Fatalf("publish: %v", r)
 	}
-	h := a.mustOK(a.call("history", obj{"room": "k"}))
+	h := a.MustOK(a.Call("history", wstest.Obj{"room": "k"}))
 	if evs := h["events"].([]any); len(evs) != 1 {
 		t.Fatalf("the publish landed %d times", len(evs))
 	}
@@ -32,13 +33,13 @@ func TestKeyedPublishWithLostOutcomeLandsOnce(t *testing.T) {
 // not repeated.
 func TestUnkeyedPublishWithLostOutcomeIsUnknown(t *testing.T) {
 	c := memcluster.Start(t, memcluster.Options{Nodes: 1})
-	a := login(t, c.URL(0), "alice")
+	a := wstest.Login(t, c.URL(0), "alice")
 	c.Rooms().FailNext(rooms.ErrUnknownOutcome, true)
-	r := a.call("publish", obj{"room": "u", "data": 1})
-	if errCode(r) != "unknown_outcome" || r["error"].(obj)["retryable"] != true {
+	r := a.Call("publish", wstest.Obj{"room": "u", "data": 1})
+	if wstest.ErrCode(r) != "unknown_outcome" || r["error"].(wstest.Obj)["retryable"] != true {
 		t.Fatalf("publish with a lost outcome: %v", r)
 	}
-	h := a.mustOK(a.call("history", obj{"room": "u"}))
+	h := a.MustOK(a.Call("history", wstest.Obj{"room": "u"}))
 	if evs := h["events"].([]any); len(evs) != 1 {
 		t.Fatalf("the publish landed %d times, want once (not repeated)", len(evs))
 	}
@@ -48,10 +49,10 @@ func TestUnkeyedPublishWithLostOutcomeIsUnknown(t *testing.T) {
 // the request's time, and the client sees only the success.
 func TestPublishWaitsOutAnElection(t *testing.T) {
 	c := memcluster.Start(t, memcluster.Options{Nodes: 1})
-	a := login(t, c.URL(0), "alice")
+	a := wstest.Login(t, c.URL(0), "alice")
 	c.Rooms().NoLeaderFor("n1", 300*time.Millisecond)
-	r := a.mustOK(a.call("publish", obj{"room": "e", "data": 1}))
-	if num(r["seq"]) != 1 {
+	r := a.MustOK(a.Call("publish", wstest.Obj{"room": "e", "data": 1}))
+	if wstest.Num(r["seq"]) != 1 {
 		t.Fatalf("publish: %v", r)
 	}
 }
@@ -60,21 +61,21 @@ func TestPublishWaitsOutAnElection(t *testing.T) {
 // subscriber gets every event once, in order, across the moves.
 func TestSubscriptionGapFreeAcrossLeaderMoves(t *testing.T) {
 	c := memcluster.Start(t, memcluster.Options{Nodes: 2})
-	sub := login(t, c.URL(1), "bob")
-	sub.mustOK(sub.call("subscribe", obj{"room": "moves"}))
-	pub := login(t, c.URL(0), "alice")
+	sub := wstest.Login(t, c.URL(1), "bob")
+	sub.MustOK(sub.Call("subscribe", wstest.Obj{"room": "moves"}))
+	pub := wstest.Login(t, c.URL(0), "alice")
 	const n = 30
 	for i := range n {
-		pub.mustOK(pub.call("publish", obj{"room": "moves", "data": i}))
+		pub.MustOK(pub.Call("publish", wstest.Obj{"room": "moves", "data": i}))
 		if i%5 == 2 {
 			c.Rooms().MoveLeaders()
 		}
 	}
-	evs := sub.events(n, 10*time.Second)
+	evs := sub.Events(n, 10*time.Second)
 	for i, ev := range evs {
-		if num(ev["seq"]) != uint64(i+1) {
-			t.Fatalf("event %d has seq %d", i, num(ev["seq"]))
+		if wstest.Num(ev["seq"]) != uint64(i+1) {
+			t.Fatalf("event %d has seq %d", i, wstest.Num(ev["seq"]))
 		}
 	}
-	sub.quiet(200 * time.Millisecond)
+	sub.Quiet(200 * time.Millisecond)
 }

@@ -13,44 +13,19 @@ import (
 	"github.com/heraldhq/herald/protocol"
 )
 
-// request is one client frame. Pointers tell an absent field from a zero
-// one where the protocol gives absence a meaning.
+// request is one client frame as the front decodes it, with when it
+// arrived.
 type request struct {
-	ID          json.RawMessage `json:"id"`
-	Op          string          `json:"op"`
-	Room        string          `json:"room"`
-	Token       string          `json:"token"`
-	User        string          `json:"user"`
-	Data        json.RawMessage `json:"data"`
-	Meta        json.RawMessage `json:"meta"`
-	Key         string          `json:"key"`
-	ExpectSeq   *uint64         `json:"expect_seq"`
-	FromSeq     *uint64         `json:"from_seq"`
-	Limit       *int            `json:"limit"`
-	Epoch       *string         `json:"epoch"`
-	Consistency string          `json:"consistency"`
+	protocol.Request
 
 	received time.Time // when the frame arrived, for the op's latency
 }
-
-// Ops of protocol herald.v1.
-const (
-	opAuth        = "auth"
-	opJoin        = "join"
-	opLeave       = "leave"
-	opPublish     = "publish"
-	opHistory     = "history"
-	opSubscribe   = "subscribe"
-	opUnsubscribe = "unsubscribe"
-	opMembers     = "members"
-	opPing        = "ping"
-)
 
 // opLabel names an op for metrics: a frame's own op text is the client's
 // and must not become a label value.
 func opLabel(op string) string {
 	switch op {
-	case opAuth, opJoin, opLeave, opPublish, opHistory, opSubscribe, opUnsubscribe, opMembers, opPing:
+	case protocol.OpAuth, protocol.OpJoin, protocol.OpLeave, protocol.OpPublish, protocol.OpHistory, protocol.OpSubscribe, protocol.OpUnsubscribe, protocol.OpMembers, protocol.OpPing:
 		return op
 	}
 	return "unknown"
@@ -98,7 +73,9 @@ func decodeRequest(frame []byte) (request, *protocol.Error) {
 	if len(trimmed) == 0 || trimmed[0] != '{' {
 		return req, badRequest("a frame must be one JSON object")
 	}
-	if err := json.Unmarshal(trimmed, &req); err != nil {
+	// Into the embedded Request itself, so that a type error names the
+	// field as the client wrote it ("limit", not "Request.limit").
+	if err := json.Unmarshal(trimmed, &req.Request); err != nil {
 		// Recover the id for the reply when only another field was bad.
 		var idOnly struct {
 			ID json.RawMessage `json:"id"`

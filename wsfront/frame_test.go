@@ -76,3 +76,25 @@ func FuzzDecodeRequest(f *testing.F) {
 		}
 	})
 }
+
+// A mistyped field is named in the reply, whatever type holds the request.
+func TestDecodeRequestNamesMistypedFields(t *testing.T) {
+	for frame, want := range map[string]string{
+		`{"id":1,"op":"history","limit":"x"}`:      `field "limit" must be a non-negative integer, not string`,
+		`{"id":1,"op":"history","from_seq":-1}`:    `field "from_seq" must be a non-negative integer, not number -1`,
+		`{"id":1,"op":"subscribe","epoch":7}`:      `field "epoch" must be a string, not number`,
+		`{"id":1,"op":"publish","room":5}`:         `field "room" must be a string, not number`,
+		`{"id":1,"op":"publish","expect_seq":{}}`:  `field "expect_seq" must be a non-negative integer, not object`,
+		`{"id":1,"op":"history","consistency":[]}`: `field "consistency" must be a string, not array`,
+	} {
+		req, perr := decodeRequest([]byte(frame))
+		if perr == nil || perr.Message != want || string(req.ID) != "1" {
+			t.Errorf("%s: id %s, error %v; want %q", frame, req.ID, perr, want)
+		}
+	}
+	req, perr := decodeRequest([]byte(`{"id":"a","op":"subscribe","room":"r","from_seq":0,"limit":0,"epoch":""}`))
+	if perr != nil || string(req.ID) != `"a"` || req.FromSeq == nil || *req.FromSeq != 0 || req.Limit == nil || *req.Limit != 0 ||
+		req.Epoch == nil || *req.Epoch != "" {
+		t.Errorf("decoded %+v, %v", req, perr)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/internal/testcluster"
+	"github.com/heraldhq/herald/internal/wstest"
 )
 
 // Publishers on three nodes into one room: every subscriber, on every node,
@@ -15,12 +16,12 @@ func TestOneOrderForEverySubscriber(t *testing.T) {
 	c := testcluster.Start(t, testcluster.Options{})
 	const perPublisher = 30
 	room := "lobby"
-	var subs []*wsClient
+	var subs []*wstest.Client
 	for i := range c.Len() {
 		for range 2 {
-			s := login(t, c.URL(i), fmt.Sprintf("reader%d", i))
-			r := s.mustOK(s.call("subscribe", obj{"room": room}))
-			if num(r["last_seq"]) != 0 || r["epoch"] != "" {
+			s := wstest.Login(t, c.URL(i), fmt.Sprintf("reader%d", i))
+			r := s.MustOK(s.Call("subscribe", wstest.Obj{"room": room}))
+			if wstest.Num(r["last_seq"]) != 0 || r["epoch"] != "" {
 				t.Fatalf("subscribe to a new room: %v", r)
 			}
 			subs = append(subs, s)
@@ -28,12 +29,12 @@ func TestOneOrderForEverySubscriber(t *testing.T) {
 	}
 	var wg sync.WaitGroup
 	for i := range c.Len() {
-		pub := login(t, c.URL(i), fmt.Sprintf("writer%d", i))
+		pub := wstest.Login(t, c.URL(i), fmt.Sprintf("writer%d", i))
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for k := range perPublisher {
-				r := pub.call("publish", obj{"room": room, "data": obj{"n": k}})
+				r := pub.Call("publish", wstest.Obj{"room": room, "data": wstest.Obj{"n": k}})
 				if r["ok"] != true {
 					t.Errorf("publish: %v", r)
 					return
@@ -43,11 +44,11 @@ func TestOneOrderForEverySubscriber(t *testing.T) {
 	}
 	wg.Wait()
 	total := perPublisher * c.Len()
-	var first []obj
+	var first []wstest.Obj
 	for si, s := range subs {
-		evs := s.events(total, 30*time.Second)
+		evs := s.Events(total, 30*time.Second)
 		for k, ev := range evs {
-			if num(ev["seq"]) != uint64(k+1) {
+			if wstest.Num(ev["seq"]) != uint64(k+1) {
 				t.Fatalf("subscriber %d: event %d has seq %v", si, k, ev["seq"])
 			}
 			if ev["type"] != "message" || ev["room"] != room || ev["epoch"] == "" {
@@ -63,6 +64,6 @@ func TestOneOrderForEverySubscriber(t *testing.T) {
 				t.Fatalf("subscriber %d disagrees at seq %d: %v vs %v", si, k+1, evs[k], first[k])
 			}
 		}
-		s.quiet(100 * time.Millisecond)
+		s.Quiet(100 * time.Millisecond)
 	}
 }

@@ -1,17 +1,17 @@
 package wsfront_test
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"io"
 	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/heraldhq/herald/internal/eventually"
 	"github.com/heraldhq/herald/internal/testcluster"
+	"github.com/heraldhq/herald/internal/wstest"
 	"github.com/heraldhq/herald/multiraft"
 	"github.com/heraldhq/herald/wsfront"
 )
@@ -25,7 +25,7 @@ func fillRoom(t *testing.T, c *testcluster.Cluster, i int, room string, n, size 
 	const writers = 4
 	var wg sync.WaitGroup
 	for w := range writers {
-		pub := login(t, c.URL(i), fmt.Sprintf("filler%d", w))
+		pub := wstest.Login(t, c.URL(i), fmt.Sprintf("filler%d", w))
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -33,7 +33,7 @@ func fillRoom(t *testing.T, c *testcluster.Cluster, i int, room string, n, size 
 				// The key makes a retry after a lost outcome harmless;
 				// 64 KB entries can cost a loaded machine an election.
 				for attempt := 0; ; attempt++ {
-					r := pub.call("publish", obj{"room": room, "data": json.RawMessage(data), "key": fmt.Sprint(k)})
+					r := pub.Call("publish", wstest.Obj{"room": room, "data": json.RawMessage(data), "key": fmt.Sprint(k)})
 					if r["ok"] == true {
 						break
 					}
@@ -49,51 +49,6 @@ func fillRoom(t *testing.T, c *testcluster.Cluster, i int, room string, n, size 
 	wg.Wait()
 	if t.Failed() {
 		t.FailNow()
-	}
-}
-
-// readText reads the raw socket's next text frame as JSON, skipping
-// control frames; a close frame or a dead connection is an error.
-func (c *rawConn) readText(timeout time.Duration) (obj, error) {
-	_ = c.conn.SetReadDeadline(time.Now().Add(timeout))
-	for {
-		var hdr [2]byte
-		if _, err := io.ReadFull(c.r, hdr[:]); err != nil {
-			return nil, err
-		}
-		n := uint64(hdr[1] & 0x7f)
-		switch n {
-		case 126:
-			var b [2]byte
-			if _, err := io.ReadFull(c.r, b[:]); err != nil {
-				return nil, err
-			}
-			n = uint64(binary.BigEndian.Uint16(b[:]))
-		case 127:
-			var b [8]byte
-			if _, err := io.ReadFull(c.r, b[:]); err != nil {
-				return nil, err
-			}
-			n = binary.BigEndian.Uint64(b[:])
-		}
-		payload := make([]byte, n)
-		if _, err := io.ReadFull(c.r, payload); err != nil {
-			return nil, err
-		}
-		switch hdr[0] & 0x0f {
-		case 0x1:
-			var f obj
-			if err := json.Unmarshal(payload, &f); err != nil {
-				return nil, fmt.Errorf("invalid JSON from the server: %v", err)
-			}
-			return f, nil
-		case 0x8:
-			code := uint16(0)
-			if n >= 2 {
-				code = binary.BigEndian.Uint16(payload)
-			}
-			return nil, fmt.Errorf("server closed the socket with %d %q", code, payload[min(n, 2):])
-		}
 	}
 }
 
@@ -167,10 +122,10 @@ func TestHistoryFloodFromOneSocketIsBounded(t *testing.T) {
 		baseHeap = max(baseHeap, ms.HeapAlloc)
 	}
 
-	attacker := dialRawBuffer(t, c.HTTP(target), 0)
-	attacker.send(t, `{"id":"auth","op":"auth","user":"mallory"}`)
+	attacker := wstest.DialRawBuffer(t, c.HTTP(target), 0)
+	attacker.Send(t, `{"id":"auth","op":"auth","user":"mallory"}`)
 	for k := range requests {
-		attacker.send(t, fmt.Sprintf(`{"id":%d,"op":"history","room":%q,"from_seq":1,"limit":1000}`, k, room))
+		attacker.Send(t, fmt.Sprintf(`{"id":%d,"op":"history","room":%q,"from_seq":1,"limit":1000}`, k, room))
 	}
 
 	front := c.Node(target).Front()
@@ -207,7 +162,7 @@ func TestHistoryFloodFromOneSocketIsBounded(t *testing.T) {
 	// page or rate_limited, and the socket was never closed.
 	okPages, limited := 0, 0
 	for range requests + 1 {
-		f, err := attacker.readText(20 * time.Second)
+		f, err := attacker.ReadText(20 * time.Second)
 		if err != nil {
 			t.Fatalf("after %d pages and %d refusals: %v", okPages, limited, err)
 		}
@@ -219,7 +174,7 @@ func TestHistoryFloodFromOneSocketIsBounded(t *testing.T) {
 			if len(evs) == 0 || len(evs) == events || f["more"] != true {
 				t.Errorf("page of %d events (more: %v); want a byte-bounded page with more", len(evs), f["more"])
 			}
-		case errCode(f) == "rate_limited" && num(f["retry_after_ms"]) > 0:
+		case wstest.ErrCode(f) == "rate_limited" && wstest.Num(f["retry_after_ms"]) > 0:
 			limited++
 		default:
 			t.Fatalf("unexpected reply %v", f)
@@ -229,8 +184,8 @@ func TestHistoryFloodFromOneSocketIsBounded(t *testing.T) {
 	if okPages == 0 || limited == 0 {
 		t.Errorf("%d pages and %d refusals; want both", okPages, limited)
 	}
-	_ = attacker.conn.Close()
-	waitFor(t, 10*time.Second, "read budget released after the socket closed", func() bool { return front.ReadBytesInFlight() == 0 })
+	_ = attacker.Conn.Close()
+	eventually.True(t, 10*time.Second, "read budget released after the socket closed", func() bool { return front.ReadBytesInFlight() == 0 })
 }
 
 // A page over the socket's queue bound used to close the socket with 4008,
@@ -259,14 +214,14 @@ func TestLargeHistoryPagesAnswerAndPageThrough(t *testing.T) {
 	lim := wsfront.DefaultLimits()
 	for _, consistency := range []string{"linearizable", "stale"} {
 		t.Run(consistency, func(t *testing.T) {
-			cl := login(t, c.URL(reader), "reader")
+			cl := wstest.Login(t, c.URL(reader), "reader")
 			var got []uint64
 			from := uint64(1)
 			for pages := 0; ; pages++ {
 				if pages > events {
 					t.Fatal("paging does not end")
 				}
-				r := cl.call("history", obj{"room": room, "from_seq": from, "limit": 1000, "consistency": consistency})
+				r := cl.Call("history", wstest.Obj{"room": room, "from_seq": from, "limit": 1000, "consistency": consistency})
 				if r["ok"] != true {
 					t.Fatalf("history from %d: %v", from, r)
 				}
@@ -278,10 +233,10 @@ func TestLargeHistoryPagesAnswerAndPageThrough(t *testing.T) {
 					t.Fatalf("page of %d events carries %d bytes of data, over max_page_bytes %d", len(evs), n, lim.MaxPageBytes)
 				}
 				for _, e := range evs {
-					got = append(got, num(e.(map[string]any)["seq"]))
+					got = append(got, wstest.Num(e.(map[string]any)["seq"]))
 				}
 				last := got[len(got)-1]
-				if more := r["more"] == true; more != (last < num(r["last_seq"])) {
+				if more := r["more"] == true; more != (last < wstest.Num(r["last_seq"])) {
 					t.Fatalf("more = %v with last event %d of %v", more, last, r["last_seq"])
 				}
 				if r["more"] != true {
@@ -316,11 +271,11 @@ func TestNodeReadBudgetIsSharedBySockets(t *testing.T) {
 	fillRoom(t, c, 0, room, events, size)
 
 	front := c.Node(0).Front()
-	conns := make([]*rawConn, sockets)
+	conns := make([]*wstest.RawConn, sockets)
 	for k := range conns {
-		conns[k] = dialRawBuffer(t, c.HTTP(0), 0)
-		conns[k].send(t, `{"id":"auth","op":"auth","user":"reader"}`)
-		conns[k].send(t, fmt.Sprintf(`{"id":1,"op":"history","room":%q,"from_seq":1,"limit":1000}`, room))
+		conns[k] = wstest.DialRawBuffer(t, c.HTTP(0), 0)
+		conns[k].Send(t, `{"id":"auth","op":"auth","user":"reader"}`)
+		conns[k].Send(t, fmt.Sprintf(`{"id":1,"op":"history","room":%q,"from_seq":1,"limit":1000}`, room))
 	}
 	var peak int64
 	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
@@ -330,10 +285,10 @@ func TestNodeReadBudgetIsSharedBySockets(t *testing.T) {
 		t.Errorf("node held %d bytes of history reads, over its budget of %d", peak, bound)
 	}
 	okPages, limited := 0, 0
-	var refused []*rawConn
+	var refused []*wstest.RawConn
 	for k, cn := range conns {
 		for {
-			f, err := cn.readText(20 * time.Second)
+			f, err := cn.ReadText(20 * time.Second)
 			if err != nil {
 				t.Fatalf("socket %d: %v", k, err)
 			}
@@ -343,7 +298,7 @@ func TestNodeReadBudgetIsSharedBySockets(t *testing.T) {
 			switch {
 			case f["ok"] == true:
 				okPages++
-			case errCode(f) == "rate_limited" && num(f["retry_after_ms"]) > 0:
+			case wstest.ErrCode(f) == "rate_limited" && wstest.Num(f["retry_after_ms"]) > 0:
 				limited++
 				refused = append(refused, cn)
 			default:
@@ -359,22 +314,13 @@ func TestNodeReadBudgetIsSharedBySockets(t *testing.T) {
 	// Everyone read their replies: a refused socket asking again gets its
 	// page.
 	for _, cn := range refused {
-		cn.send(t, fmt.Sprintf(`{"id":2,"op":"history","room":%q,"from_seq":1,"limit":1000}`, room))
-		f, err := cn.readText(20 * time.Second)
+		cn.Send(t, fmt.Sprintf(`{"id":2,"op":"history","room":%q,"from_seq":1,"limit":1000}`, room))
+		f, err := cn.ReadText(20 * time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if f["ok"] != true {
 			t.Errorf("retry after the budget freed: %v", f)
-		}
-	}
-}
-
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	for end := time.Now().Add(d); !cond(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(end) {
-			t.Fatalf("%s: not within %v", what, d)
 		}
 	}
 }
@@ -390,13 +336,13 @@ func TestSubscribeCatchUpWaitsForTheReadBudget(t *testing.T) {
 	front := c.Node(0).Front()
 	lim := wsfront.DefaultLimits()
 
-	cn := dialRawBuffer(t, c.HTTP(0), 0)
-	cn.send(t, `{"id":"auth","op":"auth","user":"reader"}`)
+	cn := wstest.DialRawBuffer(t, c.HTTP(0), 0)
+	cn.Send(t, `{"id":"auth","op":"auth","user":"reader"}`)
 	const pages = 6
 	for k := range pages {
-		cn.send(t, fmt.Sprintf(`{"id":%d,"op":"history","room":%q,"from_seq":1,"limit":1000}`, k, room))
+		cn.Send(t, fmt.Sprintf(`{"id":%d,"op":"history","room":%q,"from_seq":1,"limit":1000}`, k, room))
 	}
-	cn.send(t, fmt.Sprintf(`{"id":"sub","op":"subscribe","room":%q,"from_seq":1}`, room))
+	cn.Send(t, fmt.Sprintf(`{"id":"sub","op":"subscribe","room":%q,"from_seq":1}`, room))
 	var peak int64
 	for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
 		peak = max(peak, front.ReadBytesInFlight())
@@ -407,7 +353,7 @@ func TestSubscribeCatchUpWaitsForTheReadBudget(t *testing.T) {
 	next := uint64(1)
 	answered, subscribed := 0, false
 	for next <= events || answered < pages {
-		f, err := cn.readText(20 * time.Second)
+		f, err := cn.ReadText(20 * time.Second)
 		if err != nil {
 			t.Fatalf("after %d replies and %d events: %v", answered, next-1, err)
 		}
@@ -422,11 +368,11 @@ func TestSubscribeCatchUpWaitsForTheReadBudget(t *testing.T) {
 			if !subscribed {
 				t.Fatalf("event %v before the subscribe's reply", f["seq"])
 			}
-			if num(f["seq"]) != next {
+			if wstest.Num(f["seq"]) != next {
 				t.Fatalf("event %v, want seq %d", f["seq"], next)
 			}
 			next++
-		case f["ok"] == true || errCode(f) == "rate_limited":
+		case f["ok"] == true || wstest.ErrCode(f) == "rate_limited":
 			answered++
 		default:
 			t.Fatalf("unexpected frame %v", f)

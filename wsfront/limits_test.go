@@ -1,6 +1,7 @@
 package wsfront_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -8,14 +9,15 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
-	"github.com/heraldhq/herald/internal/testnet"
-
 	"github.com/heraldhq/herald/admin"
+	"github.com/heraldhq/herald/internal/eventually"
 	"github.com/heraldhq/herald/internal/memcluster"
 	"github.com/heraldhq/herald/internal/testcluster"
+	"github.com/heraldhq/herald/internal/wstest"
 	"github.com/heraldhq/herald/wsfront"
 )
 
@@ -26,7 +28,7 @@ func TestNodeSocketLimit(t *testing.T) {
 	const limit = 20
 	lim := wsfront.DefaultLimits()
 	lim.MaxSockets = limit
-	logs := &testnet.LogBuffer{}
+	logs := &logBuffer{}
 	c := testcluster.Start(t, testcluster.Options{Nodes: 1, Groups: 2, Limits: &lim,
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	const adminToken = "admin-secret"
@@ -35,9 +37,9 @@ func TestNodeSocketLimit(t *testing.T) {
 		t.Fatalf("MaxSockets() = %d, want %d", got, limit)
 	}
 
-	socks := make([]*wsClient, 0, limit)
+	socks := make([]*wstest.Client, 0, limit)
 	for i := range limit {
-		socks = append(socks, login(t, c.URL(0), fmt.Sprintf("u%d", i)))
+		socks = append(socks, wstest.Login(t, c.URL(0), fmt.Sprintf("u%d", i)))
 	}
 	const refusals = 3
 	for range refusals {
@@ -46,7 +48,7 @@ func TestNodeSocketLimit(t *testing.T) {
 			t.Fatalf("upgrade on a full node: %d %q (connection close: %v), want 503 naming the limit", status, body, closes)
 		}
 	}
-	socks[limit-1].mustOK(socks[limit-1].call("ping", nil))
+	socks[limit-1].MustOK(socks[limit-1].Call("ping", nil))
 
 	if status, body := get(t, c.HTTP(0)+"/readyz", ""); status != http.StatusOK {
 		t.Fatalf("/readyz on a full node: %d %s", status, body)
@@ -64,17 +66,17 @@ func TestNodeSocketLimit(t *testing.T) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
-	if n := strings.Count(logs.String(), "socket limits"); n != 1 {
+	if n := logs.count("socket limits"); n != 1 {
 		t.Fatalf("%d warnings about socket limits, want 1 (rate-limited):\n%s", n, logs.String())
 	}
 
-	_ = socks[0].conn.WriteClose(1000, nil)
-	eventually(t, 10*time.Second, func() error {
-		s, err := tryDial(t, c.URL(0))
+	_ = socks[0].Conn.WriteClose(1000, nil)
+	eventually.Nil(t, 10*time.Second, "a socket once one closed", func() error {
+		s, err := wstest.TryDial(t, c.URL(0))
 		if err != nil {
 			return err
 		}
-		s.mustOK(s.call("auth", obj{"user": "late"}))
+		s.MustOK(s.Call("auth", wstest.Obj{"user": "late"}))
 		return nil
 	})
 }
@@ -86,28 +88,28 @@ func TestSocketLimitPerIP(t *testing.T) {
 	lim := wsfront.DefaultLimits()
 	lim.MaxSocketsPerIP = 3
 	c := memcluster.Start(t, memcluster.Options{Nodes: 1, Groups: 2, Limits: &lim})
-	var fromTwo []*wsClient
+	var fromTwo []*wstest.Client
 	for i := range lim.MaxSocketsPerIP {
-		s, err := tryDialFrom(t, c.URL(0), "127.0.0.2")
+		s, err := wstest.TryDialFrom(t, c.URL(0), "127.0.0.2")
 		if err != nil {
 			t.Fatalf("socket %d from 127.0.0.2: %v", i, err)
 		}
-		s.mustOK(s.call("auth", obj{"user": fmt.Sprintf("u%d", i)}))
+		s.MustOK(s.Call("auth", wstest.Obj{"user": fmt.Sprintf("u%d", i)}))
 		fromTwo = append(fromTwo, s)
 	}
 	status, body, closes := upgrade(t, c.URL(0), "127.0.0.2")
 	if status != http.StatusTooManyRequests || !strings.Contains(body, "your address holds its maximum of 3") || !closes {
 		t.Fatalf("4th socket from one address: %d %q (connection close: %v), want 429 naming the limit", status, body, closes)
 	}
-	other, err := tryDialFrom(t, c.URL(0), "127.0.0.3")
+	other, err := wstest.TryDialFrom(t, c.URL(0), "127.0.0.3")
 	if err != nil {
 		t.Fatalf("socket from another address: %v", err)
 	}
-	other.mustOK(other.call("auth", obj{"user": "other"}))
+	other.MustOK(other.Call("auth", wstest.Obj{"user": "other"}))
 
-	_ = fromTwo[0].conn.WriteClose(1000, nil)
-	eventually(t, 10*time.Second, func() error {
-		_, err := tryDialFrom(t, c.URL(0), "127.0.0.2")
+	_ = fromTwo[0].Conn.WriteClose(1000, nil)
+	eventually.Nil(t, 10*time.Second, "a socket from the address once one closed", func() error {
+		_, err := wstest.TryDialFrom(t, c.URL(0), "127.0.0.2")
 		return err
 	})
 	if _, m := get(t, c.HTTP(0)+"/metrics", ""); !strings.Contains(m, `herald_ws_sockets_refused_total{reason="per_ip"}`) {
@@ -122,26 +124,26 @@ func TestSocketLimitPerUser(t *testing.T) {
 	lim := wsfront.DefaultLimits()
 	lim.MaxSocketsPerUser = 2
 	c := memcluster.Start(t, memcluster.Options{Nodes: 1, Groups: 2, Limits: &lim})
-	a1 := login(t, c.URL(0), "alice")
-	a2 := login(t, c.URL(0), "alice")
-	a1.mustOK(a1.call("auth", obj{"user": "alice"}))
+	a1 := wstest.Login(t, c.URL(0), "alice")
+	a2 := wstest.Login(t, c.URL(0), "alice")
+	a1.MustOK(a1.Call("auth", wstest.Obj{"user": "alice"}))
 
-	a3 := dialWS(t, c.URL(0))
-	a3.mustOK(a3.call("ping", nil)) // unauthenticated, the socket is fine
-	r := a3.call("auth", obj{"user": "alice"})
-	if errCode(r) != "limit_exceeded" || !strings.Contains(fmt.Sprint(r["error"]), "maximum of 2 sockets") {
+	a3 := wstest.Dial(t, c.URL(0))
+	a3.MustOK(a3.Call("ping", nil)) // unauthenticated, the socket is fine
+	r := a3.Call("auth", wstest.Obj{"user": "alice"})
+	if wstest.ErrCode(r) != "limit_exceeded" || !strings.Contains(fmt.Sprint(r["error"]), "maximum of 2 sockets") {
 		t.Fatalf("3rd auth of one user: %v, want limit_exceeded naming the limit", r)
 	}
-	if code := a3.closeCode(5 * time.Second); code != 4029 {
+	if code := a3.CloseCode(5 * time.Second); code != 4029 {
 		t.Fatalf("refused socket closed with %d, want 4029", code)
 	}
-	login(t, c.URL(0), "bob")
-	a2.mustOK(a2.call("ping", nil))
+	wstest.Login(t, c.URL(0), "bob")
+	a2.MustOK(a2.Call("ping", nil))
 
-	_ = a1.conn.WriteClose(1000, nil)
-	eventually(t, 10*time.Second, func() error {
-		s := dialWS(t, c.URL(0))
-		if r := s.call("auth", obj{"user": "alice"}); r["ok"] != true {
+	_ = a1.Conn.WriteClose(1000, nil)
+	eventually.Nil(t, 10*time.Second, "an auth of the user once one socket closed", func() error {
+		s := wstest.Dial(t, c.URL(0))
+		if r := s.Call("auth", wstest.Obj{"user": "alice"}); r["ok"] != true {
 			return fmt.Errorf("auth: %v", r)
 		}
 		return nil
@@ -206,22 +208,6 @@ func get(t *testing.T, url, bearer string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-// eventually retries fn until it succeeds or the timeout passes.
-func eventually(t *testing.T, timeout time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %v", timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // requireLoopbackAlias skips the test where the loopback interface does
 // not answer for ip (every 127/8 address does on Linux).
 func requireLoopbackAlias(t *testing.T, ip string) {
@@ -232,3 +218,23 @@ func requireLoopbackAlias(t *testing.T, ip string) {
 	}
 	_ = l.Close()
 }
+
+// logBuffer collects a node's log lines; safe for concurrent writes.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func (b *logBuffer) count(substr string) int { return strings.Count(b.String(), substr) }

@@ -8,7 +8,9 @@ import (
 
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/fsm"
+	"github.com/heraldhq/herald/internal/eventually"
 	"github.com/heraldhq/herald/internal/testcluster"
+	"github.com/heraldhq/herald/internal/wstest"
 )
 
 // The rules of this test, one option per prefix so each check sees one.
@@ -28,13 +30,13 @@ func TestNamespaceRulesHoldOnEveryNode(t *testing.T) {
 	c := testcluster.Start(t, testcluster.Options{Namespaces: []fsm.Namespace{
 		{Prefix: "boot:", Config: fsm.RoomConfig{MembersOnly: true}, Mask: fsm.FieldMembersOnly},
 	}})
-	a := login(t, c.URL(0), "alice")
+	a := wstest.Login(t, c.URL(0), "alice")
 	// Rooms that exist before the rules.
 	for i := range 5 {
-		a.mustOK(a.call("publish", obj{"room": "hist:old", "data": i}))
+		a.MustOK(a.Call("publish", wstest.Obj{"room": "hist:old", "data": i}))
 	}
-	a.mustOK(a.call("publish", obj{"room": "backend:old", "data": "before"}))
-	a.mustOK(a.call("join", obj{"room": "quiet:old"}))
+	a.MustOK(a.Call("publish", wstest.Obj{"room": "backend:old", "data": "before"}))
+	a.MustOK(a.Call("join", wstest.Obj{"room": "quiet:old"}))
 	// A room's own setting overrides its namespace's.
 	if _, err := c.Node(0).Host().Propose(context.Background(), c.Node(0).Host().GroupForKey("hist:own"),
 		(&fsm.Command{Op: fsm.OpRoomConfig, Room: "hist:own", Config: fsm.RoomConfig{HistoryMaxCount: 4},
@@ -53,15 +55,15 @@ func TestNamespaceRulesHoldOnEveryNode(t *testing.T) {
 
 	// The existing room is cut to its new limit by the groups' next tick.
 	for i := range 3 {
-		u := login(t, c.URL(i), "reader")
-		waitFor(t, 20*time.Second, "hist:old trimmed to 3 events", func() bool {
-			h := u.mustOK(u.call("history", obj{"room": "hist:old", "from_seq": 1}))
-			return num(h["first_seq"]) == 3 && num(h["last_seq"]) == 5 && h["truncated"] == true
+		u := wstest.Login(t, c.URL(i), "reader")
+		eventually.True(t, 20*time.Second, "hist:old trimmed to 3 events", func() bool {
+			h := u.MustOK(u.Call("history", wstest.Obj{"room": "hist:old", "from_seq": 1}))
+			return wstest.Num(h["first_seq"]) == 3 && wstest.Num(h["last_seq"]) == 5 && h["truncated"] == true
 		})
 	}
 	// A join made before the rule stays in history; its leave takes no seq.
-	a.mustOK(a.call("leave", obj{"room": "quiet:old"}))
-	if h := a.mustOK(a.call("history", obj{"room": "quiet:old"})); num(h["last_seq"]) != 1 || len(h["events"].([]any)) != 1 {
+	a.MustOK(a.Call("leave", wstest.Obj{"room": "quiet:old"}))
+	if h := a.MustOK(a.Call("history", wstest.Obj{"room": "quiet:old"})); wstest.Num(h["last_seq"]) != 1 || len(h["events"].([]any)) != 1 {
 		t.Fatalf("quiet:old history after the rule: %v", h)
 	}
 	checkRules(t, c, "first", true)
@@ -69,21 +71,21 @@ func TestNamespaceRulesHoldOnEveryNode(t *testing.T) {
 	// A closing socket undoes only its own join, also when joins take no
 	// seq: the join's token names it, and a newer join of the same user
 	// (here one with no seq between them) stays.
-	w := login(t, c.URL(2), "watcher")
-	old := login(t, c.URL(0), "carol")
-	old.mustOK(old.call("join", obj{"room": "quiet:close"}))
-	renewed := login(t, c.URL(1), "carol")
-	renewed.mustOK(renewed.call("join", obj{"room": "quiet:close", "meta": obj{"v": 2}}))
-	_ = old.conn.WriteClose(1000, nil)
+	w := wstest.Login(t, c.URL(2), "watcher")
+	old := wstest.Login(t, c.URL(0), "carol")
+	old.MustOK(old.Call("join", wstest.Obj{"room": "quiet:close"}))
+	renewed := wstest.Login(t, c.URL(1), "carol")
+	renewed.MustOK(renewed.Call("join", wstest.Obj{"room": "quiet:close", "meta": wstest.Obj{"v": 2}}))
+	_ = old.Conn.WriteClose(1000, nil)
 	time.Sleep(500 * time.Millisecond) // the old socket's close has been handled
-	if m := w.mustOK(w.call("members", obj{"room": "quiet:close"})); len(m["members"].([]any)) != 1 {
+	if m := w.MustOK(w.Call("members", wstest.Obj{"room": "quiet:close"})); len(m["members"].([]any)) != 1 {
 		t.Fatalf("members after the old socket closed: %v", m)
 	}
-	_ = renewed.conn.WriteClose(1000, nil)
-	waitFor(t, 10*time.Second, "carol's last socket's leave", func() bool {
-		return len(w.mustOK(w.call("members", obj{"room": "quiet:close"}))["members"].([]any)) == 0
+	_ = renewed.Conn.WriteClose(1000, nil)
+	eventually.True(t, 10*time.Second, "carol's last socket's leave", func() bool {
+		return len(w.MustOK(w.Call("members", wstest.Obj{"room": "quiet:close"}))["members"].([]any)) == 0
 	})
-	if h := w.mustOK(w.call("history", obj{"room": "quiet:close"})); num(h["last_seq"]) != 0 {
+	if h := w.MustOK(w.Call("history", wstest.Obj{"room": "quiet:close"})); wstest.Num(h["last_seq"]) != 0 {
 		t.Fatalf("quiet:close history: %v", h)
 	}
 
@@ -105,8 +107,8 @@ func TestNamespaceRulesHoldOnEveryNode(t *testing.T) {
 	checkRules(t, c, "moved", false)
 	for i := range 3 {
 		room := fmt.Sprintf("late:%d", i)
-		login(t, c.URL(i), "x").mustOK(login(t, c.URL(i), "x").call("join", obj{"room": room}))
-		if r := login(t, c.URL(i), "y").call("join", obj{"room": room}); errCode(r) != "limit_exceeded" {
+		wstest.Login(t, c.URL(i), "x").MustOK(wstest.Login(t, c.URL(i), "x").Call("join", wstest.Obj{"room": room}))
+		if r := wstest.Login(t, c.URL(i), "y").Call("join", wstest.Obj{"room": room}); wstest.ErrCode(r) != "limit_exceeded" {
 			t.Errorf("node %d: second member of %s: %v", i+1, room, r)
 		}
 	}
@@ -128,78 +130,78 @@ func checkRules(t *testing.T, c *testcluster.Cluster, tag string, first bool) {
 	t.Helper()
 	for i := range 3 {
 		room := func(prefix string) string { return fmt.Sprintf("%s%s-%d", prefix, tag, i) }
-		u := login(t, c.URL(i), "u-"+tag)
+		u := wstest.Login(t, c.URL(i), "u-"+tag)
 
 		// Bootstrap rule: members only.
-		if r := u.call("publish", obj{"room": room("boot:"), "data": 1}); errCode(r) != "forbidden" {
+		if r := u.Call("publish", wstest.Obj{"room": room("boot:"), "data": 1}); wstest.ErrCode(r) != "forbidden" {
 			t.Errorf("node %d: publish by a non-member to %s: %v", i+1, room("boot:"), r)
 		}
 
 		// Backend-only rooms: sockets are refused, the backend is not.
 		for _, rm := range []string{"backend:old", room("backend:")} {
-			if r := u.call("publish", obj{"room": rm, "data": 1}); errCode(r) != "forbidden" {
+			if r := u.Call("publish", wstest.Obj{"room": rm, "data": 1}); wstest.ErrCode(r) != "forbidden" {
 				t.Errorf("node %d: socket publish to %s: %v", i+1, rm, r)
 			}
 			backendPublish(t, c.Node(i), rm)
 		}
 
 		// Members only.
-		if r := u.call("publish", obj{"room": room("mo:"), "data": 1}); errCode(r) != "forbidden" {
+		if r := u.Call("publish", wstest.Obj{"room": room("mo:"), "data": 1}); wstest.ErrCode(r) != "forbidden" {
 			t.Errorf("node %d: publish by a non-member to %s: %v", i+1, room("mo:"), r)
 		}
-		u.mustOK(u.call("join", obj{"room": room("mo:")}))
-		u.mustOK(u.call("publish", obj{"room": room("mo:"), "data": 1}))
+		u.MustOK(u.Call("join", wstest.Obj{"room": room("mo:")}))
+		u.MustOK(u.Call("publish", wstest.Obj{"room": room("mo:"), "data": 1}))
 
 		// Max members: two.
-		u.mustOK(u.call("join", obj{"room": room("max:")}))
-		login(t, c.URL(i), "v").mustOK(login(t, c.URL(i), "v").call("join", obj{"room": room("max:")}))
-		if r := login(t, c.URL(i), "w").call("join", obj{"room": room("max:")}); errCode(r) != "limit_exceeded" {
+		u.MustOK(u.Call("join", wstest.Obj{"room": room("max:")}))
+		wstest.Login(t, c.URL(i), "v").MustOK(wstest.Login(t, c.URL(i), "v").Call("join", wstest.Obj{"room": room("max:")}))
+		if r := wstest.Login(t, c.URL(i), "w").Call("join", wstest.Obj{"room": room("max:")}); wstest.ErrCode(r) != "limit_exceeded" {
 			t.Errorf("node %d: third member of %s: %v", i+1, room("max:"), r)
 		}
-		u.mustOK(u.call("join", obj{"room": room("max:")})) // a member joining again is not one more
+		u.MustOK(u.Call("join", wstest.Obj{"room": room("max:")})) // a member joining again is not one more
 
 		// History count, and a room's own setting over its rule's.
 		for n := range 5 {
-			u.mustOK(u.call("publish", obj{"room": room("hist:"), "data": n}))
+			u.MustOK(u.Call("publish", wstest.Obj{"room": room("hist:"), "data": n}))
 		}
-		if h := u.mustOK(u.call("history", obj{"room": room("hist:"), "from_seq": 1})); num(h["first_seq"]) != 3 ||
+		if h := u.MustOK(u.Call("history", wstest.Obj{"room": room("hist:"), "from_seq": 1})); wstest.Num(h["first_seq"]) != 3 ||
 			len(h["events"].([]any)) != 3 || h["truncated"] != true {
 			t.Errorf("node %d: history of %s: %v", i+1, room("hist:"), h)
 		}
 		if first {
 			for n := range 6 {
-				u.mustOK(u.call("publish", obj{"room": "hist:own", "data": n}))
+				u.MustOK(u.Call("publish", wstest.Obj{"room": "hist:own", "data": n}))
 			}
-			if h := u.mustOK(u.call("history", obj{"room": "hist:own"})); len(h["events"].([]any)) != 4 {
+			if h := u.MustOK(u.Call("history", wstest.Obj{"room": "hist:own"})); len(h["events"].([]any)) != 4 {
 				t.Errorf("node %d: hist:own keeps its own limit of 4: %v", i+1, h)
 			}
 		}
 
 		// Joins and leaves reach live subscribers but not the history.
-		sub := login(t, c.URL((i+1)%3), "watcher")
-		sub.mustOK(sub.call("subscribe", obj{"room": room("quiet:")}))
-		u.mustOK(u.call("join", obj{"room": room("quiet:"), "meta": "hi"}))
-		u.mustOK(u.call("publish", obj{"room": room("quiet:"), "data": "m"}))
-		u.mustOK(u.call("leave", obj{"room": room("quiet:")}))
+		sub := wstest.Login(t, c.URL((i+1)%3), "watcher")
+		sub.MustOK(sub.Call("subscribe", wstest.Obj{"room": room("quiet:")}))
+		u.MustOK(u.Call("join", wstest.Obj{"room": room("quiet:"), "meta": "hi"}))
+		u.MustOK(u.Call("publish", wstest.Obj{"room": room("quiet:"), "data": "m"}))
+		u.MustOK(u.Call("leave", wstest.Obj{"room": room("quiet:")}))
 		want := []struct {
 			ev, typ string
 			seq     uint64
 		}{{"presence", "join", 0}, {"event", "message", 1}, {"presence", "leave", 1}}
 		for _, w := range want {
-			f, err := sub.next(10 * time.Second)
+			f, err := sub.Next(10 * time.Second)
 			if err != nil {
 				t.Fatalf("node %d: waiting for %s %s: %v", i+1, w.ev, w.typ, err)
 			}
-			seq := num(f["seq"])
+			seq := wstest.Num(f["seq"])
 			if w.ev == "presence" {
-				seq = num(f["after_seq"])
+				seq = wstest.Num(f["after_seq"])
 			}
 			if f["ev"] != w.ev || f["type"] != w.typ || seq != w.seq {
 				t.Errorf("node %d: got %v, want %s %s at %d", i+1, f, w.ev, w.typ, w.seq)
 			}
 		}
-		h := u.mustOK(u.call("history", obj{"room": room("quiet:")}))
-		if evs := h["events"].([]any); num(h["last_seq"]) != 1 || len(evs) != 1 || evs[0].(map[string]any)["type"] != "message" {
+		h := u.MustOK(u.Call("history", wstest.Obj{"room": room("quiet:")}))
+		if evs := h["events"].([]any); wstest.Num(h["last_seq"]) != 1 || len(evs) != 1 || evs[0].(map[string]any)["type"] != "message" {
 			t.Errorf("node %d: history of %s holds presence: %v", i+1, room("quiet:"), h)
 		}
 	}
@@ -239,12 +241,12 @@ func TestClientPublishesMarkedOnlyOnceRoomOptionsAreOn(t *testing.T) {
 		Config: fsm.RoomConfig{NoClientPublish: true}, ConfigMask: fsm.FieldNoClientPublish}).Encode()); err != nil {
 		t.Fatal(err)
 	}
-	u := login(t, c.URL(1), "alice")
-	u.mustOK(u.call("publish", obj{"room": "feed", "data": "unmarked"}))
+	u := wstest.Login(t, c.URL(1), "alice")
+	u.MustOK(u.Call("publish", wstest.Obj{"room": "feed", "data": "unmarked"}))
 	if err := n.Rooms().EnableRoomOptions(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "socket publishes refused", func() bool {
-		return errCode(u.call("publish", obj{"room": "feed", "data": "marked"})) == "forbidden"
+	eventually.True(t, 20*time.Second, "socket publishes refused", func() bool {
+		return wstest.ErrCode(u.Call("publish", wstest.Obj{"room": "feed", "data": "marked"})) == "forbidden"
 	})
 }

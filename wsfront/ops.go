@@ -26,7 +26,7 @@ func (sess *session) message(msg *gws.Message) {
 	lim := sess.srv.cfg.Limits
 	if msg.Data.Len() > lim.MaxFrame {
 		id, op := scanOversized(msg.Bytes())
-		sess.answer(&request{ID: id, Op: op, received: received}, nil, &protocol.Error{Code: protocol.CodeTooLarge,
+		sess.answer(&request{Request: protocol.Request{ID: id, Op: op}, received: received}, nil, &protocol.Error{Code: protocol.CodeTooLarge,
 			Message: fmt.Sprintf("frame is %d bytes; at most %d (the node's max_frame)", msg.Data.Len(), lim.MaxFrame)})
 		return
 	}
@@ -37,10 +37,10 @@ func (sess *session) message(msg *gws.Message) {
 		return
 	}
 	switch req.Op {
-	case opPing:
+	case protocol.OpPing:
 		sess.answer(&req, newReply(req.ID, true).bool("pong", true).done(), nil)
 		return
-	case opAuth:
+	case protocol.OpAuth:
 		reply, perr, closing := sess.auth(&req)
 		if closing != nil {
 			sess.answerAndClose(&req, perr, closing)
@@ -48,7 +48,7 @@ func (sess *session) message(msg *gws.Message) {
 		}
 		sess.answer(&req, reply, perr)
 		return
-	case opJoin, opLeave, opPublish, opHistory, opMembers, opSubscribe, opUnsubscribe:
+	case protocol.OpJoin, protocol.OpLeave, protocol.OpPublish, protocol.OpHistory, protocol.OpMembers, protocol.OpSubscribe, protocol.OpUnsubscribe:
 	default:
 		sess.answer(&req, nil, badRequest("unknown op %q", req.Op))
 		return
@@ -58,7 +58,7 @@ func (sess *session) message(msg *gws.Message) {
 		sess.answer(&req, nil, perr)
 		return
 	}
-	if req.Op == opUnsubscribe {
+	if req.Op == protocol.OpUnsubscribe {
 		sess.answer(&req, sess.unsubscribe(&req), nil)
 		return
 	}
@@ -77,7 +77,7 @@ func (sess *session) message(msg *gws.Message) {
 	// subscribe and unsubscribe of one room take effect in frame order.
 	var sub *subscription
 	var wantEpoch uint64
-	if req.Op == opSubscribe {
+	if req.Op == protocol.OpSubscribe {
 		var perr *protocol.Error
 		if sub, wantEpoch, perr = sess.registerSubscription(&req); perr != nil || sub == nil {
 			sess.inflight.Add(-1)
@@ -92,18 +92,18 @@ func (sess *session) message(msg *gws.Message) {
 		var reply []byte
 		var perr *protocol.Error
 		switch req.Op {
-		case opJoin:
+		case protocol.OpJoin:
 			reply, perr = sess.join(ctx, ident, &req)
-		case opLeave:
+		case protocol.OpLeave:
 			reply, perr = sess.leaveOp(ctx, ident, &req)
-		case opPublish:
+		case protocol.OpPublish:
 			reply, perr = sess.publish(ctx, ident, &req)
-		case opHistory:
+		case protocol.OpHistory:
 			sess.history(ctx, &req)
 			return // history sends its reply itself, through its read budget
-		case opMembers:
+		case protocol.OpMembers:
 			reply, perr = sess.members(ctx, &req)
-		case opSubscribe:
+		case protocol.OpSubscribe:
 			sess.subscribe(ctx, &req, sub, wantEpoch)
 			return // subscribe sends its reply itself, before its events
 		}
@@ -225,11 +225,11 @@ func (sess *session) authorized(op, room string) (*auth.Identity, *protocol.Erro
 	}
 	var action auth.Action
 	switch op {
-	case opJoin, opLeave:
+	case protocol.OpJoin, protocol.OpLeave:
 		action = auth.Join
-	case opPublish:
+	case protocol.OpPublish:
 		action = auth.Publish
-	case opHistory, opMembers, opSubscribe:
+	case protocol.OpHistory, protocol.OpMembers, protocol.OpSubscribe:
 		action = auth.Read
 	default:
 		return ident, nil
@@ -369,7 +369,7 @@ func consistencyOf(req *request) (stale bool, perr *protocol.Error) {
 	switch req.Consistency {
 	case "", "linearizable":
 		return false, nil
-	case "stale":
+	case protocol.ConsistencyStale:
 		return true, nil
 	}
 	return false, badRequest("consistency must be \"linearizable\" or \"stale\", not %q", req.Consistency)

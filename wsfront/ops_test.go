@@ -13,8 +13,10 @@ import (
 	"github.com/lxzan/gws"
 
 	"github.com/heraldhq/herald/fsm"
+	"github.com/heraldhq/herald/internal/eventually"
 	"github.com/heraldhq/herald/internal/memcluster"
 	"github.com/heraldhq/herald/internal/testcluster"
+	"github.com/heraldhq/herald/internal/wstest"
 	"github.com/heraldhq/herald/rooms"
 	"github.com/heraldhq/herald/wsfront"
 	"github.com/heraldhq/herald/wsfront/auth"
@@ -22,34 +24,34 @@ import (
 
 func TestPublishKeyAndExpectSeq(t *testing.T) {
 	c := memcluster.Start(t, memcluster.Options{})
-	a := login(t, c.URL(0), "alice")
-	r := a.mustOK(a.call("publish", obj{"room": "r", "data": "one", "key": "k1"}))
-	if num(r["seq"]) != 1 || r["duplicate"] != false || r["epoch"] == "" {
+	a := wstest.Login(t, c.URL(0), "alice")
+	r := a.MustOK(a.Call("publish", wstest.Obj{"room": "r", "data": "one", "key": "k1"}))
+	if wstest.Num(r["seq"]) != 1 || r["duplicate"] != false || r["epoch"] == "" {
 		t.Fatalf("first publish: %v", r)
 	}
 	epoch := r["epoch"]
 	// The same key from another socket on another node is the same publish.
-	b := login(t, c.URL(1), "alice")
-	r = b.mustOK(b.call("publish", obj{"room": "r", "data": "one", "key": "k1"}))
-	if num(r["seq"]) != 1 || r["duplicate"] != true || r["epoch"] != epoch {
+	b := wstest.Login(t, c.URL(1), "alice")
+	r = b.MustOK(b.Call("publish", wstest.Obj{"room": "r", "data": "one", "key": "k1"}))
+	if wstest.Num(r["seq"]) != 1 || r["duplicate"] != true || r["epoch"] != epoch {
 		t.Fatalf("repeated key: %v", r)
 	}
-	r = b.mustOK(b.call("publish", obj{"room": "r", "data": "two", "expect_seq": 1}))
-	if num(r["seq"]) != 2 {
+	r = b.MustOK(b.Call("publish", wstest.Obj{"room": "r", "data": "two", "expect_seq": 1}))
+	if wstest.Num(r["seq"]) != 2 {
 		t.Fatalf("expect_seq 1: %v", r)
 	}
-	r = a.call("publish", obj{"room": "r", "data": "three", "expect_seq": 1})
-	if errCode(r) != "conflict" || num(r["last_seq"]) != 2 || r["error"].(obj)["retryable"] != false {
+	r = a.Call("publish", wstest.Obj{"room": "r", "data": "three", "expect_seq": 1})
+	if wstest.ErrCode(r) != "conflict" || wstest.Num(r["last_seq"]) != 2 || r["error"].(wstest.Obj)["retryable"] != false {
 		t.Fatalf("stale expect_seq: %v", r)
 	}
 	// A retried conditional publish that succeeded sees its success.
-	r = a.mustOK(a.call("publish", obj{"room": "r", "data": "three", "expect_seq": 2, "key": "k3"}))
-	r2 := a.mustOK(a.call("publish", obj{"room": "r", "data": "three", "expect_seq": 2, "key": "k3"}))
-	if num(r["seq"]) != 3 || num(r2["seq"]) != 3 || r2["duplicate"] != true {
+	r = a.MustOK(a.Call("publish", wstest.Obj{"room": "r", "data": "three", "expect_seq": 2, "key": "k3"}))
+	r2 := a.MustOK(a.Call("publish", wstest.Obj{"room": "r", "data": "three", "expect_seq": 2, "key": "k3"}))
+	if wstest.Num(r["seq"]) != 3 || wstest.Num(r2["seq"]) != 3 || r2["duplicate"] != true {
 		t.Fatalf("retried conditional publish: %v then %v", r, r2)
 	}
-	h := a.mustOK(a.call("history", obj{"room": "r"}))
-	if evs := h["events"].([]any); len(evs) != 3 || num(h["last_seq"]) != 3 || num(h["first_seq"]) != 1 {
+	h := a.MustOK(a.Call("history", wstest.Obj{"room": "r"}))
+	if evs := h["events"].([]any); len(evs) != 3 || wstest.Num(h["last_seq"]) != 3 || wstest.Num(h["first_seq"]) != 1 {
 		t.Fatalf("history: %v", h)
 	}
 }
@@ -58,66 +60,66 @@ func TestPublishKeyAndExpectSeq(t *testing.T) {
 // another node and lands once.
 func TestPublishRetriedAfterDroppedConnection(t *testing.T) {
 	c := memcluster.Start(t, memcluster.Options{})
-	a := login(t, c.URL(0), "alice")
-	a.sendRaw([]byte(`{"id":1,"op":"publish","room":"drop","data":{"v":1},"key":"once"}`))
-	_ = a.conn.NetConn().Close() // no reply will be read
-	b := login(t, c.URL(2), "alice")
-	var r obj
+	a := wstest.Login(t, c.URL(0), "alice")
+	a.SendRaw([]byte(`{"id":1,"op":"publish","room":"drop","data":{"v":1},"key":"once"}`))
+	_ = a.Conn.NetConn().Close() // no reply will be read
+	b := wstest.Login(t, c.URL(2), "alice")
+	var r wstest.Obj
 	for range 50 {
-		r = b.call("publish", obj{"room": "drop", "data": obj{"v": 1}, "key": "once"})
+		r = b.Call("publish", wstest.Obj{"room": "drop", "data": wstest.Obj{"v": 1}, "key": "once"})
 		if r["ok"] == true {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	b.mustOK(r)
-	h := b.mustOK(b.call("history", obj{"room": "drop"}))
-	if evs := h["events"].([]any); len(evs) != 1 || num(r["seq"]) != 1 {
+	b.MustOK(r)
+	h := b.MustOK(b.Call("history", wstest.Obj{"room": "drop"}))
+	if evs := h["events"].([]any); len(evs) != 1 || wstest.Num(r["seq"]) != 1 {
 		t.Fatalf("the publish landed %d times (reply %v)", len(evs), r)
 	}
 }
 
 func TestMembersJoinLeaveAndSocketClose(t *testing.T) {
 	c := memcluster.Start(t, memcluster.Options{})
-	watcher := login(t, c.URL(2), "watcher")
-	watcher.mustOK(watcher.call("subscribe", obj{"room": "m"}))
-	a := login(t, c.URL(0), "alice")
-	b := login(t, c.URL(1), "bob")
-	r := a.mustOK(a.call("join", obj{"room": "m", "meta": obj{"status": "here"}}))
-	if num(r["seq"]) != 1 {
+	watcher := wstest.Login(t, c.URL(2), "watcher")
+	watcher.MustOK(watcher.Call("subscribe", wstest.Obj{"room": "m"}))
+	a := wstest.Login(t, c.URL(0), "alice")
+	b := wstest.Login(t, c.URL(1), "bob")
+	r := a.MustOK(a.Call("join", wstest.Obj{"room": "m", "meta": wstest.Obj{"status": "here"}}))
+	if wstest.Num(r["seq"]) != 1 {
 		t.Fatalf("join: %v", r)
 	}
-	b.mustOK(b.call("join", obj{"room": "m"}))
-	m := watcher.mustOK(watcher.call("members", obj{"room": "m"}))
+	b.MustOK(b.Call("join", wstest.Obj{"room": "m"}))
+	m := watcher.MustOK(watcher.Call("members", wstest.Obj{"room": "m"}))
 	ms := m["members"].([]any)
-	if len(ms) != 2 || num(m["seq"]) != 2 {
+	if len(ms) != 2 || wstest.Num(m["seq"]) != 2 {
 		t.Fatalf("members: %v", m)
 	}
-	alice := ms[0].(obj)
-	if alice["member"] != "alice" || alice["meta"].(obj)["status"] != "here" || num(alice["joined_seq"]) != 1 {
+	alice := ms[0].(wstest.Obj)
+	if alice["member"] != "alice" || alice["meta"].(wstest.Obj)["status"] != "here" || wstest.Num(alice["joined_seq"]) != 1 {
 		t.Fatalf("alice: %v", alice)
 	}
-	b.mustOK(b.call("leave", obj{"room": "m"}))
-	if r := b.call("leave", obj{"room": "m"}); errCode(r) != "not_found" {
+	b.MustOK(b.Call("leave", wstest.Obj{"room": "m"}))
+	if r := b.Call("leave", wstest.Obj{"room": "m"}); wstest.ErrCode(r) != "not_found" {
 		t.Fatalf("second leave: %v", r)
 	}
 	// Closing alice's socket leaves her rooms.
-	_ = a.conn.WriteClose(1000, nil)
-	evs := watcher.events(4, 10*time.Second)
+	_ = a.Conn.WriteClose(1000, nil)
+	evs := watcher.Events(4, 10*time.Second)
 	want := []string{"join alice", "join bob", "leave bob", "leave alice"}
 	for i, ev := range evs {
-		if got := ev["type"].(string) + " " + ev["member"].(string); got != want[i] || num(ev["seq"]) != uint64(i+1) {
+		if got := ev["type"].(string) + " " + ev["member"].(string); got != want[i] || wstest.Num(ev["seq"]) != uint64(i+1) {
 			t.Fatalf("event %d: %v, want %s", i, ev, want[i])
 		}
 	}
-	if evs[0]["data"].(obj)["status"] != "here" {
+	if evs[0]["data"].(wstest.Obj)["status"] != "here" {
 		t.Fatalf("join event carries no meta: %v", evs[0])
 	}
-	m = watcher.mustOK(watcher.call("members", obj{"room": "m", "consistency": "stale"}))
+	m = watcher.MustOK(watcher.Call("members", wstest.Obj{"room": "m", "consistency": "stale"}))
 	if m["stale"] != true {
 		t.Fatalf("stale read not marked: %v", m)
 	}
-	if r := watcher.call("members", obj{"room": "nowhere"}); errCode(r) != "not_found" {
+	if r := watcher.Call("members", wstest.Obj{"room": "nowhere"}); wstest.ErrCode(r) != "not_found" {
 		t.Fatalf("members of a missing room: %v", r)
 	}
 }
@@ -128,22 +130,22 @@ func TestBadInputKeepsSocketUsable(t *testing.T) {
 	lim.MaxFrame = 1024
 	lim.MaxData = 512
 	c := memcluster.Start(t, memcluster.Options{Nodes: 1, Limits: &lim})
-	s := dialWS(t, c.URL(0))
+	s := wstest.Dial(t, c.URL(0))
 	expect := func(raw string, code string) {
 		t.Helper()
-		s.sendRaw([]byte(raw))
-		f, err := s.read(time.After(5 * time.Second))
+		s.SendRaw([]byte(raw))
+		f, err := s.Read(5 * time.Second)
 		if err != nil {
 			t.Fatalf("%s: %v", raw, err)
 		}
-		if f["ok"] != false || errCode(f) != code {
+		if f["ok"] != false || wstest.ErrCode(f) != code {
 			t.Fatalf("%s: got %v, want %s", raw, f, code)
 		}
 	}
 	expect(`{"id":1,"op":"publish","room":"r","data":1}`, "unauthorized")
 	expect(`{"id":2,"op":"auth"}`, "bad_request")
 	expect(`{"id":3,"op":"auth","token":"not.a.jwt"}`, "unauthorized")
-	s.mustOK(s.call("auth", obj{"user": "alice"}))
+	s.MustOK(s.Call("auth", wstest.Obj{"user": "alice"}))
 	expect(`not json`, "bad_request")
 	expect(`{"id":4,"op":`, "bad_request")
 	expect(`[1,2]`, "bad_request")
@@ -164,21 +166,21 @@ func TestBadInputKeepsSocketUsable(t *testing.T) {
 	expect(`{"id":{"a":1},"op":"ping"}`, "bad_request")
 	expect(`{"id":15,"op":"publish","room":"`+strings.Repeat("x", 1100)+`","data":1}`, "too_large")
 	expect(`{"id":16,"op":"publish","room":"r","data":"`+strings.Repeat("x", 600)+`"}`, "too_large")
-	if err := s.conn.WriteMessage(gws.OpcodeBinary, []byte(`{"id":17,"op":"ping"}`)); err != nil {
+	if err := s.Conn.WriteMessage(gws.OpcodeBinary, []byte(`{"id":17,"op":"ping"}`)); err != nil {
 		t.Fatal(err)
 	}
-	f, err := s.read(time.After(5 * time.Second))
-	if err != nil || errCode(f) != "bad_request" {
+	f, err := s.Read(5 * time.Second)
+	if err != nil || wstest.ErrCode(f) != "bad_request" {
 		t.Fatalf("binary frame: %v %v", f, err)
 	}
 	// Still usable.
-	if r := s.call("ping", nil); r["pong"] != true {
+	if r := s.Call("ping", nil); r["pong"] != true {
 		t.Fatalf("ping after bad input: %v", r)
 	}
-	s.mustOK(s.call("publish", obj{"room": "r", "data": obj{"fine": true}}))
+	s.MustOK(s.Call("publish", wstest.Obj{"room": "r", "data": wstest.Obj{"fine": true}}))
 	// A frame beyond four times the limit closes the socket with 1009.
-	s.sendRaw([]byte(`{"id":18,"op":"ping","pad":"` + strings.Repeat("x", 5000) + `"}`))
-	if code := s.closeCode(5 * time.Second); code != 1009 {
+	s.SendRaw([]byte(`{"id":18,"op":"ping","pad":"` + strings.Repeat("x", 5000) + `"}`))
+	if code := s.CloseCode(5 * time.Second); code != 1009 {
 		t.Fatalf("huge frame closed with %d, want 1009", code)
 	}
 }
@@ -192,10 +194,10 @@ func TestOversizedFrameAnsweredWithItsID(t *testing.T) {
 	lim.MaxFrame = 1024
 	lim.MaxData = 512
 	c := memcluster.Start(t, memcluster.Options{Nodes: 1, Limits: &lim})
-	s := dialWS(t, c.URL(0))
-	r := s.mustOK(s.call("auth", obj{"user": "alice"}))
-	limits, _ := r["limits"].(obj)
-	if num(limits["max_frame"]) != 1024 || num(limits["max_data"]) != 512 {
+	s := wstest.Dial(t, c.URL(0))
+	r := s.MustOK(s.Call("auth", wstest.Obj{"user": "alice"}))
+	limits, _ := r["limits"].(wstest.Obj)
+	if wstest.Num(limits["max_frame"]) != 1024 || wstest.Num(limits["max_data"]) != 512 {
 		t.Fatalf("auth reply has no limits: %v", r)
 	}
 	pad := strings.Repeat("x", 2000) // between max_frame and 4 × max_frame
@@ -208,16 +210,16 @@ func TestOversizedFrameAnsweredWithItsID(t *testing.T) {
 		{`{"op":"publish","room":"r","data":{"id":22,"text":"` + pad + `"}}`, nil},
 		{`{"id":23,"op":"join","room":"r","meta":[` + strings.Repeat(`{"a":"]\"}"},`, 200) + `1]}`, 23.0},
 	} {
-		s.sendRaw([]byte(tt.frame))
-		f, err := s.read(time.After(5 * time.Second))
+		s.SendRaw([]byte(tt.frame))
+		f, err := s.Read(5 * time.Second)
 		if err != nil {
 			t.Fatalf("%.60s…: %v", tt.frame, err)
 		}
-		if errCode(f) != "too_large" || f["id"] != tt.wantID || f["error"].(obj)["retryable"] != false {
+		if wstest.ErrCode(f) != "too_large" || f["id"] != tt.wantID || f["error"].(wstest.Obj)["retryable"] != false {
 			t.Fatalf("%.60s…: got %v, want too_large with id %v", tt.frame, f, tt.wantID)
 		}
 	}
-	if r := s.call("ping", nil); r["pong"] != true {
+	if r := s.Call("ping", nil); r["pong"] != true {
 		t.Fatalf("ping after oversized frames: %v", r)
 	}
 }
@@ -228,20 +230,20 @@ func TestLimitsOnRoomsAndRate(t *testing.T) {
 	lim.PublishRate = 1
 	lim.PublishBurst = 3
 	c := memcluster.Start(t, memcluster.Options{Nodes: 1, Limits: &lim})
-	s := login(t, c.URL(0), "alice")
-	s.mustOK(s.call("subscribe", obj{"room": "a"}))
-	s.mustOK(s.call("join", obj{"room": "b"}))
-	if r := s.call("subscribe", obj{"room": "c"}); errCode(r) != "limit_exceeded" {
+	s := wstest.Login(t, c.URL(0), "alice")
+	s.MustOK(s.Call("subscribe", wstest.Obj{"room": "a"}))
+	s.MustOK(s.Call("join", wstest.Obj{"room": "b"}))
+	if r := s.Call("subscribe", wstest.Obj{"room": "c"}); wstest.ErrCode(r) != "limit_exceeded" {
 		t.Fatalf("third room: %v", r)
 	}
-	s.mustOK(s.call("subscribe", obj{"room": "a", "from_seq": 1})) // re-subscribing is no new room
-	s.mustOK(s.call("unsubscribe", obj{"room": "a"}))
-	s.mustOK(s.call("subscribe", obj{"room": "c"}))
+	s.MustOK(s.Call("subscribe", wstest.Obj{"room": "a", "from_seq": 1})) // re-subscribing is no new room
+	s.MustOK(s.Call("unsubscribe", wstest.Obj{"room": "a"}))
+	s.MustOK(s.Call("subscribe", wstest.Obj{"room": "c"}))
 	for range 3 {
-		s.mustOK(s.call("publish", obj{"room": "b", "data": 1}))
+		s.MustOK(s.Call("publish", wstest.Obj{"room": "b", "data": 1}))
 	}
-	r := s.call("publish", obj{"room": "b", "data": 1})
-	if errCode(r) != "rate_limited" || r["error"].(obj)["retryable"] != true || num(r["retry_after_ms"]) == 0 {
+	r := s.Call("publish", wstest.Obj{"room": "b", "data": 1})
+	if wstest.ErrCode(r) != "rate_limited" || r["error"].(wstest.Obj)["retryable"] != true || wstest.Num(r["retry_after_ms"]) == 0 {
 		t.Fatalf("over the rate: %v", r)
 	}
 }
@@ -257,43 +259,43 @@ func TestTokensAndPermissions(t *testing.T) {
 		}
 		return s
 	}
-	s := dialWS(t, c.URL(0))
-	if r := s.call("auth", obj{"user": "alice"}); errCode(r) != "unauthorized" {
+	s := wstest.Dial(t, c.URL(0))
+	if r := s.Call("auth", wstest.Obj{"user": "alice"}); wstest.ErrCode(r) != "unauthorized" {
 		t.Fatalf("insecure auth on a secure node: %v", r)
 	}
 	expired := token(jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(-time.Hour).Unix()})
-	if r := s.call("auth", obj{"token": expired}); errCode(r) != "unauthorized" {
+	if r := s.Call("auth", wstest.Obj{"token": expired}); wstest.ErrCode(r) != "unauthorized" {
 		t.Fatalf("expired token: %v", r)
 	}
 	wrong, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "alice"}).SignedString([]byte(strings.Repeat("k", 32)))
-	if r := s.call("auth", obj{"token": wrong}); errCode(r) != "unauthorized" {
+	if r := s.Call("auth", wstest.Obj{"token": wrong}); wstest.ErrCode(r) != "unauthorized" {
 		t.Fatalf("token with the wrong key: %v", r)
 	}
 	good := token(jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(time.Hour).Unix(),
-		"herald": obj{"join": []string{"team-*"}, "publish": []string{"team-red"}, "read": []string{"*"}}})
-	r := s.mustOK(s.call("auth", obj{"token": good}))
+		"herald": wstest.Obj{"join": []string{"team-*"}, "publish": []string{"team-red"}, "read": []string{"*"}}})
+	r := s.MustOK(s.Call("auth", wstest.Obj{"token": good}))
 	if r["user"] != "alice" || r["expires"] == nil || r["node"] != "n1" {
 		t.Fatalf("auth reply: %v", r)
 	}
-	s.mustOK(s.call("publish", obj{"room": "team-red", "data": 1}))
-	if r := s.call("publish", obj{"room": "team-blue", "data": 1}); errCode(r) != "forbidden" {
+	s.MustOK(s.Call("publish", wstest.Obj{"room": "team-red", "data": 1}))
+	if r := s.Call("publish", wstest.Obj{"room": "team-blue", "data": 1}); wstest.ErrCode(r) != "forbidden" {
 		t.Fatalf("publish without permission: %v", r)
 	}
-	s.mustOK(s.call("join", obj{"room": "team-blue"}))
-	if r := s.call("join", obj{"room": "lobby"}); errCode(r) != "forbidden" {
+	s.MustOK(s.Call("join", wstest.Obj{"room": "team-blue"}))
+	if r := s.Call("join", wstest.Obj{"room": "lobby"}); wstest.ErrCode(r) != "forbidden" {
 		t.Fatalf("join without permission: %v", r)
 	}
 	// Reading needs read permission, not membership.
-	s.mustOK(s.call("history", obj{"room": "team-red"}))
-	s.mustOK(s.call("subscribe", obj{"room": "anything"}))
-	other := token(jwt.MapClaims{"sub": "mallory", "herald": obj{"rooms": []string{"*"}}})
-	if r := s.call("auth", obj{"token": other}); errCode(r) != "unauthorized" {
+	s.MustOK(s.Call("history", wstest.Obj{"room": "team-red"}))
+	s.MustOK(s.Call("subscribe", wstest.Obj{"room": "anything"}))
+	other := token(jwt.MapClaims{"sub": "mallory", "herald": wstest.Obj{"rooms": []string{"*"}}})
+	if r := s.Call("auth", wstest.Obj{"token": other}); wstest.ErrCode(r) != "unauthorized" {
 		t.Fatalf("switching user on a socket: %v", r)
 	}
 	// A token that grants nothing may still authenticate, but not read.
-	n := dialWS(t, c.URL(1))
-	n.mustOK(n.call("auth", obj{"token": token(jwt.MapClaims{"sub": "nobody"})}))
-	if r := n.call("history", obj{"room": "team-red"}); errCode(r) != "forbidden" {
+	n := wstest.Dial(t, c.URL(1))
+	n.MustOK(n.Call("auth", wstest.Obj{"token": token(jwt.MapClaims{"sub": "nobody"})}))
+	if r := n.Call("history", wstest.Obj{"room": "team-red"}); wstest.ErrCode(r) != "forbidden" {
 		t.Fatalf("read without permission: %v", r)
 	}
 }
@@ -305,27 +307,27 @@ func TestTokenInLeewayWorksAfterAuth(t *testing.T) {
 	_, _ = rand.Read(secret)
 	c := memcluster.Start(t, memcluster.Options{Nodes: 1, Auth: &auth.Config{HMACSecret: secret, Leeway: 30 * time.Second}})
 	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "alice",
-		"exp": time.Now().Add(-10 * time.Second).Unix(), "herald": obj{"rooms": []string{"*"}}}).SignedString(secret)
+		"exp": time.Now().Add(-10 * time.Second).Unix(), "herald": wstest.Obj{"rooms": []string{"*"}}}).SignedString(secret)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := dialWS(t, c.URL(0))
-	s.mustOK(s.call("auth", obj{"token": tok}))
-	s.mustOK(s.call("publish", obj{"room": "r", "data": 1}))
-	s.mustOK(s.call("history", obj{"room": "r"}))
+	s := wstest.Dial(t, c.URL(0))
+	s.MustOK(s.Call("auth", wstest.Obj{"token": tok}))
+	s.MustOK(s.Call("publish", wstest.Obj{"room": "r", "data": 1}))
+	s.MustOK(s.Call("history", wstest.Obj{"room": "r"}))
 }
 
 // A graceful close tells sockets 1001, and the node's joins are left.
 func TestGracefulCloseSaysGoingAway(t *testing.T) {
 	c := testcluster.Start(t, testcluster.Options{})
-	a := login(t, c.URL(0), "alice")
-	a.mustOK(a.call("join", obj{"room": "g"}))
-	w := login(t, c.URL(1), "watcher")
+	a := wstest.Login(t, c.URL(0), "alice")
+	a.MustOK(a.Call("join", wstest.Obj{"room": "g"}))
+	w := wstest.Login(t, c.URL(1), "watcher")
 	c.Stop(0)
-	if code := a.closeCode(15 * time.Second); code != 1001 {
+	if code := a.CloseCode(15 * time.Second); code != 1001 {
 		t.Fatalf("close code %d, want 1001", code)
 	}
-	m := w.mustOK(w.call("members", obj{"room": "g"}))
+	m := w.MustOK(w.Call("members", wstest.Obj{"room": "g"}))
 	if ms := m["members"].([]any); len(ms) != 0 {
 		t.Fatalf("members after the node stopped: %v", m)
 	}
@@ -334,13 +336,13 @@ func TestGracefulCloseSaysGoingAway(t *testing.T) {
 // A node that crashes leaves its sockets' members to its lease expiry.
 func TestCrashedNodesMembersExpire(t *testing.T) {
 	c := testcluster.Start(t, testcluster.Options{LeaseTTL: 2 * time.Second})
-	a := login(t, c.URL(0), "alice")
-	a.mustOK(a.call("join", obj{"room": "x"}))
-	w := login(t, c.URL(1), "watcher")
+	a := wstest.Login(t, c.URL(0), "alice")
+	a.MustOK(a.Call("join", wstest.Obj{"room": "x"}))
+	w := wstest.Login(t, c.URL(1), "watcher")
 	c.Crash(0)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		m := w.call("members", obj{"room": "x"})
+		m := w.Call("members", wstest.Obj{"room": "x"})
 		if m["ok"] == true && len(m["members"].([]any)) == 0 {
 			return
 		}
@@ -355,25 +357,25 @@ func TestHistoryTruncated(t *testing.T) {
 	c := memcluster.Start(t, memcluster.Options{})
 	room := "short"
 	setHistoryLimit(t, c.Backend(0), room, 5)
-	a := login(t, c.URL(0), "alice")
+	a := wstest.Login(t, c.URL(0), "alice")
 	for i := range 12 {
-		a.mustOK(a.call("publish", obj{"room": room, "data": i}))
+		a.MustOK(a.Call("publish", wstest.Obj{"room": room, "data": i}))
 	}
-	h := a.mustOK(a.call("history", obj{"room": room, "from_seq": 1}))
-	if h["truncated"] != true || num(h["first_seq"]) != 8 || len(h["events"].([]any)) != 5 {
+	h := a.MustOK(a.Call("history", wstest.Obj{"room": room, "from_seq": 1}))
+	if h["truncated"] != true || wstest.Num(h["first_seq"]) != 8 || len(h["events"].([]any)) != 5 {
 		t.Fatalf("history below the kept window: %v", h)
 	}
-	s := login(t, c.URL(1), "bob")
-	r := s.mustOK(s.call("subscribe", obj{"room": room, "from_seq": 2, "epoch": h["epoch"]}))
-	if r["truncated"] != true || num(r["first_seq"]) != 8 || num(r["last_seq"]) != 12 {
+	s := wstest.Login(t, c.URL(1), "bob")
+	r := s.MustOK(s.Call("subscribe", wstest.Obj{"room": room, "from_seq": 2, "epoch": h["epoch"]}))
+	if r["truncated"] != true || wstest.Num(r["first_seq"]) != 8 || wstest.Num(r["last_seq"]) != 12 {
 		t.Fatalf("subscribe below the kept window: %v", r)
 	}
-	evs := s.events(5, 10*time.Second)
-	if num(evs[0]["seq"]) != 8 || num(evs[4]["seq"]) != 12 {
+	evs := s.Events(5, 10*time.Second)
+	if wstest.Num(evs[0]["seq"]) != 8 || wstest.Num(evs[4]["seq"]) != 12 {
 		t.Fatalf("events after truncation: %v", evs)
 	}
 	// An old epoch: the room was deleted and made again since.
-	r = s.mustOK(s.call("subscribe", obj{"room": room, "from_seq": 3, "epoch": "1"}))
+	r = s.MustOK(s.Call("subscribe", wstest.Obj{"room": room, "from_seq": 3, "epoch": "1"}))
 	if r["epoch_changed"] != true || r["epoch"] != h["epoch"] {
 		t.Fatalf("subscribe with another epoch: %v", r)
 	}
@@ -398,19 +400,19 @@ func TestAuthAndIdleTimeouts(t *testing.T) {
 	lim.IdleTimeout = 1500 * time.Millisecond
 	lim.PingInterval = 300 * time.Millisecond
 	c := memcluster.Start(t, memcluster.Options{Nodes: 1, Limits: &lim})
-	silent := dialWS(t, c.URL(0))
-	if code := silent.closeCode(5 * time.Second); code != 4001 {
+	silent := wstest.Dial(t, c.URL(0))
+	if code := silent.CloseCode(5 * time.Second); code != 4001 {
 		t.Fatalf("unauthenticated socket closed with %d, want 4001", code)
 	}
 	// The test client answers the node's pings, so an authenticated socket
 	// that sends nothing stays open past the idle timeout...
-	alive := login(t, c.URL(0), "alice")
+	alive := wstest.Login(t, c.URL(0), "alice")
 	time.Sleep(2 * lim.IdleTimeout)
-	alive.mustOK(alive.call("ping", nil))
+	alive.MustOK(alive.Call("ping", nil))
 	// ...while one that answers nothing is closed as idle.
-	mute := dialRaw(t, c.HTTP(0))
-	mute.send(t, `{"id":1,"op":"auth","user":"bob"}`)
-	if code, ok := mute.closeCode(); !ok || code != 4002 {
+	mute := wstest.DialRaw(t, c.HTTP(0))
+	mute.Send(t, `{"id":1,"op":"auth","user":"bob"}`)
+	if code, ok := mute.CloseCode(); !ok || code != 4002 {
 		t.Fatalf("mute socket closed with %d (close frame seen: %v), want 4002", code, ok)
 	}
 }
@@ -442,7 +444,7 @@ func TestHTTPEndpointsAndSubprotocol(t *testing.T) {
 	}
 	// A draining node is not ready and takes no new sockets, but its
 	// open ones keep working.
-	open := login(t, c.URL(0), "alice")
+	open := wstest.Login(t, c.URL(0), "alice")
 	c.Node(0).Front().Drain()
 	resp, err = http.Get(c.HTTP(0) + "/readyz")
 	if err != nil {
@@ -452,33 +454,33 @@ func TestHTTPEndpointsAndSubprotocol(t *testing.T) {
 	if resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("/readyz of a draining node: %d", resp.StatusCode)
 	}
-	if _, err := tryDial(t, c.URL(0)); err == nil {
+	if _, err := wstest.TryDial(t, c.URL(0)); err == nil {
 		t.Fatal("a draining node accepted a new socket")
 	}
-	open.mustOK(open.call("publish", obj{"room": "r", "data": 1}))
+	open.MustOK(open.Call("publish", wstest.Obj{"room": "r", "data": 1}))
 }
 
 // A socket's close undoes its own join only: a member who joined again
 // from another socket (a reconnect) stays.
 func TestCloseLeavesOnlyItsOwnJoin(t *testing.T) {
 	c := memcluster.Start(t, memcluster.Options{})
-	w := login(t, c.URL(2), "watcher")
-	old := login(t, c.URL(0), "alice")
-	old.mustOK(old.call("join", obj{"room": "presence"}))
-	renewed := login(t, c.URL(1), "alice")
-	renewed.mustOK(renewed.call("join", obj{"room": "presence", "meta": obj{"v": 2}}))
-	_ = old.conn.WriteClose(1000, nil)
+	w := wstest.Login(t, c.URL(2), "watcher")
+	old := wstest.Login(t, c.URL(0), "alice")
+	old.MustOK(old.Call("join", wstest.Obj{"room": "presence"}))
+	renewed := wstest.Login(t, c.URL(1), "alice")
+	renewed.MustOK(renewed.Call("join", wstest.Obj{"room": "presence", "meta": wstest.Obj{"v": 2}}))
+	_ = old.Conn.WriteClose(1000, nil)
 	// A session goes once its socket's leaves have run: then the old
 	// socket's close has done all it will.
-	waitFor(t, 10*time.Second, "the old socket's close is handled", func() bool { return c.Front(0).Sessions() == 0 })
-	m := w.mustOK(w.call("members", obj{"room": "presence"}))
-	if ms := m["members"].([]any); len(ms) != 1 || ms[0].(obj)["meta"].(obj)["v"] != 2.0 {
+	eventually.True(t, 10*time.Second, "the old socket's close is handled", func() bool { return c.Front(0).Sessions() == 0 })
+	m := w.MustOK(w.Call("members", wstest.Obj{"room": "presence"}))
+	if ms := m["members"].([]any); len(ms) != 1 || ms[0].(wstest.Obj)["meta"].(wstest.Obj)["v"] != 2.0 {
 		t.Fatalf("members after the old socket closed: %v", m)
 	}
-	_ = renewed.conn.WriteClose(1000, nil)
+	_ = renewed.Conn.WriteClose(1000, nil)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		m = w.mustOK(w.call("members", obj{"room": "presence"}))
+		m = w.MustOK(w.Call("members", wstest.Obj{"room": "presence"}))
 		if len(m["members"].([]any)) == 0 {
 			break
 		}
@@ -492,13 +494,13 @@ func TestCloseLeavesOnlyItsOwnJoin(t *testing.T) {
 // subscribe then unsubscribe, sent back to back, leave no subscription.
 func TestUnsubscribeRightAfterSubscribe(t *testing.T) {
 	c := memcluster.Start(t, memcluster.Options{Nodes: 1})
-	s := login(t, c.URL(0), "alice")
-	s.sendRaw([]byte(`{"id":"s","op":"subscribe","room":"quick"}`))
-	s.sendRaw([]byte(`{"id":"u","op":"unsubscribe","room":"quick"}`))
-	s.mustOK(s.replyTo("u", 10*time.Second))
-	s.mustOK(s.replyTo("s", 10*time.Second))
-	s.mustOK(s.call("publish", obj{"room": "quick", "data": 1}))
-	s.quiet(300 * time.Millisecond)
+	s := wstest.Login(t, c.URL(0), "alice")
+	s.SendRaw([]byte(`{"id":"s","op":"subscribe","room":"quick"}`))
+	s.SendRaw([]byte(`{"id":"u","op":"unsubscribe","room":"quick"}`))
+	s.MustOK(s.ReplyTo("u", 10*time.Second))
+	s.MustOK(s.ReplyTo("s", 10*time.Second))
+	s.MustOK(s.Call("publish", wstest.Obj{"room": "quick", "data": 1}))
+	s.Quiet(300 * time.Millisecond)
 }
 
 // In insecure mode only pages from loopback origins may open sockets.

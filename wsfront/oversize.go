@@ -3,6 +3,8 @@ package wsfront
 import (
 	"encoding/json"
 	"strings"
+
+	"github.com/heraldhq/herald/protocol"
 )
 
 // A frame over MaxFrame (but within the 4 × MaxFrame that gws reads) is not
@@ -78,7 +80,7 @@ func knownOp(val []byte) string {
 	if len(val) < 2 || val[0] != '"' || val[len(val)-1] != '"' {
 		return ""
 	}
-	for _, op := range [...]string{opAuth, opJoin, opLeave, opPublish, opHistory, opSubscribe, opUnsubscribe, opMembers, opPing} {
+	for _, op := range [...]string{protocol.OpAuth, protocol.OpJoin, protocol.OpLeave, protocol.OpPublish, protocol.OpHistory, protocol.OpSubscribe, protocol.OpUnsubscribe, protocol.OpMembers, protocol.OpPing} {
 		if string(val[1:len(val)-1]) == op {
 			return op
 		}

@@ -69,7 +69,7 @@ func (sess *session) history(ctx context.Context, req *request) {
 	if stale {
 		w.bool("stale", true)
 	}
-	sess.srv.obs.Op(opHistory, "ok", time.Since(req.received))
+	sess.srv.obs.Op(protocol.OpHistory, "ok", time.Since(req.received))
 	g.send(w.done())
 }
 

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/heraldhq/herald/internal/httpjson"
 )
 
 // Client calls the server API of a cluster through any of its nodes. It is
@@ -181,10 +183,7 @@ func (c *Client) do(ctx context.Context, base, op string, body []byte, out any) 
 		}
 		// Not the server API answering (a proxy, an old node, a wrong
 		// address): keep what it said.
-		text := strings.TrimSpace(string(b))
-		if len(text) > 200 {
-			text = text[:200] + "..."
-		}
+		text := httpjson.Excerpt(b)
 		return &Error{Status: resp.StatusCode, Code: "http_" + strconv.Itoa(resp.StatusCode),
 			Message: fmt.Sprintf("%s answered: %s", u, text), Retryable: resp.StatusCode >= 500}
 	}

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/heraldhq/herald/internal/wstest"
 )
 
 // A cluster of serve processes operated with the herald admin binary while
@@ -82,13 +84,13 @@ func TestAdminCommandsOnServeProcesses(t *testing.T) {
 	)
 	go func() {
 		defer close(pubDone)
-		var conn *wsConn
+		var conn *wstest.Client
 		for k := 0; !stop.Load(); k++ {
 			for attempt := 0; !stop.Load(); attempt++ {
 				if conn == nil {
-					conn = dialNode(t, "ws://"+client(1+attempt%2)+"/ws", "writer")
+					conn = wstest.Login(t, "ws://"+client(1+attempt%2)+"/ws", "writer")
 				}
-				r := conn.call(t, map[string]any{"op": "publish", "room": fmt.Sprintf("room-%d", k%5), "data": k, "key": fmt.Sprint(k)})
+				r, _ := conn.TryCall("publish", wstest.Obj{"room": fmt.Sprintf("room-%d", k%5), "data": k, "key": fmt.Sprint(k)})
 				if r == nil {
 					conn = nil
 					continue
@@ -179,10 +181,10 @@ func TestAdminCommandsOnServeProcesses(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	seen := map[int]int{}
-	reader := dialNode(t, "ws://"+client(0)+"/ws", "reader")
+	reader := wstest.Login(t, "ws://"+client(0)+"/ws", "reader")
 	for r := range 5 {
 		for from := 1; ; {
-			h := reader.call(t, map[string]any{"op": "history", "room": fmt.Sprintf("room-%d", r), "from_seq": from, "limit": 1000})
+			h, _ := reader.TryCall("history", wstest.Obj{"room": fmt.Sprintf("room-%d", r), "from_seq": from, "limit": 1000})
 			if h == nil || h["ok"] != true {
 				t.Fatalf("history: %v", h)
 			}

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/heraldhq/herald/internal/wstest"
 )
 
 // herald api against serve processes: a publish through the server API
@@ -69,8 +71,8 @@ func TestAPIPublishOnServeProcesses(t *testing.T) {
 	}
 
 	// A socket on another node reads it, from the server's member.
-	ws := dialNode(t, "ws://"+client(2)+"/ws", "bob")
-	h := ws.call(t, map[string]any{"op": "history", "room": "lobby"})
+	ws := wstest.Login(t, "ws://"+client(2)+"/ws", "bob")
+	h := ws.Call("history", wstest.Obj{"room": "lobby"})
 	events, _ := h["events"].([]any)
 	if h["ok"] != true || len(events) != 1 {
 		t.Fatalf("history over the socket: %v", h)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/admin"
+	"github.com/heraldhq/herald/internal/wstest"
 )
 
 // Namespace rules given to a new cluster with --namespaces-file and
@@ -55,10 +56,10 @@ func TestNamespacesOnServeProcesses(t *testing.T) {
 	publishCode := func(room string, want string) {
 		t.Helper()
 		for i := range 3 {
-			conn := dialNode(t, "ws://"+client(i)+"/ws", "alice")
+			conn := wstest.Login(t, "ws://"+client(i)+"/ws", "alice")
 			var got string
 			for end := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-				r := conn.call(t, map[string]any{"op": "publish", "room": room, "data": 1})
+				r, _ := conn.TryCall("publish", wstest.Obj{"room": room, "data": 1})
 				got = ""
 				if r["ok"] != true {
 					e, _ := r["error"].(map[string]any)

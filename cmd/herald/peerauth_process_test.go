@@ -26,6 +26,7 @@ import (
 	"github.com/heraldhq/herald/admin"
 	"github.com/heraldhq/herald/fsm"
 	"github.com/heraldhq/herald/internal/testnet"
+	"github.com/heraldhq/herald/internal/wstest"
 	"github.com/heraldhq/herald/multiraft"
 	"github.com/heraldhq/herald/multiraft/transport"
 )
@@ -136,8 +137,8 @@ func TestPeerPortAttacksRefused(t *testing.T) {
 		waitReady(t, "http://"+client(i), 60*time.Second)
 	}
 	// A room the attacks try to delete, made by a real client.
-	c := dialNode(t, "ws://"+client(0)+"/ws", "bob")
-	if r := c.call(t, map[string]any{"op": "publish", "room": "control", "data": "real"}); r == nil || r["ok"] != true {
+	c := wstest.Login(t, "ws://"+client(0)+"/ws", "bob")
+	if r, _ := c.TryCall("publish", wstest.Obj{"room": "control", "data": "real"}); r == nil || r["ok"] != true {
 		t.Fatalf("publish to the control room: %v", r)
 	}
 	before := snapshotLeaders(t, "http://"+client(0))
@@ -188,10 +189,10 @@ func TestPeerPortAttacksRefused(t *testing.T) {
 			t.Errorf("group %d: leader@term %s before the attacks, %s after", g, l, after[g])
 		}
 	}
-	if r := c.call(t, map[string]any{"op": "history", "room": "control", "from_seq": 1}); r == nil || r["ok"] != true {
+	if r, _ := c.TryCall("history", wstest.Obj{"room": "control", "from_seq": 1}); r == nil || r["ok"] != true {
 		t.Errorf("the control room after the attacks: %v", r)
 	}
-	if r := c.call(t, map[string]any{"op": "history", "room": "attack", "from_seq": 1}); r != nil && r["ok"] == true {
+	if r, _ := c.TryCall("history", wstest.Obj{"room": "attack", "from_seq": 1}); r != nil && r["ok"] == true {
 		if evs, _ := r["events"].([]any); len(evs) > 0 {
 			t.Errorf("forged events in the attack room: %v", evs)
 		}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -16,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lxzan/gws"
+	"github.com/heraldhq/herald/internal/wstest"
 )
 
 // These tests build the herald binary and drive real processes on loopback.
@@ -160,73 +159,6 @@ func waitReady(t *testing.T, base string, timeout time.Duration) {
 	}
 }
 
-// wsConn is a minimal herald.v1 client for these tests.
-type wsConn struct {
-	conn   *gws.Conn
-	frames chan map[string]any
-	closed chan struct{}
-	nextID int
-}
-
-type wsHandler struct {
-	gws.BuiltinEventHandler
-	c *wsConn
-}
-
-func (h wsHandler) OnMessage(_ *gws.Conn, m *gws.Message) {
-	defer m.Close()
-	var f map[string]any
-	if json.Unmarshal(m.Bytes(), &f) == nil {
-		select {
-		case h.c.frames <- f:
-		default:
-		}
-	}
-}
-
-func (h wsHandler) OnClose(*gws.Conn, error) { close(h.c.closed) }
-
-func dialNode(t *testing.T, url, user string) *wsConn {
-	t.Helper()
-	c := &wsConn{frames: make(chan map[string]any, 4096), closed: make(chan struct{})}
-	conn, _, err := gws.NewClient(wsHandler{c: c}, &gws.ClientOption{Addr: url,
-		RequestHeader: http.Header{"Sec-WebSocket-Protocol": []string{"herald.v1"}}})
-	if err != nil {
-		t.Fatalf("dial %s: %v", url, err)
-	}
-	c.conn = conn
-	go conn.ReadLoop()
-	t.Cleanup(func() { _ = conn.NetConn().Close() })
-	if r := c.call(t, map[string]any{"op": "auth", "user": user}); r["ok"] != true {
-		t.Fatalf("auth: %v", r)
-	}
-	return c
-}
-
-// call sends a request and returns its reply, or nil if the socket died.
-func (c *wsConn) call(t *testing.T, req map[string]any) map[string]any {
-	t.Helper()
-	c.nextID++
-	req["id"] = c.nextID
-	b, _ := json.Marshal(req)
-	if err := c.conn.WriteMessage(gws.OpcodeText, b); err != nil {
-		return nil
-	}
-	timeout := time.After(20 * time.Second)
-	for {
-		select {
-		case f := <-c.frames:
-			if f["id"] == float64(c.nextID) {
-				return f
-			}
-		case <-c.closed:
-			return nil
-		case <-timeout:
-			t.Fatalf("no reply to %v", req)
-		}
-	}
-}
-
 func TestServeRefusesBadFlags(t *testing.T) {
 	dir := t.TempDir()
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
@@ -314,16 +246,16 @@ func TestServeClusterSurvivesSIGTERM(t *testing.T) {
 	for i := range 3 {
 		waitReady(t, base(i), 60*time.Second)
 	}
-	pub := dialNode(t, ws(1), "writer")
+	pub := wstest.Login(t, ws(1), "writer")
 	acked := map[int]bool{}
 	publish := func(k int) {
 		for attempt := 0; ; attempt++ {
 			if attempt > 200 {
 				t.Fatalf("publish %d never succeeded", k)
 			}
-			r := pub.call(t, map[string]any{"op": "publish", "room": "durable", "data": k, "key": fmt.Sprint(k)})
+			r, _ := pub.TryCall("publish", wstest.Obj{"room": "durable", "data": k, "key": fmt.Sprint(k)})
 			if r == nil {
-				pub = dialNode(t, ws(1+attempt%2), "writer")
+				pub = wstest.Login(t, ws(1+attempt%2), "writer")
 				continue
 			}
 			if r["ok"] == true {
@@ -353,7 +285,7 @@ func TestServeClusterSurvivesSIGTERM(t *testing.T) {
 		publish(k)
 	}
 	// Read the full history from the restarted node.
-	r := dialNode(t, ws(0), "reader").call(t, map[string]any{"op": "history", "room": "durable", "from_seq": 1, "limit": 1000})
+	r, _ := wstest.Login(t, ws(0), "reader").TryCall("history", wstest.Obj{"room": "durable", "from_seq": 1, "limit": 1000})
 	if r == nil || r["ok"] != true {
 		t.Fatalf("history: %v", r)
 	}
@@ -395,21 +327,16 @@ func TestDevRoundTrip(t *testing.T) {
 	}
 	p := startProc(t, "dev", "--base-port", fmt.Sprint(basePort), "--data", filepath.Join(dir, "data"))
 	p.waitOutput(t, "Herald dev cluster is up", 60*time.Second)
-	sub := dialNode(t, fmt.Sprintf("ws://127.0.0.1:%d/ws", basePort+1), "alice")
-	if r := sub.call(t, map[string]any{"op": "subscribe", "room": "lobby"}); r["ok"] != true {
+	sub := wstest.Login(t, fmt.Sprintf("ws://127.0.0.1:%d/ws", basePort+1), "alice")
+	if r := sub.Call("subscribe", wstest.Obj{"room": "lobby"}); r["ok"] != true {
 		t.Fatalf("subscribe: %v", r)
 	}
-	pub := dialNode(t, fmt.Sprintf("ws://127.0.0.1:%d/ws", basePort+3), "bob")
-	if r := pub.call(t, map[string]any{"op": "publish", "room": "lobby", "data": map[string]any{"text": "hi"}}); r["ok"] != true {
+	pub := wstest.Login(t, fmt.Sprintf("ws://127.0.0.1:%d/ws", basePort+3), "bob")
+	if r := pub.Call("publish", wstest.Obj{"room": "lobby", "data": map[string]any{"text": "hi"}}); r["ok"] != true {
 		t.Fatalf("publish: %v", r)
 	}
-	select {
-	case f := <-sub.frames:
-		if f["ev"] != "event" || f["seq"] != 1.0 || f["member"] != "bob" {
-			t.Fatalf("event: %v", f)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("no event")
+	if f := sub.Event(10 * time.Second); f["seq"] != 1.0 || f["member"] != "bob" {
+		t.Fatalf("event: %v", f)
 	}
 	// The admin API answers without a token from loopback.
 	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/admin/v1/status", basePort+1))
@@ -433,7 +360,7 @@ func TestDevRoundTrip(t *testing.T) {
 	// Running it again reuses the data.
 	p = startProc(t, "dev", "--base-port", fmt.Sprint(basePort), "--data", filepath.Join(dir, "data"))
 	p.waitOutput(t, "Herald dev cluster is up", 60*time.Second)
-	r := dialNode(t, fmt.Sprintf("ws://127.0.0.1:%d/ws", basePort+2), "carol").call(t, map[string]any{"op": "history", "room": "lobby"})
+	r, _ := wstest.Login(t, fmt.Sprintf("ws://127.0.0.1:%d/ws", basePort+2), "carol").TryCall("history", wstest.Obj{"room": "lobby"})
 	if r == nil || r["ok"] != true || len(r["events"].([]any)) != 1 {
 		t.Fatalf("history after a restart: %v", r)
 	}

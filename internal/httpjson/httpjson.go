@@ -1,8 +1,9 @@
 // Package httpjson holds what the node's JSON HTTP APIs (package admin's
 // operator API and package serverapi's server API) do alike: reading a
 // bounded body strictly into a type, writing a reply, and reading who is
-// asking (a bearer credential, a loopback peer). It knows nothing of
-// either API's error shape or routes.
+// asking (a bearer credential, a loopback peer); and, for their Go
+// clients, what to quote of a reply that is not the API's. It knows
+// nothing of either API's error shape or routes.
 package httpjson
 
 import (
@@ -101,4 +102,15 @@ func IsLoopback(remote string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// Excerpt is the start of a reply that is not the API's own (a proxy's
+// page, an old node's, a wrong address's), for an error message: at most
+// 200 bytes of it, trimmed.
+func Excerpt(body []byte) string {
+	text := strings.TrimSpace(string(body))
+	if len(text) > 200 {
+		text = text[:200] + "..."
+	}
+	return text
 }
