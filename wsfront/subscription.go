@@ -20,6 +20,9 @@ const maxCatchUpBuffer = 4096
 type subscription struct {
 	sess *session
 	room string
+	// hubIndex is its place in its room's list in the hub (under the
+	// group feed's lock).
+	hubIndex int
 
 	mu      sync.Mutex
 	epoch   uint64 // the incarnation being delivered (0: none yet)
@@ -28,7 +31,7 @@ type subscription struct {
 	// catching is set while a goroutine reads history for this
 	// subscription; live events then wait in buf, in arrival order.
 	catching bool
-	buf      []fsm.Event
+	buf      []*hubEvent
 	overflow bool
 	closed   bool
 }
@@ -44,9 +47,9 @@ func (s *subscription) close() {
 	s.mu.Unlock()
 }
 
-// offer hands the subscription a live event from its group's feed. frame is
-// the event's encoding, shared by every socket (nil for room deletions).
-func (s *subscription) offer(ev *fsm.Event, frame []byte) {
+// offer hands the subscription a live event from its group's feed; the
+// event and its frame are shared with every other subscription.
+func (s *subscription) offer(ev *hubEvent) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -54,15 +57,15 @@ func (s *subscription) offer(ev *fsm.Event, frame []byte) {
 	}
 	if s.catching {
 		if len(s.buf) < maxCatchUpBuffer {
-			s.buf = append(s.buf, *ev)
+			s.buf = append(s.buf, ev)
 		} else {
 			s.overflow = true
 		}
 		return
 	}
-	if !s.deliverLocked(ev, frame) {
+	if !s.deliverLocked(ev) {
 		s.startCatchUpLocked()
-		s.buf = append(s.buf, *ev)
+		s.buf = append(s.buf, ev)
 	}
 }
 
@@ -91,7 +94,7 @@ func (s *subscription) recheck() {
 
 // deliverLocked sends ev if it is the next event owed. It returns false on
 // a gap: events between next and ev must come from history first.
-func (s *subscription) deliverLocked(ev *fsm.Event, frame []byte) bool {
+func (s *subscription) deliverLocked(ev *hubEvent) bool {
 	if ev.Type == fsm.EventRoomDeleted {
 		if ev.Epoch == s.epoch && s.epoch != 0 && !s.deleted {
 			s.pushDeletedLocked()
@@ -112,10 +115,7 @@ func (s *subscription) deliverLocked(ev *fsm.Event, frame []byte) bool {
 		// place, right after the event it follows; a subscription that is
 		// not there (catching up, resuming) never sees it.
 		if ev.Seq == s.next-1 {
-			if frame == nil {
-				frame = eventFrame(ev)
-			}
-			s.sess.sendEvent(frame)
+			s.sess.sendEvent(ev.wire)
 		}
 		return true
 	}
@@ -125,10 +125,7 @@ func (s *subscription) deliverLocked(ev *fsm.Event, frame []byte) bool {
 	case ev.Seq > s.next:
 		return false
 	}
-	if frame == nil {
-		frame = eventFrame(ev)
-	}
-	s.sess.sendEvent(frame)
+	s.sess.sendEvent(ev.wire)
 	s.next++
 	return true
 }
@@ -141,6 +138,7 @@ func (s *subscription) pushDeletedLocked() {
 func (s *subscription) startCatchUpLocked() {
 	s.catching = true
 	s.overflow = false
+	clear(s.buf)
 	s.buf = s.buf[:0]
 	s.sess.goOwned(0, s.catchUp)
 }
@@ -239,7 +237,7 @@ func (s *subscription) applyPage(page *fsm.History, g *readGrant) bool {
 						s.sess.srv.obs.EventsDelivered(1)
 					}
 				} else {
-					s.sess.sendEvent(eventFrame(ev))
+					s.sess.sendEvent(eventWire(ev))
 				}
 				s.next++
 			}
@@ -250,12 +248,14 @@ func (s *subscription) applyPage(page *fsm.History, g *readGrant) bool {
 	}
 	if s.overflow {
 		s.overflow = false
+		clear(s.buf)
 		s.buf = s.buf[:0]
 		return false
 	}
 	for i := range s.buf {
-		if s.sess.backlogged() || !s.deliverLocked(&s.buf[i], nil) {
+		if s.sess.backlogged() || !s.deliverLocked(s.buf[i]) {
 			n := copy(s.buf, s.buf[i:])
+			clear(s.buf[n:])
 			s.buf = s.buf[:n]
 			return false
 		}
@@ -286,7 +286,11 @@ func (h *hub) recheckRooms(ctx context.Context, gf *groupFeed, timeout time.Dura
 			info, err = fsm.RoomInfo{}, nil
 		}
 		gf.mu.Lock()
-		for sub := range gf.rooms[room] {
+		var subs roomSubs
+		if p := gf.rooms[room]; p != nil {
+			subs = *p
+		}
+		for _, sub := range subs {
 			if err != nil {
 				sub.recheck()
 			} else {
