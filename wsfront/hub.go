@@ -177,59 +177,134 @@ func (h *hub) run(ctx context.Context, gf *groupFeed) {
 	}
 }
 
+// maxFeedBatch bounds the events a feed hands on at once.
+const maxFeedBatch = 256
+
+// pump hands the stream's events to the subscriptions, a batch at a time:
+// every event that arrived while the previous batch was being handed on
+// (a raft batch commits many) goes to each socket at once, so that it
+// costs the socket one wake of its writer and one write.
 func (h *hub) pump(ctx context.Context, gf *groupFeed, stream EventStream) {
 	stop := context.AfterFunc(ctx, stream.Close)
 	defer stop()
-	for {
-		ev, err := stream.Recv()
-		if err != nil {
-			if ctx.Err() == nil {
-				h.log.Debug("group event stream ended", "group", gf.group, "err", err)
+	// The reader ends when the stream does (ctx's end closes it), and
+	// then closes evs, which ends the loop below.
+	evs := make(chan fsm.Event, maxFeedBatch)
+	go func() {
+		defer close(evs)
+		for {
+			ev, err := stream.Recv()
+			if err != nil {
+				if ctx.Err() == nil {
+					h.log.Debug("group event stream ended", "group", gf.group, "err", err)
+				}
+				return
 			}
+			select {
+			case evs <- ev:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	var batch []fsm.Event
+	var rooms roomBatches
+	for {
+		ev, ok := <-evs
+		if !ok {
 			return
 		}
+		batch = append(batch[:0], ev)
+	more:
+		for len(batch) < maxFeedBatch {
+			select {
+			case ev, ok := <-evs:
+				if !ok {
+					break more
+				}
+				batch = append(batch, ev)
+			default:
+				break more
+			}
+		}
 		gf.mu.Lock()
-		if subs := gf.rooms[ev.Room]; subs != nil {
-			h.walk(*subs, newHubEvent(ev))
+		rooms.group(batch, gf.rooms)
+		for _, rb := range rooms {
+			h.walk(*gf.rooms[rb.room], rb.evs)
 		}
 		gf.mu.Unlock()
+		rooms.reset()
 	}
+}
+
+// roomBatches splits a batch of a group's events by room, in order, keeping
+// only rooms with subscribers here; each event becomes a hubEvent.
+type roomBatches []roomBatch
+
+type roomBatch struct {
+	room string
+	evs  []*hubEvent
+}
+
+func (rb *roomBatches) group(batch []fsm.Event, rooms map[string]*roomSubs) {
+	for i := range batch {
+		ev := &batch[i]
+		if rooms[ev.Room] == nil {
+			continue
+		}
+		j := 0
+		for j < len(*rb) && (*rb)[j].room != ev.Room {
+			j++
+		}
+		if j == len(*rb) {
+			*rb = append(*rb, roomBatch{room: ev.Room})
+		}
+		(*rb)[j].evs = append((*rb)[j].evs, newHubEvent(*ev))
+	}
+}
+
+func (rb *roomBatches) reset() {
+	for i := range *rb {
+		(*rb)[i] = roomBatch{}
+	}
+	*rb = (*rb)[:0]
 }
 
 // minWalkPart is the fewest subscribers worth handing to another core: an
 // offer costs a few hundred nanoseconds, a hand-off about a microsecond.
 const minWalkPart = 128
 
-// walkPart is a share of a room's subscribers to offer an event to.
+// walkPart is a share of a room's subscribers to offer events to.
 type walkPart struct {
 	subs []*subscription
-	ev   *hubEvent
+	evs  []*hubEvent
 	done *sync.WaitGroup
 }
 
 func (p walkPart) offer() {
+	var sink eventSink
 	for _, sub := range p.subs {
-		sub.offer(p.ev)
+		sub.offer(p.evs, &sink)
 	}
 	if p.done != nil {
 		p.done.Done()
 	}
 }
 
-// walk offers ev to subs, sharing a large room among the walkers that are
-// idle; it returns once every subscription has it, so each receives a
-// group's events in order. Its caller holds the feed's lock, which keeps
+// walk offers evs to subs, sharing a large room among the walkers that
+// are idle; it returns once every subscription has them, so each receives
+// a group's events in order. Its caller holds the feed's lock, which keeps
 // subs as it is until then.
-func (h *hub) walk(subs []*subscription, ev *hubEvent) {
+func (h *hub) walk(subs []*subscription, evs []*hubEvent) {
 	parts := min(h.nwalk+1, len(subs)/minWalkPart)
 	if parts < 2 {
-		walkPart{subs: subs, ev: ev}.offer()
+		walkPart{subs: subs, evs: evs}.offer()
 		return
 	}
 	var done sync.WaitGroup
 	size := (len(subs) + parts - 1) / parts
 	for len(subs) > size {
-		p := walkPart{subs: subs[:size], ev: ev, done: &done}
+		p := walkPart{subs: subs[:size], evs: evs, done: &done}
 		subs = subs[size:]
 		done.Add(1)
 		select {
@@ -238,7 +313,7 @@ func (h *hub) walk(subs []*subscription, ev *hubEvent) {
 			p.offer() // every walker is busy: this core does it
 		}
 	}
-	walkPart{subs: subs, ev: ev}.offer()
+	walkPart{subs: subs, evs: evs}.offer()
 	done.Wait()
 }
 

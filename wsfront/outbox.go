@@ -77,15 +77,16 @@ func validPayload(b []byte) []byte {
 	return bytes.ToValidUTF8(b, []byte(string(utf8.RuneError)))
 }
 
-// enqueue adds f to the socket's outbox, starting its writer if none runs.
-// It reports false, without running f.then, once the socket is closing.
-func (sess *session) enqueue(f outFrame) bool {
+// enqueue adds frames to the socket's outbox, starting its writer if none
+// runs. It reports false, without running their then, once the socket is
+// closing.
+func (sess *session) enqueue(frames ...outFrame) bool {
 	sess.outMu.Lock()
 	if sess.outEnded || sess.outClose != nil {
 		sess.outMu.Unlock()
 		return false
 	}
-	sess.out = append(sess.out, f)
+	sess.out = append(sess.out, frames...)
 	start := !sess.outBusy
 	sess.outBusy = true
 	sess.outMu.Unlock()

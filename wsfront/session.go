@@ -161,23 +161,28 @@ func (sess *session) sendThen(frame []byte, then func()) bool {
 	return sess.queue(outFrame{b: validPayload(frame), then: then})
 }
 
-// queue counts f against the socket's bound and puts it in the outbox.
-func (sess *session) queue(f outFrame) bool {
+// queue counts frames against the socket's bound and puts them in the
+// outbox, in order, at once.
+func (sess *session) queue(frames ...outFrame) bool {
 	if sess.closing.Load() {
 		return false
 	}
 	lim := sess.srv.cfg.Limits
-	size := int64(len(f.b))
-	n := sess.queuedFrames.Add(1)
+	var size int64
+	for i := range frames {
+		size += int64(len(frames[i].b))
+	}
+	count := int64(len(frames))
+	n := sess.queuedFrames.Add(count)
 	b := sess.queuedBytes.Add(size)
 	if n > int64(lim.MaxQueueFrames) || b > int64(lim.MaxQueueBytes) {
-		sess.queuedFrames.Add(-1)
+		sess.queuedFrames.Add(-count)
 		sess.queuedBytes.Add(-size)
 		sess.closeWith(closeSlowConsumer, "slow consumer: outgoing queue is full; reconnect and resume from your last seq")
 		return false
 	}
-	if !sess.enqueue(f) {
-		sess.queuedFrames.Add(-1)
+	if !sess.enqueue(frames...) {
+		sess.queuedFrames.Add(-count)
 		sess.queuedBytes.Add(-size)
 		return false
 	}

@@ -47,26 +47,59 @@ func (s *subscription) close() {
 	s.mu.Unlock()
 }
 
-// offer hands the subscription a live event from its group's feed; the
-// event and its frame are shared with every other subscription.
-func (s *subscription) offer(ev *hubEvent) {
+// offer hands the subscription live events from its group's feed, in
+// order; the events and their frames are shared with every other
+// subscription. What it sends goes through sink, reused from one
+// subscription to the next.
+func (s *subscription) offer(evs []*hubEvent, sink *eventSink) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return
 	}
-	if s.catching {
-		if len(s.buf) < maxCatchUpBuffer {
-			s.buf = append(s.buf, ev)
-		} else {
-			s.overflow = true
+	sink.sess = s.sess
+	for _, ev := range evs {
+		if s.catching {
+			if len(s.buf) < maxCatchUpBuffer {
+				s.buf = append(s.buf, ev)
+			} else {
+				s.overflow = true
+			}
+			continue
 		}
+		if !s.deliverLocked(ev, sink) {
+			sink.flush()
+			s.startCatchUpLocked()
+			s.buf = append(s.buf, ev)
+		}
+	}
+	sink.flush()
+}
+
+// eventSink gathers the frames one subscription sends while it holds its
+// lock, so that they reach its socket's outbox at once.
+type eventSink struct {
+	sess   *session
+	frames []outFrame
+	events int // how many of frames are events
+}
+
+func (k *eventSink) event(wire []byte) {
+	k.frames = append(k.frames, outFrame{b: wire, wire: true})
+	k.events++
+}
+
+func (k *eventSink) push(frame []byte) { k.frames = append(k.frames, outFrame{b: frame}) }
+
+func (k *eventSink) flush() {
+	if len(k.frames) == 0 {
 		return
 	}
-	if !s.deliverLocked(ev) {
-		s.startCatchUpLocked()
-		s.buf = append(s.buf, ev)
+	if k.sess.queue(k.frames...) && k.events > 0 {
+		k.sess.srv.obs.EventsDelivered(k.events)
 	}
+	clear(k.frames)
+	k.frames, k.events = k.frames[:0], 0
 }
 
 // tail tells the subscription where its room stands after the feed
@@ -94,10 +127,10 @@ func (s *subscription) recheck() {
 
 // deliverLocked sends ev if it is the next event owed. It returns false on
 // a gap: events between next and ev must come from history first.
-func (s *subscription) deliverLocked(ev *hubEvent) bool {
+func (s *subscription) deliverLocked(ev *hubEvent, sink *eventSink) bool {
 	if ev.Type == fsm.EventRoomDeleted {
 		if ev.Epoch == s.epoch && s.epoch != 0 && !s.deleted {
-			s.pushDeletedLocked()
+			s.pushDeletedLocked(sink)
 		}
 		return true
 	}
@@ -106,7 +139,7 @@ func (s *subscription) deliverLocked(ev *hubEvent) bool {
 			return true // an ended incarnation's straggler
 		}
 		if s.epoch != 0 && !s.deleted {
-			s.pushDeletedLocked()
+			s.pushDeletedLocked(sink)
 		}
 		s.epoch, s.deleted, s.next = ev.Epoch, false, 1
 	}
@@ -115,7 +148,7 @@ func (s *subscription) deliverLocked(ev *hubEvent) bool {
 		// place, right after the event it follows; a subscription that is
 		// not there (catching up, resuming) never sees it.
 		if ev.Seq == s.next-1 {
-			s.sess.sendEvent(ev.wire)
+			sink.event(ev.wire)
 		}
 		return true
 	}
@@ -125,13 +158,20 @@ func (s *subscription) deliverLocked(ev *hubEvent) bool {
 	case ev.Seq > s.next:
 		return false
 	}
-	s.sess.sendEvent(ev.wire)
+	sink.event(ev.wire)
 	s.next++
 	return true
 }
 
-func (s *subscription) pushDeletedLocked() {
-	s.sess.send(newPush("room_deleted").str("room", s.room).epoch(s.epoch).uint("last_seq", s.next-1).done())
+// pushDeletedLocked pushes room_deleted through sink when it is given (in
+// order with the events sink holds), else at once.
+func (s *subscription) pushDeletedLocked(sink *eventSink) {
+	frame := newPush("room_deleted").str("room", s.room).epoch(s.epoch).uint("last_seq", s.next-1).done()
+	if sink != nil {
+		sink.push(frame)
+	} else {
+		s.sess.send(frame)
+	}
 	s.deleted = true
 }
 
@@ -211,14 +251,14 @@ func (s *subscription) applyPage(page *fsm.History, g *readGrant) bool {
 		// The room is gone (or never was): nothing to read; what comes
 		// next is a new incarnation, delivered live from seq 1.
 		if s.epoch != 0 && !s.deleted {
-			s.pushDeletedLocked()
+			s.pushDeletedLocked(nil)
 		}
 	case page.Epoch != s.epoch || s.deleted:
 		if page.Epoch < s.epoch {
 			return false // a read that raced a newer incarnation: read again
 		}
 		if s.epoch != 0 && !s.deleted {
-			s.pushDeletedLocked()
+			s.pushDeletedLocked(nil)
 		}
 		s.epoch, s.deleted, s.next = page.Epoch, false, 1
 		return false
@@ -252,13 +292,18 @@ func (s *subscription) applyPage(page *fsm.History, g *readGrant) bool {
 		s.buf = s.buf[:0]
 		return false
 	}
+	// Each event is queued before the next backlogged check, which
+	// paces the drain by the socket.
+	sink := eventSink{sess: s.sess}
 	for i := range s.buf {
-		if s.sess.backlogged() || !s.deliverLocked(s.buf[i]) {
+		if s.sess.backlogged() || !s.deliverLocked(s.buf[i], &sink) {
+			sink.flush()
 			n := copy(s.buf, s.buf[i:])
 			clear(s.buf[n:])
 			s.buf = s.buf[:n]
 			return false
 		}
+		sink.flush()
 	}
 	s.buf = nil
 	s.catching = false
