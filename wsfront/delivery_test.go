@@ -258,10 +258,9 @@ func (c *rawConn) closeCode() (uint16, bool) {
 	}
 }
 
-// A room with more subscribers on one node than one core walks (the hub
-// shares them among its walkers) still gives every socket every event
-// once and in order, while sockets subscribe and leave during the
-// publishing.
+// A large room on one node gives every socket every event once and in
+// order, with events handed on in batches and frames shared by all
+// sockets, while sockets subscribe and leave during the publishing.
 func TestLargeRoomEveryEventOnceInOrder(t *testing.T) {
 	lim := wsfront.DefaultLimits()
 	lim.PublishRate, lim.PublishBurst = 1e6, 1e6
@@ -309,7 +308,7 @@ func TestLargeRoomEveryEventOnceInOrder(t *testing.T) {
 		pub.mustOK(pub.call("publish", obj{"room": room, "data": k}))
 		if k%20 == 0 {
 			// One socket leaves and a new one resumes from where the
-			// first stood: the room's list changes under the walk.
+			// first stood: the room's list changes under the feed.
 			i := k / 20
 			tallies[i].mu.Lock()
 			from := tallies[i].next

@@ -3,7 +3,6 @@ package wsfront
 import (
 	"context"
 	"log/slog"
-	"runtime"
 	"sync"
 	"time"
 
@@ -22,31 +21,10 @@ type hub struct {
 
 	mu     sync.Mutex
 	groups map[uint64]*groupFeed
-
-	// walkers take parts of a large room's subscribers off a feed, so
-	// that one event reaches them on every core (walk).
-	walkers chan walkPart
-	nwalk   int
 }
 
 func newHub(ctx context.Context, be Backend, log *slog.Logger, timeout time.Duration) *hub {
-	h := &hub{be: be, log: log, ctx: ctx, timeout: timeout, groups: make(map[uint64]*groupFeed),
-		walkers: make(chan walkPart), nwalk: runtime.GOMAXPROCS(0) - 1}
-	for range h.nwalk {
-		h.wg.Add(1)
-		go func() {
-			defer h.wg.Done()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case p := <-h.walkers:
-					p.offer()
-				}
-			}
-		}()
-	}
-	return h
+	return &hub{be: be, log: log, ctx: ctx, timeout: timeout, groups: make(map[uint64]*groupFeed)}
 }
 
 // hubEvent is a committed event as the hub hands it to subscriptions:
@@ -229,8 +207,8 @@ func (h *hub) pump(ctx context.Context, gf *groupFeed, stream EventStream) {
 		}
 		gf.mu.Lock()
 		rooms.group(batch, gf.rooms)
-		for _, rb := range rooms {
-			h.walk(*gf.rooms[rb.room], rb.evs)
+		for _, rb := range rooms.list {
+			offerAll(*gf.rooms[rb.room], rb.evs)
 		}
 		gf.mu.Unlock()
 		rooms.reset()
@@ -239,7 +217,10 @@ func (h *hub) pump(ctx context.Context, gf *groupFeed, stream EventStream) {
 
 // roomBatches splits a batch of a group's events by room, in order, keeping
 // only rooms with subscribers here; each event becomes a hubEvent.
-type roomBatches []roomBatch
+type roomBatches struct {
+	list []roomBatch
+	idx  map[string]int // room -> its place in list
+}
 
 type roomBatch struct {
 	room string
@@ -247,74 +228,41 @@ type roomBatch struct {
 }
 
 func (rb *roomBatches) group(batch []fsm.Event, rooms map[string]*roomSubs) {
+	if rb.idx == nil {
+		rb.idx = make(map[string]int)
+	}
 	for i := range batch {
 		ev := &batch[i]
 		if rooms[ev.Room] == nil {
 			continue
 		}
-		j := 0
-		for j < len(*rb) && (*rb)[j].room != ev.Room {
-			j++
+		j, ok := rb.idx[ev.Room]
+		if !ok {
+			j = len(rb.list)
+			rb.idx[ev.Room] = j
+			rb.list = append(rb.list, roomBatch{room: ev.Room})
 		}
-		if j == len(*rb) {
-			*rb = append(*rb, roomBatch{room: ev.Room})
-		}
-		(*rb)[j].evs = append((*rb)[j].evs, newHubEvent(*ev))
+		rb.list[j].evs = append(rb.list[j].evs, newHubEvent(*ev))
 	}
 }
 
 func (rb *roomBatches) reset() {
-	for i := range *rb {
-		(*rb)[i] = roomBatch{}
-	}
-	*rb = (*rb)[:0]
+	clear(rb.list)
+	rb.list = rb.list[:0]
+	clear(rb.idx)
 }
 
-// minWalkPart is the fewest subscribers worth handing to another core: an
-// offer costs a few hundred nanoseconds, a hand-off about a microsecond.
-const minWalkPart = 128
-
-// walkPart is a share of a room's subscribers to offer events to.
-type walkPart struct {
-	subs []*subscription
-	evs  []*hubEvent
-	done *sync.WaitGroup
-}
-
-func (p walkPart) offer() {
+// offerAll hands evs to every subscription of a room. It only queues
+// shared frames, a fraction of a microsecond per subscription; the writes,
+// which are most of a fan-out's work, run in the sockets' own writers on
+// every core. (Sharing the walk itself among goroutines made delivery 3 to
+// 6 times slower on a loaded 2-core machine: each event waited for every
+// helper to be scheduled. docs/benchmarks.md#fan-out-encode-once-write-once.)
+func offerAll(subs []*subscription, evs []*hubEvent) {
 	var sink eventSink
-	for _, sub := range p.subs {
-		sub.offer(p.evs, &sink)
+	for _, sub := range subs {
+		sub.offer(evs, &sink)
 	}
-	if p.done != nil {
-		p.done.Done()
-	}
-}
-
-// walk offers evs to subs, sharing a large room among the walkers that
-// are idle; it returns once every subscription has them, so each receives
-// a group's events in order. Its caller holds the feed's lock, which keeps
-// subs as it is until then.
-func (h *hub) walk(subs []*subscription, evs []*hubEvent) {
-	parts := min(h.nwalk+1, len(subs)/minWalkPart)
-	if parts < 2 {
-		walkPart{subs: subs, evs: evs}.offer()
-		return
-	}
-	var done sync.WaitGroup
-	size := (len(subs) + parts - 1) / parts
-	for len(subs) > size {
-		p := walkPart{subs: subs[:size], evs: evs, done: &done}
-		subs = subs[size:]
-		done.Add(1)
-		select {
-		case h.walkers <- p:
-		default:
-			p.offer() // every walker is busy: this core does it
-		}
-	}
-	walkPart{subs: subs, evs: evs}.offer()
-	done.Wait()
 }
 
 // sleep waits d or until ctx ends, reporting whether ctx is still live.
