@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -178,5 +180,69 @@ func TestOutboxCloseFollowsQueuedFrames(t *testing.T) {
 	case f := <-p.frames:
 		t.Fatalf("frame %.20q after the close", f)
 	default:
+	}
+}
+
+// countingConn counts the writes made to a connection.
+type countingConn struct {
+	net.Conn
+	writes int
+}
+
+func (c *countingConn) Write(b []byte) (int, error) {
+	c.writes++
+	return c.Conn.Write(b)
+}
+
+// On a connection that cannot writev (TLS), a batch is joined and written
+// with one call, so that no ping from gws lands between its frames.
+func TestBatchJoinedOnOtherConnections(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	conn := &countingConn{Conn: a}
+	ev := wireFrame(5, func(b []byte) []byte { return append(b, "event"...) })
+	big := bytes.Repeat([]byte("r"), 300)
+	batch := []outFrame{{b: ev, wire: true}, {b: []byte("reply")}, {b: big}, {b: ev, wire: true}}
+	var want []byte
+	for _, f := range batch {
+		if f.wire {
+			want = append(want, f.b...)
+		} else {
+			want = append(appendHeader(want, len(f.b)), f.b...)
+		}
+	}
+	got := make(chan []byte, 1)
+	go func() {
+		buf := make([]byte, len(want))
+		_, err := io.ReadFull(b, buf)
+		if err != nil {
+			buf = nil
+		}
+		got <- buf
+	}()
+	var w batchWriter
+	if err := w.write(conn, batch); err != nil {
+		t.Fatal(err)
+	}
+	if g := <-got; !bytes.Equal(g, want) {
+		t.Fatalf("wire bytes differ:\n got %q\nwant %q", g, want)
+	}
+	if conn.writes != 1 {
+		t.Fatalf("%d writes for one batch, want 1", conn.writes)
+	}
+	// The header of each length class, as RFC 6455 has it.
+	for _, tc := range []struct {
+		n    int
+		want []byte
+	}{
+		{125, []byte{0x81, 125}},
+		{126, []byte{0x81, 126, 0, 126}},
+		{65535, []byte{0x81, 126, 0xff, 0xff}},
+		{65536, []byte{0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0}},
+	} {
+		if h := appendHeader(nil, tc.n); !bytes.Equal(h, tc.want) {
+			t.Errorf("header of %d bytes: % x, want % x", tc.n, h, tc.want)
+		}
 	}
 }
