@@ -109,11 +109,10 @@ type closeRequest struct {
 // frames queued while the previous batch was being written go out in one
 // system call.
 func (sess *session) writeLoop() {
-	var (
-		batch []outFrame
-		w     batchWriter
-		err   error
-	)
+	var batch []outFrame
+	// A writer lives for a burst, so its buffers come from a pool.
+	w := writerPool.Get().(*batchWriter)
+	defer w.release()
 	for {
 		sess.outMu.Lock()
 		if len(sess.out) == 0 {
@@ -136,8 +135,7 @@ func (sess *session) writeLoop() {
 		sess.outMu.Unlock()
 
 		if !failed {
-			err = w.write(sess.conn.NetConn(), batch)
-			if err != nil {
+			if err := w.write(sess.conn.NetConn(), batch); err != nil {
 				sess.outMu.Lock()
 				sess.outEnded = true
 				sess.outMu.Unlock()
@@ -189,10 +187,19 @@ func (sess *session) requestClose(code uint16, reason string) {
 }
 
 // batchWriter turns a batch of frames into one write; its buffers are
-// reused from batch to batch of one writer.
+// reused from batch to batch and, through writerPool, from writer to writer.
 type batchWriter struct {
 	hdrs []byte
 	iov  [][]byte
+}
+
+var writerPool = sync.Pool{New: func() any { return new(batchWriter) }}
+
+// release returns w to the pool unless a rare huge batch grew it.
+func (w *batchWriter) release() {
+	if cap(w.iov) <= 4096 && cap(w.hdrs) <= 64<<10 {
+		writerPool.Put(w)
+	}
 }
 
 func (w *batchWriter) write(conn net.Conn, batch []outFrame) error {
