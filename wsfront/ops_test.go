@@ -518,3 +518,37 @@ func TestInsecureModeRefusesForeignOrigins(t *testing.T) {
 		t.Error("a foreign origin opened a socket on an insecure node")
 	}
 }
+
+// Data stored by another kind of client can hold bytes that are not UTF-8
+// inside a JSON string (JSON validity does not check them). A text frame
+// must be UTF-8, so the event goes out with those bytes replaced, live and
+// from history, and the subscriber's socket stays open (gws used to refuse
+// the frame and close the socket).
+func TestEventWithInvalidUTF8Delivered(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{Nodes: 1})
+	room := "bytes"
+	sub := login(t, c.URL(0), "alice")
+	sub.mustOK(sub.call("subscribe", obj{"room": room}))
+	h := c.Node(0).Host()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, data := range []string{`{"s":"a` + "\xff" + `b"}`, `"after"`} {
+		cmd := fsm.Command{Op: fsm.OpPublish, Room: room, Member: "server", Data: []byte(data)}
+		if out, err := h.Propose(ctx, h.GroupForKey(room), cmd.Encode()); err != nil || out.(*fsm.Result).Err != nil {
+			t.Fatalf("publish: %v %v", err, out)
+		}
+	}
+	check := func(evs []obj) {
+		t.Helper()
+		if d, _ := evs[0]["data"].(map[string]any); d["s"] != "a\uFFFDb" {
+			t.Fatalf("first event's data: %v", evs[0]["data"])
+		}
+		if evs[1]["data"] != "after" {
+			t.Fatalf("second event's data: %v", evs[1]["data"])
+		}
+	}
+	check(sub.events(2, 10*time.Second))
+	late := login(t, c.URL(0), "bob")
+	late.mustOK(late.call("subscribe", obj{"room": room, "from_seq": 1}))
+	check(late.events(2, 10*time.Second))
+}
