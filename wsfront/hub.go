@@ -155,8 +155,9 @@ func (h *hub) run(ctx context.Context, gf *groupFeed) {
 	}
 }
 
-// maxFeedBatch bounds the events a feed hands on at once.
-const maxFeedBatch = 256
+// maxFeedBatch bounds the events a feed hands on at once, and the events
+// its reader holds ahead of it (a feed's buffer is this many fsm.Events).
+const maxFeedBatch = 64
 
 // pump hands the stream's events to the subscriptions, a batch at a time:
 // every event that arrived while the previous batch was being handed on

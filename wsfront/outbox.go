@@ -121,9 +121,7 @@ func (sess *session) writeLoop() {
 			if cr != nil {
 				sess.outEnded = true
 			}
-			if cap(sess.out) > 16 {
-				sess.out = nil // idle sockets keep no large queue
-			}
+			sess.out = nil // an idle socket holds no queue
 			sess.outMu.Unlock()
 			if cr != nil {
 				sess.writeClose(cr)
@@ -228,7 +226,14 @@ func (w *batchWriter) write(conn net.Conn, batch []outFrame) error {
 	}
 	w.iov = iov
 	defer clear(iov)
-	if _, ok := conn.(*net.TCPConn); ok {
+	if len(iov) == 1 {
+		_, err := conn.Write(iov[0])
+		return err
+	}
+	// A writev leaves an iovec array on the connection for the next one,
+	// which idle sockets should not keep for a reply: a lone small frame
+	// is joined to its header instead.
+	if _, ok := conn.(*net.TCPConn); ok && (len(batch) > 1 || total > 16<<10) {
 		// One writev, under the connection's write lock throughout.
 		bufs := net.Buffers(iov)
 		_, err := bufs.WriteTo(conn)
