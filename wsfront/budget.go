@@ -8,7 +8,6 @@ import (
 
 	"github.com/heraldhq/herald/internal/wait"
 	"github.com/heraldhq/herald/protocol"
-	"github.com/lxzan/gws"
 )
 
 // History pages are the one reply a client can make the node build at
@@ -105,17 +104,19 @@ func (g *readGrant) send(frame []byte) bool {
 	sess.reservedBytes.Add(-paid)
 	// The node's budget keeps the frame's bytes until it is written.
 	sess.srv.reads.add(size - paid)
+	f := outFrame{b: validPayload(frame), then: func() { sess.srv.reads.give(size) }}
 	if sess.closing.Load() {
 		sess.srv.reads.give(size)
 		return false
 	}
 	sess.queuedFrames.Add(1)
-	sess.queuedBytes.Add(size)
-	sess.conn.WriteAsync(gws.OpcodeText, frame, func(error) {
+	sess.queuedBytes.Add(int64(len(f.b)))
+	if !sess.enqueue(f) {
 		sess.queuedFrames.Add(-1)
-		sess.queuedBytes.Add(-size)
+		sess.queuedBytes.Add(-int64(len(f.b)))
 		sess.srv.reads.give(size)
-	})
+		return false
+	}
 	return true
 }
 

@@ -2,6 +2,7 @@ package wsfront_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
@@ -145,6 +146,85 @@ func TestSlowConsumerClosedAndResumes(t *testing.T) {
 	for i, ev := range evs {
 		if wstest.Num(ev["seq"]) != uint64(i+1) {
 			t.Fatalf("event %d has seq %v", i, ev["seq"])
+		}
+	}
+}
+
+// A large room on one node gives every socket every event once and in
+// order, with events handed on in batches and frames shared by all
+// sockets, while sockets subscribe and leave during the publishing.
+func TestLargeRoomEveryEventOnceInOrder(t *testing.T) {
+	lim := wsfront.DefaultLimits()
+	lim.PublishRate, lim.PublishBurst = 1e6, 1e6
+	lim.MaxSocketsPerIP = 0
+	c := testcluster.Start(t, testcluster.Options{Nodes: 1, Limits: &lim})
+	const subs, total = 600, 200
+	room := "crowd"
+	type tally struct {
+		mu   sync.Mutex
+		next uint64 // seq due next
+		bad  string
+	}
+	dial := func(i int, from uint64) (*benchConn, *tally) {
+		tl := &tally{next: from}
+		s := dialBench(t, c.URL(0), func(frame []byte, _ time.Time) {
+			var ev struct {
+				Ev  string `json:"ev"`
+				Seq uint64 `json:"seq"`
+			}
+			tl.mu.Lock()
+			defer tl.mu.Unlock()
+			if err := json.Unmarshal(frame, &ev); err != nil || ev.Ev != "event" {
+				tl.bad = fmt.Sprintf("frame %q: %v", frame, err)
+			} else if ev.Seq != tl.next && tl.bad == "" {
+				tl.bad = fmt.Sprintf("seq %d when %d was due", ev.Seq, tl.next)
+			}
+			tl.next = ev.Seq + 1
+		})
+		s.do(t, fmt.Sprintf(`{"id":1,"op":"auth","user":"s%d"}`, i))
+		s.do(t, fmt.Sprintf(`{"id":2,"op":"subscribe","room":"%s","from_seq":%d}`, room, from))
+		return s, tl
+	}
+	conns := make([]*benchConn, subs)
+	tallies := make([]*tally, subs)
+	for i := range subs {
+		conns[i], tallies[i] = dial(i, 1)
+	}
+	defer func() {
+		for _, s := range conns {
+			s.close()
+		}
+	}()
+	pub := wstest.Login(t, c.URL(0), "writer")
+	for k := 1; k <= total; k++ {
+		pub.MustOK(pub.Call("publish", wstest.Obj{"room": room, "data": k}))
+		if k%20 == 0 {
+			// One socket leaves and a new one resumes from where the
+			// first stood: the room's list changes under the feed.
+			i := k / 20
+			tallies[i].mu.Lock()
+			from := tallies[i].next
+			tallies[i].mu.Unlock()
+			conns[i].close()
+			conns[i], tallies[i] = dial(subs+i, from)
+		}
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for i, tl := range tallies {
+		for {
+			tl.mu.Lock()
+			next, bad := tl.next, tl.bad
+			tl.mu.Unlock()
+			if bad != "" {
+				t.Fatalf("socket %d: %s", i, bad)
+			}
+			if next == total+1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("socket %d has events up to seq %d of %d", i, next-1, total)
+			}
+			time.Sleep(5 * time.Millisecond)
 		}
 	}
 }

@@ -25,4 +25,9 @@
 // a feed whenever the feed reopens, since events may have committed while no
 // stream was open). History reads are linearizable, so a subscription's
 // catch-up always reaches at least what was committed when it began.
+//
+// A feed hands on the events that arrived meanwhile as one batch. Each
+// event is decoded and encoded once per node, as a whole websocket frame
+// whose bytes every socket of its room shares; a socket's outbox writes
+// everything queued for it with one system call (outbox.go).
 package wsfront

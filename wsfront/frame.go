@@ -299,6 +299,11 @@ func appendEvent(b []byte, ev *fsm.Event) []byte {
 
 func eventFrame(ev *fsm.Event) []byte { return appendEvent(make([]byte, 0, 128+len(ev.Data)), ev) }
 
+// eventWire is the event's push as a whole websocket frame (wireFrame).
+func eventWire(ev *fsm.Event) []byte {
+	return wireFrame(128+len(ev.Room)+len(ev.Member)+len(ev.Data), func(b []byte) []byte { return appendEvent(b, ev) })
+}
+
 // appendRawJSON appends v, which the front stored as JSON; anything that is
 // not (written by another kind of client) goes out as a string so the frame
 // stays valid JSON.

@@ -523,3 +523,36 @@ func TestInsecureModeRefusesForeignOrigins(t *testing.T) {
 		t.Error("a foreign origin opened a socket on an insecure node")
 	}
 }
+
+// Data stored by another kind of client can hold bytes that are not UTF-8
+// inside a JSON string (JSON validity does not check them). A text frame
+// must be UTF-8, so the event goes out with those bytes replaced, live and
+// from history, and the subscriber's socket stays open (gws used to refuse
+// the frame and close the socket).
+func TestEventWithInvalidUTF8Delivered(t *testing.T) {
+	c := memcluster.Start(t, memcluster.Options{Nodes: 1})
+	room := "bytes"
+	sub := wstest.Login(t, c.URL(0), "alice")
+	sub.MustOK(sub.Call("subscribe", wstest.Obj{"room": room}))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, data := range []string{`{"s":"a` + "\xff" + `b"}`, `"after"`} {
+		cmd := fsm.Command{Op: fsm.OpPublish, Room: room, Member: "server", Data: []byte(data)}
+		if res, err := c.Backend(0).Propose(ctx, cmd); err != nil || res.Err != nil {
+			t.Fatalf("publish: %v %v", err, res)
+		}
+	}
+	check := func(evs []wstest.Obj) {
+		t.Helper()
+		if d, _ := evs[0]["data"].(map[string]any); d["s"] != "a\uFFFDb" {
+			t.Fatalf("first event's data: %v", evs[0]["data"])
+		}
+		if evs[1]["data"] != "after" {
+			t.Fatalf("second event's data: %v", evs[1]["data"])
+		}
+	}
+	check(sub.Events(2, 10*time.Second))
+	late := wstest.Login(t, c.URL(0), "bob")
+	late.MustOK(late.Call("subscribe", wstest.Obj{"room": room, "from_seq": 1}))
+	check(late.Events(2, 10*time.Second))
+}

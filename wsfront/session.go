@@ -51,6 +51,13 @@ type session struct {
 	// done channel its first request leaves behind, cost every idle
 	// socket about 0.5 KB (docs/benchmarks.md); the list is empty then.
 	runs *run
+
+	// The socket's outgoing frames (outbox.go).
+	outMu    sync.Mutex
+	out      []outFrame
+	outBusy  bool          // a writer goroutine is draining out
+	outEnded bool          // a write failed or the close frame went out: nothing more is written
+	outClose *closeRequest // the close frame to write once out is drained
 }
 
 // run is one goroutine working for a socket, in the socket's runs list.
@@ -152,32 +159,41 @@ func (sess *session) send(frame []byte) bool { return sess.sendThen(frame, nil) 
 // sendThen is send, calling then (when not nil) once the frame is written
 // or has failed.
 func (sess *session) sendThen(frame []byte, then func()) bool {
+	return sess.queue(outFrame{b: validPayload(frame), then: then})
+}
+
+// queue counts frames against the socket's bound and puts them in the
+// outbox, in order, at once.
+func (sess *session) queue(frames ...outFrame) bool {
 	if sess.closing.Load() {
 		return false
 	}
 	lim := sess.srv.cfg.Limits
-	n := sess.queuedFrames.Add(1)
-	b := sess.queuedBytes.Add(int64(len(frame)))
+	var size int64
+	for i := range frames {
+		size += int64(len(frames[i].b))
+	}
+	count := int64(len(frames))
+	n := sess.queuedFrames.Add(count)
+	b := sess.queuedBytes.Add(size)
 	if n > int64(lim.MaxQueueFrames) || b > int64(lim.MaxQueueBytes) {
-		sess.queuedFrames.Add(-1)
-		sess.queuedBytes.Add(-int64(len(frame)))
+		sess.queuedFrames.Add(-count)
+		sess.queuedBytes.Add(-size)
 		sess.closeWith(closeSlowConsumer, "slow consumer: outgoing queue is full; reconnect and resume from your last seq")
 		return false
 	}
-	size := int64(len(frame))
-	sess.conn.WriteAsync(gws.OpcodeText, frame, func(error) {
-		sess.queuedFrames.Add(-1)
+	if !sess.enqueue(frames...) {
+		sess.queuedFrames.Add(-count)
 		sess.queuedBytes.Add(-size)
-		if then != nil {
-			then()
-		}
-	})
+		return false
+	}
 	return true
 }
 
-// sendEvent queues an event frame and counts it as delivered.
-func (sess *session) sendEvent(frame []byte) {
-	if sess.send(frame) {
+// sendEvent queues an event's frame, built once for every socket by
+// wireFrame, and counts it as delivered.
+func (sess *session) sendEvent(wire []byte) {
+	if sess.queue(outFrame{b: wire, wire: true}) {
 		sess.srv.obs.EventsDelivered(1)
 	}
 }
@@ -191,11 +207,7 @@ func (sess *session) closeWith(code uint16, reason string) bool {
 	}
 	sess.srv.obs.ServerClosed(int(code))
 	sess.srv.goOwned(context.Background(), func(context.Context) {
-		_ = sess.conn.SetWriteDeadline(time.Now().Add(time.Second))
-		_ = sess.conn.WriteClose(code, []byte(reason))
-		// WriteClose closes the connection once the frame is out (or
-		// failed); the read loop then ends and closed runs.
-		_ = sess.conn.NetConn().Close()
+		sess.requestClose(code, reason)
 	})
 	return true
 }

@@ -21,6 +21,9 @@ const maxCatchUpBuffer = 4096
 type subscription struct {
 	sess *session
 	room string
+	// hubIndex is its place in its room's list in the hub (under the
+	// group feed's lock).
+	hubIndex int
 
 	mu      sync.Mutex
 	epoch   uint64 // the incarnation being delivered (0: none yet)
@@ -29,7 +32,7 @@ type subscription struct {
 	// catching is set while a goroutine reads history for this
 	// subscription; live events then wait in buf, in arrival order.
 	catching bool
-	buf      []fsm.Event
+	buf      []*hubEvent
 	overflow bool
 	closed   bool
 }
@@ -45,26 +48,59 @@ func (s *subscription) close() {
 	s.mu.Unlock()
 }
 
-// offer hands the subscription a live event from its group's feed. frame is
-// the event's encoding, shared by every socket (nil for room deletions).
-func (s *subscription) offer(ev *fsm.Event, frame []byte) {
+// offer hands the subscription live events from its group's feed, in
+// order; the events and their frames are shared with every other
+// subscription. What it sends goes through sink, reused from one
+// subscription to the next.
+func (s *subscription) offer(evs []*hubEvent, sink *eventSink) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return
 	}
-	if s.catching {
-		if len(s.buf) < maxCatchUpBuffer {
-			s.buf = append(s.buf, *ev)
-		} else {
-			s.overflow = true
+	sink.sess = s.sess
+	for _, ev := range evs {
+		if s.catching {
+			if len(s.buf) < maxCatchUpBuffer {
+				s.buf = append(s.buf, ev)
+			} else {
+				s.overflow = true
+			}
+			continue
 		}
+		if !s.deliverLocked(ev, sink) {
+			sink.flush()
+			s.startCatchUpLocked()
+			s.buf = append(s.buf, ev)
+		}
+	}
+	sink.flush()
+}
+
+// eventSink gathers the frames one subscription sends while it holds its
+// lock, so that they reach its socket's outbox at once.
+type eventSink struct {
+	sess   *session
+	frames []outFrame
+	events int // how many of frames are events
+}
+
+func (k *eventSink) event(wire []byte) {
+	k.frames = append(k.frames, outFrame{b: wire, wire: true})
+	k.events++
+}
+
+func (k *eventSink) push(frame []byte) { k.frames = append(k.frames, outFrame{b: frame}) }
+
+func (k *eventSink) flush() {
+	if len(k.frames) == 0 {
 		return
 	}
-	if !s.deliverLocked(ev, frame) {
-		s.startCatchUpLocked()
-		s.buf = append(s.buf, *ev)
+	if k.sess.queue(k.frames...) && k.events > 0 {
+		k.sess.srv.obs.EventsDelivered(k.events)
 	}
+	clear(k.frames)
+	k.frames, k.events = k.frames[:0], 0
 }
 
 // tail tells the subscription where its room stands after the feed
@@ -92,10 +128,10 @@ func (s *subscription) recheck() {
 
 // deliverLocked sends ev if it is the next event owed. It returns false on
 // a gap: events between next and ev must come from history first.
-func (s *subscription) deliverLocked(ev *fsm.Event, frame []byte) bool {
+func (s *subscription) deliverLocked(ev *hubEvent, sink *eventSink) bool {
 	if ev.Type == fsm.EventRoomDeleted {
 		if ev.Epoch == s.epoch && s.epoch != 0 && !s.deleted {
-			s.pushDeletedLocked()
+			s.pushDeletedLocked(sink)
 		}
 		return true
 	}
@@ -104,7 +140,7 @@ func (s *subscription) deliverLocked(ev *fsm.Event, frame []byte) bool {
 			return true // an ended incarnation's straggler
 		}
 		if s.epoch != 0 && !s.deleted {
-			s.pushDeletedLocked()
+			s.pushDeletedLocked(sink)
 		}
 		s.epoch, s.deleted, s.next = ev.Epoch, false, 1
 	}
@@ -113,10 +149,7 @@ func (s *subscription) deliverLocked(ev *fsm.Event, frame []byte) bool {
 		// place, right after the event it follows; a subscription that is
 		// not there (catching up, resuming) never sees it.
 		if ev.Seq == s.next-1 {
-			if frame == nil {
-				frame = eventFrame(ev)
-			}
-			s.sess.sendEvent(frame)
+			sink.event(ev.wire)
 		}
 		return true
 	}
@@ -126,22 +159,27 @@ func (s *subscription) deliverLocked(ev *fsm.Event, frame []byte) bool {
 	case ev.Seq > s.next:
 		return false
 	}
-	if frame == nil {
-		frame = eventFrame(ev)
-	}
-	s.sess.sendEvent(frame)
+	sink.event(ev.wire)
 	s.next++
 	return true
 }
 
-func (s *subscription) pushDeletedLocked() {
-	s.sess.send(newPush("room_deleted").str("room", s.room).epoch(s.epoch).uint("last_seq", s.next-1).done())
+// pushDeletedLocked pushes room_deleted through sink when it is given (in
+// order with the events sink holds), else at once.
+func (s *subscription) pushDeletedLocked(sink *eventSink) {
+	frame := newPush("room_deleted").str("room", s.room).epoch(s.epoch).uint("last_seq", s.next-1).done()
+	if sink != nil {
+		sink.push(frame)
+	} else {
+		s.sess.send(frame)
+	}
 	s.deleted = true
 }
 
 func (s *subscription) startCatchUpLocked() {
 	s.catching = true
 	s.overflow = false
+	clear(s.buf)
 	s.buf = s.buf[:0]
 	s.sess.goOwned(0, s.catchUp)
 }
@@ -214,14 +252,14 @@ func (s *subscription) applyPage(page *fsm.History, g *readGrant) bool {
 		// The room is gone (or never was): nothing to read; what comes
 		// next is a new incarnation, delivered live from seq 1.
 		if s.epoch != 0 && !s.deleted {
-			s.pushDeletedLocked()
+			s.pushDeletedLocked(nil)
 		}
 	case page.Epoch != s.epoch || s.deleted:
 		if page.Epoch < s.epoch {
 			return false // a read that raced a newer incarnation: read again
 		}
 		if s.epoch != 0 && !s.deleted {
-			s.pushDeletedLocked()
+			s.pushDeletedLocked(nil)
 		}
 		s.epoch, s.deleted, s.next = page.Epoch, false, 1
 		return false
@@ -240,7 +278,7 @@ func (s *subscription) applyPage(page *fsm.History, g *readGrant) bool {
 						s.sess.srv.obs.EventsDelivered(1)
 					}
 				} else {
-					s.sess.sendEvent(eventFrame(ev))
+					s.sess.sendEvent(eventWire(ev))
 				}
 				s.next++
 			}
@@ -251,15 +289,22 @@ func (s *subscription) applyPage(page *fsm.History, g *readGrant) bool {
 	}
 	if s.overflow {
 		s.overflow = false
+		clear(s.buf)
 		s.buf = s.buf[:0]
 		return false
 	}
+	// Each event is queued before the next backlogged check, which
+	// paces the drain by the socket.
+	sink := eventSink{sess: s.sess}
 	for i := range s.buf {
-		if s.sess.backlogged() || !s.deliverLocked(&s.buf[i], nil) {
+		if s.sess.backlogged() || !s.deliverLocked(s.buf[i], &sink) {
+			sink.flush()
 			n := copy(s.buf, s.buf[i:])
+			clear(s.buf[n:])
 			s.buf = s.buf[:n]
 			return false
 		}
+		sink.flush()
 	}
 	s.buf = nil
 	s.catching = false
@@ -287,7 +332,11 @@ func (h *hub) recheckRooms(ctx context.Context, gf *groupFeed, timeout time.Dura
 			info, err = fsm.RoomInfo{}, nil
 		}
 		gf.mu.Lock()
-		for sub := range gf.rooms[room] {
+		var subs roomSubs
+		if p := gf.rooms[room]; p != nil {
+			subs = *p
+		}
+		for _, sub := range subs {
 			if err != nil {
 				sub.recheck()
 			} else {

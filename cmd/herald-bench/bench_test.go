@@ -428,3 +428,27 @@ func TestDialerSpreadsSources(t *testing.T) {
 		t.Fatalf("forced spread: %v", got)
 	}
 }
+
+// The fan-out goals of a closed-loop step are on throughput, those of an
+// open-loop step on delivery p99 against the commit and raw gws.
+func TestFanoutRatios(t *testing.T) {
+	closed := &Result{Params: Params{Scenario: "fanout"}, DeliveryRate: 90}
+	r := fanoutRatios(closed, &Result{DeliveryRate: 100})
+	if len(r) != 1 || r[0].Value != 0.9 || r[0].Met {
+		t.Fatalf("closed loop below raw gws: %+v", r)
+	}
+	if r := fanoutRatios(closed, &Result{DeliveryRate: 90}); len(r) != 1 || !r[0].Met {
+		t.Fatalf("closed loop at raw gws: %+v", r)
+	}
+	open := &Result{Params: Params{Scenario: "fanout", Rate: 100},
+		Ack: &Latency{Count: 1, P99: 10}, Delivery: &Latency{Count: 1, P99: 15}}
+	raw := &Result{Delivery: &Latency{Count: 1, P99: 2}}
+	r = fanoutRatios(open, raw) // bound 10 + 2×2 = 14 ms
+	if len(r) != 1 || r[0].Met || r[0].Value <= 1 || !strings.Contains(r[0].Name, "14.0 ms") {
+		t.Fatalf("open loop over its bound: %+v", r)
+	}
+	open.Delivery.P99 = 14
+	if r := fanoutRatios(open, raw); len(r) != 1 || !r[0].Met {
+		t.Fatalf("open loop at its bound: %+v", r)
+	}
+}

@@ -404,9 +404,8 @@ func runScenario(ctx context.Context, e *env, o options, p Params) (*Result, err
 			return nil, fmt.Errorf("raw gws baseline: %w", err)
 		}
 		res.Baselines = append(res.Baselines, base)
-		if p.Scenario == "fanout" && base.DeliveryRate > 0 {
-			v := res.DeliveryRate / base.DeliveryRate
-			res.Ratios = append(res.Ratios, Ratio{Name: "deliveries/s / raw gws", Value: v, Goal: ">= 0.7", Met: v >= 0.7})
+		if p.Scenario == "fanout" {
+			res.Ratios = append(res.Ratios, fanoutRatios(res, base)...)
 		}
 		if p.Scenario == "conns" && base.RSSPerSocket > 0 {
 			v := res.RSSPerSocket / base.RSSPerSocket
@@ -418,6 +417,27 @@ func runScenario(ctx context.Context, e *env, o options, p Params) (*Result, err
 		}
 	}
 	return res, nil
+}
+
+// fanoutRatios judge a fan-out against raw gws under the same load. As
+// fast as the publishers go, the goal is raw gws's deliveries/s. At a fixed
+// rate both deliver everything, and the goal is that fan-out adds almost
+// nothing to the commit: delivery p99 at most the publish-ack p99 plus
+// twice raw gws's delivery p99.
+func fanoutRatios(res, base *Result) []Ratio {
+	if res.Params.Rate == 0 {
+		if base.DeliveryRate <= 0 {
+			return nil
+		}
+		v := res.DeliveryRate / base.DeliveryRate
+		return []Ratio{{Name: "deliveries/s / raw gws", Value: v, Goal: ">= 1.0", Met: v >= 1.0}}
+	}
+	if res.Delivery == nil || res.Ack == nil || base.Delivery == nil || res.Delivery.Count == 0 || base.Delivery.Count == 0 {
+		return nil
+	}
+	bound := res.Ack.P99 + 2*base.Delivery.P99
+	v := res.Delivery.P99 / bound
+	return []Ratio{{Name: fmt.Sprintf("delivery p99 / (ack p99 + 2 × raw gws delivery p99 = %.1f ms)", bound), Value: v, Goal: "<= 1", Met: v <= 1}}
 }
 
 // addRawCommit measures the raw commit baseline (and the in-process one

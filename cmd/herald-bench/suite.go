@@ -46,6 +46,13 @@ var suiteSteps = []suiteStep{
 		Duration: 10 * sec, Warmup: 3 * sec, Interval: sec, Dialers: 64}, false, false},
 	{"fanout-open", Params{Scenario: "fanout", Rooms: 10, Subscribers: 100, Publishers: 10, Rate: 500, Payload: 100,
 		Duration: 10 * sec, Warmup: 3 * sec, Interval: sec, Dialers: 64}, false, false},
+	// One room of 1,000 subscribers spread over the nodes: the read-heavy
+	// shape of chat and signaling, as fast as 8 publishers go and at
+	// 100 publishes/s (100,000 deliveries/s).
+	{"fanout-1k", Params{Scenario: "fanout", Rooms: 1, Subscribers: 1000, Publishers: 8, Inflight: 16, Payload: 100,
+		Duration: 10 * sec, Warmup: 3 * sec, Interval: sec, Dialers: 64}, false, false},
+	{"fanout-1k-open", Params{Scenario: "fanout", Rooms: 1, Subscribers: 1000, Publishers: 8, Rate: 100, Payload: 100,
+		Duration: 10 * sec, Warmup: 3 * sec, Interval: sec, Dialers: 64}, false, false},
 	{"conns", Params{Scenario: "conns", Conns: 10_000, Rooms: 100, Dialers: 64,
 		Duration: 5 * sec, Warmup: 2 * sec, Interval: sec}, false, false},
 	{"rooms", Params{Scenario: "rooms", Rooms: 100_000, Conns: 1000, Publishers: 16, Rate: 1000, Payload: 100,
