@@ -365,14 +365,14 @@ func TestEmptyAppendsRide(t *testing.T) {
 		waitFor(t, 10*time.Second, "every replica to apply every write", func() bool {
 			return allApplied(nodes, groups, uint64(5*round))
 		})
-		time.Sleep(time.Second)
+		// 6 groups x 2 followers, an empty append every 300-600 ms: about
+		// 20 a second once the commits are acknowledged.
+		ridden := sumStats(nodes).Ridden
+		waitFor(t, 10*time.Second, "empty appends to ride on heartbeats after the writes", func() bool {
+			return sumStats(nodes).Ridden >= ridden+groups
+		})
 	}
-	st := sumStats(nodes)
-	t.Logf("%+v", st)
-	// 6 groups x 2 followers, an empty append every 300-600 ms, for 3 s.
-	if st.Ridden < 20 {
-		t.Fatalf("only %d empty appends rode on heartbeats", st.Ridden)
-	}
+	t.Logf("%+v", sumStats(nodes))
 }
 
 // TestRiderRestartedFollower restarts one follower replica behind a
@@ -403,7 +403,7 @@ func TestRiderRestartedFollower(t *testing.T) {
 			follower = n
 		}
 	}
-	time.Sleep(time.Second) // riders answer the follower's empty appends
+	waitFor(t, 10*time.Second, "riders to answer empty appends", func() bool { return sumStats(nodes).Ridden > 0 })
 	ridden := sumStats(nodes).Ridden
 
 	rep := follower.replicas[1]
@@ -429,8 +429,5 @@ func TestRiderRestartedFollower(t *testing.T) {
 	})
 	if sumStats(nodes).Ridden == ridden {
 		t.Log("no empty append rode after the restart")
-	}
-	if ridden == 0 {
-		t.Fatal("no empty append rode before the restart: the test did not exercise riders")
 	}
 }

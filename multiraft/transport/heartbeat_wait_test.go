@@ -352,11 +352,27 @@ func TestHeartbeatPeerKilledAndRestarted(t *testing.T) {
 		loops.wait(t, 2*maxHeartbeatCall)
 	}()
 
-	time.Sleep(5 * waitTestInterval)
+	waitFor(t, 10*time.Second, "heartbeats answered before the kill", func() bool { return loops.ok.Load() >= groups })
 	_ = f.Close() // killed: its sockets close, nothing answers
-	time.Sleep(10 * waitTestInterval)
+	loops.mu.Lock()
+	clear(loops.lastErrs)
+	loops.mu.Unlock()
+	// A call that began before the kill may still succeed. Once each
+	// group's loop has failed a call that ended after the kill, its next
+	// call begins after the kill.
+	waitFor(t, 10*time.Second, "every group's heartbeat to fail after the kill", func() bool {
+		loops.mu.Lock()
+		defer loops.mu.Unlock()
+		failed := 0
+		for _, err := range loops.lastErrs {
+			if err != nil {
+				failed++
+			}
+		}
+		return failed == groups
+	})
 	okDown := loops.ok.Load()
-	time.Sleep(5 * waitTestInterval)
+	time.Sleep(5 * waitTestInterval) // heartbeats go on failing for a while
 	if n := loops.ok.Load() - okDown; n != 0 {
 		t.Errorf("%d heartbeats to a dead follower succeeded", n)
 	}

@@ -143,4 +143,19 @@ func managerConns(m *Manager) (outbound, inbound int) {
 	return
 }
 
+// pendingCalls counts the requests m sent that wait for an answer.
+func pendingCalls(m *Manager) int {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	n := 0
+	for c := range m.conns {
+		if c.outbound {
+			c.mu.Lock()
+			n += len(c.pending)
+			c.mu.Unlock()
+		}
+	}
+	return n
+}
+
 func describe(v any) string { return fmt.Sprintf("%#v", v) }
