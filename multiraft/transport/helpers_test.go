@@ -93,18 +93,6 @@ func heartbeatRPC() raft.AppendEntriesRequest {
 	}
 }
 
-// waitFor polls cond until it holds or d passes.
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // checkGoroutines fails if the goroutine count does not return to within
 // slack of baseline, and prints the leftovers.
 func checkGoroutines(t testing.TB, baseline, slack int) {

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/heraldhq/herald/internal/eventually"
 )
 
 // TestIsolation_NoHeadOfLineBlocking shares one connection between two
@@ -141,8 +143,8 @@ func TestGroupDetach(t *testing.T) {
 			args := makeAppendRPC()
 			ch <- g.AppendEntries("a", a.Addr(), &args, new(raft.AppendEntriesResponse))
 		}()
-		waitFor(t, 5*time.Second, "the call to be pending", func() bool { return pendingCalls(b) > before })
-		time.Sleep(50 * time.Millisecond)
+		eventually.True(t, 5*time.Second, "the call to be pending", func() bool { return pendingCalls(b) > before })
+		time.Sleep(100 * time.Millisecond)
 		return ch
 	}
 	ch := pending(b1)

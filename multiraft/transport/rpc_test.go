@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/heraldhq/herald/internal/eventually"
 )
 
 func TestCall(t *testing.T) {
@@ -227,7 +229,7 @@ func TestCall_UnreachableBackoff(t *testing.T) {
 	}
 	a := newTestManager(t, "a", func(c *Config) { c.Listener = ln2 })
 	a.Handle("x", func(context.Context, string, uint64, []byte) ([]byte, error) { return []byte("ok"), nil })
-	waitFor(t, 3*time.Second, "peer to become reachable", func() bool {
+	eventually.True(t, 3*time.Second, "peer to become reachable", func() bool {
 		got, err := b.Call(ctx, dead, "x", 1, nil)
 		return err == nil && string(got) == "ok"
 	})
