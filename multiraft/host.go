@@ -438,7 +438,7 @@ func (h *Host) Close() error {
 func (h *Host) TransferLeaderships(ctx context.Context) error {
 	var (
 		mu   sync.Mutex
-		errs []error
+		errs []error // guarded by mu
 		wg   sync.WaitGroup
 		sem  = make(chan struct{}, 16)
 	)
