@@ -16,6 +16,7 @@ import (
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/admin"
 	"github.com/heraldhq/herald/fsm"
+	"github.com/heraldhq/herald/internal/eventually"
 	"github.com/heraldhq/herald/internal/testcluster"
 	"github.com/heraldhq/herald/multiraft"
 	"github.com/heraldhq/herald/wsfront/auth"
@@ -496,7 +497,22 @@ func TestAdminJoinRebalanceDecommission(t *testing.T) {
 	}
 	_, err = cl.Rebalance(ctx)
 	apiErr(t, "a second rebalance while one runs", err, 409, "job_running")
-	time.Sleep(300 * time.Millisecond)
+	// Cancel once a replica move is under way: the meta group records it
+	// until it completes.
+	eventually.Nil(t, 20*time.Second, "a replica move under way", func() error {
+		cur, err := cl.Job(ctx, j.ID)
+		switch {
+		case err != nil:
+			return err
+		case cur.Ended():
+			return nil
+		case cur.Current == nil:
+			return errors.New("no current move")
+		case c.Node(0).Host().Cluster().Ops[cur.Current.Group] == nil:
+			return fmt.Errorf("%v not begun", cur.Current)
+		}
+		return nil
+	})
 	canceled, err := cl.CancelJob(ctx, j.ID)
 	switch {
 	case err != nil:

@@ -22,12 +22,14 @@ const (
 // background. At most one runs at a time: two rebalances or a rebalance
 // and a decommission would plan against each other's half-done moves.
 type jobs struct {
+	// node, log and base are set at construction, read-only after.
 	node string
 	log  *slog.Logger
 	// base ends when the node stops, and every job with it: a job may run
 	// for hours, and must not outlive its node.
 	base context.Context
 
+	// mu guards everything below, and the job of every jobState in list.
 	mu   sync.Mutex
 	seq  int
 	list []*jobState // oldest first
@@ -39,7 +41,7 @@ type jobs struct {
 }
 
 type jobState struct {
-	job    Job
+	job    Job // guarded by jobs.mu; handed out only as clones
 	cancel context.CancelFunc
 	done   chan struct{}
 }

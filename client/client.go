@@ -125,6 +125,8 @@ type Client struct {
 	// node does not end the new one.
 	subSend sync.Mutex
 
+	// mu guards everything below; firstUp, made at construction, is
+	// closed under it.
 	mu      sync.Mutex
 	err     error         // why the client stopped: ErrClosed or a fatal auth error
 	cur     *conn         // nil while disconnected

@@ -640,6 +640,7 @@ func TestRejoinAfterCrash(t *testing.T) {
 	if _, err := alice.Join(ctx, "presence", map[string]int{"v": 1}); err != nil {
 		t.Fatal(err)
 	}
+	oldEpoch := c.Node(1).Host().Cluster().Nodes["n1"].Epoch
 	c.Crash(0)
 	eventually.True(t, 20*time.Second, "alice on another node", func() bool { n := alice.Node(); return n != "" && n != "n1" })
 	hasAlice := func() bool {
@@ -659,7 +660,10 @@ func TestRejoinAfterCrash(t *testing.T) {
 	c.WaitReady()
 	// The restarted node expires the members its old incarnation held;
 	// alice is held by another node now.
-	time.Sleep(2 * time.Second)
+	eventually.True(t, 20*time.Second, "the members of n1's old incarnation expired", func() bool {
+		n := c.Node(1).Host().Cluster().Nodes["n1"]
+		return n != nil && n.Epoch > oldEpoch && !n.LeaseExpired && n.ExpiredBefore >= n.Epoch
+	})
 	if !hasAlice() {
 		t.Fatal("alice lost her membership after node 0 came back")
 	}

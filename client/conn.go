@@ -30,6 +30,8 @@ const writeTimeout = 10 * time.Second
 // conn is one socket to one node. Its ctx ends when the socket is gone,
 // which is how everything working on it learns to stop.
 type conn struct {
+	// c to maxFrame are set by dial before the socket is published in
+	// Client.cur, read-only after.
 	c    *Client
 	ws   *gws.Conn
 	url  string
@@ -43,6 +45,7 @@ type conn struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
+	// mu guards pending, gone and closeErr.
 	mu       sync.Mutex
 	pending  map[uint64]*call
 	gone     bool

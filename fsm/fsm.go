@@ -47,6 +47,7 @@ func (c Config) Validate() error {
 // goroutine); the read methods (History, Members, Room, Rooms, Subscribe)
 // are safe for concurrent use with them and with each other.
 type FSM struct {
+	// db to logger are set at construction, read-only after.
 	db     *badger.DB
 	cuts   *sstcheck.Ledger // the store's record of cut table blocks
 	keys   keyspace

@@ -48,8 +48,11 @@ type Node struct {
 	logPath string
 	// disk is the lazy filesystem dataDir is mounted from, nil without.
 	disk *lazyfs.FS
+	// args and the fields above are set before the node first starts,
+	// read-only after.
 	args []string
 
+	// mu guards everything below.
 	mu       sync.Mutex
 	state    string
 	cmd      *exec.Cmd
@@ -91,6 +94,8 @@ type Cluster struct {
 	spawn      chan spawnReq
 	pids       *pidFile
 
+	// mu guards everything below; NewCluster fills nodes before the
+	// cluster is shared.
 	mu       sync.Mutex
 	nodes    []*Node
 	crashes  []string
@@ -678,7 +683,7 @@ func (c *Cluster) PowerLoss(nodes []*Node) (string, error) {
 type pidFile struct {
 	path string
 	mu   sync.Mutex
-	pids map[int]string
+	pids map[int]string // guarded by mu; also the file's content
 }
 
 func openPidFile(path string) *pidFile {

@@ -157,7 +157,7 @@ func finalPhase(ctx context.Context, c *Cluster, rec *Recorder, rooms, memRooms 
 			}
 		}
 	}()
-	var mu sync.Mutex
+	var mu sync.Mutex // guards longest
 	longest := map[string][]Ev{}
 	var wg sync.WaitGroup
 	for _, fr := range readers {

@@ -108,7 +108,8 @@ type History []Op
 
 // Recorder collects a run's history from many goroutines.
 type Recorder struct {
-	t0   time.Time
+	t0 time.Time // set at construction, read-only after
+	// mu guards next, ops and open.
 	mu   sync.Mutex
 	next int
 	ops  []Op

@@ -64,14 +64,17 @@ type nemesis struct {
 	c    *Cluster
 	net  Network
 	rec  *Recorder
-	rng  *rand.Rand
 	logf func(string, ...any)
 
+	// rng and bag belong to run's goroutine; goroutines a fault starts
+	// draw from rngs of their own. roomGroups is filled before the first
+	// fault, read-only after.
+	rng        *rand.Rand
 	roomGroups []uint64
 	bag        []string // fault kinds not drawn yet in this round
 
 	mu    sync.Mutex
-	added []*Node // nodes the member fault added, still in the cluster
+	added []*Node // nodes the member fault added, still in the cluster; guarded by mu
 	// jobs counts membership changes in progress: they outlive their
 	// window (a decommission moves every replica) and the schedule.
 	jobs sync.WaitGroup
@@ -538,7 +541,7 @@ func (nm *nemesis) transfers(ctx context.Context) *active {
 func (nm *nemesis) move(ctx context.Context) *active {
 	g := nm.pickGroup(nm.rng)
 	done := make(chan error, 1)
-	var mu sync.Mutex
+	var mu sync.Mutex // guards desc, which the move's goroutine sets
 	desc := fmt.Sprintf("group %d", g)
 	up := nm.upIDs()
 	pickFrom, pickTo := nm.rng.Uint64(), nm.rng.Uint64()

@@ -29,9 +29,11 @@ var subnets = []string{"10.213.0", "10.214.0", "172.30.213"}
 // in the harness's namespace by a veth pair. Partitions are iptables DROP
 // rules on the receiving node; netem (when the kernel has it) slows links.
 type netnsNet struct {
+	// subnet and netem are set by openNetns, read-only after.
 	subnet string
 	netem  bool
 
+	// mu guards hosts and next.
 	mu    sync.Mutex
 	hosts map[string]int // node id → last octet
 	next  int

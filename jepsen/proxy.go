@@ -24,7 +24,7 @@ var helloMagic = [4]byte{'H', 'R', 'L', 'D'}
 type link struct{ src, dst string }
 
 type proxyNet struct {
-	mu      sync.Mutex
+	mu      sync.Mutex // guards everything below
 	nodes   map[string]*nodeProxy
 	blocked map[link]bool
 	delay   time.Duration
@@ -37,11 +37,12 @@ type proxyNet struct {
 }
 
 type nodeProxy struct {
+	// id, target and ln are set at construction, read-only after.
 	id     string
 	target string
 	ln     net.Listener
 	mu     sync.Mutex
-	conns  map[*proxyConn]struct{}
+	conns  map[*proxyConn]struct{} // guarded by mu
 }
 
 // proxyConn is one proxied connection; closing either side closes both.

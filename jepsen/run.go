@@ -310,7 +310,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 
 	// Final phase.
 	info.Ready = true
-	var mu sync.Mutex
+	var mu sync.Mutex // guards info's readiness fields
 	var wg sync.WaitGroup
 	for _, n := range c.Members() {
 		wg.Add(1)

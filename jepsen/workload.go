@@ -63,7 +63,7 @@ type workload struct {
 	subsRun sync.WaitGroup
 
 	mu       sync.Mutex
-	sessions []*session
+	sessions []*session // guarded by mu
 }
 
 // session is one client process's connection, moved from node to node.
@@ -72,13 +72,14 @@ type session struct {
 	w    *workload
 	proc int
 	user string
+	// rng, next and lastNode are the process's own; they need no lock.
 	rng  *rand.Rand
 	next int
 	// lastNode is the node last dialed, whether or not it answered.
 	lastNode string
 
 	mu   sync.Mutex
-	conn *wsConn
+	conn *wsConn // guarded by mu: the harness may close it from outside
 }
 
 func (s *session) current() *wsConn {
@@ -385,6 +386,8 @@ type subscriber struct {
 	stop chan struct{}
 	once sync.Once
 
+	// mu guards last and epoch, which position reads from another
+	// goroutine.
 	mu    sync.Mutex
 	last  uint64
 	epoch string

@@ -70,6 +70,7 @@ type wsConn struct {
 	node string
 	conn *gws.Conn
 
+	// mu guards nextID, pending and closed.
 	mu      sync.Mutex
 	nextID  uint64
 	pending map[uint64]chan *protocol.Frame

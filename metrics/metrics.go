@@ -241,10 +241,10 @@ func codeIndex(code string) int {
 // labelCache resolves the value of a vector's one label to its child
 // counter once; the vector would hash the value on every call.
 type labelCache struct {
-	vec *prometheus.CounterVec
+	vec *prometheus.CounterVec // set at construction, read-only after
 
 	mu       sync.RWMutex
-	children map[string]prometheus.Counter
+	children map[string]prometheus.Counter // guarded by mu
 }
 
 func (c *labelCache) get(key string) prometheus.Counter {

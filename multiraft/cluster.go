@@ -182,9 +182,9 @@ func (h *Host) reconcile() {
 // delay an expiry by one TTL but never cause a false one.
 
 type leaseTable struct {
-	mu      sync.Mutex
-	term    uint64 // meta term the table was built in
-	renewed map[string]time.Time
+	mu      sync.Mutex           // guards term and renewed
+	term    uint64               // meta term the table was built in
+	renewed map[string]time.Time // node -> last renewal seen in term
 }
 
 func (l *leaseTable) renew(term uint64, node string, now time.Time) {

@@ -38,6 +38,7 @@ const (
 // replicaHealth is what a replica's observer records. It is written from
 // raft's goroutines through the observer's filter and read by Status.
 type replicaHealth struct {
+	// started and hbTO are set at construction, read-only after.
 	started time.Time // when the replica started: contact is counted from here at the latest
 	hbTO    time.Duration
 

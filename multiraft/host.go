@@ -31,12 +31,14 @@ type Host struct {
 	// goroutine turns them into leader hints.
 	observations chan raft.Observation
 
+	// mu guards the fields from replicas to watchers.
 	mu       sync.RWMutex
 	replicas map[uint64]*replica
 	hints    map[uint64]raft.ServerAddress // last known leader address per group
 	cluster  *ClusterState                 // newest cluster state seen
 	changed  chan struct{}                 // closed and replaced when cluster changes
 	seeds    []raft.ServerAddress          // where to look for the meta group
+	watchers []chan LeaderChange
 
 	epoch      atomic.Uint64
 	epochReady chan struct{} // closed once the node has registered
@@ -44,7 +46,7 @@ type Host struct {
 	// node's identity because it was removed: registering cannot succeed.
 	removed     chan struct{}
 	removedOnce sync.Once
-	removedErr  error
+	removedErr  error // written once, before removed is closed
 
 	// fmu guards waits (requests forwarded per group, routes waiting for a
 	// leader) and checks (pings to nodes they wait on): failover.go. Not
@@ -53,13 +55,14 @@ type Host struct {
 	waits  map[uint64]*groupWaits
 	checks map[raft.ServerAddress]*targetCheck
 
+	// leases, ops and damage lock themselves.
 	leases leaseTable // meaningful on the meta leader only
 	ops    opRegistry // group operations (replica changes) running here
 	damage damageTable
 	// damageKick wakes the damage loop when a replica is found damaged.
 	damageKick chan struct{}
-	watchers   []chan LeaderChange
-	handlers   map[string]transport.Handler
+	// handlers is set at construction, read-only after.
+	handlers map[string]transport.Handler
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -435,7 +438,7 @@ func (h *Host) Close() error {
 func (h *Host) TransferLeaderships(ctx context.Context) error {
 	var (
 		mu   sync.Mutex
-		errs []error
+		errs []error // guarded by mu
 		wg   sync.WaitGroup
 		sem  = make(chan struct{}, 16)
 	)

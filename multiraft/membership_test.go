@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/fsm"
+	"github.com/heraldhq/herald/internal/eventually"
 	"github.com/heraldhq/herald/multiraft"
 )
 
@@ -45,6 +46,19 @@ func (w *writer) run(ctx context.Context, max int) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
+}
+
+// awaitAcks waits until n more messages than now are acknowledged.
+func (w *writer) awaitAcks(n int, what string) {
+	w.c.t.Helper()
+	w.mu.Lock()
+	want := len(w.acked) + n
+	w.mu.Unlock()
+	eventually.True(w.c.t, 20*time.Second, what, func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return len(w.acked) >= want
+	})
 }
 
 // startWriter starts a writer on a room of group; stop ends it and waits.
@@ -98,12 +112,12 @@ func TestMoveReplicaUnderWriteLoad(t *testing.T) {
 	c.join(ctx, "n4", "n1")
 	w, stopWriting := c.startWriter(ctx, 1, 1)
 
-	time.Sleep(300 * time.Millisecond)
+	w.awaitAcks(10, "writes acknowledged before the move")
 	from := c.waitLeader(1) // moving the leader's replica also moves the leadership
 	if err := c.nodes["n2"].h().MoveReplica(ctx, 1, from, "n4"); err != nil {
 		t.Fatalf("move: %v", err)
 	}
-	time.Sleep(300 * time.Millisecond)
+	w.awaitAcks(10, "writes acknowledged after the move")
 	stopWriting()
 
 	st, err := c.nodes["n4"].h().MetaState(ctx)
@@ -441,7 +455,7 @@ func TestInterruptedMoveResumes(t *testing.T) {
 	if interrupted == 0 {
 		t.Log("the first attempt finished within 20ms; nothing was interrupted")
 	}
-	time.Sleep(200 * time.Millisecond)
+	w.awaitAcks(10, "writes acknowledged after the resumed move")
 	stopWriting()
 	st, err := c.nodes["n4"].h().MetaState(ctx)
 	if err != nil {

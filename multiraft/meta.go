@@ -263,8 +263,8 @@ func (r *MetaResult) err() error {
 // cluster state in memory (it is small: nodes and replica sets) and relies
 // on raft snapshots and log replay for durability.
 type MetaFSM struct {
-	mu      sync.Mutex
-	state   *ClusterState
+	mu      sync.Mutex    // guards state and changed
+	state   *ClusterState // handed out only as clones
 	changed chan struct{} // closed and replaced on every applied entry
 }
 

@@ -64,7 +64,7 @@ var errOpLost = errors.New("the operation's record was taken over or ended by an
 // run ended with an error or a timeout).
 type opRegistry struct {
 	mu  sync.Mutex
-	ids map[uint64]uint64 // group -> op id
+	ids map[uint64]uint64 // group -> op id; guarded by mu
 }
 
 func (r *opRegistry) add(group, id uint64) {

@@ -336,14 +336,14 @@ func (rep *replica) raftError(err error, applied bool) error {
 // another is in flight. A read joins only a round that has not started, so
 // the round it waits for began after the read noted its commit index.
 type leaderVerifier struct {
-	mu      sync.Mutex
-	next    *verifyRound
-	running bool
+	mu      sync.Mutex   // guards next and running
+	next    *verifyRound // the round new reads join; nil once it started
+	running bool         // a run goroutine is verifying rounds
 }
 
 type verifyRound struct {
 	done chan struct{}
-	err  error
+	err  error // written once, before done is closed
 }
 
 func (v *leaderVerifier) verify(ctx context.Context, r *raft.Raft, trans *transport.GroupTransport) error {

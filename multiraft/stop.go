@@ -106,8 +106,8 @@ func (h *Host) runStop(drain time.Duration) {
 	h.mu.Unlock()
 
 	var (
-		errs []error
 		emu  sync.Mutex
+		errs []error // guarded by emu
 		wg   sync.WaitGroup
 	)
 	for _, r := range reps {

@@ -16,7 +16,7 @@ import (
 // cut the links from chosen nodes only, as a firewall rule on the node
 // would: their connections are reset and new ones refused until Unblock.
 type PeerProxy struct {
-	ln     net.Listener
+	ln     net.Listener // ln and target are set at construction, read-only after
 	target string
 
 	mu      sync.Mutex

@@ -51,8 +51,9 @@ type Cluster struct {
 	t    testing.TB
 	opts Options
 
-	mu      sync.Mutex
-	nodes   []*herald.Node // nil while a node is stopped
+	mu    sync.Mutex
+	nodes []*herald.Node // nil while a node is stopped; guarded by mu once Start returns
+	// cfgs and proxies are filled by Start, read-only after.
 	cfgs    []herald.Config
 	proxies []*PeerProxy // with Options.PeerProxies
 }

@@ -17,7 +17,8 @@ import (
 // Recorder is a TCP proxy to one target that records every byte its
 // dialers sent, so a test can replay a real conversation.
 type Recorder struct {
-	ln    net.Listener
+	ln net.Listener // set at construction, read-only after
+	// mu guards buf and conns.
 	mu    sync.Mutex
 	buf   bytes.Buffer
 	conns []net.Conn // closed at cleanup, so the copies end
@@ -113,7 +114,7 @@ func Exchange(t testing.TB, addr string, b []byte, d time.Duration) []byte {
 // LogBuffer collects log output that many goroutines write at once.
 type LogBuffer struct {
 	mu sync.Mutex
-	b  bytes.Buffer
+	b  bytes.Buffer // guarded by mu
 }
 
 func (l *LogBuffer) Write(p []byte) (int, error) {

@@ -49,11 +49,14 @@ type Options struct {
 
 // FS is one mounted lazy filesystem.
 type FS struct {
+	// backing to root are set by Mount, read-only after.
 	backing, mnt, trash string
 	opts                Options
 	server              *fuse.Server
 	root                *node
 
+	// mu (taken through lock) guards files to recorded; the helpers in
+	// state.go run with it held.
 	mu       sync.Mutex
 	files    map[uint64]*fileState // by backing inode: unsynced data
 	journal  []entry               // directory entries not yet durable
@@ -383,10 +386,10 @@ func (f *FS) Dirty() (files, entries int) {
 
 // flipper flips bits in reads of the files it matches.
 type flipper struct {
-	match func(rel string) bool
+	match func(rel string) bool // match and prob are read-only
 	prob  float64
 	mu    sync.Mutex
-	rng   *rand.Rand
+	rng   *rand.Rand // guarded by mu: reads run concurrently
 }
 
 // SetFlips makes each read of a file whose path (relative to the root)

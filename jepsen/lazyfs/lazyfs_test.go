@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/heraldhq/herald/internal/eventually"
 )
 
 // mount mounts a lazy FS in a temp dir for the test's lifetime.
@@ -437,7 +439,17 @@ func TestUnmountReachesCopiedNamespaces(t *testing.T) {
 		cancel()
 		_ = cmd.Wait()
 	}()
-	time.Sleep(200 * time.Millisecond) // let it copy the namespace
+	// unshare runs sleep once it has copied the namespace.
+	ours, err := os.Readlink("/proc/self/ns/mnt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	proc := fmt.Sprintf("/proc/%d/", cmd.Process.Pid)
+	eventually.True(t, 10*time.Second, "unshare to copy the mount namespace", func() bool {
+		comm, _ := os.ReadFile(proc + "comm")
+		ns, err := os.Readlink(proc + "ns/mnt")
+		return string(comm) == "sleep\n" && err == nil && ns != ours
+	})
 	if err := f.Unmount(5 * time.Second); err != nil {
 		t.Fatal(err)
 	}

@@ -348,15 +348,17 @@ func (b *badgerBackend) Close() error {
 
 // badgerStore is one group's view of the shared DB.
 type badgerStore struct {
-	b  *badgerBackend
+	b  *badgerBackend // b and id are set at construction, read-only after
 	id uint64
 
 	// rw is held for reading by every call, so close can wait for calls in
-	// progress before the group's data is dropped or the DB closed.
+	// progress before the group's data is dropped or the DB closed. It
+	// guards closed.
 	rw     sync.RWMutex
 	closed bool
 
 	// first and last cache the log bounds; raft asks for them constantly.
+	// Guarded by mu once the store is handed out.
 	mu          sync.Mutex
 	first, last uint64
 }

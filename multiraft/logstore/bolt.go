@@ -170,10 +170,12 @@ func syncDir(dir string) error {
 // boltStore guards a raft-boltdb store so that calls after close fail with
 // ErrClosed instead of reaching a closed bbolt handle.
 type boltStore struct {
-	id   uint64
+	id   uint64 // id and path are set at construction, read-only after
 	path string
 
-	rw     sync.RWMutex // read-held by every call, write-held by close
+	// rw is read-held by every call, write-held by close; it guards closed
+	// and the use of s, which close closes.
+	rw     sync.RWMutex
 	closed bool
 	s      *raftboltdb.BoltStore
 }

@@ -85,7 +85,9 @@ type committer struct {
 	reqs    chan *request
 	stopped chan struct{}
 
-	mu      sync.RWMutex // held for reading while sending on reqs
+	// mu guards closing; it is held for reading while sending on reqs, so
+	// stop can close reqs under the write lock.
+	mu      sync.RWMutex
 	closing bool
 
 	// err is sticky: after a failed commit or sync badger's memory may be

@@ -43,6 +43,7 @@ type receiver interface {
 // carries our requests and their responses; an inbound conn carries the
 // peer's requests and our responses.
 type conn struct {
+	// m to peerID are set at construction, read-only after.
 	m        *Manager
 	nc       net.Conn
 	dc       *deadlineConn
@@ -56,30 +57,33 @@ type conn struct {
 	nextID   atomic.Uint64
 	lastRecv atomic.Int64 // unix nanos of the last bytes received
 
+	// qmu guards the write queue: queue to waiting, and lazyArmed.
 	qmu     sync.Mutex
 	queue   [][]byte
 	spare   [][]byte
 	qbytes  int
 	space   chan struct{} // closed when the queue drains; senders waiting for room
 	waiting bool
-	wake    chan struct{}
 	// lazyArmed: a timer will wake the writer for frames queued by
 	// sendLazy; until it fires, they wait for company.
 	lazyArmed bool
+	wake      chan struct{} // wakes the writer; needs no lock
 
 	closed    chan struct{}
 	closeOnce sync.Once
 	closeErr  error // set before closed is closed
 
+	// mu guards pending, active and streams.
 	mu      sync.Mutex
 	pending map[uint64]receiver // outbound only; nil once closed
 
 	// Inbound only: running handlers and streams, cancelled on close.
+	// ctx, cancel and sem are set at construction.
 	ctx     context.Context
 	cancel  context.CancelFunc
-	active  map[uint64]context.CancelFunc
+	active  map[uint64]context.CancelFunc // guarded by mu
 	sem     chan struct{}
-	streams int
+	streams int // guarded by mu
 }
 
 func newConn(m *Manager, nc net.Conn, outbound bool, addr raft.ServerAddress, peerID string) *conn {

@@ -32,6 +32,8 @@ var (
 // the group id travels implicitly with every message. It also implements
 // raft.WithPreVote and raft.WithClose.
 type GroupTransport struct {
+	// m, id, the channels and ctx are set at construction, read-only
+	// after; heartbeat and hbTerm are atomic.
 	m  *Manager
 	id uint64
 
@@ -48,6 +50,7 @@ type GroupTransport struct {
 	// heartbeats waiting for the next batch, per target; the number of
 	// leader checks running, during which heartbeats do not wait; and a
 	// channel closed when a check begins, to release waiting heartbeats.
+	// hbMu guards waiters, riders, checking and checkStarted.
 	hbMu         sync.Mutex
 	waiters      map[raft.ServerAddress]*hbWaiter
 	riders       map[raft.ServerAddress]*rider
@@ -56,7 +59,8 @@ type GroupTransport struct {
 
 	// Follower side: the last append raft accepted through this
 	// transport, so a batched copy of an empty append that would tell raft
-	// nothing new can be answered without it (heartbeat.go).
+	// nothing new can be answered without it (heartbeat.go). appendMu
+	// guards lastAppend and hasAppend.
 	appendMu   sync.Mutex
 	lastAppend appendMark
 	hasAppend  bool
@@ -67,9 +71,9 @@ type GroupTransport struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu        sync.RWMutex
+	mu        sync.RWMutex // guards closed and pipelines
 	closed    bool
-	pipelines map[*pipeline]struct{}
+	pipelines map[*pipeline]struct{} // nil once closed
 }
 
 // inboundRPC is a decoded raft request waiting for the group's raft.

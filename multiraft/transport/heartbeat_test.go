@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/heraldhq/herald/internal/eventually"
 )
 
 // batchedCluster starts three raft nodes with node-level heartbeats (a
@@ -50,7 +52,7 @@ func batchedCluster(t *testing.T, groups int, mods ...func(id string, c *Config)
 			}
 		}
 	}
-	waitFor(t, 15*time.Second, "a leader in every group", func() bool {
+	eventually.True(t, 15*time.Second, "a leader in every group", func() bool {
 		for _, gid := range gids {
 			if leaderOf(nodes, gid) == nil {
 				return false
@@ -362,17 +364,17 @@ func TestEmptyAppendsRide(t *testing.T) {
 		for g := uint64(1); g <= groups; g++ {
 			applyN(t, nodes, g, 5)
 		}
-		waitFor(t, 10*time.Second, "every replica to apply every write", func() bool {
+		eventually.True(t, 10*time.Second, "every replica to apply every write", func() bool {
 			return allApplied(nodes, groups, uint64(5*round))
 		})
-		time.Sleep(time.Second)
+		// 6 groups x 2 followers, an empty append every 300-600 ms: about
+		// 20 a second once the commits are acknowledged.
+		ridden := sumStats(nodes).Ridden
+		eventually.True(t, 10*time.Second, "empty appends to ride on heartbeats after the writes", func() bool {
+			return sumStats(nodes).Ridden >= ridden+groups
+		})
 	}
-	st := sumStats(nodes)
-	t.Logf("%+v", st)
-	// 6 groups x 2 followers, an empty append every 300-600 ms, for 3 s.
-	if st.Ridden < 20 {
-		t.Fatalf("only %d empty appends rode on heartbeats", st.Ridden)
-	}
+	t.Logf("%+v", sumStats(nodes))
 }
 
 // TestRiderRestartedFollower restarts one follower replica behind a
@@ -389,7 +391,7 @@ func TestRiderRestartedFollower(t *testing.T) {
 	const groups = 2
 	nodes := batchedCluster(t, groups)
 	applyN(t, nodes, 1, 20)
-	waitFor(t, 10*time.Second, "every replica to apply", func() bool {
+	eventually.True(t, 10*time.Second, "every replica to apply", func() bool {
 		for _, n := range nodes {
 			if c, _ := n.replicas[1].fsm.state(); c != 20 {
 				return false
@@ -403,7 +405,7 @@ func TestRiderRestartedFollower(t *testing.T) {
 			follower = n
 		}
 	}
-	time.Sleep(time.Second) // riders answer the follower's empty appends
+	eventually.True(t, 10*time.Second, "riders to answer empty appends", func() bool { return sumStats(nodes).Ridden > 0 })
 	ridden := sumStats(nodes).Ridden
 
 	rep := follower.replicas[1]
@@ -423,14 +425,11 @@ func TestRiderRestartedFollower(t *testing.T) {
 		t.Fatal(err)
 	}
 	follower.replicas[1] = &raftReplica{r: r, fsm: fresh, logs: rep.logs, stable: rep.stable, snaps: rep.snaps}
-	waitFor(t, 10*time.Second, "the restarted replica to apply all 20 writes without new ones", func() bool {
+	eventually.True(t, 10*time.Second, "the restarted replica to apply all 20 writes without new ones", func() bool {
 		c, _ := fresh.state()
 		return c == 20
 	})
 	if sumStats(nodes).Ridden == ridden {
 		t.Log("no empty append rode after the restart")
-	}
-	if ridden == 0 {
-		t.Fatal("no empty append rode before the restart: the test did not exercise riders")
 	}
 }

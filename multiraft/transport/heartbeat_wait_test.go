@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/heraldhq/herald/internal/eventually"
 )
 
 // Tests of the guarantee that a heartbeat waiting for a batch is always
@@ -148,10 +150,10 @@ func TestHeartbeatTwiceToOneTarget(t *testing.T) {
 	resume := stallBatches(lm)
 	defer resume()
 	first := goBeat(gs[0], f.Addr())
-	waitFor(t, 5*time.Second, "the first heartbeat to wait for a batch", func() bool { return waitingFor(gs[0], f.Addr()) != nil })
+	eventually.True(t, 5*time.Second, "the first heartbeat to wait for a batch", func() bool { return waitingFor(gs[0], f.Addr()) != nil })
 	w1 := waitingFor(gs[0], f.Addr())
 	second := goBeat(gs[0], f.Addr())
-	waitFor(t, 5*time.Second, "the second heartbeat to wait for a batch", func() bool {
+	eventually.True(t, 5*time.Second, "the second heartbeat to wait for a batch", func() bool {
 		w := waitingFor(gs[0], f.Addr())
 		return w != nil && w != w1
 	})
@@ -180,10 +182,10 @@ func TestHeartbeatGroupStopped(t *testing.T) {
 	// leadership change); it waits for both, then closes the transport.
 	resume := stallBatches(lm)
 	old := goBeat(gs[0], f.Addr())
-	waitFor(t, 5*time.Second, "a heartbeat to wait", func() bool { return waitingFor(gs[0], f.Addr()) != nil })
+	eventually.True(t, 5*time.Second, "a heartbeat to wait", func() bool { return waitingFor(gs[0], f.Addr()) != nil })
 	w1 := waitingFor(gs[0], f.Addr())
 	cur := goBeat(gs[0], f.Addr())
-	waitFor(t, 5*time.Second, "a second heartbeat to wait", func() bool {
+	eventually.True(t, 5*time.Second, "a second heartbeat to wait", func() bool {
 		w := waitingFor(gs[0], f.Addr())
 		return w != nil && w != w1
 	})
@@ -206,7 +208,7 @@ func TestHeartbeatGroupStopped(t *testing.T) {
 	resume = stallBatches(lm)
 	defer resume()
 	waiting := goBeat(gs[1], f.Addr())
-	waitFor(t, 5*time.Second, "a heartbeat to wait", func() bool { return waitingFor(gs[1], f.Addr()) != nil })
+	eventually.True(t, 5*time.Second, "a heartbeat to wait", func() bool { return waitingFor(gs[1], f.Addr()) != nil })
 	closed := make(chan struct{})
 	go func() { // Close takes lm.mu (removeGroup), held by the stall
 		defer close(closed)
@@ -352,18 +354,34 @@ func TestHeartbeatPeerKilledAndRestarted(t *testing.T) {
 		loops.wait(t, 2*maxHeartbeatCall)
 	}()
 
-	time.Sleep(5 * waitTestInterval)
+	eventually.True(t, 10*time.Second, "heartbeats answered before the kill", func() bool { return loops.ok.Load() >= groups })
 	_ = f.Close() // killed: its sockets close, nothing answers
-	time.Sleep(10 * waitTestInterval)
+	loops.mu.Lock()
+	clear(loops.lastErrs)
+	loops.mu.Unlock()
+	// A call that began before the kill may still succeed. Once each
+	// group's loop has failed a call that ended after the kill, its next
+	// call begins after the kill.
+	eventually.True(t, 10*time.Second, "every group's heartbeat to fail after the kill", func() bool {
+		loops.mu.Lock()
+		defer loops.mu.Unlock()
+		failed := 0
+		for _, err := range loops.lastErrs {
+			if err != nil {
+				failed++
+			}
+		}
+		return failed == groups
+	})
 	okDown := loops.ok.Load()
-	time.Sleep(5 * waitTestInterval)
+	time.Sleep(5 * waitTestInterval) // heartbeats go on failing for a while
 	if n := loops.ok.Load() - okDown; n != 0 {
 		t.Errorf("%d heartbeats to a dead follower succeeded", n)
 	}
 	batched := lm.HeartbeatStats().Batched
 
 	f = hbFollower(t, "f", string(addr), groups, nil)
-	waitFor(t, 10*time.Second, "heartbeats to go through batches again after the restart", func() bool {
+	eventually.True(t, 10*time.Second, "heartbeats to go through batches again after the restart", func() bool {
 		return lm.HeartbeatStats().Batched > batched+groups
 	})
 	loops.mu.Lock()

@@ -93,18 +93,6 @@ func heartbeatRPC() raft.AppendEntriesRequest {
 	}
 }
 
-// waitFor polls cond until it holds or d passes.
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // checkGoroutines fails if the goroutine count does not return to within
 // slack of baseline, and prints the leftovers.
 func checkGoroutines(t testing.TB, baseline, slack int) {
@@ -141,6 +129,21 @@ func managerConns(m *Manager) (outbound, inbound int) {
 		}
 	}
 	return
+}
+
+// pendingCalls counts the requests m sent that wait for an answer.
+func pendingCalls(m *Manager) int {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	n := 0
+	for c := range m.conns {
+		if c.outbound {
+			c.mu.Lock()
+			n += len(c.pending)
+			c.mu.Unlock()
+		}
+	}
+	return n
 }
 
 func describe(v any) string { return fmt.Sprintf("%#v", v) }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/heraldhq/herald/internal/eventually"
 )
 
 // TestIsolation_NoHeadOfLineBlocking shares one connection between two
@@ -130,12 +132,18 @@ func TestGroupDetach(t *testing.T) {
 	group2Works()
 
 	// Caller side: b1 has a call pending on a1, whose raft is stuck.
+	// pending returns once the call is sent and waits for its answer: a
+	// call made after the detach would fail without ever being pending.
+	// Its arrival at a, which the receiving-side check below needs, is
+	// not observable from outside; the pause gives it time.
 	pending := func(g *GroupTransport) <-chan error {
 		ch := make(chan error, 1)
+		before := pendingCalls(b)
 		go func() {
 			args := makeAppendRPC()
 			ch <- g.AppendEntries("a", a.Addr(), &args, new(raft.AppendEntriesResponse))
 		}()
+		eventually.True(t, 5*time.Second, "the call to be pending", func() bool { return pendingCalls(b) > before })
 		time.Sleep(100 * time.Millisecond)
 		return ch
 	}

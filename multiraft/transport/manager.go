@@ -116,6 +116,7 @@ type Manager struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	// mu guards closed and the four maps below it.
 	mu      sync.RWMutex
 	closed  bool
 	groups  map[uint64]*GroupTransport
@@ -123,6 +124,8 @@ type Manager struct {
 	conns   map[*conn]struct{}
 	rawConn map[net.Conn]struct{} // handshaking and snapshot connections
 
+	// hmu guards handlers and streamHandlers: New fills in its own
+	// services before the Manager is shared, Handle changes them later.
 	hmu            sync.RWMutex
 	handlers       map[string]Handler
 	streamHandlers map[string]StreamHandler
@@ -443,8 +446,9 @@ func (m *Manager) removeConn(c *conn) {
 // peer is the dial state of one peer address: its shared connection and
 // reconnect backoff.
 type peer struct {
-	addr raft.ServerAddress
+	addr raft.ServerAddress // set at construction, read-only after
 
+	// mu guards everything below.
 	mu      sync.Mutex
 	conn    *conn
 	dialing chan struct{} // closed when the dial in progress finishes

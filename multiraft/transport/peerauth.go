@@ -150,7 +150,7 @@ type rejectLog struct {
 	every atomic.Int64 // nanoseconds; zero means rejectLogEvery
 
 	mu    sync.Mutex
-	hosts map[string]*rejectEntry
+	hosts map[string]*rejectEntry // guarded by mu
 }
 
 type rejectEntry struct {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/heraldhq/herald/internal/eventually"
 	"github.com/heraldhq/herald/internal/testnet"
 )
 
@@ -125,7 +126,7 @@ func TestReplayedHandshakeRefused(t *testing.T) {
 	if n := calls.Load(); n != 1 {
 		t.Fatalf("the replayed call ran: %d calls", n)
 	}
-	waitFor(t, 2*time.Second, "the rejection in the log", func() bool {
+	eventually.True(t, 2*time.Second, "the rejection in the log", func() bool {
 		return strings.Contains(logs.String(), "did not prove the cluster secret")
 	})
 }
@@ -281,7 +282,7 @@ func TestRejectionsLogRateLimited(t *testing.T) {
 	}
 	time.Sleep(350 * time.Millisecond)
 	_, _ = intruder.Call(context.Background(), a.Addr(), "echo", 0, nil)
-	waitFor(t, 2*time.Second, "the summary line", func() bool {
+	eventually.True(t, 2*time.Second, "the summary line", func() bool {
 		return strings.Contains(logs.String(), "rejected_since_last_log=9")
 	})
 }

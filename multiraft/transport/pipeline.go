@@ -61,6 +61,8 @@ type pipeline struct {
 	shutdown chan struct{}
 	wg       sync.WaitGroup
 
+	// mu guards closed, acked, hasAcked and rider, and orders sends: a
+	// request goes on the connection and into inflight under it.
 	mu     sync.Mutex
 	closed bool
 	// acked is the mark of the last append the follower accepted, when

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/heraldhq/herald/internal/eventually"
 )
 
 // freezer is a TCP proxy that can stop forwarding in both directions, as a
@@ -126,7 +128,7 @@ func TestProbeFailsRequestsToFrozenPeer(t *testing.T) {
 
 	// Once the peer moves again, a new connection works.
 	proxy.thaw()
-	waitFor(t, 5*time.Second, "a call after the peer thawed", func() bool {
+	eventually.True(t, 5*time.Second, "a call after the peer thawed", func() bool {
 		out, err := a.Call(t.Context(), target, "echo", 0, []byte("z"))
 		return err == nil && string(out) == "z"
 	})

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/heraldhq/herald/internal/eventually"
 )
 
 // countFSM counts applied commands; its snapshot carries the count plus
@@ -242,7 +244,7 @@ func TestRaftCluster(t *testing.T) {
 			}
 		}
 	}
-	waitFor(t, 15*time.Second, "a leader in every group", func() bool {
+	eventually.True(t, 15*time.Second, "a leader in every group", func() bool {
 		for _, gid := range gids {
 			if leaderOf(nodes, gid) == nil {
 				return false
@@ -260,7 +262,7 @@ func TestRaftCluster(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	waitFor(t, 10*time.Second, "all replicas to apply the first batch", func() bool {
+	eventually.True(t, 10*time.Second, "all replicas to apply the first batch", func() bool {
 		for _, n := range nodes {
 			for _, rep := range n.replicas {
 				if c, _ := rep.fsm.state(); c < first {
@@ -281,7 +283,7 @@ func TestRaftCluster(t *testing.T) {
 	_ = dead.m.Close()
 	dead.stop(t)
 	live := nodes[:2]
-	waitFor(t, 15*time.Second, "a leader on a live node in every group", func() bool {
+	eventually.True(t, 15*time.Second, "a leader on a live node in every group", func() bool {
 		for _, gid := range gids {
 			if leaderOf(live, gid) == nil {
 				return false
@@ -327,7 +329,7 @@ func TestRaftCluster(t *testing.T) {
 	// committed anyway, so a group may hold more than it was asked for:
 	// the restarted node must reach what the group's other replicas hold.
 	want := uint64(first + second)
-	waitFor(t, 90*time.Second, "the restarted node to catch up in every group", func() bool {
+	eventually.True(t, 90*time.Second, "the restarted node to catch up in every group", func() bool {
 		for gid, rep := range nodes[2].replicas {
 			c, _ := rep.fsm.state()
 			if c < want {
@@ -365,7 +367,7 @@ func TestRaftCluster(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	waitFor(t, 10*time.Second, "all replicas to apply the last batch", func() bool {
+	eventually.True(t, 10*time.Second, "all replicas to apply the last batch", func() bool {
 		for gid, rep := range nodes[2].replicas {
 			c, _ := rep.fsm.state()
 			if c < base[gid]+5 {

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/heraldhq/herald/internal/eventually"
 )
 
 func TestCall(t *testing.T) {
@@ -131,8 +133,9 @@ func TestCall_Timeout(t *testing.T) {
 func TestCall_HandlerDoesNotBlockConnection(t *testing.T) {
 	a := newTestManager(t, "a")
 	b := newTestManager(t, "b")
-	release := make(chan struct{})
+	release, started := make(chan struct{}), make(chan struct{})
 	a.Handle("slow", func(ctx context.Context, from string, group uint64, req []byte) ([]byte, error) {
+		close(started)
 		select {
 		case <-release:
 		case <-ctx.Done():
@@ -147,7 +150,14 @@ func TestCall_HandlerDoesNotBlockConnection(t *testing.T) {
 		_, err := b.Call(context.Background(), a.Addr(), "slow", 1, nil)
 		slow <- err
 	}()
-	time.Sleep(50 * time.Millisecond)
+	// The fast calls must go out while the slow handler holds its request.
+	select {
+	case <-started:
+	case err := <-slow:
+		t.Fatalf("slow call ended before its handler ran: %v", err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("slow handler not called")
+	}
 	for i := 0; i < 10; i++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 		got, err := b.Call(ctx, a.Addr(), "fast", 1, nil)
@@ -219,7 +229,7 @@ func TestCall_UnreachableBackoff(t *testing.T) {
 	}
 	a := newTestManager(t, "a", func(c *Config) { c.Listener = ln2 })
 	a.Handle("x", func(context.Context, string, uint64, []byte) ([]byte, error) { return []byte("ok"), nil })
-	waitFor(t, 3*time.Second, "peer to become reachable", func() bool {
+	eventually.True(t, 3*time.Second, "peer to become reachable", func() bool {
 		got, err := b.Call(ctx, dead, "x", 1, nil)
 		return err == nil && string(got) == "ok"
 	})
@@ -259,7 +269,9 @@ func TestCall_PeerCloses(t *testing.T) {
 func TestManagerClose_FailsPendingCalls(t *testing.T) {
 	a := newTestManager(t, "a")
 	b := newTestManager(t, "b")
+	started := make(chan struct{}, 1)
 	a.Handle("hang", func(ctx context.Context, from string, group uint64, req []byte) ([]byte, error) {
+		started <- struct{}{}
 		<-ctx.Done()
 		return nil, ctx.Err()
 	})
@@ -268,7 +280,15 @@ func TestManagerClose_FailsPendingCalls(t *testing.T) {
 		_, err := b.Call(context.Background(), a.Addr(), "hang", 1, nil)
 		errCh <- err
 	}()
-	time.Sleep(100 * time.Millisecond)
+	// Close while the call is pending: a call made after Close would fail
+	// with ErrClosed without ever being pending.
+	select {
+	case <-started:
+	case err := <-errCh:
+		t.Fatalf("call ended before its handler ran: %v", err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("handler not called")
+	}
 	_ = b.Close()
 	select {
 	case err := <-errCh:

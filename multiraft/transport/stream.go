@@ -51,10 +51,12 @@ type Stream struct {
 	end     chan struct{}
 	endOnce sync.Once
 	endErr  error // set before end is closed
-	local   bool  // ended by Close or ctx: Recv stops returning buffered messages
+	// local: ended by Close or ctx, so Recv stops returning buffered
+	// messages; set before end is closed.
+	local bool
 
 	mu   sync.Mutex
-	stop func() bool // unregisters the ctx watcher
+	stop func() bool // unregisters the ctx watcher; guarded by mu
 }
 
 // OpenStream asks service on the node at target to stream to us. It does

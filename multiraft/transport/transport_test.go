@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/heraldhq/herald/internal/eventually"
 )
 
 func TestGroupTransport_StartStop(t *testing.T) {
@@ -410,7 +412,7 @@ func TestGroupTransport_PipelineConnectionBreaks(t *testing.T) {
 		_ = p.Close()
 		if breakConn {
 			// The next pipeline redials.
-			waitFor(t, 2*time.Second, "the broken connection to be dropped", func() bool {
+			eventually.True(t, 2*time.Second, "the broken connection to be dropped", func() bool {
 				out, _ := managerConns(b)
 				return out == 0
 			})
@@ -550,7 +552,7 @@ func TestGroupTransport_InstallSnapshot(t *testing.T) {
 		t.Fatalf("response mismatch: %#v %#v", resp, out)
 	}
 	// The snapshot connection is gone; only the shared one remains.
-	waitFor(t, 2*time.Second, "snapshot connection to close", func() bool {
+	eventually.True(t, 2*time.Second, "snapshot connection to close", func() bool {
 		a.mu.RLock()
 		defer a.mu.RUnlock()
 		return len(a.rawConn) == 0
