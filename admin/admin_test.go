@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/heraldhq/herald/internal/eventually"
 	"github.com/heraldhq/herald/internal/testcluster"
 	"github.com/heraldhq/herald/multiraft"
+	"github.com/heraldhq/herald/rooms"
 	"github.com/heraldhq/herald/wsfront/auth"
 )
 
@@ -318,21 +320,24 @@ func TestAdminStatusGroupsMoveTransferSnapshot(t *testing.T) {
 	}
 }
 
-// propose commits a room command through node n.
+// propose commits a room command through node n under the protocol's
+// retry rules: a publish gets a key, so that a write whose outcome was
+// lost (a leader that stepped down under load) is repeated harmlessly.
 func propose(t *testing.T, n *herald.Node, cmd fsm.Command) *fsm.Result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	out, err := n.Host().Propose(ctx, n.Host().GroupForKey(cmd.Room), cmd.Encode())
-	if err != nil {
-		t.Fatal(err)
+	if cmd.Op == fsm.OpPublish && cmd.Key == "" {
+		cmd.Key = fmt.Sprintf("admin-test-%d", proposeKeys.Add(1))
 	}
-	res := out.(*fsm.Result)
-	if res.Err != nil {
-		t.Fatal(res.Err)
+	res, perr := rooms.Commit(ctx, n.Rooms(), cmd, cmd.Key != "")
+	if perr != nil {
+		t.Fatal(perr)
 	}
 	return res
 }
+
+var proposeKeys atomic.Uint64
 
 func TestAdminRooms(t *testing.T) {
 	c := startCluster(t, testcluster.Options{Nodes: 3, Groups: 4})
