@@ -243,6 +243,8 @@ func (h *Host) resetReplica(group uint64) error {
 		}
 	}
 	if err == nil {
+		// Before the mark ends: from then on the reconcile loop may start
+		// the new replica, and damage it reports must stay.
 		h.damage.clear(group)
 	}
 	h.endDrop(group)
