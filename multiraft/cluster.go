@@ -162,17 +162,17 @@ func (h *Host) reconcile() {
 		if g == MetaGroup || slices.Contains(mine, g) {
 			continue
 		}
-		h.mu.Lock()
-		rep := h.replicas[g]
-		delete(h.replicas, g)
-		h.mu.Unlock()
-		if rep == nil {
+		rep, ok := h.takeForDrop(g)
+		if !ok {
 			continue
 		}
-		h.log.Info("dropping replica moved off this node", "group", g)
-		if err := h.dropReplica(rep); err != nil {
-			h.log.Error("dropping replica", "group", g, "err", err)
+		if rep != nil {
+			h.log.Info("dropping replica moved off this node", "group", g)
+			if err := h.dropReplica(rep); err != nil {
+				h.log.Error("dropping replica", "group", g, "err", err)
+			}
 		}
+		h.endDrop(g)
 	}
 }
 

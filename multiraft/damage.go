@@ -222,10 +222,10 @@ func verifyReplica(snaps raft.SnapshotStore, logs raft.LogStore, applied uint64)
 // it, after taking the replica out of the raft configuration: an empty
 // voter could vote a leader in that lacks committed entries.
 func (h *Host) resetReplica(group uint64) error {
-	h.mu.Lock()
-	rep := h.replicas[group]
-	delete(h.replicas, group)
-	h.mu.Unlock()
+	rep, ok := h.takeForDrop(group)
+	if !ok {
+		return fmt.Errorf("%w: group %d: its replica on this node is being dropped already", ErrUnavailable, group)
+	}
 	var err error
 	if rep != nil {
 		err = h.dropReplica(rep)
@@ -242,10 +242,15 @@ func (h *Host) resetReplica(group uint64) error {
 			}
 		}
 	}
+	if err == nil {
+		// Before the mark ends: from then on the reconcile loop may start
+		// the new replica, and damage it reports must stay.
+		h.damage.clear(group)
+	}
+	h.endDrop(group)
 	if err != nil {
 		return fmt.Errorf("multiraft: drop the damaged replica of group %d: %w", group, err)
 	}
-	h.damage.clear(group)
 	return h.ensureReplica(group, nil)
 }
 

@@ -14,3 +14,15 @@ func (h *Host) GroupAdminForTest(ctx context.Context, group uint64, op, id, addr
 
 // HeartbeatStatsOf is the node's raft heartbeat counters, for benchmarks.
 func HeartbeatStatsOf(h *Host) transport.HeartbeatStats { return h.peers.HeartbeatStats() }
+
+// SetDropHookForTest has f run on a node dropping a replica (a repair's
+// reset, a move off the node) between stopping it and deleting its data.
+// Set it before any host starts and restore it after every host stopped.
+func SetDropHookForTest(f func(h *Host, group uint64)) (restore func()) {
+	old := testHookDropStopped
+	testHookDropStopped = f
+	return func() { testHookDropStopped = old }
+}
+
+// ReconcileForTest runs one round of the host's reconcile loop.
+func (h *Host) ReconcileForTest() { h.reconcile() }

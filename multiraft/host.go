@@ -34,6 +34,9 @@ type Host struct {
 	// mu guards the fields from replicas to watchers.
 	mu       sync.RWMutex
 	replicas map[uint64]*replica
+	// dropping holds the groups whose replica is being dropped
+	// (takeForDrop): none of them is started until the drop ends.
+	dropping map[uint64]bool
 	hints    map[uint64]raft.ServerAddress // last known leader address per group
 	cluster  *ClusterState                 // newest cluster state seen
 	changed  chan struct{}                 // closed and replaced when cluster changes
@@ -119,7 +122,7 @@ func Start(cfg Config) (*Host, error) {
 	h := &Host{
 		cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), meta: newMetaFSM(),
 		observations: make(chan raft.Observation, 1024),
-		replicas:     map[uint64]*replica{}, hints: map[uint64]raft.ServerAddress{},
+		replicas:     map[uint64]*replica{}, dropping: map[uint64]bool{}, hints: map[uint64]raft.ServerAddress{},
 		waits: map[uint64]*groupWaits{}, checks: map[raft.ServerAddress]*targetCheck{},
 		cluster: emptyClusterState(), changed: make(chan struct{}), epochReady: make(chan struct{}),
 		removed: make(chan struct{}), damageKick: make(chan struct{}, 1),
@@ -321,6 +324,12 @@ func (h *Host) ensureReplica(group uint64, bootstrap *raft.Configuration) error 
 	if _, ok := h.replicas[group]; ok {
 		return nil
 	}
+	if h.dropping[group] {
+		// Its data is being deleted: a replica started now would load
+		// state and log that vanish under it. The drop's owner starts
+		// the group again if it should run.
+		return nil
+	}
 	if h.damage.isBroken(group) {
 		return nil // reported; only a repair starts it again
 	}
@@ -351,6 +360,29 @@ func (h *Host) ensureReplica(group uint64, bootstrap *raft.Configuration) error 
 	}
 	h.replicas[group] = rep
 	return nil
+}
+
+// takeForDrop takes group's replica (nil if none runs) out of the running
+// ones and marks the group as being dropped, so that nothing starts it
+// again (ensureReplica, from the reconcile loop or a repair) while its
+// data is deleted; endDrop ends that. It reports false, taking nothing,
+// when the group is being dropped already.
+func (h *Host) takeForDrop(group uint64) (*replica, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.dropping[group] {
+		return nil, false
+	}
+	rep := h.replicas[group]
+	delete(h.replicas, group)
+	h.dropping[group] = true
+	return rep, true
+}
+
+func (h *Host) endDrop(group uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.dropping, group)
 }
 
 func (h *Host) replica(group uint64) *replica {

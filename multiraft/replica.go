@@ -231,6 +231,9 @@ func (h *Host) stopReplica(rep *replica, drain time.Duration, step func(string))
 // when the state machine can, its state.
 func (h *Host) dropReplica(rep *replica) error {
 	err := h.stopReplica(rep, drainTimeout, func(string) {})
+	if testHookDropStopped != nil {
+		testHookDropStopped(h, rep.group)
+	}
 	if derr := h.logs.DropGroup(rep.group); err == nil {
 		err = derr
 	}
@@ -244,6 +247,10 @@ func (h *Host) dropReplica(rep *replica) error {
 	}
 	return err
 }
+
+// testHookDropStopped, when set, runs in dropReplica between stopping the
+// replica and deleting its data.
+var testHookDropStopped func(h *Host, group uint64)
 
 // readIndex returns an index such that a read of state at or after it is
 // linearizable: the leader's commit index, confirmed by a quorum after the
