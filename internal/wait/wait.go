@@ -16,7 +16,7 @@ func Sleep(ctx context.Context, d time.Duration) bool {
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
-		return ctx.Err() == nil
+		return false
 	case <-t.C:
 		return true
 	}
