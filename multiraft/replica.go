@@ -195,6 +195,10 @@ func (h *Host) stopReplica(rep *replica, drain time.Duration, step func(string))
 		if !rep.drainLog(drain) {
 			h.log.Warn("stopping a replica with appends in flight", "group", rep.group, "after", drain)
 		}
+		step("waiting for leader checks in flight")
+		if !rep.verify.stop(drain) {
+			h.log.Warn("stopping a replica with a leader check in flight", "group", rep.group, "after", drain)
+		}
 		step("raft shutdown")
 		done := make(chan struct{})
 		go func() { // ends with raft's shutdown, which the wait below waits for
@@ -342,10 +346,16 @@ func (rep *replica) raftError(err error, applied bool) error {
 // leaderVerifier shares one VerifyLeader among the reads that arrive while
 // another is in flight. A read joins only a round that has not started, so
 // the round it waits for began after the read noted its commit index.
+//
+// raft never answers a VerifyLeader that is still queued for its main loop
+// when it shuts down, so the replica stops the verifier first (stop), while
+// raft still answers every round: within a leader lease, or at once when it
+// does not lead.
 type leaderVerifier struct {
-	mu      sync.Mutex   // guards next and running
-	next    *verifyRound // the round new reads join; nil once it started
-	running bool         // a run goroutine is verifying rounds
+	mu      sync.Mutex    // guards next, running and stopped
+	next    *verifyRound  // the round new reads join; nil once it started
+	running chan struct{} // closed when the run goroutine returns; nil when none runs
+	stopped bool          // the replica is stopping: no new round starts
 }
 
 type verifyRound struct {
@@ -358,10 +368,18 @@ func (v *leaderVerifier) verify(ctx context.Context, r *raft.Raft, trans *transp
 	if v.next == nil {
 		v.next = &verifyRound{done: make(chan struct{})}
 	}
+	if v.stopped {
+		v.mu.Unlock()
+		return raft.ErrRaftShutdown
+	}
 	round := v.next
-	if !v.running {
-		v.running = true
-		go v.run(r, trans)
+	if v.running == nil {
+		ended := make(chan struct{})
+		v.running = ended
+		go func() { // owned by the replica: its stop waits for it
+			defer close(ended)
+			v.run(r, trans)
+		}()
 	}
 	v.mu.Unlock()
 	select {
@@ -372,8 +390,8 @@ func (v *leaderVerifier) verify(ctx context.Context, r *raft.Raft, trans *transp
 	}
 }
 
-// run verifies rounds until none is waiting. It ends on its own: raft
-// answers VerifyLeader within the leader lease, or at shutdown. While it
+// run verifies rounds until none is waiting. It ends on its own while raft
+// runs (see leaderVerifier for why the replica stops it first). While it
 // runs, the group's heartbeats all reach the followers: leadership is
 // confirmed by answers given now, never by batched acknowledgements.
 func (v *leaderVerifier) run(r *raft.Raft, trans *transport.GroupTransport) {
@@ -384,13 +402,32 @@ func (v *leaderVerifier) run(r *raft.Raft, trans *transport.GroupTransport) {
 		round := v.next
 		v.next = nil
 		if round == nil {
-			v.running = false
+			v.running = nil
 			v.mu.Unlock()
 			return
 		}
 		v.mu.Unlock()
 		round.err = r.VerifyLeader().Error()
 		close(round.done)
+	}
+}
+
+// stop refuses new rounds and waits, at most d, for the rounds under way.
+func (v *leaderVerifier) stop(d time.Duration) bool {
+	v.mu.Lock()
+	v.stopped = true
+	ended := v.running
+	v.mu.Unlock()
+	if ended == nil {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ended:
+		return true
+	case <-t.C:
+		return false
 	}
 }
 

@@ -34,3 +34,12 @@ func Main(m *testing.M, cleanups ...func()) {
 	})}, ignored...)
 	goleak.VerifyTestMain(m, opts...)
 }
+
+// After fails t if goroutines that were not running when After was called
+// are still running once t's later cleanups have run. Register it before
+// the cleanups that stop what the test starts (cleanups run last in, first
+// out), so that the check comes after them.
+func After(t testing.TB) {
+	opts := append([]goleak.Option{goleak.IgnoreCurrent()}, ignored...)
+	t.Cleanup(func() { goleak.VerifyNone(t, opts...) })
+}
