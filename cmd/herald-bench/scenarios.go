@@ -49,7 +49,11 @@ func startMeter(ctx context.Context, e *env, tgt *target, win *window, p Params,
 		m.smp.run(m.start, m.stopSmp)
 	}()
 	if e.profileDir != "" {
-		m.profile(ctx, e, p)
+		if err := os.MkdirAll(e.profileDir, 0o755); err != nil {
+			fmt.Fprintf(e.log, "profiles: %v\n", err)
+		} else {
+			m.profile(ctx, e, p)
+		}
 	}
 	return m
 }
