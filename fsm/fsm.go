@@ -71,6 +71,9 @@ type FSM struct {
 	graves map[string]graveRef
 	// failed is the storage error that stopped the FSM, if any.
 	failed error
+	// spare is the last committed tx, kept for newTx to reuse its maps
+	// and slices.
+	spare *tx
 	// damaged is the first corruption found in the group's stored data
 	// (ErrCorrupt), by a read or an apply; nil while none was.
 	damaged atomic.Pointer[error]
@@ -338,6 +341,7 @@ func (f *FSM) failRest(results []any, logs []*raft.Log, i int) []any {
 // and tells subscribers. On failure it marks the FSM failed, replaces the
 // results of t's commands with ErrStorage and returns false.
 func (f *FSM) commit(t *tx, results []any, logs []*raft.Log) bool {
+	defer f.release(t)
 	defer t.read.Discard()
 	if t.applied.Index == f.applied.Index {
 		return true // nothing was applied

@@ -54,22 +54,60 @@ type memberKey struct {
 	member string
 }
 
+// newTx starts the tx of the next commit. It reuses the maps and slices
+// of the previous one: most commits carry one or a few entries, and making
+// a batch's worth of them per commit was most of the garbage a node made
+// while publishing (and so most of its GC work).
 func (f *FSM) newTx() *tx {
-	return &tx{
-		f:       f,
-		read:    f.db.NewTransaction(false),
-		applied: f.applied,
-		now:     f.applied.Clock,
-		writes:  make([]pending, 0, 256),
-		written: make(map[string]int, 256),
-		rooms:   make(map[string]*txRoom),
-		members: make(map[memberKey]*Member),
+	t := f.spare
+	f.spare = nil
+	if t == nil {
+		t = &tx{
+			written: make(map[string]int),
+			rooms:   make(map[string]*txRoom),
+			members: make(map[memberKey]*Member),
+		}
+	}
+	*t = tx{
+		f:        f,
+		read:     f.db.NewTransaction(false),
+		applied:  f.applied,
+		now:      f.applied.Clock,
+		writes:   t.writes[:0],
+		written:  t.written,
+		rooms:    t.rooms,
+		roomSlab: t.roomSlab[:0],
+		members:  t.members,
+		events:   t.events[:0],
 		// Leave half of badger's transaction limits as headroom: a tx is
 		// cut before an entry once past this, and no one command (bounded
 		// by the Max* constants) writes more than the rest.
 		maxWrites: int(f.db.MaxBatchCount() / 2),
 		maxBytes:  int(f.db.MaxBatchSize() / 2),
 	}
+	return t
+}
+
+// reuseLimit bounds what a tx may have held to be kept for reuse: the
+// maps of a large restore-sized batch would otherwise stay allocated, and
+// clearing them would cost every later commit.
+const reuseLimit = 1024
+
+// release keeps a finished tx for the next newTx, dropping its references
+// to keys, values, rooms and events so that they can be collected.
+func (f *FSM) release(t *tx) {
+	if cap(t.writes) > reuseLimit || len(t.written) > reuseLimit || len(t.rooms) > reuseLimit ||
+		len(t.members) > reuseLimit || cap(t.events) > reuseLimit || cap(t.roomSlab) > reuseLimit {
+		return
+	}
+	clear(t.writes[:cap(t.writes)])
+	clear(t.written)
+	clear(t.rooms)
+	clear(t.roomSlab[:cap(t.roomSlab)])
+	clear(t.members)
+	clear(t.events[:cap(t.events)])
+	t.read, t.defaults, t.ns, t.err = nil, nil, nil, nil
+	f.spare = t
 }
 
 // begin starts applying entry l: its index and the log clock.
