@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heraldhq/herald/internal/leakcheck"
+
 	"github.com/heraldhq/herald/internal/wstest"
 )
 
@@ -35,9 +37,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "build herald:", err)
 		os.Exit(1)
 	}
-	code := m.Run()
-	_ = os.RemoveAll(dir)
-	os.Exit(code)
+	leakcheck.Main(m, func() { _ = os.RemoveAll(dir) })
 }
 
 // freePorts returns n ports free on 127.0.0.1 right now.

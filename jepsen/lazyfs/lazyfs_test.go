@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heraldhq/herald/internal/leakcheck"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/heraldhq/herald/internal/eventually"
@@ -283,7 +285,7 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	leakcheck.Main(m)
 }
 
 func TestMmapWritesNeedMsync(t *testing.T) {

@@ -17,9 +17,16 @@ func TestHeartbeatCoalescing(t *testing.T) {
 	ga, gb := mustGroup(t, a, 1), mustGroup(t, b, 1)
 	resp := makeAppendRPCResponse()
 	ga.SetHeartbeatHandler(func(rpc raft.RPC) { rpc.Respond(&resp, nil) })
-	go func() {
-		for rpc := range ga.Consumer() {
-			rpc.Respond(&resp, nil)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() { // the consumer channel is never closed: stop ends it
+		for {
+			select {
+			case rpc := <-ga.Consumer():
+				rpc.Respond(&resp, nil)
+			case <-stop:
+				return
+			}
 		}
 	}()
 	hb := heartbeatRPC()
