@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/hashicorp/raft"
@@ -197,4 +198,162 @@ func TestFSMAppSettings(t *testing.T) {
 	if st, _ := m2.State(); string(st.AppSettings) != `{"a":3}` || st.AppSettingsIndex != 4 {
 		t.Fatalf("restored: %s at %d", st.AppSettings, st.AppSettingsIndex)
 	}
+}
+
+// initialized is an FSM holding a three-node cluster of four groups, with
+// a registered node and a move in progress on group 1.
+func initialized(t *testing.T) *FSM {
+	t.Helper()
+	m := NewFSM()
+	p, _ := InitialPlacement([]string{"a", "b", "c"}, 4, 3)
+	for i, c := range [][]byte{
+		Init("c1", 4, 3, []NodeInfo{{ID: "a", PeerAddr: "1"}, {ID: "b", PeerAddr: "2"}, {ID: "c", PeerAddr: "3"}, {ID: "d", PeerAddr: "4"}}, p, []byte(`{"a":1}`)),
+		Register(NodeInfo{ID: "a", PeerAddr: "1"}),
+		BeginOp(1, GroupOp{Kind: OpMove, From: "a", To: "d", Owner: "a", OwnerEpoch: 2}, 0),
+	} {
+		if r := m.Apply(&raft.Log{Index: uint64(i + 1), Type: raft.LogCommand, Data: c}).(*Result); r.Refused() != nil {
+			t.Fatal(r.Refused())
+		}
+	}
+	return m
+}
+
+// stateJSON is the state without its applied index, which every entry
+// moves, refused or not.
+func stateJSON(m *FSM) string {
+	st, _ := m.State()
+	st.Index = 0
+	b, _ := json.Marshal(st)
+	return string(b)
+}
+
+// Entries come from the log, which any node of any version may have
+// written: an entry this code cannot use is refused with a reason, changes
+// nothing, and never panics.
+func TestApplyRefusesBadEntriesAndChangesNothing(t *testing.T) {
+	for _, tc := range []struct {
+		name, entry, why string
+	}{
+		{"not json", `{garbage`, "undecodable meta command"},
+		{"empty", ``, "undecodable meta command"},
+		{"json null", `null`, "version 0"},
+		{"an array", `[1,2]`, "undecodable meta command"},
+		{"a string", `"init"`, "undecodable meta command"},
+		{"no version", `{"op":"register","node":{"id":"x","peer_addr":"1"}}`, "version 0"},
+		{"a newer version", `{"v":2,"op":"register","node":{"id":"x","peer_addr":"1"}}`, "version 2"},
+		{"unknown op", `{"v":1,"op":"frobnicate"}`, "unknown meta op"},
+		{"no op", `{"v":1}`, "unknown meta op"},
+		{"group too large for a number", `{"v":1,"op":"end_op","group":1e30}`, "undecodable meta command"},
+		{"negative group", `{"v":1,"op":"end_op","group":-1}`, "undecodable meta command"},
+		{"node of the wrong type", `{"v":1,"op":"register","node":"x"}`, "undecodable meta command"},
+		{"placement keyed by a name", `{"v":1,"op":"init","cluster_id":"c","groups":1,"replication":1,"placement":{"x":["a"]}}`, "undecodable meta command"},
+		{"second init", string(Init("c2", 1, 1, nil, nil, nil)), "already initialized"},
+		{"register without a node", `{"v":1,"op":"register"}`, "needs a node id"},
+		{"register without an address", string(Register(NodeInfo{ID: "x"})), "needs a node id"},
+		{"state of an unknown node", string(SetState("zz", NodeActive)), "not in the cluster"},
+		{"unknown state", string(SetState("a", "sleeping")), "unknown node state"},
+		{"replicas of the meta group", string(SetReplicas(Group, 0, nil, []string{"a"}, false)), "not a data group"},
+		{"replicas of a group beyond the last", string(SetReplicas(5, 0, nil, []string{"a"}, false)), "not a data group"},
+		{"replicas outside the running move", string(SetReplicas(1, 0, []string{"a", "b", "c"}, []string{"a"}, false)), "in progress"},
+		{"replicas of an ended move", string(SetReplicas(2, 7, []string{"b", "c", "a"}, []string{"a"}, false)), "no longer in progress"},
+		{"replicas expected wrong", string(SetReplicas(2, 0, []string{"a"}, []string{"a"}, false)), "not [a]"},
+		{"replicas on an unknown node", string(SetReplicas(2, 0, []string{"b", "c", "a"}, []string{"a", "zz"}, false)), "not in the cluster"},
+		{"begin without a record", `{"v":1,"op":"begin_op","group":2}`, "needs a kind and an owner"},
+		{"begin of an unknown kind", string(BeginOp(2, GroupOp{Kind: "teleport", Owner: "a"}, 0)), "needs a kind and an owner"},
+		{"begin owned by an unknown node", string(BeginOp(2, GroupOp{Kind: OpRepair, Owner: "zz"}, 0)), "not in the cluster"},
+		{"begin on a held group", string(BeginOp(1, GroupOp{Kind: OpRepair, Owner: "b"}, 0)), "in progress"},
+		{"takeover of a record that ended", string(BeginOp(2, GroupOp{Kind: OpRepair, Owner: "b"}, 9)), "has ended"},
+		{"end of another record", string(EndOp(1, 9)), "no longer in progress"},
+		{"lease of an old epoch", string(ExpireLease("a", 1)), "not at epoch 1"},
+		{"lease of an unknown node", string(ExpireLease("zz", 2)), "not at epoch 2"},
+		{"expiry of an unknown node", string(RecordExpired("zz", 2)), "not in the cluster"},
+		{"removal of an unknown node", string(RemoveNode("zz")), "not in the cluster"},
+		{"removal of a node with replicas", string(RemoveNode("a")), "still holds replicas"},
+		{"settings read at an old version", string(SetAppSettings([]byte(`{}`), 0)), "read them again"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := initialized(t)
+			before := stateJSON(m)
+			r, ok := m.Apply(&raft.Log{Index: 10, Type: raft.LogCommand, Data: []byte(tc.entry)}).(*Result)
+			if !ok || !errors.Is(r.Refused(), ErrConflict) || !strings.Contains(r.Err, tc.why) {
+				t.Fatalf("result %+v, want a refusal saying %q", r, tc.why)
+			}
+			if after := stateJSON(m); after != before {
+				t.Errorf("a refused entry changed the state:\n%s\n%s", before, after)
+			}
+			if m.AppliedIndex() != 10 {
+				t.Errorf("applied index %d after a refused entry, want 10", m.AppliedIndex())
+			}
+		})
+	}
+	// Entries that are not commands (raft's own) are skipped.
+	m := initialized(t)
+	before := stateJSON(m)
+	for _, typ := range []raft.LogType{raft.LogNoop, raft.LogBarrier, raft.LogConfiguration} {
+		if r := m.Apply(&raft.Log{Index: 10, Type: typ, Data: []byte(`{garbage`)}); r != nil {
+			t.Errorf("log type %v returned %v", typ, r)
+		}
+	}
+	if stateJSON(m) != before || m.AppliedIndex() != 3 {
+		t.Error("a non-command entry changed the state")
+	}
+}
+
+// Snapshots are read from disk and from peers: a bad one is an error, and
+// the state stays as it was.
+func TestRestoreRefusesBadSnapshots(t *testing.T) {
+	for _, tc := range []struct{ name, snap string }{
+		{"not json", "not json"},
+		{"truncated", `{"cluster_id":"c1","groups":4`},
+		{"wrong type", `{"groups":"many"}`},
+		{"replicas keyed by name", `{"replicas":{"x":["a"]}}`},
+		{"an array", `[]`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := initialized(t)
+			before := stateJSON(m)
+			if err := m.Restore(io.NopCloser(strings.NewReader(tc.snap))); err == nil {
+				t.Fatal("restored")
+			}
+			if stateJSON(m) != before {
+				t.Error("a refused snapshot changed the state")
+			}
+		})
+	}
+	// Maps a snapshot leaves out come back empty: an old or minimal
+	// snapshot restores into a state every rule can read.
+	m := NewFSM()
+	if err := m.Restore(io.NopCloser(strings.NewReader(`{"cluster_id":"c1","groups":2,"nodes":null}`))); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := m.State(); st.Nodes == nil || st.Replicas == nil || !st.Initialized() {
+		t.Fatalf("restored: %+v", st)
+	}
+}
+
+// No entry may panic the state machine; a refused one changes nothing but
+// the applied index, and every result survives its trip between nodes.
+func FuzzApply(f *testing.F) {
+	for _, c := range goldenCommands() {
+		f.Add(c)
+	}
+	f.Fuzz(func(t *testing.T, entry []byte) {
+		m := initialized(t)
+		before := stateJSON(m)
+		r := m.Apply(&raft.Log{Index: 10, Type: raft.LogCommand, Data: entry}).(*Result)
+		if r.Err != "" && stateJSON(m) != before {
+			t.Fatalf("refused (%s) yet changed the state", r.Err)
+		}
+		b, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var back Result
+		if err := json.Unmarshal(b, &back); err != nil {
+			t.Fatalf("result %s does not decode: %v", b, err)
+		}
+		if again, _ := json.Marshal(&back); !bytes.Equal(again, b) {
+			t.Fatalf("result %s came back as %s", b, again)
+		}
+	})
 }

@@ -246,5 +246,5 @@ func Voters(n int) int {
 	if v%2 == 0 {
 		v--
 	}
-	return v
+	return max(v, 0)
 }

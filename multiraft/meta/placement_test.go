@@ -69,11 +69,23 @@ func TestInitialPlacementIsEven(t *testing.T) {
 			}
 		}
 	}
-	if _, err := InitialPlacement([]string{"a", "b"}, 4, 3); err == nil {
-		t.Error("replication above node count accepted")
-	}
-	if _, err := InitialPlacement([]string{"a", "a"}, 4, 1); err == nil {
-		t.Error("duplicate node accepted")
+}
+
+func TestInitialPlacementRefusesImpossibleSpecs(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		nodes []string
+		r     int
+	}{
+		{"no nodes", nil, 1},
+		{"replication above the node count", []string{"a", "b"}, 3},
+		{"no replication", []string{"a", "b"}, 0},
+		{"negative replication", []string{"a"}, -1},
+		{"a node twice", []string{"a", "b", "a"}, 1},
+	} {
+		if p, err := InitialPlacement(tc.nodes, 4, tc.r); err == nil {
+			t.Errorf("%s: placed %v", tc.name, p)
+		}
 	}
 }
 
@@ -155,5 +167,133 @@ func TestPlanEmptiesDecommissioningNode(t *testing.T) {
 		if m.To == "b" {
 			t.Errorf("plan moves onto the leaving node: %v", m)
 		}
+	}
+}
+
+// A plan, applied, leaves every group with its replication on distinct
+// active nodes, replicas and leaders even over the active nodes, every
+// leader on one of its group's replicas, and nothing more to plan.
+func TestPlanAfterMembershipChanges(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		nodes  []string
+		groups uint64
+		r      int
+		add    []string // joined after placement, with no replicas
+		leave  []string // decommissioning
+		// oneLeader: a single node leads every group, the worst case for
+		// leader balance; otherwise each group's first replica leads.
+		oneLeader bool
+	}{
+		{name: "one node added to three", nodes: []string{"a", "b", "c"}, groups: 8, r: 3, add: []string{"d"}},
+		{name: "two nodes added to three, one leader", nodes: []string{"a", "b", "c"}, groups: 12, r: 3, add: []string{"d", "e"}, oneLeader: true},
+		{name: "a node added to seven, many groups", nodes: []string{"n1", "n2", "n3", "n4", "n5", "n6", "n7"}, groups: 64, r: 3, add: []string{"n8"}},
+		{name: "replication one", nodes: []string{"a", "b"}, groups: 6, r: 1, add: []string{"c", "d"}},
+		{name: "one of five leaves", nodes: []string{"a", "b", "c", "d", "e"}, groups: 16, r: 3, leave: []string{"c"}},
+		{name: "two of five leave", nodes: []string{"a", "b", "c", "d", "e"}, groups: 10, r: 3, leave: []string{"a", "e"}, oneLeader: true},
+		{name: "one leaves as one joins", nodes: []string{"a", "b", "c"}, groups: 9, r: 3, add: []string{"d"}, leave: []string{"b"}},
+		{name: "already balanced", nodes: []string{"a", "b", "c", "d"}, groups: 8, r: 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := stateOf(tc.nodes, tc.groups, tc.r)
+			for _, n := range tc.add {
+				s.Nodes[n] = &NodeInfo{ID: n, State: NodeActive}
+			}
+			for _, n := range tc.leave {
+				s.Nodes[n].State = NodeDecommissioning
+			}
+			leaders := map[uint64]string{}
+			for g, r := range s.Replicas {
+				leaders[g] = r[0]
+				if tc.oneLeader {
+					leaders[g] = s.Replicas[1][0]
+				}
+			}
+			if tc.oneLeader {
+				for g := range s.Replicas {
+					if !slices.Contains(s.Replicas[g], leaders[g]) {
+						s.Replicas[g][0] = leaders[g] // keep the leader a replica
+					}
+				}
+			}
+			plan := Plan(s, leaders)
+			if again := Plan(s, leaders); !slices.Equal(plan, again) {
+				t.Fatalf("the plan is not deterministic:\n%v\n%v", plan, again)
+			}
+			for _, m := range plan {
+				if slices.Contains(tc.leave, m.To) {
+					t.Errorf("plan moves onto a leaving node: %v", m)
+				}
+			}
+			applyPlan(s, leaders, plan)
+			var active []string
+			for _, id := range s.NodeIDs() {
+				if s.Nodes[id].State == NodeActive {
+					active = append(active, id)
+				}
+			}
+			loads, leads := map[string]int{}, map[string]int{}
+			for g := uint64(1); g <= tc.groups; g++ {
+				r := s.Replicas[g]
+				if len(r) != tc.r || len(slices.Compact(slices.Sorted(slices.Values(r)))) != tc.r {
+					t.Fatalf("group %d has replicas %v, want %d distinct", g, r, tc.r)
+				}
+				for _, n := range r {
+					if !slices.Contains(active, n) {
+						t.Errorf("group %d keeps a replica on leaving node %s", g, n)
+					}
+					loads[n]++
+				}
+				if !slices.Contains(r, leaders[g]) {
+					t.Errorf("group %d led by %s, which holds no replica (%v)", g, leaders[g], r)
+				}
+				leads[leaders[g]]++
+			}
+			for what, m := range map[string]map[string]int{"replicas": loads, "leaders": leads} {
+				lo, hi := 1<<30, 0
+				for _, n := range active {
+					lo, hi = min(lo, m[n]), max(hi, m[n])
+				}
+				if hi-lo > 1 {
+					t.Errorf("%s uneven after the plan: %v", what, m)
+				}
+			}
+			if again := Plan(s, leaders); len(again) != 0 {
+				t.Errorf("after the plan, still planned: %v", again)
+			}
+		})
+	}
+}
+
+// When no active node can take a leaving node's replica without holding
+// two of one group, the plan moves none (Decommission then says so).
+func TestPlanCannotEmptyANodeNeededForReplication(t *testing.T) {
+	s := stateOf([]string{"a", "b", "c"}, 4, 3)
+	s.Nodes["c"].State = NodeDecommissioning
+	for _, m := range Plan(s, nil) {
+		if m.Kind == MoveReplica {
+			t.Errorf("planned %v with nowhere to go", m)
+		}
+	}
+}
+
+func TestPlanWithoutActiveNodesIsEmpty(t *testing.T) {
+	s := stateOf([]string{"a", "b"}, 2, 1)
+	for _, n := range s.Nodes {
+		n.State = NodeDecommissioning
+	}
+	if p := Plan(s, map[uint64]string{1: "a"}); len(p) != 0 {
+		t.Errorf("planned %v", p)
+	}
+}
+
+func TestMetaVoters(t *testing.T) {
+	for n, want := range []int{0, 1, 1, 3, 3, 5, 5, 5, 5} {
+		if got := Voters(n); got != want {
+			t.Errorf("Voters(%d) = %d, want %d", n, got, want)
+		}
+	}
+	if Voters(1000) != MaxVoters {
+		t.Error("more nodes than MaxVoters")
 	}
 }
