@@ -20,6 +20,7 @@ import (
 	"github.com/heraldhq/herald/internal/eventually"
 	"github.com/heraldhq/herald/internal/testcluster"
 	"github.com/heraldhq/herald/multiraft"
+	"github.com/heraldhq/herald/multiraft/meta"
 	"github.com/heraldhq/herald/rooms"
 	"github.com/heraldhq/herald/wsfront/auth"
 )
@@ -189,7 +190,7 @@ func TestAdminStatusGroupsMoveTransferSnapshot(t *testing.T) {
 	}
 	replicas, leads := 0, 0
 	for _, n := range st.Nodes {
-		if n.State != multiraft.NodeActive || n.Epoch == 0 || n.PeerAddr == "" || n.ClientAddr == "" || n.LeaseExpired {
+		if n.State != meta.NodeActive || n.Epoch == 0 || n.PeerAddr == "" || n.ClientAddr == "" || n.LeaseExpired {
 			t.Errorf("node %+v", n)
 		}
 		replicas += n.Replicas

@@ -9,6 +9,7 @@ import (
 
 	"github.com/heraldhq/herald/fsm"
 	"github.com/heraldhq/herald/multiraft"
+	"github.com/heraldhq/herald/multiraft/meta"
 )
 
 // Every error a handler lets through gets its status and code, also when
@@ -25,7 +26,7 @@ func TestErrorsBecomeAPIErrors(t *testing.T) {
 		{fsm.ErrInvalid, http.StatusBadRequest, "invalid"},
 		{multiraft.ErrMoveInProgress, http.StatusConflict, "move_in_progress"},
 		{multiraft.ErrNotVoter, http.StatusConflict, "not_a_voter"},
-		{multiraft.ErrMetaConflict, http.StatusConflict, "conflict"},
+		{meta.ErrConflict, http.StatusConflict, "conflict"},
 		{multiraft.ErrNodeRemoved, http.StatusConflict, "node_removed"},
 		{multiraft.ErrUnknownOutcome, http.StatusServiceUnavailable, "unknown_outcome"},
 		{context.DeadlineExceeded, http.StatusServiceUnavailable, "timeout"},

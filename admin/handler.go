@@ -17,6 +17,7 @@ import (
 	"github.com/heraldhq/herald/fsm"
 	"github.com/heraldhq/herald/internal/httpjson"
 	"github.com/heraldhq/herald/multiraft"
+	"github.com/heraldhq/herald/multiraft/meta"
 )
 
 // Prefix is the path under which Handler serves; mount it there.
@@ -252,7 +253,7 @@ var apiErrors = []struct {
 	{err: fsm.ErrInvalid, status: http.StatusBadRequest, code: "invalid"},
 	{err: multiraft.ErrMoveInProgress, status: http.StatusConflict, code: "move_in_progress"},
 	{err: multiraft.ErrNotVoter, status: http.StatusConflict, code: "not_a_voter"},
-	{err: multiraft.ErrMetaConflict, status: http.StatusConflict, code: "conflict"},
+	{err: meta.ErrConflict, status: http.StatusConflict, code: "conflict"},
 	{err: multiraft.ErrNodeRemoved, status: http.StatusConflict, code: "node_removed"},
 	{err: multiraft.ErrUnknownOutcome, status: http.StatusServiceUnavailable, code: "unknown_outcome",
 		hint: " (the change may or may not have been made; check before retrying)"},

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/multiraft"
+	"github.com/heraldhq/herald/multiraft/meta"
 )
 
 // The handlers open in the same steps, in the order the API reports their
@@ -43,7 +44,7 @@ func readChange(w http.ResponseWriter, r *http.Request, req changeRequest, def, 
 // group its path names: the group id, readChange, then groupWithin. The
 // caller must call cancel, also after an error.
 func (s *server) openGroupChange(w http.ResponseWriter, r *http.Request, req changeRequest, def, max time.Duration) (
-	g uint64, ctx context.Context, cancel context.CancelFunc, st *multiraft.ClusterState, err error) {
+	g uint64, ctx context.Context, cancel context.CancelFunc, st *meta.ClusterState, err error) {
 	g, err = parseGroupID(r)
 	if err != nil {
 		return 0, nil, func() {}, nil, err
@@ -59,7 +60,7 @@ func (s *server) openGroupChange(w http.ResponseWriter, r *http.Request, req cha
 // clusterWithin bounds the rest of r by timeout and reads the cluster
 // state within that bound. The caller must call cancel, also after an
 // error.
-func (s *server) clusterWithin(r *http.Request, timeout time.Duration) (ctx context.Context, cancel context.CancelFunc, st *multiraft.ClusterState, err error) {
+func (s *server) clusterWithin(r *http.Request, timeout time.Duration) (ctx context.Context, cancel context.CancelFunc, st *meta.ClusterState, err error) {
 	ctx, cancel = context.WithTimeout(r.Context(), timeout)
 	st, err = s.metaState(ctx)
 	return ctx, cancel, st, err
@@ -67,7 +68,7 @@ func (s *server) clusterWithin(r *http.Request, timeout time.Duration) (ctx cont
 
 // groupWithin is clusterWithin for a request about group g, which the
 // cluster must have.
-func (s *server) groupWithin(r *http.Request, g uint64, timeout time.Duration) (ctx context.Context, cancel context.CancelFunc, st *multiraft.ClusterState, err error) {
+func (s *server) groupWithin(r *http.Request, g uint64, timeout time.Duration) (ctx context.Context, cancel context.CancelFunc, st *meta.ClusterState, err error) {
 	ctx, cancel, st, err = s.clusterWithin(r, timeout)
 	if err == nil {
 		err = checkGroup(st, g)
@@ -122,7 +123,7 @@ func (q *TransferRequest) check() error {
 }
 
 // clusterNode is node id of st, or node_not_found.
-func clusterNode(st *multiraft.ClusterState, id string) (*multiraft.NodeInfo, error) {
+func clusterNode(st *meta.ClusterState, id string) (*meta.NodeInfo, error) {
 	if n := st.Nodes[id]; n != nil {
 		return n, nil
 	}

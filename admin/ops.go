@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/multiraft"
+	"github.com/heraldhq/herald/multiraft/meta"
 )
 
 // Bounds of the synchronous operations. A move copies a group's state to a
@@ -53,10 +54,10 @@ func (s *server) addNode(w http.ResponseWriter, r *http.Request) error {
 }
 
 // activeOthers counts the active nodes other than id.
-func activeOthers(st *multiraft.ClusterState, id string) int {
+func activeOthers(st *meta.ClusterState, id string) int {
 	n := 0
 	for other, info := range st.Nodes {
-		if other != id && info.State == multiraft.NodeActive {
+		if other != id && info.State == meta.NodeActive {
 			n++
 		}
 	}
@@ -64,7 +65,7 @@ func activeOthers(st *multiraft.ClusterState, id string) int {
 }
 
 // leavingNode finds the node a decommission or remove is about.
-func leavingNode(st *multiraft.ClusterState, id string) (*multiraft.NodeInfo, error) {
+func leavingNode(st *meta.ClusterState, id string) (*meta.NodeInfo, error) {
 	n := st.Nodes[id]
 	if n == nil {
 		return nil, notFound("node_not_found", "node %q is not in the cluster (nodes: %v): it never joined, or its decommission or removal has finished",
@@ -76,7 +77,7 @@ func leavingNode(st *multiraft.ClusterState, id string) (*multiraft.NodeInfo, er
 // capacityCheck refuses a decommission or remove that cannot finish for
 // want of nodes. It comes after the checks that say the request is wrong in
 // itself, since adding a node would not make those succeed.
-func capacityCheck(st *multiraft.ClusterState, id string) error {
+func capacityCheck(st *meta.ClusterState, id string) error {
 	if held := len(st.GroupsOf(id)); held > 0 && activeOthers(st, id) < st.Replication {
 		return conflict("not_enough_nodes", "node %s holds %d replicas and the other %d active nodes cannot take them with %d replicas per group; add a node first",
 			id, held, activeOthers(st, id), st.Replication)
@@ -269,7 +270,7 @@ func (s *server) moveReplica(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if g == multiraft.MetaGroup {
-		return badRequest("the meta group's members follow the nodes by themselves (up to %d voters); decommission a node to take it out", multiraft.MaxMetaReplicas)
+		return badRequest("the meta group's members follow the nodes by themselves (up to %d voters); decommission a node to take it out", meta.MaxVoters)
 	}
 	if _, err := clusterNode(st, req.From); err != nil {
 		return err
@@ -297,7 +298,7 @@ func (s *server) moveReplica(w http.ResponseWriter, r *http.Request) error {
 		// Only an interrupted move leaves both with an extra replica; else
 		// this would drop the group to one replica fewer.
 		return conflict("already_replica", "node %s already holds a replica of group %d (replicas: %v)", req.To, g, cur)
-	case !hasTo && to.State != multiraft.NodeActive:
+	case !hasTo && to.State != meta.NodeActive:
 		return conflict("node_not_active", "node %s is %s: it takes no new replicas", req.To, to.State)
 	}
 	s.log.Info("moving a replica", "group", g, "from", req.From, "to", req.To)
@@ -394,13 +395,13 @@ func (s *server) planRebalance(w http.ResponseWriter, r *http.Request) error {
 	}
 	// This is PlanRebalance, with the leaders kept for the summary.
 	leaders := s.host.Leaders(ctx, st)
-	writeJSON(w, http.StatusOK, summarize(st, leaders, multiraft.Plan(st, leaders)))
+	writeJSON(w, http.StatusOK, summarize(st, leaders, meta.Plan(st, leaders)))
 	return nil
 }
 
 // summarize counts replicas and leaderships per node before and after a
 // plan.
-func summarize(st *multiraft.ClusterState, leaders map[uint64]string, moves []Move) Plan {
+func summarize(st *meta.ClusterState, leaders map[uint64]string, moves []Move) Plan {
 	p := Plan{Moves: moves, Replicas: map[string]Counts{}, Leaders: map[string]Counts{}, LeadersKnown: len(leaders), Groups: st.Groups}
 	if p.Moves == nil {
 		p.Moves = []Move{}
@@ -422,7 +423,7 @@ func summarize(st *multiraft.ClusterState, leaders map[uint64]string, moves []Mo
 	}
 	for _, m := range moves {
 		switch m.Kind {
-		case multiraft.MoveReplica:
+		case meta.MoveReplica:
 			replicas[m.From]--
 			replicas[m.To]++
 			if lead[m.Group] == m.From {
@@ -430,7 +431,7 @@ func summarize(st *multiraft.ClusterState, leaders map[uint64]string, moves []Mo
 				leads[m.To]++
 				lead[m.Group] = m.To
 			}
-		case multiraft.TransferLeader:
+		case meta.TransferLeader:
 			if lead[m.Group] != "" {
 				leads[lead[m.Group]]--
 			}
@@ -468,9 +469,9 @@ func (s *server) applyRebalance(w http.ResponseWriter, r *http.Request) error {
 
 func (s *server) applyMove(ctx context.Context, m Move) error {
 	switch m.Kind {
-	case multiraft.MoveReplica:
+	case meta.MoveReplica:
 		return s.host.MoveReplica(ctx, m.Group, m.From, m.To)
-	case multiraft.TransferLeader:
+	case meta.TransferLeader:
 		return s.host.TransferLeader(ctx, m.Group, m.To)
 	}
 	return fmt.Errorf("unknown move kind %q", m.Kind)
@@ -514,7 +515,7 @@ func (s *server) runRebalance(ctx context.Context, p progress) error {
 		})
 	})
 	if err != nil {
-		if plan[done].Kind == multiraft.MoveReplica {
+		if plan[done].Kind == meta.MoveReplica {
 			s.jobs.setInterrupted(&plan[done])
 		}
 		return fmt.Errorf("move %d of %d (%v): %w", done+1, len(plan), plan[done], err)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/heraldhq/herald/fsm"
 	"github.com/heraldhq/herald/multiraft"
+	"github.com/heraldhq/herald/multiraft/meta"
 )
 
 // Bounds of the time a status or group listing may take: the caller gets
@@ -37,7 +38,7 @@ func (s *server) notJoined() *APIError {
 }
 
 // metaState reads the cluster state linearizably.
-func (s *server) metaState(ctx context.Context) (*multiraft.ClusterState, error) {
+func (s *server) metaState(ctx context.Context) (*meta.ClusterState, error) {
 	if !s.joined() {
 		return nil, s.notJoined()
 	}
@@ -83,7 +84,7 @@ func forEach(n, workers int, fn func(i int)) {
 // groupReport describes group g: the leader's view and, with details, each
 // replica's own report. Replicas that the meta group assigns and members of
 // the leader's raft configuration are merged, so a half-done move shows.
-func (s *server) groupReport(ctx context.Context, st *multiraft.ClusterState, g uint64, details bool) Group {
+func (s *server) groupReport(ctx context.Context, st *meta.ClusterState, g uint64, details bool) Group {
 	out := Group{ID: g, Meta: g == multiraft.MetaGroup}
 	addrs := map[string]string{}
 	for id, n := range st.Nodes {
@@ -162,7 +163,7 @@ func (s *server) groupReport(ctx context.Context, st *multiraft.ClusterState, g 
 }
 
 // groupReports describes groups 0..G within ctx.
-func (s *server) groupReports(ctx context.Context, st *multiraft.ClusterState, details bool) []Group {
+func (s *server) groupReports(ctx context.Context, st *meta.ClusterState, details bool) []Group {
 	out := make([]Group, st.Groups+1)
 	forEach(len(out), reportWorkers, func(i int) {
 		out[i] = s.groupReport(ctx, st, uint64(i), details)
@@ -170,7 +171,7 @@ func (s *server) groupReports(ctx context.Context, st *multiraft.ClusterState, d
 	return out
 }
 
-func (s *server) nodeList(st *multiraft.ClusterState) []Node {
+func (s *server) nodeList(st *meta.ClusterState) []Node {
 	out := make([]Node, 0, len(st.Nodes))
 	for _, id := range st.NodeIDs() {
 		n := st.Nodes[id]
@@ -182,7 +183,7 @@ func (s *server) nodeList(st *multiraft.ClusterState) []Node {
 
 // countRooms counts the rooms of the local replicas, stale: the status is a
 // summary, and a quorum read per group would make it slow and fragile.
-func (s *server) countRooms(ctx context.Context, st *multiraft.ClusterState) RoomCount {
+func (s *server) countRooms(ctx context.Context, st *meta.ClusterState) RoomCount {
 	rc := RoomCount{Approximate: true, GroupsTotal: st.Groups}
 	local := map[uint64]bool{}
 	for _, g := range s.host.LocalGroups() {
@@ -291,13 +292,13 @@ func (h *healthBuilder) result() Health {
 }
 
 // assess turns the cluster state and group reports into reasons.
-func (h *healthBuilder) assess(st *multiraft.ClusterState, groups []Group) {
+func (h *healthBuilder) assess(st *meta.ClusterState, groups []Group) {
 	for _, id := range st.NodeIDs() {
 		n := st.Nodes[id]
 		if n.LeaseExpired {
 			h.degraded("node %s's lease expired: it is down or cut off; its replicas do not count towards quorums", id)
 		}
-		if n.State == multiraft.NodeDecommissioning {
+		if n.State == meta.NodeDecommissioning {
 			h.degraded("node %s is decommissioning", id)
 		}
 	}
@@ -454,7 +455,7 @@ func (s *server) listGroups(w http.ResponseWriter, r *http.Request) error {
 }
 
 // checkGroup refuses a group the cluster does not have.
-func checkGroup(st *multiraft.ClusterState, g uint64) error {
+func checkGroup(st *meta.ClusterState, g uint64) error {
 	if g > st.Groups {
 		return notFound("group_not_found", "group %d does not exist: the cluster has the meta group 0 and data groups 1..%d", g, st.Groups)
 	}
@@ -480,6 +481,6 @@ func (s *server) showGroup(w http.ResponseWriter, r *http.Request) error {
 }
 
 // holders lists the nodes with a replica of g, for messages.
-func holders(st *multiraft.ClusterState, g uint64) []string {
+func holders(st *meta.ClusterState, g uint64) []string {
 	return slices.Clone(st.Replicas[g])
 }

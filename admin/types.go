@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/heraldhq/herald/multiraft"
+	"github.com/heraldhq/herald/multiraft/meta"
 )
 
 // The API's wire types, shared by the handler and the client so that both
@@ -91,7 +91,7 @@ type Status struct {
 
 // NodeState is a node's state in the cluster: multiraft's active or
 // decommissioning.
-type NodeState = multiraft.NodeState
+type NodeState = meta.NodeState
 
 // Node is the meta group's record of one node.
 type Node struct {
@@ -224,7 +224,7 @@ type TransferRequest struct {
 }
 
 // Move is one step of a rebalancing plan.
-type Move = multiraft.Move
+type Move = meta.Move
 
 // Plan is a dry run of a rebalance: the moves an apply would start with,
 // and how many replicas and leaderships each active node holds before and

@@ -7,12 +7,12 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
 
 	"github.com/heraldhq/herald/internal/wait"
+	"github.com/heraldhq/herald/multiraft/meta"
 	"github.com/heraldhq/herald/multiraft/transport"
 )
 
@@ -37,16 +37,10 @@ func (h *Host) registerServices() {
 	h.peers.HandleStream(svcEvents, h.handleEvents)
 }
 
-func decodeClusterState(b []byte) (*ClusterState, error) {
-	st := emptyClusterState()
-	if err := json.Unmarshal(b, st); err != nil {
+func decodeClusterState(b []byte) (*meta.ClusterState, error) {
+	st, err := meta.DecodeState(b)
+	if err != nil {
 		return nil, fmt.Errorf("multiraft: decode cluster state: %w", err)
-	}
-	if st.Nodes == nil {
-		st.Nodes = map[string]*NodeInfo{}
-	}
-	if st.Replicas == nil {
-		st.Replicas = map[uint64][]string{}
 	}
 	return st, nil
 }
@@ -76,7 +70,7 @@ func (h *Host) handleMetaState(ctx context.Context, _ string, _ uint64, req []by
 func (h *Host) watchCluster() {
 	poll := max(h.cfg.LeaseTTL/4, 50*time.Millisecond)
 	for {
-		var st *ClusterState
+		var st *meta.ClusterState
 		var next <-chan struct{}
 		if h.replica(MetaGroup) != nil {
 			st, next = h.meta.State()
@@ -176,46 +170,8 @@ func (h *Host) reconcile() {
 	}
 }
 
-// Node leases. Every node renews its lease with the meta leader every
-// LeaseTTL/4. The meta leader keeps renewal times in memory only: a new
-// meta leader starts every node with a full TTL, so a leader change can
-// delay an expiry by one TTL but never cause a false one.
-
-type leaseTable struct {
-	mu      sync.Mutex           // guards term and renewed
-	term    uint64               // meta term the table was built in
-	renewed map[string]time.Time // node -> last renewal seen in term
-}
-
-func (l *leaseTable) renew(term uint64, node string, now time.Time) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.resetLocked(term)
-	l.renewed[node] = now
-}
-
-// resetLocked forgets renewals seen in an earlier term: they were seen by
-// another leader, or by this node in an earlier leadership.
-func (l *leaseTable) resetLocked(term uint64) {
-	if l.term == term && l.renewed != nil {
-		return
-	}
-	l.term, l.renewed = term, map[string]time.Time{}
-}
-
-// lastRenewal is when node last renewed in term; a node not seen yet in
-// this term counts as renewed now, which gives it a full TTL.
-func (l *leaseTable) lastRenewal(term uint64, node string, now time.Time) time.Time {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.resetLocked(term)
-	t, ok := l.renewed[node]
-	if !ok {
-		l.renewed[node] = now
-		t = now
-	}
-	return t
-}
+// Node leases (the rules are meta.Leases'). Every node renews its lease
+// with the meta leader every LeaseTTL/4.
 
 type leaseRequest struct {
 	Node  string `json:"node"`
@@ -227,7 +183,7 @@ type leaseReply struct {
 }
 
 func (h *Host) handleRegister(ctx context.Context, _ string, _ uint64, req []byte) ([]byte, error) {
-	var n NodeInfo
+	var n meta.NodeInfo
 	if err := json.Unmarshal(req, &n); err != nil || n.ID == "" || n.PeerAddr == "" {
 		return errReply(fmt.Errorf("multiraft: malformed register request")), nil
 	}
@@ -235,16 +191,16 @@ func (h *Host) handleRegister(ctx context.Context, _ string, _ uint64, req []byt
 		return errReply(fmt.Errorf("%w: node %s %s %s; start the replacement under a new node id",
 			ErrNodeRemoved, n.ID, removedReason, st.ClusterID)), nil
 	}
-	res, err := h.proposeLocal(ctx, MetaGroup, encodeMeta(metaCommand{Op: metaOpRegister, Node: &n}))
+	res, err := h.proposeLocal(ctx, MetaGroup, meta.Register(n))
 	if err != nil {
 		return errReply(err), nil
 	}
-	mr := res.(*MetaResult)
-	if err := mr.err(); err != nil {
+	mr := res.(*meta.Result)
+	if err := mr.Refused(); err != nil {
 		return errReply(err), nil
 	}
 	if rep := h.replica(MetaGroup); rep != nil {
-		h.leases.renew(rep.raft.CurrentTerm(), n.ID, time.Now())
+		h.leases.Renew(rep.raft.CurrentTerm(), n.ID, time.Now())
 	}
 	return jsonReply(mr), nil
 }
@@ -262,15 +218,13 @@ func (h *Host) handleLease(_ context.Context, _ string, _ uint64, req []byte) ([
 		return errReply(rep.notLeader()), nil
 	}
 	st, _ := h.meta.State()
-	n := st.Nodes[lr.Node]
-	if n == nil || n.Epoch < lr.Epoch {
-		// A new leader may not have applied the node's registration yet.
+	switch st.Renewal(lr.Node, lr.Epoch) {
+	case meta.RenewUnknown:
 		return errReply(fmt.Errorf("%w: meta state on %s does not know epoch %d of %s yet", ErrUnavailable, h.cfg.NodeID, lr.Epoch, lr.Node)), nil
-	}
-	if n.Epoch > lr.Epoch || n.LeaseExpired {
+	case meta.RenewExpired:
 		return jsonReply(leaseReply{Expired: true}), nil
 	}
-	h.leases.renew(rep.raft.CurrentTerm(), lr.Node, time.Now())
+	h.leases.Renew(rep.raft.CurrentTerm(), lr.Node, time.Now())
 	return jsonReply(leaseReply{}), nil
 }
 
@@ -311,12 +265,12 @@ func (h *Host) leaseLoop() {
 }
 
 func (h *Host) register(ctx context.Context) error {
-	n := NodeInfo{ID: h.cfg.NodeID, PeerAddr: h.PeerAddr(), ClientAddr: h.cfg.ClientAddr}
+	n := meta.NodeInfo{ID: h.cfg.NodeID, PeerAddr: h.PeerAddr(), ClientAddr: h.cfg.ClientAddr}
 	b, err := h.route(ctx, MetaGroup, svcRegister, mustJSON(n), true)
 	if err != nil {
 		return err
 	}
-	var res MetaResult
+	var res meta.Result
 	if err := json.Unmarshal(b, &res); err != nil {
 		return fmt.Errorf("multiraft: decode register reply: %w", err)
 	}
@@ -353,24 +307,18 @@ func (h *Host) metaDutyLoop() {
 		if !st.Initialized() {
 			continue
 		}
-		now := time.Now()
-		for _, id := range st.NodeIDs() {
-			n := st.Nodes[id]
-			if n.LeaseExpired || n.Epoch == 0 {
-				continue
-			}
-			if now.Sub(h.leases.lastRenewal(term, id, now)) > h.cfg.LeaseTTL {
-				h.log.Warn("node lease expired", "expired_node", id, "epoch", n.Epoch)
-				if _, err := h.proposeMeta(h.ctx, encodeMeta(metaCommand{Op: metaOpLeaseExpired, NodeID: id, Epoch: n.Epoch})); err != nil {
-					h.log.Debug("recording lease expiry", "expired_node", id, "err", err)
-				}
+		for _, id := range h.leases.Expired(st, term, time.Now(), h.cfg.LeaseTTL) {
+			epoch := st.Nodes[id].Epoch
+			h.log.Warn("node lease expired", "expired_node", id, "epoch", epoch)
+			if _, err := h.proposeMeta(h.ctx, meta.ExpireLease(id, epoch)); err != nil {
+				h.log.Debug("recording lease expiry", "expired_node", id, "err", err)
 			}
 		}
 		st, _ = h.meta.State()
 		h.growMeta(rep, st)
 		for _, id := range st.NodeIDs() {
 			n := st.Nodes[id]
-			if target := n.expireTarget(); n.ExpiredBefore < target {
+			if target := n.ExpireTarget(); n.ExpiredBefore < target {
 				if err := h.expireNode(st, id, target); err != nil && h.ctx.Err() == nil {
 					h.log.Warn("expiring node state", "expired_node", id, "before_epoch", target, "err", err)
 				}
@@ -381,7 +329,7 @@ func (h *Host) metaDutyLoop() {
 
 // expireNode removes a node's ephemeral state of epochs below before from
 // every data group, then records that in the meta group.
-func (h *Host) expireNode(st *ClusterState, node string, before uint64) error {
+func (h *Host) expireNode(st *meta.ClusterState, node string, before uint64) error {
 	cmd := h.cfg.App.ExpireNodeCommand(node, before)
 	for g := uint64(1); g <= st.Groups; g++ {
 		for range 10_000 {
@@ -394,16 +342,15 @@ func (h *Host) expireNode(st *ClusterState, node string, before uint64) error {
 			}
 		}
 	}
-	_, err := h.proposeMeta(h.ctx, encodeMeta(metaCommand{Op: metaOpExpired, NodeID: node, Before: before}))
+	_, err := h.proposeMeta(h.ctx, meta.RecordExpired(node, before))
 	return err
 }
 
 // growMeta adds a node to the meta group's voters while it has fewer than
-// it should: the live active nodes, at most MaxMetaReplicas, rounded down to
-// an odd number (an even count adds no fault tolerance). The node first
+// it should: meta.Voters of the live active nodes. The node first
 // joins as a non-voter and is promoted once it has caught up, so a node
 // that dies on the way never counts towards the quorum.
-func (h *Host) growMeta(rep *replica, st *ClusterState) {
+func (h *Host) growMeta(rep *replica, st *meta.ClusterState) {
 	f := rep.raft.GetConfiguration()
 	if f.Error() != nil {
 		return
@@ -416,15 +363,11 @@ func (h *Host) growMeta(rep *replica, st *ClusterState) {
 	}
 	var live []string
 	for _, id := range st.NodeIDs() {
-		if n := st.Nodes[id]; n.State == NodeActive && n.Epoch != 0 && !n.LeaseExpired {
+		if st.Nodes[id].State == meta.NodeActive && st.NodeLive(id) {
 			live = append(live, id)
 		}
 	}
-	want := min(MaxMetaReplicas, len(live))
-	if want%2 == 0 {
-		want--
-	}
-	if len(voters) >= want {
+	if len(voters) >= meta.Voters(len(live)) {
 		return
 	}
 	for _, id := range live {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/heraldhq/herald/fsm"
 	"github.com/heraldhq/herald/multiraft"
+	"github.com/heraldhq/herald/multiraft/meta"
 	"github.com/heraldhq/herald/rooms"
 )
 
@@ -227,7 +228,7 @@ func (c *cluster) publish(via *node, group uint64, room, key string, data string
 func roomFor(group, groups uint64) string {
 	for i := 0; ; i++ {
 		name := fmt.Sprintf("room-%d", i)
-		if multiraft.GroupForKey(name, groups) == group {
+		if meta.GroupForKey(name, groups) == group {
 			return name
 		}
 	}

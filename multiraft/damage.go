@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/heraldhq/herald/multiraft/logstore"
+	"github.com/heraldhq/herald/multiraft/meta"
 )
 
 // Damaged replicas.
@@ -290,12 +291,12 @@ func (h *Host) RepairReplica(ctx context.Context, group uint64, node string) err
 	}
 	var takeOver uint64
 	if op := st.Ops[group]; op != nil {
-		if op.Kind != OpRepair || op.To != node || h.opLive(ctx, st, group, op) {
+		if op.Kind != meta.OpRepair || op.To != node || h.opLive(ctx, st, group, op) {
 			return &MoveInProgressError{Group: group, Op: *op}
 		}
 		takeOver = op.ID
 	}
-	op, err := h.beginOp(ctx, group, GroupOp{Kind: OpRepair, From: node, To: node}, takeOver)
+	op, err := h.beginOp(ctx, group, meta.GroupOp{Kind: meta.OpRepair, From: node, To: node}, takeOver)
 	if err != nil {
 		var mip *MoveInProgressError
 		if errors.As(err, &mip) {

@@ -20,6 +20,9 @@
 // stale. MoveReplica, TransferLeader, Decommission, PlanRebalance and
 // ApplyPlan change where replicas and leaders live; Snapshot compacts a
 // local replica's log on demand. Package transport owns
-// the peer port and package logstore the raft logs. docs/multiraft.md
-// records the decisions.
+// the peer port, package logstore the raft logs, and package meta what the
+// meta group holds and every rule that is a pure function of it (commands
+// and their apply, lease expiry, placement, rebalancing plans): the host
+// runs those rules, it does not restate them. docs/multiraft.md records
+// the decisions.
 package multiraft

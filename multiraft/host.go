@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/heraldhq/herald/multiraft/logstore"
+	"github.com/heraldhq/herald/multiraft/meta"
 	"github.com/heraldhq/herald/multiraft/transport"
 )
 
@@ -25,7 +26,7 @@ type Host struct {
 	log   *slog.Logger
 	peers *transport.Manager
 	logs  logstore.Backend
-	meta  *MetaFSM
+	meta  *meta.FSM
 
 	// observations receives leader changes from every replica; one
 	// goroutine turns them into leader hints.
@@ -38,7 +39,7 @@ type Host struct {
 	// (takeForDrop): none of them is started until the drop ends.
 	dropping map[uint64]bool
 	hints    map[uint64]raft.ServerAddress // last known leader address per group
-	cluster  *ClusterState                 // newest cluster state seen
+	cluster  *meta.ClusterState            // newest cluster state seen
 	changed  chan struct{}                 // closed and replaced when cluster changes
 	seeds    []raft.ServerAddress          // where to look for the meta group
 	watchers []chan LeaderChange
@@ -59,8 +60,8 @@ type Host struct {
 	checks map[raft.ServerAddress]*targetCheck
 
 	// leases, ops and damage lock themselves.
-	leases leaseTable // meaningful on the meta leader only
-	ops    opRegistry // group operations (replica changes) running here
+	leases meta.Leases // meaningful on the meta leader only
+	ops    opRegistry  // group operations (replica changes) running here
 	damage damageTable
 	// damageKick wakes the damage loop when a replica is found damaged.
 	damageKick chan struct{}
@@ -73,6 +74,10 @@ type Host struct {
 	closed atomic.Bool
 	stop   hostStop
 }
+
+// MetaGroup is the id of the group that holds the cluster's own state
+// (package meta).
+const MetaGroup = meta.Group
 
 // Peer names one node of a cluster for bootstrap.
 type Peer struct {
@@ -89,23 +94,15 @@ type BootstrapSpec struct {
 	Groups      uint64 // data groups, 1..Groups
 	Replication int    // replicas per data group
 	// AppSettings are the application's first cluster-wide settings
-	// (ClusterState.AppSettings); optional.
+	// (meta.ClusterState.AppSettings); optional.
 	AppSettings []byte
 }
 
-// MaxMetaReplicas caps the meta group's size: more voters only slow it.
-const MaxMetaReplicas = 5
-
-// metaVoters are the first nodes by id, as many as MaxMetaReplicas allows,
-// rounded down to an odd count: a fourth voter adds no fault tolerance.
+// metaVoters are the first nodes by id, as many as meta.Voters allows.
 func (s BootstrapSpec) metaVoters() []Peer {
 	nodes := slices.Clone(s.Nodes)
 	sort.Slice(nodes, func(i, j int) bool { return nodes[i].ID < nodes[j].ID })
-	n := min(len(nodes), MaxMetaReplicas)
-	if n%2 == 0 {
-		n--
-	}
-	return nodes[:n]
+	return nodes[:meta.Voters(len(nodes))]
 }
 
 // Start opens the node's storage and peer port and restarts every replica
@@ -120,11 +117,11 @@ func Start(cfg Config) (*Host, error) {
 		return nil, fmt.Errorf("multiraft: data directory: %w", err)
 	}
 	h := &Host{
-		cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), meta: newMetaFSM(),
+		cfg: cfg, log: cfg.Logger.With("node", cfg.NodeID), meta: meta.NewFSM(),
 		observations: make(chan raft.Observation, 1024),
 		replicas:     map[uint64]*replica{}, dropping: map[uint64]bool{}, hints: map[uint64]raft.ServerAddress{},
 		waits: map[uint64]*groupWaits{}, checks: map[raft.ServerAddress]*targetCheck{},
-		cluster: emptyClusterState(), changed: make(chan struct{}), epochReady: make(chan struct{}),
+		cluster: meta.NewState(), changed: make(chan struct{}), epochReady: make(chan struct{}),
 		removed: make(chan struct{}), damageKick: make(chan struct{}, 1),
 	}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
@@ -218,7 +215,7 @@ func (h *Host) Bootstrap(ctx context.Context, spec BootstrapSpec) error {
 	if me < 0 {
 		return fmt.Errorf("multiraft: node %s is not in the bootstrap list %v", h.cfg.NodeID, ids)
 	}
-	placement, err := InitialPlacement(ids, spec.Groups, spec.Replication)
+	placement, err := meta.InitialPlacement(ids, spec.Groups, spec.Replication)
 	if err != nil {
 		return err
 	}
@@ -254,24 +251,23 @@ func (h *Host) Bootstrap(ctx context.Context, spec BootstrapSpec) error {
 			}
 		}
 	}
-	nodes := make([]NodeInfo, len(spec.Nodes))
+	nodes := make([]meta.NodeInfo, len(spec.Nodes))
 	for i, p := range spec.Nodes {
-		nodes[i] = NodeInfo{ID: p.ID, PeerAddr: p.Addr}
+		nodes[i] = meta.NodeInfo{ID: p.ID, PeerAddr: p.Addr}
 		if p.ID == h.cfg.NodeID {
 			nodes[i].ClientAddr = h.cfg.ClientAddr
 		}
 	}
-	cmd := encodeMeta(metaCommand{Op: metaOpInit, ClusterID: spec.ClusterID, Groups: spec.Groups,
-		Replication: spec.Replication, Nodes: nodes, Placement: placement, Settings: spec.AppSettings})
+	cmd := meta.Init(spec.ClusterID, spec.Groups, spec.Replication, nodes, placement, spec.AppSettings)
 	// Every bootstrap node proposes init; all but the first are refused
 	// as conflicts, and the check below tells a foreign cluster apart.
 	// Until a quorum of the meta group is up (the other initial nodes
 	// start later, or a whole cluster restarts with the same flags) there
 	// is nothing to do but try again, for as long as ctx allows.
-	var st *ClusterState
+	var st *meta.ClusterState
 	for {
 		_, err = h.proposeMeta(ctx, cmd)
-		if err == nil || errors.Is(err, ErrMetaConflict) {
+		if err == nil || errors.Is(err, meta.ErrConflict) {
 			if st, err = h.MetaState(ctx); err == nil {
 				break
 			}
@@ -417,7 +413,7 @@ func (h *Host) LocalStateMachine(group uint64) (StateMachine, bool) {
 
 // Cluster returns the newest cluster state this node has seen. It may lag
 // the meta group; MetaState reads it linearizably.
-func (h *Host) Cluster() *ClusterState {
+func (h *Host) Cluster() *meta.ClusterState {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	return h.cluster.Clone()
@@ -433,13 +429,13 @@ func (h *Host) AppSettings() ([]byte, uint64) {
 
 // SetAppSettings replaces the application's cluster-wide settings if they
 // are still those recorded at expectIndex (0: never set), and returns the
-// index that recorded the new ones. A lost race is ErrMetaConflict: read
+// index that recorded the new ones. A lost race is meta.ErrConflict: read
 // the settings again and redo the change.
 func (h *Host) SetAppSettings(ctx context.Context, settings []byte, expectIndex uint64) (uint64, error) {
 	if !json.Valid(settings) {
 		return 0, errors.New("multiraft: application settings must be JSON")
 	}
-	res, err := h.proposeMeta(ctx, encodeMeta(metaCommand{Op: metaOpSetSettings, Settings: settings, ExpectIndex: expectIndex}))
+	res, err := h.proposeMeta(ctx, meta.SetAppSettings(settings, expectIndex))
 	if err != nil {
 		return 0, err
 	}
@@ -452,7 +448,7 @@ func (h *Host) GroupForKey(key string) uint64 {
 	h.mu.RLock()
 	groups := h.cluster.Groups
 	h.mu.RUnlock()
-	return GroupForKey(key, groups)
+	return meta.GroupForKey(key, groups)
 }
 
 // Close stops every replica and the peer port, keeping all data, within

@@ -12,6 +12,7 @@ import (
 	"github.com/heraldhq/herald/fsm"
 	"github.com/heraldhq/herald/internal/eventually"
 	"github.com/heraldhq/herald/multiraft"
+	"github.com/heraldhq/herald/multiraft/meta"
 )
 
 // writer publishes to one room with a unique idempotency key per message,
@@ -210,7 +211,7 @@ func TestRebalanceAfterAddingNode(t *testing.T) {
 	}
 	moves := 0
 	for _, m := range plan {
-		if m.Kind == multiraft.MoveReplica {
+		if m.Kind == meta.MoveReplica {
 			moves++
 			if m.To != "n4" {
 				t.Errorf("plan moves a replica to %s, not to the new node: %v", m.To, m)
@@ -220,7 +221,7 @@ func TestRebalanceAfterAddingNode(t *testing.T) {
 	if moves != 4 { // 18 replicas over 4 nodes: n4 gets 4 (or 5)
 		t.Fatalf("plan has %d replica moves, want 4: %v", moves, plan)
 	}
-	if _, err := c.nodes["n1"].h().ApplyPlan(ctx, plan, func(i int, m multiraft.Move) { t.Logf("done %d: %v", i, m) }); err != nil {
+	if _, err := c.nodes["n1"].h().ApplyPlan(ctx, plan, func(i int, m meta.Move) { t.Logf("done %d: %v", i, m) }); err != nil {
 		t.Fatalf("apply plan: %v", err)
 	}
 	st, err := c.nodes["n1"].h().MetaState(ctx)
@@ -237,7 +238,7 @@ func TestRebalanceAfterAddingNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, m := range again {
-		if m.Kind == multiraft.MoveReplica {
+		if m.Kind == meta.MoveReplica {
 			t.Errorf("a balanced cluster still plans %v", m)
 		}
 	}

@@ -10,10 +10,11 @@ import (
 
 	"github.com/hashicorp/raft"
 	"github.com/heraldhq/herald/internal/wait"
+	"github.com/heraldhq/herald/multiraft/meta"
 )
 
 // Replica changes of one group are serialized through the meta group: a
-// move first records a GroupOp for the group (begin_op, a compare-and-set
+// move first records a meta.GroupOp for the group (begin_op, a compare-and-set
 // on the group's record), makes every meta change under that record, and
 // clears it with its last step. Two executors therefore never interleave
 // their steps on one group, which is how raft's configuration and the meta
@@ -33,7 +34,7 @@ var ErrNotVoter = errors.New("multiraft: not a voter of the group")
 // the group.
 type MoveInProgressError struct {
 	Group uint64
-	Op    GroupOp
+	Op    meta.GroupOp
 	// Abandoned says nobody runs Op any more: its owner stopped or lost
 	// its lease. The meta leader takes such an operation over within a
 	// reconcile interval.
@@ -50,9 +51,9 @@ func (e *MoveInProgressError) Error() string {
 }
 
 // Is makes the error match ErrMoveInProgress and, as a refused meta
-// change, ErrMetaConflict.
+// change, meta.ErrConflict.
 func (e *MoveInProgressError) Is(target error) bool {
-	return target == ErrMoveInProgress || target == ErrMetaConflict
+	return target == ErrMoveInProgress || target == meta.ErrConflict
 }
 
 // errOpLost: the record this executor worked under was taken over or
@@ -103,33 +104,18 @@ func (h *Host) handleOpRunning(_ context.Context, _ string, group uint64, req []
 	return okReply([]byte{0}), nil
 }
 
-// nodeLive reports whether the meta group believes node runs: it is a
-// member, registered, and its lease has not run out.
-func nodeLive(st *ClusterState, node string) bool {
-	n := st.Nodes[node]
-	return n != nil && n.Epoch != 0 && !n.LeaseExpired
-}
-
-// nodeDown reports whether the meta group knows node to be down: its lease
-// ran out, or it is no longer a member. A node that has not registered yet
-// (just joined) is not down.
-func nodeDown(st *ClusterState, node string) bool {
-	n := st.Nodes[node]
-	return n == nil || n.LeaseExpired
-}
-
 // knownDown asks the meta group whether node is down. It reads the meta
 // leader's state: a node's own view may predate its registration.
 func (h *Host) knownDown(ctx context.Context, node string) bool {
 	st, err := h.MetaState(ctx)
-	return err == nil && nodeDown(st, node)
+	return err == nil && st.NodeDown(node)
 }
 
 // opLive reports whether someone still runs op. Its owner's process must be
 // the one that began it (same epoch, lease not run out) and must say it
 // runs it; an owner that cannot be asked is given the benefit of the
 // doubt until its lease runs out.
-func (h *Host) opLive(ctx context.Context, st *ClusterState, group uint64, op *GroupOp) bool {
+func (h *Host) opLive(ctx context.Context, st *meta.ClusterState, group uint64, op *meta.GroupOp) bool {
 	n := st.Nodes[op.Owner]
 	if n == nil || n.Epoch != op.OwnerEpoch || n.LeaseExpired {
 		return false
@@ -151,15 +137,15 @@ func (h *Host) opLive(ctx context.Context, st *ClusterState, group uint64, op *G
 
 // beginOp records op for group, replacing the abandoned record takeOver
 // when it is not zero. It returns the record as the meta group holds it.
-func (h *Host) beginOp(ctx context.Context, group uint64, op GroupOp, takeOver uint64) (*GroupOp, error) {
+func (h *Host) beginOp(ctx context.Context, group uint64, op meta.GroupOp, takeOver uint64) (*meta.GroupOp, error) {
 	epoch, err := h.WaitRegistered(ctx)
 	if err != nil {
 		return nil, err
 	}
 	op.Owner, op.OwnerEpoch = h.cfg.NodeID, epoch
-	var res *MetaResult
+	var res *meta.Result
 	for attempt := 0; ; attempt++ {
-		res, err = h.proposeMeta(ctx, encodeMeta(metaCommand{Op: metaOpBeginOp, Group: group, Begin: &op, TakeOver: takeOver}))
+		res, err = h.proposeMeta(ctx, meta.BeginOp(group, op, takeOver))
 		if err == nil {
 			break
 		}
@@ -197,21 +183,21 @@ func (h *Host) beginOp(ctx context.Context, group uint64, op GroupOp, takeOver u
 }
 
 // endOp clears op's record without changing the replicas.
-func (h *Host) endOp(ctx context.Context, group uint64, op *GroupOp) error {
-	_, err := h.proposeMeta(ctx, encodeMeta(metaCommand{Op: metaOpEndOp, Group: group, OpID: op.ID}))
+func (h *Host) endOp(ctx context.Context, group uint64, op *meta.GroupOp) error {
+	_, err := h.proposeMeta(ctx, meta.EndOp(group, op.ID))
 	return err
 }
 
 // setReplicas records group's replica list under op, ending op with it
 // when end is set.
-func (h *Host) setReplicas(ctx context.Context, group uint64, op *GroupOp, expect, next []string, end bool) error {
-	_, err := h.proposeMeta(ctx, encodeMeta(metaCommand{Op: metaOpSetReplicas, Group: group, Expect: expect, Replicas: next, OpID: op.ID, End: end}))
+func (h *Host) setReplicas(ctx context.Context, group uint64, op *meta.GroupOp, expect, next []string, end bool) error {
+	_, err := h.proposeMeta(ctx, meta.SetReplicas(group, op.ID, expect, next, end))
 	return err
 }
 
 // fence reads the meta state and checks that op still holds group, so an
 // executor whose record was taken over makes no further raft change.
-func (h *Host) fence(ctx context.Context, group uint64, op *GroupOp) (*ClusterState, error) {
+func (h *Host) fence(ctx context.Context, group uint64, op *meta.GroupOp) (*meta.ClusterState, error) {
 	st, err := h.MetaState(ctx)
 	if err != nil {
 		return nil, err

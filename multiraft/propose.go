@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/heraldhq/herald/multiraft/meta"
 	"github.com/heraldhq/herald/multiraft/transport"
 )
 
@@ -52,18 +53,18 @@ func (h *Host) Propose(ctx context.Context, group uint64, cmd []byte) (any, erro
 	})
 }
 
-func (h *Host) proposeMeta(ctx context.Context, cmd []byte) (*MetaResult, error) {
+func (h *Host) proposeMeta(ctx context.Context, cmd []byte) (*meta.Result, error) {
 	ctx, cancel := h.withTimeout(ctx)
 	defer cancel()
 	b, err := h.route(ctx, MetaGroup, svcPropose, cmd, true)
 	if err != nil {
 		return nil, err
 	}
-	var res MetaResult
+	var res meta.Result
 	if err := json.Unmarshal(b, &res); err != nil {
 		return nil, fmt.Errorf("multiraft: decode meta result: %w", err)
 	}
-	return &res, res.err()
+	return &res, res.Refused()
 }
 
 func (h *Host) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {

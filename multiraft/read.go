@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/heraldhq/herald/multiraft/meta"
 )
 
 // Consistency says what a read may return.
@@ -126,7 +128,7 @@ func (h *Host) handleReadIndex(ctx context.Context, _ string, group uint64, _ []
 }
 
 // MetaState reads the cluster state linearizably from the meta group.
-func (h *Host) MetaState(ctx context.Context) (*ClusterState, error) {
+func (h *Host) MetaState(ctx context.Context) (*meta.ClusterState, error) {
 	ctx, cancel := h.withTimeout(ctx)
 	defer cancel()
 	// A local replica cut off from its leader would only wait for entries

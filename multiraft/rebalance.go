@@ -10,6 +10,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	"github.com/heraldhq/herald/internal/wait"
+	"github.com/heraldhq/herald/multiraft/meta"
 )
 
 // Group membership changes run on the group's leader; the host routes them
@@ -177,14 +178,14 @@ func (h *Host) MoveReplica(ctx context.Context, group uint64, from, to string) e
 		if !slices.Contains(cur, from) {
 			return fail("check", fmt.Errorf("node %q holds no replica of the group (replicas %v)", from, cur))
 		}
-		op, err = h.beginOp(ctx, group, GroupOp{Kind: OpMove, From: from, To: to}, 0)
-	case op.Kind == OpMove && op.From == from && op.To == to:
+		op, err = h.beginOp(ctx, group, meta.GroupOp{Kind: meta.OpMove, From: from, To: to}, 0)
+	case op.Kind == meta.OpMove && op.From == from && op.To == to:
 		// The same move: finish it if nobody runs it any more.
 		if h.opLive(ctx, st, group, op) {
 			return &MoveInProgressError{Group: group, Op: *op}
 		}
 		h.log.Info("taking over an abandoned move", "group", group, "op", op.String())
-		op, err = h.beginOp(ctx, group, GroupOp{Kind: OpMove, From: from, To: to}, op.ID)
+		op, err = h.beginOp(ctx, group, meta.GroupOp{Kind: meta.OpMove, From: from, To: to}, op.ID)
 	default:
 		return &MoveInProgressError{Group: group, Op: *op, Abandoned: !h.opLive(ctx, st, group, op)}
 	}
@@ -200,7 +201,7 @@ func (h *Host) MoveReplica(ctx context.Context, group uint64, from, to string) e
 }
 
 // runMove carries out the move op holds, from wherever it stands.
-func (h *Host) runMove(ctx context.Context, group uint64, op *GroupOp) error {
+func (h *Host) runMove(ctx context.Context, group uint64, op *meta.GroupOp) error {
 	from, to := op.From, op.To
 	fail := func(step string, err error) error {
 		return fmt.Errorf("multiraft: move group %d from %s to %s: %s: %w", group, from, to, step, err)
@@ -321,7 +322,7 @@ func (h *Host) waitFor(ctx context.Context, cond func(context.Context) (bool, er
 
 // Leaders asks each data group's leader who it is. Groups whose leader
 // cannot be found within ctx are left out.
-func (h *Host) Leaders(ctx context.Context, st *ClusterState) map[uint64]string {
+func (h *Host) Leaders(ctx context.Context, st *meta.ClusterState) map[uint64]string {
 	out := map[uint64]string{}
 	for g := uint64(1); g <= st.Groups; g++ {
 		cctx, cancel := context.WithTimeout(ctx, time.Second)
@@ -336,24 +337,24 @@ func (h *Host) Leaders(ctx context.Context, st *ClusterState) map[uint64]string 
 
 // PlanRebalance computes the moves that even out replicas and leaders now
 // (a dry run: nothing changes).
-func (h *Host) PlanRebalance(ctx context.Context) ([]Move, error) {
+func (h *Host) PlanRebalance(ctx context.Context) ([]meta.Move, error) {
 	st, err := h.MetaState(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return Plan(st, h.Leaders(ctx, st)), nil
+	return meta.Plan(st, h.Leaders(ctx, st)), nil
 }
 
 // ApplyPlan executes moves in order. It stops at the first failure and
 // returns how many moves completed; because each move checks what is
 // already done, applying the remaining plan (or a new one) resumes.
-func (h *Host) ApplyPlan(ctx context.Context, plan []Move, progress func(done int, m Move)) (int, error) {
+func (h *Host) ApplyPlan(ctx context.Context, plan []meta.Move, progress func(done int, m meta.Move)) (int, error) {
 	for i, m := range plan {
 		var err error
 		switch m.Kind {
-		case MoveReplica:
+		case meta.MoveReplica:
 			err = h.MoveReplica(ctx, m.Group, m.From, m.To)
-		case TransferLeader:
+		case meta.TransferLeader:
 			err = h.TransferLeader(ctx, m.Group, m.To)
 		default:
 			err = fmt.Errorf("multiraft: unknown move kind %q", m.Kind)
@@ -380,17 +381,17 @@ func (h *Host) Decommission(ctx context.Context, node string) error {
 	if n == nil {
 		return fmt.Errorf("multiraft: node %q is not in the cluster", node)
 	}
-	if n.State != NodeDecommissioning {
-		if _, err := h.proposeMeta(ctx, encodeMeta(metaCommand{Op: metaOpSetState, NodeID: node, State: NodeDecommissioning})); err != nil {
+	if n.State != meta.NodeDecommissioning {
+		if _, err := h.proposeMeta(ctx, meta.SetState(node, meta.NodeDecommissioning)); err != nil {
 			return fmt.Errorf("multiraft: mark %s decommissioning: %w", node, err)
 		}
 		if st, err = h.MetaState(ctx); err != nil {
 			return err
 		}
 	}
-	var plan []Move
-	for _, m := range Plan(st, nil) {
-		if m.Kind == MoveReplica && m.From == node {
+	var plan []meta.Move
+	for _, m := range meta.Plan(st, nil) {
+		if m.Kind == meta.MoveReplica && m.From == node {
 			plan = append(plan, m)
 		}
 	}
@@ -428,7 +429,7 @@ func (h *Host) Decommission(ctx context.Context, node string) error {
 			return fmt.Errorf("multiraft: remove %s from the meta group: %w", node, err)
 		}
 	}
-	if _, err := h.proposeMeta(ctx, encodeMeta(metaCommand{Op: metaOpRemoveNode, NodeID: node})); err != nil {
+	if _, err := h.proposeMeta(ctx, meta.RemoveNode(node)); err != nil {
 		return fmt.Errorf("multiraft: remove %s: %w", node, err)
 	}
 	return nil

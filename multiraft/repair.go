@@ -10,6 +10,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	"github.com/heraldhq/herald/internal/wait"
+	"github.com/heraldhq/herald/multiraft/meta"
 )
 
 // The meta leader's repair loop keeps each data group's raft configuration
@@ -76,7 +77,7 @@ func (h *Host) repairRound(ctx context.Context, r *repairState) {
 		return
 	}
 	for id := range r.idle {
-		if !slices.ContainsFunc(slices.Collect(maps.Values(st.Ops)), func(o *GroupOp) bool { return o.ID == id }) {
+		if !slices.ContainsFunc(slices.Collect(maps.Values(st.Ops)), func(o *meta.GroupOp) bool { return o.ID == id }) {
 			delete(r.idle, id)
 		}
 	}
@@ -89,7 +90,7 @@ func (h *Host) repairRound(ctx context.Context, r *repairState) {
 		if h.opLive(ctx, st, g, op) {
 			continue
 		}
-		if nodeLive(st, op.Owner) && st.Nodes[op.Owner].Epoch == op.OwnerEpoch {
+		if st.NodeLive(op.Owner) && st.Nodes[op.Owner].Epoch == op.OwnerEpoch {
 			first, ok := r.idle[op.ID]
 			if !ok {
 				r.idle[op.ID] = time.Now()
@@ -130,13 +131,13 @@ func (h *Host) repairRound(ctx context.Context, r *repairState) {
 
 // takeOver records this node as the owner of the abandoned op and
 // finishes or rolls back what it describes.
-func (h *Host) takeOver(ctx context.Context, group uint64, old *GroupOp) error {
+func (h *Host) takeOver(ctx context.Context, group uint64, old *meta.GroupOp) error {
 	ctx, cancel := context.WithTimeout(ctx, repairTimeout)
 	defer cancel()
-	if old.Kind != OpMove {
+	if old.Kind != meta.OpMove {
 		return h.repairGroup(ctx, group, old)
 	}
-	op, err := h.beginOp(ctx, group, GroupOp{Kind: OpMove, From: old.From, To: old.To}, old.ID)
+	op, err := h.beginOp(ctx, group, meta.GroupOp{Kind: meta.OpMove, From: old.From, To: old.To}, old.ID)
 	if err != nil {
 		return err
 	}
@@ -149,7 +150,7 @@ func (h *Host) takeOver(ctx context.Context, group uint64, old *GroupOp) error {
 	if err != nil {
 		return err
 	}
-	if !member(ls, op.From) || voter(ls, op.To) && nodeLive(st, op.To) {
+	if !member(ls, op.From) || voter(ls, op.To) && st.NodeLive(op.To) {
 		h.log.Info("finishing an abandoned move", "group", group, "op", op.String())
 		return h.runMove(ctx, group, op)
 	}
@@ -159,7 +160,7 @@ func (h *Host) takeOver(ctx context.Context, group uint64, old *GroupOp) error {
 
 // rollBackMove takes a move's target out of the raft group and the
 // replica list and ends the move.
-func (h *Host) rollBackMove(ctx context.Context, group uint64, op *GroupOp, ls GroupStatus) error {
+func (h *Host) rollBackMove(ctx context.Context, group uint64, op *meta.GroupOp, ls GroupStatus) error {
 	if member(ls, op.To) {
 		if ls.LeaderID == op.To {
 			if err := h.leadAwayFrom(ctx, group, ls, op.To); err != nil {
@@ -191,14 +192,14 @@ func (h *Host) leadAwayFrom(ctx context.Context, group uint64, ls GroupStatus, n
 
 // repairGroup makes group's raft configuration and replica list agree
 // under a repair record (taking over old when it is not nil).
-func (h *Host) repairGroup(ctx context.Context, group uint64, old *GroupOp) error {
+func (h *Host) repairGroup(ctx context.Context, group uint64, old *meta.GroupOp) error {
 	ctx, cancel := context.WithTimeout(ctx, repairTimeout)
 	defer cancel()
 	var takeOver uint64
 	if old != nil {
 		takeOver = old.ID
 	}
-	op, err := h.beginOp(ctx, group, GroupOp{Kind: OpRepair}, takeOver)
+	op, err := h.beginOp(ctx, group, meta.GroupOp{Kind: meta.OpRepair}, takeOver)
 	if err != nil {
 		var mip *MoveInProgressError
 		if errors.As(err, &mip) {
@@ -223,7 +224,7 @@ func (h *Host) repairGroup(ctx context.Context, group uint64, old *GroupOp) erro
 		if slices.Contains(list, s.ID) {
 			continue
 		}
-		if s.Voter && nodeLive(st, s.ID) {
+		if s.Voter && st.NodeLive(s.ID) {
 			next = append(next, s.ID)
 			continue
 		}
@@ -240,7 +241,7 @@ func (h *Host) repairGroup(ctx context.Context, group uint64, old *GroupOp) erro
 		if voter(ls, id) {
 			continue
 		}
-		if !nodeLive(st, id) {
+		if !st.NodeLive(id) {
 			if member(ls, id) {
 				if err := h.groupAdmin(ctx, group, groupAdminRequest{Op: "remove", ID: id}); err != nil {
 					return fmt.Errorf("remove non-voter %s from the raft group: %w", id, err)
@@ -264,7 +265,7 @@ func (h *Host) repairGroup(ctx context.Context, group uint64, old *GroupOp) erro
 
 // addVoter (re)adds a listed node to group's raft configuration: as a
 // non-voter first, promoted once it has applied the leader's commit index.
-func (h *Host) addVoter(ctx context.Context, group uint64, op *GroupOp, n *NodeInfo, ls GroupStatus) error {
+func (h *Host) addVoter(ctx context.Context, group uint64, op *meta.GroupOp, n *meta.NodeInfo, ls GroupStatus) error {
 	if !member(ls, n.ID) {
 		if _, err := h.fence(ctx, group, op); err != nil {
 			return err

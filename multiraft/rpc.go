@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/heraldhq/herald/internal/wire"
+	"github.com/heraldhq/herald/multiraft/meta"
 )
 
 // Peer services the host serves on the peer port. Each reply starts with a
@@ -64,7 +65,7 @@ func errReply(err error) []byte {
 		code = replyNoReplica
 	case errors.Is(err, ErrNoGroup):
 		code = replyNoGroup
-	case errors.Is(err, ErrMetaConflict):
+	case errors.Is(err, meta.ErrConflict):
 		code = replyMetaConflict
 	case errors.Is(err, ErrClosed):
 		code = replyClosed
@@ -96,7 +97,7 @@ func decodeReply(b []byte) ([]byte, error) {
 		return nil, &NotLeaderError{Group: group, LeaderID: string(rest[:l]), LeaderAddr: string(rest[l:])}
 	}
 	kinds := map[byte]error{replyUnavailable: ErrUnavailable, replyUnknownOutcome: ErrUnknownOutcome,
-		replyNoReplica: ErrNoReplica, replyNoGroup: ErrNoGroup, replyMetaConflict: ErrMetaConflict, replyClosed: ErrUnavailable, replyNotVoter: ErrNotVoter}
+		replyNoReplica: ErrNoReplica, replyNoGroup: ErrNoGroup, replyMetaConflict: meta.ErrConflict, replyClosed: ErrUnavailable, replyNotVoter: ErrNotVoter}
 	if kind, ok := kinds[code]; ok {
 		return nil, wire.Remote(kind, string(rest))
 	}

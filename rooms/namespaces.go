@@ -11,6 +11,7 @@ import (
 
 	"github.com/heraldhq/herald/fsm"
 	"github.com/heraldhq/herald/multiraft"
+	"github.com/heraldhq/herald/multiraft/meta"
 )
 
 // Namespace rules (room config by name prefix) live in the meta group, as
@@ -123,7 +124,7 @@ func (s *Service) EnableRoomOptions(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if _, err = s.host.SetAppSettings(ctx, b, 0); errors.Is(err, multiraft.ErrMetaConflict) {
+	if _, err = s.host.SetAppSettings(ctx, b, 0); errors.Is(err, meta.ErrConflict) {
 		return nil // someone else did it first
 	}
 	return err
@@ -153,7 +154,7 @@ func (s *Service) changeNamespaces(ctx context.Context, change func([]fsm.Namesp
 			return 0, err
 		}
 		rev, err := s.host.SetAppSettings(ctx, b, st.AppSettingsIndex)
-		if err == nil || !errors.Is(err, multiraft.ErrMetaConflict) || attempt == 4 {
+		if err == nil || !errors.Is(err, meta.ErrConflict) || attempt == 4 {
 			return rev, err
 		}
 	}

@@ -23,7 +23,7 @@ import (
 	"time"
 
 	heraldjs "github.com/heraldhq/herald/client/js"
-	"github.com/heraldhq/herald/multiraft"
+	"github.com/heraldhq/herald/multiraft/meta"
 )
 
 //go:embed pages assets
@@ -58,7 +58,7 @@ func Mount(mux Mux, nodes func() []Node) {
 
 // Cluster is what knows the cluster's nodes: a herald.Node's Host().
 type Cluster interface {
-	Cluster() *multiraft.ClusterState
+	Cluster() *meta.ClusterState
 }
 
 // ClusterNodes lists, sorted by id, the nodes of the cluster that host
@@ -71,7 +71,7 @@ func ClusterNodes(host Cluster) func() []Node {
 		}
 		var out []Node
 		for _, n := range st.Nodes {
-			if n.ClientAddr == "" || n.State == multiraft.NodeDecommissioning {
+			if n.ClientAddr == "" || n.State == meta.NodeDecommissioning {
 				continue
 			}
 			out = append(out, Node{ID: n.ID, Addr: n.ClientAddr})

@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	heraldjs "github.com/heraldhq/herald/client/js"
-	"github.com/heraldhq/herald/multiraft"
+	"github.com/heraldhq/herald/multiraft/meta"
 )
 
 func get(t *testing.T, h http.Handler, target, host string, hdr ...string) *http.Response {
@@ -110,16 +110,16 @@ func TestNodesJSON(t *testing.T) {
 	}
 }
 
-type fakeHost struct{ st *multiraft.ClusterState }
+type fakeHost struct{ st *meta.ClusterState }
 
-func (h fakeHost) Cluster() *multiraft.ClusterState { return h.st }
+func (h fakeHost) Cluster() *meta.ClusterState { return h.st }
 
 func TestClusterNodes(t *testing.T) {
-	st := &multiraft.ClusterState{ClusterID: "c", Nodes: map[string]*multiraft.NodeInfo{
-		"n3": {ID: "n3", ClientAddr: "h3:1", State: multiraft.NodeActive},
-		"n1": {ID: "n1", ClientAddr: "h1:1", State: multiraft.NodeActive},
-		"n2": {ID: "n2", ClientAddr: "h2:1", State: multiraft.NodeDecommissioning},
-		"n4": {ID: "n4", State: multiraft.NodeActive},
+	st := &meta.ClusterState{ClusterID: "c", Nodes: map[string]*meta.NodeInfo{
+		"n3": {ID: "n3", ClientAddr: "h3:1", State: meta.NodeActive},
+		"n1": {ID: "n1", ClientAddr: "h1:1", State: meta.NodeActive},
+		"n2": {ID: "n2", ClientAddr: "h2:1", State: meta.NodeDecommissioning},
+		"n4": {ID: "n4", State: meta.NodeActive},
 	}}
 	got := ClusterNodes(fakeHost{st})()
 	want := []Node{{"n1", "h1:1"}, {"n3", "h3:1"}}

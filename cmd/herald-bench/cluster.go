@@ -21,7 +21,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/admin"
-	"github.com/heraldhq/herald/multiraft"
+	"github.com/heraldhq/herald/multiraft/meta"
 )
 
 // proc is a server process the tool started: a herald node or the raw gws
@@ -503,7 +503,7 @@ func (t *target) waitReady(ctx context.Context, bound time.Duration) error {
 // leaderOf finds the node that leads the group holding room, through the
 // admin API of a running node.
 func (t *target) leaderOf(ctx context.Context, room string) (string, uint64, error) {
-	g := multiraft.GroupForKey(room, uint64(t.groups))
+	g := meta.GroupForKey(room, uint64(t.groups))
 	var last error
 	for _, p := range t.alive() {
 		c := admin.NewClient(p.httpBase, p.token)

@@ -15,6 +15,7 @@ import (
 	"github.com/heraldhq/herald/fsm"
 	"github.com/heraldhq/herald/multiraft"
 	"github.com/heraldhq/herald/multiraft/logstore"
+	"github.com/heraldhq/herald/multiraft/meta"
 	"github.com/heraldhq/herald/wsfront/auth"
 )
 
@@ -204,7 +205,7 @@ func (l *commitLoad) propose(ctx context.Context, host *multiraft.Host, i int, s
 	cmd := fsm.Command{Op: fsm.OpPublish, Room: room, Member: fmt.Sprintf("pub-%s-%d", l.runID, i),
 		Data: l.pay.appendData(nil, start.UnixNano())}
 	pctx, cancel := context.WithTimeout(ctx, l.timeout)
-	out, err := host.Propose(pctx, multiraft.GroupForKey(room, uint64(l.p.Groups)), cmd.Encode())
+	out, err := host.Propose(pctx, meta.GroupForKey(room, uint64(l.p.Groups)), cmd.Encode())
 	cancel()
 	now := time.Now()
 	if err == nil {

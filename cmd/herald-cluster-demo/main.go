@@ -29,6 +29,7 @@ import (
 
 	"github.com/heraldhq/herald/fsm"
 	"github.com/heraldhq/herald/multiraft"
+	"github.com/heraldhq/herald/multiraft/meta"
 	"github.com/heraldhq/herald/rooms"
 )
 
@@ -116,7 +117,7 @@ func demo(w io.Writer, dir string, groups uint64) (err error) {
 		spec.ClusterID, peers[0].Addr, peers[1].Addr, peers[2].Addr, groups)
 
 	const room = "lobby"
-	group := multiraft.GroupForKey(room, groups)
+	group := meta.GroupForKey(room, groups)
 	leader, err := waitLeader(ctx, nodes["n1"].host, group)
 	if err != nil {
 		return err

@@ -28,6 +28,7 @@ import (
 	"github.com/heraldhq/herald/internal/testnet"
 	"github.com/heraldhq/herald/internal/wstest"
 	"github.com/heraldhq/herald/multiraft"
+	"github.com/heraldhq/herald/multiraft/meta"
 	"github.com/heraldhq/herald/multiraft/transport"
 )
 
@@ -96,13 +97,13 @@ func attackGroup(m *transport.Manager, g uint64) (*transport.GroupTransport, err
 func tryEverything(m *transport.Manager, addr string) map[string]error {
 	ctx := context.Background()
 	room := "attack"
-	g := multiraft.GroupForKey(room, attackGroups)
+	g := meta.GroupForKey(room, attackGroups)
 	out := map[string]error{}
 	_, out["read the cluster state"] = m.Call(ctx, raft.ServerAddress(addr), "mr.meta.state", multiraft.MetaGroup, nil)
 	pub := (&fsm.Command{Op: fsm.OpPublish, Room: room, Member: "alice", Data: []byte(`"forged"`)}).Encode()
 	_, out["publish as alice"] = m.Call(ctx, raft.ServerAddress(addr), "mr.propose", g, pub)
 	del := (&fsm.Command{Op: fsm.OpRoomDelete, Room: "control"}).Encode()
-	_, out["delete a room"] = m.Call(ctx, raft.ServerAddress(addr), "mr.propose", multiraft.GroupForKey("control", attackGroups), del)
+	_, out["delete a room"] = m.Call(ctx, raft.ServerAddress(addr), "mr.propose", meta.GroupForKey("control", attackGroups), del)
 	gt, err := attackGroup(m, g)
 	if err == nil {
 		args := raft.AppendEntriesRequest{RPCHeader: raft.RPCHeader{ID: []byte("n2"), Addr: []byte(addr)}, Term: 1000, PrevLogEntry: 0, PrevLogTerm: 0}

@@ -25,7 +25,7 @@ import (
 
 	"github.com/heraldhq/herald/fsm"
 	"github.com/heraldhq/herald/internal/wait"
-	"github.com/heraldhq/herald/multiraft"
+	"github.com/heraldhq/herald/multiraft/meta"
 	"github.com/heraldhq/herald/rooms"
 )
 
@@ -169,7 +169,7 @@ func (c *Cluster) before(ctx context.Context, node string) error {
 }
 
 func (c *Cluster) propose(cmd fsm.Command) (*fsm.Result, error) {
-	g := multiraft.GroupForKey(cmd.Room, c.groups)
+	g := meta.GroupForKey(cmd.Room, c.groups)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var flt *fault
@@ -230,7 +230,7 @@ type Node struct {
 // rooms.Service's, for an always registered, always ready node.
 func (n *Node) NodeID() string            { return n.id }
 func (n *Node) NodeEpoch() uint64         { return 1 }
-func (n *Node) Group(room string) uint64  { return multiraft.GroupForKey(room, n.c.groups) }
+func (n *Node) Group(room string) uint64  { return meta.GroupForKey(room, n.c.groups) }
 func (n *Node) Ready() error              { return nil }
 func (n *Node) MarkClientPublishes() bool { return true }
 

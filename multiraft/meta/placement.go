@@ -1,4 +1,4 @@
-package multiraft
+package meta
 
 import (
 	"fmt"
@@ -233,4 +233,18 @@ func Plan(s *ClusterState, leaders map[uint64]string) []Move {
 		}
 	}
 	return plan
+}
+
+// MaxVoters caps the meta group's size: more voters only slow it.
+const MaxVoters = 5
+
+// Voters is how many of n live nodes should vote in the meta group: at most
+// MaxVoters, rounded down to an odd count, because an even count adds no
+// fault tolerance over the odd count below it.
+func Voters(n int) int {
+	v := min(n, MaxVoters)
+	if v%2 == 0 {
+		v--
+	}
+	return max(v, 0)
 }
