@@ -76,7 +76,7 @@ func TestReplicaHealthJudgement(t *testing.T) {
 				raft.PeerObservation{Peer: raft.Server{ID: "n3"}}, failed("n3")},
 			wantUnreach: []string{"n3"}},
 		{name: "another follower still counts after a removal", state: raft.Leader,
-			steps: []any{raft.Leader, raft.PeerObservation{Removed: true, Peer: raft.Server{ID: "n3"}}, failed("n2")},
+			steps:       []any{raft.Leader, raft.PeerObservation{Removed: true, Peer: raft.Server{ID: "n3"}}, failed("n2")},
 			wantUnreach: []string{"n2"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
