@@ -139,6 +139,8 @@ func (rh *replicaHealth) observe(o *raft.Observation) bool {
 // own start, after the state change, and moves it only forward, so a
 // failure with an earlier contact is an old loop's. A follower removed
 // during this leadership is heard from again only once raft adds it back.
+// One case is left: a follower removed and added back while its old loop
+// still waits, whose late failure then counts as the new loop's.
 func (rh *replicaHealth) current(d raft.FailedHeartbeatObservation) bool {
 	return !rh.leaderSince.IsZero() && !d.LastContact.Before(rh.leaderSince) && !rh.removed[string(d.PeerID)]
 }
