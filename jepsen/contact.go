@@ -33,6 +33,11 @@ type ContactResult struct {
 	Bound     float64 `json:"bound"`
 	// Problems are what the last statuses showed when InContact is false.
 	Problems []string `json:"problems,omitempty"`
+	// Dumps are the goroutine dumps then saved in the run's folder (one
+	// per member node and the harness's), DumpFailures those that could
+	// not be taken.
+	Dumps        []string `json:"dumps,omitempty"`
+	DumpFailures []string `json:"dump_failures,omitempty"`
 }
 
 // ContactProblems lists the replicas of st that are not in contact with

@@ -219,6 +219,12 @@ func (r *Results) Summary(w io.Writer) {
 		for _, pr := range ct.Problems {
 			p("    %s", pr)
 		}
+		if len(ct.Dumps) > 0 {
+			p("  goroutine dumps taken then: %s", strings.Join(ct.Dumps, ", "))
+		}
+		if len(ct.DumpFailures) > 0 {
+			p("  goroutine dumps not taken: %s", strings.Join(ct.DumpFailures, "; "))
+		}
 	}
 	if len(in.StartFailures) > 0 {
 		p("")

@@ -235,6 +235,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		"--heartbeat-timeout", "500ms", "--election-timeout", "500ms", "--leader-lease-timeout", "250ms",
 		"--lease-ttl", "3s", "--request-timeout", "5s",
 		"--publish-rate", "100000", "--publish-burst", "100000", "--log-level", "warn",
+		"--pprof", // for the goroutine dumps of a failed contact check (dump.go)
 	}
 	logf("starting %d nodes in %s", cfg.Nodes, dir)
 	c, err := StartCluster(ctx, ClusterConfig{Bin: cfg.Herald, Dir: dir, Nodes: cfg.Nodes, Groups: cfg.Groups,
@@ -331,6 +332,8 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		logf("every replica in contact with its leader, checked %.1fs after the final heal", contact.After)
 	} else {
 		logf("replicas not in contact with their leaders %.0fs after the final heal: %v", contact.After, contact.Problems)
+		contact.Dumps, contact.DumpFailures = dumpGoroutines(ctx, c, dir)
+		logf("goroutine dumps: %v; not taken: %v", contact.Dumps, contact.DumpFailures)
 	}
 	rec.Record(Op{Process: NemesisProcess, F: FPhase, Value: PhaseFinal, Type: TypeOK})
 	logf("final reads")

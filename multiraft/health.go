@@ -49,6 +49,13 @@ type replicaHealth struct {
 	// failing are the followers whose heartbeats fail, while this replica
 	// leads, with the last time each answered; guarded by mu.
 	failing map[string]time.Time
+	// leaderSince is when the replica's current leadership began, zero
+	// while it does not lead; removed are the followers raft stopped
+	// replicating to during it. Both sort out the failures that loops of
+	// an ended leadership, or of a follower that left, report late
+	// (observe); guarded by mu.
+	leaderSince time.Time
+	removed     map[string]bool
 }
 
 func newReplicaHealth(hbTimeout time.Duration) *replicaHealth {
@@ -78,27 +85,64 @@ func (rh *replicaHealth) observe(o *raft.Observation) bool {
 		// replication loops, and the loops of an old one keep reporting
 		// failed heartbeats for a while after it ended, which no resumed
 		// heartbeat of theirs will ever clear.
-		rh.failing = nil
+		rh.failing, rh.removed, rh.leaderSince = nil, nil, time.Time{}
+		if d == raft.Leader {
+			rh.leaderSince = now
+		}
 		rh.mu.Unlock()
 	case raft.FailedHeartbeatObservation:
 		rh.mu.Lock()
-		if rh.failing == nil {
-			rh.failing = map[string]time.Time{}
+		if rh.current(d) {
+			if rh.failing == nil {
+				rh.failing = map[string]time.Time{}
+			}
+			rh.failing[string(d.PeerID)] = d.LastContact
 		}
-		rh.failing[string(d.PeerID)] = d.LastContact
 		rh.mu.Unlock()
 	case raft.ResumedHeartbeatObservation:
 		rh.mu.Lock()
 		delete(rh.failing, string(d.PeerID))
 		rh.mu.Unlock()
 	case raft.PeerObservation:
+		id := string(d.Peer.ID)
+		rh.mu.Lock()
 		if d.Removed {
-			rh.mu.Lock()
-			delete(rh.failing, string(d.Peer.ID))
-			rh.mu.Unlock()
+			delete(rh.failing, id)
+			if rh.removed == nil {
+				rh.removed = map[string]bool{}
+			}
+			rh.removed[id] = true
+		} else {
+			delete(rh.removed, id)
 		}
+		rh.mu.Unlock()
 	}
 	return false
+}
+
+// current reports whether a failed heartbeat comes from a loop of the
+// replica's current leadership to a follower it still replicates to;
+// rh.mu is held.
+//
+// raft tells neither which loop reported a failure nor when a loop ends:
+// it stops a follower's heartbeat loop only after that follower's
+// replication loop has made its last attempt, which waits for the peer as
+// long as the transport lets it. So failures arrive after the step-down
+// that ended their leadership, after the next leadership began (a
+// goroutine that logged its failure before the election can record it
+// after), and after raft reported the follower removed. The loops of the
+// current leadership would clear such a record only by failing and then
+// succeeding, which a reachable follower never does, and a removed one is
+// never heard from again: the record would stay for good.
+//
+// A loop of this leadership starts with its follower's contact set to its
+// own start, after the state change, and moves it only forward, so a
+// failure with an earlier contact is an old loop's. A follower removed
+// during this leadership is heard from again only once raft adds it back.
+// One case is left: a follower removed and added back while its old loop
+// still waits, whose late failure then counts as the new loop's.
+func (rh *replicaHealth) current(d raft.FailedHeartbeatObservation) bool {
+	return !rh.leaderSince.IsZero() && !d.LastContact.Before(rh.leaderSince) && !rh.removed[string(d.PeerID)]
 }
 
 // PeerContact is a follower its leader cannot reach.

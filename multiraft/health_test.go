@@ -13,6 +13,12 @@ import (
 // contact, and what its status must say.
 func TestReplicaHealthJudgement(t *testing.T) {
 	const hb = 100 * time.Millisecond
+	// failed is a failed heartbeat to peer from a loop started at the step
+	// it is observed in; longAgo is a contact from before every step.
+	failed := func(peer string) raft.FailedHeartbeatObservation {
+		return raft.FailedHeartbeatObservation{PeerID: raft.ServerID(peer)}
+	}
+	longAgo := time.Now().Add(-time.Minute)
 	for _, tt := range []struct {
 		name          string
 		steps         []any
@@ -35,23 +41,43 @@ func TestReplicaHealthJudgement(t *testing.T) {
 			steps:         []any{raft.Candidate, raft.Leader, raft.Follower, raft.Candidate, raft.Leader, raft.Follower, raft.Candidate, raft.Follower},
 			wantElections: 1},
 		{name: "leader with a failing follower", state: raft.Leader,
-			steps:       []any{raft.Leader, raft.FailedHeartbeatObservation{PeerID: "n3", LastContact: time.Now()}},
+			steps:       []any{raft.Leader, failed("n3")},
 			wantUnreach: []string{"n3"}},
 		{name: "resumed follower", state: raft.Leader,
-			steps: []any{raft.Leader, raft.FailedHeartbeatObservation{PeerID: "n3", LastContact: time.Now()},
+			steps: []any{raft.Leader, failed("n3"),
 				raft.ResumedHeartbeatObservation{PeerID: "n3"}}},
 		{name: "removed follower", state: raft.Leader,
-			steps: []any{raft.FailedHeartbeatObservation{PeerID: "n3", LastContact: time.Now()},
+			steps: []any{raft.Leader, failed("n3"),
 				raft.PeerObservation{Removed: true, Peer: raft.Server{ID: "n3"}}}},
 		{name: "leadership lost", state: raft.Follower, contactAgo: hb / 4,
-			steps: []any{raft.FailedHeartbeatObservation{PeerID: "n3", LastContact: time.Now()}, raft.Follower}},
+			steps: []any{raft.Leader, failed("n3"), raft.Follower}},
 		// The heartbeat loop of a leadership that ended can report a
 		// failure after the step-down, even once the replica campaigns;
 		// the next leadership's loop starts fresh and never reports that
 		// follower resumed.
 		{name: "stale failure of an old leadership", state: raft.Leader,
 			steps: []any{raft.Leader, raft.Follower, raft.Candidate,
-				raft.FailedHeartbeatObservation{PeerID: "n3", LastContact: time.Now()}, raft.Leader}},
+				failed("n3"), raft.Leader}},
+		// The same failure recorded only once the next leadership began:
+		// the old loop's follower contact predates it.
+		{name: "old leadership's failure after the election", state: raft.Leader,
+			steps: []any{raft.Leader, raft.Follower, raft.Candidate, raft.Leader,
+				raft.FailedHeartbeatObservation{PeerID: "n3", LastContact: longAgo}}},
+		{name: "failure while not leading", state: raft.Candidate, contactAgo: hb / 4,
+			steps: []any{raft.Candidate, failed("n3")}, wantElections: 1},
+		// raft stops a removed follower's heartbeat loop only after its
+		// replication loop's last attempt; the heartbeats that fail
+		// meanwhile come after the removal.
+		{name: "failure after the follower left", state: raft.Leader,
+			steps: []any{raft.Leader, failed("n3"),
+				raft.PeerObservation{Removed: true, Peer: raft.Server{ID: "n3"}}, failed("n3")}},
+		{name: "follower added back", state: raft.Leader,
+			steps: []any{raft.Leader, raft.PeerObservation{Removed: true, Peer: raft.Server{ID: "n3"}},
+				raft.PeerObservation{Peer: raft.Server{ID: "n3"}}, failed("n3")},
+			wantUnreach: []string{"n3"}},
+		{name: "another follower still counts after a removal", state: raft.Leader,
+			steps:       []any{raft.Leader, raft.PeerObservation{Removed: true, Peer: raft.Server{ID: "n3"}}, failed("n2")},
+			wantUnreach: []string{"n2"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			rh := newReplicaHealth(hb)
@@ -59,6 +85,13 @@ func TestReplicaHealthJudgement(t *testing.T) {
 				rh.started = rh.started.Add(-time.Hour)
 			}
 			for _, d := range tt.steps {
+				if f, ok := d.(raft.FailedHeartbeatObservation); ok && f.LastContact.IsZero() {
+					// A loop of the leadership at hand: raft starts it, with
+					// its follower's contact set to now, after the state
+					// change.
+					f.LastContact = time.Now()
+					d = f
+				}
 				if rh.observe(&raft.Observation{Data: d}) {
 					t.Fatal("the observer passed an observation on: it has no channel")
 				}
