@@ -25,13 +25,8 @@ import (
 var heraldBin string
 
 func TestMain(m *testing.M) {
-	// The raw gws baseline re-executes this binary as its server.
-	switch os.Getenv(roleEnv) {
-	case roleRawGWS:
-		rawServerMain()
-		return
-	case roleCommitNode:
-		commitNodeMain()
+	// The baselines re-execute this binary as their servers.
+	if runRole() {
 		return
 	}
 	dir, err := os.MkdirTemp("", "herald-bench-bin-*")

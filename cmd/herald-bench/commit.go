@@ -334,11 +334,7 @@ func runCommitInproc(ctx context.Context, e *env, p Params, serverArgs []string)
 	if err != nil {
 		return nil, err
 	}
-	res.Ack = summarize(l.acks.total())
-	res.Ops = res.Ack.Count
-	res.Throughput = float64(res.Ops) / res.Window
-	res.Errors = l.errs.snapshot()
-	res.Series = map[string][]Point{"ack": m.smp.get("ack")}
+	m.acked(res, l.acks, &l.errs)
 	res.ServerCPU, res.GeneratorCPU = res.GeneratorCPU, 0
 	res.Notes = append(res.Notes, "one process: the 3 nodes and the proposers (server CPU is all of it)")
 	return res, nil

@@ -86,24 +86,25 @@ func (r *recorder) record(key int, d time.Duration) {
 
 // total merges the shards' whole-window histograms.
 func (r *recorder) total() *hdrhistogram.Histogram {
-	h := newHist()
-	for i := range r.shards {
-		s := &r.shards[i]
-		s.mu.Lock()
-		h.Merge(s.total)
-		s.mu.Unlock()
-	}
-	return h
+	return r.merge(func(s *recShard) *hdrhistogram.Histogram { return s.total }, false)
 }
 
 // takePeriod returns the values recorded since the last call.
 func (r *recorder) takePeriod() *hdrhistogram.Histogram {
+	return r.merge(func(s *recShard) *hdrhistogram.Histogram { return s.period }, true)
+}
+
+// merge merges the histogram of each shard that which names, emptying it
+// if reset; each shard is locked while it is read.
+func (r *recorder) merge(which func(*recShard) *hdrhistogram.Histogram, reset bool) *hdrhistogram.Histogram {
 	h := newHist()
 	for i := range r.shards {
 		s := &r.shards[i]
 		s.mu.Lock()
-		h.Merge(s.period)
-		s.period.Reset()
+		h.Merge(which(s))
+		if reset {
+			which(s).Reset()
+		}
 		s.mu.Unlock()
 	}
 	return h

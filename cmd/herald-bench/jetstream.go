@@ -148,11 +148,7 @@ func runJetStreamPublish(ctx context.Context, e *env, tgt *target, p Params) (*R
 	if err != nil {
 		return nil, err
 	}
-	res.Ack = summarize(l.acks.total())
-	res.Ops = res.Ack.Count
-	res.Throughput = float64(res.Ops) / res.Window
-	res.Errors = l.errs.snapshot()
-	res.Series = map[string][]Point{"ack": m.smp.get("ack")}
+	m.acked(res, l.acks, &l.errs)
 	// An ack is a promise that the stream holds the message: check it, as
 	// the consistency harness checks Herald's.
 	ictx, cancel := context.WithTimeout(ctx, 10*time.Second)
