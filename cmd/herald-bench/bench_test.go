@@ -8,13 +8,13 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/heraldhq/herald/internal/heraldbin"
 	"github.com/heraldhq/herald/multiraft/logstore"
 )
 
@@ -30,16 +30,12 @@ func TestMain(m *testing.M) {
 		return
 	}
 	dir, err := os.MkdirTemp("", "herald-bench-bin-*")
+	if err == nil {
+		// Without -race: the servers are what is measured, not tested here.
+		heraldBin, err = heraldbin.Build(dir)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	heraldBin = filepath.Join(dir, "herald")
-	// Without -race: the servers are what is measured, not tested here.
-	build := exec.Command("go", "build", "-o", heraldBin, "github.com/heraldhq/herald/cmd/herald")
-	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build herald:", err)
 		os.Exit(1)
 	}
 	code := m.Run()

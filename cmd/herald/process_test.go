@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heraldhq/herald/internal/heraldbin"
 	"github.com/heraldhq/herald/internal/wstest"
 )
 
@@ -24,15 +25,11 @@ var heraldBin string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "herald-bin-*")
+	if err == nil {
+		heraldBin, err = heraldbin.Build(dir, "-race")
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	heraldBin = filepath.Join(dir, "herald")
-	build := exec.Command("go", "build", "-race", "-o", heraldBin, ".")
-	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build herald:", err)
 		os.Exit(1)
 	}
 	code := m.Run()
