@@ -207,11 +207,18 @@ func (c *serveCluster) stop(nodes ...int) {
 	}
 }
 
+// waitReady waits until the node at base says it is ready.
 func waitReady(t *testing.T, base string, timeout time.Duration) {
+	t.Helper()
+	waitOK(t, base+"/readyz", timeout)
+}
+
+// waitOK waits until a GET of url answers 200 OK.
+func waitOK(t *testing.T, url string, timeout time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		resp, err := http.Get(base + "/readyz")
+		resp, err := http.Get(url)
 		if err == nil {
 			_ = resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -219,9 +226,9 @@ func waitReady(t *testing.T, base string, timeout time.Duration) {
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s not ready within %v (last: %v)", base, timeout, err)
+			t.Fatalf("%s did not answer 200 within %v (last: %v)", url, timeout, err)
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -437,20 +444,7 @@ func TestServeMountsAdminBeforeListening(t *testing.T) {
 		"--node-id", "n1", "--data-dir", filepath.Join(dir, "n1"),
 		"--client-addr", fmt.Sprintf("127.0.0.1:%d", ports[0]), "--peer-addr", fmt.Sprintf("127.0.0.1:%d", ports[1]),
 		"--bootstrap", strings.Join(boot, ","))
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		resp, err := http.Get(base + "/healthz")
-		if err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the client port did not answer /healthz within a minute: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitOK(t, base+"/healthz", 60*time.Second)
 	req, _ := http.NewRequest("GET", base+"/admin/v1/status?timeout=1s", nil)
 	req.Header.Set("Authorization", "Bearer secret")
 	resp, err := http.DefaultClient.Do(req)
