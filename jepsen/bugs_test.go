@@ -3,11 +3,11 @@ package jepsen
 import (
 	"context"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/heraldhq/herald/internal/heraldbin"
 )
 
 // TestPlantedBugs proves that the harness bites: it builds herald with one
@@ -50,10 +50,9 @@ func TestPlantedBugs(t *testing.T) {
 	for _, bug := range bugs {
 		t.Run(bug.tag, func(t *testing.T) {
 			dir := t.TempDir()
-			bin := filepath.Join(dir, "herald")
-			build := exec.Command("go", "build", "-tags", bug.tag, "-o", bin, "github.com/heraldhq/herald/cmd/herald")
-			if b, err := build.CombinedOutput(); err != nil {
-				t.Fatalf("build with %s: %v\n%s", bug.tag, err, b)
+			bin, err := heraldbin.Build(dir, "-tags", bug.tag)
+			if err != nil {
+				t.Fatalf("with %s: %v", bug.tag, err)
 			}
 			runs := dir
 			if out != "" {

@@ -262,6 +262,14 @@ func openChat(t *testing.T, tab context.Context, base, name, room string) {
 		 document.querySelector('#members li[data-member='+`+js(js(name))+`+']')`, 20*time.Second)
 }
 
+// waitMoved waits until the page on tab is connected to a node other
+// than from.
+func waitMoved(t *testing.T, tab context.Context, name, from string) {
+	t.Helper()
+	waitJS(t, tab, name+"'s page on another node",
+		`(s => s.dataset.state === 'connected' && s.dataset.node !== `+js(from)+`)(document.querySelector('#conn'))`, 20*time.Second)
+}
+
 func say(t *testing.T, tab context.Context, text string) {
 	t.Helper()
 	do(t, tab, 10*time.Second, chromedp.SendKeys(chromedp.CSS("#text"), text+kb.Enter))
@@ -280,14 +288,21 @@ func members(t *testing.T, tab context.Context) []string {
 	return eval[[]string](t, tab, `[...document.querySelectorAll('#members li')].map(li => li.dataset.member)`)
 }
 
-func TestChatTwoPages(t *testing.T) {
+// twoChats starts a cluster and a browser, and opens the chat in room for
+// alice on the first node's page and bob on the second's.
+func twoChats(t *testing.T, room string) (c *testcluster.Cluster, b *browser, alice, bob context.Context) {
+	t.Helper()
 	findChromium(t)
-	c := startCluster(t)
-	b := newBrowser(t)
-	alice, bob := b.tab("alice"), b.tab("bob")
+	c = startCluster(t)
+	b = newBrowser(t)
+	alice, bob = b.tab("alice"), b.tab("bob")
+	openChat(t, alice, c.HTTP(0), "alice", room)
+	openChat(t, bob, c.HTTP(1), "bob", room)
+	return c, b, alice, bob
+}
 
-	openChat(t, alice, c.HTTP(0), "alice", "lobby")
-	openChat(t, bob, c.HTTP(1), "bob", "lobby")
+func TestChatTwoPages(t *testing.T) {
+	_, _, alice, bob := twoChats(t, "lobby")
 	waitJS(t, alice, "bob's join in alice's member list", `document.querySelector('#members li[data-member=bob]')`, 10*time.Second)
 	if got := members(t, bob); !slices.Equal(got, []string{"alice", "bob"}) {
 		t.Fatalf("bob's member list: %v", got)
@@ -331,13 +346,7 @@ func TestChatTwoPages(t *testing.T) {
 }
 
 func TestChatSurvivesItsNodeDying(t *testing.T) {
-	findChromium(t)
-	c := startCluster(t)
-	b := newBrowser(t)
-	alice, bob := b.tab("alice"), b.tab("bob")
-
-	openChat(t, alice, c.HTTP(0), "alice", "failover")
-	openChat(t, bob, c.HTTP(1), "bob", "failover")
+	c, _, alice, bob := twoChats(t, "failover")
 	say(t, alice, "before 1")
 	say(t, bob, "before 2")
 	waitJS(t, alice, "the first messages", hasMessages("before 1", "before 2"), 10*time.Second)
@@ -346,8 +355,7 @@ func TestChatSurvivesItsNodeDying(t *testing.T) {
 	c.Crash(0)
 	say(t, alice, "during the outage")
 	say(t, bob, "bob during the outage")
-	waitJS(t, alice, "alice's page on another node",
-		`(s => s.dataset.state === 'connected' && s.dataset.node !== 'n1')(document.querySelector('#conn'))`, 20*time.Second)
+	waitMoved(t, alice, "alice", "n1")
 	say(t, alice, "after")
 
 	all := []string{"before 1", "before 2", "during the outage", "bob during the outage", "after"}
@@ -385,24 +393,41 @@ func openCall(t *testing.T, tab context.Context, base, name, room string) {
 	waitJS(t, tab, name+" connected to Herald", `document.querySelector('#conn').dataset.state === 'connected'`, 20*time.Second)
 }
 
+// caller is one person in a call: the node whose page they use and what
+// they say to the other.
+type caller struct {
+	name string
+	node int
+	says string
+}
+
+// call opens the call page in room for first and second, each in a tab of
+// b, waits until their data channel is open, and has first then second
+// say their line to the other over it. It returns their tabs.
+func call(t *testing.T, c *testcluster.Cluster, b *browser, room string, first, second caller) (context.Context, context.Context) {
+	t.Helper()
+	tabs := [2]context.Context{b.tab(first.name), b.tab(second.name)}
+	for i, p := range []caller{first, second} {
+		openCall(t, tabs[i], c.HTTP(p.node), p.name, room)
+	}
+	for i, p := range []caller{first, second} {
+		waitJS(t, tabs[i], p.name+"'s data channel open", `document.querySelector('#peer-state').dataset.state === 'connected'`, 30*time.Second)
+	}
+	for i, p := range []caller{first, second} {
+		do(t, tabs[i], 10*time.Second, chromedp.SendKeys(chromedp.CSS("#p2p-text"), p.says+kb.Enter))
+		waitJS(t, tabs[1-i], p.name+"'s message over the data channel",
+			`[...document.querySelectorAll('#p2p li')].some(li => li.innerText.includes(`+js(p.says)+`))`, 10*time.Second)
+	}
+	return tabs[0], tabs[1]
+}
+
 func TestCallOpensADataChannel(t *testing.T) {
 	findChromium(t)
 	c := startCluster(t)
 	b := newBrowser(t)
-	alice, bob := b.tab("alice"), b.tab("bob")
-
-	openCall(t, alice, c.HTTP(0), "alice", "call-1")
-	openCall(t, bob, c.HTTP(2), "bob", "call-1")
-	connected := `document.querySelector('#peer-state').dataset.state === 'connected'`
-	waitJS(t, alice, "alice's data channel open", connected, 30*time.Second)
-	waitJS(t, bob, "bob's data channel open", connected, 30*time.Second)
-
-	do(t, alice, 10*time.Second, chromedp.SendKeys(chromedp.CSS("#p2p-text"), "hello over the data channel"+kb.Enter))
-	waitJS(t, bob, "alice's message at bob",
-		`[...document.querySelectorAll('#p2p li')].some(li => li.innerText.includes('hello over the data channel'))`, 10*time.Second)
-	do(t, bob, 10*time.Second, chromedp.SendKeys(chromedp.CSS("#p2p-text"), "hello back"+kb.Enter))
-	waitJS(t, alice, "bob's answer at alice",
-		`[...document.querySelectorAll('#p2p li')].some(li => li.innerText.includes('hello back'))`, 10*time.Second)
+	alice, bob := call(t, c, b, "call-1",
+		caller{name: "alice", node: 0, says: "hello over the data channel"},
+		caller{name: "bob", node: 2, says: "hello back"})
 
 	// Offer, answer and candidates went through the room, in one order.
 	// Both tabs offered as they saw each other; expect_seq let one offer
@@ -471,14 +496,12 @@ func TestScreenshots(t *testing.T) {
 	if !*update {
 		t.Skip("run with -update to write the screenshots")
 	}
-	findChromium(t)
-	c := startCluster(t)
-	b := newBrowser(t)
+	c, b, alice, bob := twoChats(t, "lobby")
 	shot := func(tab context.Context, name string) {
 		t.Helper()
-		c, cancel := context.WithTimeout(tab, 20*time.Second)
+		ctx, cancel := context.WithTimeout(tab, 20*time.Second)
 		defer cancel()
-		png, err := chromedp.Run(c, chromedp.FullScreenshot(100))
+		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -487,29 +510,18 @@ func TestScreenshots(t *testing.T) {
 		}
 	}
 
-	alice, bob := b.tab("alice"), b.tab("bob")
-	openChat(t, alice, c.HTTP(0), "alice", "lobby")
-	openChat(t, bob, c.HTTP(1), "bob", "lobby")
 	say(t, alice, "Hi Bob! Every message has one place in the room: its seq.")
 	say(t, bob, "Hi Alice. Kill my node and I will reconnect and resume.")
 	waitJS(t, alice, "bob's message", hasMessages("Hi Alice. Kill my node and I will reconnect and resume."), 10*time.Second)
 	c.Crash(0)
-	waitJS(t, alice, "alice's page on another node",
-		`(s => s.dataset.state === 'connected' && s.dataset.node !== 'n1')(document.querySelector('#conn'))`, 20*time.Second)
+	waitMoved(t, alice, "alice", "n1")
 	say(t, alice, "Back, on another node, with nothing missed.")
 	waitJS(t, bob, "alice's last message", hasMessages("Back, on another node, with nothing missed."), 10*time.Second)
 	waitJS(t, alice, "the resume in the log", `document.querySelector('#connlog').innerText.includes('resumed')`, 10*time.Second)
 	shot(alice, "chat.png")
 
-	carol, dave := b.tab("carol"), b.tab("dave")
-	openCall(t, carol, c.HTTP(1), "carol", "call")
-	openCall(t, dave, c.HTTP(2), "dave", "call")
-	connected := `document.querySelector('#peer-state').dataset.state === 'connected'`
-	waitJS(t, carol, "carol's data channel", connected, 30*time.Second)
-	waitJS(t, dave, "dave's data channel", connected, 30*time.Second)
-	do(t, dave, 10*time.Second, chromedp.SendKeys(chromedp.CSS("#p2p-text"), "Hello Carol, this goes peer to peer."+kb.Enter))
-	waitJS(t, carol, "dave's message", `document.querySelector('#p2p').innerText.includes('peer to peer')`, 10*time.Second)
-	do(t, carol, 10*time.Second, chromedp.SendKeys(chromedp.CSS("#p2p-text"), "Loud and clear, no server in between."+kb.Enter))
-	waitJS(t, dave, "carol's message", `document.querySelector('#p2p').innerText.includes('Loud and clear')`, 10*time.Second)
+	_, carol := call(t, c, b, "call",
+		caller{name: "dave", node: 2, says: "Hello Carol, this goes peer to peer."},
+		caller{name: "carol", node: 1, says: "Loud and clear, no server in between."})
 	shot(carol, "call.png")
 }

@@ -1,7 +1,8 @@
 // Package web serves the pages every node can offer on its client port: a
 // chat demo at / and a WebRTC signaling demo at /call, both built on the
 // JavaScript client (client/js) served at /herald.js. The pages need no
-// build step: plain HTML, CSS and ES modules, embedded in the binary.
+// build step: plain HTML (the frame both share is filled in once, at
+// Mount), CSS and ES modules, embedded in the binary.
 //
 // A page connects to its own node first and learns the others from
 // /nodes.json, so it can fail over to them when its node dies.
@@ -13,6 +14,7 @@ import (
 	"embed"
 	"encoding/hex"
 	"encoding/json"
+	"html/template"
 	"io/fs"
 	"mime"
 	"net"
@@ -28,6 +30,10 @@ import (
 
 //go:embed pages assets
 var files embed.FS
+
+// pages are the page templates: index.html, call.html and the layout.html
+// they share.
+var pages = template.Must(template.ParseFS(files, "pages/*.html"))
 
 // Node is one node as the pages offer it to the user.
 type Node struct {
@@ -48,8 +54,8 @@ type Mux interface {
 // scripts) and /nodes.json (nodes' client addresses, from nodes, which may
 // be nil for a page that knows only its own node).
 func Mount(mux Mux, nodes func() []Node) {
-	mux.Handle("GET /{$}", mustFile("pages/index.html"))
-	mux.Handle("GET /call", mustFile("pages/call.html"))
+	mux.Handle("GET /{$}", mustPage("index.html"))
+	mux.Handle("GET /call", mustPage("call.html"))
 	mux.Handle("GET /herald.js", newFile("herald.js", []byte(heraldjs.Source)))
 	mux.Handle("GET /herald.d.ts", newFile("herald.d.ts", []byte(heraldjs.Types)))
 	mux.Handle("GET /assets/", assets())
@@ -116,12 +122,13 @@ func newFile(name string, body []byte) *file {
 	return &file{name: name, body: body, ctype: ctype, etag: `"` + hex.EncodeToString(sum[:8]) + `"`}
 }
 
-func mustFile(name string) *file {
-	b, err := files.ReadFile(name)
-	if err != nil {
+// mustPage renders the page template name.
+func mustPage(name string) *file {
+	var b bytes.Buffer
+	if err := pages.ExecuteTemplate(&b, name, nil); err != nil {
 		panic("web: " + err.Error())
 	}
-	return newFile(name, b)
+	return newFile(name, b.Bytes())
 }
 
 func (f *file) ServeHTTP(w http.ResponseWriter, r *http.Request) {

@@ -83,6 +83,31 @@ func TestMountServesThePagesAndTheClient(t *testing.T) {
 	}
 }
 
+// Both pages come in the shared frame: their own title and script, the
+// connection header common.js needs, the connection log, and the nav
+// marking the page itself.
+func TestPagesShareTheFrame(t *testing.T) {
+	mux := http.NewServeMux()
+	Mount(mux, nil)
+	for _, tc := range []struct{ path, name, current string }{
+		{"/", "chat", `<a href="/" aria-current="page">Chat</a> <a href="/call">Call</a>`},
+		{"/call", "call", `<a href="/">Chat</a> <a href="/call" aria-current="page">Call</a>`},
+	} {
+		b := body(t, get(t, mux, tc.path, ""))
+		for _, want := range []string{
+			"<!doctype html>", "<title>Herald " + tc.name + "</title>", `src="/assets/` + tc.name + `.js"`, tc.current,
+			`id="conn"`, `id="conn-text"`, `id="node-select"`, `id="switch-form"`, `<ol id="connlog"></ol>`, "</html>\n",
+		} {
+			if !strings.Contains(b, want) {
+				t.Errorf("%s lacks %q", tc.path, want)
+			}
+		}
+		if strings.Contains(b, "{{") {
+			t.Errorf("%s holds template text", tc.path)
+		}
+	}
+}
+
 func TestNodesJSON(t *testing.T) {
 	mux := http.NewServeMux()
 	Mount(mux, func() []Node {

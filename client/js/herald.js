@@ -1092,42 +1092,38 @@ export class Herald {
         `the publish may or may not have been applied (${cause && cause.message ? cause.message : cause}); publish again with key ${JSON.stringify(key)} to find out`,
         { retryable: true, key, cause });
     };
-    for (let attempt = 0; ; attempt++) {
-      let cn;
-      try {
-        cn = await this.waitConn(signal);
-      } catch (err) {
-        throw giveUp(err);
-      }
-      try {
-        const f = await this.roundTrip(cn, req, { signal });
-        return { seq: f.seq, epoch: f.epoch ?? '', duplicate: !!f.duplicate, key };
-      } catch (err) {
-        const r = this.classify(err, attempt);
-        uncertain = uncertain || r.maybe;
-        if (!r.retry) throw giveUp(err);
-        this.emit('retry', { op: 'publish', room, key, attempt: attempt + 1, error: err instanceof ConnLost ? new Error('connection lost') : err });
-        if (!(await this.sleep(r.wait, signal))) throw giveUp(this.err || new Aborted(signal && signal.reason, false));
-      }
-    }
+    const f = await this.attempts(req, signal, giveUp, (err, r, attempt) => {
+      uncertain = uncertain || r.maybe;
+      if (r.retry) this.emit('retry', { op: 'publish', room, key, attempt: attempt + 1, error: err instanceof ConnLost ? new Error('connection lost') : err });
+    });
+    return { seq: f.seq, epoch: f.epoch ?? '', duplicate: !!f.duplicate, key };
   }
 
   // request runs a request that may be repeated freely (reads), on any
   // node, until it succeeds, fails for good or signal ends.
-  async request(req, signal) {
+  request(req, signal) {
+    return this.attempts(req, signal, stopError, () => {});
+  }
+
+  // attempts sends req, on any node, until it succeeds, fails for good or
+  // signal ends. Each failed attempt and how classify judged it go to
+  // failed before the next; fail makes the error thrown from the one
+  // attempts stopped on.
+  async attempts(req, signal, fail, failed) {
     for (let attempt = 0; ; attempt++) {
       let cn;
       try {
         cn = await this.waitConn(signal);
       } catch (err) {
-        throw stopError(err);
+        throw fail(err);
       }
       try {
         return await this.roundTrip(cn, req, { signal });
       } catch (err) {
         const r = this.classify(err, attempt);
-        if (!r.retry) throw stopError(err);
-        if (!(await this.sleep(r.wait, signal))) throw this.err || (signal && signal.reason);
+        failed(err, r, attempt);
+        if (!r.retry) throw fail(err);
+        if (!(await this.sleep(r.wait, signal))) throw fail(this.err || new Aborted(signal && signal.reason, false));
       }
     }
   }
@@ -1201,8 +1197,7 @@ export class Herald {
       for (let attempt = 0; ; attempt++) {
         let cn;
         try {
-          cn = await this.waitConn(signal);
-          if (!(await j.lock.acquire(signal))) throw new Aborted(signal && signal.reason, false);
+          cn = await this.connLocked(j, signal);
         } catch (err) {
           throw giveUp(err);
         }
@@ -1249,6 +1244,14 @@ export class Herald {
     }
   }
 
+  // connLocked waits for a connection, then for the room's lock: a join or
+  // leave is sent holding both.
+  async connLocked(j, signal) {
+    const cn = await this.waitConn(signal);
+    if (!(await j.lock.acquire(signal))) throw new Aborted(signal && signal.reason, false);
+    return cn;
+  }
+
   /**
    * Removes the user from room and resolves the seq of the leave event (0
    * if the member was already gone). The client stops re-joining the room
@@ -1266,8 +1269,7 @@ export class Herald {
       for (let attempt = 0; ; attempt++) {
         let cn;
         try {
-          cn = await this.waitConn(signal);
-          if (!(await j.lock.acquire(signal))) throw new Aborted(signal && signal.reason, false);
+          cn = await this.connLocked(j, signal);
         } catch (err) {
           throw stopError(err);
         }

@@ -303,6 +303,15 @@ function client(fc, extra = {}) {
   });
 }
 
+// connected starts a client on fc, closes it when the test ends and waits
+// for its first connection.
+async function connected(t, fc = new FakeCluster(), extra = {}) {
+  const c = client(fc, extra);
+  t.after(() => c.close());
+  await c.ready();
+  return { fc, c };
+}
+
 const sent = (fc, op) => fc.requests.filter((r) => r.req.op === op);
 
 test('connects, authenticates and reports its states', async (t) => {
@@ -345,9 +354,7 @@ test('refused credentials at the first connection end the client', async () => {
 test('connects to the next node, round robin, when one is down', async (t) => {
   const fc = new FakeCluster();
   fc.down.add(URLS[0]);
-  const c = client(fc);
-  t.after(() => c.close());
-  await c.ready();
+  const { c } = await connected(t, fc);
   assert.equal(c.node, 'n2');
   fc.crash(URLS[1]);
   await waitFor(() => c.node === 'n3', 'failover to n3');
@@ -385,10 +392,7 @@ test('the connection is retried with backoff while every node is down', async (t
 });
 
 test('publish lands once when the socket dies after the node applied it', async (t) => {
-  const fc = new FakeCluster();
-  const c = client(fc);
-  t.after(() => c.close());
-  await c.ready();
+  const { fc, c } = await connected(t);
   fc.once((r) => r.op === 'publish', 'cut-after');
   const res = await c.publish('lobby', { text: 'hi' });
   assert.equal(res.seq, 1);
@@ -402,10 +406,7 @@ test('publish lands once when the socket dies after the node applied it', async 
 });
 
 test('publish is retried with the same key after unavailable and unknown_outcome', async (t) => {
-  const fc = new FakeCluster();
-  const c = client(fc);
-  t.after(() => c.close());
-  await c.ready();
+  const { fc, c } = await connected(t);
   fc.once((r) => r.op === 'publish', { error: { code: 'unavailable', message: 'no leader', retryable: true } });
   fc.once((r) => r.op === 'publish', 'apply-then-error');
   const retries = [];
@@ -418,10 +419,7 @@ test('publish is retried with the same key after unavailable and unknown_outcome
 });
 
 test('publish waits out rate_limited for retry_after_ms', async (t) => {
-  const fc = new FakeCluster();
-  const c = client(fc);
-  t.after(() => c.close());
-  await c.ready();
+  const { fc, c } = await connected(t);
   fc.once((r) => r.op === 'publish', { error: { code: 'rate_limited', retryable: true }, retry_after_ms: 60 });
   const start = Date.now();
   await c.publish('lobby', 1);
@@ -439,9 +437,7 @@ function within(p, ms, what) {
 test('a request over the node max_frame is refused with too_large before it is sent', async (t) => {
   const fc = new FakeCluster();
   fc.limits = { max_frame: 200, max_data: 150 };
-  const c = client(fc);
-  t.after(() => c.close());
-  await c.ready();
+  const { c } = await connected(t, fc);
   for (const data of ['x'.repeat(300), 'é'.repeat(90), '😀'.repeat(45)]) {
     await assert.rejects(within(c.publish('lobby', data), 1000, 'oversized publish'), (err) => {
       assert.ok(err instanceof HeraldError, String(err));
@@ -458,10 +454,7 @@ test('a request over the node max_frame is refused with too_large before it is s
 });
 
 test('data JSON cannot carry fails the publish instead of being retried', async (t) => {
-  const fc = new FakeCluster();
-  const c = client(fc);
-  t.after(() => c.close());
-  await c.ready();
+  const { fc, c } = await connected(t);
   await assert.rejects(within(c.publish('lobby', { n: 1n }), 1000, 'publish of a BigInt'), (err) => err instanceof TypeError);
   assert.equal(fc.sockets.length, 1);
 });
@@ -485,10 +478,7 @@ test('a socket closed with 1009 fails its largest waiting request with too_large
 });
 
 test('a conflict is not retried and tells the room last seq', async (t) => {
-  const fc = new FakeCluster();
-  const c = client(fc);
-  t.after(() => c.close());
-  await c.ready();
+  const { fc, c } = await connected(t);
   await c.publish('lobby', 'a');
   await c.publish('lobby', 'b', { expectSeq: 1 });
   await assert.rejects(c.publish('lobby', 'c', { expectSeq: 1 }), (err) => {
@@ -502,10 +492,7 @@ test('a conflict is not retried and tells the room last seq', async (t) => {
 });
 
 test('a conditional publish whose first attempt committed gets its success back', async (t) => {
-  const fc = new FakeCluster();
-  const c = client(fc);
-  t.after(() => c.close());
-  await c.ready();
+  const { fc, c } = await connected(t);
   fc.once((r) => r.op === 'publish', 'cut-after');
   const res = await c.publish('lobby', 'offer', { expectSeq: 0 });
   assert.equal(res.seq, 1);
@@ -513,10 +500,7 @@ test('a conditional publish whose first attempt committed gets its success back'
 });
 
 test('a publish given up after it may have been applied fails with unknown_outcome and its key', async (t) => {
-  const fc = new FakeCluster();
-  const c = client(fc);
-  t.after(() => c.close());
-  await c.ready();
+  const { fc, c } = await connected(t);
   fc.once((r) => r.op === 'publish', 'ignore');
   const err = await c.publish('lobby', 'x', { signal: AbortSignal.timeout(30) }).catch((e) => e);
   assert.ok(err instanceof HeraldError, String(err));
@@ -538,10 +522,7 @@ test('a publish given up after it may have been applied fails with unknown_outco
 });
 
 test('messages published while disconnected are sent once, after the reconnection', async (t) => {
-  const fc = new FakeCluster();
-  const c = client(fc);
-  t.after(() => c.close());
-  await c.ready();
+  const { fc, c } = await connected(t);
   for (const u of URLS) fc.crash(u);
   await waitFor(() => c.state !== 'connected', 'disconnection');
   const pending = [c.publish('lobby', 'one'), c.publish('lobby', 'two')];
@@ -554,10 +535,7 @@ test('messages published while disconnected are sent once, after the reconnectio
 });
 
 test('a subscription resumes after a reconnect with no gap and no duplicate', async (t) => {
-  const fc = new FakeCluster();
-  const c = client(fc);
-  t.after(() => c.close());
-  await c.ready();
+  const { fc, c } = await connected(t);
   const got = [];
   const sub = c.subscribe('lobby', (ev) => got.push(ev.seq), { fromSeq: 1 });
   await sub.ready;
@@ -581,10 +559,7 @@ test('a subscription resumes after a reconnect with no gap and no duplicate', as
 });
 
 test('a gap in the pushes makes the client subscribe again from the missing seq', async (t) => {
-  const fc = new FakeCluster();
-  const c = client(fc);
-  t.after(() => c.close());
-  await c.ready();
+  const { fc, c } = await connected(t);
   const got = [];
   const sub = c.subscribe('lobby', (ev) => got.push(ev.seq));
   await sub.ready;
@@ -601,9 +576,7 @@ test('truncation and epoch changes are told in the stream', async (t) => {
   const fc = new FakeCluster();
   for (let i = 0; i < 6; i++) fc.append('lobby', 'message', 'bob', i);
   fc.trim('lobby', 4);
-  const c = client(fc);
-  t.after(() => c.close());
-  await c.ready();
+  const { c } = await connected(t, fc);
   const got = [];
   const sub = c.subscribe('lobby', (ev) => got.push(`${ev.kind}:${ev.epoch}:${ev.seq}`), { fromSeq: 1 });
   await sub.ready;
@@ -627,10 +600,7 @@ test('truncation and epoch changes are told in the stream', async (t) => {
 });
 
 test('presence kept out of history arrives in its place, without a seq of its own', async (t) => {
-  const fc = new FakeCluster();
-  const c = client(fc);
-  t.after(() => c.close());
-  await c.ready();
+  const { fc, c } = await connected(t);
   const got = [];
   const sub = c.subscribe('game', (ev) => got.push(`${ev.kind}:${ev.type}:${ev.seq}`), { fromSeq: 1 });
   await sub.ready;
@@ -647,9 +617,7 @@ test('presence kept out of history arrives in its place, without a seq of its ow
 test('a subscription starting without from_seq gets only new events', async (t) => {
   const fc = new FakeCluster();
   fc.append('lobby', 'message', 'bob', 'old');
-  const c = client(fc);
-  t.after(() => c.close());
-  await c.ready();
+  const { c } = await connected(t, fc);
   const got = [];
   const sub = c.subscribe('lobby', (ev) => got.push(ev.data));
   assert.deepEqual(await sub.ready, { epoch: '1', fromSeq: 2 });
@@ -663,10 +631,7 @@ test('a subscription starting without from_seq gets only new events', async (t) 
 });
 
 test('a handler that throws costs neither order nor the stream', async (t) => {
-  const fc = new FakeCluster();
-  const c = client(fc);
-  t.after(() => c.close());
-  await c.ready();
+  const { fc, c } = await connected(t);
   const errors = [];
   c.on('error', (e) => errors.push(e.event.seq));
   const got = [];
@@ -678,10 +643,7 @@ test('a handler that throws costs neither order nor the stream', async (t) => {
 });
 
 test('joins are restored on a new socket, with the same meta, before other requests', async (t) => {
-  const fc = new FakeCluster();
-  const c = client(fc);
-  t.after(() => c.close());
-  await c.ready();
+  const { fc, c } = await connected(t);
   const seq = await c.join('lobby', { name: 'Alice' });
   assert.equal(seq, 1);
   fc.crash(URLS[0]);
@@ -703,10 +665,7 @@ test('joins are restored on a new socket, with the same meta, before other reque
 });
 
 test('leave of a member already gone resolves 0; of a room never joined is not_found', async (t) => {
-  const fc = new FakeCluster();
-  const c = client(fc);
-  t.after(() => c.close());
-  await c.ready();
+  const { fc, c } = await connected(t);
   await c.join('lobby');
   fc.rooms.get('lobby').members.clear();
   assert.equal(await c.leave('lobby'), 0);
@@ -714,10 +673,7 @@ test('leave of a member already gone resolves 0; of a room never joined is not_f
 });
 
 test('a join cut off after the node applied it counts as joined', async (t) => {
-  const fc = new FakeCluster();
-  const c = client(fc);
-  t.after(() => c.close());
-  await c.ready();
+  const { fc, c } = await connected(t);
   fc.once((r) => r.op === 'join', 'cut-after');
   const seq = await c.join('lobby', { v: 1 });
   assert.ok(seq > 0);
@@ -727,10 +683,7 @@ test('a join cut off after the node applied it counts as joined', async (t) => {
 });
 
 test('reads are retried after unavailable and on another node after a cut', async (t) => {
-  const fc = new FakeCluster();
-  const c = client(fc);
-  t.after(() => c.close());
-  await c.ready();
+  const { fc, c } = await connected(t);
   for (let i = 1; i <= 5; i++) fc.append('lobby', 'message', 'bob', i);
   fc.once((r) => r.op === 'history', { error: { code: 'unavailable', retryable: true } });
   fc.once((r) => r.op === 'history', 'cut-before');
@@ -766,10 +719,7 @@ test('the position is stored and a new client resumes after it', async (t) => {
 });
 
 test('a socket that does not answer a ping is dropped', async (t) => {
-  const fc = new FakeCluster();
-  const c = client(fc, { pingInterval: 20 });
-  t.after(() => c.close());
-  await c.ready();
+  const { fc, c } = await connected(t, new FakeCluster(), { pingInterval: 20 });
   await new Promise((r) => setTimeout(r, 50));
   assert.ok(sent(fc, 'ping').length > 0, 'a quiet socket is pinged');
   assert.equal(c.node, 'n1', 'a socket that answers pings stays');
@@ -778,10 +728,7 @@ test('a socket that does not answer a ping is dropped', async (t) => {
 });
 
 test('reconnect moves to the node asked for, and subscriptions follow', async (t) => {
-  const fc = new FakeCluster();
-  const c = client(fc);
-  t.after(() => c.close());
-  await c.ready();
+  const { fc, c } = await connected(t);
   const got = [];
   const sub = c.subscribe('lobby', (ev) => got.push(ev.seq), { fromSeq: 1 });
   await sub.ready;

@@ -8,13 +8,13 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/heraldhq/herald/internal/heraldbin"
 	"github.com/heraldhq/herald/multiraft/logstore"
 )
 
@@ -25,26 +25,17 @@ import (
 var heraldBin string
 
 func TestMain(m *testing.M) {
-	// The raw gws baseline re-executes this binary as its server.
-	switch os.Getenv(roleEnv) {
-	case roleRawGWS:
-		rawServerMain()
-		return
-	case roleCommitNode:
-		commitNodeMain()
+	// The baselines re-execute this binary as their servers.
+	if runRole() {
 		return
 	}
 	dir, err := os.MkdirTemp("", "herald-bench-bin-*")
+	if err == nil {
+		// Without -race: the servers are what is measured, not tested here.
+		heraldBin, err = heraldbin.Build(dir)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	heraldBin = filepath.Join(dir, "herald")
-	// Without -race: the servers are what is measured, not tested here.
-	build := exec.Command("go", "build", "-o", heraldBin, "github.com/heraldhq/herald/cmd/herald")
-	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build herald:", err)
 		os.Exit(1)
 	}
 	code := m.Run()

@@ -96,9 +96,14 @@ func (p *proc) signal(sig syscall.Signal) {
 	_ = p.cmd.Process.Signal(sig)
 }
 
+// startProc starts cmd as the process id. Its output is kept for error
+// messages: stderr, and stdout unless the caller reads it (StdoutPipe).
 func startProc(id string, cmd *exec.Cmd) (*proc, error) {
 	p := &proc{id: id, cmd: cmd, done: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = &p.out, &p.out
+	if cmd.Stdout == nil {
+		cmd.Stdout = &p.out
+	}
+	cmd.Stderr = &p.out
 	childAttrs(cmd)
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", id, err)

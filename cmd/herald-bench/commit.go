@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/heraldhq/herald"
@@ -183,12 +182,9 @@ type commitLoad struct {
 	pay     payload
 	runID   string
 	timeout time.Duration
-	win     *window
-	acks    *recorder
-	errs    errorCounts
-	okAll   atomic.Int64
-	stop    chan struct{}
-	wg      sync.WaitGroup
+	tally
+	stop chan struct{}
+	wg   sync.WaitGroup
 }
 
 func newCommitLoad(p Params, runID string, timeout time.Duration, win *window) *commitLoad {
@@ -197,7 +193,7 @@ func newCommitLoad(p Params, runID string, timeout time.Duration, win *window) *
 		rooms[i] = fmt.Sprintf("bench-%s-%d", runID, i)
 	}
 	return &commitLoad{p: p, rooms: rooms, pay: newPayload(p.Payload), runID: runID, timeout: timeout,
-		win: win, acks: newRecorder("ack"), stop: make(chan struct{})}
+		tally: newTally(win), stop: make(chan struct{})}
 }
 
 func (l *commitLoad) propose(ctx context.Context, host *multiraft.Host, i int, start time.Time) {
@@ -213,18 +209,11 @@ func (l *commitLoad) propose(ctx context.Context, host *multiraft.Host, i int, s
 			err = fmt.Errorf("publish result %v", out)
 		}
 	}
-	in := l.win.holds(start)
 	if err != nil {
-		l.errs.n.Add(1)
-		if in {
-			l.errs.add(proposeCode(err))
-		}
+		l.fail(start, proposeCode(err))
 		return
 	}
-	l.okAll.Add(1)
-	if in {
-		l.acks.record(i, now.Sub(start))
-	}
+	l.ack(i, start, now)
 }
 
 // start runs the publishers pubs, publisher i through host(i), from t0
@@ -335,11 +324,7 @@ func runCommitInproc(ctx context.Context, e *env, p Params, serverArgs []string)
 	if err != nil {
 		return nil, err
 	}
-	res.Ack = summarize(l.acks.total())
-	res.Ops = res.Ack.Count
-	res.Throughput = float64(res.Ops) / res.Window
-	res.Errors = l.errs.snapshot()
-	res.Series = map[string][]Point{"ack": m.smp.get("ack")}
+	m.acked(res, l.acks, &l.errs)
 	res.ServerCPU, res.GeneratorCPU = res.GeneratorCPU, 0
 	res.Notes = append(res.Notes, "one process: the 3 nodes and the proposers (server CPU is all of it)")
 	return res, nil

@@ -148,10 +148,6 @@ func runCommit(ctx context.Context, e *env, p Params, serverArgs []string) (_ *R
 	if err != nil {
 		return nil, err
 	}
-	self, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
 	dir, err := os.MkdirTemp("", "herald-bench-commit-*")
 	if err != nil {
 		return nil, err
@@ -179,23 +175,12 @@ func runCommit(ctx context.Context, e *env, p Params, serverArgs []string) (_ *R
 		if err != nil {
 			return nil, err
 		}
-		cmd := exec.Command(self)
-		cmd.Env = append(os.Environ(), roleEnv+"="+roleCommitNode, commitConfigEnv+"="+string(cfg))
-		stdin, err := cmd.StdinPipe()
+		pr, out, err := startChild(peer.ID, roleEnv+"="+roleCommitNode, commitConfigEnv+"="+string(cfg))
 		if err != nil {
 			return nil, err
 		}
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			return nil, err
-		}
-		pr, err := startProcPiped(peer.ID, cmd)
-		if err != nil {
-			return nil, err
-		}
-		pr.stdin = stdin
 		tgt.procs = append(tgt.procs, pr)
-		c := &child{stdin: stdin, lines: make(chan string, 4)}
+		c := &child{stdin: pr.stdin, lines: make(chan string, 4)}
 		children[i] = c
 		go func() {
 			defer close(c.lines)
@@ -311,18 +296,28 @@ func runCommit(ctx context.Context, e *env, p Params, serverArgs []string) (_ *R
 	return res, nil
 }
 
-// startProcPiped starts a process whose stdout the caller reads; its
-// stderr is kept for error messages.
-func startProcPiped(id string, cmd *exec.Cmd) (*proc, error) {
-	p := &proc{id: id, cmd: cmd, done: make(chan struct{})}
-	cmd.Stderr = &p.out
-	childAttrs(cmd)
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", id, err)
+// startChild runs this binary again as the process id, with env added to
+// its environment (roleEnv says what it is to do). Its stdin is held for
+// its life (proc.stdin) and its stdout returned for the caller to read.
+func startChild(id string, env ...string) (*proc, io.ReadCloser, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, nil, err
 	}
-	go func() {
-		p.exitErr = cmd.Wait()
-		close(p.done)
-	}()
-	return p, nil
+	cmd := exec.Command(self)
+	cmd.Env = append(os.Environ(), env...)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err := startProc(id, cmd)
+	if err != nil {
+		return nil, nil, err
+	}
+	p.stdin = stdin
+	return p, out, nil
 }

@@ -86,24 +86,25 @@ func (r *recorder) record(key int, d time.Duration) {
 
 // total merges the shards' whole-window histograms.
 func (r *recorder) total() *hdrhistogram.Histogram {
-	h := newHist()
-	for i := range r.shards {
-		s := &r.shards[i]
-		s.mu.Lock()
-		h.Merge(s.total)
-		s.mu.Unlock()
-	}
-	return h
+	return r.merge(func(s *recShard) *hdrhistogram.Histogram { return s.total }, false)
 }
 
 // takePeriod returns the values recorded since the last call.
 func (r *recorder) takePeriod() *hdrhistogram.Histogram {
+	return r.merge(func(s *recShard) *hdrhistogram.Histogram { return s.period }, true)
+}
+
+// merge merges the histogram of each shard that which names, emptying it
+// if reset; each shard is locked while it is read.
+func (r *recorder) merge(which func(*recShard) *hdrhistogram.Histogram, reset bool) *hdrhistogram.Histogram {
 	h := newHist()
 	for i := range r.shards {
 		s := &r.shards[i]
 		s.mu.Lock()
-		h.Merge(s.period)
-		s.period.Reset()
+		h.Merge(which(s))
+		if reset {
+			which(s).Reset()
+		}
 		s.mu.Unlock()
 	}
 	return h
@@ -208,7 +209,40 @@ func (s *sampler) get(name string) []Point {
 	return append([]Point(nil), s.series[name]...)
 }
 
-// errorCounts counts failed operations by code.
+// tally is what a load's publishers measured: the latency of each
+// acknowledged publish that started in the window, the errors of those by
+// code, and, for the progress line, every ack and error.
+type tally struct {
+	win   *window
+	acks  *recorder
+	errs  errorCounts
+	okAll atomic.Int64
+}
+
+func newTally(win *window) tally { return tally{win: win, acks: newRecorder("ack")} }
+
+// ack records publisher i's publish scheduled at start and acknowledged at
+// now, and reports whether it started in the window.
+func (t *tally) ack(i int, start, now time.Time) bool {
+	t.okAll.Add(1)
+	if !t.win.holds(start) {
+		return false
+	}
+	t.acks.record(i, now.Sub(start))
+	return true
+}
+
+// fail records a publish scheduled at start that failed with code.
+func (t *tally) fail(start time.Time, code string) {
+	if t.win.holds(start) {
+		t.errs.add(code)
+	} else {
+		t.errs.n.Add(1)
+	}
+}
+
+// errorCounts counts failed operations by code; n counts them all, also
+// those left out of the map.
 type errorCounts struct {
 	mu sync.Mutex
 	m  map[string]int64

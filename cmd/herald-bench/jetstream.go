@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -113,8 +112,8 @@ func runJetStreamPublish(ctx context.Context, e *env, tgt *target, p Params) (*R
 		subjects[i] = jsSubject(e.runID, i)
 	}
 	win := newWindow()
-	l := &jsLoad{subjects: subjects, pay: newPayload(p.Payload), timeout: e.callTimeout, win: win,
-		acks: newRecorder("ack"), stop: make(chan struct{})}
+	l := &jsLoad{subjects: subjects, pay: newPayload(p.Payload), timeout: e.callTimeout, tally: newTally(win),
+		stop: make(chan struct{})}
 	jss := make([]jetstream.JetStream, len(conns))
 	pubs := make([]int, len(conns))
 	for i, nc := range conns {
@@ -148,11 +147,7 @@ func runJetStreamPublish(ctx context.Context, e *env, tgt *target, p Params) (*R
 	if err != nil {
 		return nil, err
 	}
-	res.Ack = summarize(l.acks.total())
-	res.Ops = res.Ack.Count
-	res.Throughput = float64(res.Ops) / res.Window
-	res.Errors = l.errs.snapshot()
-	res.Series = map[string][]Point{"ack": m.smp.get("ack")}
+	m.acked(res, l.acks, &l.errs)
 	// An ack is a promise that the stream holds the message: check it, as
 	// the consistency harness checks Herald's.
 	ictx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -272,12 +267,9 @@ type jsLoad struct {
 	subjects []string
 	pay      payload
 	timeout  time.Duration
-	win      *window
-	acks     *recorder
-	errs     errorCounts
-	okAll    atomic.Int64
-	stop     chan struct{}
-	wg       sync.WaitGroup
+	tally
+	stop chan struct{}
+	wg   sync.WaitGroup
 }
 
 func (l *jsLoad) publish(ctx context.Context, js jetstream.JetStream, i int, start time.Time) {
@@ -292,19 +284,11 @@ func (l *jsLoad) publish(ctx context.Context, js jetstream.JetStream, i int, sta
 	case ack.Stream != jsStream || ack.Sequence == 0 || ack.Duplicate:
 		code = "bad_ack"
 	}
-	in := l.win.holds(start)
 	if code != "" {
-		if in {
-			l.errs.add(code)
-		} else {
-			l.errs.n.Add(1)
-		}
+		l.fail(start, code)
 		return
 	}
-	l.okAll.Add(1)
-	if in {
-		l.acks.record(i, now.Sub(start))
-	}
+	l.ack(i, start, now)
 }
 
 // halt stops the publishers and waits for the publishes in flight, which

@@ -95,14 +95,11 @@ type pubConfig struct {
 
 // publishers runs publishing sockets and measures their acks.
 type publishers struct {
-	cfg  pubConfig
-	env  *env
-	win  *window
-	acks *recorder
-	lag  *recorder // open loop: how late the generator sent, against the schedule
-	errs errorCounts
+	tally
+	cfg pubConfig
+	env *env
+	lag *recorder // open loop: how late the generator sent, against the schedule
 
-	okAll      atomic.Int64
 	reconnects atomic.Int64
 	okPerRoom  []atomic.Int64 // acked publishes started in the window, per room
 
@@ -119,7 +116,7 @@ func newPublishers(e *env, cfg pubConfig, win *window) *publishers {
 		// Open loop: a stalled server must not hold back the schedule.
 		cfg.inflight = 1024
 	}
-	return &publishers{cfg: cfg, env: e, win: win, acks: newRecorder("ack"), lag: newRecorder("send_lag"),
+	return &publishers{tally: newTally(win), cfg: cfg, env: e, lag: newRecorder("send_lag"),
 		okPerRoom: make([]atomic.Int64, len(cfg.rooms)),
 		clients:   make([]atomic.Pointer[wsClient], cfg.n), stop: make(chan struct{})}
 }
@@ -236,17 +233,11 @@ func (ps *publishers) run(ctx context.Context, i int, t0 time.Time) {
 }
 
 func (ps *publishers) finish(i, room int, start time.Time, r reply, now time.Time) {
-	in := ps.win.holds(start)
 	if !r.ok {
-		ps.errs.n.Add(1)
-		if in {
-			ps.errs.add(r.code)
-		}
+		ps.fail(start, r.code)
 		return
 	}
-	ps.okAll.Add(1)
-	if in {
-		ps.acks.record(i, now.Sub(start))
+	if ps.ack(i, start, now) {
 		ps.okPerRoom[room].Add(1)
 	}
 }

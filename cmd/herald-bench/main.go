@@ -22,12 +22,7 @@ import (
 )
 
 func main() {
-	switch os.Getenv(roleEnv) {
-	case roleRawGWS:
-		rawServerMain()
-		return
-	case roleCommitNode:
-		commitNodeMain()
+	if runRole() {
 		return
 	}
 	if err := newApp().Run(os.Args); err != nil {
@@ -468,4 +463,18 @@ func addRawCommit(ctx context.Context, e *env, o options, p Params, res *Result)
 		res.Ratios = append(res.Ratios, Ratio{Name: "publish-ack p99 - raw commit p99 (ms)", Value: v, Goal: "<= 2", Met: v <= 2})
 	}
 	return nil
+}
+
+// runRole runs what this process was started again for (roleEnv): a
+// baseline server or a raw commit node. It reports whether there was one.
+func runRole() bool {
+	switch os.Getenv(roleEnv) {
+	case roleRawGWS:
+		rawServerMain()
+	case roleCommitNode:
+		commitNodeMain()
+	default:
+		return false
+	}
+	return true
 }

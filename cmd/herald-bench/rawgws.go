@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
-	"os/exec"
 	"os/signal"
 	"strconv"
 	"strings"
@@ -225,25 +224,10 @@ func rawServerMain() {
 
 // startRawGWS starts the raw gws baseline server as a child process.
 func startRawGWS(ctx context.Context) (_ *target, err error) {
-	self, err := os.Executable()
+	p, out, err := startChild("raw-gws", roleEnv+"="+roleRawGWS)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(self)
-	cmd.Env = append(os.Environ(), roleEnv+"="+roleRawGWS)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, err
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	p, err := startProcPiped("raw-gws", cmd)
-	if err != nil {
-		return nil, err
-	}
-	p.stdin = stdin
 	t := &target{kind: "raw-gws", procs: []*proc{p}, client: &http.Client{Timeout: 60 * time.Second}}
 	defer func() {
 		if err != nil {

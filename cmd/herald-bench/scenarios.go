@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/admin"
+	"github.com/heraldhq/herald/internal/wait"
 )
 
 // meter measures the window: CPU of the generator and of the servers, the
@@ -127,16 +128,23 @@ func (m *meter) stop(res *Result) {
 	m.prof.Wait()
 }
 
-// sleepCtx sleeps for d or until ctx ends.
+// acked gives res what the publishers of the window m measured recorded:
+// the acknowledged publishes' latency and count, their throughput, the
+// errors, and the series of acks.
+func (m *meter) acked(res *Result, acks *recorder, errs *errorCounts) {
+	res.Ack = summarize(acks.total())
+	res.Ops = res.Ack.Count
+	res.Throughput = float64(res.Ops) / res.Window
+	res.Errors = errs.snapshot()
+	res.Series = map[string][]Point{"ack": m.smp.get("ack")}
+}
+
+// sleepCtx sleeps for d or until ctx ends, and then returns its error.
 func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
+	if !wait.Sleep(ctx, d) {
 		return ctx.Err()
 	}
+	return nil
 }
 
 // progress prints a status line every second until stop is closed.
@@ -303,15 +311,11 @@ func runLoad(ctx context.Context, e *env, tgt *target, p Params, spec loadSpec) 
 		ss.waitQuiet(500*time.Millisecond, 5*time.Second)
 	}
 
-	res.Ack = summarize(ps.acks.total())
+	m.acked(res, ps.acks, &ps.errs)
 	if spec.pub.rate > 0 {
 		res.SendLag = summarize(ps.lag.total())
 	}
-	res.Ops = res.Ack.Count
-	res.Throughput = float64(res.Ops) / res.Window
-	res.Errors = ps.errs.snapshot()
 	res.Reconnects = ps.reconnects.Load()
-	res.Series = map[string][]Point{"ack": m.smp.get("ack")}
 	if spec.subs > 0 {
 		for k, v := range ss.lost() {
 			if res.Errors == nil {

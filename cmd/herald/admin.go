@@ -266,6 +266,18 @@ func (s *session) request() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(s.ctx, s.timeout)
 }
 
+// show makes one request within the request timeout and prints its
+// answer (see print).
+func show[T any](s *session, call func(context.Context) (T, error), table func(T)) error {
+	ctx, cancel := s.request()
+	defer cancel()
+	v, err := call(ctx)
+	if err != nil {
+		return err
+	}
+	return s.print(v, func() { table(v) })
+}
+
 // print writes v as indented JSON with --json, else calls table.
 func (s *session) print(v any, table func()) error {
 	if s.json {

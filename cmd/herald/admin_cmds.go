@@ -315,22 +315,17 @@ func cmdGroupsList(s *session) error {
 	if len(s.args) > 0 {
 		return usagef("groups list takes no arguments")
 	}
-	ctx, cancel := s.request()
-	defer cancel()
-	gl, err := s.client.Groups(ctx)
-	if err != nil {
-		return err
-	}
-	return s.print(gl, func() {
-		t := newTable(s.out, "GROUP", "LEADER", "TERM", "COMMIT", "REPLICAS")
-		for _, g := range gl.Groups {
-			t.row(groupName(g), dash(g.Leader), g.Term, g.CommitIndex, replicaCells(g))
-		}
-		t.flush()
-		if gl.Partial {
-			fmt.Fprintln(s.out, "(partial: some leaders did not answer in time)")
-		}
-	})
+	return show(s, func(ctx context.Context) (*admin.GroupList, error) { return s.client.Groups(ctx) },
+		func(gl *admin.GroupList) {
+			t := newTable(s.out, "GROUP", "LEADER", "TERM", "COMMIT", "REPLICAS")
+			for _, g := range gl.Groups {
+				t.row(groupName(g), dash(g.Leader), g.Term, g.CommitIndex, replicaCells(g))
+			}
+			t.flush()
+			if gl.Partial {
+				fmt.Fprintln(s.out, "(partial: some leaders did not answer in time)")
+			}
+		})
 }
 
 func printGroup(s *session, g *admin.Group) {
@@ -384,13 +379,8 @@ func cmdGroupsShow(s *session) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := s.request()
-	defer cancel()
-	grp, err := s.client.Group(ctx, g)
-	if err != nil {
-		return err
-	}
-	return s.print(grp, func() { printGroup(s, grp) })
+	return show(s, func(ctx context.Context) (*admin.Group, error) { return s.client.Group(ctx, g) },
+		func(grp *admin.Group) { printGroup(s, grp) })
 }
 
 func cmdGroupsMove(s *session) error {
@@ -402,16 +392,11 @@ func cmdGroupsMove(s *session) error {
 	if from == "" || to == "" {
 		return usagef("groups move needs --from NODE and --to NODE")
 	}
-	ctx, cancel := s.request()
-	defer cancel()
-	grp, err := s.client.MoveReplica(ctx, g, from, to)
-	if err != nil {
-		return err
-	}
-	return s.print(grp, func() {
-		fmt.Fprintf(s.out, "moved group %d's replica from %s to %s\n", g, from, to)
-		printGroup(s, grp)
-	})
+	return show(s, func(ctx context.Context) (*admin.Group, error) { return s.client.MoveReplica(ctx, g, from, to) },
+		func(grp *admin.Group) {
+			fmt.Fprintf(s.out, "moved group %d's replica from %s to %s\n", g, from, to)
+			printGroup(s, grp)
+		})
 }
 
 func cmdGroupsRepair(s *session) error {
@@ -423,16 +408,11 @@ func cmdGroupsRepair(s *session) error {
 	if node == "" {
 		return usagef("groups repair needs --node NODE")
 	}
-	ctx, cancel := s.request()
-	defer cancel()
-	grp, err := s.client.RepairReplica(ctx, g, node)
-	if err != nil {
-		return err
-	}
-	return s.print(grp, func() {
-		fmt.Fprintf(s.out, "rebuilt group %d's replica on %s from its peers\n", g, node)
-		printGroup(s, grp)
-	})
+	return show(s, func(ctx context.Context) (*admin.Group, error) { return s.client.RepairReplica(ctx, g, node) },
+		func(grp *admin.Group) {
+			fmt.Fprintf(s.out, "rebuilt group %d's replica on %s from its peers\n", g, node)
+			printGroup(s, grp)
+		})
 }
 
 func cmdGroupsTransfer(s *session) error {
@@ -444,15 +424,10 @@ func cmdGroupsTransfer(s *session) error {
 	if to == "" {
 		return usagef("groups transfer-leader needs --to NODE")
 	}
-	ctx, cancel := s.request()
-	defer cancel()
-	grp, err := s.client.TransferLeader(ctx, g, to)
-	if err != nil {
-		return err
-	}
-	return s.print(grp, func() {
-		fmt.Fprintf(s.out, "group %d is led by %s (term %d)\n", g, grp.Leader, grp.Term)
-	})
+	return show(s, func(ctx context.Context) (*admin.Group, error) { return s.client.TransferLeader(ctx, g, to) },
+		func(grp *admin.Group) {
+			fmt.Fprintf(s.out, "group %d is led by %s (term %d)\n", g, grp.Leader, grp.Term)
+		})
 }
 
 func cmdRebalance(s *session) error {
@@ -462,41 +437,36 @@ func cmdRebalance(s *session) error {
 	if !s.c.Bool("dry-run") {
 		return s.runJob("rebalance", func(ctx context.Context) (*admin.Job, error) { return s.client.Rebalance(ctx, s.jobOptions()) })
 	}
-	ctx, cancel := s.request()
-	defer cancel()
-	p, err := s.client.PlanRebalance(ctx)
-	if err != nil {
-		return err
-	}
-	return s.print(p, func() {
-		if len(p.Moves) == 0 {
-			fmt.Fprintln(s.out, "balanced: nothing to move")
-		} else {
-			t := newTable(s.out, "#", "KIND", "GROUP", "FROM", "TO")
-			for i, m := range p.Moves {
-				t.row(i+1, m.Kind, m.Group, m.From, m.To)
+	return show(s, func(ctx context.Context) (*admin.Plan, error) { return s.client.PlanRebalance(ctx) },
+		func(p *admin.Plan) {
+			if len(p.Moves) == 0 {
+				fmt.Fprintln(s.out, "balanced: nothing to move")
+			} else {
+				t := newTable(s.out, "#", "KIND", "GROUP", "FROM", "TO")
+				for i, m := range p.Moves {
+					t.row(i+1, m.Kind, m.Group, m.From, m.To)
+				}
+				t.flush()
+			}
+			fmt.Fprintln(s.out)
+			t := newTable(s.out, "NODE", "REPLICAS", "LEADS")
+			ids := make([]string, 0, len(p.Replicas))
+			for id := range p.Replicas {
+				ids = append(ids, id)
+			}
+			sort.Strings(ids)
+			for _, id := range ids {
+				r, l := p.Replicas[id], p.Leaders[id]
+				t.row(id, fmt.Sprintf("%d -> %d", r.Before, r.After), fmt.Sprintf("%d -> %d", l.Before, l.After))
 			}
 			t.flush()
-		}
-		fmt.Fprintln(s.out)
-		t := newTable(s.out, "NODE", "REPLICAS", "LEADS")
-		ids := make([]string, 0, len(p.Replicas))
-		for id := range p.Replicas {
-			ids = append(ids, id)
-		}
-		sort.Strings(ids)
-		for _, id := range ids {
-			r, l := p.Replicas[id], p.Leaders[id]
-			t.row(id, fmt.Sprintf("%d -> %d", r.Before, r.After), fmt.Sprintf("%d -> %d", l.Before, l.After))
-		}
-		t.flush()
-		if p.LeadersKnown < int(p.Groups) {
-			fmt.Fprintf(s.out, "(%d of %d groups' leaders answered; the others are left out of leader balancing)\n", p.LeadersKnown, p.Groups)
-		}
-		if len(p.Moves) > 0 {
-			fmt.Fprintln(s.out, "(dry run: nothing changed; run without --dry-run to apply)")
-		}
-	})
+			if p.LeadersKnown < int(p.Groups) {
+				fmt.Fprintf(s.out, "(%d of %d groups' leaders answered; the others are left out of leader balancing)\n", p.LeadersKnown, p.Groups)
+			}
+			if len(p.Moves) > 0 {
+				fmt.Fprintln(s.out, "(dry run: nothing changed; run without --dry-run to apply)")
+			}
+		})
 }
 
 func printRoom(s *session, r *admin.Room) {
@@ -575,13 +545,8 @@ func cmdRoomsShow(s *session) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := s.request()
-	defer cancel()
-	r, err := s.client.Room(ctx, room)
-	if err != nil {
-		return err
-	}
-	return s.print(r, func() { printRoom(s, r) })
+	return show(s, func(ctx context.Context) (*admin.Room, error) { return s.client.Room(ctx, room) },
+		func(r *admin.Room) { printRoom(s, r) })
 }
 
 func cmdRoomsDelete(s *session) error {
@@ -589,15 +554,10 @@ func cmdRoomsDelete(s *session) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := s.request()
-	defer cancel()
-	d, err := s.client.DeleteRoom(ctx, room)
-	if err != nil {
-		return err
-	}
-	return s.print(d, func() {
-		fmt.Fprintf(s.out, "room %q deleted: epoch %d ended at seq %d\n", d.Room, d.Epoch, d.LastSeq)
-	})
+	return show(s, func(ctx context.Context) (*admin.RoomDeleted, error) { return s.client.DeleteRoom(ctx, room) },
+		func(d *admin.RoomDeleted) {
+			fmt.Fprintf(s.out, "room %q deleted: epoch %d ended at seq %d\n", d.Room, d.Epoch, d.LastSeq)
+		})
 }
 
 func cmdRoomsConfig(s *session) error {
@@ -609,13 +569,8 @@ func cmdRoomsConfig(s *session) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := s.request()
-	defer cancel()
-	r, err := s.client.ConfigureRoom(ctx, room, ch)
-	if err != nil {
-		return err
-	}
-	return s.print(r, func() { printRoom(s, r) })
+	return show(s, func(ctx context.Context) (*admin.Room, error) { return s.client.ConfigureRoom(ctx, room, ch) },
+		func(r *admin.Room) { printRoom(s, r) })
 }
 
 // configChange reads the roomConfigFlags that were given.
@@ -657,13 +612,8 @@ func cmdNamespacesList(s *session) error {
 	if len(s.args) > 0 {
 		return usagef("namespaces list takes no arguments")
 	}
-	ctx, cancel := s.request()
-	defer cancel()
-	ns, err := s.client.Namespaces(ctx)
-	if err != nil {
-		return err
-	}
-	return s.print(ns, func() { printNamespaces(s, ns) })
+	return show(s, func(ctx context.Context) (*admin.Namespaces, error) { return s.client.Namespaces(ctx) },
+		func(ns *admin.Namespaces) { printNamespaces(s, ns) })
 }
 
 func cmdNamespacesSet(s *session) error {
@@ -675,13 +625,9 @@ func cmdNamespacesSet(s *session) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := s.request()
-	defer cancel()
-	ns, err := s.client.SetNamespace(ctx, admin.Namespace{Prefix: prefix, RoomConfigChange: ch})
-	if err != nil {
-		return err
-	}
-	return s.print(ns, func() { printNamespaces(s, ns) })
+	rule := admin.Namespace{Prefix: prefix, RoomConfigChange: ch}
+	return show(s, func(ctx context.Context) (*admin.Namespaces, error) { return s.client.SetNamespace(ctx, rule) },
+		func(ns *admin.Namespaces) { printNamespaces(s, ns) })
 }
 
 func cmdNamespacesDelete(s *session) error {
@@ -689,13 +635,8 @@ func cmdNamespacesDelete(s *session) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := s.request()
-	defer cancel()
-	ns, err := s.client.DeleteNamespace(ctx, prefix)
-	if err != nil {
-		return err
-	}
-	return s.print(ns, func() { printNamespaces(s, ns) })
+	return show(s, func(ctx context.Context) (*admin.Namespaces, error) { return s.client.DeleteNamespace(ctx, prefix) },
+		func(ns *admin.Namespaces) { printNamespaces(s, ns) })
 }
 
 func printNamespaces(s *session, ns *admin.Namespaces) {
@@ -778,22 +719,17 @@ func cmdJobsShow(s *session) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := s.request()
-	defer cancel()
-	j, err := s.client.Job(ctx, id)
-	if err != nil {
-		return err
-	}
-	return s.print(j, func() {
-		printJobs(s, []admin.Job{*j})
-		for i, m := range j.Moves {
-			mark := " "
-			if i < j.Done {
-				mark = "x"
+	return show(s, func(ctx context.Context) (*admin.Job, error) { return s.client.Job(ctx, id) },
+		func(j *admin.Job) {
+			printJobs(s, []admin.Job{*j})
+			for i, m := range j.Moves {
+				mark := " "
+				if i < j.Done {
+					mark = "x"
+				}
+				fmt.Fprintf(s.out, "  [%s] %v\n", mark, m)
 			}
-			fmt.Fprintf(s.out, "  [%s] %v\n", mark, m)
-		}
-	})
+		})
 }
 
 func cmdJobsCancel(s *session) error {
@@ -801,13 +737,8 @@ func cmdJobsCancel(s *session) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := s.request()
-	defer cancel()
-	j, err := s.client.CancelJob(ctx, id)
-	if err != nil {
-		return err
-	}
-	return s.print(j, func() { printJobs(s, []admin.Job{*j}) })
+	return show(s, func(ctx context.Context) (*admin.Job, error) { return s.client.CancelJob(ctx, id) },
+		func(j *admin.Job) { printJobs(s, []admin.Job{*j}) })
 }
 
 func cmdBackup(s *session) error {

@@ -4,11 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -20,32 +18,10 @@ import (
 // leader moves, a replica moves, the node is decommissioned, and no
 // acknowledged publish is lost or doubled.
 func TestAdminCommandsOnServeProcesses(t *testing.T) {
-	dir := t.TempDir()
-	ports := freePorts(t, 8)
-	client := func(i int) string { return fmt.Sprintf("127.0.0.1:%d", ports[i]) }
-	peer := func(i int) string { return fmt.Sprintf("127.0.0.1:%d", ports[4+i]) }
-	var boot []string
-	for i := range 3 {
-		boot = append(boot, fmt.Sprintf("n%d=%s", i+1, peer(i)))
-	}
-	common := []string{"--insecure-auth", "--groups", "8", "--admin-token", "secret", "--log-level", "warn",
-		"--heartbeat-timeout", "500ms", "--election-timeout", "500ms", "--leader-lease-timeout", "250ms"}
-	serve := func(i int, extra ...string) *proc {
-		args := append([]string{"serve", "--node-id", fmt.Sprintf("n%d", i+1),
-			"--data-dir", filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
-			"--client-addr", client(i), "--peer-addr", peer(i)}, common...)
-		return startProc(t, append(args, extra...)...)
-	}
-	var procs []*proc
-	for i := range 3 {
-		procs = append(procs, serve(i, "--bootstrap", strings.Join(boot, ",")))
-	}
-	for i := range 3 {
-		waitReady(t, "http://"+client(i), 60*time.Second)
-	}
+	c := startServeCluster(t, t.TempDir(), 4, append([]string{"--insecure-auth", "--groups", "8", "--admin-token", "secret"}, fastElections...)...)
 	admin := func(args ...string) string {
 		t.Helper()
-		cmd := exec.Command(heraldBin, append([]string{"admin", "--addr", "http://" + client(0), "--token", "secret"}, args...)...)
+		cmd := exec.Command(heraldBin, append([]string{"admin", "--addr", c.url(0), "--token", "secret"}, args...)...)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("herald admin %s: %v\n%s", strings.Join(args, " "), err, out)
@@ -88,7 +64,7 @@ func TestAdminCommandsOnServeProcesses(t *testing.T) {
 		for k := 0; !stop.Load(); k++ {
 			for attempt := 0; !stop.Load(); attempt++ {
 				if conn == nil {
-					conn = wstest.Login(t, "ws://"+client(1+attempt%2)+"/ws", "writer")
+					conn = wstest.Login(t, c.ws(1+attempt%2), "writer")
 				}
 				r, _ := conn.TryCall("publish", wstest.Obj{"room": fmt.Sprintf("room-%d", k%5), "data": k, "key": fmt.Sprint(k)})
 				if r == nil {
@@ -115,8 +91,8 @@ func TestAdminCommandsOnServeProcesses(t *testing.T) {
 	}
 
 	// A fourth node joins and a rebalance gives it its share.
-	procs = append(procs, serve(3, "--join", peer(0)))
-	waitReady(t, "http://"+client(3), 60*time.Second)
+	c.start(3, "--join", c.peer(0))
+	waitReady(t, c.url(3), 60*time.Second)
 	admin("rebalance")
 	st := getStatus()
 	for _, n := range st.Nodes {
@@ -171,17 +147,14 @@ func TestAdminCommandsOnServeProcesses(t *testing.T) {
 	if len(st.Nodes) != 3 {
 		t.Fatalf("after decommission: %+v", st.Nodes)
 	}
-	_ = procs[3].cmd.Process.Signal(syscall.SIGTERM)
-	if code := procs[3].wait(t, 30*time.Second); code != 0 {
-		t.Errorf("decommissioned node exit code %d", code)
-	}
+	c.stop(3)
 
 	stop.Store(true)
 	<-pubDone
 	mu.Lock()
 	defer mu.Unlock()
 	seen := map[int]int{}
-	reader := wstest.Login(t, "ws://"+client(0)+"/ws", "reader")
+	reader := wstest.Login(t, c.ws(0), "reader")
 	for r := range 5 {
 		for from := 1; ; {
 			h, _ := reader.TryCall("history", wstest.Obj{"room": fmt.Sprintf("room-%d", r), "from_seq": from, "limit": 1000})
@@ -204,12 +177,5 @@ func TestAdminCommandsOnServeProcesses(t *testing.T) {
 		}
 	}
 	t.Logf("%d publishes acknowledged during the admin operations, each exactly once in history", len(acked))
-	for i := range 3 {
-		_ = procs[i].cmd.Process.Signal(syscall.SIGTERM)
-	}
-	for i := range 3 {
-		if code := procs[i].wait(t, 30*time.Second); code != 0 {
-			t.Errorf("node %d exit code %d", i+1, code)
-		}
-	}
+	c.stop(0, 1, 2)
 }

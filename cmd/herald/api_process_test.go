@@ -25,25 +25,10 @@ func TestAPIPublishOnServeProcesses(t *testing.T) {
 	if err := os.WriteFile(keyFile, []byte("# rotating\n"+newKey+"\n"+oldKey+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ports := freePorts(t, 6)
-	client := func(i int) string { return fmt.Sprintf("127.0.0.1:%d", ports[i]) }
-	peer := func(i int) string { return fmt.Sprintf("127.0.0.1:%d", ports[3+i]) }
-	var boot []string
-	for i := range 3 {
-		boot = append(boot, fmt.Sprintf("n%d=%s", i+1, peer(i)))
-	}
-	for i := range 3 {
-		startProc(t, "serve", "--node-id", fmt.Sprintf("n%d", i+1), "--data-dir", filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
-			"--client-addr", client(i), "--peer-addr", peer(i), "--bootstrap", strings.Join(boot, ","),
-			"--insecure-auth", "--groups", "4", "--api-key-file", keyFile, "--log-level", "warn",
-			"--heartbeat-timeout", "500ms", "--election-timeout", "500ms", "--leader-lease-timeout", "250ms")
-	}
-	for i := range 3 {
-		waitReady(t, "http://"+client(i), 60*time.Second)
-	}
+	c := startServeCluster(t, dir, 3, append([]string{"--insecure-auth", "--groups", "4", "--api-key-file", keyFile}, fastElections...)...)
 	run := func(key string, args ...string) (string, int) {
 		t.Helper()
-		cmd := exec.Command(heraldBin, append([]string{"api", "--url", "http://" + client(0)}, args...)...)
+		cmd := exec.Command(heraldBin, append([]string{"api", "--url", c.url(0)}, args...)...)
 		cmd.Env = append(os.Environ(), "HERALD_API_KEY="+key)
 		out, err := cmd.CombinedOutput()
 		var ee *exec.ExitError
@@ -71,7 +56,7 @@ func TestAPIPublishOnServeProcesses(t *testing.T) {
 	}
 
 	// A socket on another node reads it, from the server's member.
-	ws := wstest.Login(t, "ws://"+client(2)+"/ws", "bob")
+	ws := wstest.Login(t, c.ws(2), "bob")
 	h := ws.Call("history", wstest.Obj{"room": "lobby"})
 	events, _ := h["events"].([]any)
 	if h["ok"] != true || len(events) != 1 {
@@ -98,7 +83,7 @@ func TestAPIPublishOnServeProcesses(t *testing.T) {
 		if code != 0 || json.Unmarshal([]byte(out), &info) != nil || len(info.Nodes) != 3 {
 			t.Fatalf("info: exit %d\n%s", code, out)
 		}
-		if info.Nodes[2].ClientURL == "http://"+client(2) {
+		if info.Nodes[2].ClientURL == c.url(2) {
 			break
 		}
 		if time.Now().After(deadline) {

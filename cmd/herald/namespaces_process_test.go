@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,28 +17,13 @@ import (
 // changed with herald admin namespaces hold on every node's websocket.
 func TestNamespacesOnServeProcesses(t *testing.T) {
 	dir := t.TempDir()
-	ports := freePorts(t, 6)
-	client := func(i int) string { return fmt.Sprintf("127.0.0.1:%d", ports[i]) }
-	peer := func(i int) string { return fmt.Sprintf("127.0.0.1:%d", ports[3+i]) }
-	var boot []string
-	for i := range 3 {
-		boot = append(boot, fmt.Sprintf("n%d=%s", i+1, peer(i)))
-	}
 	nsFile := filepath.Join(dir, "namespaces.json")
 	if err := os.WriteFile(nsFile, []byte(`{"namespaces": [{"prefix": "boot:", "members_only": true}]}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	for i := range 3 {
-		startProc(t, "serve", "--node-id", fmt.Sprintf("n%d", i+1), "--data-dir", filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
-			"--client-addr", client(i), "--peer-addr", peer(i), "--bootstrap", strings.Join(boot, ","),
-			"--namespaces-file", nsFile, "--insecure-auth", "--groups", "4", "--admin-token", "secret", "--log-level", "warn",
-			"--heartbeat-timeout", "500ms", "--election-timeout", "500ms", "--leader-lease-timeout", "250ms")
-	}
-	for i := range 3 {
-		waitReady(t, "http://"+client(i), 60*time.Second)
-	}
+	c := startServeCluster(t, dir, 3, append([]string{"--namespaces-file", nsFile, "--insecure-auth", "--groups", "4", "--admin-token", "secret"}, fastElections...)...)
 	run := func(args ...string) (string, error) {
-		cmd := exec.Command(heraldBin, append([]string{"admin", "--addr", "http://" + client(1), "--token", "secret"}, args...)...)
+		cmd := exec.Command(heraldBin, append([]string{"admin", "--addr", c.url(1), "--token", "secret"}, args...)...)
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
@@ -56,7 +40,7 @@ func TestNamespacesOnServeProcesses(t *testing.T) {
 	publishCode := func(room string, want string) {
 		t.Helper()
 		for i := range 3 {
-			conn := wstest.Login(t, "ws://"+client(i)+"/ws", "alice")
+			conn := wstest.Login(t, c.ws(i), "alice")
 			var got string
 			for end := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 				r, _ := conn.TryCall("publish", wstest.Obj{"room": room, "data": 1})

@@ -115,34 +115,19 @@ func tryEverything(m *transport.Manager, addr string) map[string]error {
 
 func TestPeerPortAttacksRefused(t *testing.T) {
 	dir := t.TempDir()
-	ports := freePorts(t, 6)
-	client := func(i int) string { return fmt.Sprintf("127.0.0.1:%d", ports[i]) }
-	peer := func(i int) string { return fmt.Sprintf("127.0.0.1:%d", ports[3+i]) }
 	secretFile := filepath.Join(dir, "secret")
 	secret := []byte("3f0c6a1d9b2e4f5a8c7d6e5f4a3b2c1d")
 	if err := os.WriteFile(secretFile, append(secret, '\n'), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var boot []string
-	for i := range 3 {
-		boot = append(boot, fmt.Sprintf("n%d=%s", i+1, peer(i)))
-	}
-	for i := range 3 {
-		startProc(t, "serve", "--node-id", fmt.Sprintf("n%d", i+1), "--data-dir", filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
-			"--client-addr", client(i), "--peer-addr", peer(i), "--bootstrap", strings.Join(boot, ","),
-			"--groups", fmt.Sprint(attackGroups), "--insecure-auth", "--admin-token", "secret", "--log-level", "warn",
-			"--cluster-secret-file", secretFile,
-			"--heartbeat-timeout", "500ms", "--election-timeout", "500ms", "--leader-lease-timeout", "250ms")
-	}
-	for i := range 3 {
-		waitReady(t, "http://"+client(i), 60*time.Second)
-	}
+	cl := startServeCluster(t, dir, 3, append([]string{"--groups", fmt.Sprint(attackGroups), "--insecure-auth", "--admin-token", "secret",
+		"--cluster-secret-file", secretFile}, fastElections...)...)
 	// A room the attacks try to delete, made by a real client.
-	c := wstest.Login(t, "ws://"+client(0)+"/ws", "bob")
+	c := wstest.Login(t, cl.ws(0), "bob")
 	if r, _ := c.TryCall("publish", wstest.Obj{"room": "control", "data": "real"}); r == nil || r["ok"] != true {
 		t.Fatalf("publish to the control room: %v", r)
 	}
-	before := snapshotLeaders(t, "http://"+client(0))
+	before := snapshotLeaders(t, cl.url(0))
 
 	attackers := map[string]*transport.Manager{
 		"no secret":                attacker(t, "n2", nil),
@@ -151,7 +136,7 @@ func TestPeerPortAttacksRefused(t *testing.T) {
 	}
 	for name, m := range attackers {
 		for i := range 3 {
-			for what, err := range tryEverything(m, peer(i)) {
+			for what, err := range tryEverything(m, cl.peer(i)) {
 				if what == "read the cluster state" && name == "right secret, not a node" {
 					// Joining starts with it: whoever holds the secret
 					// may join, and may read what it joins.
@@ -172,19 +157,19 @@ func TestPeerPortAttacksRefused(t *testing.T) {
 	}
 
 	// A recorded handshake of a node that knows the secret, replayed.
-	rec := testnet.NewRecorder(t, peer(0))
+	rec := testnet.NewRecorder(t, cl.peer(0))
 	legit := attacker(t, "n2", func(c *transport.Config) { c.ClusterSecret = secret })
 	if _, err := legit.Call(context.Background(), raft.ServerAddress(rec.Addr()), "mr.meta.state", multiraft.MetaGroup, nil); err != nil {
 		t.Fatalf("a call with the secret: %v", err)
 	}
-	got := testnet.Exchange(t, peer(0), rec.Bytes(), 5*time.Second)
+	got := testnet.Exchange(t, cl.peer(0), rec.Bytes(), 5*time.Second)
 	if !bytes.Contains(got, []byte("authentication failed")) || bytes.Contains(got, []byte(`"cluster_id"`)) {
 		t.Fatalf("replayed handshake: want a refusal and no cluster state, got %q", got)
 	}
 
 	// Nothing changed: same leaders in the same terms, the control room
 	// intact, no forged message.
-	after := snapshotLeaders(t, "http://"+client(0))
+	after := snapshotLeaders(t, cl.url(0))
 	for g, l := range before {
 		if after[g] != l {
 			t.Errorf("group %d: leader@term %s before the attacks, %s after", g, l, after[g])

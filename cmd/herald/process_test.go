@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/heraldhq/herald/internal/heraldbin"
 	"github.com/heraldhq/herald/internal/leakcheck"
-
 	"github.com/heraldhq/herald/internal/wstest"
 )
 
@@ -26,15 +26,11 @@ var heraldBin string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "herald-bin-*")
+	if err == nil {
+		heraldBin, err = heraldbin.Build(dir, "-race")
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	heraldBin = filepath.Join(dir, "herald")
-	build := exec.Command("go", "build", "-race", "-o", heraldBin, ".")
-	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build herald:", err)
 		os.Exit(1)
 	}
 	leakcheck.Main(m, func() { _ = os.RemoveAll(dir) })
@@ -141,11 +137,87 @@ func (p *proc) waitOutput(t *testing.T, text string, timeout time.Duration) {
 	}
 }
 
+// serveCluster is a cluster of herald serve processes on loopback: node i
+// is n<i+1>, with its data in dir/n<i+1>; the first three bootstrap it.
+type serveCluster struct {
+	t     *testing.T
+	dir   string
+	ports []int    // the nodes' client ports, then their peer ports
+	args  []string // flags every node gets
+	boot  []string // the bootstrap flag of the first three
+	procs []*proc  // by node; a restart replaces its entry
+}
+
+// fastElections are raft timings that let a test see failovers quickly.
+var fastElections = []string{"--heartbeat-timeout", "500ms", "--election-timeout", "500ms", "--leader-lease-timeout", "250ms"}
+
+// startServeCluster starts the three nodes that bootstrap a cluster with
+// room for nodes in all, each with args and warn-level logs, and waits
+// until they are ready.
+func startServeCluster(t *testing.T, dir string, nodes int, args ...string) *serveCluster {
+	t.Helper()
+	c := &serveCluster{t: t, dir: dir, ports: freePorts(t, 2*nodes), args: args}
+	var peers []string
+	for i := range 3 {
+		peers = append(peers, fmt.Sprintf("n%d=%s", i+1, c.peer(i)))
+	}
+	c.boot = []string{"--bootstrap", strings.Join(peers, ",")}
+	for i := range 3 {
+		c.start(i, c.boot...)
+	}
+	for i := range 3 {
+		waitReady(t, c.url(i), 60*time.Second)
+	}
+	return c
+}
+
+func (c *serveCluster) client(i int) string { return fmt.Sprintf("127.0.0.1:%d", c.ports[i]) }
+func (c *serveCluster) peer(i int) string {
+	return fmt.Sprintf("127.0.0.1:%d", c.ports[len(c.ports)/2+i])
+}
+func (c *serveCluster) url(i int) string { return "http://" + c.client(i) }
+func (c *serveCluster) ws(i int) string  { return "ws://" + c.client(i) + "/ws" }
+
+// start starts node i with the cluster's flags and extra.
+func (c *serveCluster) start(i int, extra ...string) *proc {
+	c.t.Helper()
+	args := append([]string{"serve", "--node-id", fmt.Sprintf("n%d", i+1),
+		"--data-dir", filepath.Join(c.dir, fmt.Sprintf("n%d", i+1)),
+		"--client-addr", c.client(i), "--peer-addr", c.peer(i), "--log-level", "warn"}, c.args...)
+	p := startProc(c.t, append(args, extra...)...)
+	for len(c.procs) <= i {
+		c.procs = append(c.procs, nil)
+	}
+	c.procs[i] = p
+	return p
+}
+
+// stop sends SIGTERM to nodes and fails the test unless each exits with 0
+// within 30 s.
+func (c *serveCluster) stop(nodes ...int) {
+	c.t.Helper()
+	for _, i := range nodes {
+		_ = c.procs[i].cmd.Process.Signal(syscall.SIGTERM)
+	}
+	for _, i := range nodes {
+		if code := c.procs[i].wait(c.t, 30*time.Second); code != 0 {
+			c.t.Errorf("node %d exit code %d", i+1, code)
+		}
+	}
+}
+
+// waitReady waits until the node at base says it is ready.
 func waitReady(t *testing.T, base string, timeout time.Duration) {
+	t.Helper()
+	waitOK(t, base+"/readyz", timeout)
+}
+
+// waitOK waits until a GET of url answers 200 OK.
+func waitOK(t *testing.T, url string, timeout time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		resp, err := http.Get(base + "/readyz")
+		resp, err := http.Get(url)
 		if err == nil {
 			_ = resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -153,9 +225,9 @@ func waitReady(t *testing.T, base string, timeout time.Duration) {
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s not ready within %v (last: %v)", base, timeout, err)
+			t.Fatalf("%s did not answer 200 within %v (last: %v)", url, timeout, err)
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -224,29 +296,10 @@ func TestServeRefusesBadFlags(t *testing.T) {
 // back with its data.
 func TestServeClusterSurvivesSIGTERM(t *testing.T) {
 	dir := t.TempDir()
-	ports := freePorts(t, 6)
-	var boot []string
-	for i := range 3 {
-		boot = append(boot, fmt.Sprintf("n%d=127.0.0.1:%d", i+1, ports[3+i]))
-	}
 	cfgFile := filepath.Join(dir, "common.toml")
 	_ = os.WriteFile(cfgFile, []byte("insecure-auth = true\ngroups = 8\nheartbeat-timeout = \"500ms\"\nelection-timeout = \"500ms\"\nleader-lease-timeout = \"250ms\"\nlease-ttl = \"3s\"\n"), 0o640)
-	args := func(i int) []string {
-		return []string{"serve", "--config", cfgFile, "--node-id", fmt.Sprintf("n%d", i+1),
-			"--data-dir", filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
-			"--client-addr", fmt.Sprintf("127.0.0.1:%d", ports[i]), "--peer-addr", fmt.Sprintf("127.0.0.1:%d", ports[3+i]),
-			"--bootstrap", strings.Join(boot, ","), "--log-level", "warn"}
-	}
-	procs := make([]*proc, 3)
-	for i := range 3 {
-		procs[i] = startProc(t, args(i)...)
-	}
-	base := func(i int) string { return fmt.Sprintf("http://127.0.0.1:%d", ports[i]) }
-	ws := func(i int) string { return fmt.Sprintf("ws://127.0.0.1:%d/ws", ports[i]) }
-	for i := range 3 {
-		waitReady(t, base(i), 60*time.Second)
-	}
-	pub := wstest.Login(t, ws(1), "writer")
+	c := startServeCluster(t, dir, 3, "--config", cfgFile)
+	pub := wstest.Login(t, c.ws(1), "writer")
 	acked := map[int]bool{}
 	publish := func(k int) {
 		for attempt := 0; ; attempt++ {
@@ -255,7 +308,7 @@ func TestServeClusterSurvivesSIGTERM(t *testing.T) {
 			}
 			r, _ := pub.TryCall("publish", wstest.Obj{"room": "durable", "data": k, "key": fmt.Sprint(k)})
 			if r == nil {
-				pub = wstest.Login(t, ws(1+attempt%2), "writer")
+				pub = wstest.Login(t, c.ws(1+attempt%2), "writer")
 				continue
 			}
 			if r["ok"] == true {
@@ -269,23 +322,23 @@ func TestServeClusterSurvivesSIGTERM(t *testing.T) {
 		publish(k)
 	}
 	stopStart := time.Now()
-	if err := procs[0].cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := c.procs[0].cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	for k := 20; k < 40; k++ {
 		publish(k)
 	}
-	if code := procs[0].wait(t, 30*time.Second); code != 0 {
+	if code := c.procs[0].wait(t, 30*time.Second); code != 0 {
 		t.Fatalf("SIGTERM: exit code %d", code)
 	}
 	t.Logf("graceful stop took %v", time.Since(stopStart))
-	procs[0] = startProc(t, args(0)...)
-	waitReady(t, base(0), 60*time.Second)
+	c.start(0, c.boot...)
+	waitReady(t, c.url(0), 60*time.Second)
 	for k := 40; k < 50; k++ {
 		publish(k)
 	}
 	// Read the full history from the restarted node.
-	r, _ := wstest.Login(t, ws(0), "reader").TryCall("history", wstest.Obj{"room": "durable", "from_seq": 1, "limit": 1000})
+	r, _ := wstest.Login(t, c.ws(0), "reader").TryCall("history", wstest.Obj{"room": "durable", "from_seq": 1, "limit": 1000})
 	if r == nil || r["ok"] != true {
 		t.Fatalf("history: %v", r)
 	}
@@ -301,14 +354,7 @@ func TestServeClusterSurvivesSIGTERM(t *testing.T) {
 	if len(seen) != len(acked) {
 		t.Fatalf("history has %d values, %d were acknowledged", len(seen), len(acked))
 	}
-	for i := range 3 {
-		_ = procs[i].cmd.Process.Signal(syscall.SIGTERM)
-	}
-	for i := range 3 {
-		if code := procs[i].wait(t, 30*time.Second); code != 0 {
-			t.Errorf("node %d exit code %d", i+1, code)
-		}
-	}
+	c.stop(0, 1, 2)
 }
 
 // herald dev starts, serves a publish/subscribe round trip, and stops
@@ -397,20 +443,7 @@ func TestServeMountsAdminBeforeListening(t *testing.T) {
 		"--node-id", "n1", "--data-dir", filepath.Join(dir, "n1"),
 		"--client-addr", fmt.Sprintf("127.0.0.1:%d", ports[0]), "--peer-addr", fmt.Sprintf("127.0.0.1:%d", ports[1]),
 		"--bootstrap", strings.Join(boot, ","))
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		resp, err := http.Get(base + "/healthz")
-		if err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the client port did not answer /healthz within a minute: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitOK(t, base+"/healthz", 60*time.Second)
 	req, _ := http.NewRequest("GET", base+"/admin/v1/status?timeout=1s", nil)
 	req.Header.Set("Authorization", "Bearer secret")
 	resp, err := http.DefaultClient.Do(req)

@@ -17,17 +17,22 @@ import (
 	"github.com/heraldhq/herald/wsfront"
 )
 
+// serveApp is a command line with serve's flags and configuration file
+// whose serve runs action instead of a node.
+func serveApp(action cli.ActionFunc) *cli.App {
+	flags := serveFlags()
+	return &cli.App{Writer: io.Discard, ErrWriter: io.Discard, Commands: []*cli.Command{{
+		Name: "serve", Flags: flags, Before: configFile(flags), Action: action,
+	}}}
+}
+
 // The example configuration shipped in deploy/ is one serve accepts.
 func TestExampleConfigFileParses(t *testing.T) {
-	flags := serveFlags()
 	var got herald.Config
-	app := &cli.App{Writer: io.Discard, ErrWriter: io.Discard, Commands: []*cli.Command{{
-		Name: "serve", Flags: flags, Before: configFile(flags),
-		Action: func(c *cli.Context) (err error) {
-			got, _, err = serveConfig(c, nil)
-			return err
-		},
-	}}}
+	app := serveApp(func(c *cli.Context) (err error) {
+		got, _, err = serveConfig(c, nil)
+		return err
+	})
 	dir := t.TempDir()
 	// The file names a cluster secret file in /etc/herald; the command
 	// line points it at one of the test's.
@@ -71,15 +76,11 @@ func TestParseBootstrap(t *testing.T) {
 // The socket limit flags reach the node's limits; a negative one is
 // refused with the flag's meaning in the message.
 func TestSocketLimitFlags(t *testing.T) {
-	flags := serveFlags()
 	var got herald.Config
-	app := &cli.App{Writer: io.Discard, ErrWriter: io.Discard, Commands: []*cli.Command{{
-		Name: "serve", Flags: flags, Before: configFile(flags),
-		Action: func(c *cli.Context) (err error) {
-			got, _, err = serveConfig(c, nil)
-			return err
-		},
-	}}}
+	app := serveApp(func(c *cli.Context) (err error) {
+		got, _, err = serveConfig(c, nil)
+		return err
+	})
 	base := []string{"herald", "serve", "--node-id", "n1", "--data-dir", t.TempDir(), "--insecure-auth"}
 	if err := app.Run(base); err != nil {
 		t.Fatal(err)
@@ -129,7 +130,6 @@ func TestStopNodesGivesUpOnAHangingNode(t *testing.T) {
 // choice (over GOGC) whether they come from the command line or from
 // HERALD_ variables; package mempolicy tests the rules themselves.
 func TestServeMemoryFlags(t *testing.T) {
-	flags := serveFlags()
 	run := func(t *testing.T, env map[string]string, args ...string) (mempolicy.Policy, error) {
 		t.Helper()
 		for k, v := range env {
@@ -137,13 +137,10 @@ func TestServeMemoryFlags(t *testing.T) {
 		}
 		var p mempolicy.Policy
 		var perr error
-		app := &cli.App{Writer: io.Discard, ErrWriter: io.Discard, Commands: []*cli.Command{{
-			Name: "serve", Flags: flags, Before: configFile(flags),
-			Action: func(c *cli.Context) error {
-				p, perr = memoryPolicy(c, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
-				return nil
-			},
-		}}}
+		app := serveApp(func(c *cli.Context) error {
+			p, perr = memoryPolicy(c, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+			return nil
+		})
 		if err := app.Run(append([]string{"herald", "serve"}, args...)); err != nil {
 			t.Fatal(err)
 		}

@@ -41,25 +41,7 @@ func batchedCluster(t *testing.T, groups int, mods ...func(id string, c *Config)
 			n.stop(t)
 		}
 	})
-	var servers []raft.Server
-	for _, n := range nodes {
-		servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(n.id), Address: n.addr})
-	}
-	for _, n := range nodes {
-		for gid, rep := range n.replicas {
-			if err := rep.r.BootstrapCluster(raft.Configuration{Servers: servers}).Error(); err != nil {
-				t.Fatalf("bootstrap %s group %d: %v", n.id, gid, err)
-			}
-		}
-	}
-	eventually.True(t, 15*time.Second, "a leader in every group", func() bool {
-		for _, gid := range gids {
-			if leaderOf(nodes, gid) == nil {
-				return false
-			}
-		}
-		return true
-	})
+	bootstrap(t, nodes, gids)
 	return nodes
 }
 

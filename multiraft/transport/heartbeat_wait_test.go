@@ -126,6 +126,22 @@ func waitingFor(g *GroupTransport, target raft.ServerAddress) *hbWaiter {
 	return g.waiters[target]
 }
 
+// twoWaiting starts two heartbeats of g to target and returns once both
+// wait for a batch, the second behind the first; the caller has stalled
+// the batches.
+func twoWaiting(t *testing.T, g *GroupTransport, target raft.ServerAddress) (first, second <-chan beatResult) {
+	t.Helper()
+	first = goBeat(g, target)
+	eventually.True(t, 5*time.Second, "the first heartbeat to wait for a batch", func() bool { return waitingFor(g, target) != nil })
+	w1 := waitingFor(g, target)
+	second = goBeat(g, target)
+	eventually.True(t, 5*time.Second, "the second heartbeat to wait for a batch", func() bool {
+		w := waitingFor(g, target)
+		return w != nil && w != w1
+	})
+	return first, second
+}
+
 // establish gets a heartbeat of g to f answered, so f's group accepted the
 // term and answers the next ones through batches.
 func establish(t *testing.T, g *GroupTransport, f *Manager) {
@@ -149,14 +165,7 @@ func TestHeartbeatTwiceToOneTarget(t *testing.T) {
 
 	resume := stallBatches(lm)
 	defer resume()
-	first := goBeat(gs[0], f.Addr())
-	eventually.True(t, 5*time.Second, "the first heartbeat to wait for a batch", func() bool { return waitingFor(gs[0], f.Addr()) != nil })
-	w1 := waitingFor(gs[0], f.Addr())
-	second := goBeat(gs[0], f.Addr())
-	eventually.True(t, 5*time.Second, "the second heartbeat to wait for a batch", func() bool {
-		w := waitingFor(gs[0], f.Addr())
-		return w != nil && w != w1
-	})
+	first, second := twoWaiting(t, gs[0], f.Addr())
 	resume()
 	for name, ch := range map[string]<-chan beatResult{"first": first, "second": second} {
 		if r, ok := awaitBeat(t, ch, maxHeartbeatCall, name+" heartbeat"); ok && r.err != nil {
@@ -181,14 +190,7 @@ func TestHeartbeatGroupStopped(t *testing.T) {
 	// Group 1: raft stops with two heartbeats waiting (as after a
 	// leadership change); it waits for both, then closes the transport.
 	resume := stallBatches(lm)
-	old := goBeat(gs[0], f.Addr())
-	eventually.True(t, 5*time.Second, "a heartbeat to wait", func() bool { return waitingFor(gs[0], f.Addr()) != nil })
-	w1 := waitingFor(gs[0], f.Addr())
-	cur := goBeat(gs[0], f.Addr())
-	eventually.True(t, 5*time.Second, "a second heartbeat to wait", func() bool {
-		w := waitingFor(gs[0], f.Addr())
-		return w != nil && w != w1
-	})
+	old, cur := twoWaiting(t, gs[0], f.Addr())
 	resume()
 	stopped := make(chan struct{})
 	go func() {
@@ -290,10 +292,8 @@ func (b *beatLoops) start(stop <-chan struct{}, gs []*GroupTransport, targets []
 			go func() {
 				defer b.wg.Done()
 				for {
-					select {
-					case <-stop:
+					if !idle(stop, pause()) {
 						return
-					case <-time.After(pause()):
 					}
 					b.call(g, target)
 				}
@@ -310,6 +310,16 @@ func (b *beatLoops) wait(t *testing.T, d time.Duration) {
 	case <-done:
 	case <-time.After(d):
 		t.Errorf("%d heartbeat calls still running %v after the loops were stopped", b.running.Load(), d)
+	}
+}
+
+// idle waits d unless stop closes first, and reports whether d passed.
+func idle(stop <-chan struct{}, d time.Duration) bool {
+	select {
+	case <-stop:
+		return false
+	case <-time.After(d):
+		return true
 	}
 }
 
@@ -437,18 +447,14 @@ func TestHeartbeatBatcherStress(t *testing.T) {
 		go func() {
 			defer helpers.Done()
 			for {
-				select {
-				case <-stop:
+				if !idle(stop, time.Duration(200+rng(400))*time.Millisecond) {
 					return
-				case <-time.After(time.Duration(200+rng(400)) * time.Millisecond):
 				}
 				fmu.Lock()
 				_ = followers[i].Close()
 				fmu.Unlock()
-				select {
-				case <-stop:
+				if !idle(stop, time.Duration(rng(200))*time.Millisecond) {
 					return
-				case <-time.After(time.Duration(rng(200)) * time.Millisecond):
 				}
 				f := hbFollower(t, fmt.Sprintf("f%d", i+1), string(targets[i]), groups, delay)
 				fmu.Lock()
@@ -462,10 +468,8 @@ func TestHeartbeatBatcherStress(t *testing.T) {
 	go func() {
 		defer helpers.Done()
 		for {
-			select {
-			case <-stop:
+			if !idle(stop, time.Duration(rng(int64(waitTestInterval)))) {
 				return
-			case <-time.After(time.Duration(rng(int64(waitTestInterval)))):
 			}
 			g := gs[rng(groups)]
 			if rng(4) == 0 {

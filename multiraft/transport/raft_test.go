@@ -179,6 +179,37 @@ func leaderOf(nodes []*raftNode, gid uint64) *raftReplica {
 	return nil
 }
 
+// bootstrap makes nodes the voters of every group they run and waits for
+// a leader in each of gids.
+func bootstrap(t *testing.T, nodes []*raftNode, gids []uint64) {
+	t.Helper()
+	var servers []raft.Server
+	for _, n := range nodes {
+		servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(n.id), Address: n.addr})
+	}
+	for _, n := range nodes {
+		for gid, rep := range n.replicas {
+			if err := rep.r.BootstrapCluster(raft.Configuration{Servers: servers}).Error(); err != nil {
+				t.Fatalf("bootstrap %s group %d: %v", n.id, gid, err)
+			}
+		}
+	}
+	waitLeaders(t, nodes, gids, "a leader in every group")
+}
+
+// waitLeaders waits until each of gids has a leader among nodes.
+func waitLeaders(t *testing.T, nodes []*raftNode, gids []uint64, what string) {
+	t.Helper()
+	eventually.True(t, 15*time.Second, what, func() bool {
+		for _, gid := range gids {
+			if leaderOf(nodes, gid) == nil {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // applyN applies n commands to group gid through whichever node leads it,
 // retrying across elections.
 func applyN(t *testing.T, nodes []*raftNode, gid uint64, n int) {
@@ -233,25 +264,7 @@ func TestRaftCluster(t *testing.T) {
 			n.stop(t)
 		}
 	}()
-	var servers []raft.Server
-	for _, n := range nodes {
-		servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(n.id), Address: n.addr})
-	}
-	for _, n := range nodes {
-		for gid, rep := range n.replicas {
-			if err := rep.r.BootstrapCluster(raft.Configuration{Servers: servers}).Error(); err != nil {
-				t.Fatalf("bootstrap %s group %d: %v", n.id, gid, err)
-			}
-		}
-	}
-	eventually.True(t, 15*time.Second, "a leader in every group", func() bool {
-		for _, gid := range gids {
-			if leaderOf(nodes, gid) == nil {
-				return false
-			}
-		}
-		return true
-	})
+	bootstrap(t, nodes, gids)
 	const first = 10
 	var wg sync.WaitGroup
 	for _, gid := range gids {
@@ -283,14 +296,7 @@ func TestRaftCluster(t *testing.T) {
 	_ = dead.m.Close()
 	dead.stop(t)
 	live := nodes[:2]
-	eventually.True(t, 15*time.Second, "a leader on a live node in every group", func() bool {
-		for _, gid := range gids {
-			if leaderOf(live, gid) == nil {
-				return false
-			}
-		}
-		return true
-	})
+	waitLeaders(t, live, gids, "a leader on a live node in every group")
 	const second = 30
 	for _, gid := range gids {
 		wg.Add(1)

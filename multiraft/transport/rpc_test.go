@@ -145,19 +145,8 @@ func TestCall_HandlerDoesNotBlockConnection(t *testing.T) {
 	a.Handle("fast", func(ctx context.Context, from string, group uint64, req []byte) ([]byte, error) {
 		return []byte("fast"), nil
 	})
-	slow := make(chan error, 1)
-	go func() {
-		_, err := b.Call(context.Background(), a.Addr(), "slow", 1, nil)
-		slow <- err
-	}()
 	// The fast calls must go out while the slow handler holds its request.
-	select {
-	case <-started:
-	case err := <-slow:
-		t.Fatalf("slow call ended before its handler ran: %v", err)
-	case <-time.After(5 * time.Second):
-		t.Fatal("slow handler not called")
-	}
+	slow := callInHandler(t, b, a, "slow", started)
 	for i := 0; i < 10; i++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 		got, err := b.Call(ctx, a.Addr(), "fast", 1, nil)
@@ -170,6 +159,26 @@ func TestCall_HandlerDoesNotBlockConnection(t *testing.T) {
 	if err := <-slow; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// callInHandler calls method on to from from and returns once to's
+// handler has it (started closes or receives), with the channel the
+// call's error will come on.
+func callInHandler(t *testing.T, from, to *Manager, method string, started <-chan struct{}) <-chan error {
+	t.Helper()
+	errCh := make(chan error, 1)
+	go func() {
+		_, err := from.Call(context.Background(), to.Addr(), method, 1, nil)
+		errCh <- err
+	}()
+	select {
+	case <-started:
+	case err := <-errCh:
+		t.Fatalf("%s call ended before its handler ran: %v", method, err)
+	case <-time.After(5 * time.Second):
+		t.Fatalf("%s handler not called", method)
+	}
+	return errCh
 }
 
 func TestCall_UnreachableBackoff(t *testing.T) {
@@ -249,12 +258,7 @@ func TestCall_PeerCloses(t *testing.T) {
 		<-ctx.Done()
 		return nil, ctx.Err()
 	})
-	errCh := make(chan error, 1)
-	go func() {
-		_, err := b.Call(context.Background(), a.Addr(), "hang", 1, nil)
-		errCh <- err
-	}()
-	<-started
+	errCh := callInHandler(t, b, a, "hang", started)
 	_ = a.Close()
 	select {
 	case err := <-errCh:
@@ -275,20 +279,9 @@ func TestManagerClose_FailsPendingCalls(t *testing.T) {
 		<-ctx.Done()
 		return nil, ctx.Err()
 	})
-	errCh := make(chan error, 1)
-	go func() {
-		_, err := b.Call(context.Background(), a.Addr(), "hang", 1, nil)
-		errCh <- err
-	}()
 	// Close while the call is pending: a call made after Close would fail
 	// with ErrClosed without ever being pending.
-	select {
-	case <-started:
-	case err := <-errCh:
-		t.Fatalf("call ended before its handler ran: %v", err)
-	case <-time.After(5 * time.Second):
-		t.Fatal("handler not called")
-	}
+	errCh := callInHandler(t, b, a, "hang", started)
 	_ = b.Close()
 	select {
 	case err := <-errCh:

@@ -147,20 +147,28 @@ func serveN(t *testing.T, g *GroupTransport, n int, want, resp any) <-chan struc
 	return done
 }
 
+// roundTrip has g answer one request, which must equal args, with answer,
+// while call sends args to it; call must get want back.
+func roundTrip[R any](t *testing.T, g *GroupTransport, args, answer any, want R, call func(out *R) error) {
+	t.Helper()
+	done := serveN(t, g, 1, args, answer)
+	var out R
+	if err := call(&out); err != nil {
+		t.Fatalf("err: %v", err)
+	}
+	<-done
+	if !reflect.DeepEqual(want, out) {
+		t.Fatalf("response mismatch: %#v %#v", want, out)
+	}
+}
+
 func TestGroupTransport_AppendEntries(t *testing.T) {
 	_, _, ga, gb := pair(t, 7)
 	args := makeAppendRPC()
 	resp := makeAppendRPCResponse()
-	done := serveN(t, ga, 1, &args, &resp)
-
-	var out raft.AppendEntriesResponse
-	if err := gb.AppendEntries("id1", ga.LocalAddr(), &args, &out); err != nil {
-		t.Fatalf("err: %v", err)
-	}
-	if !reflect.DeepEqual(resp, out) {
-		t.Fatalf("response mismatch: %#v %#v", resp, out)
-	}
-	<-done
+	roundTrip(t, ga, &args, &resp, resp, func(out *raft.AppendEntriesResponse) error {
+		return gb.AppendEntries("id1", ga.LocalAddr(), &args, out)
+	})
 }
 
 func TestGroupTransport_AppendEntriesRaftError(t *testing.T) {
@@ -470,30 +478,19 @@ func TestGroupTransport_RequestPreVote(t *testing.T) {
 		RPCHeader:    raft.RPCHeader{ID: []byte("id2"), Addr: []byte("butters")},
 	}
 	resp := raft.RequestPreVoteResponse{Term: 100, Granted: true}
-	done := serveN(t, ga, 1, &args, &resp)
-	var out raft.RequestPreVoteResponse
-	if err := gb.RequestPreVote("id1", ga.LocalAddr(), &args, &out); err != nil {
-		t.Fatalf("err: %v", err)
-	}
-	<-done
-	if !reflect.DeepEqual(resp, out) {
-		t.Fatalf("response mismatch: %#v %#v", resp, out)
-	}
+	roundTrip(t, ga, &args, &resp, resp, func(out *raft.RequestPreVoteResponse) error {
+		return gb.RequestPreVote("id1", ga.LocalAddr(), &args, out)
+	})
 }
 
 func TestGroupTransport_TimeoutNow(t *testing.T) {
 	_, _, ga, gb := pair(t, 1)
 	args := raft.TimeoutNowRequest{RPCHeader: raft.RPCHeader{ID: []byte("leader"), Addr: []byte("kyle")}}
 	resp := raft.TimeoutNowResponse{RPCHeader: raft.RPCHeader{ID: []byte("target")}}
-	done := serveN(t, ga, 1, &args, resp) // a value, not a pointer, is accepted too
-	var out raft.TimeoutNowResponse
-	if err := gb.TimeoutNow("id1", ga.LocalAddr(), &args, &out); err != nil {
-		t.Fatalf("err: %v", err)
-	}
-	<-done
-	if !reflect.DeepEqual(resp, out) {
-		t.Fatalf("response mismatch: %#v %#v", resp, out)
-	}
+	// The consumer answers with a value, not a pointer: that is accepted too.
+	roundTrip(t, ga, &args, resp, resp, func(out *raft.TimeoutNowResponse) error {
+		return gb.TimeoutNow("id1", ga.LocalAddr(), &args, out)
+	})
 }
 
 func TestGroupTransport_InstallSnapshot(t *testing.T) {

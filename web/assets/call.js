@@ -6,15 +6,15 @@
 // with expect_seq = the last seq its tab has seen, so of two offers made
 // from the same view of the room only one lands; the other gets conflict,
 // and its tab answers the offer that won instead.
-import { Herald, newKey } from '/herald.js';
-import { $, bindConnection, discoverNodes, logLine } from '/assets/common.js';
+import { newKey } from '/herald.js';
+import { $, connect, connectionUI, discoverNodes, logLine } from '/assets/common.js';
 
 const ui = {
   joinForm: $('join-form'), name: $('name'), room: $('room'), ice: $('ice'), token: $('token'),
   call: $('call'), title: $('call-title'), hangup: $('hangup'), peerState: $('peer-state'),
   p2p: $('p2p'), p2pForm: $('p2p-form'), p2pText: $('p2p-text'),
   signals: $('signals'), log: $('connlog'),
-  conn: { indicator: $('conn'), text: $('conn-text'), select: $('node-select'), form: $('switch-form'), log: $('connlog') },
+  conn: connectionUI(),
 };
 
 const params = new URLSearchParams(location.search);
@@ -82,12 +82,7 @@ async function enter(name, roomName, ice, token) {
   me = name;
   room = roomName;
   iceServers = ice ? [{ urls: ice }] : [];
-  client = new Herald({ urls: nodes.map((n) => n.url), ...(token ? { token } : { user: name }) });
-  bindConnection(client, nodes, ui.conn);
-  client.ready().catch((err) => {
-    logLine(ui.log, `could not connect: ${err.message}`, 'warn');
-    reset();
-  });
+  client = connect(nodes, name, token, ui.conn, reset);
   ui.joinForm.hidden = true;
   ui.call.hidden = false;
   ui.title.textContent = `Call room ${room}`;

@@ -1,7 +1,7 @@
 // The chat page: join a room, see its members and its messages in seq
 // order, send messages exactly once even across reconnections and reloads.
-import { Herald, newKey } from '/herald.js';
-import { $, bindConnection, discoverNodes, logLine } from '/assets/common.js';
+import { newKey } from '/herald.js';
+import { $, connect, connectionUI, discoverNodes, logLine } from '/assets/common.js';
 
 const HISTORY_ON_JOIN = 50;
 
@@ -12,7 +12,7 @@ const ui = {
   earlier: $('earlier'), messages: $('messages'),
   sendForm: $('send-form'), text: $('text'), outboxWrap: $('outbox-wrap'), outbox: $('outbox'),
   log: $('connlog'),
-  conn: { indicator: $('conn'), text: $('conn-text'), select: $('node-select'), form: $('switch-form'), log: $('connlog') },
+  conn: connectionUI(),
 };
 
 const params = new URLSearchParams(location.search);
@@ -51,12 +51,7 @@ async function enter(name, roomName, token) {
   localStorage.setItem('herald-chat-name', name);
   localStorage.setItem('herald-chat-room', roomName);
   room = roomName;
-  client = new Herald({ urls: nodes.map((n) => n.url), ...(token ? { token } : { user: name }) });
-  bindConnection(client, nodes, ui.conn);
-  client.ready().catch((err) => {
-    logLine(ui.log, `could not connect: ${err.message}`, 'warn');
-    reset();
-  });
+  client = connect(nodes, name, token, ui.conn, reset);
   ui.joinForm.hidden = true;
   ui.chat.hidden = false;
   ui.roomTitle.textContent = `Room ${room}`;

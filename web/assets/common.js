@@ -1,6 +1,8 @@
 // What both pages share: finding the nodes, the connection indicator, the
 // node switcher and the connection log.
 
+import { Herald } from '/herald.js';
+
 const wsScheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
 export const wsURL = (addr) => `${wsScheme}//${addr}/ws`;
 
@@ -39,6 +41,26 @@ export function logLine(list, text, kind = '') {
   list.append(li);
   while (list.children.length > 50) list.firstElementChild.remove();
   list.scrollTop = list.scrollHeight;
+}
+
+/** The elements of the connection header both pages have. */
+export function connectionUI() {
+  return { indicator: $('conn'), text: $('conn-text'), select: $('node-select'), form: $('switch-form'), log: $('connlog') };
+}
+
+/**
+ * Starts a client of nodes as user name, or with token when there is one,
+ * shown on the connection header els. If its first connection fails for
+ * good, that goes to the log and onFail runs.
+ */
+export function connect(nodes, name, token, els, onFail) {
+  const client = new Herald({ urls: nodes.map((n) => n.url), ...(token ? { token } : { user: name }) });
+  bindConnection(client, nodes, els);
+  client.ready().catch((err) => {
+    logLine(els.log, `could not connect: ${err.message}`, 'warn');
+    onFail();
+  });
+  return client;
 }
 
 /**
