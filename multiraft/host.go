@@ -129,7 +129,7 @@ func Start(cfg Config) (*Host, error) {
 	}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	var err error
-	if h.logs, err = logstore.Open(logstore.Options{Kind: cfg.LogStore, Dir: cfg.DataDir, Logger: h.log, OnSync: cfg.Observer.LogSynced}); err != nil {
+	if h.logs, err = logstore.Open(logstore.Config{Kind: cfg.LogStore, Dir: cfg.DataDir, Logger: h.log, OnSync: cfg.Observer.LogSynced}); err != nil {
 		return nil, fmt.Errorf("multiraft: open raft log store: %w", err)
 	}
 	h.peers, err = transport.New(transport.Config{

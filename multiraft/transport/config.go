@@ -1,0 +1,134 @@
+package transport
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+)
+
+// Config configures a Manager.
+type Config struct {
+	// NodeID is this node's id; it is sent in the connection handshake and
+	// passed to handlers as the caller's identity. At most 255 bytes.
+	NodeID string
+	// Listener, when set, is used instead of listening on ListenAddr. The
+	// Manager takes ownership and closes it on Close.
+	Listener net.Listener
+	// ListenAddr is the address to listen on, e.g. "127.0.0.1:0".
+	ListenAddr string
+	// AdvertiseAddr is the address peers dial; it defaults to the
+	// listener's address.
+	AdvertiseAddr string
+	// TLS, when set, makes the listener speak TLS. Set ClientAuth and
+	// ClientCAs to require client certificates (mutual TLS).
+	TLS *tls.Config
+	// ClientTLS, when set, makes outbound connections use TLS; it is mutual
+	// TLS when it carries a certificate.
+	ClientTLS *tls.Config
+	// DialTimeout bounds a dial including the TLS and protocol handshake.
+	// Default 2s.
+	DialTimeout time.Duration
+	// RPCTimeout bounds any one raft RPC or Call waiting for its reply, and
+	// how long a peer may stall mid-frame or mid-write. It does not bound
+	// the transfer of InstallSnapshot data as a whole. Default 5s.
+	RPCTimeout time.Duration
+	// HeartbeatCoalesce is how long a heartbeat (and its reply) may wait
+	// in a connection's queue for other frames to share its write. With
+	// hundreds of groups per node, heartbeats are most of an idle node's
+	// traffic and each would otherwise cost a syscall on both ends.
+	// Default 2ms; negative sends heartbeats at once.
+	HeartbeatCoalesce time.Duration
+	// HeartbeatInterval, when positive, turns on node-level heartbeats:
+	// raft's heartbeats wait for the next tick of this interval, when the
+	// Manager sends each peer node one call carrying all of them
+	// (heartbeat.go). It must exceed raft's longest pause between
+	// heartbeats (HeartbeatTimeout/5) and stay well below the heartbeat
+	// timeout: HeartbeatTimeout/4 of the groups' timing. Zero leaves every
+	// heartbeat on its own.
+	HeartbeatInterval time.Duration
+	// ProbeAfter is how long an outbound connection with requests waiting
+	// may receive nothing before it pings the peer; when the ping goes
+	// unanswered as long again, the connection is closed and its requests
+	// fail as unreachable (probe.go). It bounds how long a paused or frozen
+	// peer holds requests, well below RPCTimeout. Default 1s; negative
+	// turns probing off.
+	ProbeAfter time.Duration
+	// ClusterSecret, when set, is the shared secret every peer must prove
+	// it knows in the handshake (handshake.go), and which this node proves
+	// to every peer it dials; it never crosses the wire. At least
+	// MinClusterSecretLen bytes. It authenticates peers but does not
+	// encrypt: on networks an attacker can tap, use TLS as well.
+	ClusterSecret []byte
+	// Authorize, when set, is asked about every authenticated peer node id,
+	// on accept and again on each request while it answers AccessJoin. An
+	// error refuses the connection with that reason.
+	Authorize func(nodeID string) (PeerAccess, error)
+	// JoinServices are the Call services a peer with AccessJoin may use.
+	JoinServices []string
+	// Logger receives connection-level errors. Default: discard.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the values New gives the fields of a Config left
+// zero. NodeID and ListenAddr (or Listener) have none and must be set.
+func DefaultConfig() Config {
+	return Config{
+		DialTimeout:       2 * time.Second,
+		RPCTimeout:        5 * time.Second,
+		HeartbeatCoalesce: 2 * time.Millisecond,
+		ProbeAfter:        time.Second,
+		Logger:            slog.New(slog.DiscardHandler),
+	}
+}
+
+// WithDefaults returns c with each zero field set to DefaultConfig's value,
+// field by field: setting one field never changes another.
+func (c Config) WithDefaults() Config {
+	d := DefaultConfig()
+	for _, f := range []struct{ v, def *time.Duration }{
+		{&c.DialTimeout, &d.DialTimeout}, {&c.RPCTimeout, &d.RPCTimeout},
+		{&c.HeartbeatCoalesce, &d.HeartbeatCoalesce}, {&c.ProbeAfter, &d.ProbeAfter},
+	} {
+		if *f.v == 0 {
+			*f.v = *f.def
+		}
+	}
+	if c.Logger == nil {
+		c.Logger = d.Logger
+	}
+	return c
+}
+
+// Validate reports every field of c that New would refuse, by name, after
+// zero fields took their defaults.
+func (c Config) Validate() error {
+	c = c.WithDefaults()
+	var errs []error
+	if c.NodeID == "" {
+		errs = append(errs, errors.New("Config.NodeID is required"))
+	} else if len(c.NodeID) > 255 {
+		errs = append(errs, fmt.Errorf("Config.NodeID is %d bytes, at most 255 allowed", len(c.NodeID)))
+	}
+	if c.Listener == nil && c.ListenAddr == "" {
+		errs = append(errs, errors.New("Config.Listener or Config.ListenAddr is required"))
+	}
+	if c.DialTimeout < 0 {
+		errs = append(errs, fmt.Errorf("Config.DialTimeout %v is negative", c.DialTimeout))
+	}
+	if c.RPCTimeout < 0 {
+		errs = append(errs, fmt.Errorf("Config.RPCTimeout %v is negative", c.RPCTimeout))
+	}
+	if c.HeartbeatInterval < 0 {
+		errs = append(errs, fmt.Errorf("Config.HeartbeatInterval %v is negative", c.HeartbeatInterval))
+	}
+	if n := len(c.ClusterSecret); n > 0 && n < MinClusterSecretLen {
+		errs = append(errs, fmt.Errorf("Config.ClusterSecret is %d bytes, at least %d are needed", n, MinClusterSecretLen))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("transport: %w", err)
+	}
+	return nil
+}
