@@ -79,7 +79,7 @@ func TestPublishSeenBySocketsInOrder(t *testing.T) {
 	ctx := ctxFor(t, 60*time.Second)
 	srv := apiClient(t, c, 0)
 
-	sock, err := client.Dial(ctx, client.Options{URLs: []string{c.URL(1)}, User: "alice"})
+	sock, err := client.Dial(ctx, client.Config{URLs: []string{c.URL(1)}, User: "alice"})
 	if err != nil {
 		t.Fatal(err)
 	}
