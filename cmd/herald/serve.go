@@ -277,7 +277,8 @@ func serveConfig(c *cli.Context, logger *slog.Logger) (herald.Config, string, er
 	lim.MaxPageBytes, lim.MaxReadBytes = c.Int("max-page-bytes"), c.Int("max-read-bytes")
 	lim.AuthTimeout, lim.IdleTimeout, lim.PingInterval = c.Duration("auth-timeout"), c.Duration("idle-timeout"), c.Duration("ping-interval")
 	lim.RequestTimeout = c.Duration("request-timeout")
-	lim.MaxSockets, lim.MaxSocketsPerIP, lim.MaxSocketsPerUser = c.Int("max-sockets"), c.Int("max-sockets-per-ip"), c.Int("max-sockets-per-user")
+	lim.MaxSockets = c.Int("max-sockets")
+	lim.MaxSocketsPerIP, lim.MaxSocketsPerUser = socketLimitFlag(c, "max-sockets-per-ip", bad), socketLimitFlag(c, "max-sockets-per-user", bad)
 	if err := lim.Validate(); err != nil {
 		bad("limits: %v", err)
 	}
@@ -581,4 +582,19 @@ func readNamespacesFile(path string) ([]byte, error) {
 		rules = append(rules, r)
 	}
 	return rooms.BootstrapSettings(rules)
+}
+
+// socketLimitFlag reads a per-address or per-user socket limit flag, where
+// 0 means no limit: wsfront.NoLimit, since a zero limit there is the
+// default.
+func socketLimitFlag(c *cli.Context, name string, bad func(string, ...any)) int {
+	switch n := c.Int(name); {
+	case n < 0:
+		bad("--%s %d must not be negative (0: no limit)", name, n)
+	case n == 0:
+		return wsfront.NoLimit
+	default:
+		return n
+	}
+	return 0
 }
