@@ -97,7 +97,7 @@ func wantNodes(t *testing.T, what string, res *api.UserResult, want map[string]i
 // reason given, leaves other users' alone, and its block refuses the
 // user's auth on every node until it ends.
 func TestDisconnectClosesEveryNodesSocketsAndBlocks(t *testing.T) {
-	c := startCluster(t, serverapi.Options{Keys: []string{key}})
+	c := startCluster(t, serverapi.Config{Keys: []string{key}})
 	ctx := ctxFor(t, 90*time.Second)
 	var alice []*watched
 	for _, i := range []int{0, 0, 1, 2} {
@@ -142,7 +142,7 @@ func TestDisconnectClosesEveryNodesSocketsAndBlocks(t *testing.T) {
 // Unsubscribe ends the user's subscriptions to the room on every node,
 // and nothing else; leave removes the user from the room's members.
 func TestUnsubscribeAndLeave(t *testing.T) {
-	c := startCluster(t, serverapi.Options{Keys: []string{key}})
+	c := startCluster(t, serverapi.Config{Keys: []string{key}})
 	ctx := ctxFor(t, 90*time.Second)
 	srv := apiClient(t, c, 2)
 	var lobby []*client.Subscription
@@ -242,7 +242,7 @@ func jwtFor(t *testing.T, secret []byte, user string, exp time.Time) string {
 // tokens' exp.
 func TestRefreshCutsAndExtends(t *testing.T) {
 	secret := []byte("refresh-test-secret-0123456789-abcdef")
-	c := startClusterWith(t, testcluster.Options{Auth: &auth.Config{HMACSecret: secret}}, serverapi.Options{Keys: []string{key}})
+	c := startClusterWith(t, testcluster.Options{Auth: &auth.Config{HMACSecret: secret}}, serverapi.Config{Keys: []string{key}})
 	ctx := ctxFor(t, 90*time.Second)
 	srv := apiClient(t, c, 0)
 	// Whole seconds: exp has no finer unit.
@@ -296,7 +296,7 @@ func TestRefreshCutsAndExtends(t *testing.T) {
 // Bad user ops are refused with a message saying what is wrong; a node
 // that cannot be reached is reported in the reply, the others act.
 func TestUserOpRefusalsAndPartialFailure(t *testing.T) {
-	c := startCluster(t, serverapi.Options{Keys: []string{key}})
+	c := startCluster(t, serverapi.Config{Keys: []string{key}})
 	base := c.HTTP(0) + serverapi.Prefix
 	withKey := map[string]string{"X-API-Key": key}
 	past := time.Now().Add(-time.Minute).UTC().Format(time.RFC3339)

@@ -101,7 +101,7 @@ func runDev(c *cli.Context) error {
 			Logger:        logger,
 			Mount: func(n *herald.Node) {
 				mountAdmin(n, "", true, true, logger)
-				mountAPI(n, serverapi.Options{AllowLoopback: true, MaxData: limits.MaxData, Logger: logger})
+				mountAPI(n, serverapi.Config{AllowLoopback: true, MaxData: limits.MaxData, Logger: logger})
 			},
 		})
 	}

@@ -148,7 +148,7 @@ func serveCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			apiOpts, err := apiOptions(c, cfg.Limits, logger)
+			apiOpts, err := apiConfig(c, cfg.Limits, logger)
 			if err != nil {
 				return err
 			}
@@ -535,12 +535,12 @@ func mountAdmin(n *herald.Node, token string, allowNoToken, withPprof bool, logg
 
 // apiOptions builds the server API's options from the --api-key flags,
 // checked before the node starts: Mount cannot fail.
-func apiOptions(c *cli.Context, lim wsfront.Limits, logger *slog.Logger) (serverapi.Options, error) {
+func apiConfig(c *cli.Context, lim wsfront.Limits, logger *slog.Logger) (serverapi.Config, error) {
 	keys, err := secret(c, "api-key")
 	if err != nil {
-		return serverapi.Options{}, err
+		return serverapi.Config{}, err
 	}
-	o := serverapi.Options{Keys: serverapi.ParseKeys(keys), MaxData: lim.MaxData, MaxPageBytes: lim.MaxPageBytes,
+	o := serverapi.Config{Keys: serverapi.ParseKeys(keys), MaxData: lim.MaxData, MaxPageBytes: lim.MaxPageBytes,
 		RequestTimeout: lim.RequestTimeout, Logger: logger}
 	if err := o.Validate(); err != nil {
 		return o, fmt.Errorf("--api-key: %w", err)
@@ -550,7 +550,7 @@ func apiOptions(c *cli.Context, lim wsfront.Limits, logger *slog.Logger) (server
 
 // mountAPI adds the server API to a node's client port, as the node's
 // Config.Mount; opts were validated by apiOptions.
-func mountAPI(n *herald.Node, opts serverapi.Options) {
+func mountAPI(n *herald.Node, opts serverapi.Config) {
 	opts.Sockets = n.Front()
 	h, err := serverapi.Handler(n.Rooms(), opts)
 	if err != nil {
