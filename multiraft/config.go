@@ -124,25 +124,39 @@ func (t Timing) WithDefaults() Timing {
 	return t
 }
 
-// Validate rejects timeouts raft would refuse or that contradict each
-// other. Zero fields are errors here: Config fills them through
-// WithDefaults first.
+// Validate reports, by name, every timing raft would refuse or that
+// contradicts another, after zero fields took their defaults.
 func (t Timing) Validate() error {
-	switch {
-	case t.HeartbeatTimeout < 5*time.Millisecond:
-		return fmt.Errorf("multiraft: heartbeat timeout %v is below 5ms", t.HeartbeatTimeout)
-	case t.ElectionTimeout < 5*time.Millisecond:
-		return fmt.Errorf("multiraft: election timeout %v is below 5ms", t.ElectionTimeout)
-	case t.LeaderLeaseTimeout < 5*time.Millisecond || t.LeaderLeaseTimeout > t.HeartbeatTimeout:
-		return fmt.Errorf("multiraft: leader lease %v must be between 5ms and the heartbeat timeout %v", t.LeaderLeaseTimeout, t.HeartbeatTimeout)
-	case t.CommitTimeout < time.Millisecond:
-		return fmt.Errorf("multiraft: commit timeout %v is below 1ms", t.CommitTimeout)
-	case t.MaxAppendEntries <= 0 || t.MaxAppendEntries > 1024:
-		return fmt.Errorf("multiraft: max append entries %d must be in 1..1024", t.MaxAppendEntries)
-	case t.SnapshotThreshold == 0 || t.SnapshotInterval <= 0:
-		return errors.New("multiraft: snapshot threshold and interval must be positive")
+	if err := errors.Join(t.WithDefaults().problems("Timing")...); err != nil {
+		return fmt.Errorf("multiraft: %w", err)
 	}
 	return nil
+}
+
+// problems lists what is wrong with t, naming its fields under name.
+func (t Timing) problems(name string) []error {
+	var errs []error
+	for _, f := range []struct {
+		field string
+		v     time.Duration
+	}{{"HeartbeatTimeout", t.HeartbeatTimeout}, {"ElectionTimeout", t.ElectionTimeout}} {
+		if f.v < 5*time.Millisecond {
+			errs = append(errs, fmt.Errorf("%s.%s %v is below 5ms", name, f.field, f.v))
+		}
+	}
+	if t.LeaderLeaseTimeout < 5*time.Millisecond || t.LeaderLeaseTimeout > t.HeartbeatTimeout {
+		errs = append(errs, fmt.Errorf("%[1]s.LeaderLeaseTimeout %[2]v must be between 5ms and %[1]s.HeartbeatTimeout %[3]v", name, t.LeaderLeaseTimeout, t.HeartbeatTimeout))
+	}
+	if t.CommitTimeout < time.Millisecond {
+		errs = append(errs, fmt.Errorf("%s.CommitTimeout %v is below 1ms", name, t.CommitTimeout))
+	}
+	if t.MaxAppendEntries <= 0 || t.MaxAppendEntries > 1024 {
+		errs = append(errs, fmt.Errorf("%s.MaxAppendEntries %d must be in 1..1024", name, t.MaxAppendEntries))
+	}
+	if t.SnapshotInterval < 0 {
+		errs = append(errs, fmt.Errorf("%s.SnapshotInterval %v is negative", name, t.SnapshotInterval))
+	}
+	return errs
 }
 
 func (t Timing) raftConfig(id string) *raft.Config {
@@ -218,50 +232,79 @@ type Config struct {
 	Observer Observer
 }
 
-func (c *Config) setDefaults() {
-	c.Timing = c.Timing.WithDefaults()
-	if c.MetaTiming == nil {
-		t := c.Timing
-		c.MetaTiming = &t
-	} else {
-		t := c.MetaTiming.WithDefaults()
-		c.MetaTiming = &t
-	}
-	if c.LeaseTTL == 0 {
-		c.LeaseTTL = 10 * time.Second
-	}
-	if c.ProposeTimeout == 0 {
-		c.ProposeTimeout = 10 * time.Second
-	}
-	if c.StopTimeout == 0 {
-		c.StopTimeout = 15 * time.Second
-	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
-	}
-	if c.Observer == nil {
-		c.Observer = nopObserver{}
+// DefaultConfig returns the values Start gives the fields of a Config left
+// zero. NodeID, DataDir, PeerAddr and App have none and must be set;
+// MetaTiming is left nil, which means Timing's.
+func DefaultConfig() Config {
+	return Config{
+		LogStore:       logstore.DefaultKind,
+		Timing:         DefaultTiming(),
+		LeaseTTL:       10 * time.Second,
+		ProposeTimeout: 10 * time.Second,
+		StopTimeout:    15 * time.Second,
+		Logger:         slog.New(slog.DiscardHandler),
+		Observer:       nopObserver{},
 	}
 }
 
-// Validate reports the first problem with the configuration.
-func (c *Config) Validate() error {
-	switch {
-	case c.NodeID == "":
-		return errors.New("multiraft: a node id is required")
-	case c.DataDir == "":
-		return errors.New("multiraft: a data directory is required")
-	case c.PeerAddr == "":
-		return errors.New("multiraft: a peer address is required")
-	case c.App == nil:
-		return errors.New("multiraft: an application (state machine factory) is required")
-	case c.LeaseTTL < 100*time.Millisecond:
-		return fmt.Errorf("multiraft: lease TTL %v is below 100ms", c.LeaseTTL)
-	case c.StopTimeout < 0:
-		return fmt.Errorf("multiraft: stop timeout %v is negative", c.StopTimeout)
+// WithDefaults returns c with each zero field set to DefaultConfig's value,
+// field by field (Timing's too, Timing.WithDefaults), and a nil MetaTiming
+// set to a copy of the resulting Timing.
+func (c Config) WithDefaults() Config {
+	d := DefaultConfig()
+	if c.LogStore == "" {
+		c.LogStore = d.LogStore
 	}
-	if err := c.Timing.Validate(); err != nil {
-		return err
+	c.Timing = c.Timing.WithDefaults()
+	meta := c.Timing
+	if c.MetaTiming != nil {
+		meta = c.MetaTiming.WithDefaults()
 	}
-	return c.MetaTiming.Validate()
+	c.MetaTiming = &meta
+	for _, f := range []struct{ v, def *time.Duration }{
+		{&c.LeaseTTL, &d.LeaseTTL}, {&c.ProposeTimeout, &d.ProposeTimeout}, {&c.StopTimeout, &d.StopTimeout},
+	} {
+		if *f.v == 0 {
+			*f.v = *f.def
+		}
+	}
+	if c.Logger == nil {
+		c.Logger = d.Logger
+	}
+	if c.Observer == nil {
+		c.Observer = d.Observer
+	}
+	return c
+}
+
+// Validate reports every field of c that Start would refuse, by name, after
+// zero fields took their defaults.
+func (c Config) Validate() error {
+	c = c.WithDefaults()
+	var errs []error
+	for _, f := range []struct{ name, v string }{
+		{"NodeID", c.NodeID}, {"DataDir", c.DataDir}, {"PeerAddr", c.PeerAddr},
+	} {
+		if f.v == "" {
+			errs = append(errs, fmt.Errorf("Config.%s is required", f.name))
+		}
+	}
+	if c.App == nil {
+		errs = append(errs, errors.New("Config.App (the state machine factory) is required"))
+	}
+	if c.LeaseTTL < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("Config.LeaseTTL %v is below 100ms", c.LeaseTTL))
+	}
+	if c.ProposeTimeout < 0 {
+		errs = append(errs, fmt.Errorf("Config.ProposeTimeout %v is negative", c.ProposeTimeout))
+	}
+	if c.StopTimeout < 0 {
+		errs = append(errs, fmt.Errorf("Config.StopTimeout %v is negative", c.StopTimeout))
+	}
+	errs = append(errs, c.Timing.problems("Config.Timing")...)
+	errs = append(errs, c.MetaTiming.problems("Config.MetaTiming")...)
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("multiraft: %w", err)
+	}
+	return nil
 }

@@ -112,7 +112,7 @@ func (s BootstrapSpec) metaVoters() []Peer {
 // that has data on disk. A new node then needs Bootstrap or Join; a node
 // restarting with its data does not.
 func Start(cfg Config) (*Host, error) {
-	cfg.setDefaults()
+	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

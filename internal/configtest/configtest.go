@@ -24,8 +24,10 @@ type Shape[C any] struct {
 	// Validate, when set, is C's Validate: a config with one field set on
 	// top of Base may only be refused for that field.
 	Validate func(C) error
-	// Skip names fields not to set one by one: those whose zero is a
-	// meaning of its own rather than "the default", documented as such.
+	// Skip names the fields that are neither set alone nor compared: those
+	// whose default derives from other fields, and those whose zero keeps
+	// a meaning of its own once other fields are set (each documented at
+	// the field).
 	Skip []string
 }
 
@@ -42,13 +44,18 @@ type Invalid[C any] struct {
 // field.
 func Check[C any](t *testing.T, s Shape[C], invalid ...Invalid[C]) {
 	t.Helper()
+	skip := map[int]bool{}
+	typ := reflect.TypeFor[C]()
+	for i := range typ.NumField() {
+		skip[i] = skipped(s.Skip, typ.Field(i).Name)
+	}
 	def := s.WithDefaults(s.Defaults)
-	if !same(def, s.Defaults, -1) {
+	if !same(def, s.Defaults, skip) {
 		t.Errorf("WithDefaults changes DefaultConfig: %+v, want %+v", def, s.Defaults)
 	}
 	zero := s.WithDefaults(s.Base)
 	want := merge(s.Defaults, s.Base)
-	if !same(zero, want, -1) {
+	if !same(zero, want, skip) {
 		t.Errorf("zero config: got %+v, want the defaults %+v", zero, want)
 	}
 	if s.Validate != nil {
@@ -56,10 +63,9 @@ func Check[C any](t *testing.T, s Shape[C], invalid ...Invalid[C]) {
 			t.Errorf("zero config (required fields set) refused: %v", err)
 		}
 	}
-	typ := reflect.TypeFor[C]()
 	for i := range typ.NumField() {
 		f := typ.Field(i)
-		if !f.IsExported() || skipped(s.Skip, f.Name) {
+		if !f.IsExported() || skip[i] {
 			continue
 		}
 		c := s.Base
@@ -76,7 +82,7 @@ func Check[C any](t *testing.T, s Shape[C], invalid ...Invalid[C]) {
 		if g := reflect.ValueOf(got).Field(i); !reflect.DeepEqual(g.Interface(), other.Interface()) {
 			t.Errorf("%s set to %v: WithDefaults made it %v", f.Name, other, g)
 		}
-		if wantOne := merge(want, c); !same(got, wantOne, i) {
+		if wantOne := merge(want, c); !same(got, wantOne, with(skip, i)) {
 			t.Errorf("%s set alone changed other fields: got %+v, want %+v", f.Name, got, wantOne)
 		}
 		if s.Validate != nil {
@@ -151,12 +157,21 @@ func merge[C any](base, over C) C {
 	return base
 }
 
-// same compares two configs field by field, except field skip: funcs by
-// whether they are set (funcs are never equal), the rest deeply.
-func same[C any](a, b C, skip int) bool {
+// with returns skip with field i added.
+func with(skip map[int]bool, i int) map[int]bool {
+	m := map[int]bool{i: true}
+	for k, v := range skip {
+		m[k] = m[k] || v
+	}
+	return m
+}
+
+// same compares two configs field by field, except the fields in skip:
+// funcs by whether they are set (funcs are never equal), the rest deeply.
+func same[C any](a, b C, skip map[int]bool) bool {
 	va, vb := reflect.ValueOf(a), reflect.ValueOf(b)
 	for i := range va.NumField() {
-		if i == skip || !va.Type().Field(i).IsExported() {
+		if skip[i] || !va.Type().Field(i).IsExported() {
 			continue
 		}
 		fa, fb := va.Field(i), vb.Field(i)
