@@ -127,10 +127,7 @@ func (t Timing) WithDefaults() Timing {
 // Validate reports, by name, every timing raft would refuse or that
 // contradicts another, after zero fields took their defaults.
 func (t Timing) Validate() error {
-	if err := errors.Join(t.WithDefaults().problems("Timing")...); err != nil {
-		return fmt.Errorf("multiraft: %w", err)
-	}
-	return nil
+	return errors.Join(t.WithDefaults().problems("Timing")...)
 }
 
 // problems lists what is wrong with t, naming its fields under name.

@@ -27,32 +27,48 @@ type Config struct {
 	// limits of its rooms' history: time in the state machine moves only
 	// with the log.
 	TickInterval time.Duration
-	Logger       *slog.Logger
+	// Logger receives the layer's logs. Default: discard.
+	Logger *slog.Logger
 }
 
-// DefaultConfig is a Config with every default set; Host is for the caller.
+// DefaultConfig returns the values New gives the fields of a Config left
+// zero; Host has none and must be set.
 func DefaultConfig() Config {
 	return Config{Scheme: "http", TickInterval: 30 * time.Second, Logger: slog.New(slog.DiscardHandler)}
 }
 
-// Validate fills zero fields with their defaults and reports what cannot
-// be defaulted.
-func (c *Config) Validate() error {
+// WithDefaults returns c with each zero field set to DefaultConfig's value,
+// field by field.
+func (c Config) WithDefaults() Config {
 	d := DefaultConfig()
 	if c.Scheme == "" {
 		c.Scheme = d.Scheme
 	}
-	if c.TickInterval <= 0 {
+	if c.TickInterval == 0 {
 		c.TickInterval = d.TickInterval
 	}
 	if c.Logger == nil {
 		c.Logger = d.Logger
 	}
+	return c
+}
+
+// Validate reports every field of c that New would refuse, by name, after
+// zero fields took their defaults.
+func (c Config) Validate() error {
+	c = c.WithDefaults()
+	var errs []error
 	if c.Host == nil {
-		return errors.New("rooms: a host is required")
+		errs = append(errs, errors.New("Config.Host is required"))
 	}
 	if c.Scheme != "http" && c.Scheme != "https" {
-		return fmt.Errorf("rooms: scheme %q is neither http nor https", c.Scheme)
+		errs = append(errs, fmt.Errorf("Config.Scheme %q is neither http nor https", c.Scheme))
+	}
+	if c.TickInterval < 0 {
+		errs = append(errs, fmt.Errorf("Config.TickInterval %v is negative", c.TickInterval))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("rooms: %w", err)
 	}
 	return nil
 }
@@ -70,8 +86,10 @@ type Service struct {
 	wg     sync.WaitGroup // the loops below; Shutdown waits for them
 }
 
-// New starts the room layer over cfg.Host.
+// New starts the room layer over cfg.Host; zero fields of cfg take
+// DefaultConfig's values.
 func New(cfg Config) (*Service, error) {
+	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

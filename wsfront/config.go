@@ -377,7 +377,7 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("Config.Auth: %w", err))
 	}
 	if err := c.Limits.Validate(); err != nil {
-		errs = append(errs, err)
+		errs = append(errs, fmt.Errorf("Config.%w", err))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("wsfront: %w", err)
