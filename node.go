@@ -31,8 +31,12 @@ type Node struct {
 	url      string
 
 	// ctx ends when the node begins to stop (Context).
-	ctx       context.Context
-	cancel    context.CancelFunc
+	ctx    context.Context
+	cancel context.CancelFunc
+	// wg counts the node's own loops and the goroutines of Go. goMu
+	// orders Go's Add before the cancel that starts the node's stop, so
+	// that no Add can follow the Wait.
+	goMu      sync.Mutex
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 	closeErr  error
@@ -226,7 +230,7 @@ func (n *Node) Rooms() *rooms.Service { return n.rooms }
 
 // Context ends when the node begins to stop: work started on the node's
 // behalf (the admin API's jobs, say) derives its context from it, so that
-// Close does not leave it running.
+// Close does not leave it running; Go also makes Close wait for it.
 func (n *Node) Context() context.Context { return n.ctx }
 
 // Front is the node's client port, to add HTTP endpoints to.
@@ -280,11 +284,33 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	return n.closeErr
 }
 
+// Go runs fn in a goroutine the node owns, for work done on the node's
+// behalf that may outlast a request (the admin API's jobs). fn gets the
+// node's Context, which ends when the node begins to stop; Shutdown and
+// Close then wait for fn to return, within their bound, before they close
+// the node's storage. Go reports false, and does not run fn, once the node
+// is stopping.
+func (n *Node) Go(fn func(ctx context.Context)) bool {
+	n.goMu.Lock()
+	defer n.goMu.Unlock()
+	if n.ctx.Err() != nil {
+		return false
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		fn(n.ctx)
+	}()
+	return true
+}
+
 // release stops what Start started, in reverse order, within ctx.
 func (n *Node) release(ctx context.Context) error {
 	var errs []error
 	if n.cancel != nil {
+		n.goMu.Lock()
 		n.cancel()
+		n.goMu.Unlock()
 	}
 	if n.front != nil {
 		fctx, cancel := context.WithTimeout(ctx, time.Second)
