@@ -134,10 +134,10 @@ func (c Config) Validate() error {
 	c = c.WithDefaults()
 	var errs []error
 	for _, f := range []struct{ name, v string }{
-		{"NodeID", c.NodeID}, {"DataDir", c.DataDir}, {"ClientAddr", c.ClientAddr}, {"PeerAddr", c.PeerAddr},
+		{"Config.NodeID", c.NodeID}, {"Config.DataDir", c.DataDir}, {"Config.ClientAddr", c.ClientAddr}, {"Config.PeerAddr", c.PeerAddr},
 	} {
 		if f.v == "" {
-			errs = append(errs, fmt.Errorf("Config.%s is required", f.name))
+			errs = append(errs, fmt.Errorf("%s is required", f.name))
 		}
 	}
 	if c.Bootstrap != nil && len(c.Join) > 0 {
@@ -149,9 +149,9 @@ func (c Config) Validate() error {
 	for _, f := range []struct {
 		name string
 		v    time.Duration
-	}{{"LeaseTTL", c.LeaseTTL}, {"TickInterval", c.TickInterval}, {"StopTimeout", c.StopTimeout}} {
+	}{{"Config.LeaseTTL", c.LeaseTTL}, {"Config.TickInterval", c.TickInterval}, {"Config.StopTimeout", c.StopTimeout}} {
 		if f.v < 0 {
-			errs = append(errs, fmt.Errorf("Config.%s %v is negative", f.name, f.v))
+			errs = append(errs, fmt.Errorf("%s %v is negative", f.name, f.v))
 		}
 	}
 	if err := c.Limits.Validate(); err != nil {

@@ -280,10 +280,10 @@ func (c Config) Validate() error {
 	c = c.WithDefaults()
 	var errs []error
 	for _, f := range []struct{ name, v string }{
-		{"NodeID", c.NodeID}, {"DataDir", c.DataDir}, {"PeerAddr", c.PeerAddr},
+		{"Config.NodeID", c.NodeID}, {"Config.DataDir", c.DataDir}, {"Config.PeerAddr", c.PeerAddr},
 	} {
 		if f.v == "" {
-			errs = append(errs, fmt.Errorf("Config.%s is required", f.name))
+			errs = append(errs, fmt.Errorf("%s is required", f.name))
 		}
 	}
 	if c.App == nil {

@@ -113,11 +113,11 @@ func (c Config) Validate() error {
 		name string
 		v    int64
 	}{
-		{"MaxPageBytes", int64(c.MaxPageBytes)}, {"MaxBroadcastRooms", int64(c.MaxBroadcastRooms)},
-		{"RequestTimeout", int64(c.RequestTimeout)}, {"NodeTimeout", int64(c.NodeTimeout)},
+		{"Config.MaxPageBytes", int64(c.MaxPageBytes)}, {"Config.MaxBroadcastRooms", int64(c.MaxBroadcastRooms)},
+		{"Config.RequestTimeout", int64(c.RequestTimeout)}, {"Config.NodeTimeout", int64(c.NodeTimeout)},
 	} {
 		if f.v < 0 {
-			errs = append(errs, fmt.Errorf("Config.%s is negative", f.name))
+			errs = append(errs, fmt.Errorf("%s is negative", f.name))
 		}
 	}
 	if c.NodeTimeout > c.RequestTimeout {

@@ -255,13 +255,13 @@ func (l Limits) Validate() error {
 		name string
 		v    int
 	}{
-		{"MaxFrame", l.MaxFrame}, {"MaxData", l.MaxData}, {"MaxRooms", l.MaxRooms},
-		{"PublishBurst", l.PublishBurst}, {"MaxInflight", l.MaxInflight},
-		{"MaxQueueFrames", l.MaxQueueFrames}, {"MaxQueueBytes", l.MaxQueueBytes},
-		{"MaxPageBytes", l.MaxPageBytes}, {"MaxReadBytes", l.MaxReadBytes},
+		{"Limits.MaxFrame", l.MaxFrame}, {"Limits.MaxData", l.MaxData}, {"Limits.MaxRooms", l.MaxRooms},
+		{"Limits.PublishBurst", l.PublishBurst}, {"Limits.MaxInflight", l.MaxInflight},
+		{"Limits.MaxQueueFrames", l.MaxQueueFrames}, {"Limits.MaxQueueBytes", l.MaxQueueBytes},
+		{"Limits.MaxPageBytes", l.MaxPageBytes}, {"Limits.MaxReadBytes", l.MaxReadBytes},
 	} {
 		if f.v < 0 {
-			errs = append(errs, fmt.Errorf("Limits.%s %d is negative", f.name, f.v))
+			errs = append(errs, fmt.Errorf("%s %d is negative", f.name, f.v))
 		}
 	}
 	if l.PublishRate < 0 {
@@ -281,11 +281,11 @@ func (l Limits) Validate() error {
 		name string
 		v    time.Duration
 	}{
-		{"AuthTimeout", l.AuthTimeout}, {"IdleTimeout", l.IdleTimeout}, {"PingInterval", l.PingInterval},
-		{"RequestTimeout", l.RequestTimeout}, {"HandshakeTimeout", l.HandshakeTimeout}, {"LeaveTimeout", l.LeaveTimeout},
+		{"Limits.AuthTimeout", l.AuthTimeout}, {"Limits.IdleTimeout", l.IdleTimeout}, {"Limits.PingInterval", l.PingInterval},
+		{"Limits.RequestTimeout", l.RequestTimeout}, {"Limits.HandshakeTimeout", l.HandshakeTimeout}, {"Limits.LeaveTimeout", l.LeaveTimeout},
 	} {
 		if f.v < 0 {
-			errs = append(errs, fmt.Errorf("Limits.%s %v is negative", f.name, f.v))
+			errs = append(errs, fmt.Errorf("%s %v is negative", f.name, f.v))
 		}
 	}
 	if l.PingInterval > 0 && l.PingInterval >= l.IdleTimeout {
