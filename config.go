@@ -2,12 +2,12 @@ package herald
 
 import (
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"time"
 
+	"github.com/heraldhq/herald/internal/fields"
 	"github.com/heraldhq/herald/multiraft"
 	"github.com/heraldhq/herald/multiraft/logstore"
 	"github.com/heraldhq/herald/rooms"
@@ -112,19 +112,11 @@ func (c Config) WithDefaults() Config {
 	d := DefaultConfig()
 	c.Limits = c.Limits.WithDefaults()
 	c.Timing = c.Timing.WithDefaults()
-	if c.LogStore == "" {
-		c.LogStore = d.LogStore
-	}
-	for _, f := range []struct{ v, def *time.Duration }{
-		{&c.LeaseTTL, &d.LeaseTTL}, {&c.TickInterval, &d.TickInterval}, {&c.StopTimeout, &d.StopTimeout},
-	} {
-		if *f.v == 0 {
-			*f.v = *f.def
-		}
-	}
-	if c.Logger == nil {
-		c.Logger = d.Logger
-	}
+	fields.Default(&c.LogStore, d.LogStore)
+	fields.Default(&c.LeaseTTL, d.LeaseTTL)
+	fields.Default(&c.TickInterval, d.TickInterval)
+	fields.Default(&c.StopTimeout, d.StopTimeout)
+	fields.Default(&c.Logger, d.Logger)
 	return c
 }
 
@@ -132,44 +124,31 @@ func (c Config) WithDefaults() Config {
 // after zero fields took their defaults.
 func (c Config) Validate() error {
 	c = c.WithDefaults()
-	var errs []error
-	for _, f := range []struct{ name, v string }{
-		{"Config.NodeID", c.NodeID}, {"Config.DataDir", c.DataDir}, {"Config.ClientAddr", c.ClientAddr}, {"Config.PeerAddr", c.PeerAddr},
-	} {
-		if f.v == "" {
-			errs = append(errs, fmt.Errorf("%s is required", f.name))
-		}
-	}
+	var p fields.Problems
+	p.Required("Config.NodeID", c.NodeID != "")
+	p.Required("Config.DataDir", c.DataDir != "")
+	p.Required("Config.ClientAddr", c.ClientAddr != "")
+	p.Required("Config.PeerAddr", c.PeerAddr != "")
 	if c.Bootstrap != nil && len(c.Join) > 0 {
-		errs = append(errs, errors.New("Config.Bootstrap and Config.Join exclude each other: a node founds a cluster or joins one"))
+		p.Addf("Config.Bootstrap and Config.Join exclude each other: a node founds a cluster or joins one")
 	}
 	if _, err := logstore.ParseKind(string(c.LogStore)); err != nil {
-		errs = append(errs, fmt.Errorf("Config.LogStore: %w", err))
+		p.Addf("Config.LogStore: %w", err)
 	}
-	for _, f := range []struct {
-		name string
-		v    time.Duration
-	}{{"Config.LeaseTTL", c.LeaseTTL}, {"Config.TickInterval", c.TickInterval}, {"Config.StopTimeout", c.StopTimeout}} {
-		if f.v < 0 {
-			errs = append(errs, fmt.Errorf("%s %v is negative", f.name, f.v))
-		}
-	}
+	fields.NotNegative(&p, "Config.LeaseTTL", c.LeaseTTL)
+	fields.NotNegative(&p, "Config.TickInterval", c.TickInterval)
+	fields.NotNegative(&p, "Config.StopTimeout", c.StopTimeout)
 	if err := c.Limits.Validate(); err != nil {
-		errs = append(errs, fmt.Errorf("Config.%w", err))
+		p.Addf("Config.%w", err)
 	}
 	if err := c.Timing.Validate(); err != nil {
-		errs = append(errs, fmt.Errorf("Config.%w", err))
+		p.Addf("Config.%w", err)
 	}
-	if err := c.checkPeerAuth(); err != nil {
-		errs = append(errs, err)
-	}
+	p.Add(c.checkPeerAuth())
 	if err := c.Auth.Validate(); err != nil {
-		errs = append(errs, fmt.Errorf("Config.Auth: %w", err))
+		p.Addf("Config.Auth: %w", err)
 	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("herald: %w", err)
-	}
-	return nil
+	return p.Err("herald")
 }
 
 // checkPeerAuth refuses a peer port that anyone on the network could use

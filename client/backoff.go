@@ -1,10 +1,10 @@
 package client
 
 import (
-	"errors"
-	"fmt"
 	"math/rand/v2"
 	"time"
+
+	"github.com/heraldhq/herald/internal/fields"
 )
 
 // Jitter says how a Backoff randomizes its delays.
@@ -41,12 +41,8 @@ func DefaultBackoff() Backoff {
 // never makes the default Max wrong.
 func (b Backoff) WithDefaults() Backoff {
 	d := DefaultBackoff()
-	if b.Min == 0 {
-		b.Min = d.Min
-	}
-	if b.Max == 0 {
-		b.Max = d.Max
-	}
+	fields.Default(&b.Min, d.Min)
+	fields.Default(&b.Max, d.Max)
 	if b.Max > 0 {
 		b.Max = max(b.Max, b.Min)
 	}
@@ -55,14 +51,10 @@ func (b Backoff) WithDefaults() Backoff {
 
 // Validate reports a negative Min or Max, by name.
 func (b Backoff) Validate() error {
-	var errs []error
-	if b.Min < 0 {
-		errs = append(errs, fmt.Errorf("Backoff.Min %v is negative", b.Min))
-	}
-	if b.Max < 0 {
-		errs = append(errs, fmt.Errorf("Backoff.Max %v is negative", b.Max))
-	}
-	return errors.Join(errs...)
+	var p fields.Problems
+	fields.NotNegative(&p, "Backoff.Min", b.Min)
+	fields.NotNegative(&p, "Backoff.Max", b.Max)
+	return p.Err("")
 }
 
 // Delay is the wait before attempt+1, after attempt (from 0) failed.

@@ -3,11 +3,11 @@ package client
 import (
 	"context"
 	"crypto/tls"
-	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"time"
+
+	"github.com/heraldhq/herald/internal/fields"
 )
 
 // Config configures a Client. URLs and one of Token, TokenSource and User
@@ -80,21 +80,13 @@ func DefaultConfig() Config {
 func (c Config) WithDefaults() Config {
 	d := DefaultConfig()
 	c.Backoff = c.Backoff.WithDefaults()
-	if c.DialTimeout == 0 {
-		c.DialTimeout = d.DialTimeout
-	}
-	if c.PingInterval == 0 {
-		c.PingInterval = d.PingInterval
-	}
+	fields.Default(&c.DialTimeout, d.DialTimeout)
+	fields.Default(&c.PingInterval, d.PingInterval)
 	if c.DialContext == nil {
 		c.DialContext = d.DialContext
 	}
-	if c.MaxFrame == 0 {
-		c.MaxFrame = d.MaxFrame
-	}
-	if c.Logger == nil {
-		c.Logger = d.Logger
-	}
+	fields.Default(&c.MaxFrame, d.MaxFrame)
+	fields.Default(&c.Logger, d.Logger)
 	return c
 }
 
@@ -102,27 +94,14 @@ func (c Config) WithDefaults() Config {
 // zero fields took their defaults.
 func (c Config) Validate() error {
 	c = c.WithDefaults()
-	var errs []error
-	if len(c.URLs) == 0 {
-		errs = append(errs, errors.New("Config.URLs is empty"))
-	}
+	var p fields.Problems
+	p.Required("Config.URLs", len(c.URLs) > 0)
 	if c.Token == "" && c.TokenSource == nil && c.User == "" {
-		errs = append(errs, errors.New("none of Config.Token, Config.TokenSource and Config.User is set: nothing to authenticate with"))
+		p.Addf("none of Config.Token, Config.TokenSource and Config.User is set: nothing to authenticate with")
 	}
-	if c.DialTimeout < 0 {
-		errs = append(errs, fmt.Errorf("Config.DialTimeout %v is negative", c.DialTimeout))
-	}
-	if c.PingInterval < 0 {
-		errs = append(errs, fmt.Errorf("Config.PingInterval %v is negative", c.PingInterval))
-	}
-	if c.MaxFrame < 0 {
-		errs = append(errs, fmt.Errorf("Config.MaxFrame %d is negative", c.MaxFrame))
-	}
-	if err := c.Backoff.Validate(); err != nil {
-		errs = append(errs, err)
-	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("herald: %w", err)
-	}
-	return nil
+	fields.NotNegative(&p, "Config.DialTimeout", c.DialTimeout)
+	fields.NotNegative(&p, "Config.PingInterval", c.PingInterval)
+	fields.NotNegative(&p, "Config.MaxFrame", c.MaxFrame)
+	p.Add(c.Backoff.Validate())
+	return p.Err("herald")
 }

@@ -1,9 +1,9 @@
 package fsm
 
 import (
-	"errors"
-	"fmt"
 	"log/slog"
+
+	"github.com/heraldhq/herald/internal/fields"
 )
 
 // Config configures the state machine of one group.
@@ -29,22 +29,17 @@ func DefaultConfig() Config {
 // field by field.
 func (c Config) WithDefaults() Config {
 	d := DefaultConfig()
-	if c.SweepBudget == 0 {
-		c.SweepBudget = d.SweepBudget
-	}
-	if c.Logger == nil {
-		c.Logger = d.Logger
-	}
+	fields.Default(&c.SweepBudget, d.SweepBudget)
+	fields.Default(&c.Logger, d.Logger)
 	return c
 }
 
 // Validate reports every field of c that New would refuse, by name, after
 // zero fields took their defaults.
 func (c Config) Validate() error {
-	if c = c.WithDefaults(); c.SweepBudget < 0 {
-		return fmt.Errorf("fsm: Config.SweepBudget %d is negative", c.SweepBudget)
-	}
-	return nil
+	var p fields.Problems
+	fields.NotNegative(&p, "Config.SweepBudget", c.WithDefaults().SweepBudget)
+	return p.Err("fsm")
 }
 
 // StoreConfig sizes the node's badger DB. Dir is required; every other
@@ -96,23 +91,14 @@ func DefaultStoreConfig(dir string) StoreConfig {
 // value, field by field.
 func (c StoreConfig) WithDefaults() StoreConfig {
 	d := DefaultStoreConfig(c.Dir)
-	for _, f := range []struct{ v, def *int64 }{
-		{&c.MemTableSize, &d.MemTableSize}, {&c.BlockCacheSize, &d.BlockCacheSize}, {&c.IndexCacheSize, &d.IndexCacheSize},
-		{&c.ValueThreshold, &d.ValueThreshold}, {&c.ValueLogFileSize, &d.ValueLogFileSize},
-	} {
-		if *f.v == 0 {
-			*f.v = *f.def
-		}
-	}
-	if c.NumMemtables == 0 {
-		c.NumMemtables = d.NumMemtables
-	}
-	if c.NumCompactors == 0 {
-		c.NumCompactors = d.NumCompactors
-	}
-	if c.Logger == nil {
-		c.Logger = d.Logger
-	}
+	fields.Default(&c.MemTableSize, d.MemTableSize)
+	fields.Default(&c.NumMemtables, d.NumMemtables)
+	fields.Default(&c.BlockCacheSize, d.BlockCacheSize)
+	fields.Default(&c.IndexCacheSize, d.IndexCacheSize)
+	fields.Default(&c.ValueThreshold, d.ValueThreshold)
+	fields.Default(&c.ValueLogFileSize, d.ValueLogFileSize)
+	fields.Default(&c.NumCompactors, d.NumCompactors)
+	fields.Default(&c.Logger, d.Logger)
 	return c
 }
 
@@ -120,33 +106,24 @@ func (c StoreConfig) WithDefaults() StoreConfig {
 // defeats the FSM, after zero fields took their defaults.
 func (c StoreConfig) Validate() error {
 	c = c.WithDefaults()
-	var errs []error
-	if c.Dir == "" {
-		errs = append(errs, errors.New("StoreConfig.Dir is required"))
-	}
+	var p fields.Problems
+	p.Required("StoreConfig.Dir", c.Dir != "")
 	if c.MemTableSize < 4<<20 {
-		errs = append(errs, fmt.Errorf("StoreConfig.MemTableSize %d is below 4 MiB; a transaction could not hold a command", c.MemTableSize))
+		p.Addf("StoreConfig.MemTableSize %d is below 4 MiB; a transaction could not hold a command", c.MemTableSize)
 	}
 	if c.NumMemtables < 1 {
-		errs = append(errs, fmt.Errorf("StoreConfig.NumMemtables %d is below 1", c.NumMemtables))
+		p.Addf("StoreConfig.NumMemtables %d is below 1", c.NumMemtables)
 	}
 	if c.NumCompactors < 2 {
-		errs = append(errs, fmt.Errorf("StoreConfig.NumCompactors %d is below 2 (badger requires two)", c.NumCompactors))
+		p.Addf("StoreConfig.NumCompactors %d is below 2 (badger requires two)", c.NumCompactors)
 	}
-	if c.BlockCacheSize < 0 {
-		errs = append(errs, fmt.Errorf("StoreConfig.BlockCacheSize %d is negative", c.BlockCacheSize))
-	}
-	if c.IndexCacheSize < 0 {
-		errs = append(errs, fmt.Errorf("StoreConfig.IndexCacheSize %d is negative", c.IndexCacheSize))
-	}
+	fields.NotNegative(&p, "StoreConfig.BlockCacheSize", c.BlockCacheSize)
+	fields.NotNegative(&p, "StoreConfig.IndexCacheSize", c.IndexCacheSize)
 	if c.ValueThreshold < 0 || c.ValueThreshold > 1<<20 {
-		errs = append(errs, fmt.Errorf("StoreConfig.ValueThreshold %d is not in (0, 1 MiB]", c.ValueThreshold))
+		p.Addf("StoreConfig.ValueThreshold %d is not in (0, 1 MiB]", c.ValueThreshold)
 	}
 	if c.ValueLogFileSize < 1<<20 || c.ValueLogFileSize >= 2<<30 {
-		errs = append(errs, fmt.Errorf("StoreConfig.ValueLogFileSize %d is not in [1 MiB, 2 GiB)", c.ValueLogFileSize))
+		p.Addf("StoreConfig.ValueLogFileSize %d is not in [1 MiB, 2 GiB)", c.ValueLogFileSize)
 	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("fsm: %w", err)
-	}
-	return nil
+	return p.Err("fsm")
 }

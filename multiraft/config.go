@@ -2,13 +2,12 @@ package multiraft
 
 import (
 	"crypto/tls"
-	"errors"
-	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/hashicorp/raft"
 
+	"github.com/heraldhq/herald/internal/fields"
 	"github.com/heraldhq/herald/multiraft/logstore"
 	"github.com/heraldhq/herald/multiraft/transport"
 )
@@ -101,25 +100,17 @@ func (t Timing) WithDefaults() Timing {
 		return d
 	}
 	leaseUnset := t.LeaderLeaseTimeout == 0
-	for _, f := range []struct{ v, def *time.Duration }{
-		{&t.HeartbeatTimeout, &d.HeartbeatTimeout}, {&t.ElectionTimeout, &d.ElectionTimeout},
-		{&t.LeaderLeaseTimeout, &d.LeaderLeaseTimeout}, {&t.CommitTimeout, &d.CommitTimeout},
-		{&t.SnapshotInterval, &d.SnapshotInterval},
-	} {
-		if *f.v == 0 {
-			*f.v = *f.def
-		}
-	}
-	if t.MaxAppendEntries == 0 {
-		t.MaxAppendEntries = d.MaxAppendEntries
-	}
+	fields.Default(&t.HeartbeatTimeout, d.HeartbeatTimeout)
+	fields.Default(&t.ElectionTimeout, d.ElectionTimeout)
+	fields.Default(&t.LeaderLeaseTimeout, d.LeaderLeaseTimeout)
+	fields.Default(&t.CommitTimeout, d.CommitTimeout)
+	fields.Default(&t.MaxAppendEntries, d.MaxAppendEntries)
+	fields.Default(&t.SnapshotThreshold, d.SnapshotThreshold)
+	fields.Default(&t.SnapshotInterval, d.SnapshotInterval)
 	// The lease may not outlast the heartbeat timeout: a default lease
 	// follows a shorter heartbeat timeout down.
 	if leaseUnset && t.LeaderLeaseTimeout > t.HeartbeatTimeout {
 		t.LeaderLeaseTimeout = t.HeartbeatTimeout
-	}
-	if t.SnapshotThreshold == 0 {
-		t.SnapshotThreshold = d.SnapshotThreshold
 	}
 	return t
 }
@@ -127,33 +118,29 @@ func (t Timing) WithDefaults() Timing {
 // Validate reports, by name, every timing raft would refuse or that
 // contradicts another, after zero fields took their defaults.
 func (t Timing) Validate() error {
-	return errors.Join(t.WithDefaults().problems("Timing")...)
+	var p fields.Problems
+	t.WithDefaults().check(&p, "Timing")
+	return p.Err("")
 }
 
-// problems lists what is wrong with t, naming its fields under name.
-func (t Timing) problems(name string) []error {
-	var errs []error
-	for _, f := range []struct {
-		field string
-		v     time.Duration
-	}{{"HeartbeatTimeout", t.HeartbeatTimeout}, {"ElectionTimeout", t.ElectionTimeout}} {
-		if f.v < 5*time.Millisecond {
-			errs = append(errs, fmt.Errorf("%s.%s %v is below 5ms", name, f.field, f.v))
-		}
+// check adds what is wrong with t to p, naming its fields under name.
+func (t Timing) check(p *fields.Problems, name string) {
+	if t.HeartbeatTimeout < 5*time.Millisecond {
+		p.Addf("%s.HeartbeatTimeout %v is below 5ms", name, t.HeartbeatTimeout)
+	}
+	if t.ElectionTimeout < 5*time.Millisecond {
+		p.Addf("%s.ElectionTimeout %v is below 5ms", name, t.ElectionTimeout)
 	}
 	if t.LeaderLeaseTimeout < 5*time.Millisecond || t.LeaderLeaseTimeout > t.HeartbeatTimeout {
-		errs = append(errs, fmt.Errorf("%[1]s.LeaderLeaseTimeout %[2]v must be between 5ms and %[1]s.HeartbeatTimeout %[3]v", name, t.LeaderLeaseTimeout, t.HeartbeatTimeout))
+		p.Addf("%[1]s.LeaderLeaseTimeout %[2]v must be between 5ms and %[1]s.HeartbeatTimeout %[3]v", name, t.LeaderLeaseTimeout, t.HeartbeatTimeout)
 	}
 	if t.CommitTimeout < time.Millisecond {
-		errs = append(errs, fmt.Errorf("%s.CommitTimeout %v is below 1ms", name, t.CommitTimeout))
+		p.Addf("%s.CommitTimeout %v is below 1ms", name, t.CommitTimeout)
 	}
 	if t.MaxAppendEntries <= 0 || t.MaxAppendEntries > 1024 {
-		errs = append(errs, fmt.Errorf("%s.MaxAppendEntries %d must be in 1..1024", name, t.MaxAppendEntries))
+		p.Addf("%s.MaxAppendEntries %d must be in 1..1024", name, t.MaxAppendEntries)
 	}
-	if t.SnapshotInterval < 0 {
-		errs = append(errs, fmt.Errorf("%s.SnapshotInterval %v is negative", name, t.SnapshotInterval))
-	}
-	return errs
+	fields.NotNegative(p, name+".SnapshotInterval", t.SnapshotInterval)
 }
 
 func (t Timing) raftConfig(id string) *raft.Config {
@@ -249,28 +236,18 @@ func DefaultConfig() Config {
 // set to a copy of the resulting Timing.
 func (c Config) WithDefaults() Config {
 	d := DefaultConfig()
-	if c.LogStore == "" {
-		c.LogStore = d.LogStore
-	}
+	fields.Default(&c.LogStore, d.LogStore)
 	c.Timing = c.Timing.WithDefaults()
 	meta := c.Timing
 	if c.MetaTiming != nil {
 		meta = c.MetaTiming.WithDefaults()
 	}
 	c.MetaTiming = &meta
-	for _, f := range []struct{ v, def *time.Duration }{
-		{&c.LeaseTTL, &d.LeaseTTL}, {&c.ProposeTimeout, &d.ProposeTimeout}, {&c.StopTimeout, &d.StopTimeout},
-	} {
-		if *f.v == 0 {
-			*f.v = *f.def
-		}
-	}
-	if c.Logger == nil {
-		c.Logger = d.Logger
-	}
-	if c.Observer == nil {
-		c.Observer = d.Observer
-	}
+	fields.Default(&c.LeaseTTL, d.LeaseTTL)
+	fields.Default(&c.ProposeTimeout, d.ProposeTimeout)
+	fields.Default(&c.StopTimeout, d.StopTimeout)
+	fields.Default(&c.Logger, d.Logger)
+	fields.Default(&c.Observer, d.Observer)
 	return c
 }
 
@@ -278,30 +255,17 @@ func (c Config) WithDefaults() Config {
 // zero fields took their defaults.
 func (c Config) Validate() error {
 	c = c.WithDefaults()
-	var errs []error
-	for _, f := range []struct{ name, v string }{
-		{"Config.NodeID", c.NodeID}, {"Config.DataDir", c.DataDir}, {"Config.PeerAddr", c.PeerAddr},
-	} {
-		if f.v == "" {
-			errs = append(errs, fmt.Errorf("%s is required", f.name))
-		}
-	}
-	if c.App == nil {
-		errs = append(errs, errors.New("Config.App (the state machine factory) is required"))
-	}
+	var p fields.Problems
+	p.Required("Config.NodeID", c.NodeID != "")
+	p.Required("Config.DataDir", c.DataDir != "")
+	p.Required("Config.PeerAddr", c.PeerAddr != "")
+	p.Required("Config.App (the state machine factory)", c.App != nil)
 	if c.LeaseTTL < 100*time.Millisecond {
-		errs = append(errs, fmt.Errorf("Config.LeaseTTL %v is below 100ms", c.LeaseTTL))
+		p.Addf("Config.LeaseTTL %v is below 100ms", c.LeaseTTL)
 	}
-	if c.ProposeTimeout < 0 {
-		errs = append(errs, fmt.Errorf("Config.ProposeTimeout %v is negative", c.ProposeTimeout))
-	}
-	if c.StopTimeout < 0 {
-		errs = append(errs, fmt.Errorf("Config.StopTimeout %v is negative", c.StopTimeout))
-	}
-	errs = append(errs, c.Timing.problems("Config.Timing")...)
-	errs = append(errs, c.MetaTiming.problems("Config.MetaTiming")...)
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("multiraft: %w", err)
-	}
-	return nil
+	fields.NotNegative(&p, "Config.ProposeTimeout", c.ProposeTimeout)
+	fields.NotNegative(&p, "Config.StopTimeout", c.StopTimeout)
+	c.Timing.check(&p, "Config.Timing")
+	c.MetaTiming.check(&p, "Config.MetaTiming")
+	return p.Err("multiraft")
 }

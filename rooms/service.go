@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/fsm"
+	"github.com/heraldhq/herald/internal/fields"
 	"github.com/heraldhq/herald/multiraft"
 )
 
@@ -41,15 +42,9 @@ func DefaultConfig() Config {
 // field by field.
 func (c Config) WithDefaults() Config {
 	d := DefaultConfig()
-	if c.Scheme == "" {
-		c.Scheme = d.Scheme
-	}
-	if c.TickInterval == 0 {
-		c.TickInterval = d.TickInterval
-	}
-	if c.Logger == nil {
-		c.Logger = d.Logger
-	}
+	fields.Default(&c.Scheme, d.Scheme)
+	fields.Default(&c.TickInterval, d.TickInterval)
+	fields.Default(&c.Logger, d.Logger)
 	return c
 }
 
@@ -57,20 +52,13 @@ func (c Config) WithDefaults() Config {
 // zero fields took their defaults.
 func (c Config) Validate() error {
 	c = c.WithDefaults()
-	var errs []error
-	if c.Host == nil {
-		errs = append(errs, errors.New("Config.Host is required"))
-	}
+	var p fields.Problems
+	p.Required("Config.Host", c.Host != nil)
 	if c.Scheme != "http" && c.Scheme != "https" {
-		errs = append(errs, fmt.Errorf("Config.Scheme %q is neither http nor https", c.Scheme))
+		p.Addf("Config.Scheme %q is neither http nor https", c.Scheme)
 	}
-	if c.TickInterval < 0 {
-		errs = append(errs, fmt.Errorf("Config.TickInterval %v is negative", c.TickInterval))
-	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("rooms: %w", err)
-	}
-	return nil
+	fields.NotNegative(&p, "Config.TickInterval", c.TickInterval)
+	return p.Err("rooms")
 }
 
 // Service is the room layer of one node: the room-level API over its

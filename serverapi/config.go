@@ -1,13 +1,12 @@
 package serverapi
 
 import (
-	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
 
 	"github.com/heraldhq/herald/fsm"
+	"github.com/heraldhq/herald/internal/fields"
 	"github.com/heraldhq/herald/wsfront"
 )
 
@@ -77,27 +76,13 @@ func DefaultConfig() Config {
 // invalid.
 func (c Config) WithDefaults() Config {
 	d := DefaultConfig()
-	if c.MaxData == 0 {
-		c.MaxData = d.MaxData
-	}
-	if c.MaxPageBytes == 0 {
-		c.MaxPageBytes = d.MaxPageBytes
-	}
-	if c.MaxBroadcastRooms == 0 {
-		c.MaxBroadcastRooms = d.MaxBroadcastRooms
-	}
-	if c.RequestTimeout == 0 {
-		c.RequestTimeout = d.RequestTimeout
-	}
-	if c.NodeTimeout == 0 {
-		c.NodeTimeout = min(d.NodeTimeout, max(c.RequestTimeout, 0))
-	}
-	if c.NodeClient == nil {
-		c.NodeClient = d.NodeClient
-	}
-	if c.Logger == nil {
-		c.Logger = d.Logger
-	}
+	fields.Default(&c.MaxData, d.MaxData)
+	fields.Default(&c.MaxPageBytes, d.MaxPageBytes)
+	fields.Default(&c.MaxBroadcastRooms, d.MaxBroadcastRooms)
+	fields.Default(&c.RequestTimeout, d.RequestTimeout)
+	fields.Default(&c.NodeTimeout, min(d.NodeTimeout, max(c.RequestTimeout, 0)))
+	fields.Default(&c.NodeClient, d.NodeClient)
+	fields.Default(&c.Logger, d.Logger)
 	return c
 }
 
@@ -105,29 +90,19 @@ func (c Config) WithDefaults() Config {
 // after zero fields took their defaults.
 func (c Config) Validate() error {
 	c = c.WithDefaults()
-	var errs []error
+	var p fields.Problems
 	if c.MaxData < 0 || c.MaxData > fsm.MaxPayloadBytes {
-		errs = append(errs, fmt.Errorf("Config.MaxData %d: want 1..%d bytes", c.MaxData, fsm.MaxPayloadBytes))
+		p.Addf("Config.MaxData %d: want 1..%d bytes", c.MaxData, fsm.MaxPayloadBytes)
 	}
-	for _, f := range []struct {
-		name string
-		v    int64
-	}{
-		{"Config.MaxPageBytes", int64(c.MaxPageBytes)}, {"Config.MaxBroadcastRooms", int64(c.MaxBroadcastRooms)},
-		{"Config.RequestTimeout", int64(c.RequestTimeout)}, {"Config.NodeTimeout", int64(c.NodeTimeout)},
-	} {
-		if f.v < 0 {
-			errs = append(errs, fmt.Errorf("%s is negative", f.name))
-		}
-	}
+	fields.NotNegative(&p, "Config.MaxPageBytes", c.MaxPageBytes)
+	fields.NotNegative(&p, "Config.MaxBroadcastRooms", c.MaxBroadcastRooms)
+	fields.NotNegative(&p, "Config.RequestTimeout", c.RequestTimeout)
+	fields.NotNegative(&p, "Config.NodeTimeout", c.NodeTimeout)
 	if c.NodeTimeout > c.RequestTimeout {
-		errs = append(errs, fmt.Errorf("Config.NodeTimeout %v: at most Config.RequestTimeout, %v", c.NodeTimeout, c.RequestTimeout))
+		p.Addf("Config.NodeTimeout %v: at most Config.RequestTimeout, %v", c.NodeTimeout, c.RequestTimeout)
 	}
 	if _, err := newKeySet(c.Keys); err != nil {
-		errs = append(errs, fmt.Errorf("Config.Keys: %w", err))
+		p.Addf("Config.Keys: %w", err)
 	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("serverapi: %w", err)
-	}
-	return nil
+	return p.Err("serverapi")
 }

@@ -2,13 +2,12 @@ package wsfront
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"log/slog"
 	"strconv"
 	"time"
 
 	"github.com/heraldhq/herald/fsm"
+	"github.com/heraldhq/herald/internal/fields"
 	"github.com/heraldhq/herald/protocol"
 	"github.com/heraldhq/herald/rooms"
 	"github.com/heraldhq/herald/wsfront/auth"
@@ -221,28 +220,24 @@ func DefaultLimits() Limits {
 // from the open-files limit when the front starts.
 func (l Limits) WithDefaults() Limits {
 	d := DefaultLimits()
-	for _, f := range []struct{ v, def *int }{
-		{&l.MaxFrame, &d.MaxFrame}, {&l.MaxData, &d.MaxData}, {&l.MaxRooms, &d.MaxRooms},
-		{&l.PublishBurst, &d.PublishBurst}, {&l.MaxInflight, &d.MaxInflight},
-		{&l.MaxQueueFrames, &d.MaxQueueFrames}, {&l.MaxQueueBytes, &d.MaxQueueBytes},
-		{&l.MaxPageBytes, &d.MaxPageBytes}, {&l.MaxReadBytes, &d.MaxReadBytes},
-		{&l.MaxSocketsPerIP, &d.MaxSocketsPerIP}, {&l.MaxSocketsPerUser, &d.MaxSocketsPerUser},
-	} {
-		if *f.v == 0 {
-			*f.v = *f.def
-		}
-	}
-	if l.PublishRate == 0 {
-		l.PublishRate = d.PublishRate
-	}
-	for _, f := range []struct{ v, def *time.Duration }{
-		{&l.AuthTimeout, &d.AuthTimeout}, {&l.IdleTimeout, &d.IdleTimeout}, {&l.PingInterval, &d.PingInterval},
-		{&l.RequestTimeout, &d.RequestTimeout}, {&l.HandshakeTimeout, &d.HandshakeTimeout}, {&l.LeaveTimeout, &d.LeaveTimeout},
-	} {
-		if *f.v == 0 {
-			*f.v = *f.def
-		}
-	}
+	fields.Default(&l.MaxFrame, d.MaxFrame)
+	fields.Default(&l.MaxData, d.MaxData)
+	fields.Default(&l.MaxRooms, d.MaxRooms)
+	fields.Default(&l.PublishRate, d.PublishRate)
+	fields.Default(&l.PublishBurst, d.PublishBurst)
+	fields.Default(&l.MaxInflight, d.MaxInflight)
+	fields.Default(&l.MaxQueueFrames, d.MaxQueueFrames)
+	fields.Default(&l.MaxQueueBytes, d.MaxQueueBytes)
+	fields.Default(&l.MaxPageBytes, d.MaxPageBytes)
+	fields.Default(&l.MaxReadBytes, d.MaxReadBytes)
+	fields.Default(&l.AuthTimeout, d.AuthTimeout)
+	fields.Default(&l.IdleTimeout, d.IdleTimeout)
+	fields.Default(&l.PingInterval, d.PingInterval)
+	fields.Default(&l.RequestTimeout, d.RequestTimeout)
+	fields.Default(&l.HandshakeTimeout, d.HandshakeTimeout)
+	fields.Default(&l.LeaveTimeout, d.LeaveTimeout)
+	fields.Default(&l.MaxSocketsPerIP, d.MaxSocketsPerIP)
+	fields.Default(&l.MaxSocketsPerUser, d.MaxSocketsPerUser)
 	return l
 }
 
@@ -250,7 +245,7 @@ func (l Limits) WithDefaults() Limits {
 // unusable, after zero fields took their defaults.
 func (l Limits) Validate() error {
 	l = l.WithDefaults()
-	var errs []error
+	var p fields.Problems
 	for _, f := range []struct {
 		name string
 		v    int
@@ -260,22 +255,18 @@ func (l Limits) Validate() error {
 		{"Limits.MaxQueueFrames", l.MaxQueueFrames}, {"Limits.MaxQueueBytes", l.MaxQueueBytes},
 		{"Limits.MaxPageBytes", l.MaxPageBytes}, {"Limits.MaxReadBytes", l.MaxReadBytes},
 	} {
-		if f.v < 0 {
-			errs = append(errs, fmt.Errorf("%s %d is negative", f.name, f.v))
-		}
+		fields.NotNegative(&p, f.name, f.v)
 	}
-	if l.PublishRate < 0 {
-		errs = append(errs, fmt.Errorf("Limits.PublishRate %v is negative", l.PublishRate))
-	}
+	fields.NotNegative(&p, "Limits.PublishRate", l.PublishRate)
 	if l.MaxSockets < 0 {
-		errs = append(errs, fmt.Errorf("Limits.MaxSockets %d is negative (0: derived from the open-files limit)", l.MaxSockets))
+		p.Addf("Limits.MaxSockets %d is negative (0: derived from the open-files limit)", l.MaxSockets)
 	}
 	if l.MaxData > fsm.MaxPayloadBytes {
-		errs = append(errs, fmt.Errorf("Limits.MaxData %d is above what the state machine accepts (%d)", l.MaxData, fsm.MaxPayloadBytes))
+		p.Addf("Limits.MaxData %d is above what the state machine accepts (%d)", l.MaxData, fsm.MaxPayloadBytes)
 	}
 	if l.MaxPageBytes > 0 && l.MaxReadBytes > 0 && l.MaxQueueBytes > 0 && l.readBytes() < l.pageBytes() {
-		errs = append(errs, fmt.Errorf("Limits.MaxReadBytes %d is below one page (Limits.MaxPageBytes %d): no history read could run",
-			l.readBytes(), l.pageBytes()))
+		p.Addf("Limits.MaxReadBytes %d is below one page (Limits.MaxPageBytes %d): no history read could run",
+			l.readBytes(), l.pageBytes())
 	}
 	for _, f := range []struct {
 		name string
@@ -284,14 +275,12 @@ func (l Limits) Validate() error {
 		{"Limits.AuthTimeout", l.AuthTimeout}, {"Limits.IdleTimeout", l.IdleTimeout}, {"Limits.PingInterval", l.PingInterval},
 		{"Limits.RequestTimeout", l.RequestTimeout}, {"Limits.HandshakeTimeout", l.HandshakeTimeout}, {"Limits.LeaveTimeout", l.LeaveTimeout},
 	} {
-		if f.v < 0 {
-			errs = append(errs, fmt.Errorf("%s %v is negative", f.name, f.v))
-		}
+		fields.NotNegative(&p, f.name, f.v)
 	}
 	if l.PingInterval > 0 && l.PingInterval >= l.IdleTimeout {
-		errs = append(errs, fmt.Errorf("Limits.PingInterval %v must be shorter than Limits.IdleTimeout %v", l.PingInterval, l.IdleTimeout))
+		p.Addf("Limits.PingInterval %v must be shorter than Limits.IdleTimeout %v", l.PingInterval, l.IdleTimeout)
 	}
-	return errors.Join(errs...)
+	return p.Err("")
 }
 
 // Observer is told what the front does, for metrics. Its methods run on
@@ -356,12 +345,8 @@ func DefaultConfig() Config {
 func (c Config) WithDefaults() Config {
 	d := DefaultConfig()
 	c.Limits = c.Limits.WithDefaults()
-	if c.Logger == nil {
-		c.Logger = d.Logger
-	}
-	if c.Observer == nil {
-		c.Observer = d.Observer
-	}
+	fields.Default(&c.Logger, d.Logger)
+	fields.Default(&c.Observer, d.Observer)
 	return c
 }
 
@@ -369,18 +354,13 @@ func (c Config) WithDefaults() Config {
 // zero fields took their defaults.
 func (c Config) Validate() error {
 	c = c.WithDefaults()
-	var errs []error
-	if c.Backend == nil {
-		errs = append(errs, errors.New("Config.Backend is required"))
-	}
+	var p fields.Problems
+	p.Required("Config.Backend", c.Backend != nil)
 	if err := c.Auth.Validate(); err != nil {
-		errs = append(errs, fmt.Errorf("Config.Auth: %w", err))
+		p.Addf("Config.Auth: %w", err)
 	}
 	if err := c.Limits.Validate(); err != nil {
-		errs = append(errs, fmt.Errorf("Config.%w", err))
+		p.Addf("Config.%w", err)
 	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("wsfront: %w", err)
-	}
-	return nil
+	return p.Err("wsfront")
 }

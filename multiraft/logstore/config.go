@@ -1,10 +1,10 @@
 package logstore
 
 import (
-	"errors"
-	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/heraldhq/herald/internal/fields"
 )
 
 // Config configures Open.
@@ -59,18 +59,10 @@ const minBadgerMemTableSize = 8 << 20
 // field by field: setting one field never changes another.
 func (c Config) WithDefaults() Config {
 	d := DefaultConfig()
-	if c.Kind == "" {
-		c.Kind = d.Kind
-	}
-	if c.Logger == nil {
-		c.Logger = d.Logger
-	}
-	if c.BadgerMemTableSize == 0 {
-		c.BadgerMemTableSize = d.BadgerMemTableSize
-	}
-	if c.BadgerBlockCacheSize == 0 {
-		c.BadgerBlockCacheSize = d.BadgerBlockCacheSize
-	}
+	fields.Default(&c.Kind, d.Kind)
+	fields.Default(&c.Logger, d.Logger)
+	fields.Default(&c.BadgerMemTableSize, d.BadgerMemTableSize)
+	fields.Default(&c.BadgerBlockCacheSize, d.BadgerBlockCacheSize)
 	return c
 }
 
@@ -78,21 +70,14 @@ func (c Config) WithDefaults() Config {
 // zero fields took their defaults.
 func (c Config) Validate() error {
 	c = c.WithDefaults()
-	var errs []error
-	if c.Dir == "" {
-		errs = append(errs, errors.New("Config.Dir is required"))
-	}
+	var p fields.Problems
+	p.Required("Config.Dir", c.Dir != "")
 	if c.Kind != KindBadger && c.Kind != KindBolt {
-		errs = append(errs, fmt.Errorf("Config.Kind %q is unknown (want %q or %q)", c.Kind, KindBadger, KindBolt))
+		p.Addf("Config.Kind %q is unknown (want %q or %q)", c.Kind, KindBadger, KindBolt)
 	}
 	if c.BadgerMemTableSize < minBadgerMemTableSize {
-		errs = append(errs, fmt.Errorf("Config.BadgerMemTableSize %d is below the minimum, %d", c.BadgerMemTableSize, minBadgerMemTableSize))
+		p.Addf("Config.BadgerMemTableSize %d is below the minimum, %d", c.BadgerMemTableSize, minBadgerMemTableSize)
 	}
-	if c.BadgerBlockCacheSize < 0 {
-		errs = append(errs, fmt.Errorf("Config.BadgerBlockCacheSize %d is negative", c.BadgerBlockCacheSize))
-	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("logstore: %w", err)
-	}
-	return nil
+	fields.NotNegative(&p, "Config.BadgerBlockCacheSize", c.BadgerBlockCacheSize)
+	return p.Err("logstore")
 }

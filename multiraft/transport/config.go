@@ -2,11 +2,11 @@ package transport
 
 import (
 	"crypto/tls"
-	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"time"
+
+	"github.com/heraldhq/herald/internal/fields"
 )
 
 // Config configures a Manager.
@@ -88,17 +88,11 @@ func DefaultConfig() Config {
 // field by field: setting one field never changes another.
 func (c Config) WithDefaults() Config {
 	d := DefaultConfig()
-	for _, f := range []struct{ v, def *time.Duration }{
-		{&c.DialTimeout, &d.DialTimeout}, {&c.RPCTimeout, &d.RPCTimeout},
-		{&c.HeartbeatCoalesce, &d.HeartbeatCoalesce}, {&c.ProbeAfter, &d.ProbeAfter},
-	} {
-		if *f.v == 0 {
-			*f.v = *f.def
-		}
-	}
-	if c.Logger == nil {
-		c.Logger = d.Logger
-	}
+	fields.Default(&c.DialTimeout, d.DialTimeout)
+	fields.Default(&c.RPCTimeout, d.RPCTimeout)
+	fields.Default(&c.HeartbeatCoalesce, d.HeartbeatCoalesce)
+	fields.Default(&c.ProbeAfter, d.ProbeAfter)
+	fields.Default(&c.Logger, d.Logger)
 	return c
 }
 
@@ -106,29 +100,17 @@ func (c Config) WithDefaults() Config {
 // zero fields took their defaults.
 func (c Config) Validate() error {
 	c = c.WithDefaults()
-	var errs []error
-	if c.NodeID == "" {
-		errs = append(errs, errors.New("Config.NodeID is required"))
-	} else if len(c.NodeID) > 255 {
-		errs = append(errs, fmt.Errorf("Config.NodeID is %d bytes, at most 255 allowed", len(c.NodeID)))
+	var p fields.Problems
+	p.Required("Config.NodeID", c.NodeID != "")
+	if len(c.NodeID) > 255 {
+		p.Addf("Config.NodeID is %d bytes, at most 255 allowed", len(c.NodeID))
 	}
-	if c.Listener == nil && c.ListenAddr == "" {
-		errs = append(errs, errors.New("Config.Listener or Config.ListenAddr is required"))
-	}
-	if c.DialTimeout < 0 {
-		errs = append(errs, fmt.Errorf("Config.DialTimeout %v is negative", c.DialTimeout))
-	}
-	if c.RPCTimeout < 0 {
-		errs = append(errs, fmt.Errorf("Config.RPCTimeout %v is negative", c.RPCTimeout))
-	}
-	if c.HeartbeatInterval < 0 {
-		errs = append(errs, fmt.Errorf("Config.HeartbeatInterval %v is negative", c.HeartbeatInterval))
-	}
+	p.Required("Config.Listener or Config.ListenAddr", c.Listener != nil || c.ListenAddr != "")
+	fields.NotNegative(&p, "Config.DialTimeout", c.DialTimeout)
+	fields.NotNegative(&p, "Config.RPCTimeout", c.RPCTimeout)
+	fields.NotNegative(&p, "Config.HeartbeatInterval", c.HeartbeatInterval)
 	if n := len(c.ClusterSecret); n > 0 && n < MinClusterSecretLen {
-		errs = append(errs, fmt.Errorf("Config.ClusterSecret is %d bytes, at least %d are needed", n, MinClusterSecretLen))
+		p.Addf("Config.ClusterSecret is %d bytes, at least %d are needed", n, MinClusterSecretLen)
 	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("transport: %w", err)
-	}
-	return nil
+	return p.Err("transport")
 }
