@@ -84,7 +84,7 @@ func (s *Store) Close() error {
 type badgerLogger struct{ l *slog.Logger }
 
 func (b badgerLogger) log(level slog.Level, format string, args ...any) {
-	if b.l != nil {
+	if b.l != nil && b.l.Enabled(context.Background(), level) {
 		b.l.Log(context.Background(), level, fmt.Sprintf(format, args...), "component", "badger")
 	}
 }
