@@ -241,7 +241,7 @@ func serveConfig(c *cli.Context, logger *slog.Logger) (herald.Config, string, er
 	cfg.Timing.CommitTimeout = c.Duration("commit-timeout")
 	cfg.Timing.PerGroupHeartbeats = c.Bool("per-group-heartbeats")
 	if err := cfg.Timing.Validate(); err != nil {
-		bad("raft timeouts: %v", err)
+		bad("raft timeouts: %v", flagNames.Replace(err.Error()))
 	}
 	if spec := c.String("bootstrap"); spec != "" {
 		peers, err := parseBootstrap(spec)
@@ -280,7 +280,7 @@ func serveConfig(c *cli.Context, logger *slog.Logger) (herald.Config, string, er
 	lim.MaxSockets = c.Int("max-sockets")
 	lim.MaxSocketsPerIP, lim.MaxSocketsPerUser = socketLimitFlag(c, "max-sockets-per-ip", bad), socketLimitFlag(c, "max-sockets-per-user", bad)
 	if err := lim.Validate(); err != nil {
-		bad("limits: %v", err)
+		bad("limits: %v", flagNames.Replace(err.Error()))
 	}
 	cfg.Limits = lim
 	if cfg.Auth, err = authConfig(c); err != nil {
@@ -598,3 +598,16 @@ func socketLimitFlag(c *cli.Context, name string, bad func(string, ...any)) int 
 	}
 	return 0
 }
+
+// flagNames turns the fields that the packages' Validate names into the
+// flags that set them.
+var flagNames = strings.NewReplacer(
+	"Limits.MaxFrame", "--max-frame", "Limits.MaxData", "--max-data", "Limits.MaxRooms", "--max-rooms",
+	"Limits.PublishRate", "--publish-rate", "Limits.PublishBurst", "--publish-burst", "Limits.MaxInflight", "--max-inflight",
+	"Limits.MaxQueueFrames", "--max-queue-frames", "Limits.MaxQueueBytes", "--max-queue-bytes",
+	"Limits.MaxSockets", "--max-sockets", "Limits.MaxPageBytes", "--max-page-bytes", "Limits.MaxReadBytes", "--max-read-bytes",
+	"Limits.AuthTimeout", "--auth-timeout", "Limits.IdleTimeout", "--idle-timeout", "Limits.PingInterval", "--ping-interval",
+	"Limits.RequestTimeout", "--request-timeout",
+	"Timing.HeartbeatTimeout", "--heartbeat-timeout", "Timing.ElectionTimeout", "--election-timeout",
+	"Timing.LeaderLeaseTimeout", "--leader-lease-timeout", "Timing.CommitTimeout", "--commit-timeout",
+)
