@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -15,163 +14,10 @@ import (
 	"github.com/heraldhq/herald/fsm"
 	"github.com/heraldhq/herald/metrics"
 	"github.com/heraldhq/herald/multiraft"
-	"github.com/heraldhq/herald/multiraft/logstore"
 	"github.com/heraldhq/herald/rooms"
 	"github.com/heraldhq/herald/web"
 	"github.com/heraldhq/herald/wsfront"
-	"github.com/heraldhq/herald/wsfront/auth"
 )
-
-// Config configures one node.
-type Config struct {
-	// NodeID names the node in its cluster; it must stay the same across
-	// restarts with the same DataDir.
-	NodeID string
-	// DataDir holds the node's raft logs (raft/) and room state (state/).
-	DataDir string
-
-	// ClientAddr is where the websocket and HTTP port listens
-	// ("127.0.0.1:0" picks a free port); PeerAddr the same for the peer port.
-	// The advertised forms are what clients and other nodes dial (default:
-	// the bound address).
-	ClientAddr          string
-	AdvertiseClientAddr string
-	PeerAddr            string
-	AdvertisePeerAddr   string
-	// ClientTLS serves the client port as https/wss.
-	ClientTLS *tls.Config
-	// PeerTLS and PeerClientTLS turn on mutual TLS on the peer port; the
-	// certificate each node presents must name its node id (a DNS or URI
-	// SAN, or the CN).
-	PeerTLS       *tls.Config
-	PeerClientTLS *tls.Config
-	// ClusterSecret is the secret every node of the cluster shares and
-	// proves to its peers in each connection's handshake (at least 16
-	// bytes; it never crosses the wire). A peer port that is not on
-	// loopback needs it, or mutual TLS, unless InsecurePeers is set.
-	ClusterSecret []byte
-	// InsecurePeers lets a peer port off loopback accept peers that prove
-	// nothing: anyone who reaches the port can then act as a node. For
-	// networks the operator fully controls; Start logs a warning.
-	InsecurePeers bool
-
-	// Bootstrap creates a new cluster (every initial node gets the same
-	// spec); Join adds the node to an existing one through any of its
-	// nodes' peer addresses. A node restarting with its data needs neither;
-	// Node.Bootstrap and Node.Join do the same after Start.
-	Bootstrap *multiraft.BootstrapSpec
-	Join      []string
-
-	Auth auth.Config
-	// AllowedOrigins are the browser origins whose pages may open sockets
-	// (see wsfront.Config.AllowedOrigins).
-	AllowedOrigins []string
-	Limits         wsfront.Limits // zero fields get wsfront.DefaultLimits' (Limits.WithDefaults)
-	LogStore       logstore.Kind
-	Timing         multiraft.Timing // zero fields get multiraft.DefaultTiming's (Timing.WithDefaults)
-	// LeaseTTL is how long the node's ephemeral members outlive it when it
-	// dies without closing (default multiraft's).
-	LeaseTTL time.Duration
-	// TickInterval is how often the leader of each group enforces the age
-	// limits of its rooms' history (default 30s).
-	TickInterval time.Duration
-	// StopTimeout bounds Close (default 15s).
-	StopTimeout time.Duration
-	// DisableMetrics turns off the Prometheus metrics the node otherwise
-	// serves at /metrics on its client port (docs/operations.md lists them).
-	DisableMetrics bool
-	Logger         *slog.Logger
-
-	// Mount, if set, is called during Start once the node's own handlers
-	// are on its client port and before the port accepts connections, to
-	// add more with n.Front().Handle (the admin API, say). Handlers added
-	// after Start returns would answer 404 for a moment after the node
-	// already answers /readyz with 200. When Mount runs, the node has not
-	// joined its cluster yet; n.Host() and n.Front() are ready.
-	Mount func(n *Node)
-}
-
-func (c *Config) setDefaults() {
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
-	}
-	if c.TickInterval == 0 {
-		c.TickInterval = 30 * time.Second
-	}
-	if c.StopTimeout == 0 {
-		c.StopTimeout = 15 * time.Second
-	}
-	c.Limits = c.Limits.WithDefaults()
-}
-
-// Validate reports the first problems with the configuration.
-func (c *Config) Validate() error {
-	var errs []error
-	if c.NodeID == "" {
-		errs = append(errs, errors.New("node id is required"))
-	}
-	if c.DataDir == "" {
-		errs = append(errs, errors.New("data dir is required"))
-	}
-	if c.ClientAddr == "" {
-		errs = append(errs, errors.New("client address is required"))
-	}
-	if c.PeerAddr == "" {
-		errs = append(errs, errors.New("peer address is required"))
-	}
-	if c.Bootstrap != nil && len(c.Join) > 0 {
-		errs = append(errs, errors.New("bootstrap and join exclude each other: a node founds a cluster or joins one"))
-	}
-	if c.TickInterval < 0 || c.StopTimeout < 0 {
-		errs = append(errs, errors.New("tick interval and stop timeout must not be negative"))
-	}
-	if err := c.Limits.Validate(); err != nil {
-		errs = append(errs, err)
-	}
-	if err := c.checkPeerAuth(); err != nil {
-		errs = append(errs, err)
-	}
-	if err := c.Auth.Validate(); err != nil {
-		errs = append(errs, fmt.Errorf("auth: %w", err))
-	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("herald: %w", err)
-	}
-	return nil
-}
-
-// checkPeerAuth refuses a peer port that anyone on the network could use
-// to act as a node: one off loopback that authenticates peers neither by a
-// cluster secret nor by client certificates.
-func (c *Config) checkPeerAuth() error {
-	if n := len(c.ClusterSecret); n > 0 && n < multiraft.MinClusterSecretLen {
-		return fmt.Errorf("the cluster secret is %d bytes; use at least %d (e.g. openssl rand -hex 32)", n, multiraft.MinClusterSecretLen)
-	}
-	if len(c.ClusterSecret) > 0 || c.peerMutualTLS() || c.InsecurePeers || c.PeerAddr == "" || isLoopback(c.PeerAddr) {
-		return nil
-	}
-	return fmt.Errorf("the peer port %s is not on loopback and peers would not authenticate: anyone who reaches it could act as a node; "+
-		"set a cluster secret (--cluster-secret-file or HERALD_CLUSTER_SECRET, the same on every node) or peer mutual TLS (--peer-tls-cert, --peer-tls-key, --peer-tls-ca), "+
-		"or, on a network you fully control, --insecure-peers", c.PeerAddr)
-}
-
-func (c *Config) peerMutualTLS() bool {
-	return c.PeerTLS != nil && c.PeerTLS.ClientAuth == tls.RequireAndVerifyClientCert && c.PeerClientTLS != nil
-}
-
-// isLoopback reports whether a listen address binds loopback only: an
-// empty or unspecified host binds every interface.
-func isLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
 
 // Node is a running Herald node: storage, raft groups and client port.
 type Node struct {
@@ -185,8 +31,12 @@ type Node struct {
 	url      string
 
 	// ctx ends when the node begins to stop (Context).
-	ctx       context.Context
-	cancel    context.CancelFunc
+	ctx    context.Context
+	cancel context.CancelFunc
+	// wg counts the node's own loops and the goroutines of Go. goMu
+	// orders Go's Add before the cancel that starts the node's stop, so
+	// that no Add can follow the Wait.
+	goMu      sync.Mutex
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 	closeErr  error
@@ -196,7 +46,7 @@ type Node struct {
 // port, and, when cfg says so, bootstraps or joins a cluster and waits until
 // the node is registered in it.
 func Start(ctx context.Context, cfg Config) (n *Node, err error) {
-	cfg.setDefaults()
+	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -236,7 +86,6 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	if n.store, err = fsm.OpenStore(fsm.DefaultStoreConfig(filepath.Join(cfg.DataDir, "state"))); err != nil {
 		return nil, fmt.Errorf("herald: room state: %w", err)
 	}
-	timing := cfg.Timing.WithDefaults()
 	// Left nil, not set to a nil *metrics.Node, so that they mean "no
 	// observer" to the packages.
 	var raftObs multiraft.Observer
@@ -255,7 +104,7 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 		PeerClientTLS:     cfg.PeerClientTLS,
 		ClusterSecret:     cfg.ClusterSecret,
 		LogStore:          cfg.LogStore,
-		Timing:            timing,
+		Timing:            cfg.Timing,
 		LeaseTTL:          cfg.LeaseTTL,
 		StopTimeout:       cfg.StopTimeout,
 		App:               &rooms.Application{Store: n.store, Logger: cfg.Logger},
@@ -381,7 +230,7 @@ func (n *Node) Rooms() *rooms.Service { return n.rooms }
 
 // Context ends when the node begins to stop: work started on the node's
 // behalf (the admin API's jobs, say) derives its context from it, so that
-// Close does not leave it running.
+// Close does not leave it running; Go also makes Close wait for it.
 func (n *Node) Context() context.Context { return n.ctx }
 
 // Front is the node's client port, to add HTTP endpoints to.
@@ -435,11 +284,33 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	return n.closeErr
 }
 
+// Go runs fn in a goroutine the node owns, for work done on the node's
+// behalf that may outlast a request (the admin API's jobs). fn gets the
+// node's Context, which ends when the node begins to stop; Shutdown and
+// Close then wait for fn to return, within their bound, before they close
+// the node's storage. Go reports false, and does not run fn, once the node
+// is stopping.
+func (n *Node) Go(fn func(ctx context.Context)) bool {
+	n.goMu.Lock()
+	defer n.goMu.Unlock()
+	if n.ctx.Err() != nil {
+		return false
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		fn(n.ctx)
+	}()
+	return true
+}
+
 // release stops what Start started, in reverse order, within ctx.
 func (n *Node) release(ctx context.Context) error {
 	var errs []error
 	if n.cancel != nil {
+		n.goMu.Lock()
 		n.cancel()
+		n.goMu.Unlock()
 	}
 	if n.front != nil {
 		fctx, cancel := context.WithTimeout(ctx, time.Second)

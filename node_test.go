@@ -98,3 +98,36 @@ func TestNodeRestartKeepsRooms(t *testing.T) {
 		t.Fatalf("restarted node: %+v epoch %d", page.Events, h.Epoch())
 	}
 }
+
+// Work run with Node.Go sees the node's context end when the node stops,
+// and Shutdown returns only after it has returned; once the node is
+// stopping, Go refuses new work.
+func TestShutdownWaitsForGo(t *testing.T) {
+	n, err := herald.Start(context.Background(), herald.Config{NodeID: "n1", DataDir: t.TempDir(),
+		ClientAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0", Auth: auth.Config{Insecure: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	finished := make(chan struct{})
+	if !n.Go(func(ctx context.Context) {
+		<-ctx.Done()
+		// Unwinding takes a while: Shutdown must not return before it ends.
+		time.Sleep(200 * time.Millisecond)
+		close(finished)
+	}) {
+		t.Fatal("Go refused work on a running node")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := n.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-finished:
+	default:
+		t.Fatal("Shutdown returned before the node's goroutine did")
+	}
+	if n.Go(func(context.Context) { t.Error("ran after the node stopped") }) {
+		t.Fatal("Go accepted work on a stopped node")
+	}
+}

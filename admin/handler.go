@@ -89,7 +89,7 @@ func (g *guard) refuse(w http.ResponseWriter, r *http.Request) bool {
 // Handler returns the admin API of node, to be mounted at Prefix on the
 // node's client port. Long operations run as jobs that end when they finish
 // or fail, when they are canceled, or when the node closes (their
-// operations then fail).
+// operations then fail, and the node's Shutdown waits for them to return).
 func Handler(node *herald.Node, opts Options) http.Handler {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -100,7 +100,7 @@ func Handler(node *herald.Node, opts Options) http.Handler {
 		log: opts.Logger.With("part", "admin"),
 		mux: http.NewServeMux(),
 	}
-	s.jobs = newJobs(node.Context(), s.host.NodeID(), s.log)
+	s.jobs = newJobs(node.Context(), node.Go, s.host.NodeID(), s.log)
 	s.routes()
 	return s
 }

@@ -22,12 +22,16 @@ const (
 // background. At most one runs at a time: two rebalances or a rebalance
 // and a decommission would plan against each other's half-done moves.
 type jobs struct {
-	// node, log and base are set at construction, read-only after.
+	// node, log, base and spawn are set at construction, read-only after.
 	node string
 	log  *slog.Logger
 	// base ends when the node stops, and every job with it: a job may run
 	// for hours, and must not outlive its node.
 	base context.Context
+	// spawn runs a job's goroutine as one the node owns, so that the
+	// node's Shutdown waits for it (herald.Node.Go); false once the node
+	// is stopping.
+	spawn func(func(context.Context)) bool
 
 	// mu guards everything below, and the job of every jobState in list.
 	mu   sync.Mutex
@@ -46,8 +50,8 @@ type jobState struct {
 	done   chan struct{}
 }
 
-func newJobs(base context.Context, node string, log *slog.Logger) *jobs {
-	return &jobs{base: base, node: node, log: log}
+func newJobs(base context.Context, spawn func(func(context.Context)) bool, node string, log *slog.Logger) *jobs {
+	return &jobs{base: base, spawn: spawn, node: node, log: log}
 }
 
 // progress is how a running job reports.
@@ -81,12 +85,7 @@ func (j *jobs) start(kind, node string, timeout time.Duration, fn func(ctx conte
 		cancel: cancel,
 		done:   make(chan struct{}),
 	}
-	j.list = append(j.list, st)
-	if len(j.list) > keptJobs {
-		j.list = slices.Delete(j.list, 0, len(j.list)-keptJobs)
-	}
-	j.log.Info("admin job started", "job", st.job.ID, "kind", kind, "node", node)
-	go func() {
+	started := j.spawn(func(context.Context) {
 		defer close(st.done)
 		defer cancel()
 		err := fn(ctx, progress{j, st})
@@ -110,7 +109,16 @@ func (j *jobs) start(kind, node string, timeout time.Duration, fn func(ctx conte
 			st.job.Error = toAPIError(err)
 		}
 		j.log.Info("admin job ended", "job", st.job.ID, "state", st.job.State, "err", err)
-	}()
+	})
+	if !started {
+		cancel()
+		return Job{}, unavailable("node %s is stopping", j.node)
+	}
+	j.list = append(j.list, st)
+	if len(j.list) > keptJobs {
+		j.list = slices.Delete(j.list, 0, len(j.list)-keptJobs)
+	}
+	j.log.Info("admin job started", "job", st.job.ID, "kind", kind, "node", node)
 	return cloneJob(st.job), nil
 }
 

@@ -3,6 +3,8 @@ package client
 import (
 	"math/rand/v2"
 	"time"
+
+	"github.com/heraldhq/herald/internal/fields"
 )
 
 // Jitter says how a Backoff randomizes its delays.
@@ -25,24 +27,44 @@ const (
 // requests a node answered with a retryable error.
 type Backoff struct {
 	Min    time.Duration // default 50ms
-	Max    time.Duration // default 5s
+	Max    time.Duration // default 5s; below Min it is raised to Min
 	Jitter Jitter
 }
 
-func (b Backoff) withDefaults() Backoff {
-	if b.Min <= 0 {
-		b.Min = 50 * time.Millisecond
+// DefaultBackoff returns the values a Backoff's zero fields take.
+func DefaultBackoff() Backoff {
+	return Backoff{Min: 50 * time.Millisecond, Max: 5 * time.Second}
+}
+
+// WithDefaults returns b with each zero field set to DefaultBackoff's
+// value. A Max below Min is raised to Min, so that setting Min alone
+// never makes the default Max wrong.
+func (b Backoff) WithDefaults() Backoff {
+	d := DefaultBackoff()
+	fields.Default(&b.Min, d.Min)
+	fields.Default(&b.Max, d.Max)
+	if b.Max > 0 {
+		b.Max = max(b.Max, b.Min)
 	}
-	if b.Max <= 0 {
-		b.Max = 5 * time.Second
-	}
-	b.Max = max(b.Max, b.Min)
 	return b
+}
+
+// Validate reports a negative Min or Max, by name.
+func (b Backoff) Validate() error {
+	var p fields.Problems
+	fields.NotNegative(&p, "Backoff.Min", b.Min)
+	fields.NotNegative(&p, "Backoff.Max", b.Max)
+	return p.Err("")
 }
 
 // Delay is the wait before attempt+1, after attempt (from 0) failed.
 func (b Backoff) Delay(attempt int) time.Duration {
-	b = b.withDefaults()
+	if b.Min < 0 || b.Max < 0 {
+		// Delay has no error to return: a Backoff that Validate refuses
+		// waits as the default one does.
+		b = Backoff{Jitter: b.Jitter}
+	}
+	b = b.WithDefaults()
 	bound := b.Max
 	if attempt >= 0 && attempt < 32 {
 		if d := b.Min << attempt; d > 0 && d < b.Max {

@@ -155,7 +155,7 @@ func TestFrameClosedWith1009IsNotResent(t *testing.T) {
 	url := startBadNode(t, n)
 	var mu sync.Mutex
 	var closes []uint16
-	cl := dialOpts(t, client.Options{URLs: []string{url}, User: "alice", OnState: func(s client.StateChange) {
+	cl := dialOpts(t, client.Config{URLs: []string{url}, User: "alice", OnState: func(s client.StateChange) {
 		if s.State == client.Disconnected {
 			mu.Lock()
 			closes = append(closes, s.CloseCode)

@@ -2,12 +2,10 @@ package client
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
-	"net"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -16,50 +14,6 @@ import (
 	"github.com/heraldhq/herald/internal/wait"
 	"github.com/heraldhq/herald/protocol"
 )
-
-// Options configure a Client.
-type Options struct {
-	// URLs are ws:// or wss:// addresses (ending in /ws) of one or more
-	// nodes. The first connection tries them in order; after a connection
-	// ends the client moves on to the next one, round robin, since the
-	// node it had may be the one that failed.
-	URLs []string
-
-	// Token is the JWT sent with auth. TokenSource, if set, is asked for a
-	// token at every (re)connection instead, so a long-lived client can
-	// outlive its tokens' expiry; once connected, the client keeps
-	// reconnecting through refusals, which a fresh token may end. User is
-	// the bare user name of a node in insecure mode. One of the three is
-	// required.
-	Token       string
-	TokenSource func(ctx context.Context) (string, error)
-	User        string
-
-	// Backoff spaces reconnection attempts and request retries.
-	Backoff Backoff
-	// DialTimeout bounds one connection attempt: TCP, TLS, the websocket
-	// handshake and auth. Default 10s.
-	DialTimeout time.Duration
-	// PingInterval is how often the client pings the node; a socket that
-	// brings nothing for three intervals is dropped and replaced.
-	// Default 15s.
-	PingInterval time.Duration
-	// DialContext opens the TCP connections (through a proxy, say);
-	// default net.Dialer.
-	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
-	// TLSConfig is used for wss:// URLs.
-	TLSConfig *tls.Config
-	// MaxFrame is the largest frame the client reads. The default, 128 MiB,
-	// fits a history page of 1,000 events of 64 KiB, more than a node's
-	// byte-bounded pages (max_page_bytes) hold.
-	MaxFrame int
-
-	Logger *slog.Logger
-	// OnState is told of every connection state change. It runs on the
-	// goroutine that connects, so it must return promptly and must not
-	// call Close.
-	OnState func(StateChange)
-}
 
 // State is the state of a Client's connection.
 type State uint8
@@ -111,7 +65,7 @@ type StateChange struct {
 // within their context; those in flight when a socket died are retried on
 // the next one (see each method for what that means for it).
 type Client struct {
-	opts Options
+	opts Config
 	log  *slog.Logger
 	ids  atomic.Uint64
 
@@ -137,38 +91,20 @@ type Client struct {
 	joins   map[string]*joinState
 }
 
-// Dial connects to the cluster and returns once a node accepted the
+// Dial connects to the cluster (zero fields of cfg take DefaultConfig's
+// values) and returns once a node accepted the
 // credentials. It keeps trying the URLs, with backoff, until ctx ends; a
 // node refusing the credentials (an *Error with code unauthorized) ends it
 // at once. ctx bounds only the dial: the Client lives until Close.
-func Dial(ctx context.Context, opts Options) (*Client, error) {
-	if len(opts.URLs) == 0 {
-		return nil, errors.New("herald: no URLs")
+func Dial(ctx context.Context, cfg Config) (*Client, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
-	if opts.Token == "" && opts.TokenSource == nil && opts.User == "" {
-		return nil, errors.New("herald: no Token, TokenSource or User to authenticate with")
-	}
-	opts.URLs = append([]string(nil), opts.URLs...)
-	if opts.DialTimeout <= 0 {
-		opts.DialTimeout = 10 * time.Second
-	}
-	if opts.PingInterval <= 0 {
-		opts.PingInterval = 15 * time.Second
-	}
-	if opts.DialContext == nil {
-		opts.DialContext = (&net.Dialer{}).DialContext
-	}
-	if opts.MaxFrame <= 0 {
-		opts.MaxFrame = 128 << 20
-	}
-	opts.Backoff = opts.Backoff.withDefaults()
-	log := opts.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
+	cfg.URLs = slices.Clone(cfg.URLs)
 	c := &Client{
-		opts:    opts,
-		log:     log,
+		opts:    cfg,
+		log:     cfg.Logger,
 		up:      make(chan struct{}),
 		firstUp: make(chan struct{}),
 		subs:    make(map[string]*Subscription),

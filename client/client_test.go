@@ -31,10 +31,10 @@ import (
 // the test ends.
 func dial(t *testing.T, user string, urls ...string) *client.Client {
 	t.Helper()
-	return dialOpts(t, client.Options{URLs: urls, User: user})
+	return dialOpts(t, client.Config{URLs: urls, User: user})
 }
 
-func dialOpts(t *testing.T, opts client.Options) *client.Client {
+func dialOpts(t *testing.T, opts client.Config) *client.Client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -318,7 +318,7 @@ func TestAuth(t *testing.T) {
 	}
 	ctx := timeout(t, 20*time.Second)
 
-	alice := dialOpts(t, client.Options{URLs: c.URLs(),
+	alice := dialOpts(t, client.Config{URLs: c.URLs(),
 		Token: token(secret, "alice", map[string][]string{"publish": {"lobby"}, "read": {"*"}})})
 	if _, err := alice.Publish(ctx, "lobby", "hi"); err != nil {
 		t.Fatal(err)
@@ -333,7 +333,7 @@ func TestAuth(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	reader := dialOpts(t, client.Options{URLs: c.URLs(),
+	reader := dialOpts(t, client.Config{URLs: c.URLs(),
 		Token: token(secret, "reader", map[string][]string{"read": {"public-*"}})})
 	if _, err := reader.Subscribe(ctx, "lobby", client.SubscribeOptions{}); !errors.Is(err, client.ErrForbidden) {
 		t.Fatalf("subscribe without the right: %v", err)
@@ -343,7 +343,7 @@ func TestAuth(t *testing.T) {
 	}
 
 	// Refused credentials end Dial at once instead of being retried.
-	for name, opts := range map[string]client.Options{
+	for name, opts := range map[string]client.Config{
 		"forged token": {Token: token([]byte("another secret, 32 bytes or more"), "mallory", nil)},
 		"bare user":    {User: "mallory"},
 	} {
@@ -361,7 +361,7 @@ func TestAuth(t *testing.T) {
 
 	// A token source is asked at every connection.
 	var asked atomic.Int32
-	viaSource := dialOpts(t, client.Options{URLs: c.URLs(), TokenSource: func(context.Context) (string, error) {
+	viaSource := dialOpts(t, client.Config{URLs: c.URLs(), TokenSource: func(context.Context) (string, error) {
 		asked.Add(1)
 		return token(secret, "carol", map[string][]string{"rooms": {"*"}}), nil
 	}})
@@ -383,7 +383,7 @@ func TestExactlyOncePublishAcrossCrash(t *testing.T) {
 	var states sync.Map
 	retries := &countingHandler{msg: "herald: retrying publish", err: "herald: connection lost"}
 	retries.showOnFailure(t)
-	pub := dialOpts(t, client.Options{URLs: c.URLs(), User: "writer", Logger: slog.New(retries),
+	pub := dialOpts(t, client.Config{URLs: c.URLs(), User: "writer", Logger: slog.New(retries),
 		OnState: func(ch client.StateChange) { states.Store(ch.URL+"/"+ch.State.String(), true) }})
 	if pub.Node() != "n1" {
 		t.Fatalf("connected to %q, not n1", pub.Node())
@@ -517,7 +517,7 @@ func TestSubscribeResumesAcrossCrash(t *testing.T) {
 	c := testcluster.Start(t, testcluster.Options{})
 	const n = 150
 	reconnected := make(chan string, 10)
-	subc := dialOpts(t, client.Options{URLs: c.URLs(), User: "reader", OnState: func(ch client.StateChange) {
+	subc := dialOpts(t, client.Config{URLs: c.URLs(), User: "reader", OnState: func(ch client.StateChange) {
 		if ch.State == client.Connected {
 			reconnected <- ch.Node
 		}
@@ -576,7 +576,7 @@ func TestSubscribeResumesAcrossCrash(t *testing.T) {
 func TestResumeAfterGoingAway(t *testing.T) {
 	c := testcluster.Start(t, testcluster.Options{})
 	codes := make(chan uint16, 10)
-	alice := dialOpts(t, client.Options{URLs: c.URLs(), User: "alice", OnState: func(ch client.StateChange) {
+	alice := dialOpts(t, client.Config{URLs: c.URLs(), User: "alice", OnState: func(ch client.StateChange) {
 		if ch.State == client.Disconnected && ch.CloseCode != 0 {
 			codes <- ch.CloseCode
 		}
@@ -838,7 +838,7 @@ func TestDialSkipsDeadNode(t *testing.T) {
 	_ = l.Close()
 
 	var failed, dials atomic.Int32
-	cl := dialOpts(t, client.Options{URLs: []string{dead, c.URL(1)}, User: "alice",
+	cl := dialOpts(t, client.Config{URLs: []string{dead, c.URL(1)}, User: "alice",
 		OnState: func(ch client.StateChange) {
 			if ch.State == client.Disconnected && ch.URL == dead && ch.Err != nil {
 				failed.Add(1)
@@ -859,7 +859,7 @@ func TestDialSkipsDeadNode(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	if _, err := client.Dial(ctx, client.Options{URLs: []string{dead}, User: "alice"}); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := client.Dial(ctx, client.Config{URLs: []string{dead}, User: "alice"}); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("dial of a dead node: %v", err)
 	}
 	if d := time.Since(start); d > 2*time.Second {

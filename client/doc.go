@@ -7,7 +7,7 @@
 // members. It does not import the server's packages, so programs can use
 // it without pulling in a node.
 //
-//	c, err := client.Dial(ctx, client.Options{
+//	c, err := client.Dial(ctx, client.Config{
 //		URLs:  []string{"ws://n1:7070/ws", "ws://n2:7070/ws", "ws://n3:7070/ws"},
 //		Token: token,
 //	})

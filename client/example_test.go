@@ -22,7 +22,7 @@ func Example() {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := client.Dial(ctx, client.Options{
+	c, err := client.Dial(ctx, client.Config{
 		URLs: []string{url}, // list several nodes: the client moves on when one fails
 		User: "alice",       // with insecure auth; otherwise Token: a JWT naming the user
 	})
@@ -54,7 +54,7 @@ func Example() {
 // own exactly where it stopped, on whichever node it reaches.
 func ExampleSubscription_LastSeq() {
 	ctx := context.Background()
-	c, err := client.Dial(ctx, client.Options{
+	c, err := client.Dial(ctx, client.Config{
 		URLs: []string{"ws://127.0.0.1:7070/ws", "ws://127.0.0.1:7071/ws"},
 		User: "indexer",
 	})
@@ -87,7 +87,7 @@ func ExampleSubscription_LastSeq() {
 // of the application: the key is stored with the work it belongs to.
 func ExampleWithKey() {
 	ctx := context.Background()
-	c, err := client.Dial(ctx, client.Options{URLs: []string{"ws://127.0.0.1:7070/ws"}, User: "billing"})
+	c, err := client.Dial(ctx, client.Config{URLs: []string{"ws://127.0.0.1:7070/ws"}, User: "billing"})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -21,7 +21,7 @@ import (
 func TestOversizedPublishFailsPromptly(t *testing.T) {
 	c := memcluster.Start(t, memcluster.Options{Nodes: 1})
 	var disconnects atomic.Int32
-	cl := dialOpts(t, client.Options{URLs: c.URLs(), User: "alice", OnState: func(s client.StateChange) {
+	cl := dialOpts(t, client.Config{URLs: c.URLs(), User: "alice", OnState: func(s client.StateChange) {
 		if s.State == client.Disconnected {
 			disconnects.Add(1)
 		}

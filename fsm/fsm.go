@@ -13,34 +13,6 @@ import (
 	"github.com/heraldhq/herald/internal/sstcheck"
 )
 
-// Config configures the state machine of one group.
-type Config struct {
-	// Group is the raft group whose rooms this state machine holds. Groups
-	// sharing a Store must have distinct ids.
-	Group uint64
-	// SweepBudget is how many leftover keys (trimmed history, evicted
-	// idempotency keys, deleted rooms) one commit deletes at most, beyond
-	// the writes of its commands. 0 means 1024.
-	SweepBudget int
-	// Logger receives the state machine's warnings; nil discards them.
-	Logger *slog.Logger
-}
-
-func (c Config) sweepBudget() int {
-	if c.SweepBudget <= 0 {
-		return 1024
-	}
-	return c.SweepBudget
-}
-
-// Validate reports an unusable config.
-func (c Config) Validate() error {
-	if c.SweepBudget < 0 {
-		return errors.New("fsm: SweepBudget must not be negative")
-	}
-	return nil
-}
-
 // FSM is the state machine of one raft group: every room whose name hashes
 // to the group. It implements raft.BatchingFSM. Apply, ApplyBatch, Snapshot
 // and Restore must be called from one goroutine at a time (raft's FSM
@@ -114,15 +86,13 @@ var (
 	_ raft.FSMSnapshot = (*snapshot)(nil)
 )
 
-// New opens the state machine of cfg.Group on store, loading what is
-// already applied, so a restarted node does not apply entries twice.
+// New opens the state machine of cfg.Group on store (zero fields of cfg
+// take DefaultConfig's values), loading what is already applied, so a
+// restarted node does not apply entries twice.
 func New(store *Store, cfg Config) (*FSM, error) {
+	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
-	}
-	logger := cfg.Logger
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
 	}
 	f := &FSM{
 		db:     store.db,
@@ -130,7 +100,7 @@ func New(store *Store, cfg Config) (*FSM, error) {
 		keys:   keyspace{prefix: groupPrefix(cfg.Group)},
 		group:  cfg.Group,
 		cfg:    cfg,
-		logger: logger.With("group", cfg.Group),
+		logger: cfg.Logger.With("group", cfg.Group),
 	}
 	f.subs.init()
 	err := f.load()
@@ -346,7 +316,7 @@ func (f *FSM) commit(t *tx, results []any, logs []*raft.Log) bool {
 	if t.applied.Index == f.applied.Index {
 		return true // nothing was applied
 	}
-	t.sweep(f.cfg.sweepBudget())
+	t.sweep(f.cfg.SweepBudget)
 	err := t.write()
 	if err != nil {
 		err = f.noteCorrupt(err)

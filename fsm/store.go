@@ -2,7 +2,6 @@ package fsm
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 
@@ -11,70 +10,6 @@ import (
 
 	"github.com/heraldhq/herald/internal/sstcheck"
 )
-
-// StoreConfig sizes the node's badger DB. Its zero value is not usable;
-// start from DefaultStoreConfig.
-type StoreConfig struct {
-	// Dir is the directory of the DB; it is created if missing.
-	Dir string
-	// MemTableSize is the size of one memtable in bytes. It also bounds one
-	// write transaction (badger allows 15% of it), which is what limits how
-	// many commands the FSM commits in one badger write.
-	MemTableSize int64
-	// NumMemtables is how many memtables may be in memory at once.
-	NumMemtables int
-	// BlockCacheSize and IndexCacheSize are badger's read caches, in bytes.
-	BlockCacheSize int64
-	IndexCacheSize int64
-	// ValueThreshold is the value size in bytes above which badger keeps a
-	// value in its value log instead of the LSM tree.
-	ValueThreshold int64
-	// ValueLogFileSize is the size of one value log file in bytes.
-	ValueLogFileSize int64
-	// NumCompactors is how many goroutines compact the LSM tree (at least 2).
-	NumCompactors int
-	// Logger receives badger's warnings and errors; nil discards them.
-	Logger *slog.Logger
-}
-
-// DefaultStoreConfig returns the settings measured in docs/benchmarks.md:
-// one DB serves every group of a node, so its footprint is per node, and
-// these values keep it to a few tens of megabytes instead of badger's
-// default of several hundred (five 64 MiB memtables and a 256 MiB block
-// cache).
-func DefaultStoreConfig(dir string) StoreConfig {
-	return StoreConfig{
-		Dir:              dir,
-		MemTableSize:     16 << 20,
-		NumMemtables:     3,
-		BlockCacheSize:   32 << 20,
-		IndexCacheSize:   16 << 20,
-		ValueThreshold:   4 << 10,
-		ValueLogFileSize: 128 << 20,
-		NumCompactors:    2,
-	}
-}
-
-// Validate reports settings badger would refuse or that defeat the FSM.
-func (c StoreConfig) Validate() error {
-	switch {
-	case c.Dir == "":
-		return errors.New("store: Dir is empty")
-	case c.MemTableSize < 4<<20:
-		return fmt.Errorf("store: MemTableSize %d is below 4 MiB; a transaction could not hold a command", c.MemTableSize)
-	case c.NumMemtables < 1:
-		return errors.New("store: NumMemtables must be at least 1")
-	case c.NumCompactors < 2:
-		return errors.New("store: NumCompactors must be at least 2 (badger requires it)")
-	case c.BlockCacheSize < 0 || c.IndexCacheSize < 0:
-		return errors.New("store: cache sizes must not be negative")
-	case c.ValueThreshold <= 0 || c.ValueThreshold > 1<<20:
-		return errors.New("store: ValueThreshold must be in (0, 1 MiB]")
-	case c.ValueLogFileSize < 1<<20 || c.ValueLogFileSize >= 2<<30:
-		return errors.New("store: ValueLogFileSize must be in [1 MiB, 2 GiB)")
-	}
-	return nil
-}
 
 // Store is one node's badger DB, shared by the state machines of every
 // group hosted on the node. Each group keeps its keys under its own prefix.
@@ -85,8 +20,10 @@ type Store struct {
 	cuts *sstcheck.Ledger
 }
 
-// OpenStore opens (or creates) the DB in cfg.Dir.
+// OpenStore opens (or creates) the DB in cfg.Dir; zero fields of cfg take
+// DefaultStoreConfig's values.
 func OpenStore(cfg StoreConfig) (*Store, error) {
+	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -147,7 +84,7 @@ func (s *Store) Close() error {
 type badgerLogger struct{ l *slog.Logger }
 
 func (b badgerLogger) log(level slog.Level, format string, args ...any) {
-	if b.l != nil {
+	if b.l != nil && b.l.Enabled(context.Background(), level) {
 		b.l.Log(context.Background(), level, fmt.Sprintf(format, args...), "component", "badger")
 	}
 }

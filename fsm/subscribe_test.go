@@ -153,34 +153,6 @@ func TestReadsDuringApply(t *testing.T) {
 	}
 }
 
-func TestConfigValidation(t *testing.T) {
-	if err := (Config{SweepBudget: -1}).Validate(); err == nil {
-		t.Error("negative SweepBudget accepted")
-	}
-	bad := []func(*StoreConfig){
-		func(c *StoreConfig) { c.Dir = "" },
-		func(c *StoreConfig) { c.MemTableSize = 1 << 20 },
-		func(c *StoreConfig) { c.NumMemtables = 0 },
-		func(c *StoreConfig) { c.NumCompactors = 1 },
-		func(c *StoreConfig) { c.BlockCacheSize = -1 },
-		func(c *StoreConfig) { c.ValueThreshold = 0 },
-		func(c *StoreConfig) { c.ValueLogFileSize = 1 },
-	}
-	for i, mutate := range bad {
-		c := DefaultStoreConfig(t.TempDir())
-		mutate(&c)
-		if _, err := OpenStore(c); err == nil {
-			t.Errorf("bad store config %d accepted", i)
-		}
-	}
-	if err := DefaultStoreConfig("x").Validate(); err != nil {
-		t.Errorf("default store config rejected: %v", err)
-	}
-	if err := DefaultRoomConfig.Validate(); err != nil {
-		t.Errorf("default room config rejected: %v", err)
-	}
-}
-
 // Groups sharing one store do not see each other's rooms.
 func TestGroupsShareAStore(t *testing.T) {
 	store := openStore(t, t.TempDir())

@@ -2,13 +2,12 @@ package multiraft
 
 import (
 	"crypto/tls"
-	"errors"
-	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/hashicorp/raft"
 
+	"github.com/heraldhq/herald/internal/fields"
 	"github.com/heraldhq/herald/multiraft/logstore"
 	"github.com/heraldhq/herald/multiraft/transport"
 )
@@ -101,48 +100,47 @@ func (t Timing) WithDefaults() Timing {
 		return d
 	}
 	leaseUnset := t.LeaderLeaseTimeout == 0
-	for _, f := range []struct{ v, def *time.Duration }{
-		{&t.HeartbeatTimeout, &d.HeartbeatTimeout}, {&t.ElectionTimeout, &d.ElectionTimeout},
-		{&t.LeaderLeaseTimeout, &d.LeaderLeaseTimeout}, {&t.CommitTimeout, &d.CommitTimeout},
-		{&t.SnapshotInterval, &d.SnapshotInterval},
-	} {
-		if *f.v == 0 {
-			*f.v = *f.def
-		}
-	}
-	if t.MaxAppendEntries == 0 {
-		t.MaxAppendEntries = d.MaxAppendEntries
-	}
+	fields.Default(&t.HeartbeatTimeout, d.HeartbeatTimeout)
+	fields.Default(&t.ElectionTimeout, d.ElectionTimeout)
+	fields.Default(&t.LeaderLeaseTimeout, d.LeaderLeaseTimeout)
+	fields.Default(&t.CommitTimeout, d.CommitTimeout)
+	fields.Default(&t.MaxAppendEntries, d.MaxAppendEntries)
+	fields.Default(&t.SnapshotThreshold, d.SnapshotThreshold)
+	fields.Default(&t.SnapshotInterval, d.SnapshotInterval)
 	// The lease may not outlast the heartbeat timeout: a default lease
 	// follows a shorter heartbeat timeout down.
 	if leaseUnset && t.LeaderLeaseTimeout > t.HeartbeatTimeout {
 		t.LeaderLeaseTimeout = t.HeartbeatTimeout
 	}
-	if t.SnapshotThreshold == 0 {
-		t.SnapshotThreshold = d.SnapshotThreshold
-	}
 	return t
 }
 
-// Validate rejects timeouts raft would refuse or that contradict each
-// other. Zero fields are errors here: Config fills them through
-// WithDefaults first.
+// Validate reports, by name, every timing raft would refuse or that
+// contradicts another, after zero fields took their defaults.
 func (t Timing) Validate() error {
-	switch {
-	case t.HeartbeatTimeout < 5*time.Millisecond:
-		return fmt.Errorf("multiraft: heartbeat timeout %v is below 5ms", t.HeartbeatTimeout)
-	case t.ElectionTimeout < 5*time.Millisecond:
-		return fmt.Errorf("multiraft: election timeout %v is below 5ms", t.ElectionTimeout)
-	case t.LeaderLeaseTimeout < 5*time.Millisecond || t.LeaderLeaseTimeout > t.HeartbeatTimeout:
-		return fmt.Errorf("multiraft: leader lease %v must be between 5ms and the heartbeat timeout %v", t.LeaderLeaseTimeout, t.HeartbeatTimeout)
-	case t.CommitTimeout < time.Millisecond:
-		return fmt.Errorf("multiraft: commit timeout %v is below 1ms", t.CommitTimeout)
-	case t.MaxAppendEntries <= 0 || t.MaxAppendEntries > 1024:
-		return fmt.Errorf("multiraft: max append entries %d must be in 1..1024", t.MaxAppendEntries)
-	case t.SnapshotThreshold == 0 || t.SnapshotInterval <= 0:
-		return errors.New("multiraft: snapshot threshold and interval must be positive")
+	var p fields.Problems
+	t.WithDefaults().check(&p, "Timing")
+	return p.Err("")
+}
+
+// check adds what is wrong with t to p, naming its fields under name.
+func (t Timing) check(p *fields.Problems, name string) {
+	if t.HeartbeatTimeout < 5*time.Millisecond {
+		p.Addf("%s.HeartbeatTimeout %v is below 5ms", name, t.HeartbeatTimeout)
 	}
-	return nil
+	if t.ElectionTimeout < 5*time.Millisecond {
+		p.Addf("%s.ElectionTimeout %v is below 5ms", name, t.ElectionTimeout)
+	}
+	if t.LeaderLeaseTimeout < 5*time.Millisecond || t.LeaderLeaseTimeout > t.HeartbeatTimeout {
+		p.Addf("%[1]s.LeaderLeaseTimeout %[2]v must be between 5ms and %[1]s.HeartbeatTimeout %[3]v", name, t.LeaderLeaseTimeout, t.HeartbeatTimeout)
+	}
+	if t.CommitTimeout < time.Millisecond {
+		p.Addf("%s.CommitTimeout %v is below 1ms", name, t.CommitTimeout)
+	}
+	if t.MaxAppendEntries <= 0 || t.MaxAppendEntries > 1024 {
+		p.Addf("%s.MaxAppendEntries %d must be in 1..1024", name, t.MaxAppendEntries)
+	}
+	fields.NotNegative(p, name+".SnapshotInterval", t.SnapshotInterval)
 }
 
 func (t Timing) raftConfig(id string) *raft.Config {
@@ -218,50 +216,56 @@ type Config struct {
 	Observer Observer
 }
 
-func (c *Config) setDefaults() {
-	c.Timing = c.Timing.WithDefaults()
-	if c.MetaTiming == nil {
-		t := c.Timing
-		c.MetaTiming = &t
-	} else {
-		t := c.MetaTiming.WithDefaults()
-		c.MetaTiming = &t
-	}
-	if c.LeaseTTL == 0 {
-		c.LeaseTTL = 10 * time.Second
-	}
-	if c.ProposeTimeout == 0 {
-		c.ProposeTimeout = 10 * time.Second
-	}
-	if c.StopTimeout == 0 {
-		c.StopTimeout = 15 * time.Second
-	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
-	}
-	if c.Observer == nil {
-		c.Observer = nopObserver{}
+// DefaultConfig returns the values Start gives the fields of a Config left
+// zero. NodeID, DataDir, PeerAddr and App have none and must be set;
+// MetaTiming is left nil, which means Timing's.
+func DefaultConfig() Config {
+	return Config{
+		LogStore:       logstore.DefaultKind,
+		Timing:         DefaultTiming(),
+		LeaseTTL:       10 * time.Second,
+		ProposeTimeout: 10 * time.Second,
+		StopTimeout:    15 * time.Second,
+		Logger:         slog.New(slog.DiscardHandler),
+		Observer:       nopObserver{},
 	}
 }
 
-// Validate reports the first problem with the configuration.
-func (c *Config) Validate() error {
-	switch {
-	case c.NodeID == "":
-		return errors.New("multiraft: a node id is required")
-	case c.DataDir == "":
-		return errors.New("multiraft: a data directory is required")
-	case c.PeerAddr == "":
-		return errors.New("multiraft: a peer address is required")
-	case c.App == nil:
-		return errors.New("multiraft: an application (state machine factory) is required")
-	case c.LeaseTTL < 100*time.Millisecond:
-		return fmt.Errorf("multiraft: lease TTL %v is below 100ms", c.LeaseTTL)
-	case c.StopTimeout < 0:
-		return fmt.Errorf("multiraft: stop timeout %v is negative", c.StopTimeout)
+// WithDefaults returns c with each zero field set to DefaultConfig's value,
+// field by field (Timing's too, Timing.WithDefaults), and a nil MetaTiming
+// set to a copy of the resulting Timing.
+func (c Config) WithDefaults() Config {
+	d := DefaultConfig()
+	fields.Default(&c.LogStore, d.LogStore)
+	c.Timing = c.Timing.WithDefaults()
+	meta := c.Timing
+	if c.MetaTiming != nil {
+		meta = c.MetaTiming.WithDefaults()
 	}
-	if err := c.Timing.Validate(); err != nil {
-		return err
+	c.MetaTiming = &meta
+	fields.Default(&c.LeaseTTL, d.LeaseTTL)
+	fields.Default(&c.ProposeTimeout, d.ProposeTimeout)
+	fields.Default(&c.StopTimeout, d.StopTimeout)
+	fields.Default(&c.Logger, d.Logger)
+	fields.Default(&c.Observer, d.Observer)
+	return c
+}
+
+// Validate reports every field of c that Start would refuse, by name, after
+// zero fields took their defaults.
+func (c Config) Validate() error {
+	c = c.WithDefaults()
+	var p fields.Problems
+	p.Required("Config.NodeID", c.NodeID != "")
+	p.Required("Config.DataDir", c.DataDir != "")
+	p.Required("Config.PeerAddr", c.PeerAddr != "")
+	p.Required("Config.App (the state machine factory)", c.App != nil)
+	if c.LeaseTTL < 100*time.Millisecond {
+		p.Addf("Config.LeaseTTL %v is below 100ms", c.LeaseTTL)
 	}
-	return c.MetaTiming.Validate()
+	fields.NotNegative(&p, "Config.ProposeTimeout", c.ProposeTimeout)
+	fields.NotNegative(&p, "Config.StopTimeout", c.StopTimeout)
+	c.Timing.check(&p, "Config.Timing")
+	c.MetaTiming.check(&p, "Config.MetaTiming")
+	return p.Err("multiraft")
 }

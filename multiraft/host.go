@@ -109,7 +109,7 @@ func (s BootstrapSpec) metaVoters() []Peer {
 // that has data on disk. A new node then needs Bootstrap or Join; a node
 // restarting with its data does not.
 func Start(cfg Config) (*Host, error) {
-	cfg.setDefaults()
+	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -126,7 +126,7 @@ func Start(cfg Config) (*Host, error) {
 	}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	var err error
-	if h.logs, err = logstore.Open(logstore.Options{Kind: cfg.LogStore, Dir: cfg.DataDir, Logger: h.log, OnSync: cfg.Observer.LogSynced}); err != nil {
+	if h.logs, err = logstore.Open(logstore.Config{Kind: cfg.LogStore, Dir: cfg.DataDir, Logger: h.log, OnSync: cfg.Observer.LogSynced}); err != nil {
 		return nil, fmt.Errorf("multiraft: open raft log store: %w", err)
 	}
 	h.peers, err = transport.New(transport.Config{

@@ -15,7 +15,7 @@ type Observer interface {
 	// committed entries in d.
 	Applied(group uint64, n int, d time.Duration)
 	// LogSynced: one fsync of the raft log store took d (badger backend
-	// only; see logstore.Options.OnSync).
+	// only; see logstore.Config.OnSync).
 	LogSynced(d time.Duration)
 	// Forwarded: a request was sent to another node's peer port. kind is
 	// the service: "propose", "query", "readindex", "barrier",

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/fsm"
+	"github.com/heraldhq/herald/internal/fields"
 	"github.com/heraldhq/herald/multiraft"
 )
 
@@ -27,34 +28,37 @@ type Config struct {
 	// limits of its rooms' history: time in the state machine moves only
 	// with the log.
 	TickInterval time.Duration
-	Logger       *slog.Logger
+	// Logger receives the layer's logs. Default: discard.
+	Logger *slog.Logger
 }
 
-// DefaultConfig is a Config with every default set; Host is for the caller.
+// DefaultConfig returns the values New gives the fields of a Config left
+// zero; Host has none and must be set.
 func DefaultConfig() Config {
 	return Config{Scheme: "http", TickInterval: 30 * time.Second, Logger: slog.New(slog.DiscardHandler)}
 }
 
-// Validate fills zero fields with their defaults and reports what cannot
-// be defaulted.
-func (c *Config) Validate() error {
+// WithDefaults returns c with each zero field set to DefaultConfig's value,
+// field by field.
+func (c Config) WithDefaults() Config {
 	d := DefaultConfig()
-	if c.Scheme == "" {
-		c.Scheme = d.Scheme
-	}
-	if c.TickInterval <= 0 {
-		c.TickInterval = d.TickInterval
-	}
-	if c.Logger == nil {
-		c.Logger = d.Logger
-	}
-	if c.Host == nil {
-		return errors.New("rooms: a host is required")
-	}
+	fields.Default(&c.Scheme, d.Scheme)
+	fields.Default(&c.TickInterval, d.TickInterval)
+	fields.Default(&c.Logger, d.Logger)
+	return c
+}
+
+// Validate reports every field of c that New would refuse, by name, after
+// zero fields took their defaults.
+func (c Config) Validate() error {
+	c = c.WithDefaults()
+	var p fields.Problems
+	p.Required("Config.Host", c.Host != nil)
 	if c.Scheme != "http" && c.Scheme != "https" {
-		return fmt.Errorf("rooms: scheme %q is neither http nor https", c.Scheme)
+		p.Addf("Config.Scheme %q is neither http nor https", c.Scheme)
 	}
-	return nil
+	fields.NotNegative(&p, "Config.TickInterval", c.TickInterval)
+	return p.Err("rooms")
 }
 
 // Service is the room layer of one node: the room-level API over its
@@ -70,8 +74,10 @@ type Service struct {
 	wg     sync.WaitGroup // the loops below; Shutdown waits for them
 }
 
-// New starts the room layer over cfg.Host.
+// New starts the room layer over cfg.Host; zero fields of cfg take
+// DefaultConfig's values.
 func New(cfg Config) (*Service, error) {
+	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

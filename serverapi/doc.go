@@ -12,11 +12,11 @@
 // which the room layer's Service implements; it must not import multiraft,
 // and it keeps no state beyond its configuration. The user ops
 // (disconnect, unsubscribe, refresh) act on the node's own sockets through
-// Options.Sockets, and reach the other nodes by sending each a copy marked
+// Config.Sockets, and reach the other nodes by sending each a copy marked
 // local to its own server API.
 //
 // Mount it the way the admin API is mounted, in herald.Config.Mount:
 //
-//	h, err := serverapi.Handler(node.Rooms(), serverapi.Options{Keys: keys, Sockets: node.Front()})
+//	h, err := serverapi.Handler(node.Rooms(), serverapi.Config{Keys: keys, Sockets: node.Front()})
 //	node.Front().Handle(serverapi.Prefix, h)
 package serverapi

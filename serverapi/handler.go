@@ -13,7 +13,6 @@ import (
 	"github.com/heraldhq/herald/internal/httpjson"
 	"github.com/heraldhq/herald/protocol"
 	"github.com/heraldhq/herald/rooms"
-	"github.com/heraldhq/herald/wsfront"
 
 	api "github.com/heraldhq/herald/client/serverapi"
 )
@@ -42,99 +41,15 @@ type Backend interface {
 	Nodes() (clusterID string, nodes []rooms.NodeInfo)
 }
 
-// Options configure the server API. The zero value refuses every request.
-type Options struct {
-	// Keys are the API keys a request may carry (X-API-Key: <key>, or
-	// Authorization: apikey <key> or Bearer <key>); each at least
-	// MinKeyBytes long.
-	Keys []string
-	// AllowLoopback accepts requests without a key from loopback
-	// addresses, for development (herald dev). A request that carries a
-	// key is still checked.
-	AllowLoopback bool
-	// MaxData bounds a publish's data in bytes of JSON (default the
-	// front's, wsfront.DefaultLimits().MaxData): the same bound as a
-	// socket's publish on the node.
-	MaxData int
-	// MaxPageBytes bounds a history page (default
-	// wsfront.DefaultMaxPageBytes).
-	MaxPageBytes int
-	// MaxBroadcastRooms bounds the rooms of one broadcast (default 100).
-	MaxBroadcastRooms int
-	// RequestTimeout bounds each request on the node, retries included
-	// (default 10s).
-	RequestTimeout time.Duration
-	// NodeTimeout bounds the copy of a user op (disconnect, unsubscribe,
-	// refresh) sent to each other node (default 3s, at most
-	// RequestTimeout): a node that does not answer in time is reported
-	// failed instead of holding up the reply.
-	NodeTimeout time.Duration
-	// NodeClient sends those copies to the other nodes' client ports
-	// (default: a client of its own); set it for client ports with TLS
-	// certificates the system roots do not verify.
-	NodeClient *http.Client
-	// Sockets are the node's own sockets, which the user ops (disconnect,
-	// unsubscribe, refresh) act on: its websocket front (Node.Front). A
-	// server API without them answers those ops with an internal error.
-	Sockets Sockets
-	Logger  *slog.Logger
-}
-
-func (o *Options) setDefaults() {
-	def := wsfront.DefaultLimits()
-	if o.MaxData == 0 {
-		o.MaxData = def.MaxData
-	}
-	if o.MaxPageBytes == 0 {
-		o.MaxPageBytes = wsfront.DefaultMaxPageBytes
-	}
-	if o.MaxBroadcastRooms == 0 {
-		o.MaxBroadcastRooms = 100
-	}
-	if o.RequestTimeout == 0 {
-		o.RequestTimeout = def.RequestTimeout
-	}
-	if o.NodeTimeout == 0 {
-		o.NodeTimeout = min(3*time.Second, o.RequestTimeout)
-	}
-	if o.NodeClient == nil {
-		o.NodeClient = &http.Client{}
-	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
-	}
-}
-
-// Validate reports what is wrong with the options.
-func (o *Options) Validate() error {
-	var errs []error
-	if o.MaxData < 0 || o.MaxData > fsm.MaxPayloadBytes {
-		errs = append(errs, fmt.Errorf("max data %d: want 1..%d bytes", o.MaxData, fsm.MaxPayloadBytes))
-	}
-	if o.MaxPageBytes < 0 || o.MaxBroadcastRooms < 0 || o.RequestTimeout < 0 || o.NodeTimeout < 0 {
-		errs = append(errs, errors.New("max page bytes, max broadcast rooms, request timeout and node timeout must not be negative"))
-	}
-	if o.NodeTimeout > o.RequestTimeout {
-		errs = append(errs, fmt.Errorf("node timeout %v: at most the request timeout, %v", o.NodeTimeout, o.RequestTimeout))
-	}
-	if _, err := newKeySet(o.Keys); err != nil {
-		errs = append(errs, err)
-	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("serverapi: %w", err)
-	}
-	return nil
-}
-
 // maxBody bounds a request body: a broadcast's data and its rooms' names,
 // with room for the JSON around them.
-func (o *Options) maxBody() int64 {
+func (o *Config) maxBody() int64 {
 	return int64(o.MaxData) + int64(o.MaxBroadcastRooms)*(fsm.MaxRoomBytes+8) + 16<<10
 }
 
 type server struct {
 	be   Backend
-	opts Options
+	opts Config
 	keys keySet
 	log  *slog.Logger
 	mux  *http.ServeMux
@@ -143,9 +58,10 @@ type server struct {
 // op is one op's handler: it decodes body and returns the reply to encode.
 type op func(ctx context.Context, body []byte) (any, *protocol.Error)
 
-// Handler returns the server API over be, to mount at Prefix.
-func Handler(be Backend, opts Options) (http.Handler, error) {
-	opts.setDefaults()
+// Handler returns the server API over be, to mount at Prefix; zero fields
+// of cfg take DefaultConfig's values.
+func Handler(be Backend, cfg Config) (http.Handler, error) {
+	opts := cfg.WithDefaults()
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}

@@ -22,12 +22,12 @@ import (
 const key = "test-key-0123456789"
 
 // startCluster starts a 3-node cluster with the server API on every node.
-func startCluster(t *testing.T, opts serverapi.Options) *testcluster.Cluster {
+func startCluster(t *testing.T, opts serverapi.Config) *testcluster.Cluster {
 	t.Helper()
 	return startClusterWith(t, testcluster.Options{}, opts)
 }
 
-func startClusterWith(t *testing.T, copts testcluster.Options, opts serverapi.Options) *testcluster.Cluster {
+func startClusterWith(t *testing.T, copts testcluster.Options, opts serverapi.Config) *testcluster.Cluster {
 	t.Helper()
 	c := testcluster.Start(t, copts)
 	for i := range c.Len() {
@@ -75,11 +75,11 @@ func wantAPIError(t *testing.T, what string, err error, status int, code string)
 // A socket subscriber sees the API's publishes in one order with the
 // sockets' publishes, and the API reads what both wrote.
 func TestPublishSeenBySocketsInOrder(t *testing.T) {
-	c := startCluster(t, serverapi.Options{Keys: []string{key}})
+	c := startCluster(t, serverapi.Config{Keys: []string{key}})
 	ctx := ctxFor(t, 60*time.Second)
 	srv := apiClient(t, c, 0)
 
-	sock, err := client.Dial(ctx, client.Options{URLs: []string{c.URL(1)}, User: "alice"})
+	sock, err := client.Dial(ctx, client.Config{URLs: []string{c.URL(1)}, User: "alice"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +186,7 @@ func ptr[T any](v T) *T { return &v }
 // by the client on the other nodes with the same keys, are each applied
 // exactly once.
 func TestKeyedPublishOnceAcrossCrash(t *testing.T) {
-	c := startCluster(t, serverapi.Options{Keys: []string{key}})
+	c := startCluster(t, serverapi.Config{Keys: []string{key}})
 	ctx := ctxFor(t, 90*time.Second)
 	const room = "orders"
 	g := c.Node(0).Host().GroupForKey(room)
@@ -291,7 +291,7 @@ func rawPost(t *testing.T, url string, headers map[string]string, body string) (
 }
 
 func TestRefusals(t *testing.T) {
-	c := startCluster(t, serverapi.Options{Keys: []string{"old-key-0123456789", key}, MaxData: 1000})
+	c := startCluster(t, serverapi.Config{Keys: []string{"old-key-0123456789", key}, MaxData: 1000})
 	base := c.HTTP(2) + serverapi.Prefix
 	withKey := map[string]string{"X-API-Key": key}
 	for _, tt := range []struct {
@@ -347,7 +347,7 @@ func TestRefusals(t *testing.T) {
 	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "POST" {
 		t.Fatalf("GET publish: HTTP %d Allow %q", resp.StatusCode, resp.Header.Get("Allow"))
 	}
-	if _, err := serverapi.Handler(c.Node(0).Rooms(), serverapi.Options{Keys: []string{"short"}}); err == nil || !strings.Contains(err.Error(), "at least 16") {
+	if _, err := serverapi.Handler(c.Node(0).Rooms(), serverapi.Config{Keys: []string{"short"}}); err == nil || !strings.Contains(err.Error(), "at least 16") {
 		t.Fatalf("a short key: %v, want refused", err)
 	}
 }
@@ -356,12 +356,12 @@ func TestRefusals(t *testing.T) {
 // loopback requests without a key.
 func TestNoKeys(t *testing.T) {
 	c := testcluster.Start(t, testcluster.Options{})
-	closed, err := serverapi.Handler(c.Node(0).Rooms(), serverapi.Options{})
+	closed, err := serverapi.Handler(c.Node(0).Rooms(), serverapi.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	c.Node(0).Front().Handle(serverapi.Prefix, closed)
-	dev, err := serverapi.Handler(c.Node(1).Rooms(), serverapi.Options{AllowLoopback: true, Keys: []string{key}, Sockets: c.Node(1).Front()})
+	dev, err := serverapi.Handler(c.Node(1).Rooms(), serverapi.Config{AllowLoopback: true, Keys: []string{key}, Sockets: c.Node(1).Front()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -381,7 +381,7 @@ func TestNoKeys(t *testing.T) {
 // A broadcast publishes to every room once, a repeat with its key
 // appends nowhere, and the room listing pages through every room.
 func TestBroadcastAndRoomListing(t *testing.T) {
-	c := startCluster(t, serverapi.Options{Keys: []string{key}})
+	c := startCluster(t, serverapi.Config{Keys: []string{key}})
 	ctx := ctxFor(t, 60*time.Second)
 	cl := apiClient(t, c, 1)
 	var rooms []string
@@ -443,7 +443,7 @@ func TestBroadcastAndRoomListing(t *testing.T) {
 }
 
 func TestOpenAPIListsEveryOp(t *testing.T) {
-	c := startCluster(t, serverapi.Options{Keys: []string{key}})
+	c := startCluster(t, serverapi.Config{Keys: []string{key}})
 	resp, err := http.Get(c.HTTP(0) + serverapi.Prefix + "openapi.json") // no key: it is public
 	if err != nil {
 		t.Fatal(err)

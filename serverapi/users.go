@@ -16,7 +16,7 @@ import (
 )
 
 // Sockets is what a node can do to the sockets it holds itself
-// (Options.Sockets); *wsfront.Server has these methods.
+// (Config.Sockets); *wsfront.Server has these methods.
 type Sockets interface {
 	DisconnectUser(user string, code uint16, reason string) int
 	BlockUser(user string, until time.Time) error
@@ -38,7 +38,7 @@ func (s *server) sockets() (Sockets, *protocol.Error) {
 	if s.opts.Sockets != nil {
 		return s.opts.Sockets, nil
 	}
-	return nil, protocol.Errorf(protocol.CodeInternal, "this node's server API was mounted without access to its sockets (serverapi.Options.Sockets)")
+	return nil, protocol.Errorf(protocol.CodeInternal, "this node's server API was mounted without access to its sockets (serverapi.Config.Sockets)")
 }
 
 func checkUser(user string) *protocol.Error {

@@ -33,7 +33,7 @@ type watched struct {
 }
 
 // dialWatched connects a client to the node at url only.
-func dialWatched(t *testing.T, ctx context.Context, url string, opts client.Options) *watched {
+func dialWatched(t *testing.T, ctx context.Context, url string, opts client.Config) *watched {
 	t.Helper()
 	w := &watched{closes: make(chan closeSeen, 16)}
 	opts.URLs = []string{url}
@@ -97,13 +97,13 @@ func wantNodes(t *testing.T, what string, res *api.UserResult, want map[string]i
 // reason given, leaves other users' alone, and its block refuses the
 // user's auth on every node until it ends.
 func TestDisconnectClosesEveryNodesSocketsAndBlocks(t *testing.T) {
-	c := startCluster(t, serverapi.Options{Keys: []string{key}})
+	c := startCluster(t, serverapi.Config{Keys: []string{key}})
 	ctx := ctxFor(t, 90*time.Second)
 	var alice []*watched
 	for _, i := range []int{0, 0, 1, 2} {
-		alice = append(alice, dialWatched(t, ctx, c.URL(i), client.Options{User: "alice"}))
+		alice = append(alice, dialWatched(t, ctx, c.URL(i), client.Config{User: "alice"}))
 	}
-	bob := dialWatched(t, ctx, c.URL(1), client.Options{User: "bob"})
+	bob := dialWatched(t, ctx, c.URL(1), client.Config{User: "bob"})
 
 	res, err := apiClient(t, c, 1).Disconnect(ctx, api.DisconnectRequest{User: "alice", Code: 4100,
 		Reason: "banned for spam", BlockFor: 4})
@@ -127,7 +127,7 @@ func TestDisconnectClosesEveryNodesSocketsAndBlocks(t *testing.T) {
 
 	for i := range c.Len() {
 		dctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		_, err := client.Dial(dctx, client.Options{URLs: []string{c.URL(i)}, User: "alice"})
+		_, err := client.Dial(dctx, client.Config{URLs: []string{c.URL(i)}, User: "alice"})
 		cancel()
 		if !errors.Is(err, client.ErrForbidden) || !strings.Contains(err.Error(), "blocked") {
 			t.Fatalf("auth on node %d while blocked: %v, want forbidden (blocked)", i+1, err)
@@ -135,21 +135,21 @@ func TestDisconnectClosesEveryNodesSocketsAndBlocks(t *testing.T) {
 	}
 	time.Sleep(time.Until(*res.BlockUntil) + 100*time.Millisecond)
 	for i := range c.Len() {
-		dialWatched(t, ctxFor(t, 10*time.Second), c.URL(i), client.Options{User: "alice"})
+		dialWatched(t, ctxFor(t, 10*time.Second), c.URL(i), client.Config{User: "alice"})
 	}
 }
 
 // Unsubscribe ends the user's subscriptions to the room on every node,
 // and nothing else; leave removes the user from the room's members.
 func TestUnsubscribeAndLeave(t *testing.T) {
-	c := startCluster(t, serverapi.Options{Keys: []string{key}})
+	c := startCluster(t, serverapi.Config{Keys: []string{key}})
 	ctx := ctxFor(t, 90*time.Second)
 	srv := apiClient(t, c, 2)
 	var lobby []*client.Subscription
 	var other *client.Subscription
 	var alice0 *watched
 	for i := range c.Len() {
-		w := dialWatched(t, ctx, c.URL(i), client.Options{User: "alice"})
+		w := dialWatched(t, ctx, c.URL(i), client.Config{User: "alice"})
 		sub, err := w.Subscribe(ctx, "lobby", client.SubscribeOptions{})
 		if err != nil {
 			t.Fatal(err)
@@ -165,7 +165,7 @@ func TestUnsubscribeAndLeave(t *testing.T) {
 			}
 		}
 	}
-	bob := dialWatched(t, ctx, c.URL(1), client.Options{User: "bob"})
+	bob := dialWatched(t, ctx, c.URL(1), client.Config{User: "bob"})
 	bobLobby, err := bob.Subscribe(ctx, "lobby", client.SubscribeOptions{FromSeq: 1})
 	if err != nil {
 		t.Fatal(err)
@@ -242,20 +242,20 @@ func jwtFor(t *testing.T, secret []byte, user string, exp time.Time) string {
 // tokens' exp.
 func TestRefreshCutsAndExtends(t *testing.T) {
 	secret := []byte("refresh-test-secret-0123456789-abcdef")
-	c := startClusterWith(t, testcluster.Options{Auth: &auth.Config{HMACSecret: secret}}, serverapi.Options{Keys: []string{key}})
+	c := startClusterWith(t, testcluster.Options{Auth: &auth.Config{HMACSecret: secret}}, serverapi.Config{Keys: []string{key}})
 	ctx := ctxFor(t, 90*time.Second)
 	srv := apiClient(t, c, 0)
 	// Whole seconds: exp has no finer unit.
 	short := time.Now().Truncate(time.Second).Add(4 * time.Second)
 	var dave []*watched
 	for i := range c.Len() {
-		dave = append(dave, dialWatched(t, ctx, c.URL(i), client.Options{Token: jwtFor(t, secret, "dave", time.Now().Add(time.Hour))}))
+		dave = append(dave, dialWatched(t, ctx, c.URL(i), client.Config{Token: jwtFor(t, secret, "dave", time.Now().Add(time.Hour))}))
 	}
 	alice := []*watched{
-		dialWatched(t, ctx, c.URL(1), client.Options{Token: jwtFor(t, secret, "alice", short)}),
-		dialWatched(t, ctx, c.URL(2), client.Options{Token: jwtFor(t, secret, "alice", short)}),
+		dialWatched(t, ctx, c.URL(1), client.Config{Token: jwtFor(t, secret, "alice", short)}),
+		dialWatched(t, ctx, c.URL(2), client.Config{Token: jwtFor(t, secret, "alice", short)}),
 	}
-	carol := dialWatched(t, ctx, c.URL(1), client.Options{Token: jwtFor(t, secret, "carol", short)})
+	carol := dialWatched(t, ctx, c.URL(1), client.Config{Token: jwtFor(t, secret, "carol", short)})
 
 	cut, err := srv.Refresh(ctx, api.RefreshRequest{User: "dave", ExpireIn: ptr[int64](1)})
 	if err != nil {
@@ -296,7 +296,7 @@ func TestRefreshCutsAndExtends(t *testing.T) {
 // Bad user ops are refused with a message saying what is wrong; a node
 // that cannot be reached is reported in the reply, the others act.
 func TestUserOpRefusalsAndPartialFailure(t *testing.T) {
-	c := startCluster(t, serverapi.Options{Keys: []string{key}})
+	c := startCluster(t, serverapi.Config{Keys: []string{key}})
 	base := c.HTTP(0) + serverapi.Prefix
 	withKey := map[string]string{"X-API-Key": key}
 	past := time.Now().Add(-time.Minute).UTC().Format(time.RFC3339)
@@ -332,7 +332,7 @@ func TestUserOpRefusalsAndPartialFailure(t *testing.T) {
 	}
 
 	ctx := ctxFor(t, 60*time.Second)
-	a := dialWatched(t, ctx, c.URL(1), client.Options{User: "alice"})
+	a := dialWatched(t, ctx, c.URL(1), client.Config{User: "alice"})
 	c.Crash(2)
 	res, err := apiClient(t, c, 0).Disconnect(ctx, api.DisconnectRequest{User: "alice"})
 	if err != nil {

@@ -108,7 +108,7 @@ func TestBenchFrontNodeProcess(t *testing.T) {
 	}
 	// Every socket comes from one loopback address.
 	lim := wsfront.DefaultLimits()
-	lim.MaxSocketsPerIP = 0
+	lim.MaxSocketsPerIP = wsfront.NoLimit
 	c := testcluster.Start(t, testcluster.Options{Nodes: 1, Groups: 16, Limits: &lim})
 	fmt.Println("URL", c.URL(0))
 	in := bufio.NewScanner(os.Stdin)

@@ -2,13 +2,12 @@ package wsfront
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"log/slog"
 	"strconv"
 	"time"
 
 	"github.com/heraldhq/herald/fsm"
+	"github.com/heraldhq/herald/internal/fields"
 	"github.com/heraldhq/herald/protocol"
 	"github.com/heraldhq/herald/rooms"
 	"github.com/heraldhq/herald/wsfront/auth"
@@ -102,13 +101,19 @@ type Limits struct {
 	// MaxSocketsPerIP bounds the sockets of one client address (an IPv4
 	// address, or an IPv6 /64) on the node: HTTP 429 at upgrade. It counts
 	// the TCP peer, so behind a proxy every client shares the proxy's
-	// address. 0 means no limit.
+	// address. 0 means DefaultMaxSocketsPerIP; NoLimit turns it off.
 	MaxSocketsPerIP int
 	// MaxSocketsPerUser bounds the authenticated sockets of one user on the
 	// node: an auth over it is answered limit_exceeded and the socket is
-	// closed with 4029. 0 means no limit.
+	// closed with 4029. 0 means DefaultMaxSocketsPerUser; NoLimit turns it
+	// off.
 	MaxSocketsPerUser int
 }
+
+// NoLimit, as Limits.MaxSocketsPerIP or Limits.MaxSocketsPerUser, turns
+// that limit off (any negative value does): 0 is the default, as in every
+// other field.
+const NoLimit = -1
 
 // Socket limit defaults. The per-address one leaves room for many users
 // behind one NAT; the per-user one for a user's tabs and devices.
@@ -209,88 +214,73 @@ func DefaultLimits() Limits {
 	}
 }
 
-// WithDefaults returns l with every zero field that must be positive set
-// to DefaultLimits' value, so that a configuration may set only the limits
-// it changes. Zero Limits are DefaultLimits. Fields where 0 has a meaning
-// of its own keep it (MaxSockets, MaxPageBytes and MaxReadBytes: derived
-// or default; MaxSocketsPerIP and MaxSocketsPerUser: no limit).
+// WithDefaults returns l with each zero field set to DefaultLimits' value,
+// field by field: a configuration sets only the limits it changes. Zero
+// MaxSockets stays zero, which New reads as DefaultMaxSockets(), derived
+// from the open-files limit when the front starts.
 func (l Limits) WithDefaults() Limits {
 	d := DefaultLimits()
-	if l == (Limits{}) {
-		return d
-	}
-	for _, f := range []struct{ v, def *int }{
-		{&l.MaxFrame, &d.MaxFrame}, {&l.MaxData, &d.MaxData}, {&l.MaxRooms, &d.MaxRooms},
-		{&l.PublishBurst, &d.PublishBurst}, {&l.MaxInflight, &d.MaxInflight},
-		{&l.MaxQueueFrames, &d.MaxQueueFrames}, {&l.MaxQueueBytes, &d.MaxQueueBytes},
-	} {
-		if *f.v == 0 {
-			*f.v = *f.def
-		}
-	}
-	if l.PublishRate == 0 {
-		l.PublishRate = d.PublishRate
-	}
-	for _, f := range []struct{ v, def *time.Duration }{
-		{&l.AuthTimeout, &d.AuthTimeout}, {&l.IdleTimeout, &d.IdleTimeout}, {&l.PingInterval, &d.PingInterval},
-		{&l.RequestTimeout, &d.RequestTimeout}, {&l.HandshakeTimeout, &d.HandshakeTimeout}, {&l.LeaveTimeout, &d.LeaveTimeout},
-	} {
-		if *f.v == 0 {
-			*f.v = *f.def
-		}
-	}
+	fields.Default(&l.MaxFrame, d.MaxFrame)
+	fields.Default(&l.MaxData, d.MaxData)
+	fields.Default(&l.MaxRooms, d.MaxRooms)
+	fields.Default(&l.PublishRate, d.PublishRate)
+	fields.Default(&l.PublishBurst, d.PublishBurst)
+	fields.Default(&l.MaxInflight, d.MaxInflight)
+	fields.Default(&l.MaxQueueFrames, d.MaxQueueFrames)
+	fields.Default(&l.MaxQueueBytes, d.MaxQueueBytes)
+	fields.Default(&l.MaxPageBytes, d.MaxPageBytes)
+	fields.Default(&l.MaxReadBytes, d.MaxReadBytes)
+	fields.Default(&l.AuthTimeout, d.AuthTimeout)
+	fields.Default(&l.IdleTimeout, d.IdleTimeout)
+	fields.Default(&l.PingInterval, d.PingInterval)
+	fields.Default(&l.RequestTimeout, d.RequestTimeout)
+	fields.Default(&l.HandshakeTimeout, d.HandshakeTimeout)
+	fields.Default(&l.LeaveTimeout, d.LeaveTimeout)
+	fields.Default(&l.MaxSocketsPerIP, d.MaxSocketsPerIP)
+	fields.Default(&l.MaxSocketsPerUser, d.MaxSocketsPerUser)
 	return l
 }
 
-// Validate reports a limit that would make the front unusable. Zero
-// fields are errors here: Config and herald.Config fill them through
-// WithDefaults first.
+// Validate reports, by name, every limit that would make the front
+// unusable, after zero fields took their defaults.
 func (l Limits) Validate() error {
-	var errs []error
-	positive := func(name string, v int) {
-		if v <= 0 {
-			errs = append(errs, fmt.Errorf("%s must be positive, got %d", name, v))
-		}
+	l = l.WithDefaults()
+	var p fields.Problems
+	for _, f := range []struct {
+		name string
+		v    int
+	}{
+		{"Limits.MaxFrame", l.MaxFrame}, {"Limits.MaxData", l.MaxData}, {"Limits.MaxRooms", l.MaxRooms},
+		{"Limits.PublishBurst", l.PublishBurst}, {"Limits.MaxInflight", l.MaxInflight},
+		{"Limits.MaxQueueFrames", l.MaxQueueFrames}, {"Limits.MaxQueueBytes", l.MaxQueueBytes},
+		{"Limits.MaxPageBytes", l.MaxPageBytes}, {"Limits.MaxReadBytes", l.MaxReadBytes},
+	} {
+		fields.NotNegative(&p, f.name, f.v)
 	}
-	positive("max frame", l.MaxFrame)
-	positive("max data", l.MaxData)
-	positive("max rooms", l.MaxRooms)
-	positive("publish burst", l.PublishBurst)
-	positive("max inflight", l.MaxInflight)
-	positive("max queue frames", l.MaxQueueFrames)
-	positive("max queue bytes", l.MaxQueueBytes)
-	if l.MaxPageBytes < 0 || l.MaxReadBytes < 0 {
-		errs = append(errs, fmt.Errorf("max page bytes and max read bytes must not be negative (0: default), got %d and %d",
-			l.MaxPageBytes, l.MaxReadBytes))
-	} else if l.readBytes() < l.pageBytes() {
-		errs = append(errs, fmt.Errorf("max read bytes %d is below one page (max page bytes %d): no history read could run",
-			l.readBytes(), l.pageBytes()))
-	}
-	if l.PublishRate <= 0 {
-		errs = append(errs, fmt.Errorf("publish rate must be positive, got %v", l.PublishRate))
-	}
+	fields.NotNegative(&p, "Limits.PublishRate", l.PublishRate)
 	if l.MaxSockets < 0 {
-		errs = append(errs, fmt.Errorf("max sockets must not be negative (0: derived from the open-files limit), got %d", l.MaxSockets))
-	}
-	if l.MaxSocketsPerIP < 0 || l.MaxSocketsPerUser < 0 {
-		errs = append(errs, fmt.Errorf("max sockets per ip and per user must not be negative (0: no limit), got %d and %d",
-			l.MaxSocketsPerIP, l.MaxSocketsPerUser))
+		p.Addf("Limits.MaxSockets %d is negative (0: derived from the open-files limit)", l.MaxSockets)
 	}
 	if l.MaxData > fsm.MaxPayloadBytes {
-		errs = append(errs, fmt.Errorf("max data %d is above what the state machine accepts (%d)", l.MaxData, fsm.MaxPayloadBytes))
+		p.Addf("Limits.MaxData %d is above what the state machine accepts (%d)", l.MaxData, fsm.MaxPayloadBytes)
 	}
-	for name, d := range map[string]time.Duration{
-		"auth timeout": l.AuthTimeout, "idle timeout": l.IdleTimeout, "ping interval": l.PingInterval,
-		"request timeout": l.RequestTimeout, "handshake timeout": l.HandshakeTimeout, "leave timeout": l.LeaveTimeout,
+	if l.MaxPageBytes > 0 && l.MaxReadBytes > 0 && l.MaxQueueBytes > 0 && l.readBytes() < l.pageBytes() {
+		p.Addf("Limits.MaxReadBytes %d is below one page (Limits.MaxPageBytes %d): no history read could run",
+			l.readBytes(), l.pageBytes())
+	}
+	for _, f := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"Limits.AuthTimeout", l.AuthTimeout}, {"Limits.IdleTimeout", l.IdleTimeout}, {"Limits.PingInterval", l.PingInterval},
+		{"Limits.RequestTimeout", l.RequestTimeout}, {"Limits.HandshakeTimeout", l.HandshakeTimeout}, {"Limits.LeaveTimeout", l.LeaveTimeout},
 	} {
-		if d <= 0 {
-			errs = append(errs, fmt.Errorf("%s must be positive, got %v", name, d))
-		}
+		fields.NotNegative(&p, f.name, f.v)
 	}
-	if l.PingInterval > 0 && l.IdleTimeout > 0 && l.PingInterval >= l.IdleTimeout {
-		errs = append(errs, fmt.Errorf("ping interval %v must be shorter than idle timeout %v", l.PingInterval, l.IdleTimeout))
+	if l.PingInterval > 0 && l.PingInterval >= l.IdleTimeout {
+		p.Addf("Limits.PingInterval %v must be shorter than Limits.IdleTimeout %v", l.PingInterval, l.IdleTimeout)
 	}
-	return errors.Join(errs...)
+	return p.Err("")
 }
 
 // Observer is told what the front does, for metrics. Its methods run on
@@ -343,26 +333,34 @@ type Config struct {
 	AllowedOrigins []string
 }
 
-func (c *Config) setDefaults() {
-	c.Limits = c.Limits.WithDefaults()
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
-	}
-	if c.Observer == nil {
-		c.Observer = nopObserver{}
-	}
+// DefaultConfig returns the values New gives the fields of a Config left
+// zero. Backend has none and must be set; Auth has none either (a front
+// either verifies tokens or is insecure, and says which).
+func DefaultConfig() Config {
+	return Config{Limits: DefaultLimits(), Logger: slog.New(slog.DiscardHandler), Observer: nopObserver{}}
 }
 
-// Validate reports the first problems with the configuration.
-func (c *Config) Validate() error {
-	if c.Backend == nil {
-		return errors.New("wsfront: no backend")
-	}
+// WithDefaults returns c with each zero field set to DefaultConfig's value,
+// field by field, and so each zero limit (Limits.WithDefaults).
+func (c Config) WithDefaults() Config {
+	d := DefaultConfig()
+	c.Limits = c.Limits.WithDefaults()
+	fields.Default(&c.Logger, d.Logger)
+	fields.Default(&c.Observer, d.Observer)
+	return c
+}
+
+// Validate reports every field of c that New would refuse, by name, after
+// zero fields took their defaults.
+func (c Config) Validate() error {
+	c = c.WithDefaults()
+	var p fields.Problems
+	p.Required("Config.Backend", c.Backend != nil)
 	if err := c.Auth.Validate(); err != nil {
-		return fmt.Errorf("wsfront: auth: %w", err)
+		p.Addf("Config.Auth: %w", err)
 	}
 	if err := c.Limits.Validate(); err != nil {
-		return fmt.Errorf("wsfront: limits: %w", err)
+		p.Addf("Config.%w", err)
 	}
-	return nil
+	return p.Err("wsfront")
 }

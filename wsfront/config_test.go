@@ -3,6 +3,10 @@ package wsfront
 import (
 	"testing"
 	"time"
+
+	"github.com/heraldhq/herald/fsm"
+	"github.com/heraldhq/herald/internal/configtest"
+	"github.com/heraldhq/herald/wsfront/auth"
 )
 
 // The read budgets: zero means the documented default, a page is cut to
@@ -36,28 +40,51 @@ func TestReadBudgetLimits(t *testing.T) {
 	}
 }
 
-// A configuration sets only the limits it changes: every other field that
-// must be positive gets its default, and fields where zero has a meaning
-// of its own keep it.
-func TestLimitsWithDefaults(t *testing.T) {
-	if got := (Limits{}).WithDefaults(); got != DefaultLimits() {
-		t.Fatalf("zero limits: %+v, want the defaults", got)
-	}
-	l := Limits{MaxFrame: 1024, IdleTimeout: 90 * time.Second}.WithDefaults()
-	d := DefaultLimits()
-	if l.MaxFrame != 1024 || l.IdleTimeout != 90*time.Second {
-		t.Fatalf("set fields changed: %+v", l)
-	}
-	if l.MaxData != d.MaxData || l.PublishRate != d.PublishRate || l.PingInterval != d.PingInterval || l.MaxQueueBytes != d.MaxQueueBytes {
-		t.Fatalf("zero fields not defaulted: %+v", l)
-	}
-	if l.MaxSocketsPerIP != 0 || l.MaxSocketsPerUser != 0 || l.MaxSockets != 0 {
-		t.Fatalf("fields where zero means no limit or derived were changed: %+v", l)
-	}
-	if err := l.Validate(); err != nil {
-		t.Fatalf("one field set: %v", err)
-	}
-	if err := (Limits{MaxFrame: -1}).WithDefaults().Validate(); err == nil {
-		t.Fatal("a negative limit passed")
+// A configuration sets only the limits it changes: every zero field gets
+// its default, whatever else is set, and a refused limit is named.
+func TestLimitsShape(t *testing.T) {
+	configtest.Check(t, configtest.Shape[Limits]{
+		Defaults: DefaultLimits(), WithDefaults: Limits.WithDefaults, Validate: Limits.Validate,
+	},
+		configtest.Invalid[Limits]{Field: "MaxFrame", Set: func(l *Limits) { l.MaxFrame = -1 }},
+		configtest.Invalid[Limits]{Field: "MaxData", Set: func(l *Limits) { l.MaxData = -1 }},
+		configtest.Invalid[Limits]{Field: "MaxData", Set: func(l *Limits) { l.MaxData = fsm.MaxPayloadBytes + 1 }},
+		configtest.Invalid[Limits]{Field: "MaxRooms", Set: func(l *Limits) { l.MaxRooms = -1 }},
+		configtest.Invalid[Limits]{Field: "PublishRate", Set: func(l *Limits) { l.PublishRate = -1 }},
+		configtest.Invalid[Limits]{Field: "PublishBurst", Set: func(l *Limits) { l.PublishBurst = -1 }},
+		configtest.Invalid[Limits]{Field: "MaxInflight", Set: func(l *Limits) { l.MaxInflight = -1 }},
+		configtest.Invalid[Limits]{Field: "MaxQueueFrames", Set: func(l *Limits) { l.MaxQueueFrames = -1 }},
+		configtest.Invalid[Limits]{Field: "MaxQueueBytes", Set: func(l *Limits) { l.MaxQueueBytes = -1 }},
+		configtest.Invalid[Limits]{Field: "MaxPageBytes", Set: func(l *Limits) { l.MaxPageBytes = -1 }},
+		configtest.Invalid[Limits]{Field: "MaxReadBytes", Set: func(l *Limits) { l.MaxReadBytes = -1 }},
+		configtest.Invalid[Limits]{Field: "MaxReadBytes", Set: func(l *Limits) { l.MaxReadBytes = 1 }},
+		configtest.Invalid[Limits]{Field: "AuthTimeout", Set: func(l *Limits) { l.AuthTimeout = -1 }},
+		configtest.Invalid[Limits]{Field: "IdleTimeout", Set: func(l *Limits) { l.IdleTimeout = -1 }},
+		configtest.Invalid[Limits]{Field: "PingInterval", Set: func(l *Limits) { l.PingInterval = -1 }},
+		configtest.Invalid[Limits]{Field: "PingInterval", Set: func(l *Limits) { l.PingInterval = time.Hour }},
+		configtest.Invalid[Limits]{Field: "RequestTimeout", Set: func(l *Limits) { l.RequestTimeout = -1 }},
+		configtest.Invalid[Limits]{Field: "HandshakeTimeout", Set: func(l *Limits) { l.HandshakeTimeout = -1 }},
+		configtest.Invalid[Limits]{Field: "LeaveTimeout", Set: func(l *Limits) { l.LeaveTimeout = -1 }},
+		configtest.Invalid[Limits]{Field: "MaxSockets", Set: func(l *Limits) { l.MaxSockets = -1 }},
+	)
+	// The per-address and per-user limits are off only when asked.
+	off := Limits{MaxSocketsPerIP: NoLimit, MaxSocketsPerUser: NoLimit}.WithDefaults()
+	if err := off.Validate(); err != nil || off.MaxSocketsPerIP >= 0 || off.MaxSocketsPerUser >= 0 {
+		t.Fatalf("NoLimit: %+v, %v", off, err)
 	}
 }
+
+func TestConfigShape(t *testing.T) {
+	configtest.Check(t, configtest.Shape[Config]{
+		Defaults: DefaultConfig(), WithDefaults: Config.WithDefaults, Validate: Config.Validate,
+		Base: Config{Backend: nopBackend{}, Auth: auth.Config{Insecure: true}},
+	},
+		configtest.Invalid[Config]{Field: "Config.Backend", Set: func(c *Config) { c.Backend = nil }},
+		configtest.Invalid[Config]{Field: "Config.Auth", Set: func(c *Config) { c.Auth = auth.Config{} }},
+		configtest.Invalid[Config]{Field: "Limits.MaxFrame", Set: func(c *Config) { c.Limits.MaxFrame = -1 }},
+	)
+}
+
+// nopBackend is a Backend for configuration tests: Validate only asks
+// that one is set.
+type nopBackend struct{ Backend }

@@ -156,7 +156,7 @@ func TestSlowConsumerClosedAndResumes(t *testing.T) {
 func TestLargeRoomEveryEventOnceInOrder(t *testing.T) {
 	lim := wsfront.DefaultLimits()
 	lim.PublishRate, lim.PublishBurst = 1e6, 1e6
-	lim.MaxSocketsPerIP = 0
+	lim.MaxSocketsPerIP = wsfront.NoLimit
 	c := testcluster.Start(t, testcluster.Options{Nodes: 1, Limits: &lim})
 	const subs, total = 600, 200
 	room := "crowd"

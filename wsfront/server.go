@@ -57,9 +57,10 @@ type Server struct {
 	blocks  map[string]time.Time
 }
 
-// New builds a front; Serve starts it.
+// New builds a front (zero fields of cfg take DefaultConfig's values);
+// Serve starts it.
 func New(cfg Config) (*Server, error) {
-	cfg.setDefaults()
+	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

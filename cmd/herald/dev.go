@@ -78,7 +78,7 @@ func runDev(c *cli.Context) error {
 	// per-address limit.
 	limits := wsfront.DefaultLimits()
 	limits.MaxSockets = max(1, wsfront.DefaultMaxSockets()/devNodes)
-	limits.MaxSocketsPerIP = 0
+	limits.MaxSocketsPerIP = wsfront.NoLimit
 	secret, err := devClusterSecret(dir)
 	if err != nil {
 		return err
@@ -101,7 +101,7 @@ func runDev(c *cli.Context) error {
 			Logger:        logger,
 			Mount: func(n *herald.Node) {
 				mountAdmin(n, "", true, true, logger)
-				mountAPI(n, serverapi.Options{AllowLoopback: true, MaxData: limits.MaxData, Logger: logger})
+				mountAPI(n, serverapi.Config{AllowLoopback: true, MaxData: limits.MaxData, Logger: logger})
 			},
 		})
 	}

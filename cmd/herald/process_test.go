@@ -259,7 +259,7 @@ func TestServeRefusesBadFlags(t *testing.T) {
 		{[]string{"--node-id", "n1", "--data-dir", dir + "/c", "--bootstrap", "n2=" + peer}, "does not list this node"},
 		{[]string{"--node-id", "n1", "--data-dir", dir + "/d", "--bootstrap", "n1=" + peer, "--join", "x:1"}, "exclude each other"},
 		{[]string{"--node-id", "n1", "--data-dir", dir + "/e", "--log-store", "tape"}, "--log-store"},
-		{[]string{"--node-id", "n1", "--data-dir", dir + "/f", "--max-frame", "-1"}, "max frame"},
+		{[]string{"--node-id", "n1", "--data-dir", dir + "/f", "--max-frame", "-1"}, "--max-frame -1 is negative"},
 		{[]string{"--node-id", "n1", "--data-dir", owned}, "belongs to node other"},
 		{[]string{"--node-id", "n1", "--data-dir", notDir}, "data dir"},
 		{[]string{"--node-id", "n1", "--data-dir", dir + "/g", "--heartbeat-timeout", "1ms"}, "raft timeouts"},

@@ -148,7 +148,7 @@ func serveCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			apiOpts, err := apiOptions(c, cfg.Limits, logger)
+			apiOpts, err := apiConfig(c, cfg.Limits, logger)
 			if err != nil {
 				return err
 			}
@@ -241,7 +241,7 @@ func serveConfig(c *cli.Context, logger *slog.Logger) (herald.Config, string, er
 	cfg.Timing.CommitTimeout = c.Duration("commit-timeout")
 	cfg.Timing.PerGroupHeartbeats = c.Bool("per-group-heartbeats")
 	if err := cfg.Timing.Validate(); err != nil {
-		bad("raft timeouts: %v", err)
+		bad("raft timeouts: %v", flagNames.Replace(err.Error()))
 	}
 	if spec := c.String("bootstrap"); spec != "" {
 		peers, err := parseBootstrap(spec)
@@ -277,9 +277,10 @@ func serveConfig(c *cli.Context, logger *slog.Logger) (herald.Config, string, er
 	lim.MaxPageBytes, lim.MaxReadBytes = c.Int("max-page-bytes"), c.Int("max-read-bytes")
 	lim.AuthTimeout, lim.IdleTimeout, lim.PingInterval = c.Duration("auth-timeout"), c.Duration("idle-timeout"), c.Duration("ping-interval")
 	lim.RequestTimeout = c.Duration("request-timeout")
-	lim.MaxSockets, lim.MaxSocketsPerIP, lim.MaxSocketsPerUser = c.Int("max-sockets"), c.Int("max-sockets-per-ip"), c.Int("max-sockets-per-user")
+	lim.MaxSockets = c.Int("max-sockets")
+	lim.MaxSocketsPerIP, lim.MaxSocketsPerUser = socketLimitFlag(c, "max-sockets-per-ip", bad), socketLimitFlag(c, "max-sockets-per-user", bad)
 	if err := lim.Validate(); err != nil {
-		bad("limits: %v", err)
+		bad("limits: %v", flagNames.Replace(err.Error()))
 	}
 	cfg.Limits = lim
 	if cfg.Auth, err = authConfig(c); err != nil {
@@ -534,12 +535,12 @@ func mountAdmin(n *herald.Node, token string, allowNoToken, withPprof bool, logg
 
 // apiOptions builds the server API's options from the --api-key flags,
 // checked before the node starts: Mount cannot fail.
-func apiOptions(c *cli.Context, lim wsfront.Limits, logger *slog.Logger) (serverapi.Options, error) {
+func apiConfig(c *cli.Context, lim wsfront.Limits, logger *slog.Logger) (serverapi.Config, error) {
 	keys, err := secret(c, "api-key")
 	if err != nil {
-		return serverapi.Options{}, err
+		return serverapi.Config{}, err
 	}
-	o := serverapi.Options{Keys: serverapi.ParseKeys(keys), MaxData: lim.MaxData, MaxPageBytes: lim.MaxPageBytes,
+	o := serverapi.Config{Keys: serverapi.ParseKeys(keys), MaxData: lim.MaxData, MaxPageBytes: lim.MaxPageBytes,
 		RequestTimeout: lim.RequestTimeout, Logger: logger}
 	if err := o.Validate(); err != nil {
 		return o, fmt.Errorf("--api-key: %w", err)
@@ -549,7 +550,7 @@ func apiOptions(c *cli.Context, lim wsfront.Limits, logger *slog.Logger) (server
 
 // mountAPI adds the server API to a node's client port, as the node's
 // Config.Mount; opts were validated by apiOptions.
-func mountAPI(n *herald.Node, opts serverapi.Options) {
+func mountAPI(n *herald.Node, opts serverapi.Config) {
 	opts.Sockets = n.Front()
 	h, err := serverapi.Handler(n.Rooms(), opts)
 	if err != nil {
@@ -582,3 +583,31 @@ func readNamespacesFile(path string) ([]byte, error) {
 	}
 	return rooms.BootstrapSettings(rules)
 }
+
+// socketLimitFlag reads a per-address or per-user socket limit flag, where
+// 0 means no limit: wsfront.NoLimit, since a zero limit there is the
+// default.
+func socketLimitFlag(c *cli.Context, name string, bad func(string, ...any)) int {
+	switch n := c.Int(name); {
+	case n < 0:
+		bad("--%s %d must not be negative (0: no limit)", name, n)
+	case n == 0:
+		return wsfront.NoLimit
+	default:
+		return n
+	}
+	return 0
+}
+
+// flagNames turns the fields that the packages' Validate names into the
+// flags that set them.
+var flagNames = strings.NewReplacer(
+	"Limits.MaxFrame", "--max-frame", "Limits.MaxData", "--max-data", "Limits.MaxRooms", "--max-rooms",
+	"Limits.PublishRate", "--publish-rate", "Limits.PublishBurst", "--publish-burst", "Limits.MaxInflight", "--max-inflight",
+	"Limits.MaxQueueFrames", "--max-queue-frames", "Limits.MaxQueueBytes", "--max-queue-bytes",
+	"Limits.MaxSockets", "--max-sockets", "Limits.MaxPageBytes", "--max-page-bytes", "Limits.MaxReadBytes", "--max-read-bytes",
+	"Limits.AuthTimeout", "--auth-timeout", "Limits.IdleTimeout", "--idle-timeout", "Limits.PingInterval", "--ping-interval",
+	"Limits.RequestTimeout", "--request-timeout",
+	"Timing.HeartbeatTimeout", "--heartbeat-timeout", "Timing.ElectionTimeout", "--election-timeout",
+	"Timing.LeaderLeaseTimeout", "--leader-lease-timeout", "Timing.CommitTimeout", "--commit-timeout",
+)

@@ -91,11 +91,11 @@ func TestSocketLimitFlags(t *testing.T) {
 	if err := app.Run(append(base, "--max-sockets", "20", "--max-sockets-per-ip", "0", "--max-sockets-per-user", "5")); err != nil {
 		t.Fatal(err)
 	}
-	if l := got.Limits; l.MaxSockets != 20 || l.MaxSocketsPerIP != 0 || l.MaxSocketsPerUser != 5 {
+	if l := got.Limits; l.MaxSockets != 20 || l.MaxSocketsPerIP != wsfront.NoLimit || l.MaxSocketsPerUser != 5 {
 		t.Fatalf("flags: max %d, per ip %d, per user %d", l.MaxSockets, l.MaxSocketsPerIP, l.MaxSocketsPerUser)
 	}
 	err := app.Run(append(base, "--max-sockets-per-user", "-1"))
-	if err == nil || !strings.Contains(err.Error(), "max sockets per ip and per user must not be negative") {
+	if err == nil || !strings.Contains(err.Error(), "--max-sockets-per-user -1 must not be negative") {
 		t.Fatalf("negative per-user limit: %v", err)
 	}
 }

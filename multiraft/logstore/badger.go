@@ -19,15 +19,6 @@ import (
 	"github.com/heraldhq/herald/internal/wire"
 )
 
-const (
-	defaultBadgerMemTableSize   = 16 << 20
-	defaultBadgerBlockCacheSize = 16 << 20
-	// minBadgerMemTableSize keeps badger's transaction limit (15% of a
-	// memtable) above its 1 MiB ValueThreshold, which badger requires, and
-	// above one maxInlineValue chunk.
-	minBadgerMemTableSize = 8 << 20
-)
-
 // badgerBackend keeps every group in one badger DB; all writes go through
 // its committer.
 type badgerBackend struct {
@@ -44,17 +35,9 @@ type badgerBackend struct {
 	open   map[uint64]*badgerStore
 }
 
-func openBadger(opts Options) (*badgerBackend, error) {
+func openBadger(opts Config) (*badgerBackend, error) {
 	dir := filepath.Join(opts.Dir, "raft-badger")
-	memtable := opts.BadgerMemTableSize
-	if memtable <= 0 {
-		memtable = defaultBadgerMemTableSize
-	}
-	memtable = max(memtable, minBadgerMemTableSize)
-	cache := opts.BadgerBlockCacheSize
-	if cache <= 0 {
-		cache = defaultBadgerBlockCacheSize
-	}
+	memtable, cache := opts.BadgerMemTableSize, opts.BadgerBlockCacheSize
 	bo := badger.DefaultOptions(dir).
 		WithLogger(badgerLogger{opts.Logger}).
 		// Durability comes from the committer's DB.Sync per batch.

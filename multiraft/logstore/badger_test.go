@@ -105,7 +105,7 @@ func TestIntentRecovery(t *testing.T) {
 
 // TestOversizedDeleteRange deletes more entries than fit one transaction.
 func TestOversizedDeleteRange(t *testing.T) {
-	b, err := Open(Options{Kind: KindBadger, Dir: t.TempDir(), Logger: discardLogger(), BadgerMemTableSize: minBadgerMemTableSize})
+	b, err := Open(Config{Kind: KindBadger, Dir: t.TempDir(), Logger: discardLogger(), BadgerMemTableSize: minBadgerMemTableSize})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,7 +26,7 @@ type boltBackend struct {
 	open   map[uint64]*boltStore
 }
 
-func openBolt(opts Options) (*boltBackend, error) {
+func openBolt(opts Config) (*boltBackend, error) {
 	dir := filepath.Join(opts.Dir, "raft-bolt")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("logstore: create %s: %w", dir, err)

@@ -380,7 +380,7 @@ func TestParseKind(t *testing.T) {
 	if _, err := ParseKind("rocks"); err == nil || !strings.Contains(err.Error(), "rocks") {
 		t.Errorf("ParseKind(rocks) err = %v", err)
 	}
-	if _, err := Open(Options{}); err == nil {
+	if _, err := Open(Config{}); err == nil {
 		t.Error("Open without Dir succeeded")
 	}
 }

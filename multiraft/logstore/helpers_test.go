@@ -20,7 +20,7 @@ func discardLogger() *slog.Logger {
 
 func openTest(t testing.TB, kind Kind, dir string) Backend {
 	t.Helper()
-	b, err := Open(Options{Kind: kind, Dir: dir, Logger: discardLogger()})
+	b, err := Open(Config{Kind: kind, Dir: dir, Logger: discardLogger()})
 	if err != nil {
 		t.Fatalf("open %s backend in %s: %v", kind, dir, err)
 	}

@@ -3,8 +3,6 @@ package logstore
 import (
 	"errors"
 	"fmt"
-	"log/slog"
-	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -61,7 +59,7 @@ const (
 	KindBolt Kind = "bolt"
 )
 
-// DefaultKind is used when Options.Kind is empty. Badger wins because group
+// DefaultKind is used when Config.Kind is empty. Badger wins because group
 // commit amortises one fsync over all groups writing at the same time, while
 // bolt pays two fsyncs per write per group.
 const DefaultKind = KindBadger
@@ -76,38 +74,6 @@ var ErrClosed = errors.New("logstore: closed")
 // raft-boltdb and raft.InmemStore return.
 var ErrKeyNotFound = errors.New("not found")
 
-// Options configures Open.
-type Options struct {
-	// Kind picks the backend; empty means DefaultKind.
-	Kind Kind
-	// Dir is required. Badger keeps its files in Dir/raft-badger, bolt keeps
-	// one file per group at Dir/raft-bolt/group-<id>.db.
-	Dir string
-	// Logger receives backend diagnostics; nil means slog.Default().
-	Logger *slog.Logger
-
-	// BadgerMemTableSize is the size of one badger memtable, default 16 MiB,
-	// minimum 8 MiB.
-	// The DB only holds raft logs, which raft truncates after every
-	// snapshot, so the working set is small and large memtables would only
-	// cost memory. It also bounds one badger transaction (15% of it); larger
-	// group-commit batches are split and larger single writes take a slower
-	// multi-transaction path that stays atomic.
-	BadgerMemTableSize int64
-	// BadgerBlockCacheSize is badger's block cache, default 16 MiB. Reads
-	// are rare (raft serves recent entries from raft.LogCache and most log
-	// reads hit memtables), so a big cache buys little.
-	BadgerBlockCacheSize int64
-
-	// OnSync, when set, is told how long each DB.Sync of the badger
-	// backend took: the fsync every group-commit batch waits for, and so
-	// the floor of every raft write's latency. It runs on the committer
-	// goroutine, which every write of the node queues behind: keep it to
-	// an atomic update. The bolt backend never calls it (raft-boltdb syncs
-	// inside its own transactions).
-	OnSync func(time.Duration)
-}
-
 // ParseKind parses a flag value: "badger" or "bolt".
 func ParseKind(s string) (Kind, error) {
 	switch Kind(s) {
@@ -117,22 +83,15 @@ func ParseKind(s string) (Kind, error) {
 	return "", fmt.Errorf("logstore: unknown backend kind %q (want %q or %q)", s, KindBadger, KindBolt)
 }
 
-// Open opens or creates the backend selected by opts.Kind under opts.Dir.
-func Open(opts Options) (Backend, error) {
-	if opts.Dir == "" {
-		return nil, errors.New("logstore: Options.Dir is required")
+// Open opens or creates the backend selected by cfg.Kind under cfg.Dir;
+// zero fields of cfg take DefaultConfig's values.
+func Open(cfg Config) (Backend, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
+	if cfg.Kind == KindBolt {
+		return openBolt(cfg)
 	}
-	if opts.Kind == "" {
-		opts.Kind = DefaultKind
-	}
-	switch opts.Kind {
-	case KindBadger:
-		return openBadger(opts)
-	case KindBolt:
-		return openBolt(opts)
-	}
-	return nil, fmt.Errorf("logstore: unknown backend kind %q", opts.Kind)
+	return openBadger(cfg)
 }

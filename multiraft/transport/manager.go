@@ -13,69 +13,6 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// Config configures a Manager.
-type Config struct {
-	// NodeID is this node's id; it is sent in the connection handshake and
-	// passed to handlers as the caller's identity. At most 255 bytes.
-	NodeID string
-	// Listener, when set, is used instead of listening on ListenAddr. The
-	// Manager takes ownership and closes it on Close.
-	Listener net.Listener
-	// ListenAddr is the address to listen on, e.g. "127.0.0.1:0".
-	ListenAddr string
-	// AdvertiseAddr is the address peers dial; it defaults to the
-	// listener's address.
-	AdvertiseAddr string
-	// TLS, when set, makes the listener speak TLS. Set ClientAuth and
-	// ClientCAs to require client certificates (mutual TLS).
-	TLS *tls.Config
-	// ClientTLS, when set, makes outbound connections use TLS; it is mutual
-	// TLS when it carries a certificate.
-	ClientTLS *tls.Config
-	// DialTimeout bounds a dial including the TLS and protocol handshake.
-	// Default 2s.
-	DialTimeout time.Duration
-	// RPCTimeout bounds any one raft RPC or Call waiting for its reply, and
-	// how long a peer may stall mid-frame or mid-write. It does not bound
-	// the transfer of InstallSnapshot data as a whole. Default 5s.
-	RPCTimeout time.Duration
-	// HeartbeatCoalesce is how long a heartbeat (and its reply) may wait
-	// in a connection's queue for other frames to share its write. With
-	// hundreds of groups per node, heartbeats are most of an idle node's
-	// traffic and each would otherwise cost a syscall on both ends.
-	// Default 2ms; negative sends heartbeats at once.
-	HeartbeatCoalesce time.Duration
-	// HeartbeatInterval, when positive, turns on node-level heartbeats:
-	// raft's heartbeats wait for the next tick of this interval, when the
-	// Manager sends each peer node one call carrying all of them
-	// (heartbeat.go). It must exceed raft's longest pause between
-	// heartbeats (HeartbeatTimeout/5) and stay well below the heartbeat
-	// timeout: HeartbeatTimeout/4 of the groups' timing. Zero leaves every
-	// heartbeat on its own.
-	HeartbeatInterval time.Duration
-	// ProbeAfter is how long an outbound connection with requests waiting
-	// may receive nothing before it pings the peer; when the ping goes
-	// unanswered as long again, the connection is closed and its requests
-	// fail as unreachable (probe.go). It bounds how long a paused or frozen
-	// peer holds requests, well below RPCTimeout. Default 1s; negative
-	// turns probing off.
-	ProbeAfter time.Duration
-	// ClusterSecret, when set, is the shared secret every peer must prove
-	// it knows in the handshake (handshake.go), and which this node proves
-	// to every peer it dials; it never crosses the wire. At least
-	// MinClusterSecretLen bytes. It authenticates peers but does not
-	// encrypt: on networks an attacker can tap, use TLS as well.
-	ClusterSecret []byte
-	// Authorize, when set, is asked about every authenticated peer node id,
-	// on accept and again on each request while it answers AccessJoin. An
-	// error refuses the connection with that reason.
-	Authorize func(nodeID string) (PeerAccess, error)
-	// JoinServices are the Call services a peer with AccessJoin may use.
-	JoinServices []string
-	// Logger receives connection-level errors. Default: discard.
-	Logger *slog.Logger
-}
-
 // PeerAccess is what an authenticated peer may do on this node.
 type PeerAccess int32
 
@@ -88,11 +25,6 @@ const (
 )
 
 const (
-	defaultDialTimeout = 2 * time.Second
-	defaultRPCTimeout  = 5 * time.Second
-	defaultCoalesce    = 2 * time.Millisecond
-	defaultProbeAfter  = time.Second
-
 	backoffMin = 50 * time.Millisecond
 	backoffMax = time.Second
 
@@ -135,40 +67,12 @@ type Manager struct {
 	rejected rejectLog
 }
 
-// New validates cfg, starts listening and accepting connections.
+// New validates cfg (zero fields take DefaultConfig's values), starts
+// listening and accepting connections.
 func New(cfg Config) (*Manager, error) {
-	if cfg.NodeID == "" {
-		return nil, errors.New("transport: Config.NodeID is required")
-	}
-	if len(cfg.NodeID) > 255 {
-		return nil, fmt.Errorf("transport: Config.NodeID is %d bytes, at most 255 allowed", len(cfg.NodeID))
-	}
-	if cfg.Listener == nil && cfg.ListenAddr == "" {
-		return nil, errors.New("transport: Config.Listener or Config.ListenAddr is required")
-	}
-	if cfg.DialTimeout < 0 || cfg.RPCTimeout < 0 {
-		return nil, errors.New("transport: timeouts must not be negative")
-	}
-	if cfg.DialTimeout == 0 {
-		cfg.DialTimeout = defaultDialTimeout
-	}
-	if cfg.RPCTimeout == 0 {
-		cfg.RPCTimeout = defaultRPCTimeout
-	}
-	if cfg.ProbeAfter == 0 {
-		cfg.ProbeAfter = defaultProbeAfter
-	}
-	if cfg.HeartbeatInterval < 0 {
-		return nil, errors.New("transport: the heartbeat interval must not be negative")
-	}
-	if cfg.HeartbeatCoalesce == 0 {
-		cfg.HeartbeatCoalesce = defaultCoalesce
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	if len(cfg.ClusterSecret) > 0 && len(cfg.ClusterSecret) < MinClusterSecretLen {
-		return nil, fmt.Errorf("transport: the cluster secret is %d bytes, at least %d are needed", len(cfg.ClusterSecret), MinClusterSecretLen)
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	ln := cfg.Listener
 	if ln == nil {

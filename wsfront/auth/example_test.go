@@ -13,7 +13,7 @@ import (
 // A token a node accepts: an HMAC-signed JWT naming the user and the rooms
 // it may join, publish to and read. The issuer signs it with the secret the
 // nodes verify with (auth.Config.HMACSecret, `herald serve
-// --jwt-secret-file`); the client sends it as client.Options.Token.
+// --jwt-secret-file`); the client sends it as client.Config.Token.
 func ExampleVerifier_Token() {
 	secret := []byte("the HMAC secret tokens are signed with, 32+ bytes")
 	token, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
