@@ -109,14 +109,9 @@ func DefaultConfig() Config {
 // WithDefaults returns c with each zero field set to DefaultConfig's value,
 // field by field, Limits' and Timing's included.
 func (c Config) WithDefaults() Config {
-	d := DefaultConfig()
 	c.Limits = c.Limits.WithDefaults()
 	c.Timing = c.Timing.WithDefaults()
-	fields.Default(&c.LogStore, d.LogStore)
-	fields.Default(&c.LeaseTTL, d.LeaseTTL)
-	fields.Default(&c.TickInterval, d.TickInterval)
-	fields.Default(&c.StopTimeout, d.StopTimeout)
-	fields.Default(&c.Logger, d.Logger)
+	fields.Fill(&c, DefaultConfig())
 	return c
 }
 

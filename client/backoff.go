@@ -40,9 +40,7 @@ func DefaultBackoff() Backoff {
 // value. A Max below Min is raised to Min, so that setting Min alone
 // never makes the default Max wrong.
 func (b Backoff) WithDefaults() Backoff {
-	d := DefaultBackoff()
-	fields.Default(&b.Min, d.Min)
-	fields.Default(&b.Max, d.Max)
+	fields.Fill(&b, DefaultBackoff())
 	if b.Max > 0 {
 		b.Max = max(b.Max, b.Min)
 	}

@@ -78,15 +78,8 @@ func DefaultConfig() Config {
 // WithDefaults returns c with each zero field set to DefaultConfig's value,
 // field by field.
 func (c Config) WithDefaults() Config {
-	d := DefaultConfig()
 	c.Backoff = c.Backoff.WithDefaults()
-	fields.Default(&c.DialTimeout, d.DialTimeout)
-	fields.Default(&c.PingInterval, d.PingInterval)
-	if c.DialContext == nil {
-		c.DialContext = d.DialContext
-	}
-	fields.Default(&c.MaxFrame, d.MaxFrame)
-	fields.Default(&c.Logger, d.Logger)
+	fields.Fill(&c, DefaultConfig())
 	return c
 }
 

@@ -28,9 +28,7 @@ func DefaultConfig() Config {
 // WithDefaults returns c with each zero field set to DefaultConfig's value,
 // field by field.
 func (c Config) WithDefaults() Config {
-	d := DefaultConfig()
-	fields.Default(&c.SweepBudget, d.SweepBudget)
-	fields.Default(&c.Logger, d.Logger)
+	fields.Fill(&c, DefaultConfig())
 	return c
 }
 
@@ -90,15 +88,7 @@ func DefaultStoreConfig(dir string) StoreConfig {
 // WithDefaults returns c with each zero field set to DefaultStoreConfig's
 // value, field by field.
 func (c StoreConfig) WithDefaults() StoreConfig {
-	d := DefaultStoreConfig(c.Dir)
-	fields.Default(&c.MemTableSize, d.MemTableSize)
-	fields.Default(&c.NumMemtables, d.NumMemtables)
-	fields.Default(&c.BlockCacheSize, d.BlockCacheSize)
-	fields.Default(&c.IndexCacheSize, d.IndexCacheSize)
-	fields.Default(&c.ValueThreshold, d.ValueThreshold)
-	fields.Default(&c.ValueLogFileSize, d.ValueLogFileSize)
-	fields.Default(&c.NumCompactors, d.NumCompactors)
-	fields.Default(&c.Logger, d.Logger)
+	fields.Fill(&c, DefaultStoreConfig(c.Dir))
 	return c
 }
 

@@ -99,14 +99,9 @@ func (t Timing) WithDefaults() Timing {
 	if t == (Timing{}) {
 		return d
 	}
-	leaseUnset := t.LeaderLeaseTimeout == 0
-	fields.Default(&t.HeartbeatTimeout, d.HeartbeatTimeout)
-	fields.Default(&t.ElectionTimeout, d.ElectionTimeout)
-	fields.Default(&t.LeaderLeaseTimeout, d.LeaderLeaseTimeout)
-	fields.Default(&t.CommitTimeout, d.CommitTimeout)
-	fields.Default(&t.MaxAppendEntries, d.MaxAppendEntries)
-	fields.Default(&t.SnapshotThreshold, d.SnapshotThreshold)
-	fields.Default(&t.SnapshotInterval, d.SnapshotInterval)
+	leaseUnset, trailing := t.LeaderLeaseTimeout == 0, t.TrailingLogs
+	fields.Fill(&t, d)
+	t.TrailingLogs = trailing // its zero keeps no trailing logs
 	// The lease may not outlast the heartbeat timeout: a default lease
 	// follows a shorter heartbeat timeout down.
 	if leaseUnset && t.LeaderLeaseTimeout > t.HeartbeatTimeout {
@@ -235,19 +230,13 @@ func DefaultConfig() Config {
 // field by field (Timing's too, Timing.WithDefaults), and a nil MetaTiming
 // set to a copy of the resulting Timing.
 func (c Config) WithDefaults() Config {
-	d := DefaultConfig()
-	fields.Default(&c.LogStore, d.LogStore)
 	c.Timing = c.Timing.WithDefaults()
 	meta := c.Timing
 	if c.MetaTiming != nil {
 		meta = c.MetaTiming.WithDefaults()
 	}
+	fields.Fill(&c, DefaultConfig())
 	c.MetaTiming = &meta
-	fields.Default(&c.LeaseTTL, d.LeaseTTL)
-	fields.Default(&c.ProposeTimeout, d.ProposeTimeout)
-	fields.Default(&c.StopTimeout, d.StopTimeout)
-	fields.Default(&c.Logger, d.Logger)
-	fields.Default(&c.Observer, d.Observer)
 	return c
 }
 

@@ -41,10 +41,7 @@ func DefaultConfig() Config {
 // WithDefaults returns c with each zero field set to DefaultConfig's value,
 // field by field.
 func (c Config) WithDefaults() Config {
-	d := DefaultConfig()
-	fields.Default(&c.Scheme, d.Scheme)
-	fields.Default(&c.TickInterval, d.TickInterval)
-	fields.Default(&c.Logger, d.Logger)
+	fields.Fill(&c, DefaultConfig())
 	return c
 }
 

@@ -76,13 +76,10 @@ func DefaultConfig() Config {
 // invalid.
 func (c Config) WithDefaults() Config {
 	d := DefaultConfig()
-	fields.Default(&c.MaxData, d.MaxData)
-	fields.Default(&c.MaxPageBytes, d.MaxPageBytes)
-	fields.Default(&c.MaxBroadcastRooms, d.MaxBroadcastRooms)
 	fields.Default(&c.RequestTimeout, d.RequestTimeout)
+	// A default node timeout is cut to a shorter request timeout.
 	fields.Default(&c.NodeTimeout, min(d.NodeTimeout, max(c.RequestTimeout, 0)))
-	fields.Default(&c.NodeClient, d.NodeClient)
-	fields.Default(&c.Logger, d.Logger)
+	fields.Fill(&c, d)
 	return c
 }
 

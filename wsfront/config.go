@@ -219,25 +219,7 @@ func DefaultLimits() Limits {
 // MaxSockets stays zero, which New reads as DefaultMaxSockets(), derived
 // from the open-files limit when the front starts.
 func (l Limits) WithDefaults() Limits {
-	d := DefaultLimits()
-	fields.Default(&l.MaxFrame, d.MaxFrame)
-	fields.Default(&l.MaxData, d.MaxData)
-	fields.Default(&l.MaxRooms, d.MaxRooms)
-	fields.Default(&l.PublishRate, d.PublishRate)
-	fields.Default(&l.PublishBurst, d.PublishBurst)
-	fields.Default(&l.MaxInflight, d.MaxInflight)
-	fields.Default(&l.MaxQueueFrames, d.MaxQueueFrames)
-	fields.Default(&l.MaxQueueBytes, d.MaxQueueBytes)
-	fields.Default(&l.MaxPageBytes, d.MaxPageBytes)
-	fields.Default(&l.MaxReadBytes, d.MaxReadBytes)
-	fields.Default(&l.AuthTimeout, d.AuthTimeout)
-	fields.Default(&l.IdleTimeout, d.IdleTimeout)
-	fields.Default(&l.PingInterval, d.PingInterval)
-	fields.Default(&l.RequestTimeout, d.RequestTimeout)
-	fields.Default(&l.HandshakeTimeout, d.HandshakeTimeout)
-	fields.Default(&l.LeaveTimeout, d.LeaveTimeout)
-	fields.Default(&l.MaxSocketsPerIP, d.MaxSocketsPerIP)
-	fields.Default(&l.MaxSocketsPerUser, d.MaxSocketsPerUser)
+	fields.Fill(&l, DefaultLimits())
 	return l
 }
 
@@ -343,10 +325,8 @@ func DefaultConfig() Config {
 // WithDefaults returns c with each zero field set to DefaultConfig's value,
 // field by field, and so each zero limit (Limits.WithDefaults).
 func (c Config) WithDefaults() Config {
-	d := DefaultConfig()
 	c.Limits = c.Limits.WithDefaults()
-	fields.Default(&c.Logger, d.Logger)
-	fields.Default(&c.Observer, d.Observer)
+	fields.Fill(&c, DefaultConfig())
 	return c
 }
 

@@ -6,6 +6,7 @@ package fields
 import (
 	"errors"
 	"fmt"
+	"reflect"
 )
 
 // Default sets *v to def when *v is zero.
@@ -13,6 +14,21 @@ func Default[T comparable](v *T, def T) {
 	var zero T
 	if *v == zero {
 		*v = def
+	}
+}
+
+// Fill sets every zero field of *c to its value in defaults. Nested
+// structs are left alone: each has its own WithDefaults, which knows what
+// its zero fields mean. A field whose zero means something else than "the
+// default" must be saved before Fill and put back after it.
+func Fill[T any](c *T, defaults T) {
+	dst, def := reflect.ValueOf(c).Elem(), reflect.ValueOf(defaults)
+	for i := range dst.NumField() {
+		f := dst.Field(i)
+		if !f.CanSet() || f.Kind() == reflect.Struct || !f.IsZero() {
+			continue
+		}
+		f.Set(def.Field(i))
 	}
 }
 

@@ -58,11 +58,7 @@ const minBadgerMemTableSize = 8 << 20
 // WithDefaults returns c with each zero field set to DefaultConfig's value,
 // field by field: setting one field never changes another.
 func (c Config) WithDefaults() Config {
-	d := DefaultConfig()
-	fields.Default(&c.Kind, d.Kind)
-	fields.Default(&c.Logger, d.Logger)
-	fields.Default(&c.BadgerMemTableSize, d.BadgerMemTableSize)
-	fields.Default(&c.BadgerBlockCacheSize, d.BadgerBlockCacheSize)
+	fields.Fill(&c, DefaultConfig())
 	return c
 }
 

@@ -87,12 +87,7 @@ func DefaultConfig() Config {
 // WithDefaults returns c with each zero field set to DefaultConfig's value,
 // field by field: setting one field never changes another.
 func (c Config) WithDefaults() Config {
-	d := DefaultConfig()
-	fields.Default(&c.DialTimeout, d.DialTimeout)
-	fields.Default(&c.RPCTimeout, d.RPCTimeout)
-	fields.Default(&c.HeartbeatCoalesce, d.HeartbeatCoalesce)
-	fields.Default(&c.ProbeAfter, d.ProbeAfter)
-	fields.Default(&c.Logger, d.Logger)
+	fields.Fill(&c, DefaultConfig())
 	return c
 }
 
