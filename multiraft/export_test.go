@@ -13,7 +13,9 @@ func (h *Host) GroupAdminForTest(ctx context.Context, group uint64, op, id, addr
 }
 
 // HeartbeatStatsOf is the node's raft heartbeat counters, for benchmarks.
-func HeartbeatStatsOf(h *Host) transport.HeartbeatStats { return h.peers.HeartbeatStats() }
+func HeartbeatStatsOf(h *Host) transport.HeartbeatStats {
+	return h.peers.(tcpPeers).HeartbeatStats()
+}
 
 // SetDropHookForTest has f run on a node dropping a replica (a repair's
 // reset, a move off the node) between stopping it and deleting its data.
