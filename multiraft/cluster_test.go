@@ -14,7 +14,9 @@ import (
 
 	"github.com/heraldhq/herald/fsm"
 	"github.com/heraldhq/herald/multiraft"
+	"github.com/heraldhq/herald/multiraft/kvtest"
 	"github.com/heraldhq/herald/multiraft/meta"
+	"github.com/heraldhq/herald/multiraft/peertest"
 	"github.com/heraldhq/herald/rooms"
 )
 
@@ -30,14 +32,15 @@ func testTiming() multiraft.Timing {
 }
 
 // node is one Herald node's consensus half, as a test runs it: a host and
-// the room store of its state machines, on real TCP and real disks.
+// the store of its state machines, on real disks. Its peer port is real
+// TCP, or its cluster's in-memory network; its state machines are
+// herald's rooms (store), or kvtest's lists (kv), kept across restarts.
 type node struct {
-	id   string
-	dir  string
-	addr string // peer address, kept across restarts
-	// advertise is what peers dial when it is not addr (a proxy in front).
-	advertise string
-	store     *fsm.Store
+	id    string
+	dir   string
+	addr  string // peer address, kept across restarts
+	store *fsm.Store
+	kv    *kvtest.App
 	// hp is the running host, nil while stopped; atomic because tests
 	// stop and start nodes while clients use them.
 	hp atomic.Pointer[multiraft.Host]
@@ -54,9 +57,9 @@ type cluster struct {
 	timing   multiraft.Timing
 	// proposeTimeout is each host's Config.ProposeTimeout.
 	proposeTimeout time.Duration
-	// front, when set, puts something in front of a new node's peer port
-	// at bound and returns the address peers should dial instead.
-	front func(id, bound string) string
+	// net, when set, is the in-memory network the nodes' peer ports are
+	// on, and their state machines are kvtest's (newTwinCluster).
+	net *peertest.Net
 }
 
 func logger(t *testing.T) *slog.Logger {
@@ -83,38 +86,53 @@ func newCluster(t *testing.T) *cluster {
 	return c
 }
 
+// newTwinCluster is a cluster on an in-memory network (peertest) whose
+// nodes replicate kvtest's state machine: for the tests of what the host
+// does, which need neither TCP nor room semantics.
+func newTwinCluster(t *testing.T) *cluster {
+	net := peertest.New(0)
+	t.Cleanup(net.Close) // after the nodes stopped (cleanups run last in, first out)
+	c := newCluster(t)
+	c.net = net
+	return c
+}
+
 // start starts (or restarts with its data) node id.
 func (c *cluster) start(id string) *node {
 	c.t.Helper()
 	n := c.nodes[id]
 	if n == nil {
 		n = &node{id: id, dir: filepath.Join(c.dir, id), addr: "127.0.0.1:0"}
-		if c.front != nil {
-			n.addr = freeAddr(c.t)
-			n.advertise = c.front(id, n.addr)
-		}
 		c.nodes[id] = n
 	}
-	scfg := fsm.DefaultStoreConfig(filepath.Join(n.dir, "state"))
-	scfg.MemTableSize, scfg.BlockCacheSize, scfg.IndexCacheSize = 4<<20, 1<<20, 1<<20
-	store, err := fsm.OpenStore(scfg)
-	if err != nil {
-		c.t.Fatalf("open store of %s: %v", id, err)
-	}
-	n.store = store
-	h, err := multiraft.Start(multiraft.Config{
-		NodeID: id, DataDir: filepath.Join(n.dir, "raft"), PeerAddr: n.addr, AdvertisePeerAddr: n.advertise,
+	cfg := multiraft.Config{
+		NodeID: id, DataDir: filepath.Join(n.dir, "raft"), PeerAddr: n.addr,
 		Timing: c.timing, LeaseTTL: c.leaseTTL, ProposeTimeout: c.proposeTimeout,
-		App:    &rooms.Application{Store: store, Logger: logger(c.t)},
 		Logger: logger(c.t),
-	})
+	}
+	if c.net != nil {
+		if n.kv == nil {
+			n.kv = &kvtest.App{}
+		}
+		cfg.App, cfg.OpenPeers = n.kv, c.net.Open
+	} else {
+		scfg := fsm.DefaultStoreConfig(filepath.Join(n.dir, "state"))
+		scfg.MemTableSize, scfg.BlockCacheSize, scfg.IndexCacheSize = 4<<20, 1<<20, 1<<20
+		store, err := fsm.OpenStore(scfg)
+		if err != nil {
+			c.t.Fatalf("open store of %s: %v", id, err)
+		}
+		n.store = store
+		cfg.App = &rooms.Application{Store: store, Logger: logger(c.t)}
+	}
+	h, err := multiraft.Start(cfg)
 	if err != nil {
-		store.Close()
+		if n.store != nil {
+			n.store.Close()
+		}
 		c.t.Fatalf("start %s: %v", id, err)
 	}
-	if n.advertise == "" {
-		n.addr = h.PeerAddr()
-	}
+	n.addr = h.PeerAddr()
 	n.hp.Store(h)
 	return n
 }
@@ -125,7 +143,9 @@ func (n *node) stop() {
 		return
 	}
 	h.Close()
-	n.store.Close()
+	if n.store != nil {
+		n.store.Close()
+	}
 }
 
 // bootstrap starts ids and makes a new cluster of them.
@@ -224,6 +244,55 @@ func (c *cluster) publish(via *node, group uint64, room, key string, data string
 	return r, r.Err
 }
 
+// write appends item to the list under key in group through via (on a
+// twin cluster), or publishes it to room key with item as its idempotency
+// key (on a room cluster), and returns its seq. Either way a retried item
+// is committed once.
+func (c *cluster) write(via *node, group uint64, key, item string) (uint64, error) {
+	if c.net == nil {
+		res, err := c.publish(via, group, key, item, item)
+		if err != nil {
+			return 0, err
+		}
+		return res.Seq, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	h := via.h()
+	if h == nil {
+		return 0, fmt.Errorf("%w: %s is stopped", multiraft.ErrClosed, via.id)
+	}
+	res, err := h.Propose(ctx, group, kvtest.Append(key, item))
+	if err != nil {
+		return 0, err
+	}
+	r := res.(*kvtest.Result)
+	return r.Seq, r.Err
+}
+
+// items reads what write wrote under key in group on node n, in order.
+func (c *cluster) items(n *node, group uint64, key string, cons multiraft.Consistency) []string {
+	c.t.Helper()
+	if c.net == nil {
+		var out []string
+		for _, ev := range history(c.t, n, group, key, cons).Events {
+			out = append(out, string(ev.Data))
+		}
+		return out
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var out []string
+	err := n.h().Read(ctx, group, cons, func(sm multiraft.StateMachine) error {
+		out = sm.(*kvtest.Machine).Items(key)
+		return nil
+	})
+	if err != nil {
+		c.t.Fatalf("read %s on %s: %v", key, n.id, err)
+	}
+	return out
+}
+
 // roomFor finds a room name that maps to group.
 func roomFor(group, groups uint64) string {
 	for i := 0; ; i++ {
@@ -264,7 +333,7 @@ func (c *cluster) waitConverged(group uint64) {
 			if !ok {
 				continue
 			}
-			d, err := sm.(*fsm.FSM).Digest()
+			d, err := sm.(interface{ Digest() ([32]byte, error) }).Digest()
 			if err != nil {
 				continue
 			}
@@ -581,18 +650,17 @@ func TestTransferLeadershipsEmptiesANode(t *testing.T) {
 // CommitTimeout (30 s here), so the end of a burst used to stall; the host
 // keeps the backlog within one append.
 func TestBurstDoesNotWaitForCommitTimeout(t *testing.T) {
-	c := newCluster(t)
+	c := newTwinCluster(t)
 	c.timing.CommitTimeout = 30 * time.Second
 	c.timing.MaxAppendEntries = 16
 	c.bootstrap(1, 3, "n1", "n2", "n3")
-	room := roomFor(1, 1)
 	leader := c.nodes[c.waitLeader(1)]
 	const burst = 400
 	errs := make(chan error, burst)
 	start := time.Now()
 	for i := range burst {
 		go func() {
-			_, err := c.publish(leader, 1, room, "", fmt.Sprint(i))
+			_, err := c.write(leader, 1, "burst", fmt.Sprint(i))
 			errs <- err
 		}()
 	}
@@ -601,13 +669,13 @@ func TestBurstDoesNotWaitForCommitTimeout(t *testing.T) {
 		select {
 		case err := <-errs:
 			if err != nil {
-				t.Fatalf("publish in a burst of %d (commit timeout 30s): %v", burst, err)
+				t.Fatalf("write in a burst of %d (commit timeout 30s): %v", burst, err)
 			}
 		case <-deadline:
-			t.Fatalf("only %d of %d publishes committed within 20s (commit timeout 30s)", i, burst)
+			t.Fatalf("only %d of %d writes committed within 20s (commit timeout 30s)", i, burst)
 		}
 	}
-	t.Logf("%d concurrent publishes with 16 entries per append committed in %v", burst, time.Since(start).Round(time.Millisecond))
+	t.Logf("%d concurrent writes with 16 entries per append committed in %v", burst, time.Since(start).Round(time.Millisecond))
 }
 
 // TestBootstrapAgainWaitsForQuorum restarts a whole cluster with the same

@@ -199,7 +199,7 @@ func TestDecommission(t *testing.T) {
 }
 
 func TestRebalanceAfterAddingNode(t *testing.T) {
-	c := newCluster(t)
+	c := newTwinCluster(t)
 	const groups = 6
 	c.bootstrap(groups, 3, "n1", "n2", "n3")
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
@@ -243,7 +243,7 @@ func TestRebalanceAfterAddingNode(t *testing.T) {
 		}
 	}
 	for g := uint64(1); g <= groups; g++ {
-		if _, err := c.publish(c.nodes["n4"], g, roomFor(g, groups), "", "x"); err != nil {
+		if _, err := c.write(c.nodes["n4"], g, "k", "x"); err != nil {
 			t.Errorf("group %d after rebalance: %v", g, err)
 		}
 	}
