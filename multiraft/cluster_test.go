@@ -383,9 +383,9 @@ func TestBootstrapElectsAndForwards(t *testing.T) {
 }
 
 func TestLinearizableReadOnFollowerAndStaleRead(t *testing.T) {
-	c := newCluster(t)
+	c := newTwinCluster(t)
 	c.bootstrap(1, 3, "n1", "n2", "n3")
-	room := roomFor(1, 1)
+	const key = "k"
 	leader := c.waitLeader(1)
 	var followers []*node
 	for _, n := range c.running() {
@@ -397,12 +397,11 @@ func TestLinearizableReadOnFollowerAndStaleRead(t *testing.T) {
 	// on a follower at once, even though followers learn the commit index
 	// only with the next append.
 	for i := range 20 {
-		if _, err := c.publish(followers[0], 1, room, "", fmt.Sprint(i)); err != nil {
+		if _, err := c.write(followers[0], 1, key, fmt.Sprint(i)); err != nil {
 			t.Fatal(err)
 		}
-		h := history(t, followers[1], 1, room, multiraft.Linearizable)
-		if h.LastSeq != uint64(i+1) {
-			t.Fatalf("linearizable read on follower %s after write %d saw last seq %d", followers[1].id, i+1, h.LastSeq)
+		if got := c.items(followers[1], 1, key, multiraft.Linearizable); len(got) != i+1 {
+			t.Fatalf("linearizable read on follower %s after write %d saw %d writes", followers[1].id, i+1, len(got))
 		}
 	}
 	// Without a quorum, a linearizable read fails and a stale read still
@@ -419,17 +418,17 @@ func TestLinearizableReadOnFollowerAndStaleRead(t *testing.T) {
 	if !errors.Is(err, multiraft.ErrUnavailable) {
 		t.Errorf("linearizable read without quorum: %v, want ErrUnavailable", err)
 	}
-	if h := history(t, survivor, 1, room, multiraft.Stale); h.LastSeq != 20 {
-		t.Errorf("stale read on the survivor saw last seq %d, want 20", h.LastSeq)
+	if got := c.items(survivor, 1, key, multiraft.Stale); len(got) != 20 {
+		t.Errorf("stale read on the survivor saw %d writes, want 20", len(got))
 	}
 }
 
 func TestLeaderCrashAndRestart(t *testing.T) {
-	c := newCluster(t)
+	c := newTwinCluster(t)
 	c.bootstrap(2, 3, "n1", "n2", "n3")
-	room := roomFor(1, 2)
+	const key = "k"
 	for i := range 10 {
-		if _, err := c.publish(c.nodes["n1"], 1, room, fmt.Sprint("k", i), "x"); err != nil {
+		if _, err := c.write(c.nodes["n1"], 1, key, fmt.Sprint(i)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -443,20 +442,20 @@ func TestLeaderCrashAndRestart(t *testing.T) {
 	t.Logf("new leader %s after %v", next, time.Since(crashed))
 	via := c.nodes[next]
 	for i := 10; i < 20; i++ {
-		res, err := c.publish(via, 1, room, fmt.Sprint("k", i), "x")
+		seq, err := c.write(via, 1, key, fmt.Sprint(i))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if res.Seq != uint64(i+1) {
-			t.Fatalf("publish %d after failover got seq %d", i, res.Seq)
+		if seq != uint64(i+1) {
+			t.Fatalf("write %d after failover got seq %d", i, seq)
 		}
 	}
 	// The old leader comes back with its data and catches up.
 	c.start(old)
 	c.waitConverged(1)
 	c.waitConverged(2)
-	if h := history(t, c.nodes[old], 1, room, multiraft.Linearizable); h.LastSeq != 20 || len(h.Events) != 20 {
-		t.Fatalf("restarted %s sees last seq %d with %d events, want 20", old, h.LastSeq, len(h.Events))
+	if got := c.items(c.nodes[old], 1, key, multiraft.Linearizable); len(got) != 20 {
+		t.Fatalf("restarted %s sees %d writes, want 20", old, len(got))
 	}
 	if c.nodes[old].h().Epoch() != 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -466,12 +465,12 @@ func TestLeaderCrashAndRestart(t *testing.T) {
 }
 
 func TestWholeClusterRestartKeepsState(t *testing.T) {
-	c := newCluster(t)
+	c := newTwinCluster(t)
 	c.bootstrap(2, 3, "n1", "n2", "n3")
-	rooms := []string{roomFor(1, 2), roomFor(2, 2)}
-	for g, room := range rooms {
+	keys := []string{"k1", "k2"}
+	for g, key := range keys {
 		for i := range 5 {
-			if _, err := c.publish(c.nodes["n2"], uint64(g+1), room, "", fmt.Sprint(i)); err != nil {
+			if _, err := c.write(c.nodes["n2"], uint64(g+1), key, fmt.Sprint(i)); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -484,14 +483,14 @@ func TestWholeClusterRestartKeepsState(t *testing.T) {
 	for _, id := range c.ids() {
 		c.start(id)
 	}
-	for g, room := range rooms {
+	for g, key := range keys {
 		c.waitLeader(uint64(g + 1))
-		res, err := c.publish(c.nodes["n3"], uint64(g+1), room, "", "after restart")
+		seq, err := c.write(c.nodes["n3"], uint64(g+1), key, "after restart")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if res.Seq != 6 {
-			t.Errorf("room %s after restart: seq %d, want 6", room, res.Seq)
+		if seq != 6 {
+			t.Errorf("%s after restart: seq %d, want 6", key, seq)
 		}
 	}
 	for _, n := range c.running() {
@@ -505,13 +504,13 @@ func TestWholeClusterRestartKeepsState(t *testing.T) {
 }
 
 func TestFiveNodesSurviveTwoFailures(t *testing.T) {
-	c := newCluster(t)
+	c := newTwinCluster(t)
 	c.bootstrap(5, 5, "n1", "n2", "n3", "n4", "n5")
 	c.nodes["n1"].stop()
 	c.nodes["n2"].stop()
 	for g := uint64(1); g <= 5; g++ {
 		c.waitLeader(g)
-		if _, err := c.publish(c.nodes["n5"], g, roomFor(g, 5), "", "x"); err != nil {
+		if _, err := c.write(c.nodes["n5"], g, "k", "x"); err != nil {
 			t.Fatalf("group %d with 3 of 5 nodes: %v", g, err)
 		}
 	}
@@ -523,7 +522,7 @@ func TestFiveNodesSurviveTwoFailures(t *testing.T) {
 }
 
 func TestProposeUnknownGroupFails(t *testing.T) {
-	c := newCluster(t)
+	c := newTwinCluster(t)
 	c.bootstrap(2, 1, "n1")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
@@ -566,7 +565,7 @@ func TestFollowerReadInIdleGroupDoesNotWaitForCommitTimeout(t *testing.T) {
 }
 
 func TestWatchLeadersSeesFailover(t *testing.T) {
-	c := newCluster(t)
+	c := newTwinCluster(t)
 	c.bootstrap(1, 3, "n1", "n2", "n3")
 	old := c.waitLeader(1)
 	var watcher *node
@@ -595,7 +594,7 @@ func TestWatchLeadersSeesFailover(t *testing.T) {
 }
 
 func TestTransferLeadershipsEmptiesANode(t *testing.T) {
-	c := newCluster(t)
+	c := newTwinCluster(t)
 	const groups = 6
 	c.bootstrap(groups, 3, "n1", "n2", "n3")
 	n1 := c.nodes["n1"]
@@ -638,7 +637,7 @@ func TestTransferLeadershipsEmptiesANode(t *testing.T) {
 		}
 	}
 	for g := uint64(1); g <= groups; g++ {
-		if _, err := c.publish(n1, g, roomFor(g, groups), "", "x"); err != nil {
+		if _, err := c.write(n1, g, "k", "x"); err != nil {
 			t.Errorf("group %d after the handover: %v", g, err)
 		}
 	}
@@ -682,7 +681,7 @@ func TestBurstDoesNotWaitForCommitTimeout(t *testing.T) {
 // bootstrap flags, one node first. Its Bootstrap must wait (past several
 // propose timeouts) until the others are back, not give up.
 func TestBootstrapAgainWaitsForQuorum(t *testing.T) {
-	c := newCluster(t)
+	c := newTwinCluster(t)
 	c.proposeTimeout = 500 * time.Millisecond
 	c.bootstrap(2, 3, "n1", "n2", "n3")
 	var peers []multiraft.Peer
@@ -715,7 +714,7 @@ func TestBootstrapAgainWaitsForQuorum(t *testing.T) {
 	case <-time.After(25 * time.Second):
 		t.Fatal("Bootstrap did not return after the others came back")
 	}
-	if _, err := c.publish(c.nodes["n1"], 1, roomFor(1, 2), "", "after"); err != nil {
+	if _, err := c.write(c.nodes["n1"], 1, "k", "after"); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -33,10 +33,10 @@ func (w *writer) run(ctx context.Context, max int) {
 		for ctx.Err() == nil {
 			nodes := w.c.running()
 			via := nodes[i%len(nodes)]
-			res, err := w.c.publish(via, w.group, w.room, key, key)
+			seq, err := w.c.write(via, w.group, w.room, key)
 			if err == nil {
 				w.mu.Lock()
-				w.acked[key] = res.Seq
+				w.acked[key] = seq
 				w.mu.Unlock()
 				break
 			}
@@ -81,23 +81,23 @@ func (c *cluster) join(ctx context.Context, id, seed string) *node {
 	return n
 }
 
-// check verifies that every acknowledged message is in history exactly once
-// at its acknowledged seq, and nothing else is.
-func (w *writer) check(h fsm.History) {
+// check verifies that every acknowledged message is among the items
+// written exactly once, at its acknowledged seq, and nothing else is.
+func (w *writer) check(items []string) {
 	w.c.t.Helper()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	seen := map[string]uint64{}
-	for _, ev := range h.Events {
-		key := string(ev.Data)
+	for i, key := range items {
+		seq := uint64(i + 1)
 		if prev, dup := seen[key]; dup {
-			w.c.t.Errorf("message %s is in history twice, at seq %d and %d", key, prev, ev.Seq)
+			w.c.t.Errorf("message %s is written twice, at seq %d and %d", key, prev, seq)
 		}
-		seen[key] = ev.Seq
+		seen[key] = seq
 	}
 	for key, seq := range w.acked {
 		if got, ok := seen[key]; !ok || got != seq {
-			w.c.t.Errorf("acknowledged message %s at seq %d: history has it at %d (present %v)", key, seq, got, ok)
+			w.c.t.Errorf("acknowledged message %s at seq %d: it is at %d (present %v)", key, seq, got, ok)
 		}
 	}
 	if len(w.acked) == 0 {
@@ -106,7 +106,7 @@ func (w *writer) check(h fsm.History) {
 }
 
 func TestMoveReplicaUnderWriteLoad(t *testing.T) {
-	c := newCluster(t)
+	c := newTwinCluster(t)
 	c.bootstrap(1, 3, "n1", "n2", "n3")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -137,8 +137,7 @@ func TestMoveReplicaUnderWriteLoad(t *testing.T) {
 	}
 	c.nodes[from].stop() // its vote no longer counts: the group must not need it
 	c.waitConverged(1)
-	h := history(t, c.nodes["n4"], 1, w.room, multiraft.Linearizable)
-	w.check(h)
+	w.check(c.items(c.nodes["n4"], 1, w.room, multiraft.Linearizable))
 	t.Logf("%d messages acknowledged during the move", len(w.acked))
 	// Moving again is a no-op: the move is idempotent.
 	if err := c.nodes["n4"].h().MoveReplica(ctx, 1, from, "n4"); err != nil {
@@ -147,7 +146,7 @@ func TestMoveReplicaUnderWriteLoad(t *testing.T) {
 }
 
 func TestDecommission(t *testing.T) {
-	c := newCluster(t)
+	c := newTwinCluster(t)
 	c.bootstrap(4, 3, "n1", "n2", "n3", "n4")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -169,7 +168,7 @@ func TestDecommission(t *testing.T) {
 	c.nodes["n1"].stop()
 	for g := uint64(1); g <= 4; g++ {
 		c.waitLeader(g)
-		if _, err := c.publish(c.nodes["n4"], g, roomFor(g, 4), "", "x"); err != nil {
+		if _, err := c.write(c.nodes["n4"], g, "k", "x"); err != nil {
 			t.Errorf("group %d after decommission: %v", g, err)
 		}
 	}
@@ -395,7 +394,7 @@ func TestEventStreamToNodeWithoutReplica(t *testing.T) {
 }
 
 func TestMetaGroupGrowsWithJoiningNodes(t *testing.T) {
-	c := newCluster(t)
+	c := newTwinCluster(t)
 	c.bootstrap(2, 1, "n1")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -432,7 +431,7 @@ func TestMetaGroupGrowsWithJoiningNodes(t *testing.T) {
 
 // A move cut short at any step is finished by running it again.
 func TestInterruptedMoveResumes(t *testing.T) {
-	c := newCluster(t)
+	c := newTwinCluster(t)
 	c.bootstrap(1, 3, "n1", "n2", "n3")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -482,14 +481,14 @@ func TestInterruptedMoveResumes(t *testing.T) {
 		t.Errorf("raft configuration %v, meta group says %v", ids, want)
 	}
 	c.waitConverged(1)
-	w.check(history(t, c.nodes["n4"], 1, w.room, multiraft.Linearizable))
+	w.check(c.items(c.nodes["n4"], 1, w.room, multiraft.Linearizable))
 }
 
 // A leader transfer to a node that is not a voter of the group cannot
 // happen: it fails at once with a reason instead of retrying until the
 // caller gives up.
 func TestTransferToNonVoterFailsFast(t *testing.T) {
-	c := newCluster(t)
+	c := newTwinCluster(t)
 	c.bootstrap(1, 3, "n1", "n2", "n3")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -537,7 +536,7 @@ func (c *cluster) waitAgrees(via *node, group uint64, within time.Duration) []st
 // A group whose raft configuration lost a listed replica, or gained one
 // the meta group does not list, is repaired by the meta leader.
 func TestRepairReconcilesRaftAndMeta(t *testing.T) {
-	c := newCluster(t)
+	c := newTwinCluster(t)
 	c.bootstrap(1, 3, "n1", "n2", "n3")
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
@@ -568,5 +567,5 @@ func TestRepairReconcilesRaftAndMeta(t *testing.T) {
 	}
 	stopWriting()
 	c.waitConverged(1)
-	w.check(history(t, c.nodes["n1"], 1, w.room, multiraft.Linearizable))
+	w.check(c.items(c.nodes["n1"], 1, w.room, multiraft.Linearizable))
 }
