@@ -190,7 +190,7 @@ func (g *group) deliver(ctx context.Context, args any, data io.Reader) (any, err
 // isHeartbeat tells raft's heartbeats apart as its own NetworkTransport does.
 func isHeartbeat(args any) bool {
 	a, ok := args.(*raft.AppendEntriesRequest)
-	return ok && a.Term != 0 && (len(a.Addr) != 0 || len(a.Leader) != 0) && a.PrevLogEntry == 0 &&
+	return ok && a.Term != 0 && len(a.Addr) != 0 && a.PrevLogEntry == 0 &&
 		a.PrevLogTerm == 0 && len(a.Entries) == 0 && a.LeaderCommitIndex == 0
 }
 
