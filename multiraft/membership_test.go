@@ -12,6 +12,7 @@ import (
 	"github.com/heraldhq/herald/fsm"
 	"github.com/heraldhq/herald/internal/eventually"
 	"github.com/heraldhq/herald/multiraft"
+	"github.com/heraldhq/herald/multiraft/kvtest"
 	"github.com/heraldhq/herald/multiraft/meta"
 )
 
@@ -299,7 +300,7 @@ func TestNodeLeaseExpiryRemovesEphemeralMembers(t *testing.T) {
 }
 
 func TestEventStreamToNodeWithoutReplica(t *testing.T) {
-	c := newCluster(t)
+	c := newTwinCluster(t)
 	c.bootstrap(1, 3, "n1", "n2", "n3")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -307,8 +308,8 @@ func TestEventStreamToNodeWithoutReplica(t *testing.T) {
 	if _, ok := n4.h().LocalStateMachine(1); ok {
 		t.Fatal("n4 should hold no replica")
 	}
-	room := roomFor(1, 1)
-	stream, err := n4.h().SubscribeEvents(ctx, 1, []byte(room))
+	const key = "k"
+	stream, err := n4.h().SubscribeEvents(ctx, 1, []byte(key))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -317,7 +318,7 @@ func TestEventStreamToNodeWithoutReplica(t *testing.T) {
 	// the first event arrives, then check the rest arrive in order.
 	const total = 50
 	published := 0
-	got := make(chan fsm.Event, total*2)
+	got := make(chan kvtest.Event, total*2)
 	go func() {
 		for {
 			b, err := stream.Recv()
@@ -325,7 +326,7 @@ func TestEventStreamToNodeWithoutReplica(t *testing.T) {
 				close(got)
 				return
 			}
-			ev, err := fsm.DecodeEvent(b)
+			ev, err := kvtest.DecodeEvent(b)
 			if err != nil {
 				t.Errorf("decode event: %v", err)
 				close(got)
@@ -334,13 +335,13 @@ func TestEventStreamToNodeWithoutReplica(t *testing.T) {
 			got <- ev
 		}
 	}()
-	var first fsm.Event
+	var first kvtest.Event
 	for first.Seq == 0 {
 		if published == total {
 			t.Fatalf("no event arrived for %d messages", total)
 		}
 		published++
-		if _, err := c.publish(c.nodes["n2"], 1, room, "", fmt.Sprint(published)); err != nil {
+		if _, err := c.write(c.nodes["n2"], 1, key, fmt.Sprint(published)); err != nil {
 			t.Fatal(err)
 		}
 		select {
@@ -354,7 +355,7 @@ func TestEventStreamToNodeWithoutReplica(t *testing.T) {
 	}
 	for published < total {
 		published++
-		if _, err := c.publish(c.nodes["n3"], 1, room, "", fmt.Sprint(published)); err != nil {
+		if _, err := c.write(c.nodes["n3"], 1, key, fmt.Sprint(published)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -365,7 +366,7 @@ func TestEventStreamToNodeWithoutReplica(t *testing.T) {
 			if !ok {
 				t.Fatalf("stream ended after seq %d", want)
 			}
-			if ev.Seq != want+1 || ev.Room != room || string(ev.Data) != fmt.Sprint(ev.Seq) {
+			if ev.Seq != want+1 || ev.Key != key || ev.Item != fmt.Sprint(ev.Seq) {
 				t.Fatalf("after seq %d got %+v", want, ev)
 			}
 			want = ev.Seq

@@ -5,6 +5,9 @@
 // acknowledged commits it exactly once, as a client with idempotency keys
 // does.
 //
+// It publishes its appends to subscribers (multiraft.EventSource), so the
+// host's event streams can be tested with it too.
+//
 // An App keeps every group's state in memory across the host's restarts,
 // as the node's own storage would on disk: a restarted replica reports
 // what it applied and is not handed a snapshot it holds already. Apply is
@@ -12,6 +15,7 @@
 package kvtest
 
 import (
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -65,13 +69,28 @@ type App struct {
 	groups map[uint64]*state // guarded by mu
 }
 
-var _ multiraft.Application = (*App)(nil)
+var (
+	_ multiraft.Application = (*App)(nil)
+	_ multiraft.EventSource = (*App)(nil)
+)
 
 type state struct {
-	mu      sync.Mutex // guards applied and lists
+	mu      sync.Mutex // guards applied, lists and subs
 	applied uint64
 	lists   map[string][]string
+	subs    map[*subscriber]struct{}
 }
+
+// subscriber receives the appends to one key (ServeEvents).
+type subscriber struct {
+	key    string
+	events chan Event
+	lagged bool // closed events because it fell behind
+}
+
+// subscriberBuffer is how many events a subscriber may fall behind before
+// it is dropped.
+const subscriberBuffer = 1024
 
 // NewStateMachine implements multiraft.Application.
 func (a *App) NewStateMachine(group uint64) (multiraft.StateMachine, error) {
@@ -133,6 +152,85 @@ func (*App) ExpireNodeCommand(node string, before uint64) []byte {
 // MoreToDo implements multiraft.Application.
 func (*App) MoreToDo(any) bool { return false }
 
+// Event is one append, as ServeEvents sends it (Encode).
+type Event struct {
+	Key  string
+	Seq  uint64
+	Item string
+}
+
+// Encode is the event as a stream carries it.
+func (e Event) Encode() []byte {
+	var w wire.Encoder
+	w.String(e.Key)
+	w.Uvarint(e.Seq)
+	w.String(e.Item)
+	return w.Buf
+}
+
+// DecodeEvent reads an event Encode wrote.
+func DecodeEvent(b []byte) (Event, error) {
+	r := wire.Reader{Buf: b}
+	e := Event{Key: r.String(1 << 16), Seq: r.Uvarint(), Item: r.String(1 << 20)}
+	if err := r.Done(); err != nil {
+		return Event{}, fmt.Errorf("kvtest: decode event: %w", err)
+	}
+	return e, nil
+}
+
+// ErrLagged ends a stream of events whose subscriber fell behind.
+var ErrLagged = errors.New("kvtest: event subscriber fell behind")
+
+// ServeEvents implements multiraft.EventSource: it sends the appends to
+// the key req names that sm applies from now on, until ctx ends.
+func (*App) ServeEvents(ctx context.Context, sm multiraft.StateMachine, req []byte, send func([]byte) error) error {
+	m, ok := sm.(*Machine)
+	if !ok {
+		return fmt.Errorf("kvtest: state machine %T", sm)
+	}
+	sub := &subscriber{key: string(req), events: make(chan Event, subscriberBuffer)}
+	m.st.mu.Lock()
+	if m.st.subs == nil {
+		m.st.subs = map[*subscriber]struct{}{}
+	}
+	m.st.subs[sub] = struct{}{}
+	m.st.mu.Unlock()
+	defer func() {
+		m.st.mu.Lock()
+		delete(m.st.subs, sub)
+		m.st.mu.Unlock()
+	}()
+	for {
+		select {
+		case e, ok := <-sub.events:
+			if !ok {
+				return ErrLagged
+			}
+			if err := send(e.Encode()); err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// publishLocked hands e to the subscribers of its key without waiting: one
+// that fell behind is dropped.
+func (m *Machine) publishLocked(e Event) {
+	for sub := range m.st.subs {
+		if sub.key != e.Key || sub.lagged {
+			continue
+		}
+		select {
+		case sub.events <- e:
+		default:
+			sub.lagged = true
+			close(sub.events)
+		}
+	}
+}
+
 // Machine is one group replica's state machine.
 type Machine struct {
 	app   *App
@@ -186,6 +284,7 @@ func (m *Machine) applyLocked(l *raft.Log) any {
 		}
 		m.st.lists[key] = append(list, item)
 		res.Seq = uint64(len(list) + 1)
+		m.publishLocked(Event{Key: key, Seq: res.Seq, Item: item})
 	case opExpire:
 		node, before := r.String(1<<16), r.Uvarint()
 		if err := r.Done(); err != nil {

@@ -2,10 +2,13 @@ package kvtest_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"slices"
+	"strconv"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/raft"
 
@@ -119,5 +122,43 @@ func TestResultCodecKeepsErrors(t *testing.T) {
 	}
 	if _, err := a.DecodeResult([]byte{1}); err == nil {
 		t.Error("a truncated result decoded")
+	}
+}
+
+func TestServeEventsSendsTheKeysAppends(t *testing.T) {
+	a := &kvtest.App{}
+	m := machine(t, a, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	got := make(chan kvtest.Event, 4)
+	served := make(chan error, 1)
+	go func() {
+		served <- a.ServeEvents(ctx, m, []byte("k"), func(b []byte) error {
+			e, err := kvtest.DecodeEvent(b)
+			if err != nil {
+				return err
+			}
+			got <- e
+			return nil
+		})
+	}()
+	// The subscription starts asynchronously: append until one arrives.
+	var first kvtest.Event
+	for i := uint64(1); first.Seq == 0; i++ {
+		apply(t, m, 2*i-1, kvtest.Append("other", strconv.FormatUint(i, 10)))
+		apply(t, m, 2*i, kvtest.Append("k", strconv.FormatUint(i, 10)))
+		select {
+		case first = <-got:
+		case <-time.After(10 * time.Millisecond):
+		}
+		if i > 1000 {
+			t.Fatal("no event arrived")
+		}
+	}
+	if first.Key != "k" || first.Item != strconv.FormatUint(first.Seq, 10) {
+		t.Fatalf("event %+v", first)
+	}
+	cancel()
+	if err := <-served; err != nil {
+		t.Fatalf("ServeEvents after its context ended: %v", err)
 	}
 }
