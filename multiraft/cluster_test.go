@@ -247,8 +247,24 @@ func (c *cluster) publish(via *node, group uint64, room, key string, data string
 // write appends item to the list under key in group through via (on a
 // twin cluster), or publishes it to room key with item as its idempotency
 // key (on a room cluster), and returns its seq. Either way a retried item
-// is committed once.
+// is committed once, so write retries, as a client with idempotency keys
+// does, while the outcome is unknown or nothing was proposed: a loaded
+// machine makes leaders lose their lease now and then, which is not what
+// these tests check.
 func (c *cluster) write(via *node, group uint64, key, item string) (uint64, error) {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		seq, err := c.writeOnce(via, group, key, item)
+		if err == nil || time.Now().After(deadline) ||
+			!errors.Is(err, multiraft.ErrUnknownOutcome) && !errors.Is(err, multiraft.ErrUnavailable) {
+			return seq, err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// writeOnce is one attempt of write.
+func (c *cluster) writeOnce(via *node, group uint64, key, item string) (uint64, error) {
 	if c.net == nil {
 		res, err := c.publish(via, group, key, item, item)
 		if err != nil {

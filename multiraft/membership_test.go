@@ -34,7 +34,7 @@ func (w *writer) run(ctx context.Context, max int) {
 		for ctx.Err() == nil {
 			nodes := w.c.running()
 			via := nodes[i%len(nodes)]
-			seq, err := w.c.write(via, w.group, w.room, key)
+			seq, err := w.c.writeOnce(via, w.group, w.room, key)
 			if err == nil {
 				w.mu.Lock()
 				w.acked[key] = seq

@@ -55,7 +55,7 @@ func TestRequestsToAPausedLeaderMoveOnWhenANewLeaderIsSeen(t *testing.T) {
 		// outcome is unknown or nothing was proposed.
 		var o outcome
 		for {
-			_, err := c.write(via, g, key, "during")
+			_, err := c.writeOnce(via, g, key, "during")
 			if err != nil && o.firstErr == nil {
 				o.firstErr = err
 			}
