@@ -2,12 +2,12 @@ package multiraft_test
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -18,62 +18,9 @@ import (
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 
 	"github.com/heraldhq/herald/multiraft"
+	"github.com/heraldhq/herald/multiraft/kvtest"
 	"github.com/heraldhq/herald/multiraft/logstore"
 )
-
-// countApp is a state machine that only counts, so the benchmarks measure
-// the consensus layer (transport, log store, raft) and not the room state.
-type countApp struct{}
-
-type countFSM struct{ applied atomic.Uint64 }
-
-func (countApp) NewStateMachine(uint64) (multiraft.StateMachine, error) { return &countFSM{}, nil }
-func (countApp) EncodeResult(r any) ([]byte, error) {
-	return binary.AppendUvarint(nil, r.(uint64)), nil
-}
-func (countApp) DecodeResult(b []byte) (any, error) {
-	v, n := binary.Uvarint(b)
-	if n <= 0 {
-		return nil, fmt.Errorf("bad result %x", b)
-	}
-	return v, nil
-}
-func (countApp) ExpireNodeCommand(string, uint64) []byte { return []byte("expire") }
-func (countApp) MoreToDo(any) bool                       { return false }
-
-func (f *countFSM) Apply(l *raft.Log) any { f.applied.Store(l.Index); return l.Index }
-func (f *countFSM) ApplyBatch(logs []*raft.Log) []any {
-	out := make([]any, len(logs))
-	for i, l := range logs {
-		out[i] = f.Apply(l)
-	}
-	return out
-}
-func (f *countFSM) AppliedIndex() uint64 { return 0 } // nothing durable: restore snapshots on start
-func (f *countFSM) Close() error         { return nil }
-func (f *countFSM) Snapshot() (raft.FSMSnapshot, error) {
-	return countSnap(f.applied.Load()), nil
-}
-func (f *countFSM) Restore(rc io.ReadCloser) error {
-	defer rc.Close()
-	var b [8]byte
-	if _, err := io.ReadFull(rc, b[:]); err != nil {
-		return err
-	}
-	f.applied.Store(binary.BigEndian.Uint64(b[:]))
-	return nil
-}
-
-type countSnap uint64
-
-func (s countSnap) Persist(sink raft.SnapshotSink) error {
-	if _, err := sink.Write(binary.BigEndian.AppendUint64(nil, uint64(s))); err != nil {
-		sink.Cancel()
-		return err
-	}
-	return sink.Close()
-}
-func (countSnap) Release() {}
 
 // syncCounter counts the log store's syncs of every host in the process.
 type syncCounter struct{ n atomic.Uint64 }
@@ -87,7 +34,9 @@ func (*syncCounter) Forwarded(string)                   {}
 // at a time, so runProposers reads the syncs of the run it measures.
 var benchSyncs = &syncCounter{}
 
-// benchCluster starts three hosts in this process with the count app.
+// benchCluster starts three hosts in this process with kvtest's state
+// machine, whose apply is a map insert: the benchmarks measure the
+// consensus layer (transport, log store, raft), not the state.
 func benchCluster(b *testing.B, groups uint64, kind logstore.Kind, timing multiraft.Timing) []*multiraft.Host {
 	b.Helper()
 	dir := b.TempDir()
@@ -97,7 +46,7 @@ func benchCluster(b *testing.B, groups uint64, kind logstore.Kind, timing multir
 		id := fmt.Sprintf("n%d", i)
 		h, err := multiraft.Start(multiraft.Config{
 			NodeID: id, DataDir: filepath.Join(dir, id), PeerAddr: "127.0.0.1:0", LogStore: kind,
-			Timing: timing, App: countApp{}, LeaseTTL: 10 * time.Second, Observer: benchSyncs,
+			Timing: timing, App: &kvtest.App{}, LeaseTTL: 10 * time.Second, Observer: benchSyncs,
 		})
 		if err != nil {
 			b.Fatal(err)
@@ -178,7 +127,8 @@ func (l *latencies) report(b *testing.B, elapsed time.Duration) {
 var benchProposers = []int{64, 512, 4096}
 
 // runProposers runs proposers goroutines, each proposing 100-byte commands
-// through propose, b.N commands in all.
+// through propose, b.N commands in all: each appends to a key of its own,
+// so the state machine's lists stay one item long.
 func runProposers(b *testing.B, proposers int, propose func(ctx context.Context, i int, cmd []byte) error) {
 	var lat latencies
 	var next atomic.Int64
@@ -191,13 +141,13 @@ func runProposers(b *testing.B, proposers int, propose func(ctx context.Context,
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cmd := make([]byte, 100)
 			var mine []time.Duration
 			for {
 				i := int(next.Add(1)) - 1
 				if i >= b.N {
 					break
 				}
+				cmd := benchCommand(i)
 				t0 := time.Now()
 				if err := propose(ctx, i+p, cmd); err != nil {
 					b.Error(err)
@@ -216,6 +166,11 @@ func runProposers(b *testing.B, proposers int, propose func(ctx context.Context,
 	// Summed over the three hosts: each commit is stored on all three.
 	b.ReportMetric(float64(benchSyncs.n.Load()-syncs0)/float64(b.N), "syncs/commit")
 }
+
+// benchItem pads benchCommand's commands to about 100 bytes.
+var benchItem = strings.Repeat("x", 88)
+
+func benchCommand(i int) []byte { return kvtest.Append(fmt.Sprintf("%08d", i), benchItem) }
 
 // BenchmarkCommit measures 100-byte proposals committed by 3 replicas with
 // 64, 512 or 4,096 concurrent proposers spread over 1, 16 or 64 groups, for
@@ -303,7 +258,8 @@ func BenchmarkCommitPlainRaft(b *testing.B) {
 		if err := raft.BootstrapCluster(conf, store, store, snaps, tr, raft.Configuration{Servers: servers}); err != nil {
 			b.Fatal(err)
 		}
-		r, err := raft.NewRaft(conf, &countFSM{}, store, store, snaps, tr)
+		sm, _ := (&kvtest.App{}).NewStateMachine(1)
+		r, err := raft.NewRaft(conf, sm, store, store, snaps, tr)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -209,6 +209,11 @@ type Config struct {
 	// Observer, when set, is told about proposals, applies, log syncs and
 	// forwarded requests, for metrics.
 	Observer Observer
+	// OpenPeers, when set, opens the node's peer port instead of the TCP
+	// one (package peertest's in-memory network, for tests); the fields
+	// above that only concern TCP (PeerTLS, PeerClientTLS, ClusterSecret)
+	// are then the opener's business.
+	OpenPeers func(PeersConfig) (Peers, error)
 }
 
 // DefaultConfig returns the values Start gives the fields of a Config left

@@ -28,12 +28,12 @@ func TestRepairIsNotRestartedWhileItsDataIsDropped(t *testing.T) {
 		}
 		hooked.Add(1)
 	}))
-	c := newCluster(t)
+	c := newTwinCluster(t)
 	c.bootstrap(1, 3, "n1", "n2", "n3")
 	leader := c.waitLeader(1)
-	room := roomFor(1, 1)
+	const key = "k"
 	for i := range 5 {
-		if _, err := c.publish(c.nodes[leader], 1, room, "", fmt.Sprintf("m%d", i)); err != nil {
+		if _, err := c.write(c.nodes[leader], 1, key, fmt.Sprintf("m%d", i)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -54,7 +54,7 @@ func TestRepairIsNotRestartedWhileItsDataIsDropped(t *testing.T) {
 		t.Errorf("the reconcile loop started the replica while its data was being deleted")
 	}
 	c.waitConverged(1)
-	if h := history(t, c.nodes[victim], 1, room, multiraft.Stale); len(h.Events) != 5 {
-		t.Fatalf("the rebuilt replica holds %d events, want 5", len(h.Events))
+	if got := c.items(c.nodes[victim], 1, key, multiraft.Stale); len(got) != 5 {
+		t.Fatalf("the rebuilt replica holds %d writes, want 5", len(got))
 	}
 }

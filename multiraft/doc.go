@@ -19,8 +19,12 @@
 // local replica, linearizably (through a read index from the leader) or
 // stale. MoveReplica, TransferLeader, Decommission, PlanRebalance and
 // ApplyPlan change where replicas and leaders live; Snapshot compacts a
-// local replica's log on demand. Package transport owns
-// the peer port, package logstore the raft logs, and package meta what the
+// local replica's log on demand.
+//
+// Package transport owns the peer port, which the host sees as Peers
+// (Config.OpenPeers may open another: package peertest is an in-memory
+// one for tests, and package kvtest the state machine of the host's own
+// tests); package logstore owns the raft logs, and package meta what the
 // meta group holds and every rule that is a pure function of it (commands
 // and their apply, lease expiry, placement, rebalancing plans): the host
 // runs those rules, it does not restate them. docs/multiraft.md records

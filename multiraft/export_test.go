@@ -12,8 +12,14 @@ func (h *Host) GroupAdminForTest(ctx context.Context, group uint64, op, id, addr
 	return h.groupAdmin(ctx, group, groupAdminRequest{Op: op, ID: id, Addr: addr})
 }
 
-// HeartbeatStatsOf is the node's raft heartbeat counters, for benchmarks.
-func HeartbeatStatsOf(h *Host) transport.HeartbeatStats { return h.peers.HeartbeatStats() }
+// HeartbeatStatsOf is the node's raft heartbeat counters, for benchmarks
+// (zero on a peer port other than the TCP one, which batches none).
+func HeartbeatStatsOf(h *Host) transport.HeartbeatStats {
+	if p, ok := h.peers.(tcpPeers); ok {
+		return p.HeartbeatStats()
+	}
+	return transport.HeartbeatStats{}
+}
 
 // SetDropHookForTest has f run on a node dropping a replica (a repair's
 // reset, a move off the node) between stopping it and deleting its data.

@@ -24,7 +24,7 @@ import (
 type Host struct {
 	cfg   Config
 	log   *slog.Logger
-	peers *transport.Manager
+	peers Peers
 	logs  logstore.Backend
 	meta  *meta.FSM
 
@@ -129,13 +129,14 @@ func Start(cfg Config) (*Host, error) {
 	if h.logs, err = logstore.Open(logstore.Config{Kind: cfg.LogStore, Dir: cfg.DataDir, Logger: h.log, OnSync: cfg.Observer.LogSynced}); err != nil {
 		return nil, fmt.Errorf("multiraft: open raft log store: %w", err)
 	}
-	h.peers, err = transport.New(transport.Config{
-		NodeID: cfg.NodeID, ListenAddr: cfg.PeerAddr, AdvertiseAddr: cfg.AdvertisePeerAddr,
-		TLS: cfg.PeerTLS, ClientTLS: cfg.PeerClientTLS, Logger: cfg.Logger,
-		HeartbeatInterval: cfg.heartbeatInterval(),
-		ClusterSecret:     cfg.ClusterSecret,
-		Authorize:         h.authorizePeer,
-		JoinServices:      []string{svcMetaState, svcRegister},
+	open := cfg.OpenPeers
+	if open == nil {
+		open = func(pc PeersConfig) (Peers, error) { return openTCPPeers(&cfg, pc) }
+	}
+	h.peers, err = open(PeersConfig{
+		NodeID: cfg.NodeID, Addr: cfg.PeerAddr, AdvertiseAddr: cfg.AdvertisePeerAddr,
+		Authorize: h.authorizePeer, JoinServices: []string{svcMetaState, svcRegister},
+		Logger: cfg.Logger,
 	})
 	if err != nil {
 		h.logs.Close()

@@ -19,6 +19,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/heraldhq/herald/multiraft"
+	"github.com/heraldhq/herald/multiraft/kvtest"
 	"github.com/heraldhq/herald/multiraft/logstore"
 )
 
@@ -71,7 +72,7 @@ func runBenchNode(spec string, in io.Reader, out io.Writer) error {
 	timing := multiraft.DefaultTiming()
 	// For comparison runs: every group sends its own heartbeats.
 	timing.PerGroupHeartbeats = os.Getenv(perGroupEnv) != ""
-	h, err := multiraft.Start(multiraft.Config{NodeID: id, DataDir: dir, PeerAddr: self, LogStore: kind, App: countApp{}, Timing: timing})
+	h, err := multiraft.Start(multiraft.Config{NodeID: id, DataDir: dir, PeerAddr: self, LogStore: kind, App: &kvtest.App{}, Timing: timing})
 	if err != nil {
 		return err
 	}

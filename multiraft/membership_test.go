@@ -12,6 +12,7 @@ import (
 	"github.com/heraldhq/herald/fsm"
 	"github.com/heraldhq/herald/internal/eventually"
 	"github.com/heraldhq/herald/multiraft"
+	"github.com/heraldhq/herald/multiraft/kvtest"
 	"github.com/heraldhq/herald/multiraft/meta"
 )
 
@@ -33,10 +34,10 @@ func (w *writer) run(ctx context.Context, max int) {
 		for ctx.Err() == nil {
 			nodes := w.c.running()
 			via := nodes[i%len(nodes)]
-			res, err := w.c.publish(via, w.group, w.room, key, key)
+			seq, err := w.c.writeOnce(via, w.group, w.room, key)
 			if err == nil {
 				w.mu.Lock()
-				w.acked[key] = res.Seq
+				w.acked[key] = seq
 				w.mu.Unlock()
 				break
 			}
@@ -81,23 +82,23 @@ func (c *cluster) join(ctx context.Context, id, seed string) *node {
 	return n
 }
 
-// check verifies that every acknowledged message is in history exactly once
-// at its acknowledged seq, and nothing else is.
-func (w *writer) check(h fsm.History) {
+// check verifies that every acknowledged message is among the items
+// written exactly once, at its acknowledged seq, and nothing else is.
+func (w *writer) check(items []string) {
 	w.c.t.Helper()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	seen := map[string]uint64{}
-	for _, ev := range h.Events {
-		key := string(ev.Data)
+	for i, key := range items {
+		seq := uint64(i + 1)
 		if prev, dup := seen[key]; dup {
-			w.c.t.Errorf("message %s is in history twice, at seq %d and %d", key, prev, ev.Seq)
+			w.c.t.Errorf("message %s is written twice, at seq %d and %d", key, prev, seq)
 		}
-		seen[key] = ev.Seq
+		seen[key] = seq
 	}
 	for key, seq := range w.acked {
 		if got, ok := seen[key]; !ok || got != seq {
-			w.c.t.Errorf("acknowledged message %s at seq %d: history has it at %d (present %v)", key, seq, got, ok)
+			w.c.t.Errorf("acknowledged message %s at seq %d: it is at %d (present %v)", key, seq, got, ok)
 		}
 	}
 	if len(w.acked) == 0 {
@@ -106,7 +107,7 @@ func (w *writer) check(h fsm.History) {
 }
 
 func TestMoveReplicaUnderWriteLoad(t *testing.T) {
-	c := newCluster(t)
+	c := newTwinCluster(t)
 	c.bootstrap(1, 3, "n1", "n2", "n3")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -137,8 +138,7 @@ func TestMoveReplicaUnderWriteLoad(t *testing.T) {
 	}
 	c.nodes[from].stop() // its vote no longer counts: the group must not need it
 	c.waitConverged(1)
-	h := history(t, c.nodes["n4"], 1, w.room, multiraft.Linearizable)
-	w.check(h)
+	w.check(c.items(c.nodes["n4"], 1, w.room, multiraft.Linearizable))
 	t.Logf("%d messages acknowledged during the move", len(w.acked))
 	// Moving again is a no-op: the move is idempotent.
 	if err := c.nodes["n4"].h().MoveReplica(ctx, 1, from, "n4"); err != nil {
@@ -147,7 +147,7 @@ func TestMoveReplicaUnderWriteLoad(t *testing.T) {
 }
 
 func TestDecommission(t *testing.T) {
-	c := newCluster(t)
+	c := newTwinCluster(t)
 	c.bootstrap(4, 3, "n1", "n2", "n3", "n4")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -169,7 +169,7 @@ func TestDecommission(t *testing.T) {
 	c.nodes["n1"].stop()
 	for g := uint64(1); g <= 4; g++ {
 		c.waitLeader(g)
-		if _, err := c.publish(c.nodes["n4"], g, roomFor(g, 4), "", "x"); err != nil {
+		if _, err := c.write(c.nodes["n4"], g, "k", "x"); err != nil {
 			t.Errorf("group %d after decommission: %v", g, err)
 		}
 	}
@@ -199,7 +199,7 @@ func TestDecommission(t *testing.T) {
 }
 
 func TestRebalanceAfterAddingNode(t *testing.T) {
-	c := newCluster(t)
+	c := newTwinCluster(t)
 	const groups = 6
 	c.bootstrap(groups, 3, "n1", "n2", "n3")
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
@@ -243,7 +243,7 @@ func TestRebalanceAfterAddingNode(t *testing.T) {
 		}
 	}
 	for g := uint64(1); g <= groups; g++ {
-		if _, err := c.publish(c.nodes["n4"], g, roomFor(g, groups), "", "x"); err != nil {
+		if _, err := c.write(c.nodes["n4"], g, "k", "x"); err != nil {
 			t.Errorf("group %d after rebalance: %v", g, err)
 		}
 	}
@@ -300,7 +300,7 @@ func TestNodeLeaseExpiryRemovesEphemeralMembers(t *testing.T) {
 }
 
 func TestEventStreamToNodeWithoutReplica(t *testing.T) {
-	c := newCluster(t)
+	c := newTwinCluster(t)
 	c.bootstrap(1, 3, "n1", "n2", "n3")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -308,8 +308,8 @@ func TestEventStreamToNodeWithoutReplica(t *testing.T) {
 	if _, ok := n4.h().LocalStateMachine(1); ok {
 		t.Fatal("n4 should hold no replica")
 	}
-	room := roomFor(1, 1)
-	stream, err := n4.h().SubscribeEvents(ctx, 1, []byte(room))
+	const key = "k"
+	stream, err := n4.h().SubscribeEvents(ctx, 1, []byte(key))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -318,7 +318,7 @@ func TestEventStreamToNodeWithoutReplica(t *testing.T) {
 	// the first event arrives, then check the rest arrive in order.
 	const total = 50
 	published := 0
-	got := make(chan fsm.Event, total*2)
+	got := make(chan kvtest.Event, total*2)
 	go func() {
 		for {
 			b, err := stream.Recv()
@@ -326,7 +326,7 @@ func TestEventStreamToNodeWithoutReplica(t *testing.T) {
 				close(got)
 				return
 			}
-			ev, err := fsm.DecodeEvent(b)
+			ev, err := kvtest.DecodeEvent(b)
 			if err != nil {
 				t.Errorf("decode event: %v", err)
 				close(got)
@@ -335,13 +335,13 @@ func TestEventStreamToNodeWithoutReplica(t *testing.T) {
 			got <- ev
 		}
 	}()
-	var first fsm.Event
+	var first kvtest.Event
 	for first.Seq == 0 {
 		if published == total {
 			t.Fatalf("no event arrived for %d messages", total)
 		}
 		published++
-		if _, err := c.publish(c.nodes["n2"], 1, room, "", fmt.Sprint(published)); err != nil {
+		if _, err := c.write(c.nodes["n2"], 1, key, fmt.Sprint(published)); err != nil {
 			t.Fatal(err)
 		}
 		select {
@@ -355,7 +355,7 @@ func TestEventStreamToNodeWithoutReplica(t *testing.T) {
 	}
 	for published < total {
 		published++
-		if _, err := c.publish(c.nodes["n3"], 1, room, "", fmt.Sprint(published)); err != nil {
+		if _, err := c.write(c.nodes["n3"], 1, key, fmt.Sprint(published)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -366,7 +366,7 @@ func TestEventStreamToNodeWithoutReplica(t *testing.T) {
 			if !ok {
 				t.Fatalf("stream ended after seq %d", want)
 			}
-			if ev.Seq != want+1 || ev.Room != room || string(ev.Data) != fmt.Sprint(ev.Seq) {
+			if ev.Seq != want+1 || ev.Key != key || ev.Item != fmt.Sprint(ev.Seq) {
 				t.Fatalf("after seq %d got %+v", want, ev)
 			}
 			want = ev.Seq
@@ -395,7 +395,7 @@ func TestEventStreamToNodeWithoutReplica(t *testing.T) {
 }
 
 func TestMetaGroupGrowsWithJoiningNodes(t *testing.T) {
-	c := newCluster(t)
+	c := newTwinCluster(t)
 	c.bootstrap(2, 1, "n1")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -432,7 +432,7 @@ func TestMetaGroupGrowsWithJoiningNodes(t *testing.T) {
 
 // A move cut short at any step is finished by running it again.
 func TestInterruptedMoveResumes(t *testing.T) {
-	c := newCluster(t)
+	c := newTwinCluster(t)
 	c.bootstrap(1, 3, "n1", "n2", "n3")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -482,14 +482,14 @@ func TestInterruptedMoveResumes(t *testing.T) {
 		t.Errorf("raft configuration %v, meta group says %v", ids, want)
 	}
 	c.waitConverged(1)
-	w.check(history(t, c.nodes["n4"], 1, w.room, multiraft.Linearizable))
+	w.check(c.items(c.nodes["n4"], 1, w.room, multiraft.Linearizable))
 }
 
 // A leader transfer to a node that is not a voter of the group cannot
 // happen: it fails at once with a reason instead of retrying until the
 // caller gives up.
 func TestTransferToNonVoterFailsFast(t *testing.T) {
-	c := newCluster(t)
+	c := newTwinCluster(t)
 	c.bootstrap(1, 3, "n1", "n2", "n3")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -537,7 +537,7 @@ func (c *cluster) waitAgrees(via *node, group uint64, within time.Duration) []st
 // A group whose raft configuration lost a listed replica, or gained one
 // the meta group does not list, is repaired by the meta leader.
 func TestRepairReconcilesRaftAndMeta(t *testing.T) {
-	c := newCluster(t)
+	c := newTwinCluster(t)
 	c.bootstrap(1, 3, "n1", "n2", "n3")
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
@@ -568,5 +568,5 @@ func TestRepairReconcilesRaftAndMeta(t *testing.T) {
 	}
 	stopWriting()
 	c.waitConverged(1)
-	w.check(history(t, c.nodes["n1"], 1, w.room, multiraft.Linearizable))
+	w.check(c.items(c.nodes["n1"], 1, w.room, multiraft.Linearizable))
 }

@@ -2,7 +2,6 @@ package multiraft_test
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"path/filepath"
 	"sync"
@@ -12,48 +11,24 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/heraldhq/herald/multiraft"
+	"github.com/heraldhq/herald/multiraft/kvtest"
 	"github.com/heraldhq/herald/multiraft/logstore"
 )
 
-// valueResult is what valueApp's state machine returns. fromFSM does not
-// survive EncodeResult/DecodeResult, so a proposer can tell whether it got
-// the state machine's own value or a decoded copy.
-type valueResult struct {
-	index   uint64
-	fromFSM bool
-}
+// decodedApp is kvtest's application whose decoded results say so: a
+// result that reached the proposer through EncodeResult and DecodeResult
+// is a decoded, one handed over as the state machine returned it is a
+// *kvtest.Result.
+type decodedApp struct{ *kvtest.App }
 
-// valueApp is countApp with results that tell how they travelled.
-type valueApp struct{ countApp }
+type decoded struct{ *kvtest.Result }
 
-type valueFSM struct{ countFSM }
-
-func (valueApp) NewStateMachine(uint64) (multiraft.StateMachine, error) { return &valueFSM{}, nil }
-func (valueApp) EncodeResult(r any) ([]byte, error) {
-	v, ok := r.(*valueResult)
-	if !ok {
-		return nil, fmt.Errorf("result %T", r)
+func (a decodedApp) DecodeResult(b []byte) (any, error) {
+	r, err := a.App.DecodeResult(b)
+	if err != nil {
+		return nil, err
 	}
-	return binary.AppendUvarint(nil, v.index), nil
-}
-func (valueApp) DecodeResult(b []byte) (any, error) {
-	v, n := binary.Uvarint(b)
-	if n <= 0 {
-		return nil, fmt.Errorf("bad result %x", b)
-	}
-	return &valueResult{index: v}, nil
-}
-
-func (f *valueFSM) Apply(l *raft.Log) any {
-	f.countFSM.Apply(l)
-	return &valueResult{index: l.Index, fromFSM: true}
-}
-func (f *valueFSM) ApplyBatch(logs []*raft.Log) []any {
-	out := make([]any, len(logs))
-	for i, l := range logs {
-		out[i] = f.Apply(l)
-	}
-	return out
+	return decoded{r.(*kvtest.Result)}, nil
 }
 
 // TestLocalProposalReturnsTheValue: a proposal that the leader's own node
@@ -68,7 +43,7 @@ func TestLocalProposalReturnsTheValue(t *testing.T) {
 		id := fmt.Sprintf("n%d", i)
 		h, err := multiraft.Start(multiraft.Config{
 			NodeID: id, DataDir: filepath.Join(dir, id), PeerAddr: "127.0.0.1:0", LogStore: logstore.KindBadger,
-			Timing: testTiming(), App: valueApp{}, LeaseTTL: 2 * time.Second, Logger: logger(t),
+			Timing: testTiming(), App: decodedApp{&kvtest.App{}}, LeaseTTL: 2 * time.Second, Logger: logger(t),
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -113,18 +88,18 @@ func TestLocalProposalReturnsTheValue(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	got, err := leader.Propose(ctx, 1, []byte("local"))
+	got, err := leader.Propose(ctx, 1, kvtest.Append("k", "local"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r, ok := got.(*valueResult); !ok || !r.fromFSM || r.index == 0 {
-		t.Errorf("proposal on the leader's node returned %#v, want the state machine's own *valueResult", got)
+	if r, ok := got.(*kvtest.Result); !ok || r.Index == 0 || r.Seq != 1 {
+		t.Errorf("proposal on the leader's node returned %#v, want the state machine's own *kvtest.Result", got)
 	}
-	got, err = follower.Propose(ctx, 1, []byte("forwarded"))
+	got, err = follower.Propose(ctx, 1, kvtest.Append("k", "forwarded"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r, ok := got.(*valueResult); !ok || r.fromFSM || r.index == 0 {
-		t.Errorf("forwarded proposal returned %#v, want a decoded *valueResult", got)
+	if r, ok := got.(decoded); !ok || r.Index == 0 || r.Seq != 2 {
+		t.Errorf("forwarded proposal returned %#v, want a decoded *kvtest.Result", got)
 	}
 }

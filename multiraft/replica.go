@@ -14,7 +14,6 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/heraldhq/herald/multiraft/logstore"
-	"github.com/heraldhq/herald/multiraft/transport"
 )
 
 // replica is this node's member of one group: the raft instance and what it
@@ -26,7 +25,7 @@ type replica struct {
 	tracked *trackedFSM
 	logs    raft.LogStore
 	store   logstore.Store
-	trans   *transport.GroupTransport
+	trans   GroupTransport
 	snapDir string
 
 	// barrierTerm is the term in which this replica, as leader, has
@@ -363,7 +362,7 @@ type verifyRound struct {
 	err  error // written once, before done is closed
 }
 
-func (v *leaderVerifier) verify(ctx context.Context, r *raft.Raft, trans *transport.GroupTransport) error {
+func (v *leaderVerifier) verify(ctx context.Context, r *raft.Raft, trans GroupTransport) error {
 	v.mu.Lock()
 	if v.next == nil {
 		v.next = &verifyRound{done: make(chan struct{})}
@@ -394,7 +393,7 @@ func (v *leaderVerifier) verify(ctx context.Context, r *raft.Raft, trans *transp
 // runs (see leaderVerifier for why the replica stops it first). While it
 // runs, the group's heartbeats all reach the followers: leadership is
 // confirmed by answers given now, never by batched acknowledgements.
-func (v *leaderVerifier) run(r *raft.Raft, trans *transport.GroupTransport) {
+func (v *leaderVerifier) run(r *raft.Raft, trans GroupTransport) {
 	end := trans.BeginLeaderCheck()
 	defer end()
 	for {

@@ -10,27 +10,26 @@ import (
 
 	"github.com/hashicorp/raft"
 
-	"github.com/heraldhq/herald/fsm"
 	"github.com/heraldhq/herald/multiraft"
-	"github.com/heraldhq/herald/rooms"
+	"github.com/heraldhq/herald/multiraft/kvtest"
 )
 
 // blockCommand is a command the state machines of blockingApp stop at
 // until released.
 const blockCommand = "test: block the state machine"
 
-// blockingApp is herald's application whose state machines block on
+// blockingApp is kvtest's application whose state machines block on
 // blockCommand until release is closed. raft's Shutdown waits for the
 // goroutine applying entries, so a replica stuck there cannot stop: as
 // stuck as a raft waiting on a heartbeat that never returns.
 type blockingApp struct {
-	*rooms.Application
+	*kvtest.App
 	blocked chan struct{} // receives once a state machine blocks
 	release chan struct{}
 }
 
 func (a *blockingApp) NewStateMachine(group uint64) (multiraft.StateMachine, error) {
-	sm, err := a.Application.NewStateMachine(group)
+	sm, err := a.App.NewStateMachine(group)
 	if err != nil {
 		return nil, err
 	}
@@ -70,17 +69,10 @@ func (s *blockingSM) ApplyBatch(logs []*raft.Log) []any {
 // replica is released, Shutdown finishes the stop.
 func TestCloseIsBoundedWhenRaftShutdownHangs(t *testing.T) {
 	dir := t.TempDir()
-	scfg := fsm.DefaultStoreConfig(filepath.Join(dir, "state"))
-	scfg.MemTableSize, scfg.BlockCacheSize, scfg.IndexCacheSize = 4<<20, 1<<20, 1<<20
-	store, err := fsm.OpenStore(scfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
 	app := &blockingApp{
-		Application: &rooms.Application{Store: store, Logger: logger(t)},
-		blocked:     make(chan struct{}, 1),
-		release:     make(chan struct{}),
+		App:     &kvtest.App{},
+		blocked: make(chan struct{}, 1),
+		release: make(chan struct{}),
 	}
 	released := false
 	defer func() {
