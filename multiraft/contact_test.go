@@ -18,9 +18,7 @@ import (
 // health verdict and the harness's contact check would wait for an answer
 // from it for good.
 func TestRemovedFollowerIsNotReportedUnreachable(t *testing.T) {
-	c := newCluster(t)
-	fnet := newFreezeNet(t)
-	c.front = fnet.front
+	c := newTwinCluster(t)
 	c.bootstrap(1, 3, "n1", "n2", "n3")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -57,7 +55,7 @@ func TestRemovedFollowerIsNotReportedUnreachable(t *testing.T) {
 	}
 
 	// The follower goes silent; wait until its leader reports it.
-	fnet.freeze(gone, true)
+	c.net.Isolate(gone)
 	for {
 		ids, _ := unreachable()
 		if slices.Contains(ids, gone) {
@@ -92,5 +90,5 @@ func TestRemovedFollowerIsNotReportedUnreachable(t *testing.T) {
 	if ids, lead := unreachable(); slices.Contains(ids, gone) {
 		t.Fatalf("leader %s of group %d reports the removed %s unreachable again: %v", lead, g, gone, ids)
 	}
-	fnet.freeze(gone, false)
+	c.net.HealAll()
 }
