@@ -374,12 +374,12 @@ func TestBootstrapElectsAndForwards(t *testing.T) {
 		room := roomFor(g, groups)
 		// Propose through every node, leader or not: followers forward.
 		for i, n := range c.running() {
-			res, err := c.publish(n, g, room, "", fmt.Sprintf("from %s", n.id))
+			seq, err := c.write(n, g, room, fmt.Sprintf("from %s", n.id))
 			if err != nil {
 				t.Fatalf("group %d: publish via %s (leader %s): %v", g, n.id, leader, err)
 			}
-			if res.Seq != uint64(i+1) {
-				t.Errorf("group %d: publish via %s got seq %d, want %d", g, n.id, res.Seq, i+1)
+			if seq != uint64(i+1) {
+				t.Errorf("group %d: publish via %s got seq %d, want %d", g, n.id, seq, i+1)
 			}
 		}
 		c.waitConverged(g)
@@ -563,7 +563,7 @@ func TestFollowerReadInIdleGroupDoesNotWaitForCommitTimeout(t *testing.T) {
 		}
 	}
 	for i := range 3 {
-		if _, err := c.publish(c.nodes[leader], 1, room, "", fmt.Sprint(i)); err != nil {
+		if _, err := c.write(c.nodes[leader], 1, room, fmt.Sprint(i)); err != nil {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)

@@ -65,7 +65,7 @@ func TestQueryFromNodeWithoutReplica(t *testing.T) {
 	const total = 15
 	for i := 2; i <= total; i++ {
 		via := c.running()[i%3]
-		if _, err := c.publish(via, 1, room, "", fmt.Sprint(i)); err != nil {
+		if _, err := c.write(via, 1, room, fmt.Sprint(i)); err != nil {
 			t.Fatalf("publish %d via %s: %v", i, via.id, err)
 		}
 		ans, err := roomQuery(out, 1, multiraft.Linearizable, rooms.Query{Kind: rooms.QueryRoom, Room: room}, 10*time.Second)
@@ -167,7 +167,7 @@ func TestQueryFollowsLeaderChanges(t *testing.T) {
 	for range 3 {
 		for range 3 {
 			seq++
-			if _, err := c.publish(n4, 1, room, "", fmt.Sprint(seq)); err != nil {
+			if _, err := c.write(n4, 1, room, fmt.Sprint(seq)); err != nil {
 				t.Fatal(err)
 			}
 			if got := lastSeq(multiraft.Linearizable); got != seq {
@@ -194,7 +194,7 @@ func TestQueryFollowsLeaderChanges(t *testing.T) {
 	old := c.waitLeader(1)
 	c.nodes[old].stop()
 	seq++
-	if _, err := c.publish(n4, 1, room, "", fmt.Sprint(seq)); err != nil {
+	if _, err := c.write(n4, 1, room, fmt.Sprint(seq)); err != nil {
 		t.Fatal(err)
 	}
 	if got := lastSeq(multiraft.Linearizable); got != seq {
@@ -242,7 +242,7 @@ func TestQueryNeedsAQuerier(t *testing.T) {
 		t.Errorf("the refusal took %v", d)
 	}
 	// The node itself still works: proposals do not need a Querier.
-	if _, err := c.publish(n, 1, roomFor(1, 1), "", "x"); err != nil {
+	if _, err := c.write(n, 1, roomFor(1, 1), "x"); err != nil {
 		t.Fatal(err)
 	}
 }
