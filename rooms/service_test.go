@@ -3,11 +3,14 @@ package rooms_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/heraldhq/herald/fsm"
 	"github.com/heraldhq/herald/internal/testcluster"
+	"github.com/heraldhq/herald/protocol"
 	"github.com/heraldhq/herald/rooms"
 )
 
@@ -100,39 +103,52 @@ func TestLocalFeedEndsWhenLeadershipMoves(t *testing.T) {
 	}
 }
 
-// Commit retries a write that found no leader, and turns a lost outcome
-// into unknown_outcome rather than a failure the client would take as
-// final.
+// Commit retries a write that found no leader, backing off from 20 ms and
+// doubling, and turns a lost outcome into unknown_outcome rather than a
+// failure the client would take as final; a keyed write is retried after
+// a lost outcome until its context ends. Each case runs in a synctest
+// bubble, where the backoff's timers are exact and take no real time.
 func TestCommitRetryRules(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	defer cancel()
-	calls := 0
-	p := proposerFunc(func(context.Context, fsm.Command) (*fsm.Result, error) {
-		calls++
-		if calls < 3 {
-			return nil, rooms.ErrUnavailable
-		}
-		return &fsm.Result{Seq: 7}, nil
-	})
-	res, perr := rooms.Commit(ctx, p, fsm.Command{Op: fsm.OpPublish, Room: "r"}, false)
-	if perr != nil || res.Seq != 7 || calls != 3 {
-		t.Fatalf("got %+v, %v after %d calls", res, perr, calls)
+	ms := time.Millisecond
+	// attempts runs Commit with a proposer answering the first failures-1
+	// calls with fail, and returns when each call came, after start.
+	attempts := func(t *testing.T, cmd fsm.Command, retryUnknown bool, fail error, failures int) (*fsm.Result, *protocol.Error, []time.Duration, time.Duration) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		start := time.Now()
+		var at []time.Duration
+		p := proposerFunc(func(context.Context, fsm.Command) (*fsm.Result, error) {
+			at = append(at, time.Since(start))
+			if failures == 0 || len(at) < failures {
+				return nil, fail
+			}
+			return &fsm.Result{Seq: 7}, nil
+		})
+		res, perr := rooms.Commit(ctx, p, cmd, retryUnknown)
+		return res, perr, at, time.Since(start)
 	}
+	publish := fsm.Command{Op: fsm.OpPublish, Room: "r"}
+	keyed := fsm.Command{Op: fsm.OpPublish, Room: "r", Key: "k"}
 
-	calls = 0
-	lost := proposerFunc(func(context.Context, fsm.Command) (*fsm.Result, error) {
-		calls++
-		return nil, rooms.ErrUnknownOutcome
+	synctest.Test(t, func(t *testing.T) {
+		res, perr, at, _ := attempts(t, publish, false, rooms.ErrUnavailable, 3)
+		if perr != nil || res.Seq != 7 || !slices.Equal(at, []time.Duration{0, 20 * ms, 60 * ms}) {
+			t.Fatalf("no leader twice: got %+v, %v, attempts at %v", res, perr, at)
+		}
 	})
-	_, perr = rooms.Commit(ctx, lost, fsm.Command{Op: fsm.OpPublish, Room: "r"}, false)
-	if perr == nil || perr.Code != "unknown_outcome" || !perr.Retryable || calls != 1 {
-		t.Fatalf("unkeyed lost outcome: %v after %d calls", perr, calls)
-	}
-	calls = 0
-	_, perr = rooms.Commit(ctx, lost, fsm.Command{Op: fsm.OpPublish, Room: "r", Key: "k"}, true)
-	if perr == nil || perr.Code != "unknown_outcome" || calls < 2 {
-		t.Fatalf("keyed lost outcome: %v after %d calls (want retries)", perr, calls)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		_, perr, at, _ := attempts(t, publish, false, rooms.ErrUnknownOutcome, 0)
+		if perr == nil || perr.Code != protocol.CodeUnknownOutcome || !perr.Retryable || len(at) != 1 {
+			t.Fatalf("unkeyed lost outcome: %v after %d attempts, want unknown_outcome after 1", perr, len(at))
+		}
+	})
+	synctest.Test(t, func(t *testing.T) {
+		_, perr, at, took := attempts(t, keyed, true, rooms.ErrUnknownOutcome, 0)
+		want := []time.Duration{0, 20 * ms, 60 * ms, 140 * ms, 300 * ms, 620 * ms}
+		if perr == nil || perr.Code != protocol.CodeUnknownOutcome || !slices.Equal(at, want) || took != time.Second {
+			t.Fatalf("keyed lost outcome: %v, attempts at %v, gave up after %v; want unknown_outcome, attempts at %v, after 1s", perr, at, took, want)
+		}
+	})
 }
 
 type proposerFunc func(context.Context, fsm.Command) (*fsm.Result, error)
