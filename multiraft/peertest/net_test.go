@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -42,7 +43,14 @@ func echo(_ context.Context, from string, group uint64, req []byte) ([]byte, err
 	return fmt.Appendf(nil, "%s/%d/%s", from, group, req), nil
 }
 
+// The network's timing is its own (held calls, the RPC timeout, delays):
+// in a synctest bubble its timers are exact and take no real time, and
+// synctest.Wait says when a call is held rather than a sleep guessing it.
 func TestCallsWaitOnCutLinksAndGoOnWhenHealed(t *testing.T) {
+	synctest.Test(t, testCallsWaitOnCutLinksAndGoOnWhenHealed)
+}
+
+func testCallsWaitOnCutLinksAndGoOnWhenHealed(t *testing.T) {
 	n, ports := open(t, "a", "b")
 	ports["b"].Handle("echo", echo)
 	to := ports["b"].Addr()
@@ -59,8 +67,8 @@ func TestCallsWaitOnCutLinksAndGoOnWhenHealed(t *testing.T) {
 	if !errors.Is(err, transport.ErrTimeout) || errors.Is(err, transport.ErrNotSent) {
 		t.Fatalf("call with the way back cut: %v, want a timeout (the request was sent)", err)
 	}
-	if took := time.Since(start); took < rpcTimeout {
-		t.Fatalf("call with the way back cut failed after %v, before the RPC timeout %v", took, rpcTimeout)
+	if took := time.Since(start); took != rpcTimeout {
+		t.Fatalf("call with the way back cut failed after %v, want the RPC timeout %v", took, rpcTimeout)
 	}
 
 	// A call held on a cut link goes on once the link heals.
@@ -69,7 +77,12 @@ func TestCallsWaitOnCutLinksAndGoOnWhenHealed(t *testing.T) {
 		_, err := ports["a"].Call(ctx, to, "echo", 7, nil)
 		done <- err
 	}()
-	time.Sleep(rpcTimeout / 3)
+	synctest.Wait() // the call is held on the cut link
+	select {
+	case err := <-done:
+		t.Fatalf("a call over a cut link returned at once: %v", err)
+	default:
+	}
 	n.HealAll()
 	if err := <-done; err != nil {
 		t.Fatalf("call held until the link healed: %v", err)
@@ -102,18 +115,20 @@ func TestCallsWaitOnCutLinksAndGoOnWhenHealed(t *testing.T) {
 }
 
 func TestDelaysApplyEachWay(t *testing.T) {
-	n, ports := open(t, "a", "b")
-	ports["b"].Handle("echo", echo)
-	const d = 50 * time.Millisecond
-	n.Delay("a", "b", d)
-	n.Delay("b", "a", d)
-	start := time.Now()
-	if _, err := ports["a"].Call(context.Background(), ports["b"].Addr(), "echo", 0, nil); err != nil {
-		t.Fatal(err)
-	}
-	if took := time.Since(start); took < 2*d {
-		t.Fatalf("a call over links delayed %v each way took %v", d, took)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		n, ports := open(t, "a", "b")
+		ports["b"].Handle("echo", echo)
+		const d = 50 * time.Millisecond
+		n.Delay("a", "b", d)
+		n.Delay("b", "a", d)
+		start := time.Now()
+		if _, err := ports["a"].Call(context.Background(), ports["b"].Addr(), "echo", 0, nil); err != nil {
+			t.Fatal(err)
+		}
+		if took := time.Since(start); took != 2*d {
+			t.Fatalf("a call over links delayed %v each way took %v, want %v", d, took, 2*d)
+		}
+	})
 }
 
 func TestJoiningNodesMayOnlyJoin(t *testing.T) {
