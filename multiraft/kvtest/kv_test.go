@@ -6,9 +6,8 @@ import (
 	"errors"
 	"io"
 	"slices"
-	"strconv"
 	"testing"
-	"time"
+	"testing/synctest"
 
 	"github.com/hashicorp/raft"
 
@@ -125,40 +124,44 @@ func TestResultCodecKeepsErrors(t *testing.T) {
 	}
 }
 
+// In a synctest bubble, synctest.Wait says when the subscription is in
+// place (its goroutine waits for events), so the first append is its first
+// event, with no retry loop guessing when it started.
 func TestServeEventsSendsTheKeysAppends(t *testing.T) {
-	a := &kvtest.App{}
-	m := machine(t, a, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	got := make(chan kvtest.Event, 4)
-	served := make(chan error, 1)
-	go func() {
-		served <- a.ServeEvents(ctx, m, []byte("k"), func(b []byte) error {
-			e, err := kvtest.DecodeEvent(b)
-			if err != nil {
-				return err
-			}
-			got <- e
-			return nil
-		})
-	}()
-	// The subscription starts asynchronously: append until one arrives.
-	var first kvtest.Event
-	for i := uint64(1); first.Seq == 0; i++ {
-		apply(t, m, 2*i-1, kvtest.Append("other", strconv.FormatUint(i, 10)))
-		apply(t, m, 2*i, kvtest.Append("k", strconv.FormatUint(i, 10)))
+	synctest.Test(t, func(t *testing.T) {
+		a := &kvtest.App{}
+		m := machine(t, a, 1)
+		ctx, cancel := context.WithCancel(context.Background())
+		got := make(chan kvtest.Event, 4)
+		served := make(chan error, 1)
+		go func() {
+			served <- a.ServeEvents(ctx, m, []byte("k"), func(b []byte) error {
+				e, err := kvtest.DecodeEvent(b)
+				if err != nil {
+					return err
+				}
+				got <- e
+				return nil
+			})
+		}()
+		synctest.Wait()
+		apply(t, m, 1, kvtest.Append("other", "x"))
+		apply(t, m, 2, kvtest.Append("k", "y"))
+		synctest.Wait()
 		select {
-		case first = <-got:
-		case <-time.After(10 * time.Millisecond):
+		case e := <-got:
+			if e.Key != "k" || e.Item != "y" || e.Seq != 1 {
+				t.Fatalf("event %+v, want k's first append y", e)
+			}
+		default:
+			t.Fatal("no event for the key's append")
 		}
-		if i > 1000 {
-			t.Fatal("no event arrived")
+		if len(got) != 0 {
+			t.Fatalf("an event of another key was sent: %+v", <-got)
 		}
-	}
-	if first.Key != "k" || first.Item != strconv.FormatUint(first.Seq, 10) {
-		t.Fatalf("event %+v", first)
-	}
-	cancel()
-	if err := <-served; err != nil {
-		t.Fatalf("ServeEvents after its context ended: %v", err)
-	}
+		cancel()
+		if err := <-served; err != nil {
+			t.Fatalf("ServeEvents after its context ended: %v", err)
+		}
+	})
 }
