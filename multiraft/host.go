@@ -497,6 +497,10 @@ func (h *Host) TransferLeaderships(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// waitFuture waits for f until ctx ends. Its goroutine outlives an ended
+// ctx until raft resolves f, which raft never does for a future still
+// queued for its main loop when it shuts down (docs/architecture.md,
+// Lifecycle).
 func waitFuture(ctx context.Context, f raft.Future) error {
 	done := make(chan error, 1)
 	go func() { done <- f.Error() }()
