@@ -140,54 +140,35 @@ func (c RoomConfig) Validate() error {
 
 // merge returns c with the fields named by mask taken from patch.
 func (c RoomConfig) merge(patch RoomConfig, mask ConfigField) RoomConfig {
-	if mask&FieldHistoryMaxCount != 0 {
-		c.HistoryMaxCount = patch.HistoryMaxCount
-	}
-	if mask&FieldHistoryMaxAge != 0 {
-		c.HistoryMaxAge = patch.HistoryMaxAge
-	}
-	if mask&FieldKeyWindowCount != 0 {
-		c.KeyWindowCount = patch.KeyWindowCount
-	}
-	if mask&FieldKeyWindowAge != 0 {
-		c.KeyWindowAge = patch.KeyWindowAge
-	}
-	if mask&FieldMembersOnly != 0 {
-		c.MembersOnly = patch.MembersOnly
-	}
-	if mask&FieldNoClientPublish != 0 {
-		c.NoClientPublish = patch.NoClientPublish
-	}
-	if mask&FieldTransientPresence != 0 {
-		c.TransientPresence = patch.TransientPresence
-	}
-	if mask&FieldMaxMembers != 0 {
-		c.MaxMembers = patch.MaxMembers
-	}
+	c.take(patch, mask)
 	return c
 }
 
 // differs returns the fields in which c and o differ.
-func (c RoomConfig) differs(o RoomConfig) ConfigField {
-	var m ConfigField
-	for _, f := range []struct {
-		bit  ConfigField
-		same bool
-	}{
-		{FieldHistoryMaxCount, c.HistoryMaxCount == o.HistoryMaxCount},
-		{FieldHistoryMaxAge, c.HistoryMaxAge == o.HistoryMaxAge},
-		{FieldKeyWindowCount, c.KeyWindowCount == o.KeyWindowCount},
-		{FieldKeyWindowAge, c.KeyWindowAge == o.KeyWindowAge},
-		{FieldMembersOnly, c.MembersOnly == o.MembersOnly},
-		{FieldNoClientPublish, c.NoClientPublish == o.NoClientPublish},
-		{FieldTransientPresence, c.TransientPresence == o.TransientPresence},
-		{FieldMaxMembers, c.MaxMembers == o.MaxMembers},
-	} {
-		if !f.same {
-			m |= f.bit
-		}
+func (c RoomConfig) differs(o RoomConfig) ConfigField { return c.take(o, 0) }
+
+// take sets the fields named by mask from o, and returns the fields in
+// which c differed from o before. It names every field once, so merge and
+// differs cannot disagree on which fields there are.
+func (c *RoomConfig) take(o RoomConfig, mask ConfigField) (differed ConfigField) {
+	takeField(&c.HistoryMaxCount, o.HistoryMaxCount, FieldHistoryMaxCount, mask, &differed)
+	takeField(&c.HistoryMaxAge, o.HistoryMaxAge, FieldHistoryMaxAge, mask, &differed)
+	takeField(&c.KeyWindowCount, o.KeyWindowCount, FieldKeyWindowCount, mask, &differed)
+	takeField(&c.KeyWindowAge, o.KeyWindowAge, FieldKeyWindowAge, mask, &differed)
+	takeField(&c.MembersOnly, o.MembersOnly, FieldMembersOnly, mask, &differed)
+	takeField(&c.NoClientPublish, o.NoClientPublish, FieldNoClientPublish, mask, &differed)
+	takeField(&c.TransientPresence, o.TransientPresence, FieldTransientPresence, mask, &differed)
+	takeField(&c.MaxMembers, o.MaxMembers, FieldMaxMembers, mask, &differed)
+	return differed
+}
+
+func takeField[T comparable](dst *T, src T, bit, mask ConfigField, differed *ConfigField) {
+	if *dst != src {
+		*differed |= bit
 	}
-	return m
+	if mask&bit != 0 {
+		*dst = src
+	}
 }
 
 // Namespace is a rule giving the rooms whose names start with Prefix the
