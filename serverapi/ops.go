@@ -77,6 +77,18 @@ func limitOf(n int) (int, *protocol.Error) {
 	return n, nil
 }
 
+// pageOf checks the options of a paged read (a room's history, the room
+// listing): its consistency and its page size.
+func pageOf(consistency string, limit int) (stale bool, n int, e *protocol.Error) {
+	if stale, e = staleOf(consistency); e != nil {
+		return false, 0, e
+	}
+	if n, e = limitOf(limit); e != nil {
+		return false, 0, e
+	}
+	return stale, n, nil
+}
+
 // message checks what a publish and a broadcast share and returns the
 // member and the data to commit.
 func (s *server) message(data json.RawMessage, key, as string) (string, []byte, *protocol.Error) {
@@ -196,11 +208,7 @@ func (s *server) history(ctx context.Context, body []byte) (any, *protocol.Error
 	if e := decodeRoomOp(api.OpHistory, body, &req, &req.Room); e != nil {
 		return nil, e
 	}
-	stale, e := staleOf(req.Consistency)
-	if e != nil {
-		return nil, e
-	}
-	limit, e := limitOf(req.Limit)
+	stale, limit, e := pageOf(req.Consistency, req.Limit)
 	if e != nil {
 		return nil, e
 	}
@@ -281,11 +289,7 @@ func (s *server) rooms(ctx context.Context, body []byte) (any, *protocol.Error) 
 	if len(req.Prefix) > fsm.MaxRoomBytes || len(req.After) > fsm.MaxRoomBytes {
 		return nil, protocol.Errorf(protocol.CodeBadRequest, "prefix and after are at most %d bytes", fsm.MaxRoomBytes)
 	}
-	stale, e := staleOf(req.Consistency)
-	if e != nil {
-		return nil, e
-	}
-	limit, e := limitOf(req.Limit)
+	stale, limit, e := pageOf(req.Consistency, req.Limit)
 	if e != nil {
 		return nil, e
 	}

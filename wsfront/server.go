@@ -140,13 +140,7 @@ func (s *Server) Serve(l net.Listener) error { return s.http.Serve(l) }
 // Shutdown stops accepting, closes every socket with 1001 (going away) and
 // waits, within ctx, for the sockets' leaves and goroutines to finish.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	s.closing = true
-	sessions := make([]*session, 0, len(s.sessions))
-	for sess := range s.sessions {
-		sessions = append(sessions, sess)
-	}
-	s.mu.Unlock()
+	sessions := s.stopAccepting()
 	httpErr := s.http.Shutdown(ctx)
 	for _, sess := range sessions {
 		sess.closeWith(closeGoingAway, "node is stopping; reconnect to another node")
@@ -396,16 +390,22 @@ type gwsLogger struct{ log *slog.Logger }
 
 func (l gwsLogger) Error(v ...any) { l.log.Error("websocket", "detail", fmt.Sprint(v...)) }
 
-// Abort cuts every socket without a close frame and without leaving the
-// rooms they joined, as a crash of the node would.
-func (s *Server) Abort() {
+// stopAccepting refuses new sockets from now on and returns the open ones.
+func (s *Server) stopAccepting() []*session {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.closing = true
 	sessions := make([]*session, 0, len(s.sessions))
 	for sess := range s.sessions {
 		sessions = append(sessions, sess)
 	}
-	s.mu.Unlock()
+	return sessions
+}
+
+// Abort cuts every socket without a close frame and without leaving the
+// rooms they joined, as a crash of the node would.
+func (s *Server) Abort() {
+	sessions := s.stopAccepting()
 	_ = s.http.Close()
 	for _, sess := range sessions {
 		sess.abort()

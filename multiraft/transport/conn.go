@@ -178,14 +178,21 @@ func (c *conn) getPending(id uint64, take bool) receiver {
 // send queues a frame for the writer without waiting for room.
 func (c *conn) send(b []byte) error {
 	c.qmu.Lock()
+	err := c.push(b)
+	c.qmu.Unlock()
+	if err == nil {
+		c.kick()
+	}
+	return err
+}
+
+// push appends b to the queue unless the conn is closed. c.qmu is held.
+func (c *conn) push(b []byte) error {
 	if c.isClosed() {
-		c.qmu.Unlock()
 		return c.closeErr
 	}
 	c.queue = append(c.queue, b)
 	c.qbytes += len(b)
-	c.qmu.Unlock()
-	c.kick()
 	return nil
 }
 
@@ -206,12 +213,10 @@ func (c *conn) sendLazy(b []byte) error {
 		return c.send(b)
 	}
 	c.qmu.Lock()
-	if c.isClosed() {
+	if err := c.push(b); err != nil {
 		c.qmu.Unlock()
-		return c.closeErr
+		return err
 	}
-	c.queue = append(c.queue, b)
-	c.qbytes += len(b)
 	arm := !c.lazyArmed
 	c.lazyArmed = true
 	c.qmu.Unlock()
@@ -231,16 +236,13 @@ func (c *conn) sendLazy(b []byte) error {
 func (c *conn) sendWait(ctx context.Context, b []byte) error {
 	for {
 		c.qmu.Lock()
-		if c.isClosed() {
+		if c.isClosed() || c.qbytes < queueHighWater {
+			err := c.push(b)
 			c.qmu.Unlock()
-			return c.closeErr
-		}
-		if c.qbytes < queueHighWater {
-			c.queue = append(c.queue, b)
-			c.qbytes += len(b)
-			c.qmu.Unlock()
-			c.kick()
-			return nil
+			if err == nil {
+				c.kick()
+			}
+			return err
 		}
 		space := c.space
 		c.waiting = true
