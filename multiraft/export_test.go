@@ -32,3 +32,12 @@ func SetDropHookForTest(f func(h *Host, group uint64)) (restore func()) {
 
 // ReconcileForTest runs one round of the host's reconcile loop.
 func (h *Host) ReconcileForTest() { h.reconcile() }
+
+// MetaFaultsForTest has fault decide, for every meta command a node
+// proposes, whether the proposal fails before it is made (committed false)
+// or its committed result is lost (committed true).
+// Restore it after every host stopped.
+func MetaFaultsForTest(fault func(cmd []byte, committed bool) bool) (restore func()) {
+	old := testHookMetaFault.Swap(&fault)
+	return func() { testHookMetaFault.Store(old) }
+}

@@ -184,15 +184,52 @@ func (h *Host) beginOp(ctx context.Context, group uint64, op meta.GroupOp, takeO
 
 // endOp clears op's record without changing the replicas.
 func (h *Host) endOp(ctx context.Context, group uint64, op *meta.GroupOp) error {
-	_, err := h.proposeMeta(ctx, meta.EndOp(group, op.ID))
-	return err
+	return h.proposeMetaChecked(ctx, meta.EndOp(group, op.ID), func(st *meta.ClusterState) bool {
+		o := st.Ops[group]
+		return o == nil || o.ID != op.ID
+	})
 }
 
 // setReplicas records group's replica list under op, ending op with it
 // when end is set.
 func (h *Host) setReplicas(ctx context.Context, group uint64, op *meta.GroupOp, expect, next []string, end bool) error {
-	_, err := h.proposeMeta(ctx, meta.SetReplicas(group, op.ID, expect, next, end))
-	return err
+	return h.proposeMetaChecked(ctx, meta.SetReplicas(group, op.ID, expect, next, end), func(st *meta.ClusterState) bool {
+		o := st.Ops[group]
+		held := o != nil && o.ID == op.ID
+		return slices.Equal(st.Replicas[group], next) && held != end
+	})
+}
+
+// metaRetries bounds how often proposeMetaChecked proposes a command again
+// after its outcome was lost.
+const metaRetries = 5
+
+// proposeMetaChecked proposes cmd to the meta group and, when its outcome
+// is lost (an election under the proposal, no leader to answer), reads the
+// meta state to learn whether it took effect, which took decides. One not
+// in effect is proposed again. A refusal after a lost outcome is checked
+// the same way, because the lost proposal may have committed after all and
+// made its repeat fail. An operator's job (a decommission, a rebalance)
+// must not fail halfway on a meta election it could have ridden out.
+func (h *Host) proposeMetaChecked(ctx context.Context, cmd []byte, took func(*meta.ClusterState) bool) error {
+	lostOnce := false
+	for attempt := 0; ; attempt++ {
+		_, err := h.proposeMeta(ctx, cmd)
+		if err == nil {
+			return nil
+		}
+		lost := errors.Is(err, ErrUnknownOutcome) || errors.Is(err, ErrUnavailable)
+		if !lost && !lostOnce {
+			return err // a refusal of a command that never ran before
+		}
+		lostOnce = lostOnce || lost
+		if st, rerr := h.MetaState(ctx); rerr == nil && took(st) {
+			return nil
+		}
+		if !lost || attempt >= metaRetries || !wait.Sleep(ctx, 100*time.Millisecond) {
+			return err
+		}
+	}
 }
 
 // fence reads the meta state and checks that op still holds group, so an

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -53,12 +54,26 @@ func (h *Host) Propose(ctx context.Context, group uint64, cmd []byte) (any, erro
 	})
 }
 
+// testHookMetaFault, when set, is asked about every meta command this node
+// proposes, before proposing it (committed false: if it says so, the
+// proposal fails as when no leader answers) and once it committed
+// (committed true: the proposer gets an unknown outcome instead of the
+// result, as when an election cuts the reply off).
+var testHookMetaFault atomic.Pointer[func(cmd []byte, committed bool) bool]
+
 func (h *Host) proposeMeta(ctx context.Context, cmd []byte) (*meta.Result, error) {
 	ctx, cancel := h.withTimeout(ctx)
 	defer cancel()
+	fault := testHookMetaFault.Load()
+	if fault != nil && (*fault)(cmd, false) {
+		return nil, fmt.Errorf("%w: meta group: the proposal was dropped by a test", ErrUnavailable)
+	}
 	b, err := h.route(ctx, MetaGroup, svcPropose, cmd, true)
 	if err != nil {
 		return nil, err
+	}
+	if fault != nil && (*fault)(cmd, true) {
+		return nil, fmt.Errorf("%w: meta group: the reply was dropped by a test", ErrUnknownOutcome)
 	}
 	var res meta.Result
 	if err := json.Unmarshal(b, &res); err != nil {

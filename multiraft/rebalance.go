@@ -382,7 +382,10 @@ func (h *Host) Decommission(ctx context.Context, node string) error {
 		return fmt.Errorf("multiraft: node %q is not in the cluster", node)
 	}
 	if n.State != meta.NodeDecommissioning {
-		if _, err := h.proposeMeta(ctx, meta.SetState(node, meta.NodeDecommissioning)); err != nil {
+		if err := h.proposeMetaChecked(ctx, meta.SetState(node, meta.NodeDecommissioning), func(st *meta.ClusterState) bool {
+			n := st.Nodes[node]
+			return n != nil && n.State == meta.NodeDecommissioning
+		}); err != nil {
 			return fmt.Errorf("multiraft: mark %s decommissioning: %w", node, err)
 		}
 		if st, err = h.MetaState(ctx); err != nil {
@@ -429,7 +432,9 @@ func (h *Host) Decommission(ctx context.Context, node string) error {
 			return fmt.Errorf("multiraft: remove %s from the meta group: %w", node, err)
 		}
 	}
-	if _, err := h.proposeMeta(ctx, meta.RemoveNode(node)); err != nil {
+	if err := h.proposeMetaChecked(ctx, meta.RemoveNode(node), func(st *meta.ClusterState) bool {
+		return st.Nodes[node] == nil && st.Removed[node] != 0
+	}); err != nil {
 		return fmt.Errorf("multiraft: remove %s: %w", node, err)
 	}
 	return nil
