@@ -255,6 +255,16 @@ type joinState struct {
 	seq      uint64          // the seq of that join
 }
 
+// waitConnLocking waits for a connection and then for j's lock, within ctx;
+// on success the caller holds the lock.
+func (c *Client) waitConnLocking(ctx context.Context, j *joinState) (*conn, error) {
+	cn, err := c.waitConn(ctx)
+	if err == nil && !j.lock(ctx) {
+		err = ctx.Err()
+	}
+	return cn, err
+}
+
 func (j *joinState) lock(ctx context.Context) bool {
 	select {
 	case j.sem <- struct{}{}:
@@ -331,10 +341,7 @@ func (c *Client) Join(ctx context.Context, room string, meta any) (uint64, error
 	uncertain := false
 	var last error
 	for attempt := 0; ; attempt++ {
-		cn, err := c.waitConn(ctx)
-		if err == nil && !j.lock(ctx) {
-			err = ctx.Err()
-		}
+		cn, err := c.waitConnLocking(ctx, j)
 		if err != nil {
 			return 0, joinError(err, last, uncertain)
 		}
@@ -399,10 +406,7 @@ func (c *Client) Leave(ctx context.Context, room string) (uint64, error) {
 
 	var last error
 	for attempt := 0; ; attempt++ {
-		cn, err := c.waitConn(ctx)
-		if err == nil && !j.lock(ctx) {
-			err = ctx.Err()
-		}
+		cn, err := c.waitConnLocking(ctx, j)
 		if err != nil {
 			return 0, stopError(err, last)
 		}
