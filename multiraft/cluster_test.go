@@ -199,6 +199,19 @@ func (c *cluster) ids() []string {
 	return ids
 }
 
+// followers waits for group's leader and returns it with the running
+// nodes other than it.
+func (c *cluster) followers(group uint64) (leader string, followers []*node) {
+	c.t.Helper()
+	leader = c.waitLeader(group)
+	for _, n := range c.running() {
+		if n.id != leader {
+			followers = append(followers, n)
+		}
+	}
+	return leader, followers
+}
+
 // waitLeader waits until the running replicas of group agree on a leader
 // and returns its node id.
 func (c *cluster) waitLeader(group uint64) string {
@@ -402,13 +415,7 @@ func TestLinearizableReadOnFollowerAndStaleRead(t *testing.T) {
 	c := newTwinCluster(t)
 	c.bootstrap(1, 3, "n1", "n2", "n3")
 	const key = "k"
-	leader := c.waitLeader(1)
-	var followers []*node
-	for _, n := range c.running() {
-		if n.id != leader {
-			followers = append(followers, n)
-		}
-	}
+	_, followers := c.followers(1)
 	// A write acknowledged through one node is seen by a linearizable read
 	// on a follower at once, even though followers learn the commit index
 	// only with the next append.
@@ -555,13 +562,8 @@ func TestFollowerReadInIdleGroupDoesNotWaitForCommitTimeout(t *testing.T) {
 	c.timing.CommitTimeout = 30 * time.Second
 	c.bootstrap(1, 3, "n1", "n2", "n3")
 	room := roomFor(1, 1)
-	leader := c.waitLeader(1)
-	var follower *node
-	for _, n := range c.running() {
-		if n.id != leader {
-			follower = n
-		}
-	}
+	leader, followers := c.followers(1)
+	follower := followers[0]
 	for i := range 3 {
 		if _, err := c.write(c.nodes[leader], 1, room, fmt.Sprint(i)); err != nil {
 			t.Fatal(err)
@@ -583,13 +585,8 @@ func TestFollowerReadInIdleGroupDoesNotWaitForCommitTimeout(t *testing.T) {
 func TestWatchLeadersSeesFailover(t *testing.T) {
 	c := newTwinCluster(t)
 	c.bootstrap(1, 3, "n1", "n2", "n3")
-	old := c.waitLeader(1)
-	var watcher *node
-	for _, n := range c.running() {
-		if n.id != old {
-			watcher = n
-		}
-	}
+	old, followers := c.followers(1)
+	watcher := followers[0]
 	changes, stop := watcher.h().WatchLeaders()
 	defer stop()
 	c.nodes[old].stop()
