@@ -153,7 +153,7 @@ func TestPeerPortAttacksRefused(t *testing.T) {
 	}
 
 	// A recorded handshake of a node that knows the secret, replayed.
-	rec := testnet.NewRecorder(t, cl.peer(0))
+	rec := testnet.NewProxy(t, cl.peer(0))
 	legit := attacker(t, "n2", func(c *transport.Config) { c.ClusterSecret = secret })
 	if _, err := legit.Call(context.Background(), raft.ServerAddress(rec.Addr()), "mr.meta.state", multiraft.MetaGroup, nil); err != nil {
 		t.Fatalf("a call with the secret: %v", err)

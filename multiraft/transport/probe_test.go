@@ -3,92 +3,14 @@ package transport
 import (
 	"context"
 	"errors"
-	"io"
-	"net"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/raft"
 
 	"github.com/heraldhq/herald/internal/eventually"
+	"github.com/heraldhq/herald/internal/testnet"
 )
-
-// freezer is a TCP proxy that can stop forwarding in both directions, as a
-// paused peer process would: connections stay open, nothing moves.
-type freezer struct {
-	ln     net.Listener
-	frozen atomic.Bool
-	wg     sync.WaitGroup
-}
-
-func newFreezer(t *testing.T, target string) *freezer {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &freezer{ln: ln}
-	var conns []net.Conn
-	var cmu sync.Mutex
-	t.Cleanup(func() {
-		ln.Close()
-		f.thaw()
-		cmu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		cmu.Unlock()
-		f.wg.Wait()
-	})
-	f.wg.Add(1)
-	go func() {
-		defer f.wg.Done()
-		for {
-			in, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			out, err := net.Dial("tcp", target)
-			if err != nil {
-				in.Close()
-				continue
-			}
-			cmu.Lock()
-			conns = append(conns, in, out)
-			cmu.Unlock()
-			f.wg.Add(2)
-			go f.pipe(in, out)
-			go f.pipe(out, in)
-		}
-	}()
-	return f
-}
-
-func (f *freezer) pipe(from, to net.Conn) {
-	defer f.wg.Done()
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := from.Read(buf)
-		if n > 0 {
-			for f.frozen.Load() {
-				time.Sleep(5 * time.Millisecond)
-			}
-			if _, werr := to.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			if err != io.EOF {
-				to.Close()
-			}
-			return
-		}
-	}
-}
-
-func (f *freezer) freeze() { f.frozen.Store(true) }
-func (f *freezer) thaw()   { f.frozen.Store(false) }
 
 // TestProbeFailsRequestsToFrozenPeer: a call to a peer that stops moving
 // bytes fails as unreachable after about two probe periods, long before the
@@ -106,15 +28,15 @@ func TestProbeFailsRequestsToFrozenPeer(t *testing.T) {
 		}
 	})
 	b.Handle("echo", func(_ context.Context, _ string, _ uint64, req []byte) ([]byte, error) { return req, nil })
-	proxy := newFreezer(t, string(b.Addr()))
-	target := raft.ServerAddress(proxy.ln.Addr().String())
+	proxy := testnet.NewProxy(t, string(b.Addr()))
+	target := raft.ServerAddress(proxy.Addr())
 
 	// Slow but alive: the peer answers the probes, the call completes.
 	if out, err := a.Call(t.Context(), target, "slow", 0, []byte("x")); err != nil || string(out) != "x" {
 		t.Fatalf("slow call to a live peer: %q, %v", out, err)
 	}
 
-	proxy.freeze()
+	proxy.Freeze()
 	start := time.Now()
 	_, err := a.Call(t.Context(), target, "echo", 0, []byte("y"))
 	took := time.Since(start)
@@ -127,7 +49,7 @@ func TestProbeFailsRequestsToFrozenPeer(t *testing.T) {
 	t.Logf("call to a frozen peer failed after %v: %v", took.Round(time.Millisecond), err)
 
 	// Once the peer moves again, a new connection works.
-	proxy.thaw()
+	proxy.Thaw()
 	eventually.True(t, 5*time.Second, "a call after the peer thawed", func() bool {
 		out, err := a.Call(t.Context(), target, "echo", 0, []byte("z"))
 		return err == nil && string(out) == "z"
@@ -148,8 +70,8 @@ func TestAnswersTellsLiveFromFrozenPeer(t *testing.T) {
 		}
 	})
 	b.Handle("echo", func(_ context.Context, _ string, _ uint64, req []byte) ([]byte, error) { return req, nil })
-	proxy := newFreezer(t, string(b.Addr()))
-	target := raft.ServerAddress(proxy.ln.Addr().String())
+	proxy := testnet.NewProxy(t, string(b.Addr()))
+	target := raft.ServerAddress(proxy.Addr())
 	answers := func() bool {
 		ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
 		defer cancel()
@@ -172,7 +94,7 @@ func TestAnswersTellsLiveFromFrozenPeer(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("slow call: %v", err)
 	}
-	proxy.freeze()
+	proxy.Freeze()
 	start := time.Now()
 	if answers() {
 		t.Fatal("a frozen peer answered")
@@ -180,5 +102,5 @@ func TestAnswersTellsLiveFromFrozenPeer(t *testing.T) {
 	if took := time.Since(start); took > time.Second {
 		t.Fatalf("Answers took %v with a 200ms context", took)
 	}
-	proxy.thaw()
+	proxy.Thaw()
 }
