@@ -12,24 +12,32 @@ import (
 	"github.com/heraldhq/herald/internal/testnet"
 )
 
-// TestProbeFailsRequestsToFrozenPeer: a call to a peer that stops moving
-// bytes fails as unreachable after about two probe periods, long before the
-// RPC timeout, while a slow call to a live peer is left alone.
-func TestProbeFailsRequestsToFrozenPeer(t *testing.T) {
-	probe := func(c *Config) { c.ProbeAfter = 200 * time.Millisecond; c.RPCTimeout = 10 * time.Second }
-	a := newTestManager(t, "a", probe)
-	b := newTestManager(t, "b", probe)
+// peerBehindProxy starts managers a and b with mods, b serving "echo" and
+// a "slow" call answered after slow, and a proxy to b that can freeze; it
+// returns a, the proxy, and the address at which a reaches b through it.
+func peerBehindProxy(t *testing.T, slow time.Duration, mods ...func(*Config)) (a *Manager, proxy *testnet.Proxy, target raft.ServerAddress) {
+	t.Helper()
+	a = newTestManager(t, "a", mods...)
+	b := newTestManager(t, "b", mods...)
 	b.Handle("slow", func(ctx context.Context, _ string, _ uint64, req []byte) ([]byte, error) {
 		select {
-		case <-time.After(1500 * time.Millisecond):
+		case <-time.After(slow):
 			return req, nil
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
 	})
 	b.Handle("echo", func(_ context.Context, _ string, _ uint64, req []byte) ([]byte, error) { return req, nil })
-	proxy := testnet.NewProxy(t, string(b.Addr()))
-	target := raft.ServerAddress(proxy.Addr())
+	proxy = testnet.NewProxy(t, string(b.Addr()))
+	return a, proxy, raft.ServerAddress(proxy.Addr())
+}
+
+// TestProbeFailsRequestsToFrozenPeer: a call to a peer that stops moving
+// bytes fails as unreachable after about two probe periods, long before the
+// RPC timeout, while a slow call to a live peer is left alone.
+func TestProbeFailsRequestsToFrozenPeer(t *testing.T) {
+	probe := func(c *Config) { c.ProbeAfter = 200 * time.Millisecond; c.RPCTimeout = 10 * time.Second }
+	a, proxy, target := peerBehindProxy(t, 1500*time.Millisecond, probe)
 
 	// Slow but alive: the peer answers the probes, the call completes.
 	if out, err := a.Call(t.Context(), target, "slow", 0, []byte("x")); err != nil || string(out) != "x" {
@@ -59,19 +67,7 @@ func TestProbeFailsRequestsToFrozenPeer(t *testing.T) {
 // Answers tells a live peer, even one busy with a slow call, from a frozen
 // one within its context, without waiting for the probe.
 func TestAnswersTellsLiveFromFrozenPeer(t *testing.T) {
-	a := newTestManager(t, "a")
-	b := newTestManager(t, "b")
-	b.Handle("slow", func(ctx context.Context, _ string, _ uint64, req []byte) ([]byte, error) {
-		select {
-		case <-time.After(time.Second):
-			return req, nil
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	})
-	b.Handle("echo", func(_ context.Context, _ string, _ uint64, req []byte) ([]byte, error) { return req, nil })
-	proxy := testnet.NewProxy(t, string(b.Addr()))
-	target := raft.ServerAddress(proxy.Addr())
+	a, proxy, target := peerBehindProxy(t, time.Second)
 	answers := func() bool {
 		ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
 		defer cancel()
