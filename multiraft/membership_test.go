@@ -88,8 +88,7 @@ func (c *cluster) join(ctx context.Context, id, seed string) *node {
 func (c *cluster) bootstrapWithSpare(within time.Duration) context.Context {
 	c.t.Helper()
 	c.bootstrap(1, 3, "n1", "n2", "n3")
-	ctx, cancel := context.WithTimeout(context.Background(), within)
-	c.t.Cleanup(cancel)
+	ctx := eventually.Within(c.t, within)
 	c.join(ctx, "n4", "n1")
 	return ctx
 }
