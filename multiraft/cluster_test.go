@@ -180,6 +180,45 @@ func (c *cluster) bootstrap(groups uint64, replication int, ids ...string) {
 	}
 }
 
+// bootstrapHosts starts hosts n1-n3, each with a config of cfg's and its
+// own data dir and loopback port, and bootstraps a cluster of groups
+// replicated on all three; it fails tb if a bootstrap fails. The hosts
+// close when tb ends. For tests and benchmarks that need hosts with
+// settings of their own rather than a cluster's nodes.
+func bootstrapHosts(tb testing.TB, groups uint64, cfg func() multiraft.Config) []*multiraft.Host {
+	tb.Helper()
+	dir := tb.TempDir()
+	var hosts []*multiraft.Host
+	var peers []multiraft.Peer
+	for i := 1; i <= 3; i++ {
+		id := fmt.Sprintf("n%d", i)
+		c := cfg()
+		c.NodeID, c.DataDir, c.PeerAddr = id, filepath.Join(dir, id), "127.0.0.1:0"
+		h, err := multiraft.Start(c)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { h.Close() })
+		hosts = append(hosts, h)
+		peers = append(peers, multiraft.Peer{ID: id, Addr: h.PeerAddr()})
+	}
+	spec := multiraft.BootstrapSpec{ClusterID: "test", Nodes: peers, Groups: groups, Replication: 3}
+	var wg sync.WaitGroup
+	for _, h := range hosts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			if err := h.Bootstrap(ctx, spec); err != nil {
+				tb.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	return hosts
+}
+
 func (c *cluster) running() []*node {
 	var out []*node
 	for _, id := range c.ids() {
