@@ -152,27 +152,14 @@ func (n *node) stop() {
 func (c *cluster) bootstrap(groups uint64, replication int, ids ...string) {
 	c.t.Helper()
 	var peers []multiraft.Peer
+	var hosts []*multiraft.Host
 	for _, id := range ids {
-		n := c.start(id)
-		peers = append(peers, multiraft.Peer{ID: id, Addr: n.h().PeerAddr()})
+		h := c.start(id).h()
+		peers = append(peers, multiraft.Peer{ID: id, Addr: h.PeerAddr()})
+		hosts = append(hosts, h)
 	}
 	spec := multiraft.BootstrapSpec{ClusterID: "test", Nodes: peers, Groups: groups, Replication: replication}
-	var wg sync.WaitGroup
-	errs := make([]error, len(ids))
-	for i, id := range ids {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			errs[i] = c.nodes[id].h().Bootstrap(ctx, spec)
-			if errs[i] == nil {
-				_, errs[i] = c.nodes[id].h().WaitRegistered(ctx)
-			}
-		}()
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	if err := bootstrapAll(hosts, spec); err != nil {
 		c.t.Fatalf("bootstrap: %v", err)
 	}
 	for g := uint64(1); g <= groups; g++ {
@@ -182,9 +169,9 @@ func (c *cluster) bootstrap(groups uint64, replication int, ids ...string) {
 
 // bootstrapHosts starts hosts n1-n3, each with a config of cfg's and its
 // own data dir and loopback port, and bootstraps a cluster of groups
-// replicated on all three; it fails tb if a bootstrap fails. The hosts
-// close when tb ends. For tests and benchmarks that need hosts with
-// settings of their own rather than a cluster's nodes.
+// replicated on all three; the hosts close when tb ends. For tests and
+// benchmarks that need hosts with settings of their own rather than a
+// cluster's nodes.
 func bootstrapHosts(tb testing.TB, groups uint64, cfg func() multiraft.Config) []*multiraft.Host {
 	tb.Helper()
 	dir := tb.TempDir()
@@ -203,20 +190,32 @@ func bootstrapHosts(tb testing.TB, groups uint64, cfg func() multiraft.Config) [
 		peers = append(peers, multiraft.Peer{ID: id, Addr: h.PeerAddr()})
 	}
 	spec := multiraft.BootstrapSpec{ClusterID: "test", Nodes: peers, Groups: groups, Replication: 3}
+	if err := bootstrapAll(hosts, spec); err != nil {
+		tb.Fatalf("bootstrap: %v", err)
+	}
+	return hosts
+}
+
+// bootstrapAll bootstraps hosts into the cluster spec describes, all at
+// once as a cluster's first start does, and waits until each is
+// registered.
+func bootstrapAll(hosts []*multiraft.Host, spec multiraft.BootstrapSpec) error {
 	var wg sync.WaitGroup
-	for _, h := range hosts {
+	errs := make([]error, len(hosts))
+	for i, h := range hosts {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
-			if err := h.Bootstrap(ctx, spec); err != nil {
-				tb.Error(err)
+			errs[i] = h.Bootstrap(ctx, spec)
+			if errs[i] == nil {
+				_, errs[i] = h.WaitRegistered(ctx)
 			}
 		}()
 	}
 	wg.Wait()
-	return hosts
+	return errors.Join(errs...)
 }
 
 func (c *cluster) running() []*node {

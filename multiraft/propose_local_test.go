@@ -36,9 +36,6 @@ func TestLocalProposalReturnsTheValue(t *testing.T) {
 	hosts := bootstrapHosts(t, 1, func() multiraft.Config {
 		return multiraft.Config{LogStore: logstore.KindBadger, Timing: testTiming(), App: decodedApp{&kvtest.App{}}, LeaseTTL: 2 * time.Second, Logger: logger(t)}
 	})
-	if t.Failed() {
-		return
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var leader, follower *multiraft.Host
