@@ -22,30 +22,31 @@ type readyz struct {
 	Degraded []string `json:"degraded"`
 }
 
-func getReadyz(base string) (readyz, error) {
-	var r readyz
-	resp, err := http.Get(base + "/readyz")
+// fetch GETs url and returns the status and the body.
+func fetch(url string) (int, []byte, error) {
+	resp, err := http.Get(url)
 	if err != nil {
-		return r, err
+		return 0, nil, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, err
+}
+
+func getReadyz(base string) (readyz, error) {
+	var r readyz
+	status, b, err := fetch(base + "/readyz")
 	if err != nil {
 		return r, err
 	}
-	r.status = resp.StatusCode
+	r.status = status
 	return r, json.Unmarshal(b, &r)
 }
 
 // metricValues returns the values of a gauge by its group label, from a
 // node's /metrics text.
 func metricValues(base, name string) (map[string]float64, error) {
-	resp, err := http.Get(base + "/metrics")
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
+	_, b, err := fetch(base + "/metrics")
 	if err != nil {
 		return nil, err
 	}

@@ -37,12 +37,6 @@ func startCluster(t *testing.T, opts testcluster.Options) *testcluster.Cluster {
 	return c
 }
 
-func ctxFor(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 // apiErr asserts that err is an *admin.APIError with the given status and
 // code.
 func apiErr(t *testing.T, what string, err error, status int, code string) {
@@ -93,7 +87,7 @@ func TestAdminAuth(t *testing.T) {
 	dev := admin.Handler(c.Node(1), admin.Options{AllowNoToken: true})
 	c.Node(1).Front().Handle(admin.Prefix, dev)
 	c.Node(2).Front().Handle(admin.Prefix, admin.Handler(c.Node(2), admin.Options{}))
-	ctx := ctxFor(t, 30*time.Second)
+	ctx := eventually.Within(t, 30*time.Second)
 
 	_, err := admin.NewClient(c.HTTP(0), "").Nodes(ctx)
 	apiErr(t, "no token", err, http.StatusUnauthorized, "missing_token")
@@ -172,7 +166,7 @@ func holderAndOutsider(t *testing.T, st *admin.Status, g uint64) (holder, outsid
 
 func TestAdminStatusGroupsMoveTransferSnapshot(t *testing.T) {
 	c := startCluster(t, testcluster.Options{Nodes: 4, Groups: 4, Replication: 3})
-	ctx := ctxFor(t, 50*time.Second)
+	ctx := eventually.Within(t, 50*time.Second)
 	cl := admin.NewClient(c.HTTP(0), token)
 
 	st, err := cl.Status(ctx)
@@ -342,7 +336,7 @@ var proposeKeys atomic.Uint64
 
 func TestAdminRooms(t *testing.T) {
 	c := startCluster(t, testcluster.Options{Nodes: 3, Groups: 4})
-	ctx := ctxFor(t, 40*time.Second)
+	ctx := eventually.Within(t, 40*time.Second)
 	cl := admin.NewClient(c.HTTP(2), token)
 	const room = "team/general" // a slash must survive the path
 	propose(t, c.Node(0), fsm.Command{Op: fsm.OpJoin, Room: room, Member: "alice", Meta: []byte(`{"nick":"al"}`)})
@@ -420,7 +414,7 @@ func TestAdminRooms(t *testing.T) {
 func startSpare(t *testing.T, c *testcluster.Cluster, id string) *herald.Node {
 	t.Helper()
 	dir := t.TempDir()
-	n, err := herald.Start(ctxFor(t, 30*time.Second), herald.Config{
+	n, err := herald.Start(eventually.Within(t, 30*time.Second), herald.Config{
 		NodeID: id, DataDir: dir, ClientAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0", ClusterSecret: c.ClusterSecret(),
 		Auth: auth.Config{Insecure: true}, Timing: testcluster.Timing(), LeaseTTL: 3 * time.Second, StopTimeout: 10 * time.Second,
 	})
@@ -435,7 +429,7 @@ func startSpare(t *testing.T, c *testcluster.Cluster, id string) *herald.Node {
 func waitJob(t *testing.T, cl *admin.Client, j *admin.Job) *admin.Job {
 	t.Helper()
 	var seen []int
-	end, err := cl.WaitJob(ctxFor(t, 45*time.Second), j.ID, 100*time.Millisecond, func(j *admin.Job) {
+	end, err := cl.WaitJob(eventually.Within(t, 45*time.Second), j.ID, 100*time.Millisecond, func(j *admin.Job) {
 		if len(seen) == 0 || seen[len(seen)-1] != j.Done {
 			seen = append(seen, j.Done)
 		}
@@ -454,7 +448,7 @@ func waitJob(t *testing.T, cl *admin.Client, j *admin.Job) *admin.Job {
 
 func replicaCounts(t *testing.T, cl *admin.Client) map[string]int {
 	t.Helper()
-	nodes, err := cl.Nodes(ctxFor(t, 10*time.Second))
+	nodes, err := cl.Nodes(eventually.Within(t, 10*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -467,7 +461,7 @@ func replicaCounts(t *testing.T, cl *admin.Client) map[string]int {
 
 func TestAdminJoinRebalanceDecommission(t *testing.T) {
 	c := startCluster(t, testcluster.Options{Nodes: 3, Groups: 6, Replication: 3})
-	ctx := ctxFor(t, 55*time.Second)
+	ctx := eventually.Within(t, 55*time.Second)
 	cl := admin.NewClient(c.HTTP(0), token)
 
 	spare := startSpare(t, c, "n4")
@@ -581,7 +575,7 @@ func TestAdminJoinRebalanceDecommission(t *testing.T) {
 
 func TestAdminRemoveDeadNode(t *testing.T) {
 	c := startCluster(t, testcluster.Options{Nodes: 4, Groups: 4, Replication: 3})
-	ctx := ctxFor(t, 55*time.Second)
+	ctx := eventually.Within(t, 55*time.Second)
 	cl := admin.NewClient(c.HTTP(0), token)
 	_, err := cl.RemoveNode(ctx, "n3")
 	apiErr(t, "remove a running node", err, 409, "node_alive")
@@ -670,7 +664,7 @@ func TestAdminBadRequests(t *testing.T) {
 		}
 	}
 	// The node still serves after all of that.
-	if _, err := admin.NewClient(c.HTTP(0), token).Status(ctxFor(t, 10*time.Second)); err != nil {
+	if _, err := admin.NewClient(c.HTTP(0), token).Status(eventually.Within(t, 10*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -715,7 +709,7 @@ func waitAgreement(t *testing.T, n *herald.Node, within time.Duration) {
 // and none of without.
 func groupWith(t *testing.T, n *herald.Node, with, without []string) uint64 {
 	t.Helper()
-	st, err := n.Host().MetaState(ctxFor(t, 10*time.Second))
+	st, err := n.Host().MetaState(eventually.Within(t, 10*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -746,7 +740,7 @@ func waitListed(t *testing.T, n *herald.Node, g uint64, node string) {
 // one is refused, and raft and the meta group agree afterwards.
 func TestAdminConcurrentMovesOfOneGroup(t *testing.T) {
 	c := startCluster(t, testcluster.Options{Nodes: 4, Groups: 4, Replication: 3})
-	ctx := ctxFor(t, 90*time.Second)
+	ctx := eventually.Within(t, 90*time.Second)
 	g := groupWith(t, c.Node(0), []string{"n1", "n2"}, []string{"n4"})
 	cl1, cl2 := admin.NewClient(c.HTTP(0), token), admin.NewClient(c.HTTP(1), token)
 
@@ -784,7 +778,7 @@ func TestAdminConcurrentMovesOfOneGroup(t *testing.T) {
 // rolls back the move, and raft and the meta group agree again.
 func TestAdminMoveOwnerCrashes(t *testing.T) {
 	c := startCluster(t, testcluster.Options{Nodes: 4, Groups: 4, Replication: 3})
-	ctx := ctxFor(t, 90*time.Second)
+	ctx := eventually.Within(t, 90*time.Second)
 	g := groupWith(t, c.Node(0), []string{"n1"}, []string{"n4"})
 	cl2 := admin.NewClient(c.HTTP(1), token)
 	done := make(chan error, 1)

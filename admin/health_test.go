@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/admin"
+	"github.com/heraldhq/herald/internal/eventually"
 	"github.com/heraldhq/herald/internal/testcluster"
 )
 
@@ -18,7 +19,7 @@ import (
 // ok once the links heal.
 func TestAdminHealthStuckReplica(t *testing.T) {
 	c := startCluster(t, testcluster.Options{Nodes: 3, Groups: 2, Replication: 3, PeerProxies: true})
-	ctx := ctxFor(t, 90*time.Second)
+	ctx := eventually.Within(t, 90*time.Second)
 	// n3 must follow, not lead: a leader whose own links out are up keeps
 	// its quorum, and its groups are healthy.
 	for g := uint64(0); g <= 2; g++ {
@@ -86,7 +87,7 @@ func waitVerdict(t *testing.T, cl *admin.Client, what string, ok func(*admin.Sta
 	deadline := time.Now().Add(30 * time.Second)
 	var last *admin.Status
 	for {
-		st, err := cl.Status(ctxFor(t, 10*time.Second))
+		st, err := cl.Status(eventually.Within(t, 10*time.Second))
 		if err == nil {
 			last = st
 			if ok(st) {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/heraldhq/herald/admin"
 	"github.com/heraldhq/herald/fsm"
+	"github.com/heraldhq/herald/internal/eventually"
 	"github.com/heraldhq/herald/internal/testcluster"
 )
 
@@ -14,7 +15,7 @@ import (
 // settings on top; bad rules are refused before they reach the cluster.
 func TestAdminNamespaces(t *testing.T) {
 	c := startCluster(t, testcluster.Options{Nodes: 3, Groups: 4})
-	ctx := ctxFor(t, 40*time.Second)
+	ctx := eventually.Within(t, 40*time.Second)
 	cl := admin.NewClient(c.HTTP(0), token)
 	propose(t, c.Node(0), fsm.Command{Op: fsm.OpPublish, Room: "chat:a", Member: "alice", Data: []byte(`1`)})
 	five := uint64(5)

@@ -15,6 +15,7 @@ import (
 	"github.com/lxzan/gws"
 
 	"github.com/heraldhq/herald/client"
+	"github.com/heraldhq/herald/internal/eventually"
 )
 
 // badNode is a websocket server that answers with whatever reply tells it
@@ -108,7 +109,7 @@ func TestBadFramesFromNode(t *testing.T) {
 	}
 	url := startBadNode(t, n)
 	cl := dial(t, "alice", url)
-	ctx := timeout(t, 10*time.Second)
+	ctx := eventually.Within(t, 10*time.Second)
 
 	res, err := cl.Publish(ctx, "r", "hi")
 	if err != nil || res.Seq != 7 || !res.Duplicate || res.Epoch != "3" {
@@ -191,7 +192,7 @@ func TestFrameClosedWith1009IsNotResent(t *testing.T) {
 		}
 		// The client reconnects, for its other requests, and sends
 		// nothing more of the oversized publish.
-		if err := publish(timeout(t, 10*time.Second), 10); err != nil {
+		if err := publish(eventually.Within(t, 10*time.Second), 10); err != nil {
 			t.Fatalf("publish after the %d bytes: %v", size, err)
 		}
 		if pubs := n.requests("publish"); len(pubs) != i+1 {

@@ -46,12 +46,6 @@ func dialOpts(t *testing.T, opts client.Config) *client.Client {
 	return c
 }
 
-func timeout(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 // order returns the cluster's URLs starting with node first.
 func order(c *testcluster.Cluster, first int) []string {
 	urls := c.URLs()
@@ -61,7 +55,7 @@ func order(c *testcluster.Cluster, first int) []string {
 // history reads all of room's events through c.
 func history(t *testing.T, c *client.Client, room string) []client.Event {
 	t.Helper()
-	ctx := timeout(t, 20*time.Second)
+	ctx := eventually.Within(t, 20*time.Second)
 	var out []client.Event
 	from := uint64(1)
 	for {
@@ -80,7 +74,7 @@ func history(t *testing.T, c *client.Client, room string) []client.Event {
 // collect takes n events from s, failing on a notice or after d.
 func collect(t *testing.T, s *client.Subscription, n int, d time.Duration) []client.Event {
 	t.Helper()
-	ctx := timeout(t, d)
+	ctx := eventually.Within(t, d)
 	var out []client.Event
 	for len(out) < n {
 		ev, err := s.Next(ctx)
@@ -98,7 +92,7 @@ func collect(t *testing.T, s *client.Subscription, n int, d time.Duration) []cli
 func TestPublishSubscribeHistory(t *testing.T) {
 	c := memcluster.Start(t, memcluster.Options{})
 	alice := dial(t, "alice", c.URLs()...)
-	ctx := timeout(t, 20*time.Second)
+	ctx := eventually.Within(t, 20*time.Second)
 
 	sub, err := alice.Subscribe(ctx, "lobby", client.SubscribeOptions{FromSeq: 1})
 	if err != nil {
@@ -195,7 +189,7 @@ func TestMembersJoinLeave(t *testing.T) {
 	c := memcluster.Start(t, memcluster.Options{})
 	alice := dial(t, "alice", c.URL(0))
 	bob := dial(t, "bob", c.URL(1))
-	ctx := timeout(t, 20*time.Second)
+	ctx := eventually.Within(t, 20*time.Second)
 
 	seq, err := alice.Join(ctx, "team", map[string]string{"status": "here"})
 	if err != nil || seq != 1 {
@@ -258,7 +252,7 @@ func TestMembersJoinLeave(t *testing.T) {
 func TestConflictAndKeys(t *testing.T) {
 	c := memcluster.Start(t, memcluster.Options{})
 	alice := dial(t, "alice", c.URLs()...)
-	ctx := timeout(t, 20*time.Second)
+	ctx := eventually.Within(t, 20*time.Second)
 
 	if res, err := alice.Publish(ctx, "cas", "a", client.WithExpectSeq(0)); err != nil || res.Seq != 1 {
 		t.Fatalf("first conditional publish: %+v, %v", res, err)
@@ -316,7 +310,7 @@ func TestAuth(t *testing.T) {
 		}
 		return s
 	}
-	ctx := timeout(t, 20*time.Second)
+	ctx := eventually.Within(t, 20*time.Second)
 
 	alice := dialOpts(t, client.Config{URLs: c.URLs(),
 		Token: token(secret, "alice", map[string][]string{"publish": {"lobby"}, "read": {"*"}})})
@@ -526,7 +520,7 @@ func TestSubscribeResumesAcrossCrash(t *testing.T) {
 		t.Fatalf("subscriber on %s, not n1", node)
 	}
 	pub := dial(t, "writer", order(c, 1)...)
-	ctx := timeout(t, 30*time.Second)
+	ctx := eventually.Within(t, 30*time.Second)
 	sub, err := subc.Subscribe(ctx, "feed", client.SubscribeOptions{FromSeq: 1})
 	if err != nil {
 		t.Fatal(err)
@@ -582,7 +576,7 @@ func TestResumeAfterGoingAway(t *testing.T) {
 		}
 	}})
 	bob := dial(t, "bob", c.URL(2))
-	ctx := timeout(t, 30*time.Second)
+	ctx := eventually.Within(t, 30*time.Second)
 	sub, err := alice.Subscribe(ctx, "room", client.SubscribeOptions{FromSeq: 1})
 	if err != nil {
 		t.Fatal(err)
@@ -636,7 +630,7 @@ func TestRejoinAfterCrash(t *testing.T) {
 	c := testcluster.Start(t, testcluster.Options{})
 	alice := dial(t, "alice", c.URLs()...)
 	bob := dial(t, "bob", c.URL(2))
-	ctx := timeout(t, 30*time.Second)
+	ctx := eventually.Within(t, 30*time.Second)
 	if _, err := alice.Join(ctx, "presence", map[string]int{"v": 1}); err != nil {
 		t.Fatal(err)
 	}
@@ -680,7 +674,7 @@ func TestRejoinAfterCrash(t *testing.T) {
 func TestSlowSubscriber(t *testing.T) {
 	c := memcluster.Start(t, memcluster.Options{})
 	cl := dial(t, "alice", c.URLs()...)
-	ctx := timeout(t, 30*time.Second)
+	ctx := eventually.Within(t, 30*time.Second)
 	sub, err := cl.Subscribe(ctx, "busy", client.SubscribeOptions{FromSeq: 1, Buffer: 4})
 	if err != nil {
 		t.Fatal(err)
@@ -709,7 +703,7 @@ func TestRateLimitedPublishWaits(t *testing.T) {
 	limits.PublishRate, limits.PublishBurst = 20, 2
 	c := memcluster.Start(t, memcluster.Options{Nodes: 1, Limits: &limits})
 	cl := dial(t, "alice", c.URL(0))
-	ctx := timeout(t, 20*time.Second)
+	ctx := eventually.Within(t, 20*time.Second)
 	start := time.Now()
 	for i := range 12 {
 		if res, err := cl.Publish(ctx, "r", i); err != nil || res.Seq != uint64(i+1) || res.Duplicate {
@@ -726,7 +720,7 @@ func TestRateLimitedPublishWaits(t *testing.T) {
 // retention), as an operator's tool would.
 func propose(t *testing.T, p rooms.Proposer, cmd fsm.Command) {
 	t.Helper()
-	res, err := p.Propose(timeout(t, 10*time.Second), cmd)
+	res, err := p.Propose(eventually.Within(t, 10*time.Second), cmd)
 	if err != nil {
 		t.Fatalf("propose %v: %v", cmd.Op, err)
 	}
@@ -741,7 +735,7 @@ func propose(t *testing.T, p rooms.Proposer, cmd fsm.Command) {
 func TestSubscriptionNotices(t *testing.T) {
 	c := memcluster.Start(t, memcluster.Options{})
 	cl := dial(t, "alice", c.URLs()...)
-	ctx := timeout(t, 20*time.Second)
+	ctx := eventually.Within(t, 20*time.Second)
 	next := func(s *client.Subscription) client.Event {
 		t.Helper()
 		ev, err := s.Next(ctx)
@@ -851,7 +845,7 @@ func TestDialSkipsDeadNode(t *testing.T) {
 	if cl.Node() != "n2" || failed.Load() != 1 || dials.Load() != 2 {
 		t.Fatalf("connected to %q after %d failures and %d dials", cl.Node(), failed.Load(), dials.Load())
 	}
-	if _, err := cl.Publish(timeout(t, 10*time.Second), "r", 1); err != nil {
+	if _, err := cl.Publish(eventually.Within(t, 10*time.Second), "r", 1); err != nil {
 		t.Fatal(err)
 	}
 
@@ -894,7 +888,7 @@ func TestBackoff(t *testing.T) {
 func TestCloseEndsEverything(t *testing.T) {
 	c := memcluster.Start(t, memcluster.Options{Nodes: 1})
 	cl := dial(t, "alice", c.URL(0))
-	ctx := timeout(t, 10*time.Second)
+	ctx := eventually.Within(t, 10*time.Second)
 	sub, err := cl.Subscribe(ctx, "r", client.SubscribeOptions{})
 	if err != nil {
 		t.Fatal(err)

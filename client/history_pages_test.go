@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/client"
+	"github.com/heraldhq/herald/internal/eventually"
 	"github.com/heraldhq/herald/internal/memcluster"
 )
 
@@ -24,7 +25,7 @@ func TestBigEventsPageThrough(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ctx := timeout(t, 60*time.Second)
+			ctx := eventually.Within(t, 60*time.Second)
 			for k := w; k < events; k += 4 {
 				if _, err := pub.Publish(ctx, room, data); err != nil {
 					t.Errorf("publish: %v", err)
@@ -38,7 +39,7 @@ func TestBigEventsPageThrough(t *testing.T) {
 		t.FailNow()
 	}
 	reader := dial(t, "reader", c.URLs()...)
-	p, err := reader.History(timeout(t, 20*time.Second), room, 1, 1000)
+	p, err := reader.History(eventually.Within(t, 20*time.Second), room, 1, 1000)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +50,7 @@ func TestBigEventsPageThrough(t *testing.T) {
 	if len(got) != events {
 		t.Fatalf("paging read %d events, want %d", len(got), events)
 	}
-	sub, err := reader.Subscribe(timeout(t, 20*time.Second), room, client.SubscribeOptions{FromSeq: 1})
+	sub, err := reader.Subscribe(eventually.Within(t, 20*time.Second), room, client.SubscribeOptions{FromSeq: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

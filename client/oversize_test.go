@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/heraldhq/herald/client"
+	"github.com/heraldhq/herald/internal/eventually"
 	"github.com/heraldhq/herald/internal/memcluster"
 	"github.com/heraldhq/herald/wsfront"
 )
@@ -49,7 +50,7 @@ func TestOversizedPublishFailsPromptly(t *testing.T) {
 	if n := disconnects.Load(); n != 0 {
 		t.Fatalf("the socket was lost %d times", n)
 	}
-	if res, err := cl.Publish(timeout(t, 10*time.Second), "r", "small"); err != nil || res.Seq != 1 {
+	if res, err := cl.Publish(eventually.Within(t, 10*time.Second), "r", "small"); err != nil || res.Seq != 1 {
 		t.Fatalf("publish after the refusals: %+v, %v", res, err)
 	}
 }

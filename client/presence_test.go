@@ -7,6 +7,7 @@ import (
 
 	"github.com/heraldhq/herald/client"
 	"github.com/heraldhq/herald/fsm"
+	"github.com/heraldhq/herald/internal/eventually"
 	"github.com/heraldhq/herald/internal/memcluster"
 )
 
@@ -17,7 +18,7 @@ func TestPresenceOutOfHistory(t *testing.T) {
 	c := memcluster.Start(t, memcluster.Options{Namespaces: []fsm.Namespace{
 		{Prefix: "game:", Config: fsm.RoomConfig{TransientPresence: true}, Mask: fsm.FieldTransientPresence},
 	}})
-	ctx := timeout(t, 30*time.Second)
+	ctx := eventually.Within(t, 30*time.Second)
 	reader := dial(t, "reader", c.URL(0))
 	sub, err := reader.Subscribe(ctx, "game:1", client.SubscribeOptions{FromSeq: 1})
 	if err != nil {

@@ -273,12 +273,7 @@ func TestClusterMetrics(t *testing.T) {
 
 // A socket that does not read is closed as a slow consumer, and counted.
 func TestSlowConsumerCloseCounted(t *testing.T) {
-	lim := wsfront.DefaultLimits()
-	lim.MaxQueueFrames = 32
-	lim.MaxQueueBytes = 128 << 10
-	lim.PublishRate = 10000
-	lim.PublishBurst = 10000
-	c := testcluster.Start(t, testcluster.Options{Nodes: 1, Limits: &lim})
+	c := testcluster.Start(t, testcluster.Options{Nodes: 1, Limits: testcluster.SlowConsumerLimits()})
 	base := c.HTTP(0)
 	m := scrapeNode(t, base)
 	for _, code := range []string{"1001", "4001", "4002", "4008"} {

@@ -39,37 +39,9 @@ var benchSyncs = &syncCounter{}
 // consensus layer (transport, log store, raft), not the state.
 func benchCluster(b *testing.B, groups uint64, kind logstore.Kind, timing multiraft.Timing) []*multiraft.Host {
 	b.Helper()
-	dir := b.TempDir()
-	var hosts []*multiraft.Host
-	var peers []multiraft.Peer
-	for i := 1; i <= 3; i++ {
-		id := fmt.Sprintf("n%d", i)
-		h, err := multiraft.Start(multiraft.Config{
-			NodeID: id, DataDir: filepath.Join(dir, id), PeerAddr: "127.0.0.1:0", LogStore: kind,
-			Timing: timing, App: &kvtest.App{}, LeaseTTL: 10 * time.Second, Observer: benchSyncs,
-		})
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { h.Close() })
-		hosts = append(hosts, h)
-		peers = append(peers, multiraft.Peer{ID: id, Addr: h.PeerAddr()})
-	}
-	spec := multiraft.BootstrapSpec{ClusterID: "bench", Nodes: peers, Groups: groups, Replication: 3}
-	var wg sync.WaitGroup
-	for _, h := range hosts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-			defer cancel()
-			if err := h.Bootstrap(ctx, spec); err != nil {
-				b.Error(err)
-			}
-		}()
-	}
-	wg.Wait()
-	return hosts
+	return bootstrapHosts(b, groups, func() multiraft.Config {
+		return multiraft.Config{LogStore: kind, Timing: timing, App: &kvtest.App{}, LeaseTTL: 10 * time.Second, Observer: benchSyncs}
+	})
 }
 
 // leaderHost finds the host that leads group.
@@ -188,20 +160,27 @@ func BenchmarkCommit(b *testing.B) {
 					continue
 				}
 				b.Run(fmt.Sprintf("store=%s/groups=%d/proposers=%d", kind, groups, proposers), func(b *testing.B) {
-					hosts := benchCluster(b, groups, kind, multiraft.DefaultTiming())
-					leaders := make([]*multiraft.Host, groups+1)
-					for g := uint64(1); g <= groups; g++ {
-						leaders[g] = leaderHost(b, hosts, g)
-					}
-					runProposers(b, proposers, func(ctx context.Context, i int, cmd []byte) error {
-						g := 1 + uint64(i)%groups
-						_, err := leaders[g].Propose(ctx, g, cmd)
-						return err
-					})
+					benchCommit(b, groups, kind, proposers)
 				})
 			}
 		}
 	}
+}
+
+// benchCommit runs proposers closed loops on a new cluster of groups on
+// kind's log store, spreading their commands over the groups and sending
+// each to its group's leader.
+func benchCommit(b *testing.B, groups uint64, kind logstore.Kind, proposers int) {
+	hosts := benchCluster(b, groups, kind, multiraft.DefaultTiming())
+	leaders := make([]*multiraft.Host, groups+1)
+	for g := uint64(1); g <= groups; g++ {
+		leaders[g] = leaderHost(b, hosts, g)
+	}
+	runProposers(b, proposers, func(ctx context.Context, i int, cmd []byte) error {
+		g := 1 + uint64(i)%groups
+		_, err := leaders[g].Propose(ctx, g, cmd)
+		return err
+	})
 }
 
 // BenchmarkCommitGroups measures 64 proposers, the closed loop of
@@ -210,16 +189,7 @@ func BenchmarkCommit(b *testing.B) {
 func BenchmarkCommitGroups(b *testing.B) {
 	for _, groups := range []uint64{1, 2, 4, 8, 16, 32, 64} {
 		b.Run(fmt.Sprintf("groups=%d", groups), func(b *testing.B) {
-			hosts := benchCluster(b, groups, logstore.KindBadger, multiraft.DefaultTiming())
-			leaders := make([]*multiraft.Host, groups+1)
-			for g := uint64(1); g <= groups; g++ {
-				leaders[g] = leaderHost(b, hosts, g)
-			}
-			runProposers(b, 64, func(ctx context.Context, i int, cmd []byte) error {
-				g := 1 + uint64(i)%groups
-				_, err := leaders[g].Propose(ctx, g, cmd)
-				return err
-			})
+			benchCommit(b, groups, logstore.KindBadger, 64)
 		})
 	}
 }

@@ -152,32 +152,70 @@ func (n *node) stop() {
 func (c *cluster) bootstrap(groups uint64, replication int, ids ...string) {
 	c.t.Helper()
 	var peers []multiraft.Peer
+	var hosts []*multiraft.Host
 	for _, id := range ids {
-		n := c.start(id)
-		peers = append(peers, multiraft.Peer{ID: id, Addr: n.h().PeerAddr()})
+		h := c.start(id).h()
+		peers = append(peers, multiraft.Peer{ID: id, Addr: h.PeerAddr()})
+		hosts = append(hosts, h)
 	}
 	spec := multiraft.BootstrapSpec{ClusterID: "test", Nodes: peers, Groups: groups, Replication: replication}
-	var wg sync.WaitGroup
-	errs := make([]error, len(ids))
-	for i, id := range ids {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			errs[i] = c.nodes[id].h().Bootstrap(ctx, spec)
-			if errs[i] == nil {
-				_, errs[i] = c.nodes[id].h().WaitRegistered(ctx)
-			}
-		}()
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	if err := bootstrapAll(hosts, spec); err != nil {
 		c.t.Fatalf("bootstrap: %v", err)
 	}
 	for g := uint64(1); g <= groups; g++ {
 		c.waitLeader(g)
 	}
+}
+
+// bootstrapHosts starts hosts n1-n3, each with a config of cfg's and its
+// own data dir and loopback port, and bootstraps a cluster of groups
+// replicated on all three; the hosts close when tb ends. For tests and
+// benchmarks that need hosts with settings of their own rather than a
+// cluster's nodes.
+func bootstrapHosts(tb testing.TB, groups uint64, cfg func() multiraft.Config) []*multiraft.Host {
+	tb.Helper()
+	dir := tb.TempDir()
+	var hosts []*multiraft.Host
+	var peers []multiraft.Peer
+	for i := 1; i <= 3; i++ {
+		id := fmt.Sprintf("n%d", i)
+		c := cfg()
+		c.NodeID, c.DataDir, c.PeerAddr = id, filepath.Join(dir, id), "127.0.0.1:0"
+		h, err := multiraft.Start(c)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { h.Close() })
+		hosts = append(hosts, h)
+		peers = append(peers, multiraft.Peer{ID: id, Addr: h.PeerAddr()})
+	}
+	spec := multiraft.BootstrapSpec{ClusterID: "test", Nodes: peers, Groups: groups, Replication: 3}
+	if err := bootstrapAll(hosts, spec); err != nil {
+		tb.Fatalf("bootstrap: %v", err)
+	}
+	return hosts
+}
+
+// bootstrapAll bootstraps hosts into the cluster spec describes, all at
+// once as a cluster's first start does, and waits until each is
+// registered.
+func bootstrapAll(hosts []*multiraft.Host, spec multiraft.BootstrapSpec) error {
+	var wg sync.WaitGroup
+	errs := make([]error, len(hosts))
+	for i, h := range hosts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			errs[i] = h.Bootstrap(ctx, spec)
+			if errs[i] == nil {
+				_, errs[i] = h.WaitRegistered(ctx)
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 func (c *cluster) running() []*node {
@@ -197,6 +235,19 @@ func (c *cluster) ids() []string {
 	}
 	sort.Strings(ids)
 	return ids
+}
+
+// followers waits for group's leader and returns it with the running
+// nodes other than it.
+func (c *cluster) followers(group uint64) (leader string, followers []*node) {
+	c.t.Helper()
+	leader = c.waitLeader(group)
+	for _, n := range c.running() {
+		if n.id != leader {
+			followers = append(followers, n)
+		}
+	}
+	return leader, followers
 }
 
 // waitLeader waits until the running replicas of group agree on a leader
@@ -402,13 +453,7 @@ func TestLinearizableReadOnFollowerAndStaleRead(t *testing.T) {
 	c := newTwinCluster(t)
 	c.bootstrap(1, 3, "n1", "n2", "n3")
 	const key = "k"
-	leader := c.waitLeader(1)
-	var followers []*node
-	for _, n := range c.running() {
-		if n.id != leader {
-			followers = append(followers, n)
-		}
-	}
+	_, followers := c.followers(1)
 	// A write acknowledged through one node is seen by a linearizable read
 	// on a follower at once, even though followers learn the commit index
 	// only with the next append.
@@ -555,13 +600,8 @@ func TestFollowerReadInIdleGroupDoesNotWaitForCommitTimeout(t *testing.T) {
 	c.timing.CommitTimeout = 30 * time.Second
 	c.bootstrap(1, 3, "n1", "n2", "n3")
 	room := roomFor(1, 1)
-	leader := c.waitLeader(1)
-	var follower *node
-	for _, n := range c.running() {
-		if n.id != leader {
-			follower = n
-		}
-	}
+	leader, followers := c.followers(1)
+	follower := followers[0]
 	for i := range 3 {
 		if _, err := c.write(c.nodes[leader], 1, room, fmt.Sprint(i)); err != nil {
 			t.Fatal(err)
@@ -583,13 +623,8 @@ func TestFollowerReadInIdleGroupDoesNotWaitForCommitTimeout(t *testing.T) {
 func TestWatchLeadersSeesFailover(t *testing.T) {
 	c := newTwinCluster(t)
 	c.bootstrap(1, 3, "n1", "n2", "n3")
-	old := c.waitLeader(1)
-	var watcher *node
-	for _, n := range c.running() {
-		if n.id != old {
-			watcher = n
-		}
-	}
+	old, followers := c.followers(1)
+	watcher := followers[0]
 	changes, stop := watcher.h().WatchLeaders()
 	defer stop()
 	c.nodes[old].stop()

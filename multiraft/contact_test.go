@@ -1,7 +1,6 @@
 package multiraft_test
 
 import (
-	"context"
 	"slices"
 	"testing"
 	"time"
@@ -19,10 +18,7 @@ import (
 // from it for good.
 func TestRemovedFollowerIsNotReportedUnreachable(t *testing.T) {
 	c := newTwinCluster(t)
-	c.bootstrap(1, 3, "n1", "n2", "n3")
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	c.join(ctx, "n4", "n1")
+	ctx := c.bootstrapWithSpare(60 * time.Second)
 
 	const g = 1
 	// The silent node leads neither the group nor the meta group, whose

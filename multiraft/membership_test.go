@@ -82,6 +82,56 @@ func (c *cluster) join(ctx context.Context, id, seed string) *node {
 	return n
 }
 
+// bootstrapWithSpare bootstraps n1-n3 with one group on all three and
+// joins n4, which holds no replica yet: where the tests of moves start.
+// The context it returns ends after within, or with the test.
+func (c *cluster) bootstrapWithSpare(within time.Duration) context.Context {
+	c.t.Helper()
+	c.bootstrap(1, 3, "n1", "n2", "n3")
+	ctx := eventually.Within(c.t, within)
+	c.join(ctx, "n4", "n1")
+	return ctx
+}
+
+// checkMoved checks that the meta group, asked through to, lists three
+// replicas of group with to among them and from not, and returns them.
+func (c *cluster) checkMoved(ctx context.Context, group uint64, from, to string) []string {
+	c.t.Helper()
+	st, err := c.nodes[to].h().MetaState(ctx)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	r := st.Replicas[group]
+	if len(r) != 3 || slices.Contains(r, from) || !slices.Contains(r, to) {
+		c.t.Fatalf("replicas of group %d after the move from %s to %s: %v", group, from, to, r)
+	}
+	return r
+}
+
+// waitMetaVoters waits until the meta group's voters, as via learns them
+// from its leader, are want.
+func (c *cluster) waitMetaVoters(ctx context.Context, via string, want ...string) {
+	c.t.Helper()
+	slices.Sort(want)
+	eventually.Nil(c.t, 20*time.Second, fmt.Sprintf("meta group voters %v", want), func() error {
+		st, err := c.nodes[via].h().LeaderStatus(ctx, multiraft.MetaGroup)
+		if err != nil {
+			return err
+		}
+		var voters []string
+		for _, s := range st.Servers {
+			if s.Voter {
+				voters = append(voters, s.ID)
+			}
+		}
+		slices.Sort(voters)
+		if !slices.Equal(voters, want) {
+			return fmt.Errorf("voters %v", voters)
+		}
+		return nil
+	})
+}
+
 // check verifies that every acknowledged message is among the items
 // written exactly once, at its acknowledged seq, and nothing else is.
 func (w *writer) check(items []string) {
@@ -108,10 +158,7 @@ func (w *writer) check(items []string) {
 
 func TestMoveReplicaUnderWriteLoad(t *testing.T) {
 	c := newTwinCluster(t)
-	c.bootstrap(1, 3, "n1", "n2", "n3")
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	c.join(ctx, "n4", "n1")
+	ctx := c.bootstrapWithSpare(30 * time.Second)
 	w, stopWriting := c.startWriter(ctx, 1, 1)
 
 	w.awaitAcks(10, "writes acknowledged before the move")
@@ -122,13 +169,7 @@ func TestMoveReplicaUnderWriteLoad(t *testing.T) {
 	w.awaitAcks(10, "writes acknowledged after the move")
 	stopWriting()
 
-	st, err := c.nodes["n4"].h().MetaState(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r := st.Replicas[1]; len(r) != 3 || slices.Contains(r, from) || !slices.Contains(r, "n4") {
-		t.Fatalf("replicas after move: %v", r)
-	}
+	c.checkMoved(ctx, 1, from, "n4")
 	deadline := time.Now().Add(10 * time.Second)
 	for slices.Contains(c.nodes[from].h().LocalGroups(), 1) {
 		if time.Now().After(deadline) {
@@ -178,24 +219,7 @@ func TestDecommission(t *testing.T) {
 	}
 	// The meta group was n1-n3; with n1 gone it takes n4 in to keep three
 	// voters.
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		st, err := c.nodes["n4"].h().LeaderStatus(ctx, multiraft.MetaGroup)
-		var voters []string
-		for _, s := range st.Servers {
-			if s.Voter {
-				voters = append(voters, s.ID)
-			}
-		}
-		slices.Sort(voters)
-		if err == nil && slices.Equal(voters, []string{"n2", "n3", "n4"}) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("meta voters %v (err %v) after decommissioning n1, want n2 n3 n4", voters, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	c.waitMetaVoters(ctx, "n4", "n2", "n3", "n4")
 }
 
 func TestRebalanceAfterAddingNode(t *testing.T) {
@@ -301,10 +325,8 @@ func TestNodeLeaseExpiryRemovesEphemeralMembers(t *testing.T) {
 
 func TestEventStreamToNodeWithoutReplica(t *testing.T) {
 	c := newTwinCluster(t)
-	c.bootstrap(1, 3, "n1", "n2", "n3")
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	n4 := c.join(ctx, "n4", "n1")
+	ctx := c.bootstrapWithSpare(30 * time.Second)
+	n4 := c.nodes["n4"]
 	if _, ok := n4.h().LocalStateMachine(1); ok {
 		t.Fatal("n4 should hold no replica")
 	}
@@ -401,23 +423,7 @@ func TestMetaGroupGrowsWithJoiningNodes(t *testing.T) {
 	defer cancel()
 	c.join(ctx, "n2", "n1")
 	c.join(ctx, "n3", "n1")
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		st, err := c.nodes["n2"].h().LeaderStatus(ctx, multiraft.MetaGroup)
-		voters := 0
-		for _, s := range st.Servers {
-			if s.Voter {
-				voters++
-			}
-		}
-		if err == nil && voters == 3 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("meta group has servers %+v (err %v) 20s after two nodes joined; want 3 voters", st.Servers, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	c.waitMetaVoters(ctx, "n2", "n1", "n2", "n3")
 	// The founding node can now fail without taking the cluster's state
 	// with it.
 	c.nodes["n1"].stop()
@@ -433,10 +439,7 @@ func TestMetaGroupGrowsWithJoiningNodes(t *testing.T) {
 // A move cut short at any step is finished by running it again.
 func TestInterruptedMoveResumes(t *testing.T) {
 	c := newTwinCluster(t)
-	c.bootstrap(1, 3, "n1", "n2", "n3")
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	c.join(ctx, "n4", "n1")
+	ctx := c.bootstrapWithSpare(60 * time.Second)
 	w, stopWriting := c.startWriter(ctx, 1, 1)
 	from := c.waitLeader(1)
 	interrupted := 0
@@ -458,13 +461,7 @@ func TestInterruptedMoveResumes(t *testing.T) {
 	}
 	w.awaitAcks(10, "writes acknowledged after the resumed move")
 	stopWriting()
-	st, err := c.nodes["n4"].h().MetaState(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r := st.Replicas[1]; len(r) != 3 || slices.Contains(r, from) || !slices.Contains(r, "n4") {
-		t.Fatalf("replicas after the resumed move: %v", r)
-	}
+	replicas := c.checkMoved(ctx, 1, from, "n4")
 	ls, err := c.nodes["n4"].h().LeaderStatus(ctx, 1)
 	if err != nil {
 		t.Fatal(err)
@@ -477,7 +474,7 @@ func TestInterruptedMoveResumes(t *testing.T) {
 		ids = append(ids, s.ID)
 	}
 	slices.Sort(ids)
-	want := slices.Sorted(slices.Values(st.Replicas[1]))
+	want := slices.Sorted(slices.Values(replicas))
 	if !slices.Equal(ids, want) {
 		t.Errorf("raft configuration %v, meta group says %v", ids, want)
 	}
@@ -490,10 +487,7 @@ func TestInterruptedMoveResumes(t *testing.T) {
 // caller gives up.
 func TestTransferToNonVoterFailsFast(t *testing.T) {
 	c := newTwinCluster(t)
-	c.bootstrap(1, 3, "n1", "n2", "n3")
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	c.join(ctx, "n4", "n1")
+	ctx := c.bootstrapWithSpare(60 * time.Second)
 	start := time.Now()
 	err := c.nodes["n1"].h().TransferLeader(ctx, 1, "n4")
 	if !errors.Is(err, multiraft.ErrNotVoter) || time.Since(start) > 10*time.Second {
@@ -538,10 +532,7 @@ func (c *cluster) waitAgrees(via *node, group uint64, within time.Duration) []st
 // the meta group does not list, is repaired by the meta leader.
 func TestRepairReconcilesRaftAndMeta(t *testing.T) {
 	c := newTwinCluster(t)
-	c.bootstrap(1, 3, "n1", "n2", "n3")
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	c.join(ctx, "n4", "n1")
+	ctx := c.bootstrapWithSpare(90 * time.Second)
 	w, stopWriting := c.startWriter(ctx, 1, 1)
 	defer stopWriting()
 	h := c.nodes["n2"].h()

@@ -23,14 +23,8 @@ func TestRequestsToAPausedLeaderMoveOnWhenANewLeaderIsSeen(t *testing.T) {
 	c.bootstrap(1, 3, "n1", "n2", "n3")
 	const g = 1
 	const key = "k"
-	old := c.waitLeader(g)
-	var via *node
-	for _, n := range c.running() {
-		if n.id != old {
-			via = n
-			break
-		}
-	}
+	old, followers := c.followers(g)
+	via := followers[0]
 	changes, stopWatch := via.h().WatchLeaders()
 	defer stopWatch()
 
@@ -73,17 +67,7 @@ func TestRequestsToAPausedLeaderMoveOnWhenANewLeaderIsSeen(t *testing.T) {
 		readc <- outcome{done: time.Now(), err: err}
 	}()
 
-	var elected time.Time
-	for elected.IsZero() {
-		select {
-		case ch := <-changes:
-			if ch.Group == g && ch.LeaderID != "" && ch.LeaderID != old {
-				elected = time.Now()
-			}
-		case <-ctx.Done():
-			t.Fatalf("%s saw no new leader of group %d after %s paused", via.id, g, old)
-		}
-	}
+	elected := newLeaderSeen(ctx, t, changes, g, old)
 	t.Logf("%s paused; %s saw a new leader after %v", old, via.id, elected.Sub(paused).Round(time.Millisecond))
 
 	// Generous for a loaded machine; the probe alone would take 2 s from
@@ -139,14 +123,8 @@ func TestRoutesWaitingForAnElectionWakeWhenItEnds(t *testing.T) {
 	c.timing.HeartbeatTimeout, c.timing.ElectionTimeout, c.timing.LeaderLeaseTimeout = 1500*time.Millisecond, 1500*time.Millisecond, 750*time.Millisecond
 	c.bootstrap(1, 3, "n1", "n2", "n3")
 	const g = 1
-	old := c.waitLeader(g)
-	var via *node
-	for _, n := range c.running() {
-		if n.id != old {
-			via = n
-			break
-		}
-	}
+	old, followers := c.followers(g)
+	via := followers[0]
 	changes, stopWatch := via.h().WatchLeaders()
 	defer stopWatch()
 	c.nodes[old].stop()
@@ -168,19 +146,9 @@ func TestRoutesWaitingForAnElectionWakeWhenItEnds(t *testing.T) {
 			done <- time.Now()
 		}()
 	}
-	var elected time.Time
-	for elected.IsZero() {
-		select {
-		case ch := <-changes:
-			if ch.Group == g && ch.LeaderID != "" && ch.LeaderID != old {
-				elected = time.Now()
-			}
-		case err := <-errc:
-			t.Fatalf("a read waiting for the election failed: %v", err)
-		case <-ctx.Done():
-			t.Fatalf("%s saw no new leader of group %d after %s stopped", via.id, g, old)
-		}
-	}
+	// A read that fails meanwhile fails the test below, once the new
+	// leader is seen.
+	elected := newLeaderSeen(ctx, t, changes, g, old)
 	const bound = 250 * time.Millisecond
 	var worst time.Duration
 	for range reads {
@@ -194,5 +162,21 @@ func TestRoutesWaitingForAnElectionWakeWhenItEnds(t *testing.T) {
 	t.Logf("the last of %d reads answered %v after %s saw the new leader", reads, worst.Round(time.Millisecond), via.id)
 	if worst > bound {
 		t.Errorf("a read waiting for an election answered %v after the leader was seen, want at most %v", worst.Round(time.Millisecond), bound)
+	}
+}
+
+// newLeaderSeen waits until changes (a WatchLeaders channel) names a
+// leader of group other than old, and returns when it did.
+func newLeaderSeen(ctx context.Context, t *testing.T, changes <-chan multiraft.LeaderChange, group uint64, old string) time.Time {
+	t.Helper()
+	for {
+		select {
+		case ch := <-changes:
+			if ch.Group == group && ch.LeaderID != "" && ch.LeaderID != old {
+				return time.Now()
+			}
+		case <-ctx.Done():
+			t.Fatalf("no new leader of group %d seen after %s left", group, old)
+		}
 	}
 }

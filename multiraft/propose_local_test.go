@@ -2,9 +2,6 @@ package multiraft_test
 
 import (
 	"context"
-	"fmt"
-	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -36,39 +33,9 @@ func (a decodedApp) DecodeResult(b []byte) (any, error) {
 // and decoded again; a forwarded one gets the decoded copy, equal in what
 // the codec carries.
 func TestLocalProposalReturnsTheValue(t *testing.T) {
-	dir := t.TempDir()
-	var hosts []*multiraft.Host
-	var peers []multiraft.Peer
-	for i := 1; i <= 3; i++ {
-		id := fmt.Sprintf("n%d", i)
-		h, err := multiraft.Start(multiraft.Config{
-			NodeID: id, DataDir: filepath.Join(dir, id), PeerAddr: "127.0.0.1:0", LogStore: logstore.KindBadger,
-			Timing: testTiming(), App: decodedApp{&kvtest.App{}}, LeaseTTL: 2 * time.Second, Logger: logger(t),
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { h.Close() })
-		hosts = append(hosts, h)
-		peers = append(peers, multiraft.Peer{ID: id, Addr: h.PeerAddr()})
-	}
-	spec := multiraft.BootstrapSpec{ClusterID: "value", Nodes: peers, Groups: 1, Replication: 3}
-	var wg sync.WaitGroup
-	for _, h := range hosts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			if err := h.Bootstrap(ctx, spec); err != nil {
-				t.Error(err)
-			}
-		}()
-	}
-	wg.Wait()
-	if t.Failed() {
-		return
-	}
+	hosts := bootstrapHosts(t, 1, func() multiraft.Config {
+		return multiraft.Config{LogStore: logstore.KindBadger, Timing: testTiming(), App: decodedApp{&kvtest.App{}}, LeaseTTL: 2 * time.Second, Logger: logger(t)}
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var leader, follower *multiraft.Host

@@ -146,10 +146,8 @@ func TestQueryFromNodeWithoutReplica(t *testing.T) {
 
 func TestQueryFollowsLeaderChanges(t *testing.T) {
 	c := newCluster(t)
-	c.bootstrap(1, 3, "n1", "n2", "n3")
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	n4 := c.join(ctx, "n4", "n1")
+	ctx := c.bootstrapWithSpare(60 * time.Second)
+	n4 := c.nodes["n4"]
 	out := c.outsider(1)
 	if out != n4 {
 		t.Fatalf("%s holds no replica, want n4", out.id)

@@ -1,7 +1,6 @@
 package serverapi_test
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/heraldhq/herald/client"
 	api "github.com/heraldhq/herald/client/serverapi"
+	"github.com/heraldhq/herald/internal/eventually"
 	"github.com/heraldhq/herald/internal/testcluster"
 	"github.com/heraldhq/herald/serverapi"
 )
@@ -54,12 +54,6 @@ func apiClient(t *testing.T, c *testcluster.Cluster, nodes ...int) *api.Client {
 	return cl
 }
 
-func ctxFor(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 func wantAPIError(t *testing.T, what string, err error, status int, code string) *api.Error {
 	t.Helper()
 	var ae *api.Error
@@ -76,7 +70,7 @@ func wantAPIError(t *testing.T, what string, err error, status int, code string)
 // sockets' publishes, and the API reads what both wrote.
 func TestPublishSeenBySocketsInOrder(t *testing.T) {
 	c := startCluster(t, serverapi.Config{Keys: []string{key}})
-	ctx := ctxFor(t, 60*time.Second)
+	ctx := eventually.Within(t, 60*time.Second)
 	srv := apiClient(t, c, 0)
 
 	sock, err := client.Dial(ctx, client.Config{URLs: []string{c.URL(1)}, User: "alice"})
@@ -187,7 +181,7 @@ func ptr[T any](v T) *T { return &v }
 // exactly once.
 func TestKeyedPublishOnceAcrossCrash(t *testing.T) {
 	c := startCluster(t, serverapi.Config{Keys: []string{key}})
-	ctx := ctxFor(t, 90*time.Second)
+	ctx := eventually.Within(t, 90*time.Second)
 	const room = "orders"
 	g := c.Node(0).Host().GroupForKey(room)
 	leaderID, _ := c.Node(0).Host().Leader(g)
@@ -382,7 +376,7 @@ func TestNoKeys(t *testing.T) {
 // appends nowhere, and the room listing pages through every room.
 func TestBroadcastAndRoomListing(t *testing.T) {
 	c := startCluster(t, serverapi.Config{Keys: []string{key}})
-	ctx := ctxFor(t, 60*time.Second)
+	ctx := eventually.Within(t, 60*time.Second)
 	cl := apiClient(t, c, 1)
 	var rooms []string
 	for i := range 25 {

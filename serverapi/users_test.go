@@ -13,6 +13,7 @@ import (
 
 	"github.com/heraldhq/herald/client"
 	api "github.com/heraldhq/herald/client/serverapi"
+	"github.com/heraldhq/herald/internal/eventually"
 	"github.com/heraldhq/herald/internal/testcluster"
 	"github.com/heraldhq/herald/serverapi"
 	"github.com/heraldhq/herald/wsfront"
@@ -98,7 +99,7 @@ func wantNodes(t *testing.T, what string, res *api.UserResult, want map[string]i
 // user's auth on every node until it ends.
 func TestDisconnectClosesEveryNodesSocketsAndBlocks(t *testing.T) {
 	c := startCluster(t, serverapi.Config{Keys: []string{key}})
-	ctx := ctxFor(t, 90*time.Second)
+	ctx := eventually.Within(t, 90*time.Second)
 	var alice []*watched
 	for _, i := range []int{0, 0, 1, 2} {
 		alice = append(alice, dialWatched(t, ctx, c.URL(i), client.Config{User: "alice"}))
@@ -135,7 +136,7 @@ func TestDisconnectClosesEveryNodesSocketsAndBlocks(t *testing.T) {
 	}
 	time.Sleep(time.Until(*res.BlockUntil) + 100*time.Millisecond)
 	for i := range c.Len() {
-		dialWatched(t, ctxFor(t, 10*time.Second), c.URL(i), client.Config{User: "alice"})
+		dialWatched(t, eventually.Within(t, 10*time.Second), c.URL(i), client.Config{User: "alice"})
 	}
 }
 
@@ -143,7 +144,7 @@ func TestDisconnectClosesEveryNodesSocketsAndBlocks(t *testing.T) {
 // and nothing else; leave removes the user from the room's members.
 func TestUnsubscribeAndLeave(t *testing.T) {
 	c := startCluster(t, serverapi.Config{Keys: []string{key}})
-	ctx := ctxFor(t, 90*time.Second)
+	ctx := eventually.Within(t, 90*time.Second)
 	srv := apiClient(t, c, 2)
 	var lobby []*client.Subscription
 	var other *client.Subscription
@@ -243,7 +244,7 @@ func jwtFor(t *testing.T, secret []byte, user string, exp time.Time) string {
 func TestRefreshCutsAndExtends(t *testing.T) {
 	secret := []byte("refresh-test-secret-0123456789-abcdef")
 	c := startClusterWith(t, testcluster.Options{Auth: &auth.Config{HMACSecret: secret}}, serverapi.Config{Keys: []string{key}})
-	ctx := ctxFor(t, 90*time.Second)
+	ctx := eventually.Within(t, 90*time.Second)
 	srv := apiClient(t, c, 0)
 	// Whole seconds: exp has no finer unit.
 	short := time.Now().Truncate(time.Second).Add(4 * time.Second)
@@ -331,7 +332,7 @@ func TestUserOpRefusalsAndPartialFailure(t *testing.T) {
 		}
 	}
 
-	ctx := ctxFor(t, 60*time.Second)
+	ctx := eventually.Within(t, 60*time.Second)
 	a := dialWatched(t, ctx, c.URL(1), client.Config{User: "alice"})
 	c.Crash(2)
 	res, err := apiClient(t, c, 0).Disconnect(ctx, api.DisconnectRequest{User: "alice"})

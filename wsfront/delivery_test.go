@@ -115,12 +115,7 @@ func TestDeliveryAcrossLeaderChanges(t *testing.T) {
 // A socket that stops reading is closed when its queue fills; a new socket
 // resumes from seq 1 and gets every event.
 func TestSlowConsumerClosedAndResumes(t *testing.T) {
-	lim := wsfront.DefaultLimits()
-	lim.MaxQueueFrames = 32
-	lim.MaxQueueBytes = 128 << 10
-	lim.PublishRate = 10000
-	lim.PublishBurst = 10000
-	c := testcluster.Start(t, testcluster.Options{Nodes: 1, Limits: &lim})
+	c := testcluster.Start(t, testcluster.Options{Nodes: 1, Limits: testcluster.SlowConsumerLimits()})
 	room := "firehose"
 	slow := wstest.DialRaw(t, c.HTTP(0))
 	slow.Send(t, `{"id":1,"op":"auth","user":"slow"}`)

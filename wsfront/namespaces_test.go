@@ -72,12 +72,7 @@ func TestNamespaceRulesHoldOnEveryNode(t *testing.T) {
 	// seq: the join's token names it, and a newer join of the same user
 	// (here one with no seq between them) stays.
 	w := wstest.Login(t, c.URL(2), "watcher")
-	old := wstest.Login(t, c.URL(0), "carol")
-	old.MustOK(old.Call("join", wstest.Obj{"room": "quiet:close"}))
-	renewed := wstest.Login(t, c.URL(1), "carol")
-	renewed.MustOK(renewed.Call("join", wstest.Obj{"room": "quiet:close", "meta": wstest.Obj{"v": 2}}))
-	_ = old.Conn.WriteClose(1000, nil)
-	time.Sleep(500 * time.Millisecond) // the old socket's close has been handled
+	renewed := reconnectAndCloseOld(t, c.Node(0).Front(), c.URL(0), c.URL(1), "carol", "quiet:close")
 	if m := w.MustOK(w.Call("members", wstest.Obj{"room": "quiet:close"})); len(m["members"].([]any)) != 1 {
 		t.Fatalf("members after the old socket closed: %v", m)
 	}

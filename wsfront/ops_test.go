@@ -124,13 +124,23 @@ func TestMembersJoinLeaveAndSocketClose(t *testing.T) {
 	}
 }
 
+// The limits of the tests of oversized input: small, so that what exceeds
+// them is quick to send.
+const smallFrame, smallData = 1024, 512
+
+// dialSmallLimits opens a socket, not yet authenticated, to a one-node
+// cluster that takes frames of at most smallFrame bytes with data of at
+// most smallData.
+func dialSmallLimits(t *testing.T) *wstest.Client {
+	lim := wsfront.DefaultLimits()
+	lim.MaxFrame, lim.MaxData = smallFrame, smallData
+	c := memcluster.Start(t, memcluster.Options{Nodes: 1, Limits: &lim})
+	return wstest.Dial(t, c.URL(0))
+}
+
 // Every kind of bad input gets a clear error and leaves the socket usable.
 func TestBadInputKeepsSocketUsable(t *testing.T) {
-	lim := wsfront.DefaultLimits()
-	lim.MaxFrame = 1024
-	lim.MaxData = 512
-	c := memcluster.Start(t, memcluster.Options{Nodes: 1, Limits: &lim})
-	s := wstest.Dial(t, c.URL(0))
+	s := dialSmallLimits(t)
 	expect := func(raw string, code string) {
 		t.Helper()
 		s.SendRaw([]byte(raw))
@@ -190,14 +200,10 @@ func TestBadInputKeepsSocketUsable(t *testing.T) {
 // waiting for a reply it cannot recognise; the socket stays usable. The
 // auth reply tells the client the limits, so it need not send such frames.
 func TestOversizedFrameAnsweredWithItsID(t *testing.T) {
-	lim := wsfront.DefaultLimits()
-	lim.MaxFrame = 1024
-	lim.MaxData = 512
-	c := memcluster.Start(t, memcluster.Options{Nodes: 1, Limits: &lim})
-	s := wstest.Dial(t, c.URL(0))
+	s := dialSmallLimits(t)
 	r := s.MustOK(s.Call("auth", wstest.Obj{"user": "alice"}))
 	limits, _ := r["limits"].(wstest.Obj)
-	if wstest.Num(limits["max_frame"]) != 1024 || wstest.Num(limits["max_data"]) != 512 {
+	if wstest.Num(limits["max_frame"]) != smallFrame || wstest.Num(limits["max_data"]) != smallData {
 		t.Fatalf("auth reply has no limits: %v", r)
 	}
 	pad := strings.Repeat("x", 2000) // between max_frame and 4 × max_frame
@@ -465,14 +471,7 @@ func TestHTTPEndpointsAndSubprotocol(t *testing.T) {
 func TestCloseLeavesOnlyItsOwnJoin(t *testing.T) {
 	c := memcluster.Start(t, memcluster.Options{})
 	w := wstest.Login(t, c.URL(2), "watcher")
-	old := wstest.Login(t, c.URL(0), "alice")
-	old.MustOK(old.Call("join", wstest.Obj{"room": "presence"}))
-	renewed := wstest.Login(t, c.URL(1), "alice")
-	renewed.MustOK(renewed.Call("join", wstest.Obj{"room": "presence", "meta": wstest.Obj{"v": 2}}))
-	_ = old.Conn.WriteClose(1000, nil)
-	// A session goes once its socket's leaves have run: then the old
-	// socket's close has done all it will.
-	eventually.True(t, 10*time.Second, "the old socket's close is handled", func() bool { return c.Front(0).Sessions() == 0 })
+	renewed := reconnectAndCloseOld(t, c.Front(0), c.URL(0), c.URL(1), "alice", "presence")
 	m := w.MustOK(w.Call("members", wstest.Obj{"room": "presence"}))
 	if ms := m["members"].([]any); len(ms) != 1 || ms[0].(wstest.Obj)["meta"].(wstest.Obj)["v"] != 2.0 {
 		t.Fatalf("members after the old socket closed: %v", m)
@@ -489,6 +488,24 @@ func TestCloseLeavesOnlyItsOwnJoin(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// reconnectAndCloseOld joins user to room from a socket on oldURL, then
+// again from a socket on newURL with meta {"v": 2}, as a client that
+// reconnected does, and closes the first socket. It returns the second
+// once front, the first socket's, has handled the close: a session goes
+// once its socket's leaves have run, and then the close has done all it
+// will.
+func reconnectAndCloseOld(t *testing.T, front *wsfront.Server, oldURL, newURL, user, room string) *wstest.Client {
+	t.Helper()
+	old := wstest.Login(t, oldURL, user)
+	old.MustOK(old.Call("join", wstest.Obj{"room": room}))
+	renewed := wstest.Login(t, newURL, user)
+	renewed.MustOK(renewed.Call("join", wstest.Obj{"room": room, "meta": wstest.Obj{"v": 2}}))
+	open := front.Sessions()
+	_ = old.Conn.WriteClose(1000, nil)
+	eventually.True(t, 10*time.Second, "the old socket's close is handled", func() bool { return front.Sessions() < open })
+	return renewed
 }
 
 // subscribe then unsubscribe, sent back to back, leave no subscription.

@@ -294,6 +294,18 @@ func TestScenarios(t *testing.T) {
 	})
 }
 
+// runWithFastRaft runs herald-bench with args, its nodes with fastRaft's
+// timings, and fails t if it fails.
+func runWithFastRaft(t *testing.T, args ...string) {
+	t.Helper()
+	for _, a := range fastRaft {
+		args = append(args, "--server-arg="+a)
+	}
+	if err := newApp().Run(args); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestCommand runs the command line end to end once: it starts and stops
 // its own cluster and writes JSON and a chart.
 func TestCommand(t *testing.T) {
@@ -301,12 +313,7 @@ func TestCommand(t *testing.T) {
 	jsonOut, plotOut := filepath.Join(dir, "r.json"), filepath.Join(dir, "r.svg")
 	args := []string{"herald-bench", "publish", "--herald-bin", heraldBin, "--groups", "2", "--publishers", "2", "--rooms", "2",
 		"--duration", "1s", "--warmup", "200ms", "--baseline=false", "--quiet", "--json", jsonOut, "--plot", plotOut}
-	for _, a := range fastRaft {
-		args = append(args, "--server-arg="+a)
-	}
-	if err := newApp().Run(args); err != nil {
-		t.Fatal(err)
-	}
+	runWithFastRaft(t, args...)
 	b, err := os.ReadFile(jsonOut)
 	if err != nil {
 		t.Fatal(err)

@@ -356,12 +356,7 @@ func TestSuiteWithoutNATSServer(t *testing.T) {
 	args := []string{"herald-bench", "suite", "--herald-bin", heraldBin, "--only", "publish-closed-1", "--groups", "4",
 		"--duration", "1s", "--warmup", "200ms", "--retries", "0", "--quiet", "--doc", doc,
 		"--nats-server-bin", filepath.Join(dir, "no-nats-server")}
-	for _, a := range fastRaft {
-		args = append(args, "--server-arg="+a)
-	}
-	if err := newApp().Run(args); err != nil {
-		t.Fatal(err)
-	}
+	runWithFastRaft(t, args...)
 	b, err := os.ReadFile(doc)
 	if err != nil {
 		t.Fatal(err)

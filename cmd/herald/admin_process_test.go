@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,15 +18,6 @@ import (
 // acknowledged publish is lost or doubled.
 func TestAdminCommandsOnServeProcesses(t *testing.T) {
 	c := startServeCluster(t, t.TempDir(), 4, append([]string{"--insecure-auth", "--groups", "8", "--admin-token", "secret"}, fastElections...)...)
-	admin := func(args ...string) string {
-		t.Helper()
-		cmd := exec.Command(heraldBin, append([]string{"admin", "--addr", c.url(0), "--token", "secret"}, args...)...)
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("herald admin %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
-	}
 	type status struct {
 		Health struct{ Verdict string }
 		Nodes  []struct {
@@ -45,7 +35,7 @@ func TestAdminCommandsOnServeProcesses(t *testing.T) {
 	getStatus := func() status {
 		t.Helper()
 		var st status
-		if err := json.Unmarshal([]byte(admin("--json", "status")), &st); err != nil {
+		if err := json.Unmarshal([]byte(c.mustAdmin(0, "--json", "status")), &st); err != nil {
 			t.Fatalf("status JSON: %v", err)
 		}
 		return st
@@ -86,14 +76,14 @@ func TestAdminCommandsOnServeProcesses(t *testing.T) {
 	if st := getStatus(); len(st.Nodes) != 3 || st.Health.Verdict != "ok" {
 		t.Fatalf("status of a fresh cluster: %+v", st)
 	}
-	if out := admin("groups", "list"); !strings.Contains(out, "(meta)") {
+	if out := c.mustAdmin(0, "groups", "list"); !strings.Contains(out, "(meta)") {
 		t.Fatalf("groups list:\n%s", out)
 	}
 
 	// A fourth node joins and a rebalance gives it its share.
 	c.start(3, "--join", c.peer(0))
 	waitReady(t, c.url(3), 60*time.Second)
-	admin("rebalance")
+	c.mustAdmin(0, "rebalance")
 	st := getStatus()
 	for _, n := range st.Nodes {
 		if n.Replicas < 5 || n.Replicas > 7 {
@@ -102,7 +92,7 @@ func TestAdminCommandsOnServeProcesses(t *testing.T) {
 	}
 
 	// Move a leader and a replica by hand.
-	admin("groups", "transfer-leader", "1", "--to", "n4")
+	c.mustAdmin(0, "groups", "transfer-leader", "1", "--to", "n4")
 	for _, g := range getStatus().GroupList {
 		if g.ID == 1 && g.Leader != "n4" {
 			t.Fatalf("group 1 led by %s after transfer-leader to n4", g.Leader)
@@ -127,7 +117,7 @@ func TestAdminCommandsOnServeProcesses(t *testing.T) {
 		}
 		group = g.ID
 	}
-	admin("groups", "move", fmt.Sprint(group), "--from", from, "--to", to)
+	c.mustAdmin(0, "groups", "move", fmt.Sprint(group), "--from", from, "--to", to)
 	for _, g := range getStatus().GroupList {
 		if g.ID != group {
 			continue
@@ -142,7 +132,7 @@ func TestAdminCommandsOnServeProcesses(t *testing.T) {
 	}
 
 	// Decommission the fourth node: it ends up holding nothing and gone.
-	admin("nodes", "decommission", "n4")
+	c.mustAdmin(0, "nodes", "decommission", "n4")
 	st = getStatus()
 	if len(st.Nodes) != 3 {
 		t.Fatalf("after decommission: %+v", st.Nodes)

@@ -20,11 +20,8 @@ import (
 // repeat a duplicate, and keys from a rotation file are both accepted.
 func TestAPIPublishOnServeProcesses(t *testing.T) {
 	dir := t.TempDir()
-	keyFile := filepath.Join(dir, "api-keys")
 	const oldKey, newKey = "old-key-0123456789abcdef", "new-key-0123456789abcdef"
-	if err := os.WriteFile(keyFile, []byte("# rotating\n"+newKey+"\n"+oldKey+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	keyFile := writePrivate(t, filepath.Join(dir, "api-keys"), []byte("# rotating\n"+newKey+"\n"+oldKey+"\n"))
 	c := startServeCluster(t, dir, 3, append([]string{"--insecure-auth", "--groups", "4", "--api-key-file", keyFile}, fastElections...)...)
 	run := func(key string, args ...string) (string, int) {
 		t.Helper()

@@ -2,8 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -17,24 +15,8 @@ import (
 // changed with herald admin namespaces hold on every node's websocket.
 func TestNamespacesOnServeProcesses(t *testing.T) {
 	dir := t.TempDir()
-	nsFile := filepath.Join(dir, "namespaces.json")
-	if err := os.WriteFile(nsFile, []byte(`{"namespaces": [{"prefix": "boot:", "members_only": true}]}`), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	nsFile := writePrivate(t, filepath.Join(dir, "namespaces.json"), []byte(`{"namespaces": [{"prefix": "boot:", "members_only": true}]}`))
 	c := startServeCluster(t, dir, 3, append([]string{"--namespaces-file", nsFile, "--insecure-auth", "--groups", "4", "--admin-token", "secret"}, fastElections...)...)
-	run := func(args ...string) (string, error) {
-		cmd := exec.Command(heraldBin, append([]string{"admin", "--addr", c.url(1), "--token", "secret"}, args...)...)
-		out, err := cmd.CombinedOutput()
-		return string(out), err
-	}
-	mustRun := func(args ...string) string {
-		t.Helper()
-		out, err := run(args...)
-		if err != nil {
-			t.Fatalf("herald admin %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return out
-	}
 	// publishCode is a socket publish's error code on every node, once they
 	// agree ("" for ok); rules reach the groups within moments.
 	publishCode := func(room string, want string) {
@@ -60,14 +42,14 @@ func TestNamespacesOnServeProcesses(t *testing.T) {
 	}
 
 	publishCode("boot:1", "forbidden")
-	out := mustRun("namespaces", "set", "chat:", "--history-max-count", "1000", "--history-max-age", "24h",
+	out := c.mustAdmin(1, "namespaces", "set", "chat:", "--history-max-count", "1000", "--history-max-age", "24h",
 		"--client-publish=false", "--presence-history=false")
 	wantContains(t, "namespaces set", out, `"boot:"`, `"chat:"`, "1000", "24h0m0s")
 	publishCode("chat:lobby", "forbidden")
 	publishCode("other", "")
 
 	var list admin.Namespaces
-	if err := json.Unmarshal([]byte(mustRun("--json", "namespaces", "list")), &list); err != nil {
+	if err := json.Unmarshal([]byte(c.mustAdmin(1, "--json", "namespaces", "list")), &list); err != nil {
 		t.Fatal(err)
 	}
 	if len(list.Namespaces) != 2 || list.Revision == 0 {
@@ -80,17 +62,17 @@ func TestNamespacesOnServeProcesses(t *testing.T) {
 	}
 
 	// The empty prefix is the rule of rooms no other prefix matches.
-	mustRun("namespaces", "set", "", "--members-only")
+	c.mustAdmin(1, "namespaces", "set", "", "--members-only")
 	publishCode("other", "forbidden")
 	publishCode("chat:lobby", "forbidden")
 
-	mustRun("namespaces", "delete", "chat:")
-	mustRun("namespaces", "delete", "")
+	c.mustAdmin(1, "namespaces", "delete", "chat:")
+	c.mustAdmin(1, "namespaces", "delete", "")
 	publishCode("chat:lobby", "")
-	if out, err := run("namespaces", "delete", "chat:"); err == nil || !strings.Contains(out, "namespace_not_found") {
+	if out, err := c.admin(1, "namespaces", "delete", "chat:"); err == nil || !strings.Contains(out, "namespace_not_found") {
 		t.Fatalf("deleting a missing namespace: %v\n%s", err, out)
 	}
-	if out, err := run("namespaces", "set", "x:"); err == nil || !strings.Contains(out, "at least one of") {
+	if out, err := c.admin(1, "namespaces", "set", "x:"); err == nil || !strings.Contains(out, "at least one of") {
 		t.Fatalf("a rule without options: %v\n%s", err, out)
 	}
 }

@@ -14,7 +14,6 @@ import (
 	"log/slog"
 	"math/big"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -115,11 +114,8 @@ func tryEverything(m *transport.Manager, addr string) map[string]error {
 
 func TestPeerPortAttacksRefused(t *testing.T) {
 	dir := t.TempDir()
-	secretFile := filepath.Join(dir, "secret")
 	secret := []byte("3f0c6a1d9b2e4f5a8c7d6e5f4a3b2c1d")
-	if err := os.WriteFile(secretFile, append(secret, '\n'), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	secretFile := writePrivate(t, filepath.Join(dir, "secret"), append(secret, '\n'))
 	cl := startServeCluster(t, dir, 3, append([]string{"--groups", fmt.Sprint(attackGroups), "--insecure-auth", "--admin-token", "secret",
 		"--cluster-secret-file", secretFile}, fastElections...)...)
 	// A room the attacks try to delete, made by a real client.
@@ -157,7 +153,7 @@ func TestPeerPortAttacksRefused(t *testing.T) {
 	}
 
 	// A recorded handshake of a node that knows the secret, replayed.
-	rec := testnet.NewRecorder(t, cl.peer(0))
+	rec := testnet.NewProxy(t, cl.peer(0))
 	legit := attacker(t, "n2", func(c *transport.Config) { c.ClusterSecret = secret })
 	if _, err := legit.Call(context.Background(), raft.ServerAddress(rec.Addr()), "mr.meta.state", multiraft.MetaGroup, nil); err != nil {
 		t.Fatalf("a call with the secret: %v", err)
@@ -193,10 +189,7 @@ func TestPeerCertificateMustNameNode(t *testing.T) {
 	ports := freePorts(t, 2)
 	ca := newPEMCA(t)
 	certFile, keyFile := ca.issueFiles(t, dir, "n1")
-	caFile := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(caFile, ca.certPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	caFile := writePrivate(t, filepath.Join(dir, "ca.pem"), ca.certPEM)
 	peerAddr := fmt.Sprintf("127.0.0.1:%d", ports[1])
 	startProc(t, "serve", "--node-id", "n1", "--data-dir", filepath.Join(dir, "n1"),
 		"--client-addr", fmt.Sprintf("127.0.0.1:%d", ports[0]), "--peer-addr", peerAddr,
@@ -313,12 +306,7 @@ func (ca *pemCA) issueFiles(t *testing.T, dir, node string) (certFile, keyFile s
 	if err != nil {
 		t.Fatal(err)
 	}
-	certFile, keyFile = filepath.Join(dir, node+".pem"), filepath.Join(dir, node+"-key.pem")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	certFile = writePrivate(t, filepath.Join(dir, node+".pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+	keyFile = writePrivate(t, filepath.Join(dir, node+"-key.pem"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}))
 	return certFile, keyFile
 }

@@ -178,6 +178,34 @@ func (c *serveCluster) peer(i int) string {
 func (c *serveCluster) url(i int) string { return "http://" + c.client(i) }
 func (c *serveCluster) ws(i int) string  { return "ws://" + c.client(i) + "/ws" }
 
+// writePrivate writes data to a file at path that only its owner may
+// read, as herald wants of a key or secret, and returns path.
+func writePrivate(t testing.TB, path string, data []byte) string {
+	t.Helper()
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// admin runs herald admin against node i with the token "secret", which
+// the tests that use it start their nodes with, and returns its output.
+func (c *serveCluster) admin(i int, args ...string) (string, error) {
+	cmd := exec.Command(heraldBin, append([]string{"admin", "--addr", c.url(i), "--token", "secret"}, args...)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// mustAdmin is admin that fails the test if the command fails.
+func (c *serveCluster) mustAdmin(i int, args ...string) string {
+	c.t.Helper()
+	out, err := c.admin(i, args...)
+	if err != nil {
+		c.t.Fatalf("herald admin %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
 // start starts node i with the cluster's flags and extra.
 func (c *serveCluster) start(i int, extra ...string) *proc {
 	c.t.Helper()

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -36,10 +35,7 @@ func TestExampleConfigFileParses(t *testing.T) {
 	dir := t.TempDir()
 	// The file names a cluster secret file in /etc/herald; the command
 	// line points it at one of the test's.
-	secret := filepath.Join(dir, "cluster-secret")
-	if err := os.WriteFile(secret, []byte("0123456789abcdef0123456789abcdef\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	secret := writePrivate(t, filepath.Join(dir, "cluster-secret"), []byte("0123456789abcdef0123456789abcdef\n"))
 	if err := app.Run([]string{"herald", "serve", "--config", "../../deploy/herald.yaml", "--data-dir", dir, "--insecure-auth",
 		"--cluster-secret-file", secret}); err != nil {
 		t.Fatalf("deploy/herald.yaml: %v", err)

@@ -1,10 +1,11 @@
 // Package eventually is how Herald's tests wait for what happens
 // asynchronously (a metric that follows a close, a leadership that moves):
 // they poll a check until it passes, within a bound, and fail naming what
-// did not happen.
+// did not happen; or they give the calls that wait a context with a bound.
 package eventually
 
 import (
+	"context"
 	"errors"
 	"testing"
 	"time"
@@ -42,4 +43,13 @@ func True(t testing.TB, d time.Duration, what string, cond func() bool) {
 		}
 		return errNotYet
 	})
+}
+
+// Within returns a context that ends after d, or when the test ends,
+// whichever comes first: the bound of a test's calls that wait on a
+// cluster.
+func Within(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
 }

@@ -68,6 +68,18 @@ func Timing() multiraft.Timing {
 	return t
 }
 
+// SlowConsumerLimits are front limits under which a socket that stops
+// reading is soon closed as a slow consumer: a queue of 32 frames or
+// 128 KiB, and a publish rate that does not hold the writer back.
+func SlowConsumerLimits() *wsfront.Limits {
+	lim := wsfront.DefaultLimits()
+	lim.MaxQueueFrames = 32
+	lim.MaxQueueBytes = 128 << 10
+	lim.PublishRate = 10000
+	lim.PublishBurst = 10000
+	return &lim
+}
+
 // Start starts and bootstraps a cluster; it is stopped when the test ends.
 func Start(t testing.TB, opts Options) *Cluster {
 	t.Helper()

@@ -1,7 +1,7 @@
-// Package testnet holds TCP helpers for tests that attack or observe a
-// real port: a proxy that records what a dialer sent, a one-shot
-// exchange of raw bytes, and a buffer for the logs of the nodes under
-// test. It is for tests only.
+// Package testnet holds TCP helpers for tests that attack, observe or
+// stall a real port: a proxy that records what a dialer sent and can
+// freeze, a one-shot exchange of raw bytes, and a buffer for the logs of
+// the nodes under test. It is for tests only.
 package testnet
 
 import (
@@ -10,37 +10,42 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
 
-// Recorder is a TCP proxy to one target that records every byte its
-// dialers sent, so a test can replay a real conversation.
-type Recorder struct {
-	ln net.Listener // set at construction, read-only after
+// Proxy is a TCP proxy to one target, for tests that watch or stall a
+// real connection. It records every byte its dialers send, so a test can
+// replay a real conversation; and it can freeze, as a paused peer process
+// would: connections stay open, and nothing moves until it thaws.
+type Proxy struct {
+	ln     net.Listener // set at construction, read-only after
+	frozen atomic.Bool
 	// mu guards buf and conns.
 	mu    sync.Mutex
 	buf   bytes.Buffer
 	conns []net.Conn // closed at cleanup, so the copies end
 }
 
-// NewRecorder listens on loopback and forwards each connection to target
+// NewProxy listens on loopback and forwards each connection to target
 // until the test ends.
-func NewRecorder(t testing.TB, target string) *Recorder {
+func NewProxy(t testing.TB, target string) *Proxy {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &Recorder{ln: ln}
+	p := &Proxy{ln: ln}
 	var wg sync.WaitGroup
 	t.Cleanup(func() {
 		_ = ln.Close()
-		r.mu.Lock()
-		for _, c := range r.conns {
+		p.Thaw()
+		p.mu.Lock()
+		for _, c := range p.conns {
 			_ = c.Close()
 		}
-		r.mu.Unlock()
+		p.mu.Unlock()
 		wg.Wait()
 	})
 	wg.Add(1)
@@ -56,40 +61,66 @@ func NewRecorder(t testing.TB, target string) *Recorder {
 				_ = c.Close()
 				continue
 			}
-			r.mu.Lock()
-			r.conns = append(r.conns, c, u)
-			r.mu.Unlock()
+			p.mu.Lock()
+			p.conns = append(p.conns, c, u)
+			p.mu.Unlock()
 			wg.Add(2)
 			go func() {
 				defer wg.Done()
-				_, _ = io.Copy(io.MultiWriter(u, r), c)
-				_ = u.Close()
+				p.pipe(c, u, true)
 			}()
 			go func() {
 				defer wg.Done()
-				_, _ = io.Copy(c, u)
-				_ = c.Close()
+				p.pipe(u, c, false)
 			}()
 		}
 	}()
-	return r
+	return p
+}
+
+// pipe copies from one end to the other, holding what it read while the
+// proxy is frozen, and records it if record. When either end fails it
+// closes to, as the end of a direct connection would be seen.
+func (p *Proxy) pipe(from, to net.Conn, record bool) {
+	defer func() { _ = to.Close() }()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := from.Read(buf)
+		if n > 0 {
+			for p.frozen.Load() {
+				time.Sleep(5 * time.Millisecond)
+			}
+			if record {
+				p.mu.Lock()
+				p.buf.Write(buf[:n])
+				p.mu.Unlock()
+			}
+			if _, err := to.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 // Addr is the address to dial instead of the target.
-func (r *Recorder) Addr() string { return r.ln.Addr().String() }
-
-func (r *Recorder) Write(b []byte) (int, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.buf.Write(b)
-}
+func (p *Proxy) Addr() string { return p.ln.Addr().String() }
 
 // Bytes returns a copy of what the dialers sent so far.
-func (r *Recorder) Bytes() []byte {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return bytes.Clone(r.buf.Bytes())
+func (p *Proxy) Bytes() []byte {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return bytes.Clone(p.buf.Bytes())
 }
+
+// Freeze stops moving bytes in both directions; what is read meanwhile is
+// held until Thaw.
+func (p *Proxy) Freeze() { p.frozen.Store(true) }
+
+// Thaw moves bytes again.
+func (p *Proxy) Thaw() { p.frozen.Store(false) }
 
 // Exchange sends b on a fresh connection to addr and returns everything
 // the other end sent until it closed. It fails the test if the other end

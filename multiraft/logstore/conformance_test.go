@@ -14,198 +14,189 @@ import (
 // Every test here runs over every backend, so callers can switch Kind
 // without behaviour changes.
 
-func TestEmptyStore(t *testing.T) {
+// onEachKind runs test as a subtest on a new, empty store of each kind.
+func onEachKind(t *testing.T, test func(t *testing.T, b Backend)) {
 	for _, kind := range testKinds {
 		t.Run(string(kind), func(t *testing.T) {
 			b := openTest(t, kind, t.TempDir())
 			defer b.Close()
-			s := mustGroup(t, b, 1)
-			checkBounds(t, s, 0, 0)
-			checkMissing(t, s, 1)
-			has, err := raft.HasExistingState(s, s, raft.NewInmemSnapshotStore())
-			if err != nil || has {
-				t.Fatalf("HasExistingState = %v, %v; want false, nil", has, err)
-			}
+			test(t, b)
 		})
 	}
+}
+
+func TestEmptyStore(t *testing.T) {
+	onEachKind(t, func(t *testing.T, b Backend) {
+		s := mustGroup(t, b, 1)
+		checkBounds(t, s, 0, 0)
+		checkMissing(t, s, 1)
+		has, err := raft.HasExistingState(s, s, raft.NewInmemSnapshotStore())
+		if err != nil || has {
+			t.Fatalf("HasExistingState = %v, %v; want false, nil", has, err)
+		}
+	})
 }
 
 func TestLogRoundTrip(t *testing.T) {
-	for _, kind := range testKinds {
-		t.Run(string(kind), func(t *testing.T) {
-			b := openTest(t, kind, t.TempDir())
-			defer b.Close()
-			s := mustGroup(t, b, 7)
-			single := fullLog(1, 100)
-			if err := s.StoreLog(single); err != nil {
-				t.Fatal(err)
-			}
-			checkLog(t, s, single)
-			checkBounds(t, s, 1, 1)
+	onEachKind(t, func(t *testing.T, b Backend) {
+		s := mustGroup(t, b, 7)
+		single := fullLog(1, 100)
+		if err := s.StoreLog(single); err != nil {
+			t.Fatal(err)
+		}
+		checkLog(t, s, single)
+		checkBounds(t, s, 1, 1)
 
-			// Every log type, empty and nil fields, a zero AppendedAt and
-			// entries large enough to be chunked.
-			logs := logsRange(2, 13, 300)
-			logs[0].Data, logs[0].Extensions = nil, nil
-			logs[1].AppendedAt = logs[1].AppendedAt.AddDate(-100, 0, 0)
-			logs[2].AppendedAt = time.Time{}
-			logs[3].AppendedAt = time.Now() // monotonic reading and local zone
-			logs[4].Extensions = nil
-			logs[6].Data = bytes.Repeat([]byte{0xab}, 3*maxInlineValue+17)
-			logs[7].Data = bytes.Repeat([]byte{0xcd}, maxInlineValue)
-			logs[8].Data = bytes.Repeat([]byte{0xef}, 1<<20)
-			if err := s.StoreLogs(logs); err != nil {
-				t.Fatal(err)
-			}
-			seen := map[raft.LogType]bool{}
-			for _, l := range logs {
-				checkLog(t, s, l)
-				seen[l.Type] = true
-			}
-			if len(seen) != 6 {
-				t.Fatalf("test covers %d log types, want all 6", len(seen))
-			}
-			checkBounds(t, s, 1, 13)
-			checkMissing(t, s, 0)
-			checkMissing(t, s, 14)
-			if err := s.StoreLogs(nil); err != nil {
-				t.Fatalf("store no logs: %v", err)
-			}
-		})
-	}
+		// Every log type, empty and nil fields, a zero AppendedAt and
+		// entries large enough to be chunked.
+		logs := logsRange(2, 13, 300)
+		logs[0].Data, logs[0].Extensions = nil, nil
+		logs[1].AppendedAt = logs[1].AppendedAt.AddDate(-100, 0, 0)
+		logs[2].AppendedAt = time.Time{}
+		logs[3].AppendedAt = time.Now() // monotonic reading and local zone
+		logs[4].Extensions = nil
+		logs[6].Data = bytes.Repeat([]byte{0xab}, 3*maxInlineValue+17)
+		logs[7].Data = bytes.Repeat([]byte{0xcd}, maxInlineValue)
+		logs[8].Data = bytes.Repeat([]byte{0xef}, 1<<20)
+		if err := s.StoreLogs(logs); err != nil {
+			t.Fatal(err)
+		}
+		seen := map[raft.LogType]bool{}
+		for _, l := range logs {
+			checkLog(t, s, l)
+			seen[l.Type] = true
+		}
+		if len(seen) != 6 {
+			t.Fatalf("test covers %d log types, want all 6", len(seen))
+		}
+		checkBounds(t, s, 1, 13)
+		checkMissing(t, s, 0)
+		checkMissing(t, s, 14)
+		if err := s.StoreLogs(nil); err != nil {
+			t.Fatalf("store no logs: %v", err)
+		}
+	})
 }
 
 func TestDeleteRange(t *testing.T) {
-	for _, kind := range testKinds {
-		t.Run(string(kind), func(t *testing.T) {
-			b := openTest(t, kind, t.TempDir())
-			defer b.Close()
-			s := mustGroup(t, b, 1)
-			if err := s.StoreLogs(logsRange(1, 100, 20)); err != nil {
-				t.Fatal(err)
-			}
-			// Compaction after a snapshot removes a prefix.
-			if err := s.DeleteRange(1, 40); err != nil {
-				t.Fatal(err)
-			}
-			checkBounds(t, s, 41, 100)
-			checkMissing(t, s, 40)
-			checkLog(t, s, fullLog(41, 20))
-			// A conflict on a follower removes a suffix.
-			if err := s.DeleteRange(91, 100); err != nil {
-				t.Fatal(err)
-			}
-			checkBounds(t, s, 41, 90)
-			checkMissing(t, s, 91)
-			// Overwrite the suffix with entries from a new term.
-			relog := logsRange(91, 95, 20)
-			for _, l := range relog {
-				l.Term = 99
-			}
-			if err := s.StoreLogs(relog); err != nil {
-				t.Fatal(err)
-			}
-			checkBounds(t, s, 41, 95)
-			checkLog(t, s, relog[4])
-			// Ranges beyond the log and empty ranges are no-ops.
-			if err := s.DeleteRange(200, 300); err != nil {
-				t.Fatal(err)
-			}
-			if err := s.DeleteRange(50, 49); err != nil {
-				t.Fatal(err)
-			}
-			checkBounds(t, s, 41, 95)
-			// After restoring a snapshot raft stores past a gap.
-			if err := s.StoreLogs(logsRange(500, 501, 20)); err != nil {
-				t.Fatal(err)
-			}
-			checkBounds(t, s, 41, 501)
-			if err := s.DeleteRange(0, 95); err != nil {
-				t.Fatal(err)
-			}
-			checkBounds(t, s, 500, 501)
-			if err := s.DeleteRange(0, 1<<63); err != nil {
-				t.Fatal(err)
-			}
-			checkBounds(t, s, 0, 0)
-		})
-	}
+	onEachKind(t, func(t *testing.T, b Backend) {
+		s := mustGroup(t, b, 1)
+		if err := s.StoreLogs(logsRange(1, 100, 20)); err != nil {
+			t.Fatal(err)
+		}
+		// Compaction after a snapshot removes a prefix.
+		if err := s.DeleteRange(1, 40); err != nil {
+			t.Fatal(err)
+		}
+		checkBounds(t, s, 41, 100)
+		checkMissing(t, s, 40)
+		checkLog(t, s, fullLog(41, 20))
+		// A conflict on a follower removes a suffix.
+		if err := s.DeleteRange(91, 100); err != nil {
+			t.Fatal(err)
+		}
+		checkBounds(t, s, 41, 90)
+		checkMissing(t, s, 91)
+		// Overwrite the suffix with entries from a new term.
+		relog := logsRange(91, 95, 20)
+		for _, l := range relog {
+			l.Term = 99
+		}
+		if err := s.StoreLogs(relog); err != nil {
+			t.Fatal(err)
+		}
+		checkBounds(t, s, 41, 95)
+		checkLog(t, s, relog[4])
+		// Ranges beyond the log and empty ranges are no-ops.
+		if err := s.DeleteRange(200, 300); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.DeleteRange(50, 49); err != nil {
+			t.Fatal(err)
+		}
+		checkBounds(t, s, 41, 95)
+		// After restoring a snapshot raft stores past a gap.
+		if err := s.StoreLogs(logsRange(500, 501, 20)); err != nil {
+			t.Fatal(err)
+		}
+		checkBounds(t, s, 41, 501)
+		if err := s.DeleteRange(0, 95); err != nil {
+			t.Fatal(err)
+		}
+		checkBounds(t, s, 500, 501)
+		if err := s.DeleteRange(0, 1<<63); err != nil {
+			t.Fatal(err)
+		}
+		checkBounds(t, s, 0, 0)
+	})
 }
 
 func TestStableStore(t *testing.T) {
-	for _, kind := range testKinds {
-		t.Run(string(kind), func(t *testing.T) {
-			b := openTest(t, kind, t.TempDir())
-			defer b.Close()
-			s := mustGroup(t, b, 3)
-			// raft recognises missing keys by this exact text, the same
-			// error raft-boltdb returns.
-			if v, err := s.Get([]byte("LastVoteCand")); err == nil || err.Error() != "not found" || v != nil {
-				t.Fatalf("Get missing = %q, %v; want nil, \"not found\"", v, err)
-			}
-			if v, err := s.GetUint64([]byte("CurrentTerm")); err == nil || err.Error() != "not found" || v != 0 {
-				t.Fatalf("GetUint64 missing = %d, %v; want 0, \"not found\"", v, err)
-			}
-			if err := s.Set([]byte("LastVoteCand"), []byte("node-2")); err != nil {
-				t.Fatal(err)
-			}
-			if v, err := s.Get([]byte("LastVoteCand")); err != nil || string(v) != "node-2" {
-				t.Fatalf("Get = %q, %v", v, err)
-			}
-			if err := s.Set([]byte("LastVoteCand"), []byte("node-3")); err != nil {
-				t.Fatal(err)
-			}
-			if v, err := s.Get([]byte("LastVoteCand")); err != nil || string(v) != "node-3" {
-				t.Fatalf("Get after overwrite = %q, %v", v, err)
-			}
-			if err := s.SetUint64([]byte("CurrentTerm"), 1<<40+5); err != nil {
-				t.Fatal(err)
-			}
-			if v, err := s.GetUint64([]byte("CurrentTerm")); err != nil || v != 1<<40+5 {
-				t.Fatalf("GetUint64 = %d, %v", v, err)
-			}
-			if _, err := s.GetUint64([]byte("LastVoteCand")); err == nil {
-				t.Fatal("GetUint64 of a 6-byte value succeeded")
-			}
-			has, err := raft.HasExistingState(s, s, raft.NewInmemSnapshotStore())
-			if err != nil || !has {
-				t.Fatalf("HasExistingState = %v, %v; want true, nil", has, err)
-			}
-		})
-	}
+	onEachKind(t, func(t *testing.T, b Backend) {
+		s := mustGroup(t, b, 3)
+		// raft recognises missing keys by this exact text, the same
+		// error raft-boltdb returns.
+		if v, err := s.Get([]byte("LastVoteCand")); err == nil || err.Error() != "not found" || v != nil {
+			t.Fatalf("Get missing = %q, %v; want nil, \"not found\"", v, err)
+		}
+		if v, err := s.GetUint64([]byte("CurrentTerm")); err == nil || err.Error() != "not found" || v != 0 {
+			t.Fatalf("GetUint64 missing = %d, %v; want 0, \"not found\"", v, err)
+		}
+		if err := s.Set([]byte("LastVoteCand"), []byte("node-2")); err != nil {
+			t.Fatal(err)
+		}
+		if v, err := s.Get([]byte("LastVoteCand")); err != nil || string(v) != "node-2" {
+			t.Fatalf("Get = %q, %v", v, err)
+		}
+		if err := s.Set([]byte("LastVoteCand"), []byte("node-3")); err != nil {
+			t.Fatal(err)
+		}
+		if v, err := s.Get([]byte("LastVoteCand")); err != nil || string(v) != "node-3" {
+			t.Fatalf("Get after overwrite = %q, %v", v, err)
+		}
+		if err := s.SetUint64([]byte("CurrentTerm"), 1<<40+5); err != nil {
+			t.Fatal(err)
+		}
+		if v, err := s.GetUint64([]byte("CurrentTerm")); err != nil || v != 1<<40+5 {
+			t.Fatalf("GetUint64 = %d, %v", v, err)
+		}
+		if _, err := s.GetUint64([]byte("LastVoteCand")); err == nil {
+			t.Fatal("GetUint64 of a 6-byte value succeeded")
+		}
+		has, err := raft.HasExistingState(s, s, raft.NewInmemSnapshotStore())
+		if err != nil || !has {
+			t.Fatalf("HasExistingState = %v, %v; want true, nil", has, err)
+		}
+	})
 }
 
 func TestGroupsIsolated(t *testing.T) {
-	for _, kind := range testKinds {
-		t.Run(string(kind), func(t *testing.T) {
-			b := openTest(t, kind, t.TempDir())
-			defer b.Close()
-			s1, s2 := mustGroup(t, b, 1), mustGroup(t, b, 2)
-			l1, l2 := fullLog(5, 10), fullLog(5, 20)
-			l2.Term = 42
-			if err := s1.StoreLog(l1); err != nil {
-				t.Fatal(err)
-			}
-			if err := s2.StoreLogs([]*raft.Log{l2, fullLog(6, 1)}); err != nil {
-				t.Fatal(err)
-			}
-			checkLog(t, s1, l1)
-			checkLog(t, s2, l2)
-			checkBounds(t, s1, 5, 5)
-			checkBounds(t, s2, 5, 6)
-			if err := s1.SetUint64([]byte("k"), 1); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := s2.GetUint64([]byte("k")); !errors.Is(err, ErrKeyNotFound) {
-				t.Fatalf("stable key leaked across groups: %v", err)
-			}
-			if err := s2.DeleteRange(0, 10); err != nil {
-				t.Fatal(err)
-			}
-			checkLog(t, s1, l1)
-			checkBounds(t, s2, 0, 0)
-		})
-	}
+	onEachKind(t, func(t *testing.T, b Backend) {
+		s1, s2 := mustGroup(t, b, 1), mustGroup(t, b, 2)
+		l1, l2 := fullLog(5, 10), fullLog(5, 20)
+		l2.Term = 42
+		if err := s1.StoreLog(l1); err != nil {
+			t.Fatal(err)
+		}
+		if err := s2.StoreLogs([]*raft.Log{l2, fullLog(6, 1)}); err != nil {
+			t.Fatal(err)
+		}
+		checkLog(t, s1, l1)
+		checkLog(t, s2, l2)
+		checkBounds(t, s1, 5, 5)
+		checkBounds(t, s2, 5, 6)
+		if err := s1.SetUint64([]byte("k"), 1); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s2.GetUint64([]byte("k")); !errors.Is(err, ErrKeyNotFound) {
+			t.Fatalf("stable key leaked across groups: %v", err)
+		}
+		if err := s2.DeleteRange(0, 10); err != nil {
+			t.Fatal(err)
+		}
+		checkLog(t, s1, l1)
+		checkBounds(t, s2, 0, 0)
+	})
 }
 
 func TestReopen(t *testing.T) {
@@ -386,26 +377,22 @@ func TestParseKind(t *testing.T) {
 }
 
 func TestCloseGroupKeepsData(t *testing.T) {
-	for _, kind := range testKinds {
-		t.Run(string(kind), func(t *testing.T) {
-			b := openTest(t, kind, t.TempDir())
-			defer b.Close()
-			s := mustGroup(t, b, 5)
-			if err := s.StoreLogs(logsRange(1, 3, 10)); err != nil {
-				t.Fatal(err)
-			}
-			if err := b.CloseGroup(5); err != nil {
-				t.Fatal(err)
-			}
-			if err := s.StoreLog(fullLog(4, 1)); !errors.Is(err, ErrClosed) {
-				t.Fatalf("store on a closed group: err = %v, want ErrClosed", err)
-			}
-			if err := b.CloseGroup(5); err != nil {
-				t.Fatalf("closing a closed group: %v", err)
-			}
-			again := mustGroup(t, b, 5)
-			checkBounds(t, again, 1, 3)
-			checkLog(t, again, fullLog(3, 10))
-		})
-	}
+	onEachKind(t, func(t *testing.T, b Backend) {
+		s := mustGroup(t, b, 5)
+		if err := s.StoreLogs(logsRange(1, 3, 10)); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.CloseGroup(5); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.StoreLog(fullLog(4, 1)); !errors.Is(err, ErrClosed) {
+			t.Fatalf("store on a closed group: err = %v, want ErrClosed", err)
+		}
+		if err := b.CloseGroup(5); err != nil {
+			t.Fatalf("closing a closed group: %v", err)
+		}
+		again := mustGroup(t, b, 5)
+		checkBounds(t, again, 1, 3)
+		checkLog(t, again, fullLog(3, 10))
+	})
 }

@@ -8,19 +8,6 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// serveAll answers every request on g until stop closes.
-func serveAll(g *GroupTransport, stop <-chan struct{}) {
-	resp := &raft.AppendEntriesResponse{Term: 1, LastLog: 1, Success: true}
-	for {
-		select {
-		case rpc := <-g.Consumer():
-			rpc.Respond(resp, nil)
-		case <-stop:
-			return
-		}
-	}
-}
-
 func benchEntries(n, size int) []*raft.Log {
 	var out []*raft.Log
 	for i := 0; i < n; i++ {

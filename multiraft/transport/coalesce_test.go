@@ -19,16 +19,7 @@ func TestHeartbeatCoalescing(t *testing.T) {
 	ga.SetHeartbeatHandler(func(rpc raft.RPC) { rpc.Respond(&resp, nil) })
 	stop := make(chan struct{})
 	defer close(stop)
-	go func() { // the consumer channel is never closed: stop ends it
-		for {
-			select {
-			case rpc := <-ga.Consumer():
-				rpc.Respond(&resp, nil)
-			case <-stop:
-				return
-			}
-		}
-	}()
+	go respondAll(ga, &resp, stop)
 	hb := heartbeatRPC()
 	var out raft.AppendEntriesResponse
 	// Warm the connection up so the dial is not measured.

@@ -60,6 +60,22 @@ func terms(nodes []*raftNode, groups int) map[uint64]uint64 {
 	return out
 }
 
+// idleFor leaves the groups idle for d and fails t for each group whose
+// term changed meanwhile: an election, so its followers missed
+// heartbeats. It returns the nodes' heartbeat counts before and after.
+func idleFor(t *testing.T, nodes []*raftNode, groups int, d time.Duration) (before, after HeartbeatStats) {
+	t.Helper()
+	terms0, before := terms(nodes, groups), sumStats(nodes)
+	time.Sleep(d)
+	terms1, after := terms(nodes, groups), sumStats(nodes)
+	for g, term := range terms0 {
+		if terms1[g] != term {
+			t.Errorf("group %d changed term %d -> %d while idle: followers missed heartbeats", g, term, terms1[g])
+		}
+	}
+	return before, after
+}
+
 func sumStats(nodes []*raftNode) HeartbeatStats {
 	var s HeartbeatStats
 	for _, n := range nodes {
@@ -88,14 +104,7 @@ func TestHeartbeatBatching(t *testing.T) {
 	for g := uint64(1); g <= groups; g++ {
 		applyN(t, nodes, g, 3)
 	}
-	before, stats0 := terms(nodes, groups), sumStats(nodes)
-	time.Sleep(3 * time.Second) // three heartbeat timeouts
-	after, stats1 := terms(nodes, groups), sumStats(nodes)
-	for g, term := range before {
-		if after[g] != term {
-			t.Errorf("group %d changed term %d -> %d while idle: followers missed heartbeats", g, term, after[g])
-		}
-	}
+	stats0, stats1 := idleFor(t, nodes, groups, 3*time.Second) // three heartbeat timeouts
 	sent, batched := stats1.Sent-stats0.Sent, stats1.Batched-stats0.Batched
 	t.Logf("over 3s: %d heartbeats batched in %d batches, %d sent alone", batched, stats1.Batches-stats0.Batches, sent)
 	// 12 groups x 2 followers, one heartbeat per 250 ms interval: ~290.
@@ -166,14 +175,7 @@ func TestHeartbeatBatchingPeerWithoutService(t *testing.T) {
 		n.m.Handle(heartbeatService, nil)
 	}
 	time.Sleep(500 * time.Millisecond) // batches in flight finish
-	before, stats0 := terms(nodes, groups), sumStats(nodes)
-	time.Sleep(2 * time.Second)
-	after, stats1 := terms(nodes, groups), sumStats(nodes)
-	for g, term := range before {
-		if after[g] != term {
-			t.Errorf("group %d changed term %d -> %d: heartbeats did not fall back", g, term, after[g])
-		}
-	}
+	stats0, stats1 := idleFor(t, nodes, groups, 2*time.Second)
 	if b := stats1.Batched - stats0.Batched; b != 0 {
 		t.Errorf("%d heartbeats answered through batches no node serves", b)
 	}

@@ -60,6 +60,24 @@ func pair(t testing.TB, gid uint64) (a, b *Manager, ga, gb *GroupTransport) {
 	return a, b, mustGroup(t, a, gid), mustGroup(t, b, gid)
 }
 
+// serveAll answers every request on g with one success until stop closes.
+func serveAll(g *GroupTransport, stop <-chan struct{}) {
+	respondAll(g, &raft.AppendEntriesResponse{Term: 1, LastLog: 1, Success: true}, stop)
+}
+
+// respondAll answers every request on g with resp until stop closes: the
+// consumer channel is never closed, so stop is what ends it.
+func respondAll(g *GroupTransport, resp *raft.AppendEntriesResponse, stop <-chan struct{}) {
+	for {
+		select {
+		case rpc := <-g.Consumer():
+			rpc.Respond(resp, nil)
+		case <-stop:
+			return
+		}
+	}
+}
+
 func makeAppendRPC() raft.AppendEntriesRequest {
 	return raft.AppendEntriesRequest{
 		Term:         10,

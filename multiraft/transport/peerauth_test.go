@@ -111,7 +111,7 @@ func TestReplayedHandshakeRefused(t *testing.T) {
 		calls.Add(1)
 		return echoHandler(ctx, from, g, req)
 	})
-	rec := testnet.NewRecorder(t, string(a.Addr()))
+	rec := testnet.NewProxy(t, string(a.Addr()))
 	if _, err := b.Call(context.Background(), raft.ServerAddress(rec.Addr()), "echo", 1, []byte("x")); err != nil {
 		t.Fatal(err)
 	}

@@ -3,118 +3,48 @@ package transport
 import (
 	"context"
 	"errors"
-	"io"
-	"net"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/raft"
 
 	"github.com/heraldhq/herald/internal/eventually"
+	"github.com/heraldhq/herald/internal/testnet"
 )
 
-// freezer is a TCP proxy that can stop forwarding in both directions, as a
-// paused peer process would: connections stay open, nothing moves.
-type freezer struct {
-	ln     net.Listener
-	frozen atomic.Bool
-	wg     sync.WaitGroup
-}
-
-func newFreezer(t *testing.T, target string) *freezer {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &freezer{ln: ln}
-	var conns []net.Conn
-	var cmu sync.Mutex
-	t.Cleanup(func() {
-		ln.Close()
-		f.thaw()
-		cmu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		cmu.Unlock()
-		f.wg.Wait()
-	})
-	f.wg.Add(1)
-	go func() {
-		defer f.wg.Done()
-		for {
-			in, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			out, err := net.Dial("tcp", target)
-			if err != nil {
-				in.Close()
-				continue
-			}
-			cmu.Lock()
-			conns = append(conns, in, out)
-			cmu.Unlock()
-			f.wg.Add(2)
-			go f.pipe(in, out)
-			go f.pipe(out, in)
-		}
-	}()
-	return f
-}
-
-func (f *freezer) pipe(from, to net.Conn) {
-	defer f.wg.Done()
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := from.Read(buf)
-		if n > 0 {
-			for f.frozen.Load() {
-				time.Sleep(5 * time.Millisecond)
-			}
-			if _, werr := to.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			if err != io.EOF {
-				to.Close()
-			}
-			return
-		}
-	}
-}
-
-func (f *freezer) freeze() { f.frozen.Store(true) }
-func (f *freezer) thaw()   { f.frozen.Store(false) }
-
-// TestProbeFailsRequestsToFrozenPeer: a call to a peer that stops moving
-// bytes fails as unreachable after about two probe periods, long before the
-// RPC timeout, while a slow call to a live peer is left alone.
-func TestProbeFailsRequestsToFrozenPeer(t *testing.T) {
-	probe := func(c *Config) { c.ProbeAfter = 200 * time.Millisecond; c.RPCTimeout = 10 * time.Second }
-	a := newTestManager(t, "a", probe)
-	b := newTestManager(t, "b", probe)
+// peerBehindProxy starts managers a and b with mods, b serving "echo" and
+// a "slow" call answered after slow, and a proxy to b that can freeze; it
+// returns a, the proxy, and the address at which a reaches b through it.
+func peerBehindProxy(t *testing.T, slow time.Duration, mods ...func(*Config)) (a *Manager, proxy *testnet.Proxy, target raft.ServerAddress) {
+	t.Helper()
+	a = newTestManager(t, "a", mods...)
+	b := newTestManager(t, "b", mods...)
 	b.Handle("slow", func(ctx context.Context, _ string, _ uint64, req []byte) ([]byte, error) {
 		select {
-		case <-time.After(1500 * time.Millisecond):
+		case <-time.After(slow):
 			return req, nil
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
 	})
 	b.Handle("echo", func(_ context.Context, _ string, _ uint64, req []byte) ([]byte, error) { return req, nil })
-	proxy := newFreezer(t, string(b.Addr()))
-	target := raft.ServerAddress(proxy.ln.Addr().String())
+	proxy = testnet.NewProxy(t, string(b.Addr()))
+	return a, proxy, raft.ServerAddress(proxy.Addr())
+}
+
+// TestProbeFailsRequestsToFrozenPeer: a call to a peer that stops moving
+// bytes fails as unreachable after about two probe periods, long before the
+// RPC timeout, while a slow call to a live peer is left alone.
+func TestProbeFailsRequestsToFrozenPeer(t *testing.T) {
+	probe := func(c *Config) { c.ProbeAfter = 200 * time.Millisecond; c.RPCTimeout = 10 * time.Second }
+	a, proxy, target := peerBehindProxy(t, 1500*time.Millisecond, probe)
 
 	// Slow but alive: the peer answers the probes, the call completes.
 	if out, err := a.Call(t.Context(), target, "slow", 0, []byte("x")); err != nil || string(out) != "x" {
 		t.Fatalf("slow call to a live peer: %q, %v", out, err)
 	}
 
-	proxy.freeze()
+	proxy.Freeze()
 	start := time.Now()
 	_, err := a.Call(t.Context(), target, "echo", 0, []byte("y"))
 	took := time.Since(start)
@@ -127,7 +57,7 @@ func TestProbeFailsRequestsToFrozenPeer(t *testing.T) {
 	t.Logf("call to a frozen peer failed after %v: %v", took.Round(time.Millisecond), err)
 
 	// Once the peer moves again, a new connection works.
-	proxy.thaw()
+	proxy.Thaw()
 	eventually.True(t, 5*time.Second, "a call after the peer thawed", func() bool {
 		out, err := a.Call(t.Context(), target, "echo", 0, []byte("z"))
 		return err == nil && string(out) == "z"
@@ -137,19 +67,7 @@ func TestProbeFailsRequestsToFrozenPeer(t *testing.T) {
 // Answers tells a live peer, even one busy with a slow call, from a frozen
 // one within its context, without waiting for the probe.
 func TestAnswersTellsLiveFromFrozenPeer(t *testing.T) {
-	a := newTestManager(t, "a")
-	b := newTestManager(t, "b")
-	b.Handle("slow", func(ctx context.Context, _ string, _ uint64, req []byte) ([]byte, error) {
-		select {
-		case <-time.After(time.Second):
-			return req, nil
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	})
-	b.Handle("echo", func(_ context.Context, _ string, _ uint64, req []byte) ([]byte, error) { return req, nil })
-	proxy := newFreezer(t, string(b.Addr()))
-	target := raft.ServerAddress(proxy.ln.Addr().String())
+	a, proxy, target := peerBehindProxy(t, time.Second)
 	answers := func() bool {
 		ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
 		defer cancel()
@@ -172,7 +90,7 @@ func TestAnswersTellsLiveFromFrozenPeer(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("slow call: %v", err)
 	}
-	proxy.freeze()
+	proxy.Freeze()
 	start := time.Now()
 	if answers() {
 		t.Fatal("a frozen peer answered")
@@ -180,5 +98,5 @@ func TestAnswersTellsLiveFromFrozenPeer(t *testing.T) {
 	if took := time.Since(start); took > time.Second {
 		t.Fatalf("Answers took %v with a 200ms context", took)
 	}
-	proxy.thaw()
+	proxy.Thaw()
 }

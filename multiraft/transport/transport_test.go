@@ -7,7 +7,6 @@ import (
 	"io"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -348,19 +347,7 @@ func TestGroupTransport_PipelineConnectionBreaks(t *testing.T) {
 	resp := makeAppendRPCResponse()
 	stop := make(chan struct{})
 	defer close(stop)
-	var served sync.WaitGroup
-	served.Add(1)
-	go func() {
-		defer served.Done()
-		for {
-			select {
-			case rpc := <-ga.Consumer():
-				rpc.Respond(&resp, nil)
-			case <-stop:
-				return
-			}
-		}
-	}()
+	go respondAll(ga, &resp, stop)
 	for _, breakConn := range []bool{true, false} {
 		p, err := gb.AppendEntriesPipeline("id1", ga.LocalAddr())
 		if err != nil {
