@@ -119,6 +119,7 @@ func TestClusterMetrics(t *testing.T) {
 	// the proposal. Leadership may move under the test: try rooms until
 	// one publish was forwarded.
 	var room string
+	attempt := 0
 	eventually.Nil(t, 20*time.Second, "a forwarded publish", func() error {
 		h := c.Node(0).Host()
 		for i := 0; ; i++ {
@@ -129,7 +130,8 @@ func TestClusterMetrics(t *testing.T) {
 		}
 		before := scrapeNode(t, base).value("herald_raft_forwarded_total", "kind", "propose")
 		sub.MustOK(sub.Call("subscribe", wstest.Obj{"room": room}))
-		pub.MustOK(pub.Call("publish", wstest.Obj{"room": room, "data": "hello"}))
+		attempt++ // a key per attempt: a retried attempt must publish anew
+		pub.MustOK(pub.Call("publish", wstest.Obj{"room": room, "data": "hello", "key": fmt.Sprint("hello-", attempt)}))
 		if ev := sub.Event(10 * time.Second); ev["room"] != room {
 			return fmt.Errorf("event from room %v, want %s", ev["room"], room)
 		}

@@ -382,10 +382,10 @@ func TestBroadcastAndRoomListing(t *testing.T) {
 	for i := range 25 {
 		rooms = append(rooms, fmt.Sprintf("team/%02d", i))
 	}
-	if _, err := cl.Publish(ctx, api.PublishRequest{Room: "team/03", Data: json.RawMessage(`"before"`)}); err != nil {
+	if _, err := cl.Publish(ctx, api.PublishRequest{Room: "team/03", Data: json.RawMessage(`"before"`), Key: "before"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cl.Publish(ctx, api.PublishRequest{Room: "teams", Data: json.RawMessage(`"not listed under team/"`)}); err != nil {
+	if _, err := cl.Publish(ctx, api.PublishRequest{Room: "teams", Data: json.RawMessage(`"not listed under team/"`), Key: "teams"}); err != nil {
 		t.Fatal(err)
 	}
 	req := api.BroadcastRequest{Rooms: rooms, Data: json.RawMessage(`{"alert":"fire drill"}`), Key: "drill-1"}

@@ -192,7 +192,7 @@ func TestUnsubscribeAndLeave(t *testing.T) {
 		}
 	}
 	for _, room := range []string{"lobby", "other"} {
-		if _, err := srv.Publish(ctx, api.PublishRequest{Room: room, Data: json.RawMessage(`"after"`)}); err != nil {
+		if _, err := srv.Publish(ctx, api.PublishRequest{Room: room, Data: json.RawMessage(`"after"`), Key: "after"}); err != nil {
 			t.Fatal(err)
 		}
 	}
