@@ -187,6 +187,28 @@ func TestMoveReplicaUnderWriteLoad(t *testing.T) {
 	}
 }
 
+// checkDecommissioned checks, in h's view of the meta state, that node is
+// gone, that each of the groups has three replicas none of which is node,
+// and that no replica change is left recorded.
+func checkDecommissioned(ctx context.Context, t *testing.T, h *multiraft.Host, node string, groups uint64) {
+	t.Helper()
+	st, err := h.MetaState(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := st.Nodes[node]; ok {
+		t.Errorf("%s is still a cluster node", node)
+	}
+	for g := uint64(1); g <= groups; g++ {
+		if r := st.Replicas[g]; len(r) != 3 || slices.Contains(r, node) {
+			t.Errorf("group %d replicas %v", g, r)
+		}
+		if op := st.Ops[g]; op != nil {
+			t.Errorf("group %d still has an operation record: %v", g, op)
+		}
+	}
+}
+
 func TestDecommission(t *testing.T) {
 	c := newTwinCluster(t)
 	c.bootstrap(4, 3, "n1", "n2", "n3", "n4")
@@ -195,18 +217,7 @@ func TestDecommission(t *testing.T) {
 	if err := c.nodes["n3"].h().Decommission(ctx, "n1"); err != nil {
 		t.Fatalf("decommission n1: %v", err)
 	}
-	st, err := c.nodes["n2"].h().MetaState(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, ok := st.Nodes["n1"]; ok {
-		t.Error("n1 is still a cluster node")
-	}
-	for g := uint64(1); g <= 4; g++ {
-		if r := st.Replicas[g]; len(r) != 3 || slices.Contains(r, "n1") {
-			t.Errorf("group %d replicas %v", g, r)
-		}
-	}
+	checkDecommissioned(ctx, t, c.nodes["n2"].h(), "n1", 4)
 	c.nodes["n1"].stop()
 	for g := uint64(1); g <= 4; g++ {
 		c.waitLeader(g)

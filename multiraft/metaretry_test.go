@@ -3,7 +3,6 @@ package multiraft_test
 import (
 	"context"
 	"encoding/json"
-	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -58,19 +57,5 @@ func TestDecommissionRidesOutLostMetaReplies(t *testing.T) {
 	}
 	t.Logf("meta proposals made: %v", asked)
 	mu.Unlock()
-	st, err := c.nodes["n2"].h().MetaState(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, ok := st.Nodes["n1"]; ok {
-		t.Error("n1 is still a cluster node")
-	}
-	for g := uint64(1); g <= 4; g++ {
-		if r := st.Replicas[g]; len(r) != 3 || slices.Contains(r, "n1") {
-			t.Errorf("group %d replicas %v", g, r)
-		}
-		if op := st.Ops[g]; op != nil {
-			t.Errorf("group %d still has an operation record: %v", g, op)
-		}
-	}
+	checkDecommissioned(ctx, t, c.nodes["n2"].h(), "n1", 4)
 }
