@@ -6,7 +6,7 @@
 #   make jepsen-quick  the consistency harness, 3 nodes: the quick preset,
 #                then one power-loss run on lazy disks where FUSE works
 #                (without it that run says so and leaves power loss out);
-#                about 3.5 minutes
+#                about 3 minutes
 #   make jepsen-powerloss  the harness with power losses on lazy FUSE disks
 #   make jepsen  the consistency harness, 5 nodes, every fault, 3 seeds,
 #                then the planted bugs it must find (docs/jepsen.md)
