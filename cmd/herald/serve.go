@@ -74,7 +74,7 @@ func serveFlags() []cli.Flag {
 		str("namespaces-file", "", "with --bootstrap: JSON file of the new cluster's namespace rules, as herald admin namespaces list --json prints them"),
 		num("groups", 64, "data groups of a new cluster (fixed for its life)"),
 		num("replication", 3, "replicas per data group of a new cluster"),
-		str("log-store", "badger", "raft log backend: badger (one DB per node) or bolt (a file per group)"),
+		str("log-store", "badger", "raft log backend: badger (one DB per node), wal (one append-only log per node) or bolt (a file per group)"),
 		dur("heartbeat-timeout", t.HeartbeatTimeout, "raft: follower's wait before an election"),
 		dur("election-timeout", t.ElectionTimeout, "raft: candidate's wait for votes"),
 		dur("leader-lease-timeout", t.LeaderLeaseTimeout, "raft: leader's lease without quorum contact"),

@@ -32,10 +32,16 @@ type Config struct {
 	// reads hit memtables), so a big cache buys little.
 	BadgerBlockCacheSize int64
 
+	// WALSegmentSize is the size at which the wal backend starts a new
+	// segment file, default 64 MiB, minimum 64 KiB. A segment is removed
+	// once raft compacted away every entry in it, so this bounds how much
+	// disk the log holds beyond what raft keeps.
+	WALSegmentSize int64
+
 	// OnSync, when set, is told how long each DB.Sync of the badger
 	// backend took: the fsync every group-commit batch waits for, and so
-	// the floor of every raft write's latency. It runs on the committer
-	// goroutine, which every write of the node queues behind: keep it to
+	// the floor of every raft write's latency (the wal backend's
+	// fdatasync likewise). It runs on the writing goroutine, which every write of the node queues behind: keep it to
 	// an atomic update. The bolt backend never calls it (raft-boltdb syncs
 	// inside its own transactions).
 	OnSync func(time.Duration)
@@ -49,11 +55,15 @@ func DefaultConfig() Config {
 		Logger:               slog.Default(),
 		BadgerMemTableSize:   16 << 20,
 		BadgerBlockCacheSize: 16 << 20,
+		WALSegmentSize:       64 << 20,
 	}
 }
 
 // minBadgerMemTableSize is Config.BadgerMemTableSize's minimum.
 const minBadgerMemTableSize = 8 << 20
+
+// minWALSegmentSize is Config.WALSegmentSize's minimum.
+const minWALSegmentSize = 64 << 10
 
 // WithDefaults returns c with each zero field set to DefaultConfig's value,
 // field by field: setting one field never changes another.
@@ -68,12 +78,15 @@ func (c Config) Validate() error {
 	c = c.WithDefaults()
 	var p fields.Problems
 	p.Required("Config.Dir", c.Dir != "")
-	if c.Kind != KindBadger && c.Kind != KindBolt {
-		p.Addf("Config.Kind %q is unknown (want %q or %q)", c.Kind, KindBadger, KindBolt)
+	if _, err := ParseKind(string(c.Kind)); err != nil {
+		p.Addf("Config.Kind %q is unknown (want %q, %q or %q)", c.Kind, KindBadger, KindBolt, KindWAL)
 	}
 	if c.BadgerMemTableSize < minBadgerMemTableSize {
 		p.Addf("Config.BadgerMemTableSize %d is below the minimum, %d", c.BadgerMemTableSize, minBadgerMemTableSize)
 	}
 	fields.NotNegative(&p, "Config.BadgerBlockCacheSize", c.BadgerBlockCacheSize)
+	if c.WALSegmentSize < minWALSegmentSize {
+		p.Addf("Config.WALSegmentSize %d is below the minimum, %d", c.WALSegmentSize, minWALSegmentSize)
+	}
 	return p.Err("logstore")
 }

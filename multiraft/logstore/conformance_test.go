@@ -363,7 +363,7 @@ func TestLargeBatchAtomic(t *testing.T) {
 }
 
 func TestParseKind(t *testing.T) {
-	for _, s := range []string{"badger", "bolt"} {
+	for _, s := range []string{"badger", "bolt", "wal"} {
 		if k, err := ParseKind(s); err != nil || string(k) != s {
 			t.Errorf("ParseKind(%q) = %q, %v", s, k, err)
 		}

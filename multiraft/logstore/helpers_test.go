@@ -12,7 +12,7 @@ import (
 )
 
 // testKinds is the table of backends every conformance test runs over.
-var testKinds = []Kind{KindBadger, KindBolt}
+var testKinds = []Kind{KindBadger, KindBolt, KindWAL}
 
 func discardLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))

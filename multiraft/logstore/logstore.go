@@ -57,6 +57,9 @@ const (
 	KindBadger Kind = "badger"
 	// KindBolt uses one raft-boltdb file per group.
 	KindBolt Kind = "bolt"
+	// KindWAL appends every group's log to one segmented file per node
+	// with one fdatasync per merged write (wal.go).
+	KindWAL Kind = "wal"
 )
 
 // DefaultKind is used when Config.Kind is empty. Badger wins because group
@@ -74,13 +77,13 @@ var ErrClosed = errors.New("logstore: closed")
 // raft-boltdb and raft.InmemStore return.
 var ErrKeyNotFound = errors.New("not found")
 
-// ParseKind parses a flag value: "badger" or "bolt".
+// ParseKind parses a flag value: "badger", "bolt" or "wal".
 func ParseKind(s string) (Kind, error) {
 	switch Kind(s) {
-	case KindBadger, KindBolt:
+	case KindBadger, KindBolt, KindWAL:
 		return Kind(s), nil
 	}
-	return "", fmt.Errorf("logstore: unknown backend kind %q (want %q or %q)", s, KindBadger, KindBolt)
+	return "", fmt.Errorf("logstore: unknown backend kind %q (want %q, %q or %q)", s, KindBadger, KindBolt, KindWAL)
 }
 
 // Open opens or creates the backend selected by cfg.Kind under cfg.Dir;
@@ -90,8 +93,11 @@ func Open(cfg Config) (Backend, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if cfg.Kind == KindBolt {
+	switch cfg.Kind {
+	case KindBolt:
 		return openBolt(cfg)
+	case KindWAL:
+		return openWAL(cfg)
 	}
 	return openBadger(cfg)
 }

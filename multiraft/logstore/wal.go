@@ -1,0 +1,917 @@
+package logstore
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"golang.org/x/sys/unix"
+
+	"github.com/heraldhq/herald/internal/wire"
+)
+
+// The wal backend keeps the raft logs and stable values of every group on
+// a node in one append-only log: segment files written by one goroutine,
+// which turns the writes of all groups waiting at that moment into one
+// write(2) and one fdatasync. An entry is found through an in-memory index
+// of where it lies and read back with one pread. Nothing is inserted into
+// an LSM tree and nothing is memory-mapped, so a write costs its encoding,
+// a copy into the page cache and its share of one sync (badger's DB.Sync
+// is two msyncs, one of them of a value log Herald never writes).
+//
+// A segment, wal-<sequence in hex>.log, is a sequence of records:
+//
+//	uint32 LE  length of the body (1 .. maxWALRecord)
+//	uint32 LE  CRC-32C of the body
+//	body:      byte kind, uvarint group, then by kind:
+//	  walCreate      nothing: the group exists (Group on a new group)
+//	  walEntry       uvarint index, the entry as encodeLog writes it
+//	                 (with its own checksum, verified on every read)
+//	  walDelete      uvarint lo, uvarint hi
+//	  walStable      uvarint len(key), key, value
+//	  walDrop        nothing: the group and all its data are gone
+//	  walCheckpoint  (group 0) uvarint count, then per group: uvarint id,
+//	                 uvarint count, per value: uvarint len, key, uvarint
+//	                 len, value
+//
+// Every segment begins with a checkpoint: the groups and their stable
+// values at that moment. A segment is removed, oldest first, once no entry
+// of the index lies in it; the checkpoint of the next one still says what
+// its stable records and creates said. The directory is synced after every
+// create and every removal, so removals are durable in order.
+//
+// Open replays every segment in order. A record that fails its length or
+// checksum at the end of the newest segment (it reaches the end of the
+// file, or only zeros follow it) is a write that a crash cut off before
+// its sync, so it was never acknowledged: it is cut away. Anywhere else it
+// is damage, and Open refuses with the file and the offset.
+
+const (
+	walCreate byte = iota + 1
+	walEntry
+	walDelete
+	walStable
+	walDrop
+	walCheckpoint
+)
+
+const (
+	walHeaderLen = 8
+	// maxWALRecord bounds one record: an entry larger than a peer frame
+	// (64 MiB) could not be replicated anyway.
+	maxWALRecord = 64 << 20
+	walDirName   = "raft-wal"
+)
+
+// walOp is one change a caller asks for.
+type walOp struct {
+	kind   byte
+	group  uint64
+	index  uint64 // walEntry
+	lo, hi uint64 // walDelete
+	key    []byte // walStable
+	val    []byte // walEntry: the encoded entry; walStable: the value
+}
+
+type walReq struct {
+	ops  []walOp
+	done chan error
+}
+
+type walSegment struct {
+	seq  uint64
+	path string
+	f    *os.File
+	size int64 // bytes of whole records
+	live int   // index entries that lie in this segment
+}
+
+type walLoc struct {
+	seg *walSegment
+	off int64
+	n   int
+}
+
+type walGroup struct {
+	entries     map[uint64]walLoc
+	first, last uint64
+	stable      map[string][]byte
+}
+
+func newWALGroup() *walGroup {
+	return &walGroup{entries: make(map[uint64]walLoc), stable: make(map[string][]byte)}
+}
+
+type walBackend struct {
+	dir     string
+	log     *slog.Logger
+	onSync  func(time.Duration)
+	segSize int64
+
+	reqs    chan *walReq
+	stopped chan struct{}
+	// sendMu is held for reading while sending on reqs, so Close can close
+	// it under the write lock; it guards closing.
+	sendMu  sync.RWMutex
+	closing bool
+
+	// omu guards open and closed and serialises Group, CloseGroup,
+	// DropGroup and Close.
+	omu    sync.Mutex
+	closed bool
+	open   map[uint64]*walStore
+
+	// mu guards groups and each group's index and values. Only the writer
+	// goroutine changes them (and Open, before it starts); readers hold mu
+	// for reading while they read a segment, so no segment is closed under
+	// them.
+	mu     sync.RWMutex
+	groups map[uint64]*walGroup
+
+	// Owned by the writer goroutine.
+	segs []*walSegment // oldest first; the last one is written
+	werr error         // sticky: after a failed write or sync nothing more is acknowledged
+	buf  []byte
+	pos  []walLoc
+}
+
+func openWAL(cfg Config) (*walBackend, error) {
+	dir := filepath.Join(cfg.Dir, walDirName)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("logstore: create %s: %w", dir, err)
+	}
+	b := &walBackend{
+		dir:     dir,
+		log:     cfg.Logger,
+		onSync:  cfg.OnSync,
+		segSize: cfg.WALSegmentSize,
+		reqs:    make(chan *walReq, 1024),
+		stopped: make(chan struct{}),
+		open:    make(map[uint64]*walStore),
+		groups:  make(map[uint64]*walGroup),
+	}
+	if err := b.replay(); err != nil {
+		b.closeFiles()
+		return nil, err
+	}
+	// Writes go to a new segment: the newest one on disk may end where a
+	// crash cut it, and a fresh checkpoint lets the old ones go sooner.
+	if err := b.rotate(); err != nil {
+		b.closeFiles()
+		return nil, err
+	}
+	b.removeDead()
+	go b.run()
+	return b, nil
+}
+
+// segmentNames returns the segment files in dir, oldest first.
+func segmentNames(dir string) ([]uint64, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var seqs []uint64
+	for _, e := range ents {
+		name := e.Name()
+		if !strings.HasPrefix(name, "wal-") || !strings.HasSuffix(name, ".log") {
+			continue
+		}
+		seq, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(name, "wal-"), ".log"), 16, 64)
+		if err != nil {
+			return nil, fmt.Errorf("segment file name %s: %w", name, err)
+		}
+		seqs = append(seqs, seq)
+	}
+	slices.Sort(seqs)
+	return seqs, nil
+}
+
+func (b *walBackend) segmentPath(seq uint64) string {
+	return filepath.Join(b.dir, fmt.Sprintf("wal-%016x.log", seq))
+}
+
+// replay rebuilds the index from every segment on disk.
+func (b *walBackend) replay() error {
+	seqs, err := segmentNames(b.dir)
+	if err != nil {
+		return fmt.Errorf("logstore: list %s: %w", b.dir, err)
+	}
+	for i, seq := range seqs {
+		seg := &walSegment{seq: seq, path: b.segmentPath(seq)}
+		if seg.f, err = os.OpenFile(seg.path, os.O_RDWR, 0); err != nil {
+			return fmt.Errorf("logstore: open %s: %w", seg.path, err)
+		}
+		b.segs = append(b.segs, seg)
+		data, err := io.ReadAll(seg.f)
+		if err != nil {
+			return fmt.Errorf("logstore: read %s: %w", seg.path, err)
+		}
+		var off int64
+		for off < int64(len(data)) {
+			op, n, entryAt, perr := parseWALRecord(data[off:])
+			if perr != nil {
+				if i == len(seqs)-1 && cutOff(data[off:], off) {
+					b.log.Warn("raft log: cutting away a write a crash left unfinished",
+						"segment", seg.path, "offset", off, "bytes", int64(len(data))-off, "err", perr)
+					if err := seg.f.Truncate(off); err != nil {
+						return fmt.Errorf("logstore: cut the unfinished tail of %s: %w", seg.path, err)
+					}
+					if err := unix.Fdatasync(int(seg.f.Fd())); err != nil {
+						return fmt.Errorf("logstore: sync %s: %w", seg.path, err)
+					}
+					break
+				}
+				return fmt.Errorf("logstore: %w: segment %s is damaged at offset %d: %v", ErrCorrupt, seg.path, off, perr)
+			}
+			b.apply(&op, walLoc{seg: seg, off: off + int64(entryAt), n: len(op.val)})
+			off += int64(n)
+		}
+		seg.size = off
+	}
+	return nil
+}
+
+// cutOff reports whether rest, which starts at file offset off with a
+// record that does not parse, is the unsynced tail of an interrupted write
+// rather than damage: the record runs to or past the end of the file,
+// nothing but zeros follows, or a whole disk sector inside the record is
+// zero (a write the disk did not finish; synced records never hold one,
+// since every record's checksum was good when it was synced).
+func cutOff(rest []byte, off int64) bool {
+	if len(rest) < walHeaderLen {
+		return true
+	}
+	n := int64(binary.LittleEndian.Uint32(rest))
+	if walHeaderLen+n >= int64(len(rest)) {
+		return true
+	}
+	if len(bytes.TrimLeft(rest, "\x00")) == 0 {
+		return true
+	}
+	const sector = 512
+	rec := rest[:walHeaderLen+n]
+	for i := (sector - off%sector) % sector; i+sector <= int64(len(rec)); i += sector {
+		if len(bytes.TrimLeft(rec[i:i+sector], "\x00")) == 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// parseWALRecord decodes the record at the start of p. It returns the op
+// (val aliasing p), the record's length and, for an entry, where its
+// encoding starts within the record.
+func parseWALRecord(p []byte) (op walOp, n, entryAt int, err error) {
+	if len(p) < walHeaderLen {
+		return op, 0, 0, errors.New("record header cut short")
+	}
+	size := binary.LittleEndian.Uint32(p)
+	if size == 0 || size > maxWALRecord {
+		return op, 0, 0, fmt.Errorf("record length %d out of range", size)
+	}
+	if int64(len(p)) < walHeaderLen+int64(size) {
+		return op, 0, 0, fmt.Errorf("record of %d bytes cut short at %d", size, len(p)-walHeaderLen)
+	}
+	body := p[walHeaderLen : walHeaderLen+size]
+	if got, want := crc32.Checksum(body, castagnoli), binary.LittleEndian.Uint32(p[4:]); got != want {
+		return op, 0, 0, fmt.Errorf("record checksum mismatch (stored %08x, computed %08x)", want, got)
+	}
+	d := wire.Reader{Buf: body}
+	rest := func() []byte { b := d.Buf; d.Buf = nil; return b }
+	op.kind = d.Byte()
+	op.group = d.Uvarint()
+	switch op.kind {
+	case walCreate, walDrop:
+	case walEntry:
+		op.index = d.Uvarint()
+		entryAt = walHeaderLen + len(body) - len(d.Buf)
+		op.val = rest()
+	case walDelete:
+		op.lo, op.hi = d.Uvarint(), d.Uvarint()
+	case walStable:
+		op.key = d.Bytes(maxWALRecord)
+		op.val = bytes.Clone(rest())
+	case walCheckpoint:
+		// Kept whole; apply decodes it.
+		op.val = rest()
+	default:
+		return op, 0, 0, fmt.Errorf("unknown record kind %d", op.kind)
+	}
+	if err := d.Done(); err != nil {
+		return op, 0, 0, fmt.Errorf("record of kind %d: %v", op.kind, err)
+	}
+	return op, walHeaderLen + int(size), entryAt, nil
+}
+
+// appendWALRecord appends op's record to dst and returns, for an entry,
+// where its encoding starts within the record.
+func appendWALRecord(dst []byte, op *walOp) ([]byte, int) {
+	start := len(dst)
+	dst = append(dst, make([]byte, walHeaderLen)...)
+	dst = append(dst, op.kind)
+	dst = binary.AppendUvarint(dst, op.group)
+	entryAt := 0
+	switch op.kind {
+	case walEntry:
+		dst = binary.AppendUvarint(dst, op.index)
+		entryAt = len(dst) - start
+		dst = append(dst, op.val...)
+	case walDelete:
+		dst = binary.AppendUvarint(dst, op.lo)
+		dst = binary.AppendUvarint(dst, op.hi)
+	case walStable:
+		dst = wire.AppendBytes(dst, op.key)
+		dst = append(dst, op.val...)
+	case walCheckpoint:
+		dst = append(dst, op.val...)
+	}
+	body := dst[start+walHeaderLen:]
+	binary.LittleEndian.PutUint32(dst[start:], uint32(len(body)))
+	binary.LittleEndian.PutUint32(dst[start+4:], crc32.Checksum(body, castagnoli))
+	return dst, entryAt
+}
+
+// apply changes the index for one record; at is where an entry lies. The
+// caller holds mu for writing (or is Open, before anyone else runs).
+func (b *walBackend) apply(op *walOp, at walLoc) {
+	g := b.groups[op.group]
+	switch op.kind {
+	case walCreate:
+		if g == nil {
+			b.groups[op.group] = newWALGroup()
+		}
+	case walEntry:
+		if g == nil {
+			g = newWALGroup()
+			b.groups[op.group] = g
+		}
+		if old, ok := g.entries[op.index]; ok {
+			old.seg.live--
+		}
+		at.seg.live++
+		g.entries[op.index] = at
+		if len(g.entries) == 1 {
+			g.first, g.last = op.index, op.index
+		} else {
+			g.first, g.last = min(g.first, op.index), max(g.last, op.index)
+		}
+	case walDelete:
+		if g != nil {
+			g.deleteRange(op.lo, op.hi)
+		}
+	case walStable:
+		if g == nil {
+			g = newWALGroup()
+			b.groups[op.group] = g
+		}
+		g.stable[string(op.key)] = op.val
+	case walDrop:
+		if g != nil {
+			g.deleteRange(0, ^uint64(0))
+			delete(b.groups, op.group)
+		}
+	case walCheckpoint:
+		b.applyCheckpoint(op.val)
+	}
+}
+
+func (g *walGroup) deleteRange(lo, hi uint64) {
+	if len(g.entries) == 0 || hi < g.first || lo > g.last {
+		return
+	}
+	lo, hi = max(lo, g.first), min(hi, g.last)
+	if hi-lo < uint64(len(g.entries)) {
+		for i := lo; ; i++ {
+			if loc, ok := g.entries[i]; ok {
+				loc.seg.live--
+				delete(g.entries, i)
+			}
+			if i == hi {
+				break
+			}
+		}
+	} else {
+		for i, loc := range g.entries {
+			if i >= lo && i <= hi {
+				loc.seg.live--
+				delete(g.entries, i)
+			}
+		}
+	}
+	// Logs may have gaps (raft stores past one after a snapshot), so the
+	// new bounds come from what is left.
+	g.first, g.last = 0, 0
+	for i := range g.entries {
+		if g.first == 0 || i < g.first {
+			g.first = i
+		}
+		g.last = max(g.last, i)
+	}
+}
+
+// encodeCheckpoint describes every group and its stable values.
+func (b *walBackend) encodeCheckpoint() []byte {
+	ids := make([]uint64, 0, len(b.groups))
+	for id := range b.groups {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	out := binary.AppendUvarint(nil, uint64(len(ids)))
+	for _, id := range ids {
+		g := b.groups[id]
+		out = binary.AppendUvarint(out, id)
+		out = binary.AppendUvarint(out, uint64(len(g.stable)))
+		keys := make([]string, 0, len(g.stable))
+		for k := range g.stable {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			out = wire.AppendString(out, k)
+			out = wire.AppendBytes(out, g.stable[k])
+		}
+	}
+	return out
+}
+
+// applyCheckpoint makes the groups and their stable values what the
+// checkpoint says; entries of the groups it names stay.
+func (b *walBackend) applyCheckpoint(p []byte) {
+	d := wire.Reader{Buf: p}
+	n := d.Count()
+	named := make(map[uint64]bool)
+	for i := 0; i < n && d.Err() == nil; i++ {
+		id := d.Uvarint()
+		g := b.groups[id]
+		if g == nil {
+			g = newWALGroup()
+			b.groups[id] = g
+		}
+		named[id] = true
+		clear(g.stable)
+		for k := d.Count(); k > 0 && d.Err() == nil; k-- {
+			key := d.String(maxWALRecord)
+			g.stable[key] = bytes.Clone(d.Bytes(maxWALRecord))
+		}
+	}
+	for id, g := range b.groups {
+		if !named[id] {
+			g.deleteRange(0, ^uint64(0))
+			delete(b.groups, id)
+		}
+	}
+}
+
+// rotate starts a new segment beginning with a checkpoint, durable with
+// its directory entry before anything is written after it. Writer only.
+func (b *walBackend) rotate() error {
+	var seq uint64 = 1
+	if n := len(b.segs); n > 0 {
+		seq = b.segs[n-1].seq + 1
+	}
+	seg := &walSegment{seq: seq, path: b.segmentPath(seq)}
+	f, err := os.OpenFile(seg.path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return fmt.Errorf("logstore: create %s: %w", seg.path, err)
+	}
+	seg.f = f
+	rec, _ := appendWALRecord(nil, &walOp{kind: walCheckpoint, val: b.encodeCheckpoint()})
+	if _, err := f.WriteAt(rec, 0); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("logstore: write %s: %w", seg.path, err)
+	}
+	if err := b.syncFile(f); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("logstore: sync %s: %w", seg.path, err)
+	}
+	if err := syncDir(b.dir); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("logstore: %w", err)
+	}
+	seg.size = int64(len(rec))
+	b.mu.Lock()
+	b.segs = append(b.segs, seg)
+	b.mu.Unlock()
+	return nil
+}
+
+// removeDead removes the oldest segments while no entry lies in them.
+// Writer only.
+func (b *walBackend) removeDead() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for len(b.segs) > 1 && b.segs[0].live == 0 {
+		seg := b.segs[0]
+		if err := os.Remove(seg.path); err != nil {
+			b.log.Error("raft log: cannot remove an unused segment; it stays", "segment", seg.path, "err", err)
+			return
+		}
+		if err := syncDir(b.dir); err != nil {
+			b.log.Error("raft log: cannot sync the log directory after removing a segment", "err", err)
+		}
+		_ = seg.f.Close()
+		b.segs = b.segs[1:]
+	}
+}
+
+func (b *walBackend) syncFile(f *os.File) error {
+	if plantedNoSync != nil && plantedNoSync() {
+		return nil
+	}
+	if b.onSync == nil {
+		return unix.Fdatasync(int(f.Fd()))
+	}
+	start := time.Now()
+	err := unix.Fdatasync(int(f.Fd()))
+	b.onSync(time.Since(start))
+	return err
+}
+
+// run is the writer: it merges the requests waiting into one write and one
+// sync, then applies them to the index and releases their callers.
+func (b *walBackend) run() {
+	defer close(b.stopped)
+	batch := make([]*walReq, 0, 64)
+	for r := range b.reqs {
+		batch = append(batch[:0], r)
+		// As the badger committer does: let the writers that are ready
+		// queue their writes first, so one sync covers them.
+		runtime.Gosched()
+	drain:
+		for len(batch) < maxMerged {
+			select {
+			case r, ok := <-b.reqs:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, r)
+			default:
+				break drain
+			}
+		}
+		err := b.write(batch)
+		for _, r := range batch {
+			r.done <- err
+		}
+		clear(batch)
+	}
+}
+
+func (b *walBackend) write(batch []*walReq) error {
+	if b.werr != nil {
+		return b.werr
+	}
+	out, pos := b.buf[:0], b.pos[:0]
+	for _, r := range batch {
+		for i := range r.ops {
+			start := len(out)
+			var at int
+			out, at = appendWALRecord(out, &r.ops[i])
+			pos = append(pos, walLoc{off: int64(start + at), n: len(r.ops[i].val)})
+		}
+	}
+	b.buf, b.pos = out, pos
+	seg := b.segs[len(b.segs)-1]
+	if seg.size+int64(len(out)) > b.segSize && seg.size > 0 {
+		if err := b.rotate(); err != nil {
+			b.werr = err
+			b.log.Error("raft log store cannot start a segment; refusing further writes", "err", err)
+			return err
+		}
+		seg = b.segs[len(b.segs)-1]
+	}
+	base := seg.size
+	if _, err := seg.f.WriteAt(out, base); err != nil {
+		b.werr = fmt.Errorf("logstore: write %s: %w", seg.path, err)
+	} else if err := b.syncFile(seg.f); err != nil {
+		b.werr = fmt.Errorf("logstore: sync %s: %w", seg.path, err)
+	}
+	if b.werr != nil {
+		b.log.Error("raft log store write failed; refusing further writes", "err", b.werr)
+		return b.werr
+	}
+	seg.size += int64(len(out))
+	b.mu.Lock()
+	k := 0
+	for _, r := range batch {
+		for i := range r.ops {
+			at := pos[k]
+			at.seg, at.off = seg, base+at.off
+			b.apply(&r.ops[i], at)
+			k++
+		}
+	}
+	b.mu.Unlock()
+	if len(b.segs) > 1 && b.segs[0].live == 0 {
+		b.removeDead()
+	}
+	if cap(b.buf) > 4<<20 {
+		b.buf = nil // a rare huge batch should not pin its buffer
+	}
+	return nil
+}
+
+// submit queues ops and waits until they are durable and in the index.
+func (b *walBackend) submit(ops ...walOp) error {
+	r := &walReq{ops: ops, done: make(chan error, 1)}
+	b.sendMu.RLock()
+	if b.closing {
+		b.sendMu.RUnlock()
+		return ErrClosed
+	}
+	b.reqs <- r
+	b.sendMu.RUnlock()
+	return <-r.done
+}
+
+func (b *walBackend) closeFiles() {
+	for _, seg := range b.segs {
+		_ = seg.f.Close()
+	}
+	b.segs = nil
+}
+
+func (b *walBackend) Group(id uint64) (Store, error) {
+	b.omu.Lock()
+	defer b.omu.Unlock()
+	if b.closed {
+		return nil, ErrClosed
+	}
+	if _, ok := b.open[id]; ok {
+		return nil, fmt.Errorf("logstore: group %d is already open", id)
+	}
+	b.mu.RLock()
+	_, exists := b.groups[id]
+	b.mu.RUnlock()
+	if !exists {
+		if err := b.submit(walOp{kind: walCreate, group: id}); err != nil {
+			return nil, fmt.Errorf("logstore: group %d: create: %w", id, err)
+		}
+	}
+	s := &walStore{b: b, id: id}
+	b.open[id] = s
+	return s, nil
+}
+
+func (b *walBackend) CloseGroup(id uint64) error {
+	b.omu.Lock()
+	defer b.omu.Unlock()
+	if s, ok := b.open[id]; ok {
+		s.close()
+		delete(b.open, id)
+	}
+	return nil
+}
+
+func (b *walBackend) DropGroup(id uint64) error {
+	b.omu.Lock()
+	defer b.omu.Unlock()
+	if b.closed {
+		return ErrClosed
+	}
+	if s, ok := b.open[id]; ok {
+		s.close()
+		delete(b.open, id)
+	}
+	b.mu.RLock()
+	_, exists := b.groups[id]
+	b.mu.RUnlock()
+	if !exists {
+		return nil
+	}
+	if err := b.submit(walOp{kind: walDrop, group: id}); err != nil {
+		return fmt.Errorf("logstore: group %d: drop: %w", id, err)
+	}
+	return nil
+}
+
+func (b *walBackend) Groups() ([]uint64, error) {
+	b.omu.Lock()
+	closed := b.closed
+	b.omu.Unlock()
+	if closed {
+		return nil, ErrClosed
+	}
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	ids := make([]uint64, 0, len(b.groups))
+	for id := range b.groups {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids, nil
+}
+
+func (b *walBackend) Close() error {
+	b.omu.Lock()
+	defer b.omu.Unlock()
+	if b.closed {
+		return nil
+	}
+	b.closed = true
+	for id, s := range b.open {
+		s.close()
+		delete(b.open, id)
+	}
+	b.sendMu.Lock()
+	b.closing = true
+	close(b.reqs)
+	b.sendMu.Unlock()
+	<-b.stopped
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var errs []error
+	for _, seg := range b.segs {
+		if err := seg.f.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("logstore: close %s: %w", seg.path, err))
+		}
+	}
+	b.segs = nil
+	return errors.Join(errs...)
+}
+
+// walStore is one group's view of the node's log.
+type walStore struct {
+	b  *walBackend // set at construction, read-only after
+	id uint64
+
+	// rw is held for reading by every call, so close can wait for calls in
+	// progress. It guards closed.
+	rw     sync.RWMutex
+	closed bool
+}
+
+func (s *walStore) close() {
+	s.rw.Lock()
+	s.closed = true
+	s.rw.Unlock()
+}
+
+func (s *walStore) enter() error {
+	s.rw.RLock()
+	if s.closed {
+		s.rw.RUnlock()
+		return ErrClosed
+	}
+	return nil
+}
+
+func (s *walStore) leave() { s.rw.RUnlock() }
+
+// bounds returns the group's first and last index.
+func (s *walStore) bounds() (first, last uint64) {
+	s.b.mu.RLock()
+	defer s.b.mu.RUnlock()
+	if g := s.b.groups[s.id]; g != nil {
+		return g.first, g.last
+	}
+	return 0, 0
+}
+
+func (s *walStore) FirstIndex() (uint64, error) {
+	if err := s.enter(); err != nil {
+		return 0, err
+	}
+	defer s.leave()
+	first, _ := s.bounds()
+	return first, nil
+}
+
+func (s *walStore) LastIndex() (uint64, error) {
+	if err := s.enter(); err != nil {
+		return 0, err
+	}
+	defer s.leave()
+	_, last := s.bounds()
+	return last, nil
+}
+
+func (s *walStore) GetLog(index uint64, out *raft.Log) error {
+	if err := s.enter(); err != nil {
+		return err
+	}
+	defer s.leave()
+	s.b.mu.RLock()
+	g := s.b.groups[s.id]
+	var loc walLoc
+	ok := false
+	if g != nil {
+		loc, ok = g.entries[index]
+	}
+	if !ok {
+		s.b.mu.RUnlock()
+		return raft.ErrLogNotFound
+	}
+	buf := make([]byte, loc.n)
+	_, err := loc.seg.f.ReadAt(buf, loc.off)
+	s.b.mu.RUnlock()
+	if err == nil {
+		err = decodeLog(buf, out)
+		if err == nil && out.Index != index {
+			err = fmt.Errorf("%w: index %d found where %d belongs", errCorruptLog, out.Index, index)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("logstore: group %d: get log %d: %w", s.id, index, err)
+	}
+	return nil
+}
+
+func (s *walStore) StoreLog(log *raft.Log) error {
+	return s.StoreLogs([]*raft.Log{log})
+}
+
+func (s *walStore) StoreLogs(logs []*raft.Log) error {
+	if err := s.enter(); err != nil {
+		return err
+	}
+	defer s.leave()
+	if len(logs) == 0 {
+		return nil
+	}
+	ops := make([]walOp, len(logs))
+	for i, l := range logs {
+		enc := encodeLog(make([]byte, 0, encodedLogSize(l)), l)
+		if len(enc) > maxWALRecord-64 {
+			return fmt.Errorf("logstore: group %d: entry %d of %d bytes exceeds the log's record limit (%d)", s.id, l.Index, len(enc), maxWALRecord-64)
+		}
+		ops[i] = walOp{kind: walEntry, group: s.id, index: l.Index, val: enc}
+	}
+	if err := s.b.submit(ops...); err != nil {
+		return fmt.Errorf("logstore: group %d: store logs %d..%d: %w", s.id, logs[0].Index, logs[len(logs)-1].Index, err)
+	}
+	return nil
+}
+
+func (s *walStore) DeleteRange(lo, hi uint64) error {
+	if err := s.enter(); err != nil {
+		return err
+	}
+	defer s.leave()
+	if lo > hi {
+		return nil
+	}
+	if first, last := s.bounds(); first == 0 || hi < first || lo > last {
+		return nil
+	}
+	if err := s.b.submit(walOp{kind: walDelete, group: s.id, lo: lo, hi: hi}); err != nil {
+		return fmt.Errorf("logstore: group %d: delete range %d..%d: %w", s.id, lo, hi, err)
+	}
+	return nil
+}
+
+func (s *walStore) Set(key, val []byte) error {
+	if err := s.enter(); err != nil {
+		return err
+	}
+	defer s.leave()
+	if err := s.b.submit(walOp{kind: walStable, group: s.id, key: key, val: bytes.Clone(val)}); err != nil {
+		return fmt.Errorf("logstore: group %d: set %q: %w", s.id, key, err)
+	}
+	return nil
+}
+
+func (s *walStore) Get(key []byte) ([]byte, error) {
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.leave()
+	s.b.mu.RLock()
+	defer s.b.mu.RUnlock()
+	if g := s.b.groups[s.id]; g != nil {
+		if v, ok := g.stable[string(key)]; ok {
+			return bytes.Clone(v), nil
+		}
+	}
+	return nil, ErrKeyNotFound
+}
+
+func (s *walStore) SetUint64(key []byte, val uint64) error {
+	return s.Set(key, binary.BigEndian.AppendUint64(nil, val))
+}
+
+func (s *walStore) GetUint64(key []byte) (uint64, error) {
+	val, err := s.Get(key)
+	if err != nil {
+		return 0, err
+	}
+	if len(val) != 8 {
+		return 0, fmt.Errorf("logstore: group %d: key %q holds %d bytes, not a uint64", s.id, key, len(val))
+	}
+	return binary.BigEndian.Uint64(val), nil
+}
