@@ -126,6 +126,9 @@ func (r *Results) Summary(w io.Writer) {
 	p("herald-jepsen run of %s", in.Started.Format(time.RFC3339))
 	p("  folder       %s", in.Dir)
 	p("  cluster      %d nodes, %d groups, replication %d; seed %d", in.Nodes, in.Groups, in.Replication, in.Seed)
+	if in.LogStore != "" {
+		p("  log store    %s", in.LogStore)
+	}
 	p("  network      %s", in.Network)
 	if in.Disks != "" {
 		p("  disks        %s", in.Disks)

@@ -27,6 +27,9 @@ type Config struct {
 
 	Nodes, Groups, Replication int
 	Seed                       int64
+	// LogStore is every node's --log-store; empty leaves the server's
+	// default.
+	LogStore string
 
 	// Time is how long the workload runs under faults; Recovery how long it
 	// goes on after the final heal.
@@ -102,6 +105,7 @@ type RunInfo struct {
 	Nodes       int      `json:"nodes"`
 	Groups      int      `json:"groups"`
 	Replication int      `json:"replication"`
+	LogStore    string   `json:"log_store,omitempty"`
 	Faults      []string `json:"faults"`
 	Overlap     int      `json:"overlap"`
 	Time        float64  `json:"time"`
@@ -228,7 +232,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	}
 	info := RunInfo{Started: started, Dir: dir, Mode: nw.Mode(), Network: nw.Describe(), Fallback: fallback, Disks: disks,
 		Herald: cfg.Herald, Seed: cfg.Seed, Nodes: cfg.Nodes, Groups: cfg.Groups, Replication: cfg.Replication,
-		Faults: cfg.Faults, Overlap: cfg.Overlap, Time: cfg.Time.Seconds(), Recovery: cfg.Recovery.Seconds(), Notes: notes}
+		LogStore: cfg.LogStore, Faults: cfg.Faults, Overlap: cfg.Overlap, Time: cfg.Time.Seconds(), Recovery: cfg.Recovery.Seconds(), Notes: notes}
 
 	rec := NewRecorder()
 	serveArgs := []string{
@@ -236,6 +240,9 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		"--lease-ttl", "3s", "--request-timeout", "5s",
 		"--publish-rate", "100000", "--publish-burst", "100000", "--log-level", "warn",
 		"--pprof", // for the goroutine dumps of a failed contact check (dump.go)
+	}
+	if cfg.LogStore != "" {
+		serveArgs = append(serveArgs, "--log-store", cfg.LogStore)
 	}
 	logf("starting %d nodes in %s", cfg.Nodes, dir)
 	c, err := StartCluster(ctx, ClusterConfig{Bin: cfg.Herald, Dir: dir, Nodes: cfg.Nodes, Groups: cfg.Groups,

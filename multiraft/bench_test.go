@@ -146,10 +146,10 @@ func benchCommand(i int) []byte { return kvtest.Append(fmt.Sprintf("%08d", i), b
 
 // BenchmarkCommit measures 100-byte proposals committed by 3 replicas with
 // 64, 512 or 4,096 concurrent proposers spread over 1, 16 or 64 groups, for
-// both raft log stores, each proposer calling Propose on the group leader's
+// every raft log store, each proposer calling Propose on the group leader's
 // node.
 func BenchmarkCommit(b *testing.B) {
-	for _, kind := range []logstore.Kind{logstore.KindBadger, logstore.KindBolt} {
+	for _, kind := range []logstore.Kind{logstore.KindBadger, logstore.KindWAL, logstore.KindBolt} {
 		for _, groups := range []uint64{1, 16, 64} {
 			for _, proposers := range benchProposers {
 				if kind == logstore.KindBolt && groups == 64 && proposers > 512 {

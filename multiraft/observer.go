@@ -14,8 +14,8 @@ type Observer interface {
 	// Applied: this node's replica of group applied a batch of n
 	// committed entries in d.
 	Applied(group uint64, n int, d time.Duration)
-	// LogSynced: one fsync of the raft log store took d (badger backend
-	// only; see logstore.Config.OnSync).
+	// LogSynced: one fsync of the raft log store took d (badger and wal
+	// backends; see logstore.Config.OnSync).
 	LogSynced(d time.Duration)
 	// Forwarded: a request was sent to another node's peer port. kind is
 	// the service: "propose", "query", "readindex", "barrier",

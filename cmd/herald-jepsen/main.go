@@ -56,6 +56,7 @@ func run(args []string) int {
 	nodes := fs.Int("nodes", 0, "nodes (default: the preset's)")
 	groups := fs.Int("groups", 0, "data groups (default: the preset's)")
 	replication := fs.Int("replication", 0, "replicas per group (default: the preset's)")
+	logStore := fs.String("log-store", "", "every node's raft log backend: badger, wal or bolt (default: herald serve's)")
 	dur := fs.Duration("time", 0, "workload time under faults (default: the preset's)")
 	recovery := fs.Duration("recovery", 0, "workload time after the final heal (default: the preset's)")
 	faults := fs.String("faults", "", "comma-separated faults, or all: "+strings.Join(jepsen.AllFaults, ","))
@@ -94,6 +95,7 @@ func run(args []string) int {
 			*dst = v
 		}
 	}
+	base.LogStore = *logStore
 	setInt(&base.Nodes, *nodes)
 	setInt(&base.Groups, *groups)
 	setInt(&base.Replication, *replication)
