@@ -54,7 +54,9 @@ import (
 // its stable records and creates said. The directory is synced after every
 // create and every removal, so removals are durable in order.
 //
-// Open replays every segment in order. A record that fails its length or
+// Open replays every segment in order and syncs each (a killed process can
+// leave a write readable in the page cache but not on disk, and what Open
+// reads, raft builds on). A record that fails its length or
 // checksum at the end of the newest segment (it reaches the end of the
 // file, or only zeros follow it) is a write that a crash cut off before
 // its sync, so it was never acknowledged: it is cut away. Anywhere else it
@@ -231,9 +233,6 @@ func (b *walBackend) replay() error {
 					if err := seg.f.Truncate(off); err != nil {
 						return fmt.Errorf("logstore: cut the unfinished tail of %s: %w", seg.path, err)
 					}
-					if err := unix.Fdatasync(int(seg.f.Fd())); err != nil {
-						return fmt.Errorf("logstore: sync %s: %w", seg.path, err)
-					}
 					break
 				}
 				return fmt.Errorf("logstore: %w: segment %s is damaged at offset %d: %v", ErrCorrupt, seg.path, off, perr)
@@ -242,6 +241,15 @@ func (b *walBackend) replay() error {
 			off += int64(n)
 		}
 		seg.size = off
+		// What was read may be only in the page cache: a process killed
+		// between its write and its sync leaves the write readable but
+		// not durable. Raft builds on everything read here (it may answer
+		// for an entry a killed predecessor never acknowledged), so it
+		// must outlive a power loss too, and before anything is written
+		// after it.
+		if err := unix.Fdatasync(int(seg.f.Fd())); err != nil {
+			return fmt.Errorf("logstore: sync %s: %w", seg.path, err)
+		}
 	}
 	return nil
 }
