@@ -39,7 +39,7 @@ type badgerBackend struct {
 }
 
 func openBadger(opts Config) (*badgerBackend, error) {
-	dir := filepath.Join(opts.Dir, "raft-badger")
+	dir := filepath.Join(opts.Dir, kindDirs[KindBadger])
 	memtable, cache := opts.BadgerMemTableSize, opts.BadgerBlockCacheSize
 	bo := badger.DefaultOptions(dir).
 		WithLogger(badgerLogger{opts.Logger}).

@@ -27,7 +27,7 @@ type boltBackend struct {
 }
 
 func openBolt(opts Config) (*boltBackend, error) {
-	dir := filepath.Join(opts.Dir, "raft-bolt")
+	dir := filepath.Join(opts.Dir, kindDirs[KindBolt])
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("logstore: create %s: %w", dir, err)
 	}

@@ -396,3 +396,29 @@ func TestCloseGroupKeepsData(t *testing.T) {
 		checkLog(t, again, fullLog(3, 10))
 	})
 }
+
+// A data dir keeps the log store it began with: opening another kind
+// there would start raft with no term and no vote.
+func TestOtherKindRefused(t *testing.T) {
+	for _, first := range testKinds {
+		dir := t.TempDir()
+		b := openTest(t, first, dir)
+		if err := mustGroup(t, b, 1).SetUint64([]byte("CurrentTerm"), 3); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Close(); err != nil {
+			t.Fatal(err)
+		}
+		for _, other := range testKinds {
+			if other == first {
+				continue
+			}
+			_, err := Open(Config{Kind: other, Dir: dir, Logger: discardLogger()})
+			if err == nil || !strings.Contains(err.Error(), string(first)) {
+				t.Errorf("open %s where %s keeps its log: err = %v, want a refusal naming %s", other, first, err, first)
+			}
+		}
+		b = openTest(t, first, dir)
+		_ = b.Close()
+	}
+}

@@ -3,6 +3,8 @@ package logstore
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 
 	"github.com/hashicorp/raft"
 )
@@ -93,6 +95,9 @@ func Open(cfg Config) (Backend, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if err := checkNoOtherKind(cfg.Dir, cfg.Kind); err != nil {
+		return nil, err
+	}
 	switch cfg.Kind {
 	case KindBolt:
 		return openBolt(cfg)
@@ -100,4 +105,25 @@ func Open(cfg Config) (Backend, error) {
 		return openWAL(cfg)
 	}
 	return openBadger(cfg)
+}
+
+// kindDirs are where each backend keeps its files under Config.Dir.
+var kindDirs = map[Kind]string{KindBadger: "raft-badger", KindBolt: "raft-bolt", KindWAL: walDirName}
+
+// checkNoOtherKind refuses to open kind where another backend already
+// keeps a log. Opening it would start raft with an empty log and stable
+// store beside the node's state machine and snapshots: the node would
+// forget its term and its vote, and could vote twice in one term.
+func checkNoOtherKind(dir string, kind Kind) error {
+	for other, sub := range kindDirs {
+		if other == kind {
+			continue
+		}
+		ents, err := os.ReadDir(filepath.Join(dir, sub))
+		if err == nil && len(ents) > 0 {
+			return fmt.Errorf("logstore: %s holds a %s raft log (%s); this node must be started with that log store, not %s (to change it, replace the node: decommission it and add it again with an empty data dir)",
+				dir, other, sub, kind)
+		}
+	}
+	return nil
 }
