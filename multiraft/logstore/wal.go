@@ -51,7 +51,9 @@ import (
 // Every segment begins with a checkpoint: the groups and their stable
 // values at that moment. A segment is removed, oldest first, once no entry
 // of the index lies in it; the checkpoint of the next one still says what
-// its stable records and creates said. The directory is synced after every
+// its stable records and creates said. Beyond walKeepSegments segments, the
+// entries still live in the oldest one are written again at the end, so a
+// group raft never compacts cannot hold the log's disk for good. The directory is synced after every
 // create and every removal, so removals are durable in order.
 //
 // Open replays every segment in order and syncs each (a killed process can
@@ -77,6 +79,9 @@ const (
 	// (64 MiB) could not be replicated anyway.
 	maxWALRecord = 64 << 20
 	walDirName   = "raft-wal"
+	// walKeepSegments is how many segments the log may hold before the
+	// oldest one's live entries are written again at the end.
+	walKeepSegments = 4
 )
 
 // walOp is one change a caller asks for.
@@ -147,14 +152,21 @@ type walBackend struct {
 	// Owned by the writer goroutine.
 	segs []*walSegment // oldest first; the last one is written
 	werr error         // sticky: after a failed write or sync nothing more is acknowledged
-	buf  []byte
-	pos  []walLoc
+	// relocating is set while relocateOldest writes, so that write does
+	// not start another.
+	relocating bool
+	buf        []byte
+	pos        []walLoc
 }
 
 func openWAL(cfg Config) (*walBackend, error) {
 	dir := filepath.Join(cfg.Dir, walDirName)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("logstore: create %s: %w", dir, err)
+	}
+	// The directory's own entry, in case this open created it.
+	if err := syncDir(cfg.Dir); err != nil {
+		return nil, fmt.Errorf("logstore: %w", err)
 	}
 	b := &walBackend{
 		dir:     dir,
@@ -625,6 +637,13 @@ func (b *walBackend) write(batch []*walReq) error {
 		}
 	}
 	b.mu.Unlock()
+	if !b.relocating && len(b.segs) > walKeepSegments && b.segs[0].live > 0 {
+		b.relocating = true
+		if err := b.relocateOldest(); err != nil {
+			b.log.Error("raft log: cannot move the oldest segment's entries forward; it stays", "err", err)
+		}
+		b.relocating = false
+	}
 	if len(b.segs) > 1 && b.segs[0].live == 0 {
 		b.removeDead()
 	}
@@ -632,6 +651,37 @@ func (b *walBackend) write(batch []*walReq) error {
 		b.buf = nil // a rare huge batch should not pin its buffer
 	}
 	return nil
+}
+
+// relocateOldest writes the entries still live in the oldest segment
+// again, at the end of the log, so the segment can go. Without it one
+// group that raft never compacts (an idle group takes no snapshots) would
+// hold its oldest segment, and with it every later one, for good. Replay
+// finds the copies after the originals, so they win. Writer only.
+func (b *walBackend) relocateOldest() error {
+	old := b.segs[0]
+	var ops []walOp
+	for id, g := range b.groups {
+		for index, loc := range g.entries {
+			if loc.seg != old {
+				continue
+			}
+			enc := make([]byte, loc.n)
+			if _, err := old.f.ReadAt(enc, loc.off); err != nil {
+				return fmt.Errorf("logstore: read %s: %w", old.path, err)
+			}
+			ops = append(ops, walOp{kind: walEntry, group: id, index: index, val: enc})
+		}
+	}
+	// Entries in index order, so a segment that is read back holds each
+	// group's run in order, as the originals were.
+	sort.Slice(ops, func(i, j int) bool {
+		if ops[i].group != ops[j].group {
+			return ops[i].group < ops[j].group
+		}
+		return ops[i].index < ops[j].index
+	})
+	return b.write([]*walReq{{ops: ops}})
 }
 
 // submit queues ops and waits until they are durable and in the index.

@@ -267,3 +267,40 @@ func TestWALRecordRoundTrip(t *testing.T) {
 		t.Fatal("a zero header parsed")
 	}
 }
+
+// A group raft never compacts (an idle one takes no snapshots) must not
+// hold the log's disk: its entries move forward and old segments go.
+func TestWALIdleGroupDoesNotPinSegments(t *testing.T) {
+	dir := t.TempDir()
+	b := openWALTest(t, dir)
+	idle := mustGroup(t, b, 1)
+	if err := idle.StoreLogs(logsRange(1, 5, 100)); err != nil {
+		t.Fatal(err)
+	}
+	busy := mustGroup(t, b, 2)
+	most := 0
+	for lo := uint64(1); lo <= 3000; lo += 100 {
+		storeInBatches(t, busy, lo, lo+99, 300)
+		// raft compacts the busy group after its snapshots.
+		if lo > 200 {
+			if err := busy.DeleteRange(1, lo-100); err != nil {
+				t.Fatal(err)
+			}
+		}
+		most = max(most, len(walSegments(t, dir)))
+	}
+	if most > walKeepSegments+2 {
+		t.Fatalf("the log grew to %d segments with one idle group, want at most %d", most, walKeepSegments+2)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b = openWALTest(t, dir)
+	defer b.Close()
+	idle = mustGroup(t, b, 1)
+	checkBounds(t, idle, 1, 5)
+	for i := uint64(1); i <= 5; i++ {
+		checkLog(t, idle, fullLog(i, 100))
+	}
+	checkLog(t, mustGroup(t, b, 2), fullLog(3000, 300))
+}
