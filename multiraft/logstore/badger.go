@@ -374,34 +374,15 @@ type badgerStore struct {
 	b  *badgerBackend // b and id are set at construction, read-only after
 	id uint64
 
-	// rw is held for reading by every call, so close can wait for calls in
-	// progress before the group's data is dropped or the DB closed. It
-	// guards closed.
-	rw     sync.RWMutex
-	closed bool
+	// Every call passes the gate, so close can wait for calls in progress
+	// before the group's data is dropped or the DB closed.
+	callGate
 
 	// first and last cache the log bounds; raft asks for them constantly.
 	// Guarded by mu once the store is handed out.
 	mu          sync.Mutex
 	first, last uint64
 }
-
-func (s *badgerStore) close() {
-	s.rw.Lock()
-	s.closed = true
-	s.rw.Unlock()
-}
-
-func (s *badgerStore) enter() error {
-	s.rw.RLock()
-	if s.closed {
-		s.rw.RUnlock()
-		return ErrClosed
-	}
-	return nil
-}
-
-func (s *badgerStore) leave() { s.rw.RUnlock() }
 
 func (s *badgerStore) FirstIndex() (uint64, error) {
 	if err := s.enter(); err != nil {
@@ -607,13 +588,7 @@ func (s *badgerStore) SetUint64(key []byte, val uint64) error {
 
 func (s *badgerStore) GetUint64(key []byte) (uint64, error) {
 	val, err := s.Get(key)
-	if err != nil {
-		return 0, err
-	}
-	if len(val) != 8 {
-		return 0, fmt.Errorf("logstore: group %d: key %q holds %d bytes, not a uint64", s.id, key, len(val))
-	}
-	return binary.BigEndian.Uint64(val), nil
+	return decodeUint64(s.id, key, val, err)
 }
 
 // badgerLogger routes badger's logging to slog. Badger's Infof reports

@@ -1,10 +1,12 @@
 package logstore
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/hashicorp/raft"
 )
@@ -126,4 +128,42 @@ func checkNoOtherKind(dir string, kind Kind) error {
 		}
 	}
 	return nil
+}
+
+// callGate lets a store's calls run side by side and its close wait for
+// them: every call holds it for reading, close for writing.
+type callGate struct {
+	rw     sync.RWMutex
+	closed bool // guarded by rw
+}
+
+func (g *callGate) close() {
+	g.rw.Lock()
+	g.closed = true
+	g.rw.Unlock()
+}
+
+// enter admits a call, or says the store is closed; a call that entered
+// leaves.
+func (g *callGate) enter() error {
+	g.rw.RLock()
+	if g.closed {
+		g.rw.RUnlock()
+		return ErrClosed
+	}
+	return nil
+}
+
+func (g *callGate) leave() { g.rw.RUnlock() }
+
+// decodeUint64 decodes val, which Get returned with err for key, as
+// SetUint64 stored it: 8 bytes, big endian.
+func decodeUint64(group uint64, key, val []byte, err error) (uint64, error) {
+	if err != nil {
+		return 0, err
+	}
+	if len(val) != 8 {
+		return 0, fmt.Errorf("logstore: group %d: key %q holds %d bytes, not a uint64", group, key, len(val))
+	}
+	return binary.BigEndian.Uint64(val), nil
 }

@@ -808,28 +808,9 @@ type walStore struct {
 	b  *walBackend // set at construction, read-only after
 	id uint64
 
-	// rw is held for reading by every call, so close can wait for calls in
-	// progress. It guards closed.
-	rw     sync.RWMutex
-	closed bool
+	// Every call passes the gate, so close can wait for calls in progress.
+	callGate
 }
-
-func (s *walStore) close() {
-	s.rw.Lock()
-	s.closed = true
-	s.rw.Unlock()
-}
-
-func (s *walStore) enter() error {
-	s.rw.RLock()
-	if s.closed {
-		s.rw.RUnlock()
-		return ErrClosed
-	}
-	return nil
-}
-
-func (s *walStore) leave() { s.rw.RUnlock() }
 
 // bounds returns the group's first and last index.
 func (s *walStore) bounds() (first, last uint64) {
@@ -965,11 +946,5 @@ func (s *walStore) SetUint64(key []byte, val uint64) error {
 
 func (s *walStore) GetUint64(key []byte) (uint64, error) {
 	val, err := s.Get(key)
-	if err != nil {
-		return 0, err
-	}
-	if len(val) != 8 {
-		return 0, fmt.Errorf("logstore: group %d: key %q holds %d bytes, not a uint64", s.id, key, len(val))
-	}
-	return binary.BigEndian.Uint64(val), nil
+	return decodeUint64(s.id, key, val, err)
 }
