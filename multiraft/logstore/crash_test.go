@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,16 +30,7 @@ func TestCrashDurability(t *testing.T) {
 	for _, kind := range testKinds {
 		t.Run(string(kind), func(t *testing.T) {
 			dir := t.TempDir()
-			cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
-			cmd.Env = append(os.Environ(), crashEnvDir+"="+dir, crashEnvKind+"="+string(kind))
-			cmd.Stderr = os.Stderr
-			out, err := cmd.StdoutPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
+			cmd, out := startChild(t, "TestCrashChild", crashEnvDir+"="+dir, crashEnvKind+"="+string(kind))
 			acked := map[uint64]uint64{} // group -> highest acknowledged index
 			terms := map[uint64]uint64{} // group -> highest acknowledged term
 			sc := bufio.NewScanner(out)
@@ -64,7 +54,7 @@ func TestCrashDurability(t *testing.T) {
 					killed = true
 				}
 			}
-			err = cmd.Wait()
+			err := cmd.Wait()
 			if !killed {
 				t.Fatalf("child exited before being killed: %v", err)
 			}

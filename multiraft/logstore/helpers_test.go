@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"os/exec"
 	"testing"
 	"time"
 
@@ -98,4 +100,22 @@ func checkMissing(t testing.TB, s Store, index uint64) {
 	if err := s.GetLog(index, &l); err != raft.ErrLogNotFound {
 		t.Fatalf("get log %d: err = %v, want raft.ErrLogNotFound", index, err)
 	}
+}
+
+// startChild runs this test binary again as a child that runs only test,
+// with env added to its environment; the child's stdout is returned to
+// read, its stderr goes to ours.
+func startChild(t *testing.T, test string, env ...string) (*exec.Cmd, io.Reader) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$", "-test.count=1")
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd, out
 }

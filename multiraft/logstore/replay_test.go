@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -74,16 +73,7 @@ func TestReplayedWritesSurvivePowerLoss(t *testing.T) {
 // done and kills it.
 func runReplayChild(t *testing.T, dir string, kind Kind, step string) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestReplayChild$", "-test.count=1")
-	cmd.Env = append(os.Environ(), replayEnvDir+"="+dir, replayEnvKind+"="+string(kind), replayEnvStep+"="+step)
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, out := startChild(t, "TestReplayChild", replayEnvDir+"="+dir, replayEnvKind+"="+string(kind), replayEnvStep+"="+step)
 	defer func() { _ = cmd.Wait() }()
 	defer func() { _ = cmd.Process.Signal(syscall.SIGKILL) }()
 	sc := bufio.NewScanner(out)
