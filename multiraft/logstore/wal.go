@@ -42,7 +42,7 @@ import (
 //	  walEntry       uvarint index, the entry as encodeLog writes it
 //	                 (with its own checksum, verified on every read)
 //	  walDelete      uvarint lo, uvarint hi
-//	  walStable      uvarint len(key), key, value
+//	  walStable      uvarint len(key), key, then the value to the end
 //	  walDrop        nothing: the group and all its data are gone
 //	  walCheckpoint  (group 0) uvarint count, then per group: uvarint id,
 //	                 uvarint count, per value: uvarint len, key, uvarint
@@ -53,16 +53,18 @@ import (
 // of the index lies in it; the checkpoint of the next one still says what
 // its stable records and creates said. Beyond walKeepSegments segments, the
 // entries still live in the oldest one are written again at the end, so a
-// group raft never compacts cannot hold the log's disk for good. The directory is synced after every
-// create and every removal, so removals are durable in order.
+// group raft never compacts cannot hold the log's disk for good. The
+// directory is synced after every create and every removal, so removals
+// are durable in order.
 //
 // Open replays every segment in order and syncs each (a killed process can
 // leave a write readable in the page cache but not on disk, and what Open
-// reads, raft builds on). A record that fails its length or
-// checksum at the end of the newest segment (it reaches the end of the
-// file, or only zeros follow it) is a write that a crash cut off before
-// its sync, so it was never acknowledged: it is cut away. Anywhere else it
-// is damage, and Open refuses with the file and the offset.
+// reads, raft builds on). A record that fails its length or checksum at
+// the end of the newest segment (it reaches the end of the file, only
+// zeros follow it, or a whole sector of it is zero: see cutOff) is a write
+// that a crash cut off before its sync, so it was never acknowledged: it
+// is cut away. Anywhere else it is damage, and Open refuses with the file
+// and the offset.
 
 const (
 	walCreate byte = iota + 1
