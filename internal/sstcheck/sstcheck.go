@@ -13,6 +13,11 @@
 // compaction, the bad blocks are still there to be found; rewriting each
 // table without its bad blocks leaves a DB whose every block reads, and
 // the ledger, written first, names exactly what was lost.
+//
+// It also readies the DB's memtable and value logs for replay
+// (PrepareLogs): synced, so that what badger serves after a restart
+// survives a power loss, and the ones a power loss left empty removed,
+// since badger refuses to open a DB that has one.
 package sstcheck
 
 import (

@@ -5,12 +5,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"math"
-	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 
 	badger "github.com/dgraph-io/badger/v4"
@@ -63,14 +60,17 @@ func openBadger(opts Config) (*badgerBackend, error) {
 		// damages the group whose entries it holds, not the node.
 		WithChecksumVerificationMode(options.OnBlockRead).
 		WithVerifyValueChecksum(true)
+	// What badger replays is made durable first, and logs a power loss
+	// left empty are removed: raft must not build on entries a power loss
+	// then takes back, and the node must still open (sstcheck.PrepareLogs).
+	if err := sstcheck.PrepareLogs(dir); err != nil {
+		return nil, fmt.Errorf("logstore: badger at %s: %w", dir, err)
+	}
 	// Badger reads around a bad block without a word (an entry in it reads
 	// as missing, an iterator stops at it) and a compaction drops it and
 	// the rest of its table. Every block is checked before the DB opens,
 	// and bad ones are cut out and recorded; their groups are damaged
 	// (Damaged) until dropped.
-	if err := syncReplayed(dir); err != nil {
-		return nil, err
-	}
 	cuts, found, err := sstcheck.Open(bo)
 	if err != nil {
 		return nil, fmt.Errorf("logstore: check badger at %s: %w", dir, err)
@@ -97,40 +97,6 @@ func openBadger(opts Config) (*badgerBackend, error) {
 		return nil, err
 	}
 	return b, nil
-}
-
-// syncReplayed makes durable what badger is about to replay. A process
-// killed between a transaction and the committer's sync leaves that write
-// readable in the page cache but not on disk. Badger replays a memtable's
-// log into an immutable memtable that only its flush to a table (synced,
-// but later, in the background) makes durable, and DB.Sync does not cover
-// it; raft meanwhile builds on what it reads (a follower acknowledges an
-// entry it finds in its log without writing it again). So every memtable
-// and value log file is synced before badger opens them.
-func syncReplayed(dir string) error {
-	ents, err := os.ReadDir(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("logstore: list %s: %w", dir, err)
-	}
-	for _, e := range ents {
-		name := e.Name()
-		if !e.Type().IsRegular() || !(strings.HasSuffix(name, ".mem") || strings.HasSuffix(name, ".vlog")) {
-			continue
-		}
-		f, err := os.Open(filepath.Join(dir, name))
-		if err != nil {
-			return fmt.Errorf("logstore: open %s to sync it: %w", name, err)
-		}
-		err = f.Sync()
-		_ = f.Close()
-		if err != nil {
-			return fmt.Errorf("logstore: sync %s: %w", filepath.Join(dir, name), err)
-		}
-	}
-	return nil
 }
 
 // recoverIntents finishes multi-transaction writes interrupted by a crash.
