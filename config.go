@@ -63,7 +63,8 @@ type Config struct {
 	// Limits bound what one socket may cost; zero fields get
 	// wsfront.DefaultLimits' (Limits.WithDefaults).
 	Limits wsfront.Limits
-	// LogStore picks the raft log backend (default logstore.DefaultKind).
+	// LogStore picks the raft log backend; empty means the one DataDir
+	// already holds, or logstore.DefaultKind (logstore.Config.Kind).
 	LogStore logstore.Kind
 	// Timing holds the raft timeouts; zero fields get
 	// multiraft.DefaultTiming's (Timing.WithDefaults).
@@ -97,7 +98,6 @@ func DefaultConfig() Config {
 	host := multiraft.DefaultConfig()
 	return Config{
 		Limits:       wsfront.DefaultLimits(),
-		LogStore:     host.LogStore,
 		Timing:       host.Timing,
 		LeaseTTL:     host.LeaseTTL,
 		TickInterval: rooms.DefaultConfig().TickInterval,
@@ -127,7 +127,7 @@ func (c Config) Validate() error {
 	if c.Bootstrap != nil && len(c.Join) > 0 {
 		p.Addf("Config.Bootstrap and Config.Join exclude each other: a node founds a cluster or joins one")
 	}
-	if _, err := logstore.ParseKind(string(c.LogStore)); err != nil {
+	if _, err := logstore.ParseKind(string(c.LogStore)); err != nil && c.LogStore != "" {
 		p.Addf("Config.LogStore: %w", err)
 	}
 	fields.NotNegative(&p, "Config.LeaseTTL", c.LeaseTTL)

@@ -190,7 +190,8 @@ type Config struct {
 	// ClusterSecret, when set, is proved by every peer in the connection
 	// handshake (at least 16 bytes; it never crosses the wire).
 	ClusterSecret []byte
-	// LogStore picks the raft log backend (default logstore's default).
+	// LogStore picks the raft log backend; empty means the one DataDir
+	// already holds, or logstore.DefaultKind (logstore.Config.Kind).
 	LogStore logstore.Kind
 	Timing   Timing
 	// MetaTiming is the meta group's timing (default: Timing).
@@ -221,7 +222,6 @@ type Config struct {
 // MetaTiming is left nil, which means Timing's.
 func DefaultConfig() Config {
 	return Config{
-		LogStore:       logstore.DefaultKind,
 		Timing:         DefaultTiming(),
 		LeaseTTL:       10 * time.Second,
 		ProposeTimeout: 10 * time.Second,

@@ -40,7 +40,7 @@ type inprocSettings struct {
 // --server-arg values (--name=value or --name value); the rest do not
 // touch the commit path.
 func settingsFrom(args []string) (inprocSettings, error) {
-	s := inprocSettings{timing: multiraft.DefaultTiming(), leaseTTL: 10 * time.Second, logStore: logstore.KindBadger}
+	s := inprocSettings{timing: multiraft.DefaultTiming(), leaseTTL: 10 * time.Second, logStore: logstore.DefaultKind}
 	durations := map[string]*time.Duration{
 		"heartbeat-timeout": &s.timing.HeartbeatTimeout, "election-timeout": &s.timing.ElectionTimeout,
 		"leader-lease-timeout": &s.timing.LeaderLeaseTimeout, "commit-timeout": &s.timing.CommitTimeout,

@@ -74,7 +74,7 @@ func serveFlags() []cli.Flag {
 		str("namespaces-file", "", "with --bootstrap: JSON file of the new cluster's namespace rules, as herald admin namespaces list --json prints them"),
 		num("groups", 64, "data groups of a new cluster (fixed for its life)"),
 		num("replication", 3, "replicas per data group of a new cluster"),
-		str("log-store", "badger", "raft log backend: badger (one DB per node), wal (one append-only log per node) or bolt (a file per group)"),
+		str("log-store", "", "raft log backend: badger (one DB per node), wal (one append-only log per node) or bolt (a file per group); default: the one the data dir holds, or "+string(logstore.DefaultKind)+" for a new node"),
 		dur("heartbeat-timeout", t.HeartbeatTimeout, "raft: follower's wait before an election"),
 		dur("election-timeout", t.ElectionTimeout, "raft: candidate's wait for votes"),
 		dur("leader-lease-timeout", t.LeaderLeaseTimeout, "raft: leader's lease without quorum contact"),
@@ -229,11 +229,13 @@ func serveConfig(c *cli.Context, logger *slog.Logger) (herald.Config, string, er
 	if cfg.NodeID == "" {
 		bad("--node-id is required (a name for this node that stays the same across restarts)")
 	}
-	kind, err := logstore.ParseKind(c.String("log-store"))
-	if err != nil {
-		bad("--log-store: %v", err)
+	if s := c.String("log-store"); s != "" {
+		kind, err := logstore.ParseKind(s)
+		if err != nil {
+			bad("--log-store: %v", err)
+		}
+		cfg.LogStore = kind
 	}
-	cfg.LogStore = kind
 	cfg.Timing = multiraft.DefaultTiming()
 	cfg.Timing.HeartbeatTimeout = c.Duration("heartbeat-timeout")
 	cfg.Timing.ElectionTimeout = c.Duration("election-timeout")
@@ -283,6 +285,7 @@ func serveConfig(c *cli.Context, logger *slog.Logger) (herald.Config, string, er
 		bad("limits: %v", flagNames.Replace(err.Error()))
 	}
 	cfg.Limits = lim
+	var err error
 	if cfg.Auth, err = authConfig(c); err != nil {
 		errs = append(errs, err)
 	}

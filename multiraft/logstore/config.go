@@ -9,7 +9,9 @@ import (
 
 // Config configures Open.
 type Config struct {
-	// Kind picks the backend; empty means DefaultKind.
+	// Kind picks the backend. Empty means the kind whose log Dir already
+	// holds, or DefaultKind for a Dir that holds none: a node restarted
+	// without naming its store keeps the one it began with.
 	Kind Kind
 	// Dir is required. Badger keeps its files in Dir/raft-badger, bolt keeps
 	// one file per group at Dir/raft-bolt/group-<id>.db.
@@ -51,7 +53,6 @@ type Config struct {
 // zero. Dir has none and must be set.
 func DefaultConfig() Config {
 	return Config{
-		Kind:                 DefaultKind,
 		Logger:               slog.Default(),
 		BadgerMemTableSize:   16 << 20,
 		BadgerBlockCacheSize: 16 << 20,
@@ -78,7 +79,7 @@ func (c Config) Validate() error {
 	c = c.WithDefaults()
 	var p fields.Problems
 	p.Required("Config.Dir", c.Dir != "")
-	if _, err := ParseKind(string(c.Kind)); err != nil {
+	if _, err := ParseKind(string(c.Kind)); err != nil && c.Kind != "" {
 		p.Addf("Config.Kind %q is unknown (want %q, %q or %q)", c.Kind, KindBadger, KindBolt, KindWAL)
 	}
 	if c.BadgerMemTableSize < minBadgerMemTableSize {

@@ -422,3 +422,50 @@ func TestOtherKindRefused(t *testing.T) {
 		_ = b.Close()
 	}
 }
+
+// Opened without a kind, a data dir keeps the store it began with, and a
+// new one takes DefaultKind.
+func TestKindOfTheDataDirKept(t *testing.T) {
+	kindOf := func(b Backend) Kind {
+		switch b.(type) {
+		case *badgerBackend:
+			return KindBadger
+		case *boltBackend:
+			return KindBolt
+		case *walBackend:
+			return KindWAL
+		}
+		t.Fatalf("unknown backend %T", b)
+		return ""
+	}
+	fresh, err := Open(Config{Dir: t.TempDir(), Logger: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := kindOf(fresh); got != DefaultKind {
+		t.Errorf("a new data dir opened %s, want the default %s", got, DefaultKind)
+	}
+	_ = fresh.Close()
+	for _, first := range testKinds {
+		dir := t.TempDir()
+		b := openTest(t, first, dir)
+		if err := mustGroup(t, b, 1).SetUint64([]byte("CurrentTerm"), 3); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Close(); err != nil {
+			t.Fatal(err)
+		}
+		b, err := Open(Config{Dir: dir, Logger: discardLogger()})
+		if err != nil {
+			t.Fatalf("reopen a %s data dir without a kind: %v", first, err)
+		}
+		if got := kindOf(b); got != first {
+			t.Errorf("a %s data dir reopened as %s", first, got)
+		}
+		term, err := mustGroup(t, b, 1).GetUint64([]byte("CurrentTerm"))
+		if err != nil || term != 3 {
+			t.Errorf("%s reopened without a kind: term %d (%v), want 3", first, term, err)
+		}
+		_ = b.Close()
+	}
+}

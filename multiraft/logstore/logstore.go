@@ -97,6 +97,9 @@ func Open(cfg Config) (Backend, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if cfg.Kind == "" {
+		cfg.Kind = kindIn(cfg.Dir)
+	}
 	if err := checkNoOtherKind(cfg.Dir, cfg.Kind); err != nil {
 		return nil, err
 	}
@@ -111,6 +114,17 @@ func Open(cfg Config) (Backend, error) {
 
 // kindDirs are where each backend keeps its files under Config.Dir.
 var kindDirs = map[Kind]string{KindBadger: "raft-badger", KindBolt: "raft-bolt", KindWAL: walDirName}
+
+// kindIn returns the kind of backend whose log dir holds, or DefaultKind
+// when it holds none. Should it hold several, checkNoOtherKind refuses.
+func kindIn(dir string) Kind {
+	for _, kind := range []Kind{KindBadger, KindBolt, KindWAL} {
+		if ents, err := os.ReadDir(filepath.Join(dir, kindDirs[kind])); err == nil && len(ents) > 0 {
+			return kind
+		}
+	}
+	return DefaultKind
+}
 
 // checkNoOtherKind refuses to open kind where another backend already
 // keeps a log. Opening it would start raft with an empty log and stable
