@@ -35,7 +35,7 @@ type Config struct {
 	BadgerBlockCacheSize int64
 
 	// WALSegmentSize is the size at which the wal backend starts a new
-	// segment file, default 64 MiB, minimum 64 KiB. A segment is removed
+	// segment file, default 64 MiB, minimum 64 KiB, maximum 1 GiB. A segment is removed
 	// once raft compacted away every entry in it, so this bounds how much
 	// disk the log holds beyond what raft keeps.
 	WALSegmentSize int64
@@ -63,8 +63,11 @@ func DefaultConfig() Config {
 // minBadgerMemTableSize is Config.BadgerMemTableSize's minimum.
 const minBadgerMemTableSize = 8 << 20
 
-// minWALSegmentSize is Config.WALSegmentSize's minimum.
-const minWALSegmentSize = 64 << 10
+// minWALSegmentSize and maxWALSegmentSize bound Config.WALSegmentSize.
+const (
+	minWALSegmentSize = 64 << 10
+	maxWALSegmentSize = 1 << 30
+)
 
 // WithDefaults returns c with each zero field set to DefaultConfig's value,
 // field by field: setting one field never changes another.
@@ -86,8 +89,8 @@ func (c Config) Validate() error {
 		p.Addf("Config.BadgerMemTableSize %d is below the minimum, %d", c.BadgerMemTableSize, minBadgerMemTableSize)
 	}
 	fields.NotNegative(&p, "Config.BadgerBlockCacheSize", c.BadgerBlockCacheSize)
-	if c.WALSegmentSize < minWALSegmentSize {
-		p.Addf("Config.WALSegmentSize %d is below the minimum, %d", c.WALSegmentSize, minWALSegmentSize)
+	if c.WALSegmentSize < minWALSegmentSize || c.WALSegmentSize > maxWALSegmentSize {
+		p.Addf("Config.WALSegmentSize %d is outside %d to %d", c.WALSegmentSize, minWALSegmentSize, maxWALSegmentSize)
 	}
 	return p.Err("logstore")
 }

@@ -8,6 +8,7 @@ import (
 	"hash/crc32"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -109,20 +110,27 @@ type walSegment struct {
 	live int   // index entries that lie in this segment
 }
 
+// maxWALSegmentBytes bounds a segment file, so that an offset in it fits
+// 32 bits (walLoc). Segments rotate at Config.WALSegmentSize, at most
+// maxWALSegmentSize; only one write larger than that fills a segment past
+// it.
+const maxWALSegmentBytes = math.MaxUint32
+
+// walLoc is where an entry's encoding lies: n bytes at off in seg. A
+// segment stays below maxWALSegmentBytes, so offsets fit 32 bits.
 type walLoc struct {
 	seg *walSegment
-	off int64
-	n   int
+	off uint32
+	n   uint32
 }
 
 type walGroup struct {
-	entries     map[uint64]walLoc
-	first, last uint64
-	stable      map[string][]byte
+	entries walIndex
+	stable  map[string][]byte
 }
 
 func newWALGroup() *walGroup {
-	return &walGroup{entries: make(map[uint64]walLoc), stable: make(map[string][]byte)}
+	return &walGroup{stable: make(map[string][]byte)}
 }
 
 type walBackend struct {
@@ -237,6 +245,9 @@ func (b *walBackend) replay() error {
 		if err != nil {
 			return fmt.Errorf("logstore: read %s: %w", seg.path, err)
 		}
+		if len(data) > maxWALSegmentBytes {
+			return fmt.Errorf("logstore: %w: segment %s holds %d bytes, more than a segment may (%d)", ErrCorrupt, seg.path, len(data), maxWALSegmentBytes)
+		}
 		var off int64
 		for off < int64(len(data)) {
 			op, n, entryAt, perr := parseWALRecord(data[off:])
@@ -251,7 +262,7 @@ func (b *walBackend) replay() error {
 				}
 				return fmt.Errorf("logstore: %w: segment %s is damaged at offset %d: %v", ErrCorrupt, seg.path, off, perr)
 			}
-			b.apply(&op, walLoc{seg: seg, off: off + int64(entryAt), n: len(op.val)})
+			b.apply(&op, walLoc{seg: seg, off: uint32(off) + uint32(entryAt), n: uint32(len(op.val))})
 			off += int64(n)
 		}
 		seg.size = off
@@ -382,16 +393,10 @@ func (b *walBackend) apply(op *walOp, at walLoc) {
 			g = newWALGroup()
 			b.groups[op.group] = g
 		}
-		if old, ok := g.entries[op.index]; ok {
+		if old, replaced := g.entries.set(op.index, at); replaced {
 			old.seg.live--
 		}
 		at.seg.live++
-		g.entries[op.index] = at
-		if len(g.entries) == 1 {
-			g.first, g.last = op.index, op.index
-		} else {
-			g.first, g.last = min(g.first, op.index), max(g.last, op.index)
-		}
 	case walDelete:
 		if g != nil {
 			g.deleteRange(op.lo, op.hi)
@@ -413,37 +418,7 @@ func (b *walBackend) apply(op *walOp, at walLoc) {
 }
 
 func (g *walGroup) deleteRange(lo, hi uint64) {
-	if len(g.entries) == 0 || hi < g.first || lo > g.last {
-		return
-	}
-	lo, hi = max(lo, g.first), min(hi, g.last)
-	if hi-lo < uint64(len(g.entries)) {
-		for i := lo; ; i++ {
-			if loc, ok := g.entries[i]; ok {
-				loc.seg.live--
-				delete(g.entries, i)
-			}
-			if i == hi {
-				break
-			}
-		}
-	} else {
-		for i, loc := range g.entries {
-			if i >= lo && i <= hi {
-				loc.seg.live--
-				delete(g.entries, i)
-			}
-		}
-	}
-	// Logs may have gaps (raft stores past one after a snapshot), so the
-	// new bounds come from what is left.
-	g.first, g.last = 0, 0
-	for i := range g.entries {
-		if g.first == 0 || i < g.first {
-			g.first = i
-		}
-		g.last = max(g.last, i)
-	}
+	g.entries.deleteRange(lo, hi, func(loc walLoc) { loc.seg.live-- })
 }
 
 // encodeCheckpoint describes every group and its stable values.
@@ -604,10 +579,14 @@ func (b *walBackend) write(batch []*walReq) error {
 			start := len(out)
 			var at int
 			out, at = appendWALRecord(out, &r.ops[i])
-			pos = append(pos, walLoc{off: int64(start + at), n: len(r.ops[i].val)})
+			pos = append(pos, walLoc{off: uint32(start + at), n: uint32(len(r.ops[i].val))})
 		}
 	}
 	b.buf, b.pos = out, pos
+	if len(out) > maxWALSegmentBytes {
+		// Not sticky: nothing was written, and the next batch may fit.
+		return fmt.Errorf("logstore: a write of %d bytes is larger than a segment may be (%d)", len(out), maxWALSegmentBytes)
+	}
 	seg := b.segs[len(b.segs)-1]
 	if seg.size+int64(len(out)) > b.segSize && seg.size > 0 {
 		if err := b.rotate(); err != nil {
@@ -633,7 +612,7 @@ func (b *walBackend) write(batch []*walReq) error {
 	for _, r := range batch {
 		for i := range r.ops {
 			at := pos[k]
-			at.seg, at.off = seg, base+at.off
+			at.seg, at.off = seg, uint32(base)+at.off
 			b.apply(&r.ops[i], at)
 			k++
 		}
@@ -664,15 +643,20 @@ func (b *walBackend) relocateOldest() error {
 	old := b.segs[0]
 	var ops []walOp
 	for id, g := range b.groups {
-		for index, loc := range g.entries {
-			if loc.seg != old {
-				continue
+		var err error
+		g.entries.each(func(index uint64, loc walLoc) {
+			if loc.seg != old || err != nil {
+				return
 			}
 			enc := make([]byte, loc.n)
-			if _, err := old.f.ReadAt(enc, loc.off); err != nil {
-				return fmt.Errorf("logstore: read %s: %w", old.path, err)
+			if _, err = old.f.ReadAt(enc, int64(loc.off)); err != nil {
+				err = fmt.Errorf("logstore: read %s: %w", old.path, err)
+				return
 			}
 			ops = append(ops, walOp{kind: walEntry, group: id, index: index, val: enc})
+		})
+		if err != nil {
+			return err
 		}
 	}
 	// Entries in index order, so a segment that is read back holds each
@@ -819,7 +803,7 @@ func (s *walStore) bounds() (first, last uint64) {
 	s.b.mu.RLock()
 	defer s.b.mu.RUnlock()
 	if g := s.b.groups[s.id]; g != nil {
-		return g.first, g.last
+		return g.entries.bounds()
 	}
 	return 0, 0
 }
@@ -852,14 +836,14 @@ func (s *walStore) GetLog(index uint64, out *raft.Log) error {
 	var loc walLoc
 	ok := false
 	if g != nil {
-		loc, ok = g.entries[index]
+		loc, ok = g.entries.get(index)
 	}
 	if !ok {
 		s.b.mu.RUnlock()
 		return raft.ErrLogNotFound
 	}
 	buf := make([]byte, loc.n)
-	_, err := loc.seg.f.ReadAt(buf, loc.off)
+	_, err := loc.seg.f.ReadAt(buf, int64(loc.off))
 	s.b.mu.RUnlock()
 	if err == nil {
 		err = decodeLog(buf, out)

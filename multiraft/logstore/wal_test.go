@@ -226,9 +226,9 @@ func TestWALReadChecksEntries(t *testing.T) {
 	}
 	wb := b.(*walBackend)
 	wb.mu.RLock()
-	loc := wb.groups[1].entries[2]
+	loc, _ := wb.groups[1].entries.get(2)
 	wb.mu.RUnlock()
-	flipByte(t, loc.seg.path, loc.off+int64(loc.n)/2)
+	flipByte(t, loc.seg.path, int64(loc.off)+int64(loc.n)/2)
 	var l raft.Log
 	if err := s.GetLog(2, &l); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("read of a changed entry: err = %v, want ErrCorrupt", err)
