@@ -108,6 +108,9 @@ type walSegment struct {
 	f    *os.File
 	size int64 // bytes of whole records
 	live int   // index entries that lie in this segment
+	// end is where the last entry in the index ends: every byte before it
+	// is written and synced. Guarded by walBackend.mu.
+	end uint32
 }
 
 // maxWALSegmentBytes bounds a segment file, so that an offset in it fits
@@ -397,6 +400,7 @@ func (b *walBackend) apply(op *walOp, at walLoc) {
 			old.seg.live--
 		}
 		at.seg.live++
+		at.seg.end = max(at.seg.end, at.off+at.n)
 	case walDelete:
 		if g != nil {
 			g.deleteRange(op.lo, op.hi)
@@ -796,6 +800,52 @@ type walStore struct {
 
 	// Every call passes the gate, so close can wait for calls in progress.
 	callGate
+
+	// ahead is the last block read ahead (readEntry); its bytes never
+	// change once read.
+	aheadMu sync.Mutex
+	ahead   walBlock
+}
+
+// walReadAhead is how much past an entry a read brings in. raft, at start,
+// and the replica's checks read a group's log in order, as does a leader
+// sending a follower entries it lacks, so the next entries are likely next;
+// one pread then serves many.
+const walReadAhead = 32 << 10
+
+// walBlock is bytes of a segment from off on.
+type walBlock struct {
+	seg  *walSegment
+	off  uint32
+	data []byte
+}
+
+// readEntry returns a copy of the encoding at loc, from the block read
+// ahead or from the file. end is loc.seg.end, read with it. The caller
+// holds walBackend.mu for reading, which keeps the segment open.
+func (s *walStore) readEntry(loc walLoc, end uint32) ([]byte, error) {
+	s.aheadMu.Lock()
+	blk := s.ahead
+	s.aheadMu.Unlock()
+	if blk.seg == loc.seg && loc.off >= blk.off && uint64(loc.off)+uint64(loc.n) <= uint64(blk.off)+uint64(len(blk.data)) {
+		at := loc.off - blk.off
+		return append([]byte(nil), blk.data[at:at+loc.n]...), nil
+	}
+	n := loc.n
+	if end > loc.off+loc.n {
+		n = max(n, min(walReadAhead, end-loc.off))
+	}
+	data := make([]byte, n)
+	if _, err := loc.seg.f.ReadAt(data, int64(loc.off)); err != nil {
+		return nil, err
+	}
+	if n == loc.n {
+		return data, nil
+	}
+	s.aheadMu.Lock()
+	s.ahead = walBlock{seg: loc.seg, off: loc.off, data: data}
+	s.aheadMu.Unlock()
+	return append([]byte(nil), data[:loc.n]...), nil
 }
 
 // bounds returns the group's first and last index.
@@ -842,8 +892,7 @@ func (s *walStore) GetLog(index uint64, out *raft.Log) error {
 		s.b.mu.RUnlock()
 		return raft.ErrLogNotFound
 	}
-	buf := make([]byte, loc.n)
-	_, err := loc.seg.f.ReadAt(buf, int64(loc.off))
+	buf, err := s.readEntry(loc, loc.seg.end)
 	s.b.mu.RUnlock()
 	if err == nil {
 		err = decodeLog(buf, out)
