@@ -97,12 +97,14 @@ func Open(cfg Config) (Backend, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	why := "named"
 	if cfg.Kind == "" {
-		cfg.Kind = kindIn(cfg.Dir)
+		cfg.Kind, why = kindIn(cfg.Dir)
 	}
 	if err := checkNoOtherKind(cfg.Dir, cfg.Kind); err != nil {
 		return nil, err
 	}
+	cfg.Logger.Info("raft log store", "kind", cfg.Kind, "chosen", why, "dir", cfg.Dir)
 	switch cfg.Kind {
 	case KindBolt:
 		return openBolt(cfg)
@@ -116,14 +118,15 @@ func Open(cfg Config) (Backend, error) {
 var kindDirs = map[Kind]string{KindBadger: "raft-badger", KindBolt: "raft-bolt", KindWAL: walDirName}
 
 // kindIn returns the kind of backend whose log dir holds, or DefaultKind
-// when it holds none. Should it hold several, checkNoOtherKind refuses.
-func kindIn(dir string) Kind {
+// when it holds none, and which of the two it was. Should it hold several,
+// checkNoOtherKind refuses.
+func kindIn(dir string) (kind Kind, why string) {
 	for _, kind := range []Kind{KindBadger, KindBolt, KindWAL} {
 		if ents, err := os.ReadDir(filepath.Join(dir, kindDirs[kind])); err == nil && len(ents) > 0 {
-			return kind
+			return kind, "the data dir holds it"
 		}
 	}
-	return DefaultKind
+	return DefaultKind, "default for a new data dir"
 }
 
 // checkNoOtherKind refuses to open kind where another backend already
