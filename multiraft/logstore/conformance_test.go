@@ -397,18 +397,26 @@ func TestCloseGroupKeepsData(t *testing.T) {
 	})
 }
 
+// dataDirWithTerm returns a data dir where a store of kind keeps group
+// 1's term, 3.
+func dataDirWithTerm(t *testing.T, kind Kind) string {
+	t.Helper()
+	dir := t.TempDir()
+	b := openTest(t, kind, dir)
+	if err := mustGroup(t, b, 1).SetUint64([]byte("CurrentTerm"), 3); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
 // A data dir keeps the log store it began with: opening another kind
 // there would start raft with no term and no vote.
 func TestOtherKindRefused(t *testing.T) {
 	for _, first := range testKinds {
-		dir := t.TempDir()
-		b := openTest(t, first, dir)
-		if err := mustGroup(t, b, 1).SetUint64([]byte("CurrentTerm"), 3); err != nil {
-			t.Fatal(err)
-		}
-		if err := b.Close(); err != nil {
-			t.Fatal(err)
-		}
+		dir := dataDirWithTerm(t, first)
 		for _, other := range testKinds {
 			if other == first {
 				continue
@@ -418,8 +426,7 @@ func TestOtherKindRefused(t *testing.T) {
 				t.Errorf("open %s where %s keeps its log: err = %v, want a refusal naming %s", other, first, err, first)
 			}
 		}
-		b = openTest(t, first, dir)
-		_ = b.Close()
+		_ = openTest(t, first, dir).Close()
 	}
 }
 
@@ -447,14 +454,7 @@ func TestKindOfTheDataDirKept(t *testing.T) {
 	}
 	_ = fresh.Close()
 	for _, first := range testKinds {
-		dir := t.TempDir()
-		b := openTest(t, first, dir)
-		if err := mustGroup(t, b, 1).SetUint64([]byte("CurrentTerm"), 3); err != nil {
-			t.Fatal(err)
-		}
-		if err := b.Close(); err != nil {
-			t.Fatal(err)
-		}
+		dir := dataDirWithTerm(t, first)
 		b, err := Open(Config{Dir: dir, Logger: discardLogger()})
 		if err != nil {
 			t.Fatalf("reopen a %s data dir without a kind: %v", first, err)
