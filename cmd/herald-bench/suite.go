@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/heraldhq/herald/multiraft/logstore"
 	"github.com/urfave/cli/v2"
 )
 
@@ -397,7 +398,11 @@ func suiteMarkdown(results []*Result, failed []error, notes []string, machine, c
 	for _, n := range notes {
 		b.WriteString(n + "\n\n")
 	}
-	fmt.Fprintf(&b, "Each step starts %d `herald serve` processes on loopback (%d groups, 3 replicas, default raft timing, badger logs with fsync, `--insecure-auth`, per-socket rate limits lifted) and stops them after; the baselines run after Herald in the same step. Latencies count from the scheduled send (open loop) or the send (closed loop). CPU is in cores over the window: generator / servers / other processes on the machine (the raw commit baselines propose inside the nodes: all theirs is server CPU).\n\n", o.nodes, o.groups)
+	logs := logstore.DefaultKind
+	if set, err := settingsFrom(o.serverArgs); err == nil {
+		logs = set.logStore
+	}
+	fmt.Fprintf(&b, "Each step starts %d `herald serve` processes on loopback (%d groups, 3 replicas, default raft timing, %s raft logs with fsync, `--insecure-auth`, per-socket rate limits lifted) and stops them after; the baselines run after Herald in the same step. Latencies count from the scheduled send (open loop) or the send (closed loop). CPU is in cores over the window: generator / servers / other processes on the machine (the raw commit baselines propose inside the nodes: all theirs is server CPU).\n\n", o.nodes, o.groups, logs)
 	if v := jetStreamVersion(results); v != "" {
 		fmt.Fprintf(&b, "The `jetstream-always` and `jetstream-default` rows put the same publishers on a NATS JetStream cluster: %d `nats-server` processes (%s) on loopback, one stream replicated on %d of them (R%d) in file storage with one subject per room, published to with nats.go's synchronous `js.Publish` (which waits for the stream's ack; the generator's CPU is the nats.go clients). `always` syncs every write to disk before the ack (`sync_interval: always`), as Herald's raft log does; `default` leaves it to the server's periodic sync (every 2 minutes), which an acknowledged write can outlive only in memory.\n\n",
 			o.nodes, v, min(3, o.nodes), min(3, o.nodes))
