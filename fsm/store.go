@@ -53,16 +53,16 @@ func OpenStore(cfg StoreConfig) (*Store, error) {
 		WithChecksumVerificationMode(options.OnBlockRead).
 		WithVerifyValueChecksum(true).
 		WithLogger(badgerLogger{cfg.Logger})
-	// Badger would serve around a bad table block without a word, and a
-	// compaction would drop it and the rest of its table, so every block
-	// is checked before the DB opens, and bad ones are cut out and
-	// recorded: the groups whose keys they held open damaged (New).
 	// What badger replays is made durable, and logs a power loss left
 	// empty are removed (sstcheck.PrepareLogs): a restart must not serve
 	// state a power loss then takes back, nor fail to open.
 	if err := sstcheck.PrepareLogs(cfg.Dir); err != nil {
 		return nil, fmt.Errorf("state store in %s: %w", cfg.Dir, err)
 	}
+	// Badger would serve around a bad table block without a word, and a
+	// compaction would drop it and the rest of its table, so every block
+	// is checked before the DB opens, and bad ones are cut out and
+	// recorded: the groups whose keys they held open damaged (New).
 	cuts, found, err := sstcheck.Open(opts)
 	if err != nil {
 		return nil, fmt.Errorf("check state store in %s: %w", cfg.Dir, err)

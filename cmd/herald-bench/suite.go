@@ -13,8 +13,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/heraldhq/herald/multiraft/logstore"
 	"github.com/urfave/cli/v2"
+
+	"github.com/heraldhq/herald/multiraft/logstore"
 )
 
 // suiteStep is one row group of the end-to-end table.

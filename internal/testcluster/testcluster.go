@@ -18,6 +18,7 @@ import (
 	"github.com/heraldhq/herald"
 	"github.com/heraldhq/herald/fsm"
 	"github.com/heraldhq/herald/multiraft"
+	"github.com/heraldhq/herald/multiraft/logstore"
 	"github.com/heraldhq/herald/rooms"
 	"github.com/heraldhq/herald/wsfront"
 	"github.com/heraldhq/herald/wsfront/auth"
@@ -44,6 +45,8 @@ type Options struct {
 	// NoAppSettings founds the cluster without application settings, as a
 	// release before namespaces did.
 	NoAppSettings bool
+	// LogStore is every node's raft log store ("": the default).
+	LogStore logstore.Kind
 }
 
 // Cluster is a running test cluster.
@@ -132,6 +135,7 @@ func Start(t testing.TB, opts Options) *Cluster {
 			StopTimeout:   10 * time.Second,
 			TickInterval:  time.Second,
 			Logger:        opts.Logger,
+			LogStore:      opts.LogStore,
 		}
 		if opts.PeerProxies {
 			// The proxy must know its target before the node starts,
@@ -301,6 +305,9 @@ func (c *Cluster) URLs() []string {
 // DataDir is node i's data directory; it stays the same across restarts,
 // so a test may change its files while the node is stopped.
 func (c *Cluster) DataDir(i int) string { return c.cfgs[i].DataDir }
+
+// Config returns node i's configuration, as Restart starts it.
+func (c *Cluster) Config(i int) herald.Config { return c.cfgs[i] }
 
 // HTTP is node i's base HTTP URL.
 func (c *Cluster) HTTP(i int) string { return "http://" + c.cfgs[i].ClientAddr }

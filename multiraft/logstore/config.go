@@ -35,9 +35,10 @@ type Config struct {
 	BadgerBlockCacheSize int64
 
 	// WALSegmentSize is the size at which the wal backend starts a new
-	// segment file, default 64 MiB, minimum 64 KiB, maximum 1 GiB. A segment is removed
-	// once raft compacted away every entry in it, so this bounds how much
-	// disk the log holds beyond what raft keeps.
+	// segment file, default 64 MiB, minimum 64 KiB, maximum 1 GiB (which
+	// keeps offsets in a segment in 32 bits). A segment is removed once
+	// raft compacted away every entry in it, so this bounds how much disk
+	// the log holds beyond what raft keeps.
 	WALSegmentSize int64
 
 	// OnSync, when set, is told how long each DB.Sync of the badger

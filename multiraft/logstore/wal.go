@@ -114,9 +114,10 @@ type walSegment struct {
 }
 
 // maxWALSegmentBytes bounds a segment file, so that an offset in it fits
-// 32 bits (walLoc). Segments rotate at Config.WALSegmentSize, at most
-// maxWALSegmentSize; only one write larger than that fills a segment past
-// it.
+// 32 bits (walLoc). A write goes to a segment whose records stay within
+// Config.WALSegmentSize (at most maxWALSegmentSize), or to a new segment
+// after its checkpoint, and is itself at most maxWALSegmentSize, so no
+// segment reaches this.
 const maxWALSegmentBytes = math.MaxUint32
 
 // walLoc is where an entry's encoding lies: n bytes at off in seg. A
@@ -587,9 +588,9 @@ func (b *walBackend) write(batch []*walReq) error {
 		}
 	}
 	b.buf, b.pos = out, pos
-	if len(out) > maxWALSegmentBytes {
+	if len(out) > maxWALSegmentSize {
 		// Not sticky: nothing was written, and the next batch may fit.
-		return fmt.Errorf("logstore: a write of %d bytes is larger than a segment may be (%d)", len(out), maxWALSegmentBytes)
+		return fmt.Errorf("logstore: a write of %d bytes is larger than a segment may be (%d)", len(out), maxWALSegmentSize)
 	}
 	seg := b.segs[len(b.segs)-1]
 	if seg.size+int64(len(out)) > b.segSize && seg.size > 0 {
