@@ -64,19 +64,7 @@ func TestDamagedWALRecordKeepsItsNodeDown(t *testing.T) {
 	const room = "vault"
 	h0 := c.Node(0).Host()
 	g := h0.GroupForKey(room)
-	var payloads [][]byte
-	for range 6 {
-		p := make([]byte, 700)
-		_, _ = rand.Read(p)
-		payloads = append(payloads, p)
-		cmd := fsm.Command{Op: fsm.OpPublish, Room: room, Member: "a", Data: p}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_, err := h0.Propose(ctx, g, cmd.Encode())
-		cancel()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	payloads := publishRandom(t, h0, g, room, 6, 700)
 	waitDigestsEqual(t, c, g)
 	const victim = 2
 	c.Stop(victim)
@@ -106,19 +94,7 @@ func testCorruption(t *testing.T, size int, glob string, garble int, snapshot bo
 	const room = "vault"
 	h0 := c.Node(0).Host()
 	g := h0.GroupForKey(room)
-	var payloads [][]byte
-	for i := 0; i < 6; i++ {
-		p := make([]byte, size)
-		_, _ = rand.Read(p) // random bytes: compression keeps them as they are
-		payloads = append(payloads, p)
-		cmd := fsm.Command{Op: fsm.OpPublish, Room: room, Member: "a", Data: p}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_, err := h0.Propose(ctx, g, cmd.Encode())
-		cancel()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	payloads := publishRandom(t, h0, g, room, 6, size)
 	// The victim is the group's leader, so that it must also give up the
 	// leadership it may win back.
 	victim := 0
@@ -211,6 +187,27 @@ func testCorruption(t *testing.T, size int, glob string, garble int, snapshot bo
 
 // flipInside changes n bytes inside the first copy of payload found in
 // the files matching pattern, from its 32nd byte on.
+// publishRandom publishes n payloads of size random bytes to room
+// through group g's proposals on h and returns them. Random bytes stay as
+// they are under compression, so the stores hold them as they were sent.
+func publishRandom(t *testing.T, h *multiraft.Host, g uint64, room string, n, size int) [][]byte {
+	t.Helper()
+	var payloads [][]byte
+	for range n {
+		p := make([]byte, size)
+		_, _ = rand.Read(p)
+		payloads = append(payloads, p)
+		cmd := fsm.Command{Op: fsm.OpPublish, Room: room, Member: "a", Data: p}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := h.Propose(ctx, g, cmd.Encode())
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return payloads
+}
+
 func flipInside(t *testing.T, pattern string, payload []byte, n int) {
 	t.Helper()
 	files, _ := filepath.Glob(pattern)
