@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"time"
@@ -183,7 +184,9 @@ func openStream(ctx context.Context, urls []string, replicas int, subject string
 			}
 			if stream != nil {
 				if last = streamReady(ctx, stream, replicas); last == nil {
-					return nc, stream, nil
+					if last = streamReachable(ctx, urls, strings.TrimSuffix(subject, ">")+"ready"); last == nil {
+						return nc, stream, nil
+					}
 				}
 			}
 		}
@@ -239,6 +242,36 @@ func streamReady(ctx context.Context, s jetstream.Stream, replicas int) error {
 	}
 	if current < replicas-1 {
 		return fmt.Errorf("%d of %d replicas current", current, replicas-1)
+	}
+	return nil
+}
+
+// streamReachable says whether a publish to subject through each server
+// reaches the stream. A stream with a leader and current replicas can
+// still be unknown to a server whose routes have not yet carried the
+// leader's interest in its subjects; a publish there gets "no responders".
+// The probe expects a last sequence no stream has, so the stream answers
+// with an error and stores nothing.
+func streamReachable(ctx context.Context, urls []string, subject string) error {
+	for _, url := range urls {
+		nc, err := nats.Connect(url, nats.Name("herald-bench probe"), nats.NoReconnect())
+		if err != nil {
+			return fmt.Errorf("probe %s: %w", url, err)
+		}
+		js, err := jetstream.New(nc)
+		if err != nil {
+			nc.Close()
+			return err
+		}
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err = js.Publish(pctx, subject, nil, jetstream.WithExpectLastSequence(math.MaxUint64))
+		cancel()
+		nc.Close()
+		var api *jetstream.APIError
+		if !errors.As(err, &api) || (api.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequence &&
+			api.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+			return fmt.Errorf("probe publish through %s: want the stream's wrong-last-sequence answer, got %v", url, err)
+		}
 	}
 	return nil
 }
