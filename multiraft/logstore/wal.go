@@ -344,8 +344,13 @@ func parseWALRecord(p []byte) (op walOp, n, entryAt int, err error) {
 		op.key = d.Bytes(maxWALRecord)
 		op.val = bytes.Clone(rest())
 	case walCheckpoint:
-		// Kept whole; apply decodes it.
+		// Kept whole for apply, once it is known to decode: a record
+		// that passed its checksum but does not is refused like damage,
+		// rather than half applied.
 		op.val = rest()
+		if err := decodeCheckpoint(op.val, nil); err != nil {
+			return op, 0, 0, fmt.Errorf("checkpoint record: %v", err)
+		}
 	default:
 		return op, 0, 0, fmt.Errorf("unknown record kind %d", op.kind)
 	}
@@ -452,31 +457,43 @@ func (b *walBackend) encodeCheckpoint() []byte {
 }
 
 // applyCheckpoint makes the groups and their stable values what the
-// checkpoint says; entries of the groups it names stay.
+// checkpoint says; entries of the groups it names stay. parseWALRecord
+// checked that p decodes.
 func (b *walBackend) applyCheckpoint(p []byte) {
-	d := wire.Reader{Buf: p}
-	n := d.Count()
 	named := make(map[uint64]bool)
-	for i := 0; i < n && d.Err() == nil; i++ {
-		id := d.Uvarint()
+	_ = decodeCheckpoint(p, func(id uint64, stable map[string][]byte) {
 		g := b.groups[id]
 		if g == nil {
 			g = newWALGroup()
 			b.groups[id] = g
 		}
 		named[id] = true
-		clear(g.stable)
-		for k := d.Count(); k > 0 && d.Err() == nil; k-- {
-			key := d.String(maxWALRecord)
-			g.stable[key] = bytes.Clone(d.Bytes(maxWALRecord))
-		}
-	}
+		g.stable = stable
+	})
 	for id, g := range b.groups {
 		if !named[id] {
 			g.deleteRange(0, ^uint64(0))
 			delete(b.groups, id)
 		}
 	}
+}
+
+// decodeCheckpoint decodes a checkpoint written by encodeCheckpoint and,
+// unless each is nil, hands it every group with its stable values.
+func decodeCheckpoint(p []byte, each func(id uint64, stable map[string][]byte)) error {
+	d := wire.Reader{Buf: p}
+	for n := d.Count(); n > 0 && d.Err() == nil; n-- {
+		id := d.Uvarint()
+		stable := make(map[string][]byte)
+		for k := d.Count(); k > 0 && d.Err() == nil; k-- {
+			key := d.String(maxWALRecord)
+			stable[key] = bytes.Clone(d.Bytes(maxWALRecord))
+		}
+		if d.Err() == nil && each != nil {
+			each(id, stable)
+		}
+	}
+	return d.Done()
 }
 
 // rotate starts a new segment beginning with a checkpoint, durable with

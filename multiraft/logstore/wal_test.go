@@ -355,3 +355,47 @@ func TestWALReadAhead(t *testing.T) {
 		t.Fatalf("the last block read ahead holds %d bytes; reads are not ahead", n)
 	}
 }
+
+// A checkpoint that passed its checksum but does not decode (a bug that
+// wrote it, or a hand-edited file) is refused like damage: applied as
+// far as it decodes, it would silently drop groups and their terms.
+func TestWALRefusesACheckpointThatDoesNotDecode(t *testing.T) {
+	good := walOp{kind: walCheckpoint, val: []byte{1, 4, 1, 3, 'a', 'b', 'c', 1, 9}}
+	bad := walOp{kind: walCheckpoint, val: []byte{2, 4, 1, 3, 'a', 'b', 'c', 1, 9}} // says two groups, holds one
+	for _, tc := range []struct {
+		op     walOp
+		refuse bool
+	}{{good, false}, {bad, true}} {
+		dir := t.TempDir()
+		if err := os.MkdirAll(filepath.Join(dir, walDirName), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		seg, _ := appendWALRecord(nil, &tc.op)
+		seg, _ = appendWALRecord(seg, &walOp{kind: walCreate, group: 1})
+		path := filepath.Join(dir, walDirName, "wal-0000000000000001.log")
+		if err := os.WriteFile(path, seg, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		b, err := Open(Config{Kind: KindWAL, Dir: dir, Logger: discardLogger(), WALSegmentSize: minWALSegmentSize})
+		if tc.refuse {
+			if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "checkpoint") {
+				t.Fatalf("open on a checkpoint that does not decode: err = %v, want ErrCorrupt naming the checkpoint", err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("open on a good checkpoint: %v", err)
+		}
+		ids, err := b.Groups()
+		if err != nil || len(ids) != 2 || ids[0] != 1 || ids[1] != 4 {
+			t.Fatalf("groups %v (err %v), want [1 4]", ids, err)
+		}
+		s := mustGroup(t, b, 4)
+		if v, err := s.Get([]byte("abc")); err != nil || string(v) != "\x09" {
+			t.Fatalf("group 4's stable value abc = %q (err %v), want 09", v, err)
+		}
+		if err := b.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
