@@ -113,6 +113,10 @@ func DecodeQuery(b []byte) (Query, error) {
 	default:
 		return Query{}, fmt.Errorf("rooms: decode room query: unknown kind %d", q.Kind)
 	}
+	if q.After != "" && q.Kind != QueryRooms {
+		// Encode never writes one, and a query must mean what it says.
+		return Query{}, fmt.Errorf("rooms: decode room query: a cursor on a query of kind %d, which does not page", q.Kind)
+	}
 	return q, nil
 }
 
