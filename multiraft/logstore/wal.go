@@ -245,12 +245,21 @@ func (b *walBackend) replay() error {
 			return fmt.Errorf("logstore: open %s: %w", seg.path, err)
 		}
 		b.segs = append(b.segs, seg)
-		data, err := io.ReadAll(seg.f)
+		// The size is checked before the file is read in: a stray huge
+		// file must be refused, not loaded.
+		st, err := seg.f.Stat()
+		if err != nil {
+			return fmt.Errorf("logstore: stat %s: %w", seg.path, err)
+		}
+		if st.Size() > maxWALSegmentBytes {
+			return fmt.Errorf("logstore: %w: segment %s holds %d bytes, more than a segment may (%d)", ErrCorrupt, seg.path, st.Size(), maxWALSegmentBytes)
+		}
+		data, err := io.ReadAll(io.LimitReader(seg.f, maxWALSegmentBytes+1))
 		if err != nil {
 			return fmt.Errorf("logstore: read %s: %w", seg.path, err)
 		}
 		if len(data) > maxWALSegmentBytes {
-			return fmt.Errorf("logstore: %w: segment %s holds %d bytes, more than a segment may (%d)", ErrCorrupt, seg.path, len(data), maxWALSegmentBytes)
+			return fmt.Errorf("logstore: %w: segment %s holds more than a segment may (%d bytes)", ErrCorrupt, seg.path, maxWALSegmentBytes)
 		}
 		var off int64
 		for off < int64(len(data)) {
@@ -289,11 +298,21 @@ func (b *walBackend) replay() error {
 // nothing but zeros follows, or a whole disk sector inside the record is
 // zero (a write the disk did not finish; synced records never hold one,
 // since every record's checksum was good when it was synced).
+//
+// A torn write leaves bytes unwritten, which read as zeros, so a length
+// it tore is the written length with bits cleared, never set. A length
+// above maxWALRecord, or one that gives a record passing its checksum
+// once one of its bits is cleared, is therefore damage to a written
+// length: taken for a torn tail, it would cut away every synced record
+// after it, and the newest segment holds all written since the start.
 func cutOff(rest []byte, off int64) bool {
 	if len(rest) < walHeaderLen {
 		return true
 	}
 	n := int64(binary.LittleEndian.Uint32(rest))
+	if n > maxWALRecord || lengthHasAnExtraBit(rest) {
+		return false
+	}
 	if walHeaderLen+n >= int64(len(rest)) {
 		return true
 	}
@@ -304,6 +323,23 @@ func cutOff(rest []byte, off int64) bool {
 	rec := rest[:walHeaderLen+n]
 	for i := (sector - off%sector) % sector; i+sector <= int64(len(rec)); i += sector {
 		if len(bytes.TrimLeft(rec[i:i+sector], "\x00")) == 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// lengthHasAnExtraBit reports whether the record at the start of p passes
+// its checksum with one bit of its length cleared.
+func lengthHasAnExtraBit(p []byte) bool {
+	n := binary.LittleEndian.Uint32(p)
+	sum := binary.LittleEndian.Uint32(p[4:])
+	for bit := uint32(1); bit != 0; bit <<= 1 {
+		if n&bit == 0 {
+			continue
+		}
+		m := int64(n &^ bit)
+		if m > 0 && walHeaderLen+m <= int64(len(p)) && crc32.Checksum(p[walHeaderLen:walHeaderLen+m], castagnoli) == sum {
 			return true
 		}
 	}

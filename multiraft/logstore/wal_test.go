@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -397,5 +398,75 @@ func TestWALRefusesACheckpointThatDoesNotDecode(t *testing.T) {
 		if err := b.Close(); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// A changed bit in the length of a record in the newest segment is
+// damage, not a write a crash cut short: taken for one, it cut away every
+// record after it, stable values (raft's term and vote) included.
+func TestWALRefusesADamagedLengthInTheNewestSegment(t *testing.T) {
+	for bit := range 32 {
+		dir := t.TempDir()
+		b := openWALTest(t, dir)
+		s := mustGroup(t, b, 1)
+		storeInBatches(t, s, 1, 40, 100)
+		if err := s.SetUint64([]byte("CurrentTerm"), 7); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Close(); err != nil {
+			t.Fatal(err)
+		}
+		segs := walSegments(t, dir)
+		newest := segs[len(segs)-1]
+		data, err := os.ReadFile(newest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The third record: past the checkpoint and the group's create.
+		var off int
+		for range 2 {
+			_, n, _, err := parseWALRecord(data[off:])
+			if err != nil {
+				t.Fatal(err)
+			}
+			off += n
+		}
+		binary.LittleEndian.PutUint32(data[off:], binary.LittleEndian.Uint32(data[off:])^1<<bit)
+		if err := os.WriteFile(newest, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err = Open(Config{Kind: KindWAL, Dir: dir, Logger: discardLogger(), WALSegmentSize: minWALSegmentSize})
+		if !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("bit %d of a length in the newest segment changed: err = %v, want ErrCorrupt", bit, err)
+		}
+	}
+}
+
+// A segment larger than any the log writes is refused before it is read:
+// a stray file of many gigabytes must not be loaded into memory.
+func TestWALRefusesAnOversizedSegmentUnread(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, walDirName), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, walDirName, "wal-0000000000000001.log")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Sparse: it takes no disk, but reading it would take 4 GiB.
+	if err := f.Truncate(maxWALSegmentBytes + 1); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err = Open(Config{Kind: KindWAL, Dir: dir, Logger: discardLogger(), WALSegmentSize: minWALSegmentSize})
+	runtime.ReadMemStats(&after)
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "more than a segment may") {
+		t.Fatalf("open on a %d-byte segment: err = %v, want ErrCorrupt for its size", int64(maxWALSegmentBytes)+1, err)
+	}
+	if got := after.TotalAlloc - before.TotalAlloc; got > 64<<20 {
+		t.Fatalf("refusing the segment allocated %d bytes: it was read", got)
 	}
 }
