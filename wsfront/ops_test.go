@@ -3,7 +3,9 @@ package wsfront_test
 import (
 	"context"
 	"crypto/rand"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -420,6 +422,35 @@ func TestAuthAndIdleTimeouts(t *testing.T) {
 	mute.Send(t, `{"id":1,"op":"auth","user":"bob"}`)
 	if code, ok := mute.CloseCode(); !ok || code != 4002 {
 		t.Fatalf("mute socket closed with %d (close frame seen: %v), want 4002", code, ok)
+	}
+}
+
+// A request that announces a body and never sends it is cut off after the
+// idle timeout, on any route and without a login: net/http reads what a
+// handler left unread before it answers, and nothing else bounds that read.
+// (TestAuthAndIdleTimeouts shows that sockets are not cut off with it.)
+func TestRequestBodyThatNeverComes(t *testing.T) {
+	lim := wsfront.DefaultLimits()
+	lim.IdleTimeout = 1500 * time.Millisecond
+	lim.PingInterval = 300 * time.Millisecond
+	c := memcluster.Start(t, memcluster.Options{Nodes: 1, Limits: &lim})
+	addr := strings.TrimPrefix(c.HTTP(0), "http://")
+	for _, path := range []string{"/healthz", "/nowhere"} {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n", path); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		if err := conn.SetReadDeadline(start.Add(4 * lim.IdleTimeout)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadAll(conn); err != nil {
+			t.Fatalf("%s with a body that never comes: connection still open after %v (%v)", path, time.Since(start), err)
+		}
 	}
 }
 

@@ -113,7 +113,7 @@ func New(cfg Config) (*Server, error) {
 	s.mux.HandleFunc("GET /healthz", s.serveHealth)
 	s.mux.HandleFunc("GET /readyz", s.serveReady)
 	s.http = &http.Server{
-		Handler:           s.mux,
+		Handler:           bodyDeadline(s.mux, cfg.Limits.IdleTimeout),
 		ReadHeaderTimeout: cfg.Limits.HandshakeTimeout,
 		// An idle keep-alive connection holds a file descriptor as a
 		// socket does, but no socket limit counts it.
@@ -126,6 +126,22 @@ func New(cfg Config) (*Server, error) {
 		s.sweep()
 	}()
 	return s, nil
+}
+
+// bodyDeadline gives every request but a websocket upgrade d to deliver
+// its body. net/http reads what a handler left unread before it answers,
+// and the server has no ReadTimeout (it would reach into the sockets), so
+// a request that announced a body and sent none held its connection and a
+// goroutine for good, on any route and before any login.
+func bodyDeadline(h http.Handler, d time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/ws" {
+			// An error means the connection cannot take one (HTTP/2
+			// without it): nothing to do but serve.
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(d))
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // Handle adds an HTTP endpoint on the client port (admin API, pages). Add
