@@ -72,6 +72,9 @@ func (s *ClusterState) apply(c *command, index uint64) *Result {
 		if c.ClusterID == "" || c.Groups == 0 || c.Replication <= 0 {
 			return refuse("init needs a cluster id, groups and replication")
 		}
+		if c.Groups > MaxGroups {
+			return refuse("init of %d data groups: a cluster has at most %d", c.Groups, MaxGroups)
+		}
 		s.ClusterID, s.Groups, s.Replication = c.ClusterID, c.Groups, c.Replication
 		for _, n := range c.Nodes {
 			// Epoch 0: the node's first register gives it one, and

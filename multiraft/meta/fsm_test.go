@@ -308,6 +308,11 @@ func TestRestoreRefusesBadSnapshots(t *testing.T) {
 		{"wrong type", `{"groups":"many"}`},
 		{"replicas keyed by name", `{"replicas":{"x":["a"]}}`},
 		{"an array", `[]`},
+		// Every reader of the state dereferences its records; a null one
+		// took the node down (Clone).
+		{"a node without its record", `{"cluster_id":"c1","groups":2,"nodes":{"n1":null}}`},
+		{"an operation without its record", `{"cluster_id":"c1","groups":2,"ops":{"1":null}}`},
+		{"more groups than a cluster may have", `{"cluster_id":"c1","groups":65537}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := initialized(t)
@@ -328,6 +333,12 @@ func TestRestoreRefusesBadSnapshots(t *testing.T) {
 	}
 	if st, _ := m.State(); st.Nodes == nil || st.Replicas == nil || !st.Initialized() {
 		t.Fatalf("restored: %+v", st)
+	}
+	// Nor can a cluster begin with more groups than a state may hold.
+	m = NewFSM()
+	r := m.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: Init("c1", MaxGroups+1, 1, nil, nil, nil)}).(*Result)
+	if !strings.Contains(r.Err, "at most") {
+		t.Fatalf("init of %d groups: %+v, want a refusal", MaxGroups+1, r)
 	}
 }
 

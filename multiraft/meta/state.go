@@ -118,12 +118,32 @@ func NewState() *ClusterState {
 	return &ClusterState{Nodes: map[string]*NodeInfo{}, Replicas: map[uint64][]string{}}
 }
 
+// MaxGroups bounds the data groups of a cluster: its state and the
+// requests that fan out over its groups are sized by the count.
+const MaxGroups = 1 << 16
+
 // DecodeState decodes a state as snapshots and the meta state service
-// write it (JSON); maps absent from it come back empty, not nil.
+// write it (JSON); maps absent from it come back empty, not nil. A state
+// that no meta group can hold (a null node or operation, more groups than
+// MaxGroups) is an error: it comes from a peer or a snapshot file, and
+// every reader of the state takes its entries as present.
 func DecodeState(b []byte) (*ClusterState, error) {
 	s := NewState()
 	if err := json.Unmarshal(b, s); err != nil {
 		return nil, err
+	}
+	if s.Groups > MaxGroups {
+		return nil, fmt.Errorf("meta: state of %d data groups, more than a cluster may have (%d)", s.Groups, MaxGroups)
+	}
+	for id, n := range s.Nodes {
+		if n == nil {
+			return nil, fmt.Errorf("meta: state holds node %q without its record", id)
+		}
+	}
+	for g, o := range s.Ops {
+		if o == nil {
+			return nil, fmt.Errorf("meta: state holds an operation on group %d without its record", g)
+		}
 	}
 	if s.Nodes == nil {
 		s.Nodes = map[string]*NodeInfo{}
