@@ -123,22 +123,26 @@ func TestBadInput(t *testing.T) {
 
 	// A frame that stalls halfway is cut off after the read timeout even
 	// though the peer keeps the connection open.
-	t.Run("stalled frame", func(t *testing.T) {
-		nc, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer func() { _ = nc.Close() }()
-		_, _ = nc.Write(truncated)
-		_ = nc.SetReadDeadline(time.Now().Add(3 * time.Second))
-		got, err := io.ReadAll(nc)
-		if err != nil {
-			t.Fatalf("stalled frame not cut off: %v", err)
-		}
-		if len(got) != ack() {
-			t.Fatalf("unexpected bytes before disconnect: %q", got)
-		}
-	})
+	// So is one that stalls inside its length.
+	stalledLength := append(bytes.Clone(ok), rawFrame(ftCall, 1, 1, []byte("\x04pingpayload"))[:2]...)
+	for name, in := range map[string][]byte{"stalled frame": truncated, "stalled length": stalledLength} {
+		t.Run(name, func(t *testing.T) {
+			nc, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = nc.Close() }()
+			_, _ = nc.Write(in)
+			_ = nc.SetReadDeadline(time.Now().Add(3 * time.Second))
+			got, err := io.ReadAll(nc)
+			if err != nil {
+				t.Fatalf("%s not cut off: %v", name, err)
+			}
+			if len(got) != ack() {
+				t.Fatalf("unexpected bytes before disconnect: %q", got)
+			}
+		})
+	}
 
 	// Undecodable raft payloads get an error reply and the connection stays.
 	t.Run("garbage raft payload", func(t *testing.T) {

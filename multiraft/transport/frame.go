@@ -159,11 +159,16 @@ func readFrame(r *bufio.Reader, dc *deadlineConn) (frame, error) {
 		dc.disarmRead()
 	}
 	var hdr [frameHeaderLen]byte
-	if _, err := io.ReadFull(r, hdr[:4]); err != nil {
+	// A frame has started with its first byte: a peer that stalls in
+	// the rest of the length is cut off like one that stalls later.
+	if _, err := io.ReadFull(r, hdr[:1]); err != nil {
 		return frame{}, err
 	}
 	if dc != nil {
 		dc.armRead()
+	}
+	if _, err := io.ReadFull(r, hdr[1:4]); err != nil {
+		return frame{}, noEOF(err)
 	}
 	n := binary.BigEndian.Uint32(hdr[:4])
 	if n < minFrameLen {
