@@ -84,7 +84,7 @@ type Limits struct {
 	// over it is answered rate_limited. 0 means DefaultMaxReadBytes.
 	MaxReadBytes   int
 	AuthTimeout    time.Duration // to authenticate after connecting
-	IdleTimeout    time.Duration // without receiving anything; also an HTTP request's body
+	IdleTimeout    time.Duration // without receiving anything; also a blocked write, and an HTTP request's body
 	PingInterval   time.Duration // between server pings
 	RequestTimeout time.Duration // one request, retries included
 	// HandshakeTimeout bounds the websocket upgrade.

@@ -425,6 +425,46 @@ func TestAuthAndIdleTimeouts(t *testing.T) {
 	}
 }
 
+// A client that stops reading while the node writes to it is closed after
+// the idle timeout, though its own requests keep it from being idle: its
+// writer stayed blocked, holding its queued bytes, for as long as it
+// pinged.
+func TestClientThatStopsReadingIsClosed(t *testing.T) {
+	lim := wsfront.DefaultLimits()
+	lim.IdleTimeout = 1500 * time.Millisecond
+	lim.PingInterval = 300 * time.Millisecond
+	lim.PublishRate, lim.PublishBurst = 1e6, 1e6
+	c := memcluster.Start(t, memcluster.Options{Nodes: 1, Limits: &lim})
+	pub := wstest.Login(t, c.URL(0), "alice")
+	stuck := wstest.DialRaw(t, c.HTTP(0))
+	stuck.Send(t, `{"id":1,"op":"auth","user":"bob"}`)
+	stuck.Send(t, `{"id":2,"op":"subscribe","room":"stuck"}`)
+	// About 5 MB: more than the kernel's buffers take (up to 4 MiB on
+	// loopback), so the writer blocks with less queued than the bound
+	// that closes a slow consumer.
+	data := strings.Repeat("x", 16<<10)
+	for range 320 {
+		pub.MustOK(pub.Call("publish", wstest.Obj{"room": "stuck", "data": data}))
+	}
+	deadline := time.Now().Add(8 * lim.IdleTimeout)
+	for id := 3; ; id++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("a client that reads nothing still connected after %v", 8*lim.IdleTimeout)
+		}
+		// A closed connection answers with a reset, and a write fails.
+		if _, err := stuck.Conn.Write(maskedText(fmt.Sprintf(`{"id":%d,"op":"ping"}`, id))); err != nil {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// maskedText is a client's text frame of a short payload.
+func maskedText(s string) []byte {
+	f := []byte{0x81, 0x80 | byte(len(s)), 0, 0, 0, 0}
+	return append(f, s...)
+}
+
 // A request that announces a body and never sends it is cut off after the
 // idle timeout, on any route and without a login: net/http reads what a
 // handler left unread before it answers, and nothing else bounds that read.

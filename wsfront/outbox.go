@@ -133,7 +133,10 @@ func (sess *session) writeLoop() {
 		sess.outMu.Unlock()
 
 		if !failed {
-			if err := w.write(sess.conn.NetConn(), batch); err != nil {
+			sess.writingSince.Store(time.Now().UnixNano())
+			err := w.write(sess.conn.NetConn(), batch)
+			sess.writingSince.Store(0)
+			if err != nil {
 				sess.outMu.Lock()
 				sess.outEnded = true
 				sess.outMu.Unlock()

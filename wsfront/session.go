@@ -22,7 +22,11 @@ type session struct {
 	addr   netip.Prefix // the client address its socket counts against
 	remote string       // the client's address and port, for logs
 
-	lastRead     atomic.Int64 // unix nanoseconds
+	lastRead atomic.Int64 // unix nanoseconds
+	// writingSince is when the write in progress began (unix
+	// nanoseconds; 0: none), for the sweeper to find a client that takes
+	// nothing.
+	writingSince atomic.Int64
 	queuedFrames atomic.Int64
 	queuedBytes  atomic.Int64
 	// reservedBytes is held for history pages being read or built for
@@ -289,6 +293,14 @@ func (sess *session) sweep(now time.Time, ping bool) {
 	}
 	if now.Sub(time.Unix(0, sess.lastRead.Load())) > lim.IdleTimeout {
 		sess.closeWith(closeIdle, "idle: nothing received for too long")
+		return
+	}
+	// A client that takes nothing while the kernel's buffers are full
+	// blocks its writer, which holds its queued bytes (and the node's
+	// read budget they count against); its own pings keep it from being
+	// idle. The close's write deadline ends the blocked write.
+	if w := sess.writingSince.Load(); w != 0 && now.Sub(time.Unix(0, w)) > lim.IdleTimeout {
+		sess.closeWith(closeSlowConsumer, "slow consumer: took nothing for too long; reconnect and resume from your last seq")
 		return
 	}
 	if ping {
