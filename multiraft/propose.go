@@ -103,13 +103,14 @@ func (h *Host) proposeLocal(ctx context.Context, group uint64, cmd []byte) (any,
 	if err != nil {
 		return nil, err
 	}
-	defer release()
 	timeout := h.cfg.ProposeTimeout
 	if d, ok := ctx.Deadline(); ok {
 		timeout = time.Until(d)
 	}
 	f := rep.raft.Apply(cmd, timeout)
-	if err := f.Error(); err != nil {
+	if resolved, err := rep.awaitLogged(ctx, f, release); !resolved {
+		return nil, fmt.Errorf("%w: group %d: not applied in time: %v", ErrUnknownOutcome, group, err)
+	} else if err != nil {
 		return nil, rep.raftError(err, true)
 	}
 	h.cfg.Observer.Committed(group, time.Since(start))

@@ -62,6 +62,31 @@ func (rep *replica) enterLog(ctx context.Context) (release func(), err error) {
 	return func() { <-rep.appendSlots }, nil
 }
 
+// awaitLogged waits for f, an Apply or Barrier future that holds the
+// append slot release gives back, until ctx ends. raft resolves such a
+// future only once the state machine applied it, however long that takes
+// (a stalled disk under the state store), while the leader keeps its
+// lease: the caller must not wait past its deadline, holding its own
+// caller and, for a forwarded proposal, one of its peer's call slots. The
+// slot goes back when raft resolves the future, not when the caller stops
+// waiting, so the backlog bound stays true and drainLog still waits for
+// every future in flight; that wait is what bounds the goroutine.
+// resolved says whether f was resolved (err is then raft's).
+func (rep *replica) awaitLogged(ctx context.Context, f raft.Future, release func()) (resolved bool, err error) {
+	done := make(chan error, 1)
+	go func() {
+		err := f.Error()
+		release()
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		return true, err
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+}
+
 // drainLog refuses new appends and waits, at most d, until raft resolved
 // every one in flight. raft never resolves an Apply or Barrier future that
 // is still queued for its leader loop when it shuts down, so stopping with
@@ -272,9 +297,9 @@ func (rep *replica) readIndex(ctx context.Context) (uint64, error) {
 		if err != nil {
 			return 0, err
 		}
-		err = rep.raft.Barrier(timeout).Error()
-		release()
-		if err != nil {
+		if resolved, err := rep.awaitLogged(ctx, rep.raft.Barrier(timeout), release); !resolved {
+			return 0, fmt.Errorf("%w: group %d: the leader's barrier was not applied in time: %v", ErrUnavailable, rep.group, err)
+		} else if err != nil {
 			return 0, rep.raftError(err, false)
 		}
 		rep.barrierTerm.Store(term)
