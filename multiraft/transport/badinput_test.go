@@ -192,3 +192,54 @@ func TestBadInput(t *testing.T) {
 		t.Fatalf("after bad input: %q %v", got, err)
 	}
 }
+
+// One host that opens connections and sends nothing holds at most
+// maxHandshakesPerHost of them in the handshake; more are closed at once,
+// and another host is still served.
+func TestHandshakesBoundedPerHost(t *testing.T) {
+	a := newTestManager(t, "a", func(c *Config) { c.DialTimeout = 10 * time.Second })
+	a.rejected.every.Store(int64(time.Hour))
+	addr := string(a.Addr())
+	dialFrom := func(ip string) net.Conn {
+		t.Helper()
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 5 * time.Second}
+		nc, err := d.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = nc.Close() })
+		return nc
+	}
+	for range maxHandshakesPerHost {
+		dialFrom("127.0.0.1")
+	}
+	// The accept loop counts connections in order; wait until it has
+	// counted all of them.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		a.mu.Lock()
+		n := a.handshaking["127.0.0.1"]
+		a.mu.Unlock()
+		if n == maxHandshakesPerHost {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections in the handshake, want %d", n, maxHandshakesPerHost)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	one := dialFrom("127.0.0.1")
+	_ = one.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if _, err := io.ReadAll(one); err != nil {
+		t.Fatalf("connection %d from one host still open: %v", maxHandshakesPerHost+1, err)
+	}
+	other := dialFrom("127.0.0.2")
+	if _, err := other.Write(rawHello(kindMux, protocolVersion, "raw")); err != nil {
+		t.Fatal(err)
+	}
+	_ = other.SetReadDeadline(time.Now().Add(3 * time.Second))
+	challenge := make([]byte, 7+1+1+nonceLen+2)
+	if _, err := io.ReadFull(other, challenge); err != nil {
+		t.Fatalf("another host is not served: %v", err)
+	}
+}

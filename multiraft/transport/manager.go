@@ -55,6 +55,9 @@ type Manager struct {
 	peers   map[raft.ServerAddress]*peer
 	conns   map[*conn]struct{}
 	rawConn map[net.Conn]struct{} // handshaking and snapshot connections
+	// handshaking counts, per remote host, the connections still in the
+	// handshake (maxHandshakesPerHost).
+	handshaking map[string]int
 
 	// hmu guards handlers and streamHandlers: New fills in its own
 	// services before the Manager is shared, Handle changes them later.
@@ -260,10 +263,18 @@ func (m *Manager) acceptLoop() {
 			continue
 		}
 		delay = 0
+		host := remoteHost(nc.RemoteAddr())
+		if !m.beginHandshake(host) {
+			m.rejected.note(m.log, nc.RemoteAddr(), "", fmt.Errorf("%d connections from %s are in the handshake already", maxHandshakesPerHost, host))
+			_ = nc.Close()
+			continue
+		}
 		if !m.trackRaw(nc) {
+			m.endHandshake(host)
 			return
 		}
-		if !m.goFunc(func() { m.serveConn(nc) }) {
+		if !m.goFunc(func() { m.serveConn(nc, host) }) {
+			m.endHandshake(host)
 			m.untrackRaw(nc)
 			_ = nc.Close()
 			return
@@ -271,13 +282,52 @@ func (m *Manager) acceptLoop() {
 	}
 }
 
+// maxHandshakesPerHost bounds the connections from one host that may be
+// in the handshake at once. Each holds a goroutine and a descriptor for up
+// to DialTimeout before it has proved anything; a peer node has a few at a
+// time (its multiplexed connection, snapshots, probes). Counting per host
+// rather than in all keeps one host that opens connections and sends
+// nothing from shutting out the peers.
+const maxHandshakesPerHost = 32
+
+func remoteHost(a net.Addr) string {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.IP.String()
+	}
+	return a.String()
+}
+
+// beginHandshake counts a connection from host into the handshake, or
+// says that host has too many there already.
+func (m *Manager) beginHandshake(host string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.handshaking[host] >= maxHandshakesPerHost {
+		return false
+	}
+	if m.handshaking == nil {
+		m.handshaking = make(map[string]int)
+	}
+	m.handshaking[host]++
+	return true
+}
+
+func (m *Manager) endHandshake(host string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.handshaking[host]--; m.handshaking[host] <= 0 {
+		delete(m.handshaking, host)
+	}
+}
+
 // serveConn runs the accepting side of the handshake and hands the
 // connection to its kind's handler. Nothing but the handshake is read from
 // a connection that has not authenticated.
-func (m *Manager) serveConn(nc net.Conn) {
+func (m *Manager) serveConn(nc net.Conn, host string) {
 	remote := nc.RemoteAddr().String()
 	_ = nc.SetDeadline(time.Now().Add(m.cfg.DialTimeout))
 	h, access, err := m.acceptHandshake(nc)
+	m.endHandshake(host)
 	if err != nil {
 		m.rejected.note(m.log, nc.RemoteAddr(), h.nodeID, err)
 		m.untrackRaw(nc)

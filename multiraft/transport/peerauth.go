@@ -164,10 +164,7 @@ const (
 )
 
 func (r *rejectLog) note(log *slog.Logger, remote net.Addr, claimed string, err error) {
-	host := remote.String()
-	if ta, ok := remote.(*net.TCPAddr); ok {
-		host = ta.IP.String()
-	}
+	host := remoteHost(remote)
 	now := time.Now()
 	every := time.Duration(r.every.Load())
 	if every == 0 {
