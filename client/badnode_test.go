@@ -210,3 +210,69 @@ func TestFrameClosedWith1009IsNotResent(t *testing.T) {
 		t.Fatalf("%d connections, want 3", len(auths))
 	}
 }
+
+// A node that takes the client's own re-join or re-subscribe after a
+// reconnection and never answers it does not hold them for good: each is
+// sent again after RequestTimeout. The node's pings keep such a socket
+// alive, and the re-join held the room's lock, so the application's own
+// Leave of the room waited too.
+func TestUnansweredRejoinAndResubscribeAreSentAgain(t *testing.T) {
+	n := &badNode{}
+	var mu sync.Mutex
+	conns := map[*gws.Conn]map[string]int{} // per socket, the requests of each op
+	var first *gws.Conn
+	n.reply = func(conn *gws.Conn, req map[string]any) {
+		op, _ := req["op"].(string)
+		mu.Lock()
+		if conns[conn] == nil {
+			conns[conn] = map[string]int{}
+			if first == nil {
+				first = conn
+			}
+		}
+		conns[conn][op]++
+		// On the second socket, the first join and the first subscribe
+		// go unanswered.
+		silent := conn != first && conns[conn][op] == 1 && (op == "join" || op == "subscribe")
+		mu.Unlock()
+		id := jsonString(req["id"])
+		switch {
+		case silent:
+		case op == "join" || op == "leave":
+			send(conn, `{"id":`+id+`,"ok":true,"seq":1,"epoch":"1"}`)
+		case op == "subscribe":
+			send(conn, `{"id":`+id+`,"ok":true,"epoch":"1","first_seq":1,"last_seq":0}`)
+		}
+	}
+	url := startBadNode(t, n)
+	cl := dialOpts(t, client.Config{URLs: []string{url}, User: "alice", RequestTimeout: 300 * time.Millisecond})
+	ctx := eventually.Within(t, 10*time.Second)
+	if _, err := cl.Join(ctx, "r", nil); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := cl.Subscribe(ctx, "s", client.SubscribeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	mu.Lock()
+	_ = first.NetConn().Close()
+	mu.Unlock()
+	asked := func(op string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		for c, ops := range conns {
+			if c != first {
+				return ops[op]
+			}
+		}
+		return 0
+	}
+	eventually.True(t, 5*time.Second, "the unanswered re-join and re-subscribe sent again",
+		func() bool { return asked("join") >= 2 && asked("subscribe") >= 2 })
+	lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if _, err := cl.Leave(lctx, "r"); err != nil {
+		t.Fatalf("leave after the unanswered re-join: %v", err)
+	}
+}

@@ -39,6 +39,13 @@ type Config struct {
 	// brings nothing for three intervals is dropped and replaced.
 	// Default 15s.
 	PingInterval time.Duration
+	// RequestTimeout bounds each request the client makes on its own: the
+	// re-joins and re-subscribes after a reconnection. One that gets no
+	// answer in time is sent again; the node's pings keep a socket alive
+	// whose node does not answer, so nothing else would end the wait.
+	// Calls the application makes are bounded by their own contexts.
+	// Default 30s.
+	RequestTimeout time.Duration
 	// DialContext opens the TCP connections (through a proxy, say);
 	// default a net.Dialer's.
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -66,12 +73,13 @@ type Options = Config
 // zero. URLs and the credentials have none.
 func DefaultConfig() Config {
 	return Config{
-		Backoff:      DefaultBackoff(),
-		DialTimeout:  10 * time.Second,
-		PingInterval: 15 * time.Second,
-		DialContext:  (&net.Dialer{}).DialContext,
-		MaxFrame:     128 << 20,
-		Logger:       slog.New(slog.DiscardHandler),
+		Backoff:        DefaultBackoff(),
+		DialTimeout:    10 * time.Second,
+		PingInterval:   15 * time.Second,
+		RequestTimeout: 30 * time.Second,
+		DialContext:    (&net.Dialer{}).DialContext,
+		MaxFrame:       128 << 20,
+		Logger:         slog.New(slog.DiscardHandler),
 	}
 }
 
@@ -94,6 +102,7 @@ func (c Config) Validate() error {
 	}
 	fields.NotNegative(&p, "Config.DialTimeout", c.DialTimeout)
 	fields.NotNegative(&p, "Config.PingInterval", c.PingInterval)
+	fields.NotNegative(&p, "Config.RequestTimeout", c.RequestTimeout)
 	fields.NotNegative(&p, "Config.MaxFrame", c.MaxFrame)
 	p.Add(c.Backoff.Validate())
 	return p.Err("herald")

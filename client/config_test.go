@@ -17,6 +17,7 @@ func TestConfigShape(t *testing.T) {
 		configtest.Invalid[Config]{Field: "URLs", Set: func(c *Config) { c.URLs = nil }},
 		configtest.Invalid[Config]{Field: "Config.User", Set: func(c *Config) { c.User = "" }},
 		configtest.Invalid[Config]{Field: "DialTimeout", Set: func(c *Config) { c.DialTimeout = -1 }},
+		configtest.Invalid[Config]{Field: "RequestTimeout", Set: func(c *Config) { c.RequestTimeout = -1 }},
 		configtest.Invalid[Config]{Field: "PingInterval", Set: func(c *Config) { c.PingInterval = -1 }},
 		configtest.Invalid[Config]{Field: "MaxFrame", Set: func(c *Config) { c.MaxFrame = -1 }},
 		configtest.Invalid[Config]{Field: "Backoff.Min", Set: func(c *Config) { c.Backoff.Min = -1 }},

@@ -63,7 +63,8 @@
 // socket closes. The client therefore re-joins every room joined through
 // it, with the same meta, on each new socket, before serving other
 // requests there, until Leave. Each re-join is a join event in the room,
-// as it would be for a browser reloading a page.
+// as it would be for a browser reloading a page. A re-join or re-subscribe
+// the node does not answer within Config.RequestTimeout is sent again.
 //
 // # Oversized requests
 //

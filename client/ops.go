@@ -484,11 +484,23 @@ func (c *Client) rejoin(cn *conn, j *joinState) {
 			return
 		}
 		meta := j.meta
-		f, _, err := c.roundTrip(cn.ctx, cn, &protocol.Request{Op: protocol.OpJoin, Room: j.room, Meta: meta}, nil)
+		rctx, cancel := context.WithTimeout(cn.ctx, c.opts.RequestTimeout)
+		f, _, err := c.roundTrip(rctx, cn, &protocol.Request{Op: protocol.OpJoin, Room: j.room, Meta: meta}, nil)
+		cancel()
 		if err == nil {
 			j.wire, j.wireMeta, j.seq = cn, meta, f.Seq
 			j.unlock()
 			return
+		}
+		if rctx.Err() != nil && cn.ctx.Err() == nil {
+			// No answer in time: ask again (a join of a member the room
+			// has is answered as one), without holding the room from the
+			// application's own calls meanwhile.
+			j.unlock()
+			if !wait.Sleep(cn.ctx, c.opts.Backoff.Delay(attempt)) {
+				return
+			}
+			continue
 		}
 		retry, pause, _ := c.retryable(err, true, attempt)
 		if !retry {

@@ -346,7 +346,10 @@ func (s *Subscription) subscribe(cn *conn, delay time.Duration) {
 		s.awaiting = true
 		s.mu.Unlock()
 
-		_, sent, err := s.c.roundTrip(cn.ctx, cn, &req, func(f *protocol.Frame) error { return s.answered(cn, &req, f) })
+		rctx, cancel := context.WithTimeout(cn.ctx, s.c.opts.RequestTimeout)
+		_, sent, err := s.c.roundTrip(rctx, cn, &req, func(f *protocol.Frame) error { return s.answered(cn, &req, f) })
+		cancel()
+		unanswered := err != nil && rctx.Err() != nil && cn.ctx.Err() == nil
 
 		s.mu.Lock()
 		if s.wire != cn {
@@ -380,6 +383,13 @@ func (s *Subscription) subscribe(cn *conn, delay time.Duration) {
 		}
 		s.lastErr = err
 		s.mu.Unlock()
+		if unanswered {
+			// No answer in time: subscribe again. One the node took
+			// meanwhile is replaced, and its answer, if it comes, is
+			// no longer awaited.
+			delay = s.c.opts.Backoff.Delay(attempt)
+			continue
+		}
 		retry, wait, _ := s.c.retryable(err, sent, attempt)
 		if !retry || errors.Is(err, errConnLost) {
 			return // the socket is gone; the next one subscribes again
