@@ -138,6 +138,7 @@ func (h *hub) run(ctx context.Context, gf *groupFeed) {
 			backoff = min(2*backoff, feedRetryMax)
 			continue
 		}
+		backoff = feedRetryMin
 		// Events may have committed while no stream was open: every
 		// subscription checks its room's last seq against what it
 		// delivered, now that the new stream will carry what follows.
@@ -149,25 +150,10 @@ func (h *hub) run(ctx context.Context, gf *groupFeed) {
 			defer close(rechecked)
 			h.recheckRooms(sctx, gf, h.timeout)
 		}()
-		opened := time.Now()
-		carried := h.pump(ctx, gf, stream)
+		h.pump(ctx, gf, stream)
 		stream.Close()
 		stopRecheck()
 		<-rechecked
-		if carried || time.Since(opened) >= feedRetryMax {
-			backoff = feedRetryMin
-			continue
-		}
-		// Opening does not wait for the leader, which may refuse the
-		// stream at once (its replica damaged or being restored): one that
-		// ended quickly having carried nothing backs off like one that did
-		// not open, or every node with subscribers to the group would
-		// reopen it in a tight loop.
-		h.log.Debug("group event stream ended at once", "group", gf.group, "retry in", backoff)
-		if !wait.Sleep(ctx, backoff) {
-			return
-		}
-		backoff = min(2*backoff, feedRetryMax)
 	}
 }
 
@@ -175,12 +161,11 @@ func (h *hub) run(ctx context.Context, gf *groupFeed) {
 // its reader holds ahead of it (a feed's buffer is this many fsm.Events).
 const maxFeedBatch = 64
 
-// pump hands the stream's events to the subscriptions, a batch at a time,
-// and says whether the stream carried any:
+// pump hands the stream's events to the subscriptions, a batch at a time:
 // every event that arrived while the previous batch was being handed on
 // (a raft batch commits many) goes to each socket at once, so that it
 // costs the socket one wake of its writer and one write.
-func (h *hub) pump(ctx context.Context, gf *groupFeed, stream rooms.Feed) (carried bool) {
+func (h *hub) pump(ctx context.Context, gf *groupFeed, stream rooms.Feed) {
 	stop := context.AfterFunc(ctx, stream.Close)
 	defer stop()
 	// The reader ends when the stream does (ctx's end closes it), and
@@ -208,9 +193,8 @@ func (h *hub) pump(ctx context.Context, gf *groupFeed, stream rooms.Feed) (carri
 	for {
 		ev, ok := <-evs
 		if !ok {
-			return carried
+			return
 		}
-		carried = true
 		batch = append(batch[:0], ev)
 	more:
 		for len(batch) < maxFeedBatch {
