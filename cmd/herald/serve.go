@@ -29,6 +29,7 @@ import (
 	"github.com/heraldhq/herald/internal/mempolicy"
 	"github.com/heraldhq/herald/multiraft"
 	"github.com/heraldhq/herald/multiraft/logstore"
+	"github.com/heraldhq/herald/multiraft/meta"
 	"github.com/heraldhq/herald/rooms"
 	"github.com/heraldhq/herald/serverapi"
 	"github.com/heraldhq/herald/wsfront"
@@ -253,8 +254,8 @@ func serveConfig(c *cli.Context, logger *slog.Logger) (herald.Config, string, er
 			bad("--bootstrap does not list this node (--node-id %s)", cfg.NodeID)
 		}
 		groups, repl := c.Int("groups"), c.Int("replication")
-		if groups < 1 || groups > 1<<16 {
-			bad("--groups %d: want 1..65536", groups)
+		if groups < 1 || groups > meta.MaxGroups {
+			bad("--groups %d: want 1..%d", groups, meta.MaxGroups)
 		}
 		if repl < 1 || repl > len(peers) {
 			bad("--replication %d: want 1..%d (the nodes in --bootstrap)", repl, len(peers))
